@@ -1,0 +1,113 @@
+"""HTTP layer: the CDS Hooks endpoints, errors as OperationOutcome, CORS.
+
+Everything clinical happens in ``service.CdsService``; this module only turns HTTP into
+calls on it and answers in the shapes the CDS Hooks spec asks for.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from flask import Flask, Response, request
+from flask_cors import CORS
+from werkzeug.exceptions import HTTPException
+
+from cds_service import SERVICE_ID, feedback
+from cds_service.config import Settings
+from cds_service.errors import CdsError, from_http_exception, operation_outcome
+from cds_service.security import Authenticator
+from cds_service.service import CdsService
+
+log = logging.getLogger(__name__)
+
+JSON_TYPES = ("application/json", "application/fhir+json")
+
+
+def json_response(body: dict, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(orjson.dumps(body), status=status, headers=headers,
+                    mimetype="application/json")
+
+
+def error_response(error: CdsError) -> Response:
+    return json_response(operation_outcome(error.status, error.message, error.diagnostics),
+                         error.status, error.headers)
+
+
+def read_json() -> object:
+    """The request body as JSON, after the size and content-type checks."""
+    limit = current_settings().max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise CdsError(413, "Request body is larger than the configured limit.")
+    mimetype = (request.mimetype or "").lower()
+    if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
+        raise CdsError(415, "Content-Type must be application/json.")
+    data = request.get_data(cache=False)
+    if len(data) > limit:
+        raise CdsError(413, "Request body is larger than the configured limit.")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise CdsError(400, "Request body is not valid JSON.") from None
+
+
+def current_settings() -> Settings:
+    from flask import current_app
+    return current_app.extensions["cds"].settings
+
+
+def create_app(settings: Settings | None = None, service: CdsService | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    logging.basicConfig(level=settings.log_level.upper())
+    service = service or CdsService(settings)
+    authenticator = Authenticator(settings)
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["cds"] = service
+    CORS(app, origins=list(settings.cors_origins), allow_headers=["Authorization", "Content-Type"],
+         methods=["GET", "POST", "OPTIONS"], max_age=600)
+
+    def authenticate() -> None:
+        authenticator.authenticate(request.headers.get("Authorization"), request.base_url)
+
+    @app.errorhandler(CdsError)
+    def _cds_error(error: CdsError):
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException):
+        return error_response(from_http_exception(error))
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception):
+        log.error("unexpected %s while handling %s %s", type(error).__name__, request.method,
+                  request.url_rule.rule if request.url_rule else "?")
+        return error_response(CdsError(500, "Internal error."))
+
+    @app.get("/healthz")
+    def healthz():
+        return json_response({"status": "ok"})
+
+    @app.get("/cds-services")
+    def discovery():
+        authenticate()
+        return json_response(service.discovery())
+
+    @app.post("/cds-services/<service_id>")
+    def invoke(service_id: str):
+        if service_id != SERVICE_ID:
+            raise CdsError(404, "Unknown CDS service id.")
+        authenticate()
+        outcome = service.evaluate(read_json())
+        return json_response(outcome.response)
+
+    @app.post("/cds-services/<service_id>/feedback")
+    def post_feedback(service_id: str):
+        if service_id != SERVICE_ID:
+            raise CdsError(404, "Unknown CDS service id.")
+        authenticate()
+        feedback.validate(read_json())
+        return Response(status=200)
+
+    return app

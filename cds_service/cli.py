@@ -1,0 +1,81 @@
+"""Command line: ``cds-service serve | evaluate REQUEST.json | check-rules``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cds_service.config import ConfigError, Settings
+from cds_service.errors import CdsError, operation_outcome
+from cds_service.rules import RuleError, RuleSet
+
+
+def _serve(args, settings: Settings) -> int:
+    from cds_service.app import create_app
+    app = create_app(settings)
+    app.run(host=args.host or settings.host, port=args.port or settings.port)
+    return 0
+
+
+def _evaluate(args, settings: Settings) -> int:
+    from cds_service.service import CdsService
+    try:
+        payload = json.loads(Path(args.request).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        print(f"cannot read {args.request}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        outcome = CdsService(settings).evaluate(payload)
+    except CdsError as error:
+        print(json.dumps(operation_outcome(error.status, error.message), indent=2))
+        return 1
+    print(json.dumps(outcome.response, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _check_rules(args, settings: Settings) -> int:
+    cards_dir = Path(args.cards_dir) if args.cards_dir else settings.cards_dir
+    try:
+        ruleset = RuleSet.load(cards_dir)
+    except RuleError as exc:
+        print(f"cards/ error: {exc}", file=sys.stderr)
+        return 1
+    routes = ", ".join(r.code for r in ruleset.routes)
+    print(f"OK: {len(ruleset.routes)} route files in {cards_dir} ({routes})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cds-service", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the development server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    evaluate = sub.add_parser("evaluate", help="print the CDS Hooks response for a request file")
+    evaluate.add_argument("request")
+    check = sub.add_parser("check-rules", help="validate every file in cards/")
+    check.add_argument("--cards-dir")
+    extra = _extra_commands(sub)
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    handlers = {"serve": _serve, "evaluate": _evaluate, "check-rules": _check_rules, **extra}
+    try:
+        return handlers[args.command](args, settings)
+    except RuleError as exc:
+        print(f"cards/ error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _extra_commands(sub) -> dict:
+    """Commands contributed by other modules (the feedback report)."""
+    try:
+        from cds_service.report import register
+    except ImportError:
+        return {}
+    return register(sub)

@@ -1,0 +1,79 @@
+"""CDS Hooks documents: the JSON Schemas we ship, request validation, discovery.
+
+Validation errors name the offending field (a JSON path) and the rule it broke, never
+the value, so no patient data leaks into an error message.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+
+import jsonschema
+from referencing import Registry, Resource
+
+from cds_service import SERVICE_ID
+from cds_service.errors import CdsError
+
+SCHEMA_FILES = ("coding", "card", "cds-response", "discovery", "hook-request", "feedback")
+SPEC_VERSION = "2.0"
+
+
+@lru_cache(maxsize=None)
+def _registry() -> Registry:
+    registry = Registry()
+    for name in SCHEMA_FILES:
+        schema = json.loads(resources.files("cds_service.schemas").joinpath(f"{name}.json").read_text())
+        registry = registry.with_resource(schema["$id"], Resource.from_contents(schema))
+    return registry
+
+
+@lru_cache(maxsize=None)
+def validator(name: str) -> jsonschema.Draft202012Validator:
+    """A compiled validator for one of our schemas (``card``, ``cds-response``, ...)."""
+    schema = _registry().get_or_retrieve(f"urn:leg-cramp-cds:schema:{name}").value.contents
+    return jsonschema.Draft202012Validator(
+        schema, registry=_registry(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else "a member"
+        return f"{path}: required field '{missing}' is missing"
+    if error.validator == "dependentRequired":
+        return f"{path}: {error.message.split(' is a dependency')[0].strip()} requires another field"
+    if error.validator == "type":
+        return f"{path}: must be of type {error.validator_value}"
+    if error.validator in {"enum", "const"}:
+        return f"{path}: value is not allowed here"
+    return f"{path}: violates '{error.validator}'"
+
+
+def check(name: str, document: object, what: str) -> None:
+    """Raise a 400 CdsError naming the first field that breaks schema ``name``."""
+    error = jsonschema.exceptions.best_match(validator(name).iter_errors(document))
+    if error is not None:
+        raise CdsError(400, f"Invalid {what}: {_describe(error)}")
+
+
+def discovery(prefetch: dict[str, str]) -> dict:
+    return {"services": [{
+        "hook": "patient-view",
+        "id": SERVICE_ID,
+        "title": "Leg cramp referral guidance",
+        "description": (
+            "For a patient with **leg cramps** on the problem list, suggests who should see them "
+            "next: urgent care, nephrology, endocrinology, vascular surgery, neurology, "
+            "orthopedics, physical medicine and rehabilitation, the primary-care workup, or a "
+            "medication review. Each card shows the evidence (value, unit, date, code) and "
+            "offers a one-click referral or lab order."),
+        "usageRequirements": (
+            "Send the prefetch keys listed here or give `fhirServer` with a `fhirAuthorization` "
+            "token that can read Patient, Condition, Observation, Procedure, MedicationRequest "
+            "and ServiceRequest for the patient. The patient must have an active leg-cramp "
+            "Condition (SNOMED CT or ICD-10-CM) for any card to appear."),
+        "version": SPEC_VERSION,
+        "prefetch": prefetch,
+    }]}

@@ -1,0 +1,220 @@
+"""The patient record: every resource from prefetch or the FHIR server, indexed once.
+
+Resources stay plain dicts (cheap); indexes map (resourceType, system, code) to resources so
+rules find candidates without scanning. Only the resources a rule actually uses as evidence
+are validated with the ``fhir.resources.R4B`` models (``Record.is_valid``), which keeps the
+hot path near the cost of JSON parsing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import date, datetime, time, timezone
+
+from fhir.resources.R4B.condition import Condition
+from fhir.resources.R4B.medicationrequest import MedicationRequest
+from fhir.resources.R4B.medicationstatement import MedicationStatement
+from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.procedure import Procedure
+from fhir.resources.R4B.servicerequest import ServiceRequest
+
+from cds_service.terminology import codings_of
+
+log = logging.getLogger(__name__)
+
+INDEXED_TYPES = ("Condition", "Observation", "Procedure", "MedicationRequest",
+                 "MedicationStatement", "ServiceRequest")
+_MODELS = {m.__name__: m for m in (Condition, MedicationRequest, MedicationStatement,
+                                   Observation, Patient, Procedure, ServiceRequest)}
+
+CONDITION_ACTIVE = {"active", "recurrence", "relapse"}
+CONDITION_EXCLUDED_VERIFICATION = {"refuted", "entered-in-error"}
+OBSERVATION_FINAL = {"final", "amended", "corrected"}
+PROCEDURE_DONE = {"completed", "in-progress"}
+MEDICATION_ACTIVE = {"active", "on-hold"}
+SERVICE_REQUEST_OPEN = {"active", "on-hold", "draft"}
+
+
+def parse_datetime(value: object) -> datetime | None:
+    """A FHIR date/dateTime/instant as an aware datetime (dates and naive times as UTC)."""
+    if not isinstance(value, str) or len(value) < 4:
+        return None
+    try:
+        if len(value) == 4:
+            return datetime(int(value), 1, 1, tzinfo=timezone.utc)
+        if len(value) == 7:
+            return datetime(int(value[:4]), int(value[5:7]), 1, tzinfo=timezone.utc)
+        if len(value) == 10:
+            return datetime.combine(date.fromisoformat(value), time(), timezone.utc)
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _status_code(concept: object) -> str | None:
+    for _system, code, _display in codings_of(concept):
+        return code
+    if isinstance(concept, dict):
+        for coding in concept.get("coding") or []:
+            if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+                return coding["code"]
+    return None
+
+
+def condition_counts(resource: dict) -> bool:
+    """Active (or no status and not abated), and neither refuted nor entered in error."""
+    clinical = _status_code(resource.get("clinicalStatus"))
+    verification = _status_code(resource.get("verificationStatus"))
+    if verification in CONDITION_EXCLUDED_VERIFICATION:
+        return False
+    if clinical is None:
+        return not any(k.startswith("abatement") for k in resource)
+    return clinical in CONDITION_ACTIVE
+
+
+def condition_date(resource: dict) -> datetime | None:
+    """When the condition started, or failing that, when it was recorded."""
+    onset = resource.get("onsetDateTime") or (resource.get("onsetPeriod") or {}).get("start")
+    return parse_datetime(onset) or parse_datetime(resource.get("recordedDate"))
+
+
+def observation_date(resource: dict) -> datetime | None:
+    period = resource.get("effectivePeriod") if isinstance(resource.get("effectivePeriod"), dict) else {}
+    return (parse_datetime(resource.get("effectiveDateTime"))
+            or parse_datetime(resource.get("effectiveInstant"))
+            or parse_datetime(period.get("end")) or parse_datetime(period.get("start"))
+            or parse_datetime(resource.get("issued")))
+
+
+def procedure_date(resource: dict) -> datetime | None:
+    period = resource.get("performedPeriod") if isinstance(resource.get("performedPeriod"), dict) else {}
+    return (parse_datetime(resource.get("performedDateTime"))
+            or parse_datetime(period.get("end")) or parse_datetime(period.get("start")))
+
+
+def medication_date(resource: dict) -> datetime | None:
+    period = resource.get("effectivePeriod") if isinstance(resource.get("effectivePeriod"), dict) else {}
+    return (parse_datetime(resource.get("authoredOn"))
+            or parse_datetime(resource.get("effectiveDateTime"))
+            or parse_datetime(period.get("start")))
+
+
+def reference_to(resource: dict) -> str | None:
+    rid = resource.get("id")
+    if isinstance(rid, str) and rid:
+        return f"{resource['resourceType']}/{rid}"
+    return None
+
+
+class Record:
+    """One patient's resources, indexed by type and by (type, system, code)."""
+
+    def __init__(self, patient_id: str, resources, now: datetime):
+        self.patient_id = patient_id
+        self.now = now
+        self.patient: dict | None = None
+        self.by_type: dict[str, list[dict]] = defaultdict(list)
+        self.by_code: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+        self.codes_by_system: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._medications: dict[str, dict] = {}
+        self._valid: dict[int, bool] = {}
+        pending_meds = []
+        for resource in resources:
+            rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+            if not isinstance(rtype, str):
+                continue
+            if rtype == "Patient":
+                if self.patient is None or resource.get("id") == patient_id:
+                    self.patient = resource
+                continue
+            if rtype == "Medication" and isinstance(resource.get("id"), str):
+                self._medications["Medication/" + resource["id"]] = resource
+                continue
+            if rtype not in INDEXED_TYPES:
+                continue
+            self.by_type[rtype].append(resource)
+            if rtype in ("MedicationRequest", "MedicationStatement"):
+                pending_meds.append(resource)
+            else:
+                self._index(rtype, resource, resource.get("code"))
+        for resource in pending_meds:
+            self._index_medication(resource)
+
+    def _index(self, rtype: str, resource: dict, concept: object) -> None:
+        seen = set()
+        for system, code, _display in codings_of(concept):
+            key = (rtype, system, code)
+            if key in seen:
+                continue
+            seen.add(key)
+            self.by_code[key].append(resource)
+            self.codes_by_system[(rtype, system)].add(code)
+
+    def _index_medication(self, resource: dict) -> None:
+        """Index a medication order by its product code and, where given, its ingredients."""
+        rtype = resource["resourceType"]
+        concepts = [resource.get("medicationCodeableConcept")]
+        medication = self.medication_of(resource)
+        if medication:
+            concepts.append(medication.get("code"))
+            for ingredient in medication.get("ingredient") or []:
+                if isinstance(ingredient, dict):
+                    concepts.append(ingredient.get("itemCodeableConcept"))
+        for concept in concepts:
+            self._index(rtype, resource, concept)
+
+    def medication_of(self, resource: dict) -> dict | None:
+        """The Medication a medicationReference points at (contained or in the record)."""
+        ref = resource.get("medicationReference")
+        ref = ref.get("reference") if isinstance(ref, dict) else None
+        if not isinstance(ref, str):
+            return None
+        if ref.startswith("#"):
+            for contained in resource.get("contained") or []:
+                if isinstance(contained, dict) and contained.get("id") == ref[1:]:
+                    return contained
+            return None
+        return self._medications.get(ref)
+
+    def find(self, rtype: str, value_set) -> list[tuple[dict, object]]:
+        """Resources of ``rtype`` with a coding in ``value_set``, each with the matched concept."""
+        hits: dict[int, tuple[dict, object]] = {}
+        for (system, code) in value_set.keys():
+            for resource in self.by_code.get((rtype, system, code), ()):
+                hits.setdefault(id(resource), (resource, value_set.exact[(system, code)]))
+        for prefix in value_set.prefixes:
+            for code in self.codes_by_system.get((rtype, prefix.system), ()):
+                if code.startswith(prefix.code):
+                    for resource in self.by_code[(rtype, prefix.system, code)]:
+                        hits.setdefault(id(resource), (resource, prefix))
+        return list(hits.values())
+
+    def is_valid(self, resource: dict) -> bool:
+        """Validate a resource against the FHIR R4B model before it is used as evidence."""
+        key = id(resource)
+        if key not in self._valid:
+            model = _MODELS.get(resource.get("resourceType"))
+            try:
+                if model is not None:
+                    model.model_validate(resource)
+                self._valid[key] = True
+            except Exception as exc:  # pydantic.ValidationError and friends
+                log.warning("ignored an invalid %s resource (%s)", resource.get("resourceType"),
+                            type(exc).__name__)
+                self._valid[key] = False
+        return self._valid[key]
+
+    # Patient demographics used by the rules (CKD-EPI needs age and sex).
+    @property
+    def sex(self) -> str | None:
+        gender = (self.patient or {}).get("gender")
+        return gender if gender in {"male", "female"} else None
+
+    def age_on(self, when: datetime) -> float | None:
+        birth = parse_datetime((self.patient or {}).get("birthDate"))
+        if birth is None or birth > when:
+            return None
+        return (when - birth).days / 365.25

@@ -1,0 +1,122 @@
+"""Code systems and value sets: which coding in a resource means which concept.
+
+Rule files name systems by short aliases (``snomed``, ``icd10cm``, ``loinc``, ``rxnorm``);
+resources use canonical URIs or, in older feeds, OIDs. Everything is normalised to the
+canonical URI and, for ICD-10-CM, to the dotted upper-case code before comparing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SNOMED = "http://snomed.info/sct"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+LOINC = "http://loinc.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+UCUM = "http://unitsofmeasure.org"
+
+ALIASES = {
+    "snomed": SNOMED,
+    "icd10cm": ICD10CM,
+    "loinc": LOINC,
+    "rxnorm": RXNORM,
+}
+
+_CANONICAL = {
+    SNOMED: SNOMED,
+    "urn:oid:2.16.840.1.113883.6.96": SNOMED,
+    "http://snomed.info/sct/": SNOMED,
+    ICD10CM: ICD10CM,
+    "urn:oid:2.16.840.1.113883.6.90": ICD10CM,
+    "http://hl7.org/fhir/sid/icd-10-us": ICD10CM,
+    LOINC: LOINC,
+    "urn:oid:2.16.840.1.113883.6.1": LOINC,
+    "http://loinc.org/": LOINC,
+    RXNORM: RXNORM,
+    "urn:oid:2.16.840.1.113883.6.88": RXNORM,
+}
+
+SHORT_NAMES = {SNOMED: "SNOMED CT", ICD10CM: "ICD-10-CM", LOINC: "LOINC", RXNORM: "RxNorm"}
+
+
+def canonical_system(system: object) -> str | None:
+    if not isinstance(system, str):
+        return None
+    system = system.strip()
+    return ALIASES.get(system) or _CANONICAL.get(system) or system
+
+
+def normalise_code(system: str | None, code: object) -> str | None:
+    """ICD-10-CM codes arrive with or without the dot and in any case: store them dotted."""
+    if not isinstance(code, str) or not code.strip():
+        return None
+    code = code.strip()
+    if system == ICD10CM:
+        code = code.upper()
+        if "." not in code and len(code) > 3:
+            code = code[:3] + "." + code[3:]
+    return code
+
+
+def codings_of(concept: object):
+    """Yield (system, code, display) for every usable coding of a CodeableConcept dict."""
+    if not isinstance(concept, dict):
+        return
+    codings = concept.get("coding")
+    if not isinstance(codings, list):
+        return
+    for coding in codings:
+        if not isinstance(coding, dict):
+            continue
+        system = canonical_system(coding.get("system"))
+        code = normalise_code(system, coding.get("code"))
+        if system and code:
+            display = coding.get("display")
+            yield system, code, display if isinstance(display, str) else None
+
+
+@dataclass(frozen=True)
+class Concept:
+    system: str
+    code: str
+    display: str
+
+    def as_coding(self) -> dict:
+        return {"system": self.system, "code": self.code, "display": self.display}
+
+    @property
+    def label(self) -> str:
+        return f"{SHORT_NAMES.get(self.system, self.system)} {self.code}"
+
+
+class ValueSet:
+    """A compiled code list: exact (system, code) members plus ICD-10-CM prefixes."""
+
+    def __init__(self, name: str, members: list[Concept], prefixes: list[Concept]):
+        self.name = name
+        self.exact = {(m.system, m.code): m for m in members}
+        self.prefixes = tuple(prefixes)
+
+    def match(self, system: str, code: str) -> Concept | None:
+        hit = self.exact.get((system, code))
+        if hit is not None:
+            return hit
+        for prefix in self.prefixes:
+            if prefix.system == system and code.startswith(prefix.code):
+                return prefix
+        return None
+
+    def keys(self):
+        return self.exact.keys()
+
+    def __len__(self) -> int:
+        return len(self.exact) + len(self.prefixes)
+
+    @classmethod
+    def from_entries(cls, name: str, entries: list[dict]) -> "ValueSet":
+        members, prefixes = [], []
+        for entry in entries:
+            system = canonical_system(entry["system"])
+            concept = Concept(system, normalise_code(system, str(entry["code"])), entry["display"])
+            (prefixes if entry.get("match") == "prefix" else members).append(concept)
+        return cls(name, members, prefixes)

@@ -1,0 +1,147 @@
+"""UCUM quantity conversion for the units laboratories report.
+
+A value is converted only when its UCUM code is known here; anything else returns ``None``
+and the caller ignores the value for thresholds (never guess a unit). Analyte-specific
+facts (molar mass, valence, the HbA1c NGSP/IFCC scale) come from the rule files.
+"""
+
+from __future__ import annotations
+
+# Common non-UCUM spellings that are unambiguous, mapped to their UCUM code.
+_SPELLINGS = {
+    "mEq/L": "meq/L",
+    "mIU/L": "m[IU]/L",
+    "uIU/mL": "u[IU]/mL",
+    "µIU/mL": "u[IU]/mL",
+    "µmol/L": "umol/L",
+    "µg/dL": "ug/dL",
+    "mL/min/1.73.m2": "mL/min/{1.73_m2}",
+    "mL/min/1.73m2": "mL/min/{1.73_m2}",
+    "mL/min/{1.73m2}": "mL/min/{1.73_m2}",
+    "degF": "[degF]",
+    "°F": "[degF]",
+    "°C": "Cel",
+    "IU/L": "[IU]/L",
+}
+
+# (dimension, factor to the dimension's base unit)
+_LINEAR = {
+    # mass concentration, base g/L
+    "g/L": ("mass", 1.0), "g/dL": ("mass", 10.0), "mg/dL": ("mass", 1e-2),
+    "mg/L": ("mass", 1e-3), "mg/mL": ("mass", 1.0), "ug/mL": ("mass", 1e-3),
+    "ug/dL": ("mass", 1e-5), "ug/L": ("mass", 1e-6), "ng/mL": ("mass", 1e-6),
+    "ng/dL": ("mass", 1e-8), "ng/L": ("mass", 1e-9), "pg/mL": ("mass", 1e-9),
+    # amount-of-substance concentration, base mol/L
+    "mol/L": ("molar", 1.0), "mmol/L": ("molar", 1e-3), "umol/L": ("molar", 1e-6),
+    "nmol/L": ("molar", 1e-9), "pmol/L": ("molar", 1e-12),
+    # equivalents concentration, base eq/L
+    "eq/L": ("equiv", 1.0), "meq/L": ("equiv", 1e-3),
+    # catalytic activity concentration, base U/L (an enzyme IU is a U)
+    "U/L": ("enzyme", 1.0), "[IU]/L": ("enzyme", 1.0), "ukat/L": ("enzyme", 60.0),
+    # arbitrary international units for hormones (TSH), base [IU]/L
+    "m[IU]/L": ("hormone", 1e-3), "u[IU]/mL": ("hormone", 1e-3), "m[IU]/mL": ("hormone", 1.0),
+    # filtration rate normalised to body surface area
+    "mL/min/{1.73_m2}": ("gfr", 1.0),
+    # plain ratios
+    "1": ("ratio", 1.0), "{ratio}": ("ratio", 1.0), "{index}": ("ratio", 1.0),
+    # mass ratio (urine ACR), base mg/g
+    "mg/g": ("mass_ratio", 1.0), "mg/mmol": ("mass_ratio", 8.84),
+}
+
+_TEMPERATURE = {"Cel", "[degF]", "K"}
+
+
+def ucum_code(unit: object) -> str | None:
+    """The UCUM code for a Quantity's ``code`` (or ``unit``) string, or None if unknown."""
+    if not isinstance(unit, str):
+        return None
+    unit = unit.strip()
+    unit = _SPELLINGS.get(unit, unit)
+    if unit in _LINEAR or unit in _TEMPERATURE or unit in {"%", "mmol/mol"}:
+        return unit
+    return None
+
+
+def convert(value: float, unit: str, target: str, *, molar_mass: float | None = None,
+            valence: int | None = None, scale: str | None = None) -> float | None:
+    """Convert ``value`` from UCUM ``unit`` to ``target``; None when not convertible."""
+    unit, target = ucum_code(unit), ucum_code(target)
+    if unit is None or target is None:
+        return None
+    if unit == target:
+        return float(value)
+    if unit in _TEMPERATURE and target in _TEMPERATURE:
+        return _from_kelvin(_to_kelvin(value, unit), target)
+    if scale == "hba1c" and {unit, target} == {"%", "mmol/mol"}:
+        return _hba1c(value, unit)
+    if unit not in _LINEAR or target not in _LINEAR:
+        return None
+    (dim_from, f_from), (dim_to, f_to) = _LINEAR[unit], _LINEAR[target]
+    base = value * f_from
+    if dim_from != dim_to:
+        base = _bridge(base, dim_from, dim_to, molar_mass, valence)
+        if base is None:
+            return None
+    return base / f_to
+
+
+def _bridge(base: float, dim_from: str, dim_to: str, molar_mass, valence) -> float | None:
+    """Cross between mass, molar and equivalent concentrations using analyte facts."""
+    if dim_from == "equiv":
+        if not valence:
+            return None
+        base, dim_from = base / valence, "molar"
+    if dim_from == "mass" and dim_to in {"molar", "equiv"}:
+        if not molar_mass:
+            return None
+        base, dim_from = base / molar_mass, "molar"
+    if dim_from == "molar" and dim_to == "mass":
+        return base * molar_mass if molar_mass else None
+    if dim_from == "molar" and dim_to == "equiv":
+        return base * valence if valence else None
+    if dim_from == dim_to:
+        return base
+    return None
+
+
+def _to_kelvin(value: float, unit: str) -> float:
+    if unit == "Cel":
+        return value + 273.15
+    if unit == "[degF]":
+        return (value - 32.0) * 5.0 / 9.0 + 273.15
+    return value
+
+
+def _from_kelvin(kelvin: float, unit: str) -> float:
+    if unit == "Cel":
+        return kelvin - 273.15
+    if unit == "[degF]":
+        return (kelvin - 273.15) * 9.0 / 5.0 + 32.0
+    return kelvin
+
+
+def _hba1c(value: float, unit: str) -> float:
+    """NGSP % <-> IFCC mmol/mol master equation: IFCC = 10.929 x (NGSP - 2.15)."""
+    if unit == "%":
+        return 10.929 * (value - 2.15)
+    return value / 10.929 + 2.15
+
+
+_LABELS = {
+    "mL/min/{1.73_m2}": "mL/min/1.73m²",
+    "Cel": "°C",
+    "[degF]": "°F",
+    "meq/L": "mEq/L",
+    "m[IU]/L": "mIU/L",
+    "u[IU]/mL": "µIU/mL",
+    "umol/L": "µmol/L",
+    "ug/dL": "µg/dL",
+    "ug/L": "µg/L",
+    "1": "",
+    "{ratio}": "",
+}
+
+
+def display_label(unit: str) -> str:
+    """How a UCUM code is written for clinicians (mL/min/1.73m², °C, µmol/L)."""
+    return _LABELS.get(unit, unit)

@@ -1,0 +1,95 @@
+"""Turn the real (Synthea) transaction bundles of ../shared/fhir-real into CDS Hooks requests.
+
+The bundles are read as they are; only a copy is changed in memory: ``urn:uuid:``
+references become ``Type/id`` (as a FHIR server would answer) and, where a test asks,
+a leg-cramp Condition is added, since none of the patients has one coded.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from functools import lru_cache
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SYNTHEA_DIR = SHARED / "fhir-real" / "synthea"
+PREFETCH_TYPES = {
+    "conditions": "Condition",
+    "observations": "Observation",
+    "procedures": "Procedure",
+    "medications": "MedicationRequest",
+    "servicerequests": "ServiceRequest",
+}
+
+
+def synthea_files() -> list[Path]:
+    return sorted(SYNTHEA_DIR.glob("*.json"))
+
+
+@lru_cache(maxsize=None)
+def _load(path: str) -> tuple[dict, tuple[dict, ...]]:
+    bundle = json.loads(Path(path).read_text())
+    ids = {}
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if entry.get("fullUrl", "").startswith("urn:uuid:"):
+            ids[entry["fullUrl"]] = f"{resource['resourceType']}/{resource['id']}"
+    text = json.dumps([e["resource"] for e in bundle["entry"]])
+    for urn, ref in ids.items():
+        text = text.replace(f'"{urn}"', f'"{ref}"')
+    resources = tuple(json.loads(text))
+    patient = next(r for r in resources if r["resourceType"] == "Patient")
+    return patient, resources
+
+
+def patient_resources(path: Path) -> tuple[dict, list[dict]]:
+    """(Patient, every resource) with references rewritten; a deep copy per call."""
+    patient, resources = _load(str(path))
+    return copy.deepcopy(patient), copy.deepcopy(list(resources))
+
+
+def leg_cramp_condition(patient_id: str, onset: str = "2026-11-01") -> dict:
+    return {
+        "resourceType": "Condition",
+        "id": "leg-cramps-" + uuid.uuid4().hex[:8],
+        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+        "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}]},
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "R25.2", "display": "Cramp and spasm"}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "onsetDateTime": onset,
+    }
+
+
+def searchset(resources: list[dict]) -> dict:
+    return {"resourceType": "Bundle", "type": "searchset", "total": len(resources),
+            "entry": [{"resource": r} for r in resources]}
+
+
+def hook_request(path: Path, with_cramps: bool = True, observation_codes=None) -> dict:
+    """A patient-view request whose prefetch holds the patient's data, as a server would."""
+    patient, resources = patient_resources(path)
+    if with_cramps:
+        resources.append(leg_cramp_condition(patient["id"]))
+    by_type: dict[str, list[dict]] = {}
+    for resource in resources:
+        by_type.setdefault(resource["resourceType"], []).append(resource)
+    prefetch = {"patient": patient}
+    for key, rtype in PREFETCH_TYPES.items():
+        chosen = by_type.get(rtype, [])
+        if key == "medications":
+            chosen = [r for r in chosen if r.get("status") in {"active", "on-hold"}]
+        if key == "servicerequests":
+            chosen = [r for r in chosen if r.get("status") == "active"]
+        if key == "observations" and observation_codes is not None:
+            chosen = [r for r in chosen
+                      if any((c.get("system"), c.get("code")) in observation_codes
+                             for c in r.get("code", {}).get("coding", []))]
+        prefetch[key] = searchset(chosen)
+    return {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"userId": "Practitioner/example", "patientId": patient["id"]},
+        "prefetch": prefetch,
+    }
