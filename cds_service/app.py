@@ -7,17 +7,19 @@ calls on it and answers in the shapes the CDS Hooks spec asks for.
 from __future__ import annotations
 
 import logging
+import time
 
 import orjson
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
-from cds_service import SERVICE_ID, feedback
+from cds_service import SERVICE_ID, feedback, metrics
 from cds_service.config import Settings
 from cds_service.errors import CdsError, from_http_exception, operation_outcome
 from cds_service.security import Authenticator
 from cds_service.service import CdsService
+from cds_service.storage import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +58,34 @@ def current_settings() -> Settings:
     return current_app.extensions["cds"].settings
 
 
-def create_app(settings: Settings | None = None, service: CdsService | None = None) -> Flask:
+def create_app(settings: Settings | None = None, service: CdsService | None = None,
+               store: Store | None = None) -> Flask:
     settings = settings or Settings.from_env()
     logging.basicConfig(level=settings.log_level.upper())
     service = service or CdsService(settings)
     authenticator = Authenticator(settings)
+    store = store or Store(settings)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["cds"] = service
+    app.extensions["cds_store"] = store
     CORS(app, origins=list(settings.cors_origins), allow_headers=["Authorization", "Content-Type"],
          methods=["GET", "POST", "OPTIONS"], max_age=600)
 
     def authenticate() -> None:
-        authenticator.authenticate(request.headers.get("Authorization"), request.base_url)
+        authenticator.authenticate(request.headers.get("Authorization"), request.path)
+
+    @app.before_request
+    def _start_timer():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response: Response):
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        metrics.REQUESTS.labels(endpoint, request.method, str(response.status_code)).observe(elapsed)
+        return response
 
     @app.errorhandler(CdsError)
     def _cds_error(error: CdsError):
@@ -89,6 +105,11 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
     def healthz():
         return json_response({"status": "ok"})
 
+    @app.get("/metrics")
+    def metrics_endpoint():
+        body, content_type = metrics.exposition()
+        return Response(body, content_type=content_type)
+
     @app.get("/cds-services")
     def discovery():
         authenticate()
@@ -99,7 +120,12 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
         if service_id != SERVICE_ID:
             raise CdsError(404, "Unknown CDS service id.")
         authenticate()
-        outcome = service.evaluate(read_json())
+        payload = read_json()
+        outcome = service.evaluate(payload)
+        for route in outcome.routes:
+            metrics.CARDS.labels(route).inc()
+        store.record_cards(payload["hookInstance"], payload["context"]["patientId"],
+                           outcome.response["cards"], outcome.rule_ids)
         return json_response(outcome.response)
 
     @app.post("/cds-services/<service_id>/feedback")
@@ -107,7 +133,12 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
         if service_id != SERVICE_ID:
             raise CdsError(404, "Unknown CDS service id.")
         authenticate()
-        feedback.validate(read_json())
+        items = feedback.validate(read_json())
+        try:
+            store.save_feedback(items)
+        except StoreUnavailable:
+            raise CdsError(503, "Feedback could not be stored right now; please retry.",
+                           headers={"Retry-After": "30"}) from None
         return Response(status=200)
 
     return app
