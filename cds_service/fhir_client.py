@@ -1,19 +1,25 @@
 """Fetch what the EHR did not prefetch from its FHIR server: concurrent, paged, time-boxed.
 
-The access token is sent as a Bearer header and never logged or stored. Every failure is
-reported per key as a short reason without the URL, token or any patient data.
+EHRs give up on slow services (the spec asks for ~500 ms), so all keys are fetched in
+parallel under one deadline per hook call and every blocking step is bounded by it. The
+access token is sent only as a Bearer header to the EHR's own server (never to another
+host, never over plain http unless allowed) and is never logged or stored. A failure is
+reported per key as a short reason without URL, token or patient data, because it ends
+up in the 412 body and in logs.
 """
 
 from __future__ import annotations
 
+import http.cookiejar
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from urllib.parse import urljoin, urlsplit
 
+import orjson
 import requests
 
+from cds_service import metrics
 from cds_service.config import Settings
 from cds_service.prefetch import next_link, resources_in
 
@@ -24,94 +30,168 @@ class FetchFailure(str):
     """Why a key could not be fetched (safe to show to the client)."""
 
 
+TIMED_OUT = FetchFailure("timed out")
+
+
+def expected_type(relative_url: str) -> str:
+    """What a query must answer: ``Type/id`` is a read (that Type), anything else a search (Bundle)."""
+    path, _, query = relative_url.partition("?")
+    parts = path.strip("/").split("/")
+    if not query and len(parts) == 2 and parts[0][:1].isupper() and not parts[1].startswith("_"):
+        return parts[0]
+    return "Bundle"
+
+
+def new_session(pool_size: int) -> requests.Session:
+    """One session per fetcher: keep-alive connections reused across keys, pages and calls.
+
+    Cookies are refused so no state from one EHR user's call leaks into the next; redirects
+    are not followed (see ``_get``), so the token only goes where ``fhirServer`` points.
+    """
+    session = requests.Session()
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=max(1, pool_size))
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
 class FhirFetcher:
     """Callable used by ``prefetch.gather``: ``fetcher(server, token, {key: url})``."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._local = threading.local()
-        self._pool = ThreadPoolExecutor(max_workers=settings.fhir_pool_size,
-                                        thread_name_prefix="fhir-fetch")
+        self._session = new_session(settings.fhir_pool_size)
 
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=4)
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
-            self._local.session = session
-        return session
+    def close(self) -> None:
+        self._session.close()
 
     def check_server(self, server: str) -> str | None:
         """Why ``server`` may not be used, or None when it may."""
-        parts = urlsplit(server)
-        if parts.scheme == "https" and parts.netloc:
-            return None
-        if parts.scheme == "http" and parts.netloc and self.settings.http_fhir_allowed:
-            return None
-        if parts.scheme == "http" and parts.netloc:
+        try:
+            parts = urlsplit(server) if isinstance(server, str) else None
+            parts.hostname  # noqa: B018 - raises on a malformed host such as "[::1"
+        except (ValueError, AttributeError):
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname \
+                or parts.query or parts.fragment:
+            return "fhirServer is not an http(s) base URL"
+        if parts.scheme == "http" and not self.settings.http_fhir_allowed:
             return "plain-http fhirServer refused (set CDS_ALLOW_HTTP_FHIR=true for development)"
-        return "fhirServer is not an http(s) URL"
+        return None
 
     def __call__(self, server: str, token: str | None, queries: dict[str, str]) -> dict:
+        started = time.monotonic()
         refused = self.check_server(server)
-        if refused:
-            return {key: FetchFailure(refused) for key in queries}
-        deadline = time.monotonic() + self.settings.fhir_timeout
+        if refused or not queries:
+            return {key: self._record(key, FetchFailure(refused), 0.0) for key in queries}
+        deadline = started + self.settings.fhir_timeout
         base = server.rstrip("/") + "/"
-        futures = {key: self._pool.submit(self._fetch_key, base, token, url, deadline)
-                   for key, url in queries.items()}
-        wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()) + 0.05)
+        # A pool per call: a hung server can only hold its own call's threads, never delay
+        # another EHR's call; stragglers end on their own once their socket timeout expires.
+        pool = ThreadPoolExecutor(max_workers=min(self.settings.fhir_pool_size, len(queries)),
+                                  thread_name_prefix="fhir-fetch")
+        try:
+            futures = {key: pool.submit(self._fetch_key, key, base, token, url, deadline)
+                       for key, url in queries.items()}
+            wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()))
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
         results = {}
         for key, future in futures.items():
-            if not future.done():
-                future.cancel()
-                results[key] = FetchFailure("timed out")
-                continue
-            results[key] = future.result()
+            if future.done() and not future.cancelled():
+                result, ended = future.result()
+            else:
+                result, ended = TIMED_OUT, time.monotonic()
+            results[key] = self._record(key, result, ended - started)
         return results
 
-    def _fetch_key(self, base: str, token: str | None, url: str, deadline: float):
-        """Every page of one query, or a FetchFailure."""
+    @staticmethod
+    def _record(key: str, result, seconds: float):
+        """Metrics per key; the key (not the URL) names it, so labels stay few and PHI-free."""
+        name = key.split("#")[0]
+        if isinstance(result, FetchFailure):
+            metrics.FHIR_FETCH.labels("error").observe(seconds)
+            metrics.FHIR_FETCH_ERRORS.labels(name).inc()
+            log.info("FHIR fetch of %s failed after %.3f s: %s", key, seconds, result)
+        else:
+            metrics.FHIR_FETCH.labels("ok").observe(seconds)
+        return result
+
+    def _fetch_key(self, key: str, base: str, token: str | None, url: str, deadline: float):
+        """(every resource of one query | FetchFailure, monotonic end time); never raises."""
+        try:
+            result = self._fetch_pages(key, base, token, url, deadline)
+        except Exception as exc:  # a bug here must not turn into a 500 with a traceback
+            log.error("unexpected %s while fetching %s", type(exc).__name__, key)
+            result = FetchFailure(f"unexpected error ({type(exc).__name__})")
+        return result, time.monotonic()
+
+    def _fetch_pages(self, key: str, base: str, token: str | None, url: str, deadline: float):
         headers = {"Accept": "application/fhir+json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        origin = urlsplit(base)[:2]
+        page_url = urljoin(base, url)
+        if urlsplit(url).scheme:  # the next link of a prefetched bundle: a search page
+            wanted = "Bundle"
+        elif page_url.startswith(base):
+            wanted = expected_type(url)
+        else:  # an id with "../" or "//host" must not take the token elsewhere
+            return FetchFailure("query leaves the fhirServer base URL")
         resources: list[dict] = []
         pages = 0
-        next_url: str | None = urljoin(base, url)
-        origin = urlsplit(base).netloc
-        while next_url:
-            if urlsplit(next_url).netloc != origin:
-                return FetchFailure("next page points at another server")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return FetchFailure("timed out")
-            try:
-                response = self._session().get(next_url, headers=headers,
-                                               timeout=(min(remaining, 2.0), remaining))
-            except requests.Timeout:
-                return FetchFailure("timed out")
-            except requests.RequestException as exc:
-                return FetchFailure(f"server unreachable ({type(exc).__name__})")
-            if response.status_code in (401, 403):
-                return FetchFailure(f"server refused the access token (HTTP {response.status_code})")
-            if response.status_code != 200:
-                return FetchFailure(f"server answered HTTP {response.status_code}")
-            try:
-                body = response.json()
-            except ValueError:
-                return FetchFailure("server answered with malformed JSON")
-            if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
-                return FetchFailure("server answered with something that is not a FHIR resource")
-            if body["resourceType"] == "OperationOutcome":
-                return FetchFailure("server answered with an OperationOutcome")
+        while page_url:
+            if urlsplit(page_url)[:2] != origin:
+                return FetchFailure("next page link points at another server or scheme (refused)")
+            if pages >= self.settings.fhir_max_pages:
+                log.warning("%s has more than %d pages (CDS_FHIR_MAX_PAGES)", key, pages)
+                return FetchFailure(f"more than {pages} pages")
+            body = self._get(page_url, headers, deadline)
+            if isinstance(body, FetchFailure):
+                return body
+            if not isinstance(body, dict) or body.get("resourceType") != wanted:
+                got = body.get("resourceType") if isinstance(body, dict) else None
+                what = "an OperationOutcome" if got == "OperationOutcome" else f"{got or 'no resource'}"
+                return FetchFailure(f"server answered with {what} where a {wanted} was expected")
+            if wanted == "Bundle" and body.get("type", "searchset") != "searchset":
+                return FetchFailure("server answered with a Bundle that is not a searchset")
             resources.extend(resources_in(body))
             pages += 1
             if len(resources) > self.settings.fhir_max_resources:
-                return FetchFailure("too many resources")
-            next_url = next_link(body)
-            if next_url and pages >= self.settings.fhir_max_pages:
-                log.warning("stopped following next links after %d pages", pages)
-                break
+                log.warning("%s has more than %d resources (CDS_FHIR_MAX_RESOURCES)", key,
+                            self.settings.fhir_max_resources)
+                return FetchFailure(f"more than {self.settings.fhir_max_resources} resources")
+            more = next_link(body) if wanted == "Bundle" else None
+            page_url = urljoin(page_url, more) if more else None
         return resources
+
+    def _get(self, url: str, headers: dict, deadline: float):
+        """One page as parsed JSON, or a FetchFailure; no step waits past ``deadline``."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return TIMED_OUT
+        limit = self.settings.max_body_bytes
+        try:
+            with self._session.get(url, headers=headers, timeout=(remaining, remaining),
+                                   stream=True, allow_redirects=False) as response:
+                status = response.status_code
+                if status in (401, 403):
+                    return FetchFailure(f"server refused the access token (HTTP {status})")
+                if status != 200:
+                    return FetchFailure(f"server answered HTTP {status}")
+                data = bytearray()
+                for chunk in response.iter_content(64 * 1024):
+                    data += chunk
+                    if len(data) > limit:
+                        return FetchFailure(f"page larger than {limit} bytes")
+                    if time.monotonic() > deadline:
+                        return TIMED_OUT
+        except requests.RequestException as exc:
+            if isinstance(exc, requests.Timeout) or time.monotonic() >= deadline:
+                return TIMED_OUT
+            return FetchFailure(f"server unreachable ({type(exc).__name__})")
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return FetchFailure("server answered with malformed JSON")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from cds_service.errors import CdsError
 
@@ -57,18 +58,27 @@ def next_link(value: dict) -> str | None:
     return None
 
 
+def _encode(value: str) -> str:
+    """Percent-encode a token value: an id must not add query parameters or "../" segments.
+
+    ``/`` survives so that ``{{context.userId}}`` stays a ``Type/id`` reference.
+    """
+    return "/".join(part.replace(".", "%2E") if part in (".", "..") else quote(part, safe="")
+                    for part in value.split("/"))
+
+
 def resolve(template: str, context: dict) -> str:
     """Fill the ``{{context.x}}`` and user tokens of a template from the hook context."""
     url = template
     for key, value in context.items():
         if isinstance(value, str):
-            url = url.replace("{{context.%s}}" % key, value)
+            url = url.replace("{{context.%s}}" % key, _encode(value))
     user = context.get("userId") if isinstance(context.get("userId"), str) else ""
     kind, _, user_id = user.partition("/")
     for token, wanted in (("userPractitionerId", "Practitioner"),
                           ("userPractitionerRoleId", "PractitionerRole"),
                           ("userPatientId", "Patient"), ("userRelatedPersonId", "RelatedPerson")):
-        url = url.replace("{{%s}}" % token, user_id if kind == wanted else "")
+        url = url.replace("{{%s}}" % token, _encode(user_id) if kind == wanted else "")
     return url
 
 
@@ -95,27 +105,27 @@ def gather(request: dict, keys: list[PrefetchKey], fetcher) -> list[dict]:
     if not queries and not continuations:
         return resources
     required = {k.name for k in keys if k.required}
+    wanted = {**queries, **{k + "#next": v for k, v in continuations.items()}}
     server = request.get("fhirServer")
-    if not server:
-        missing = sorted(set(queries) & required)
-        if missing:
-            raise CdsError(412, "Required prefetch data is missing and no fhirServer was given "
-                                f"to fetch it from: {', '.join(missing)}.")
-        for name in sorted(set(queries) | set(continuations)):
-            log.warning("optional prefetch key %s is missing and cannot be fetched", name)
-        return resources
-    token = (request.get("fhirAuthorization") or {}).get("access_token")
-    results = fetcher(server, token, {**queries, **{k + "#next": v for k, v in continuations.items()}})
+    if server:
+        token = (request.get("fhirAuthorization") or {}).get("access_token")
+        results = fetcher(server, token, wanted)
+    else:
+        results = {}
     failures = []
-    for name, result in results.items():
+    for name in wanted:
         key_name = name.split("#")[0]
+        result = results.get(name, "not fetched" if server else "not prefetched and no fhirServer given")
         if isinstance(result, list):
             resources.extend(result)
-        elif key_name in required:
-            failures.append(f"{key_name} ({result})")
-        else:
-            log.warning("optional prefetch key %s could not be fetched: %s", key_name, result)
+            continue
+        what = f"{key_name}, next page" if name.endswith("#next") else key_name
+        if key_name in required:
+            failures.append(f"{what} ({result})")
+        else:  # an optional key only sharpens the advice: go on without it, but say so
+            log.warning("optional prefetch key %s is missing and could not be fetched: %s",
+                        what, result)
     if failures:
-        raise CdsError(412, "Required data could not be fetched from the FHIR server: "
+        raise CdsError(412, "Required prefetch data could not be obtained: "
                             + "; ".join(sorted(failures)) + ".")
     return resources

@@ -1,0 +1,237 @@
+"""The HTTP contract: every endpoint, every error status, CORS, schema-valid bodies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cds_service import SERVICE_ID
+from cds_service.hooks import validator
+from conftest import minimal_request
+
+SERVICE = f"/cds-services/{SERVICE_ID}"
+CRAMP = {"resourceType": "Condition", "id": "cramp1",
+         "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "449918009", "display": "Cramp in lower leg"}]},
+         "subject": {"reference": "Patient/p1"}}
+CKD4 = {"resourceType": "Condition", "id": "ckd4",
+        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "N18.4"}]},
+        "subject": {"reference": "Patient/p1"}, "onsetDateTime": "2025-02-01"}
+
+
+def assert_outcome(response, status: int) -> dict:
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert body["resourceType"] == "OperationOutcome"
+    issue = body["issue"][0]
+    assert issue["severity"] in {"error", "fatal"} and issue["code"] and issue["details"]["text"]
+    return body
+
+
+def test_discovery_is_schema_valid_and_lists_prefetch(client):
+    response = client.get("/cds-services")
+    assert response.status_code == 200
+    body = response.get_json()
+    validator("discovery").validate(body)
+    service = body["services"][0]
+    assert service["id"] == SERVICE_ID and service["hook"] == "patient-view"
+    assert {"title", "description", "usageRequirements", "version"} <= set(service)
+    assert set(service["prefetch"]) == {"patient", "conditions", "observations", "procedures",
+                                        "medications", "servicerequests"}
+    assert "http://loinc.org|2823-3" in service["prefetch"]["observations"]
+    for template in service["prefetch"].values():
+        assert "{{context.patientId}}" in template and "today()" not in template
+
+
+def test_patient_without_cramps_gets_no_cards(client):
+    response = client.post(SERVICE, json=minimal_request(resources=[CKD4]))
+    assert response.status_code == 200
+    assert response.get_json() == {"cards": []}
+    validator("cds-response").validate(response.get_json())
+
+
+def test_hook_returns_schema_valid_cards(client):
+    response = client.post(SERVICE, json=minimal_request(resources=[CRAMP, CKD4]))
+    assert response.status_code == 200
+    body = response.get_json()
+    validator("cds-response").validate(body)
+    routes = [card["source"]["topic"]["code"] for card in body["cards"]]
+    assert "nephrology" in routes
+    card = body["cards"][routes.index("nephrology")]
+    assert len(card["summary"]) < 140 and card["uuid"]
+    action = card["suggestions"][0]["actions"][0]
+    assert action["resource"]["subject"] == {"reference": "Patient/p1"}
+    assert {"reference": "Condition/ckd4"} in action["resource"]["reasonReference"]
+
+
+def test_fhir_json_content_type_is_accepted(client):
+    response = client.post(SERVICE, data=json.dumps(minimal_request()),
+                           content_type="application/fhir+json; charset=utf-8")
+    assert response.status_code == 200
+
+
+def test_feedback_accepts_valid_items(client):
+    body = {"feedback": [
+        {"card": "c1", "outcome": "accepted", "acceptedSuggestions": [{"id": "s1"}],
+         "outcomeTimestamp": "2026-11-24T10:00:00Z"},
+        {"card": "c2", "outcome": "overridden", "outcomeTimestamp": "2026-11-24T10:00:00Z",
+         "overrideReason": {"reason": {"system": "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes",
+                                       "code": "cds-not-applicable",
+                                       "display": "PC CDS does not apply to patient"},
+                            "userComment": "seen by nephrology last week"}}]}
+    assert client.post(f"{SERVICE}/feedback", json=body).status_code == 200
+
+
+@pytest.mark.parametrize("item, field", [
+    ({"outcome": "accepted", "acceptedSuggestions": [{"id": "s"}], "outcomeTimestamp": "2026-11-24T10:00:00Z"}, "card"),
+    ({"card": "c", "outcome": "accepted", "outcomeTimestamp": "2026-11-24T10:00:00Z"}, "acceptedSuggestions"),
+    ({"card": "c", "outcome": "maybe", "outcomeTimestamp": "2026-11-24T10:00:00Z"}, "outcome"),
+    ({"card": "c", "outcome": "overridden", "outcomeTimestamp": "yesterday"}, "outcomeTimestamp"),
+])
+def test_feedback_rejects_invalid_items_naming_the_field(client, item, field):
+    body = assert_outcome(client.post(f"{SERVICE}/feedback", json={"feedback": [item]}), 400)
+    assert field in body["issue"][0]["details"]["text"]
+
+
+def test_malformed_json_is_400(client):
+    assert_outcome(client.post(SERVICE, data="{not json", content_type="application/json"), 400)
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda r: r.pop("hookInstance"), "hookInstance"),
+    (lambda r: r["context"].pop("patientId"), "patientId"),
+    (lambda r: r.update(hook="order-sign"), "hook"),
+    (lambda r: r["context"].update(patientId="../../etc"), "patientId"),
+    (lambda r: r.update(fhirAuthorization={"access_token": "x", "token_type": "Bearer",
+                                           "expires_in": 300, "scope": "s", "subject": "c"}),
+     "fhirServer"),
+    (lambda r: r.update(prefetch=[]), "prefetch"),
+])
+def test_schema_violation_is_400_naming_the_field(client, mutate, field):
+    request = minimal_request()
+    mutate(request)
+    body = assert_outcome(client.post(SERVICE, json=request), 400)
+    assert field in json.dumps(body)
+
+
+def test_error_never_echoes_patient_data(client):
+    request = minimal_request(patient_id="secret-id-123")
+    request["context"]["patientId"] = "Jane Doe 1970-01-01"
+    body = assert_outcome(client.post(SERVICE, json=request), 400)
+    assert "Jane" not in json.dumps(body) and "1970" not in json.dumps(body)
+
+
+def test_body_must_be_an_object(client):
+    assert_outcome(client.post(SERVICE, json=[1, 2, 3]), 400)
+    assert_outcome(client.post(SERVICE, json="text"), 400)
+
+
+def test_unknown_service_is_404(client):
+    assert_outcome(client.post("/cds-services/nope", json=minimal_request()), 404)
+    assert_outcome(client.post("/cds-services/nope/feedback", json={"feedback": []}), 404)
+    assert_outcome(client.get("/no-such-path"), 404)
+
+
+def test_wrong_method_is_405(client):
+    body = assert_outcome(client.get(SERVICE), 405)
+    assert body
+    assert_outcome(client.delete("/cds-services"), 405)
+
+
+def test_non_json_content_type_is_415(client):
+    assert_outcome(client.post(SERVICE, data="hook=patient-view", content_type="text/plain"), 415)
+    assert_outcome(client.post(SERVICE, data=b"x"), 415)
+
+
+def test_body_over_limit_is_413(tmp_path):
+    from cds_service.app import create_app
+    from cds_service.config import Settings
+    small = create_app(Settings.from_env({}, today="2026-11-24", data_dir=tmp_path,
+                                         max_body_bytes=2048)).test_client()
+    request = minimal_request()
+    request["padding"] = "x" * 4096
+    assert_outcome(small.post(SERVICE, json=request), 413)
+
+
+def test_missing_required_prefetch_without_fhir_server_is_412(client):
+    request = minimal_request()
+    del request["prefetch"]["conditions"]
+    body = assert_outcome(client.post(SERVICE, json=request), 412)
+    assert "conditions" in body["issue"][0]["details"]["text"]
+    request["prefetch"]["conditions"] = None
+    assert_outcome(client.post(SERVICE, json=request), 412)
+
+
+def test_missing_optional_prefetch_still_gives_cards(client):
+    request = minimal_request(resources=[CRAMP, CKD4])
+    del request["prefetch"]["servicerequests"]
+    response = client.post(SERVICE, json=request)
+    assert response.status_code == 200 and response.get_json()["cards"]
+
+
+def test_cors_preflight_allows_authorization_and_content_type(client):
+    response = client.options(SERVICE, headers={
+        "Origin": "https://sandbox.cds-hooks.org",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"})
+    assert response.status_code in (200, 204)
+    assert response.headers["Access-Control-Allow-Origin"] in ("*", "https://sandbox.cds-hooks.org")
+    allowed = response.headers["Access-Control-Allow-Headers"].lower()
+    assert "authorization" in allowed and "content-type" in allowed
+
+
+def test_cors_headers_on_success_and_error(client):
+    origin = {"Origin": "https://sandbox.cds-hooks.org"}
+    assert "Access-Control-Allow-Origin" in client.get("/cds-services", headers=origin).headers
+    bad = client.post(SERVICE, data="{", content_type="application/json", headers=origin)
+    assert bad.status_code == 400 and "Access-Control-Allow-Origin" in bad.headers
+
+
+def test_cors_origins_are_configurable(tmp_path):
+    from cds_service.app import create_app
+    from cds_service.config import Settings
+    app = create_app(Settings.from_env({"CDS_CORS_ORIGINS": "https://ehr.example.org"},
+                                       today="2026-11-24", data_dir=tmp_path))
+    client = app.test_client()
+    good = client.get("/cds-services", headers={"Origin": "https://ehr.example.org"})
+    assert good.headers.get("Access-Control-Allow-Origin") == "https://ehr.example.org"
+    evil = client.get("/cds-services", headers={"Origin": "https://evil.example.com"})
+    assert "Access-Control-Allow-Origin" not in evil.headers
+
+
+def test_healthz(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.get_json() == {"status": "ok"}
+
+
+def test_unexpected_error_is_500_outcome_without_traceback(app, monkeypatch):
+    service = app.extensions["cds"]
+
+    def boom(_request):
+        raise RuntimeError("secret patient detail")
+    monkeypatch.setattr(service, "evaluate", boom)
+    response = app.test_client().post(SERVICE, json=minimal_request())
+    body = assert_outcome(response, 500)
+    assert "secret" not in json.dumps(body) and "Traceback" not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("garbage", [
+    {"resourceType": "Bundle", "entry": [None, 1, "x", {"resource": []}]},
+    {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Condition", "code": "R25.2"}}]},
+    {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Observation",
+                                                       "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}]},
+                                                       "status": "final", "effectiveDateTime": "not a date",
+                                                       "valueQuantity": {"value": "abc", "code": None}}}]},
+    {"resourceType": "Bundle", "entry": {"not": "a list"}},
+])
+def test_malformed_fhir_content_never_500s(client, garbage):
+    request = minimal_request(resources=[CRAMP])
+    request["prefetch"]["observations"] = garbage
+    response = client.post(SERVICE, json=request)
+    assert response.status_code in (200, 400, 412)
+    if response.status_code == 200:
+        validator("cds-response").validate(response.get_json())
