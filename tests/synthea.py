@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import uuid
 from functools import lru_cache
 from pathlib import Path
@@ -37,8 +38,7 @@ def _load(path: str) -> tuple[dict, tuple[dict, ...]]:
         if entry.get("fullUrl", "").startswith("urn:uuid:"):
             ids[entry["fullUrl"]] = f"{resource['resourceType']}/{resource['id']}"
     text = json.dumps([e["resource"] for e in bundle["entry"]])
-    for urn, ref in ids.items():
-        text = text.replace(f'"{urn}"', f'"{ref}"')
+    text = re.sub(r'"(urn:uuid:[0-9a-fA-F-]+)"', lambda m: '"%s"' % ids.get(m.group(1), m.group(1)), text)
     resources = tuple(json.loads(text))
     patient = next(r for r in resources if r["resourceType"] == "Patient")
     return patient, resources
