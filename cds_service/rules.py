@@ -23,7 +23,7 @@ from cds_service import egfr, units
 from cds_service.record import (MEDICATION_ACTIVE, OBSERVATION_FINAL, PROCEDURE_DONE, Record,
                                 condition_counts, condition_date, medication_date,
                                 observation_date, procedure_date, reference_to)
-from cds_service.terminology import RXNORM, Concept, ValueSet, canonical_system, codings_of
+from cds_service.terminology import ICD10CM, RXNORM, Concept, ValueSet, canonical_system, codings_of
 
 log = logging.getLogger(__name__)
 
@@ -274,12 +274,21 @@ def _compile_medications(classes: list[dict]):
             for code in codes:
                 entries.append({"system": "rxnorm", "code": code["code"],
                                 "display": code["display"], "info": info})
-            pattern = re.compile(r"\b" + re.escape(ingredient["display"]) + r"\b", re.IGNORECASE)
-            names.append((pattern, info))
+            # Whole-word match that also works for names ending in punctuation, such as
+            # "estrogens, conjugated (USP)" (a plain \b after ")" never matches).
+            for name in [ingredient["display"], *ingredient.get("names", [])]:
+                pattern = re.compile(r"(?<!\w)" + re.escape(name) + r"(?!\w)", re.IGNORECASE)
+                names.append((pattern, info))
     if not entries:
         return None, []
     value_set = ValueSet.from_entries("medications", entries)
-    value_set.info = {(RXNORM, str(e["code"])): e["info"] for e in entries}
+    # A multi-ingredient product (e.g. hydrochlorothiazide/triamterene) belongs to every
+    # class of its ingredients, so each code maps to a list of (ingredient, class) entries.
+    value_set.info = {}
+    for e in entries:
+        bucket = value_set.info.setdefault((RXNORM, str(e["code"])), [])
+        if e["info"] not in bucket:
+            bucket.append(e["info"])
     return value_set, names
 
 
@@ -408,23 +417,46 @@ class Evaluation:
                 return when, value, resource, code
         return None
 
+    def _latest_all(self, concept: ObservationConcept, since: datetime | None,
+                    statuses: set[str]) -> list[tuple]:
+        """The newest usable result and any others taken at the very same instant.
+
+        Paired measurements (the right and left ankle-brachial index of one session) share
+        one effective time; the criterion must see both, not whichever came first.
+        """
+        latest = self._latest(concept, since, statuses)
+        if latest is None:
+            return []
+        same = [latest]
+        for resource, code in self.record.find("Observation", concept.value_set):
+            if resource is latest[2] or resource.get("status") not in statuses:
+                continue
+            if observation_date(resource) != latest[0]:
+                continue
+            value = concept.value_in(resource.get("valueQuantity"))
+            if value is not None and self.record.is_valid(resource):
+                same.append((latest[0], value, resource, code))
+        return same
+
     def _observation(self, criterion: dict) -> list[Fact]:
         concept = self.ruleset.concepts[criterion["concept"]]
         statuses = set(criterion.get("statuses", OBSERVATION_FINAL))
-        latest = self._latest(concept, self._window_start(criterion), statuses)
-        estimated = False
-        if latest is None and criterion.get("estimate") == "ckd-epi-2021":
-            latest = self._estimate_egfr(criterion, statuses)
-            estimated = latest is not None
-        if latest is None:
-            return []
-        when, value, resource, code = latest
         threshold = criterion["threshold"]
         limit = units.convert(threshold["value"], threshold["unit"], concept.unit,
                               molar_mass=concept.molar_mass, valence=concept.valence,
                               scale=concept.scale)
-        if not _compare(value, threshold["comparator"], limit):
+        newest = self._latest_all(concept, self._window_start(criterion), statuses)
+        estimated = False
+        if not newest and criterion.get("estimate") == "ckd-epi-2021":
+            latest = self._estimate_egfr(criterion, statuses)
+            estimated = latest is not None
+            newest = [latest] if latest else []
+        hits = [r for r in newest if _compare(r[1], threshold["comparator"], limit)]
+        if not hits:
             return []
+        # Among same-instant results that meet the threshold, report the most extreme.
+        latest = (min if threshold["comparator"] in {"<", "<="} else max)(hits, key=lambda r: r[1])
+        when, value, resource, code = latest
         shown = concept.format(value)
         limit_text = f"{threshold['comparator']} {_number(threshold['value'], 2)} " \
                      f"{units.display_label(threshold['unit'])}"
@@ -464,7 +496,8 @@ class Evaluation:
                 tail = "none on record"
             else:
                 owner = next(c for c in concepts if c.value_set.match(last[3].system, last[3].code))
-                tail = f"last: {owner.label} {owner.format(last[1])} on {_day(last[0])}"
+                tail = (f"last: {owner.label} {owner.format(last[1])} on {_day(last[0])}, "
+                        f"{last[3].label}")
             facts.append(Fact(criterion["id"],
                               f"No {group['label']} result in the last {months} months ({tail})",
                               group["label"], _refs(last[2]) if last else [], None,
@@ -499,9 +532,9 @@ class Evaluation:
         for c in concepts:
             for system, code, display in codings_of(c):
                 if value_set is not None and system == RXNORM:
-                    info = value_set.info.get((system, code))
-                    if info and info["class"] in wanted:
-                        return info, f"RxNorm {code}"
+                    for info in value_set.info.get((system, code), ()):
+                        if info["class"] in wanted:
+                            return info, f"RxNorm {code}"
                 if display:
                     texts.append(display)
             if isinstance(c, dict) and isinstance(c.get("text"), str):
@@ -552,7 +585,17 @@ def _dedupe_by_text(facts: list[Fact]) -> list[Fact]:
     return list(newest.values())
 
 
+def _actual_code(resource: dict, concept: Concept) -> Concept:
+    """For an ICD-10-CM prefix match (e.g. I82.4*), the code the resource really carries."""
+    for system, code, display in codings_of(resource.get("code")):
+        if (system == ICD10CM == concept.system and code != concept.code
+                and code.startswith(concept.code)):
+            return Concept(system, code, display or concept.display)
+    return concept
+
+
 def _condition_fact(criterion_id: str, resource: dict, concept: Concept) -> Fact:
+    concept = _actual_code(resource, concept)
     started = condition_date(resource)
     status = "active"
     for _s, code, _d in codings_of(resource.get("clinicalStatus")):
