@@ -37,7 +37,7 @@ def expected_type(relative_url: str) -> str:
     """What a query must answer: ``Type/id`` is a read (that Type), anything else a search (Bundle)."""
     path, _, query = relative_url.partition("?")
     parts = path.strip("/").split("/")
-    if not query and len(parts) == 2 and parts[0][:1].isupper() and not parts[1].startswith("_"):
+    if not query and len(parts) == 2 and parts[0][:1].isupper() and parts[1][:1] not in ("_", "$"):
         return parts[0]
     return "Bundle"
 
@@ -69,12 +69,11 @@ class FhirFetcher:
     def check_server(self, server: str) -> str | None:
         """Why ``server`` may not be used, or None when it may."""
         try:
-            parts = urlsplit(server) if isinstance(server, str) else None
-            parts.hostname  # noqa: B018 - raises on a malformed host such as "[::1"
-        except (ValueError, AttributeError):
-            parts = None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname \
-                or parts.query or parts.fragment:
+            parts = urlsplit(server)
+            host = parts.hostname  # raises ValueError on a malformed host such as "[::1"
+        except (TypeError, ValueError, AttributeError):
+            host = None
+        if not host or parts.scheme not in ("http", "https") or parts.query or parts.fragment:
             return "fhirServer is not an http(s) base URL"
         if parts.scheme == "http" and not self.settings.http_fhir_allowed:
             return "plain-http fhirServer refused (set CDS_ALLOW_HTTP_FHIR=true for development)"

@@ -125,7 +125,8 @@ def gather(request: dict, keys: list[PrefetchKey], fetcher) -> list[dict]:
         else:  # an optional key only sharpens the advice: go on without it, but say so
             log.warning("optional prefetch key %s is missing and could not be fetched: %s",
                         what, result)
-    if failures:
-        raise CdsError(412, "Required prefetch data could not be obtained: "
-                            + "; ".join(sorted(failures)) + ".")
+    if failures:  # the reasons hold no URL, token or patient data: safe to log and return
+        message = "Required prefetch data could not be obtained: " + "; ".join(sorted(failures)) + "."
+        log.warning("%s", message)
+        raise CdsError(412, message)
     return resources
