@@ -75,7 +75,8 @@ class ObservationConcept:
     def format(self, canonical_value: float) -> str:
         shown = units.convert(canonical_value, self.unit, self.display_unit,
                               molar_mass=self.molar_mass, valence=self.valence, scale=self.scale)
-        return f"{_number(shown, self.decimals)} {units.display_label(self.display_unit)}"
+        # A dimensionless ratio (ABI) has no unit label: no trailing space.
+        return f"{_number(shown, self.decimals)} {units.display_label(self.display_unit)}".rstrip()
 
 
 def _number(value: float, decimals: int) -> str:
