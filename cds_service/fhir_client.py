@@ -42,6 +42,21 @@ def expected_type(relative_url: str) -> str:
     return "Bundle"
 
 
+class BearerAuth(requests.auth.AuthBase):
+    """Sends the token as ``Authorization: Bearer``; as an explicit ``auth`` it also stops
+    requests from replacing the header with credentials from a ``.netrc`` file."""
+
+    def __init__(self, token: str):
+        self._token = token
+
+    def __call__(self, request):
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+    def __repr__(self) -> str:
+        return "BearerAuth(<redacted>)"
+
+
 def new_session(pool_size: int) -> requests.Session:
     """One session per fetcher: keep-alive connections reused across keys, pages and calls.
 
@@ -128,8 +143,7 @@ class FhirFetcher:
 
     def _fetch_pages(self, key: str, base: str, token: str | None, url: str, deadline: float):
         headers = {"Accept": "application/fhir+json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        auth = BearerAuth(token) if token else None
         origin = urlsplit(base)[:2]
         page_url = urljoin(base, url)
         if urlsplit(url).scheme:  # the next link of a prefetched bundle: a search page
@@ -146,7 +160,7 @@ class FhirFetcher:
             if pages >= self.settings.fhir_max_pages:
                 log.warning("%s has more than %d pages (CDS_FHIR_MAX_PAGES)", key, pages)
                 return FetchFailure(f"more than {pages} pages")
-            body = self._get(page_url, headers, deadline)
+            body = self._get(page_url, headers, auth, deadline)
             if isinstance(body, FetchFailure):
                 return body
             if not isinstance(body, dict) or body.get("resourceType") != wanted:
@@ -165,14 +179,14 @@ class FhirFetcher:
             page_url = urljoin(page_url, more) if more else None
         return resources
 
-    def _get(self, url: str, headers: dict, deadline: float):
+    def _get(self, url: str, headers: dict, auth, deadline: float):
         """One page as parsed JSON, or a FetchFailure; no step waits past ``deadline``."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return TIMED_OUT
         limit = self.settings.max_body_bytes
         try:
-            with self._session.get(url, headers=headers, timeout=(remaining, remaining),
+            with self._session.get(url, headers=headers, auth=auth, timeout=(remaining, remaining),
                                    stream=True, allow_redirects=False) as response:
                 status = response.status_code
                 if status in (401, 403):
