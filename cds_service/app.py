@@ -14,7 +14,7 @@ from flask import Flask, Response, g, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
-from cds_service import SERVICE_ID, feedback, metrics
+from cds_service import SERVICE_ID, feedback, logs, metrics
 from cds_service.config import Settings
 from cds_service.errors import CdsError, from_http_exception, operation_outcome
 from cds_service.security import Authenticator
@@ -24,6 +24,32 @@ from cds_service.storage import Store, StoreUnavailable
 log = logging.getLogger(__name__)
 
 JSON_TYPES = ("application/json", "application/fhir+json")
+STARTED = "cds.started"  # WSGI environ key: perf_counter() when the request reached the app
+
+
+class ServerTiming:
+    """WSGI middleware: ``Server-Timing: app;dur=<ms>`` on every response.
+
+    The clock starts when the WSGI server hands over the request and stops when the
+    response headers are sent (for our non-streamed responses, after the body is built),
+    so it covers routing, parsing, the rules, rendering and serialising. Benchmarks compare
+    this server time, free of client and network overhead; bench/baseline.py uses the
+    same middleware so both sides are measured the same way.
+    """
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        started = time.perf_counter()
+        environ[STARTED] = started
+
+        def timed_start_response(status, headers, exc_info=None):
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+            headers.append(("Server-Timing", f"app;dur={elapsed_ms:.3f}"))
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, timed_start_response)
 
 
 def json_response(body: dict, status: int = 200, headers: dict | None = None) -> Response:
@@ -53,6 +79,38 @@ def read_json() -> object:
         raise CdsError(400, "Request body is not valid JSON.") from None
 
 
+def _note_request(payload: object) -> None:
+    """Keep what the access log may show of a hook request: its hookInstance and the
+    number of prefetched resources by type (counts only, nothing from inside them)."""
+    if not isinstance(payload, dict):
+        return
+    hook_instance = payload.get("hookInstance")
+    if isinstance(hook_instance, str) and 0 < len(hook_instance) <= 128:
+        g.hook_instance = hook_instance
+    prefetch = payload.get("prefetch")
+    if not isinstance(prefetch, dict):
+        return
+    counts: dict[str, int] = {}
+    for value in prefetch.values():
+        if not isinstance(value, dict):
+            continue
+        rtype = value.get("resourceType")
+        if rtype == "Bundle" and isinstance(value.get("entry"), list):
+            for entry in value["entry"]:
+                resource = entry.get("resource") if isinstance(entry, dict) else None
+                if isinstance(resource, dict):
+                    rtype = resource.get("resourceType")
+                    if _is_type_name(rtype):
+                        counts[rtype] = counts.get(rtype, 0) + 1
+        elif _is_type_name(rtype):
+            counts[rtype] = counts.get(rtype, 0) + 1
+    g.resource_counts = counts
+
+
+def _is_type_name(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64 and value.isalnum()
+
+
 def current_settings() -> Settings:
     from flask import current_app
     return current_app.extensions["cds"].settings
@@ -61,7 +119,7 @@ def current_settings() -> Settings:
 def create_app(settings: Settings | None = None, service: CdsService | None = None,
                store: Store | None = None) -> Flask:
     settings = settings or Settings.from_env()
-    logging.basicConfig(level=settings.log_level.upper())
+    logs.configure(settings.log_level)
     service = service or CdsService(settings)
     authenticator = Authenticator(settings)
     store = store or Store(settings)
@@ -76,15 +134,34 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
     def authenticate() -> None:
         authenticator.authenticate(request.headers.get("Authorization"), request.path)
 
+    app.wsgi_app = ServerTiming(app.wsgi_app)
+
     @app.before_request
     def _start_timer():
-        g.started = time.perf_counter()
+        g.started = request.environ.get(STARTED) or time.perf_counter()
 
     @app.after_request
     def _observe(response: Response):
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         metrics.REQUESTS.labels(endpoint, request.method, str(response.status_code)).observe(elapsed)
+        if endpoint != "/metrics" and endpoint != "/healthz":
+            # One PHI-free line per request, errors included (see cds_service.logs).
+            outcome = g.get("outcome")
+            logs.access({
+                "method": request.method,
+                "endpoint": endpoint,
+                "service": g.get("service_id"),
+                "status": response.status_code,
+                "duration_ms": round(elapsed * 1000.0, 3),
+                "hookInstance": g.get("hook_instance"),
+                "routes": outcome.routes if outcome is not None else None,
+                "rules": outcome.rule_ids if outcome is not None else None,
+                "cards": len(outcome.routes) if outcome is not None else None,
+                "resources": outcome.resource_count if outcome is not None else None,
+                "resource_counts": g.get("resource_counts"),
+                "error": g.get("error"),
+            })
         return response
 
     @app.errorhandler(CdsError)
@@ -97,6 +174,7 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):
+        g.error = type(error).__name__
         log.error("unexpected %s while handling %s %s", type(error).__name__, request.method,
                   request.url_rule.rule if request.url_rule else "?")
         return error_response(CdsError(500, "Internal error."))
@@ -107,6 +185,8 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
 
     @app.get("/metrics")
     def metrics_endpoint():
+        if not settings.metrics_enabled:
+            raise CdsError(404, "Metrics are disabled (CDS_METRICS_ENABLED=false).")
         body, content_type = metrics.exposition()
         return Response(body, content_type=content_type)
 
@@ -119,9 +199,12 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
     def invoke(service_id: str):
         if service_id != SERVICE_ID:
             raise CdsError(404, "Unknown CDS service id.")
+        g.service_id = SERVICE_ID
         authenticate()
         payload = read_json()
+        _note_request(payload)
         outcome = service.evaluate(payload)
+        g.outcome = outcome
         for route in outcome.routes:
             metrics.CARDS.labels(route).inc()
         store.record_cards(payload["hookInstance"], payload["context"]["patientId"],
@@ -132,6 +215,7 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
     def post_feedback(service_id: str):
         if service_id != SERVICE_ID:
             raise CdsError(404, "Unknown CDS service id.")
+        g.service_id = SERVICE_ID
         authenticate()
         items = feedback.validate(read_json())
         try:

@@ -1,7 +1,17 @@
 """Prometheus metrics: request latency per endpoint, cards per route, FHIR fetches, JWT rejections.
 
 Under gunicorn the metrics are shared across workers with prometheus-client's
-multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set up in ``gunicorn_conf``).
+multiprocess mode: ``gunicorn_conf`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh
+directory *before* any worker imports this module (the value class is chosen at import),
+and ``GET /metrics`` on any worker sums every worker's files. Without that variable
+(tests, ``cds-service serve``) the metrics live in this process's default registry.
+
+Exposed (all prefixed ``cds_``):
+  cds_http_request_duration_seconds{endpoint,method,status}  histogram (``_count`` = requests)
+  cds_cards_issued_total{route}                              counter
+  cds_fhir_fetch_duration_seconds{outcome}                   histogram
+  cds_fhir_fetch_errors_total{key}                           counter
+  cds_jwt_rejections_total{reason}                           counter
 """
 
 from __future__ import annotations
@@ -10,7 +20,9 @@ import os
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
                                generate_latest)
-from prometheus_client import multiprocess
+from prometheus_client import disable_created_metrics, multiprocess
+
+disable_created_metrics()  # same series in the test client as under gunicorn (multiprocess)
 
 REQUESTS = Histogram("cds_http_request_duration_seconds", "HTTP request latency",
                      ["endpoint", "method", "status"],
@@ -24,11 +36,22 @@ JWT_REJECTIONS = Counter("cds_jwt_rejections_total", "Requests refused by JWT ve
                          ["reason"])
 
 
+def multiprocess_dir() -> str | None:
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+    return path if path and os.path.isdir(path) else None
+
+
 def exposition() -> tuple[bytes, str]:
     """The metrics text; aggregates all gunicorn workers when multiprocess mode is on."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if multiprocess_dir():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     from prometheus_client import REGISTRY
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid: int) -> None:
+    """Called by gunicorn when a worker exits (``child_exit`` hook)."""
+    if multiprocess_dir():
+        multiprocess.mark_process_dead(pid)

@@ -1,0 +1,527 @@
+"""`make bench`: how fast the service answers, next to a parse-only Flask baseline.
+
+1. Starts two gunicorn servers on free loopback ports with the same settings
+   (``cds_service.gunicorn_conf``, 2 workers): the service (CDS_AUTH_MODE=off, a temporary
+   CDS_DATA_DIR, CDS_TODAY fixed so the Synthea chart yields cards) and bench/baseline.py,
+   a Flask endpoint that only parses the JSON body.
+2. Side by side: for 20, 200 and 2,000 resources, one client alternates identical requests
+   between the two; median and p99 of the server time (``Server-Timing: app;dur``) and of
+   the client round trip, and the ratio of the server-time medians.
+3. Load: 16 concurrent connections on the 200-resource request, with ``wrk`` (installed
+   with apt-get when missing and possible) or else a Python client in separate processes.
+4. Memory: RSS of the service workers after warm-up and after 20,000 more hook requests.
+
+Prints a table and writes bench/RESULTS.md. Loopback only; every loop is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import multiprocessing
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from requests_gen import build_request, count_resources  # noqa: E402
+
+PATH = "/cds-services/leg-cramp-referral"
+SIZES = (20, 200, 2000)
+SIDE_BY_SIDE_ROUNDS = {20: 400, 200: 400, 2000: 80}
+CONCURRENCY = 16
+LOAD_SECONDS = 30
+MEMORY_REQUESTS = 20_000
+TODAY = "2026-11-24"
+PLACEHOLDER = "00000000-0000-4000-8000-000000000000"  # hookInstance, replaced per request
+TARGET_RATIO = 2.0
+TARGET_RPS = 300
+TARGET_P99_MS = 100.0
+
+
+# --------------------------------------------------------------------------- servers
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """One gunicorn process tree on 127.0.0.1, stopped by its own pid only."""
+
+    def __init__(self, name: str, app: str, env: dict, workdir: Path, chdir: Path = ROOT):
+        self.name = name
+        self.port = free_port()
+        self.log_path = workdir / f"{name}.log"
+        gunicorn = Path(sys.executable).parent / "gunicorn"
+        env = {**env, "CDS_HOST": "127.0.0.1", "CDS_PORT": str(self.port)}
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [str(gunicorn), "-c", "python:cds_service.gunicorn_conf", "--chdir", str(chdir), app],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                status, _, _ = request_once(self.port, "GET", "/healthz", None)
+                if status == 200 and len(self.workers()) >= 1:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        tail = self.log_path.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"{self.name} did not start:\n{tail}")
+
+    def workers(self) -> list[int]:
+        try:
+            text = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text()
+        except OSError:
+            return []
+        return [int(p) for p in text.split()]
+
+    def rss_mib(self) -> dict:
+        """RSS of the master and of each worker (MiB)."""
+        out = {"master": _rss(self.process.pid)}
+        for i, pid in enumerate(sorted(self.workers())):
+            out[f"worker{i + 1}"] = _rss(pid)
+        return out
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self.log.close()
+
+
+def _rss(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+# --------------------------------------------------------------------------- client
+
+def request_once(port: int, method: str, path: str, body: bytes | None, conn=None):
+    own = conn is None
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    conn.request(method, path, body=body, headers=headers)
+    response = conn.getresponse()
+    data = response.read()
+    timing = response.getheader("Server-Timing")
+    if own:
+        conn.close()
+    return response.status, data, timing
+
+
+def server_ms(header: str | None) -> float:
+    match = re.search(r"app;dur=([0-9.]+)", header or "")
+    return float(match.group(1)) if match else float("nan")
+
+
+def fresh_body(template: bytes) -> bytes:
+    return template.replace(PLACEHOLDER.encode(), str(uuid.uuid4()).encode(), 1)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100.0 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def side_by_side(service: Server, baseline: Server, template: bytes, rounds: int) -> dict:
+    """Alternate the same request between the two servers over kept-alive connections."""
+    conns = {s.name: http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+             for s in (service, baseline)}
+    samples = {s.name: {"server": [], "client": [], "errors": 0} for s in (service, baseline)}
+    for i in range(rounds):
+        order = (service, baseline) if i % 2 == 0 else (baseline, service)
+        for server in order:
+            body = fresh_body(template)
+            started = time.perf_counter()
+            status, _, timing = request_once(server.port, "POST", PATH, body, conns[server.name])
+            elapsed = (time.perf_counter() - started) * 1000.0
+            sample = samples[server.name]
+            if status != 200:
+                sample["errors"] += 1
+            sample["server"].append(server_ms(timing))
+            sample["client"].append(elapsed)
+    for conn in conns.values():
+        conn.close()
+    return samples
+
+
+def _load_worker(port: int, template: bytes, deadline: float, max_requests: int, queue) -> None:
+    """One load-generating process: a kept-alive connection, requests until the deadline."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    latencies, errors = [], 0
+    for _ in range(max_requests):
+        if time.monotonic() >= deadline:
+            break
+        body = fresh_body(template)
+        started = time.perf_counter()
+        try:
+            status, _, _ = request_once(port, "POST", PATH, body, conn)
+        except (OSError, http.client.HTTPException):
+            errors += 1
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            continue
+        latencies.append((time.perf_counter() - started) * 1000.0)
+        if status != 200:
+            errors += 1
+    conn.close()
+    queue.put((latencies, errors))
+
+
+def load_python(port: int, template: bytes, seconds: float, clients: int) -> dict:
+    """Fallback load generator: ``clients`` processes, one connection each."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    deadline = time.monotonic() + seconds + 2.0  # spawn start-up included in the window below
+    procs = [ctx.Process(target=_load_worker, args=(port, template, deadline, 10_000_000, queue))
+             for _ in range(clients)]
+    started = time.monotonic()
+    for proc in procs:
+        proc.start()
+    results = [queue.get(timeout=seconds + 120) for _ in procs]
+    duration = time.monotonic() - started
+    for proc in procs:
+        proc.join(timeout=10)
+    latencies = [v for lat, _ in results for v in lat]
+    errors = sum(e for _, e in results)
+    return {"tool": "python", "requests": len(latencies), "errors": errors,
+            "rps": len(latencies) / duration, "p50": percentile(latencies, 50),
+            "p99": percentile(latencies, 99), "seconds": duration}
+
+
+WRK_SCRIPT = """
+local f = io.open("%(body)s", "rb")
+local template = f:read("*a")
+f:close()
+local head, tail = template:match("^(.-)%(placeholder)s(.*)$")
+local counter = 0
+local thread_id = 0
+function setup(thread)
+  thread_id = thread_id + 1
+  thread:set("tid", thread_id)
+end
+function init(args)
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+end
+function request()
+  counter = counter + 1
+  local id = string.format("%%08x-0000-4000-8000-%%012x", tid, counter)
+  return wrk.format("POST", "%(path)s", nil, head .. id .. tail)
+end
+"""
+
+
+def ensure_wrk() -> str | None:
+    """wrk from Debian; installed with apt-get when missing and we may (root)."""
+    found = shutil.which("wrk")
+    if found or os.environ.get("BENCH_NO_WRK"):
+        return None if os.environ.get("BENCH_NO_WRK") else found
+    if shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
+        print("wrk not found: installing it with apt-get (Debian package 'wrk') ...")
+        try:
+            subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], timeout=180,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return shutil.which("wrk")
+
+
+def _wrk_ms(text: str) -> float:
+    value = float(re.match(r"([0-9.]+)", text).group(1))
+    if text.endswith("us"):
+        return value / 1000.0
+    if text.endswith("ms"):
+        return value
+    if text.endswith("m"):
+        return value * 60_000.0
+    return value * 1000.0  # "s"
+
+
+def load_wrk(wrk: str, port: int, template_path: Path, workdir: Path, seconds: int,
+             clients: int) -> dict:
+    script = workdir / "post.lua"
+    script.write_text(WRK_SCRIPT % {"body": template_path, "placeholder": PLACEHOLDER.replace("-", "%-"),
+                                    "path": PATH})
+    cmd = [wrk, "-t2", f"-c{clients}", f"-d{seconds}s", "--latency", "--timeout", "10s",
+           "-s", str(script), f"http://127.0.0.1:{port}{PATH}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    stats = {"tool": "wrk", "raw": out}
+    stats["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
+    stats["rps"] = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+    stats["p50"] = _wrk_ms(re.search(r"50%\s+(\S+)", out).group(1))
+    stats["p99"] = _wrk_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    stats["errors"] = (int(non2xx.group(1)) if non2xx else 0) + (
+        sum(int(g) for g in socket_errors.groups()) if socket_errors else 0)
+    stats["seconds"] = seconds
+    return stats
+
+
+def run_load(wrk, port, template, template_path, workdir, seconds, clients=CONCURRENCY) -> dict:
+    if wrk:
+        return load_wrk(wrk, port, template_path, workdir, seconds, clients)
+    return load_python(port, template, seconds, clients)
+
+
+def metric_value(port: int, name: str, labels: dict) -> float:
+    """Sum of a metric's samples whose labels include ``labels`` (from GET /metrics)."""
+    _, body, _ = request_once(port, "GET", "/metrics", None)
+    total = 0.0
+    for line in body.decode().splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        label_text, value = line[len(name) + 1:].rsplit("} ", 1)
+        found = dict(re.findall(r'(\w+)="([^"]*)"', label_text))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+# --------------------------------------------------------------------------- report
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    return "n/a" if value != value else f"{value:.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short run (smoke test)")
+    parser.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
+    args = parser.parse_args(argv)
+    rounds = {k: (40 if args.quick else v) for k, v in SIDE_BY_SIDE_ROUNDS.items()}
+    load_seconds = 5 if args.quick else LOAD_SECONDS
+    memory_requests = 1000 if args.quick else MEMORY_REQUESTS
+
+    workdir = Path(tempfile.mkdtemp(prefix="cds-bench-"))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CDS_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update({"CDS_AUTH_MODE": "off", "CDS_DATA_DIR": str(workdir / "data"),
+                "CDS_TODAY": TODAY, "CDS_WORKERS": "2", "CDS_LOG_LEVEL": "INFO"})
+    (workdir / "data").mkdir()
+
+    bodies, paths = {}, {}
+    for size in SIZES:
+        request = build_request(size)
+        assert count_resources(request) == size
+        request["hookInstance"] = PLACEHOLDER
+        bodies[size] = orjson.dumps(request)
+        paths[size] = workdir / f"request-{size}.json"
+        paths[size].write_bytes(bodies[size])
+
+    wrk = ensure_wrk()
+    service = Server("service", "cds_service.app:create_app()", env, workdir)
+    baseline = Server("baseline", "baseline:app", env, workdir, chdir=ROOT / "bench")
+    rows, load, base_load, memory, cards = [], {}, {}, {}, {}
+    try:
+        service.wait_ready()
+        baseline.wait_ready()
+        # Warm-up: every worker sees every size (imports, caches, JIT-free but lazy paths).
+        for size in SIZES:
+            for _ in range(10):
+                for server in (service, baseline):
+                    status, data, _ = request_once(server.port, "POST", PATH, fresh_body(bodies[size]))
+                    if status != 200:
+                        raise SystemExit(f"{server.name} answered {status} for {size} resources: "
+                                         f"{data[:300]!r}")
+                    if server is service:
+                        cards[size] = [c["source"]["topic"]["code"]
+                                       for c in orjson.loads(data)["cards"]]
+
+        print(f"side by side (sequential, one client alternating; rounds {rounds}) ...", flush=True)
+        for size in SIZES:
+            samples = side_by_side(service, baseline, bodies[size], rounds[size])
+            s, b = samples["service"], samples["baseline"]
+            rows.append({
+                "size": size, "bytes": len(bodies[size]), "cards": cards[size],
+                "svc_med": statistics.median(s["server"]), "svc_p99": percentile(s["server"], 99),
+                "base_med": statistics.median(b["server"]), "base_p99": percentile(b["server"], 99),
+                "svc_client_med": statistics.median(s["client"]),
+                "base_client_med": statistics.median(b["client"]),
+                "errors": s["errors"] + b["errors"],
+            })
+            r = rows[-1]
+            r["ratio"] = r["svc_med"] / r["base_med"]
+            r["extra"] = r["svc_med"] - r["base_med"]
+            print(f"  {size:>5} resources: service {r['svc_med']:.2f} ms, baseline "
+                  f"{r['base_med']:.2f} ms, ratio {r['ratio']:.2f}", flush=True)
+
+        memory["before"] = service.rss_mib()
+        hooks_before = metric_value(service.port, "cds_http_request_duration_seconds_count",
+                                    {"endpoint": "/cds-services/<service_id>", "status": "200"})
+
+        print(f"load: {CONCURRENCY} connections, 200 resources, {load_seconds}s "
+              f"({'wrk' if wrk else 'python client'}) ...", flush=True)
+        load = run_load(wrk, service.port, bodies[200], paths[200], workdir, load_seconds)
+        print(f"  service: {load['rps']:.0f} req/s, p99 {load['p99']:.1f} ms, "
+              f"errors {load['errors']}", flush=True)
+        base_load = run_load(wrk, baseline.port, bodies[200], paths[200], workdir,
+                             max(5, load_seconds // 3))
+        print(f"  baseline: {base_load['rps']:.0f} req/s, p99 {base_load['p99']:.1f} ms", flush=True)
+
+        # Memory: keep the load on until 20,000 hook requests were answered since "before".
+        extra_errors = 0
+        for _ in range(10):  # bounded: at most 10 more rounds
+            done = metric_value(service.port, "cds_http_request_duration_seconds_count",
+                                {"endpoint": "/cds-services/<service_id>"}) - hooks_before
+            if done >= memory_requests:
+                break
+            seconds = max(5, min(60, int((memory_requests - done) / max(load["rps"], 50)) + 2))
+            print(f"  memory run: {int(done)} hook requests so far, {seconds}s more ...", flush=True)
+            extra_errors += run_load(wrk, service.port, bodies[200], paths[200], workdir,
+                                     seconds)["errors"]
+        memory["after"] = service.rss_mib()
+        memory["requests"] = int(metric_value(
+            service.port, "cds_http_request_duration_seconds_count",
+            {"endpoint": "/cds-services/<service_id>"}) - hooks_before)
+        memory["errors"] = extra_errors
+        memory["cards_metric"] = metric_value(service.port, "cds_cards_issued_total", {})
+        log_lines = sum(1 for line in service.log_path.read_text(errors="replace").splitlines()
+                        if '"logger":"cds_service.access"' in line)
+    finally:
+        service.stop()
+        baseline.stop()
+
+    report = render(rows, load, base_load, memory, log_lines, wrk, rounds, load_seconds)
+    print()
+    print(report)
+    if not args.quick:
+        Path(args.results).write_text(report)
+        print(f"written to {args.results}")
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def render(rows, load, base_load, memory, log_lines, wrk, rounds, load_seconds) -> str:
+    m = machine()
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Benchmark results (`make bench`)",
+        "",
+        f"- Date: {now}",
+        f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['platform']}",
+        f"- Python {m['python']}; gunicorn gthread, 2 workers x 4 threads "
+        "(cds_service/gunicorn_conf.py) for both servers; CDS_AUTH_MODE=off, CDS_LOG_LEVEL=INFO "
+        "(one JSON access line per request), metrics on (multiprocess)",
+        "- Requests: a Synthea chart (Gabriel Blanda) sampled to N resources "
+        "(~10% Conditions, 65% Observations, 20% Procedures, 5% MedicationRequests, newest "
+        "first) plus a leg-cramp Condition; fresh hookInstance per request",
+        "",
+        "## Server time, side by side",
+        "",
+        "Server time is the `Server-Timing: app;dur` header (from the WSGI call to the response "
+        "headers, i.e. routing, body read, JSON parse, rules, cards, serialisation). Baseline = "
+        "bench/baseline.py, a Flask endpoint that only parses the same body, same gunicorn "
+        f"settings and middleware. Sequential, one kept-alive connection, the two servers "
+        f"alternated; rounds per size: {', '.join(f'{k}: {v}' for k, v in rounds.items())}.",
+        "",
+        "| resources | body KiB | cards | service median ms | service p99 ms | baseline median ms "
+        "| baseline p99 ms | ratio (target <= 2) | service - baseline ms | client round trip "
+        "service / baseline ms |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['size']} | {r['bytes'] / 1024:.0f} | {', '.join(r['cards']) or '-'} "
+            f"| {fmt(r['svc_med'])} | {fmt(r['svc_p99'])} | {fmt(r['base_med'])} "
+            f"| {fmt(r['base_p99'])} | **{fmt(r['ratio'])}** | {fmt(r['extra'])} "
+            f"| {fmt(r['svc_client_med'])} / {fmt(r['base_client_med'])} |")
+    if len(rows) == 3:
+        per = [r["extra"] / r["size"] * 1000 for r in rows]
+        lines += ["", "Cost added by the service per resource (µs, service - baseline median / "
+                  "resources): " + ", ".join(f"{r['size']}: {p:.1f}" for r, p in zip(rows, per))
+                  + ". Growth 200 -> 2,000 resources: "
+                  f"x{rows[2]['svc_med'] / rows[1]['svc_med']:.1f} for 10x the resources."]
+    lines += [
+        "",
+        f"## Load: {CONCURRENCY} concurrent connections, 200-resource request",
+        "",
+        f"Load generator: {'wrk 4.1 (2 threads)' if wrk else 'Python http.client, one process per connection'}"
+        f", {load_seconds}s, running on the same 2 CPUs as the server.",
+        "",
+        "| server | requests | req/s (target >= 300) | p50 ms | p99 ms (target < 100) | errors (target 0) |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| service | {load['requests']} | **{load['rps']:.0f}** | {load['p50']:.1f} "
+        f"| **{load['p99']:.1f}** | **{load['errors']}** |",
+        f"| baseline (parse only) | {base_load['requests']} | {base_load['rps']:.0f} "
+        f"| {base_load['p50']:.1f} | {base_load['p99']:.1f} | {base_load['errors']} |",
+        "",
+        "## Memory",
+        "",
+        f"RSS (MiB) of the service's gunicorn processes after warm-up and side-by-side runs, and "
+        f"after {memory['requests']} more hook requests under load (counted by the "
+        f"service's own /metrics, aggregated over both workers); errors in the extra runs: "
+        f"{memory['errors']}.",
+        "",
+        "| process | before | after | growth |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, before in memory["before"].items():
+        after = memory["after"].get(name, float("nan"))
+        lines.append(f"| {name} | {fmt(before, 1)} | {fmt(after, 1)} | {fmt(after - before, 1)} |")
+    lines += ["", f"Cards counted by `cds_cards_issued_total`: {memory['cards_metric']:.0f}; "
+              f"JSON access lines written: {log_lines}.", ""]
+    verdict = []
+    for r in rows:
+        verdict.append(f"ratio at {r['size']}: {'met' if r['ratio'] <= TARGET_RATIO else 'MISSED'}"
+                       f" ({r['ratio']:.2f} vs <= {TARGET_RATIO})")
+    verdict.append(f"throughput: {'met' if load['rps'] >= TARGET_RPS else 'MISSED'} "
+                   f"({load['rps']:.0f} vs >= {TARGET_RPS} req/s)")
+    verdict.append(f"p99: {'met' if load['p99'] < TARGET_P99_MS else 'MISSED'} "
+                   f"({load['p99']:.1f} vs < {TARGET_P99_MS:.0f} ms)")
+    verdict.append(f"errors: {'met' if load['errors'] == 0 else 'MISSED'} ({load['errors']})")
+    lines += ["## Targets", ""] + [f"- {v}" for v in verdict] + [""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Structured logging: one JSON object per line on stderr.
+
+``configure`` is called by ``create_app``; it installs a JSON formatter on the root logger
+at ``CDS_LOG_LEVEL``. Every request produces one line from the ``cds_service.access``
+logger (see ``access``). What those lines may hold is fixed here, so no patient data can
+slip in: identifiers of the hook call and the service, HTTP status, duration, the routes
+and rules that fired, and counts of resources by type. Never names, patient or user ids,
+values or tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import datetime, timezone
+
+import orjson
+
+ACCESS_LOGGER = "cds_service.access"
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+# The only members an access line may carry (anything else given is dropped).
+ACCESS_FIELDS = ("method", "endpoint", "service", "status", "duration_ms", "hookInstance",
+                 "routes", "rules", "cards", "resources", "resource_counts", "error")
+
+# Attributes every LogRecord has; anything else on a record came in through ``extra``.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts", "level", "logger", "msg", ...extra}`` as one compact JSON line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc)
+                          .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and key not in line and not key.startswith("_"):
+                line[key] = value
+        if record.exc_info:
+            # Exception type only: messages and tracebacks may quote request data.
+            line["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
+        return orjson.dumps(line, default=str).decode()
+
+
+def configure(level: str = "INFO", stream=None) -> logging.Handler:
+    """Install the JSON handler on the root logger (replacing one installed before)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_cds_json", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler._cds_json = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    return handler
+
+
+def access(fields: dict) -> None:
+    """Emit the one line for a request; only the whitelisted ``ACCESS_FIELDS`` are kept."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    safe = {key: fields[key] for key in ACCESS_FIELDS if fields.get(key) is not None}
+    access_log.info("request", extra=safe)

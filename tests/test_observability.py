@@ -1,0 +1,328 @@
+"""Metrics, access logs and Server-Timing: in the Flask test client and under real gunicorn.
+
+No timing assertions: speed is measured by ``make bench`` (bench/run.py), not by tests.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from cds_service import logs
+from cds_service.app import create_app
+from cds_service.config import Settings
+from synthea import hook_request
+
+ROOT = Path(__file__).resolve().parents[1]
+GABRIEL = Path("/work/shared/fhir-real/synthea/Gabriel_Blanda_95f1227c.json")
+URL = "/cds-services/leg-cramp-referral"
+HOOK_ENDPOINT = "/cds-services/<service_id>"
+
+needs_synthea = pytest.mark.skipif(not GABRIEL.is_file(), reason="Synthea data not available")
+
+
+def metric(text: str, name: str, **labels) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels`` (0 if none)."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, value = line.rsplit(" ", 1)
+        found = dict(re.findall(r'(\w+)="([^"]*)"', head))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+@pytest.fixture(scope="module")
+def gabriel_request() -> dict:
+    return hook_request(GABRIEL)
+
+
+@pytest.fixture
+def obs_app(tmp_path):
+    settings = Settings.from_env({}, today="2026-11-24", data_dir=tmp_path, auth_mode="off")
+    return create_app(settings)
+
+
+@pytest.fixture
+def access_lines(obs_app):
+    """Formatted access-log output, through the same JSON formatter the service installs."""
+    stream = io.StringIO()
+    handler = logs.configure("INFO", stream=stream)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()
+                   if '"cds_service.access"' in line]
+    logs.configure("INFO")  # back to stderr
+    assert handler not in __import__("logging").getLogger().handlers
+
+
+# --------------------------------------------------------------------------- metrics
+
+@needs_synthea
+def test_metrics_count_requests_and_cards_by_route(obs_app, gabriel_request):
+    client = obs_app.test_client()
+    before = client.get("/metrics").get_data(as_text=True)
+    response = client.post(URL, json=gabriel_request)
+    assert response.status_code == 200
+    routes = [c["source"]["topic"]["code"] for c in response.get_json()["cards"]]
+    assert "nephrology" in routes
+
+    after = client.get("/metrics")
+    assert after.status_code == 200
+    assert after.content_type.startswith("text/plain")
+    text = after.get_data(as_text=True)
+    count = "cds_http_request_duration_seconds_count"
+    assert (metric(text, count, endpoint=HOOK_ENDPOINT, method="POST", status="200")
+            - metric(before, count, endpoint=HOOK_ENDPOINT, method="POST", status="200")) == 1
+    for route in routes:
+        assert (metric(text, "cds_cards_issued_total", route=route)
+                - metric(before, "cds_cards_issued_total", route=route)) == 1
+    # The other families are declared (FHIR fetches and JWT checks record into them).
+    for family in ("cds_http_request_duration_seconds_bucket", "cds_cards_issued_total",
+                   "cds_fhir_fetch_duration_seconds", "cds_fhir_fetch_errors_total",
+                   "cds_jwt_rejections_total"):
+        assert f"# TYPE {family.removesuffix('_bucket').removesuffix('_total')}" in text \
+            or family in text
+
+
+def test_error_statuses_are_counted(obs_app):
+    client = obs_app.test_client()
+    before = client.get("/metrics").get_data(as_text=True)
+    assert client.post(URL, data="{", content_type="application/json").status_code == 400
+    text = client.get("/metrics").get_data(as_text=True)
+    count = "cds_http_request_duration_seconds_count"
+    assert (metric(text, count, endpoint=HOOK_ENDPOINT, status="400")
+            - metric(before, count, endpoint=HOOK_ENDPOINT, status="400")) == 1
+
+
+def test_server_timing_header(obs_app):
+    response = obs_app.test_client().get("/healthz")
+    assert re.fullmatch(r"app;dur=\d+\.\d{3}", response.headers["Server-Timing"])
+
+
+def test_metrics_can_be_disabled(tmp_path):
+    settings = Settings.from_env({}, data_dir=tmp_path, metrics_enabled=False)
+    assert create_app(settings).test_client().get("/metrics").status_code == 404
+
+
+# --------------------------------------------------------------------------- logs
+
+FORBIDDEN_KEYS = {"patientId", "userId", "patient", "user", "name", "token", "access_token",
+                  "fhirAuthorization", "value", "birthDate"}
+
+
+def _all_strings(value) -> list[str]:
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in [str(k), *_all_strings(v)]]
+    if isinstance(value, list):
+        return [s for v in value for s in _all_strings(v)]
+    return [str(value)]
+
+
+@needs_synthea
+def test_access_line_fields_and_no_phi(obs_app, gabriel_request, access_lines):
+    gabriel_request = json.loads(json.dumps(gabriel_request))
+    gabriel_request["fhirAuthorization"] = {  # a token must never be logged either
+        "access_token": "secret-token-abc", "token_type": "Bearer", "expires_in": 300,
+        "scope": "patient/*.read", "subject": "cds-service"}
+    gabriel_request["fhirServer"] = "https://fhir.example.org/r4"
+    response = obs_app.test_client().post(URL, json=gabriel_request)
+    assert response.status_code == 200
+    lines = access_lines()
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["logger"] == "cds_service.access"
+    assert line["hookInstance"] == gabriel_request["hookInstance"]
+    assert line["service"] == "leg-cramp-referral"
+    assert line["status"] == 200
+    assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
+    assert "nephrology" in line["routes"]
+    assert line["cards"] == len(line["routes"])
+    counts = line["resource_counts"]
+    assert counts["Observation"] > 100 and counts["Condition"] > 10 and counts["Patient"] == 1
+    assert line["resources"] >= sum(v for k, v in counts.items() if k != "Patient")
+
+    # No identifiers, names, values or tokens anywhere in the line.
+    raw = json.dumps(line)
+    patient = gabriel_request["prefetch"]["patient"]
+    forbidden = [gabriel_request["context"]["patientId"], gabriel_request["context"]["userId"],
+                 "Practitioner/example", "secret-token-abc", "fhir.example.org",
+                 patient["birthDate"]]
+    for name in patient.get("name", []):
+        forbidden += [name.get("family", "")] + list(name.get("given", []))
+    for identifier in patient.get("identifier", []):
+        forbidden.append(identifier.get("value", ""))
+    for text in forbidden:
+        assert not text or text not in raw, f"{text!r} leaked into the access log"
+    assert not FORBIDDEN_KEYS & set(line)
+    # No lab value either: no number in the line except counts and the duration.
+    numbers = {str(v) for k, v in line.items() if isinstance(v, (int, float))}
+    numbers |= {str(v) for v in counts.values()}
+    no_ts = json.dumps({k: v for k, v in line.items() if k != "ts"})
+    for token in re.findall(r"\d+\.\d+", no_ts):
+        assert token in numbers or token == str(line["duration_ms"])
+
+
+def test_access_line_for_errors(obs_app, access_lines):
+    client = obs_app.test_client()
+    assert client.post(URL, data="{", content_type="application/json").status_code == 400
+    assert client.post(URL, json={"hook": "patient-view", "hookInstance": "hi-1",
+                                  "context": {"patientId": "Patient-secret-9"}}).status_code == 400
+    assert client.post("/cds-services/unknown", json={}).status_code == 404
+    assert client.post(URL, data="x", content_type="text/plain").status_code == 415
+    bad, invalid, unknown, unsupported = access_lines()
+    assert bad["status"] == 400 and "hookInstance" not in bad  # body never parsed
+    assert invalid["status"] == 400 and invalid["hookInstance"] == "hi-1"
+    assert "Patient-secret-9" not in json.dumps(invalid)
+    assert unknown["status"] == 404 and "service" not in unknown
+    assert unsupported["status"] == 415
+    for line in (bad, invalid, unknown, unsupported):
+        assert line["endpoint"] == HOOK_ENDPOINT and line["duration_ms"] >= 0
+
+
+def test_access_line_for_unexpected_errors(tmp_path):
+    settings = Settings.from_env({}, data_dir=tmp_path)
+
+    class Broken:
+        def __init__(self):
+            self.settings = settings
+
+        def evaluate(self, payload):
+            raise RuntimeError("boom with Patient/123 inside")
+
+        def discovery(self):
+            return {"services": []}
+
+    app = create_app(settings, service=Broken())
+    stream = io.StringIO()
+    logs.configure("INFO", stream=stream)  # after create_app, which installs its own
+    try:
+        response = app.test_client().post(URL, json={
+            "hook": "patient-view", "hookInstance": "h2",
+            "context": {"patientId": "p", "userId": "u"}})
+    finally:
+        logs.configure("INFO")
+    assert response.status_code == 500
+    (line,) = [json.loads(x) for x in stream.getvalue().splitlines() if "cds_service.access" in x]
+    assert line["status"] == 500 and line["hookInstance"] == "h2"
+    assert line["error"] == "RuntimeError" and "Patient/123" not in json.dumps(line)
+
+
+def test_log_level_setting(tmp_path):
+    import logging
+    try:
+        create_app(Settings.from_env({"CDS_LOG_LEVEL": "WARNING"}, data_dir=tmp_path))
+        assert logging.getLogger().level == logging.WARNING
+        assert not logging.getLogger(logs.ACCESS_LOGGER).isEnabledFor(logging.INFO)
+        create_app(Settings.from_env({"CDS_LOG_LEVEL": "debug"}, data_dir=tmp_path))
+        assert logging.getLogger().level == logging.DEBUG
+    finally:
+        logs.configure("INFO")
+    handlers = [h for h in logging.getLogger().handlers if getattr(h, "_cds_json", False)]
+    assert len(handlers) == 1  # configure replaces, never stacks handlers
+
+
+def test_json_formatter_drops_non_whitelisted_fields():
+    stream = io.StringIO()
+    logs.configure("INFO", stream=stream)
+    try:
+        logs.access({"status": 200, "patientId": "p-1", "userId": "Practitioner/x",
+                     "hookInstance": "h"})
+    finally:
+        logs.configure("INFO")
+    line = json.loads(stream.getvalue().strip().splitlines()[-1])
+    assert line["status"] == 200 and line["hookInstance"] == "h"
+    assert "patientId" not in line and "userId" not in line
+
+
+# --------------------------------------------------------------------------- gunicorn
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@needs_synthea
+def test_metrics_aggregate_two_gunicorn_workers(tmp_path, gabriel_request):
+    port = _free_port()
+    metrics_dir = tmp_path / "prom"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_999999.db").write_bytes(b"stale")  # must be wiped at start
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
+    env.update({"CDS_PORT": str(port), "CDS_HOST": "127.0.0.1", "CDS_WORKERS": "2",
+                "CDS_TODAY": "2026-11-24", "CDS_AUTH_MODE": "off",
+                "CDS_DATA_DIR": str(tmp_path / "data"),
+                "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([str(gunicorn), "-c", "python:cds_service.gunicorn_conf",
+                                    "cds_service.app:create_app()"], cwd=ROOT, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        workers: list[int] = []
+        while time.monotonic() < deadline:
+            try:
+                children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
+                workers = children.split()
+                if len(workers) == 2 and requests.get(base + "/healthz", timeout=2).ok:
+                    break
+            except (OSError, requests.ConnectionError):
+                pass
+            time.sleep(0.2)
+        else:
+            pytest.fail("gunicorn did not start: " + log_path.read_text()[-2000:])
+        assert not (metrics_dir / "counter_999999.db").exists()
+
+        # Concurrent requests on separate connections until both workers have served some
+        # (each worker writes its own files, named by pid); bounded to 8 rounds.
+        body = json.dumps(gabriel_request)
+        sent = 0
+        served: set[str] = set()
+
+        def post(_):
+            return requests.post(base + URL, data=body, timeout=60,
+                                 headers={"Content-Type": "application/json",
+                                          "Connection": "close"})
+
+        with ThreadPoolExecutor(4) as pool:
+            for _ in range(8):
+                for response in pool.map(post, range(4)):
+                    assert response.status_code == 200
+                    assert response.headers["Server-Timing"].startswith("app;dur=")
+                    assert "nephrology" in [c["source"]["topic"]["code"]
+                                            for c in response.json()["cards"]]
+                    sent += 1
+                served = {re.search(r"_(\d+)\.db$", p.name).group(1)
+                          for p in metrics_dir.glob("histogram_*.db")}
+                if served >= set(workers):
+                    break
+        assert served == set(workers), "one worker took every request; cannot check the sum"
+        # Every answer of /metrics (whichever worker gives it) reports the sum of both.
+        for _ in range(4):
+            text = requests.get(base + "/metrics", timeout=5,
+                                headers={"Connection": "close"}).text
+            assert metric(text, "cds_http_request_duration_seconds_count",
+                          endpoint=HOOK_ENDPOINT, status="200") == sent
+            assert metric(text, "cds_cards_issued_total", route="nephrology") == sent
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
