@@ -26,19 +26,20 @@ def _coding(entry: dict) -> dict:
 
 
 def summary_for(result: RouteResult) -> str:
+    """The route's summary with as many findings as fit in 139 characters, then '+N more'."""
     template = (result.variant or {}).get("summary") or result.route.data["summary"]
-    head = template.split("{finding}")[0]
     findings = []
     for fact in result.facts:
         if fact.short not in findings:
             findings.append(fact.short)
-    text = template.replace("{finding}", "; ".join(findings))
-    if len(text) <= SUMMARY_LIMIT:
-        return text
-    first = template.replace("{finding}", findings[0] + " and more")
-    if len(first) <= SUMMARY_LIMIT:
-        return first
-    return (head + findings[0])[:SUMMARY_LIMIT - 1].rstrip() + "…"
+    for shown in range(len(findings), 0, -1):
+        rest = len(findings) - shown
+        text = "; ".join(findings[:shown]) + (f" (+{rest} more)" if rest else "")
+        summary = template.replace("{finding}", text)
+        if len(summary) <= SUMMARY_LIMIT:
+            return summary
+    summary = template.replace("{finding}", findings[0])
+    return summary[:SUMMARY_LIMIT - 1].rstrip() + "…"
 
 
 def detail_for(result: RouteResult, ruleset: RuleSet) -> str:
