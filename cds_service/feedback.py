@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from cds_service import hooks
+from cds_service.errors import CdsError
 
 
 def validate(body: object) -> list[dict]:
-    """The feedback items of a schema-valid body; raises a 400 CdsError otherwise."""
+    """The feedback items of a valid body; raises a 400 CdsError naming the bad field.
+
+    The schema checks the shape of ``outcomeTimestamp``; here it must also be a real
+    instant (no month 13), so a whole batch is refused before anything is stored.
+    """
     hooks.check("feedback", body, "feedback")
-    return body["feedback"]
+    items = body["feedback"]
+    for index, item in enumerate(items):
+        try:
+            datetime.fromisoformat(item["outcomeTimestamp"].replace("Z", "+00:00"))
+        except ValueError:
+            raise CdsError(400, f"Invalid feedback: $.feedback[{index}].outcomeTimestamp "
+                                "is not a valid date-time") from None
+    return items

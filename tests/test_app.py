@@ -235,3 +235,9 @@ def test_malformed_fhir_content_never_500s(client, garbage):
     assert response.status_code in (200, 400, 412)
     if response.status_code == 200:
         validator("cds-response").validate(response.get_json())
+
+
+def test_feedback_with_an_impossible_timestamp_is_400(client):
+    item = {"card": "c", "outcome": "overridden", "outcomeTimestamp": "2026-13-40T10:00:00Z"}
+    body = assert_outcome(client.post(f"{SERVICE}/feedback", json={"feedback": [item]}), 400)
+    assert "feedback[0].outcomeTimestamp" in body["issue"][0]["details"]["text"]
