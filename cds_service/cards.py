@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import uuid
 
-from cds_service.rules import Fact, RouteResult, RuleSet
+from cds_service.criteria import Fact, RouteResult
+from cds_service.rules import RuleSet
 from cds_service.terminology import canonical_system
 
 ROUTE_SYSTEM = "urn:leg-cramp-cds:referral-route"

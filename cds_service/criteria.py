@@ -1,0 +1,374 @@
+"""Evaluate one route's criteria against a patient record: the facts behind a card.
+
+Each criterion type (condition, observation, observation-missing, procedure, medication,
+all, any) is a method of ``Evaluation``; a criterion that holds yields facts with the
+evidence (value, unit, date, code). The rule files say which criteria a route has.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from cds_service import egfr, units
+from cds_service.record import (MEDICATION_ACTIVE, OBSERVATION_FINAL, PROCEDURE_DONE,
+                                condition_counts, condition_date, medication_date,
+                                observation_date, procedure_date, reference_to)
+from cds_service.terminology import ICD10CM, RXNORM, Concept, ValueSet, codings_of
+
+if TYPE_CHECKING:  # only for annotations: rules.py imports this module
+    from cds_service.record import Record
+    from cds_service.rules import ObservationConcept, Route, RuleSet
+
+log = logging.getLogger(__name__)
+
+INDICATOR_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+@dataclass
+class Fact:
+    """One piece of evidence behind a card."""
+
+    criterion: str
+    text: str            # full line for the card detail
+    short: str           # few words for the summary
+    references: list[str] = field(default_factory=list)
+    when: datetime | None = None
+    order: str | None = None  # lab order to suggest when the fact is a missing result
+
+
+def _number(value: float, decimals: int) -> str:
+    text = f"{value:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _day(when: datetime | None) -> str:
+    return when.date().isoformat() if when else "date not recorded"
+
+
+
+@dataclass
+class RouteResult:
+    route: Route
+    facts: list[Fact]
+    context: list[Fact]
+    fired: list[str]
+    indicator: str
+    variant: dict | None
+    existing_referral: dict | None
+
+
+class Evaluation:
+    """Evaluates one route for one record; criteria results are memoised by id."""
+
+    def __init__(self, ruleset: RuleSet, route: Route, record: Record):
+        self.ruleset = ruleset
+        self.route = route
+        self.record = record
+        self.by_id = {c["id"]: c for c in route.criteria}
+        self.results: dict[str, list[Fact]] = {}
+
+    def run(self) -> RouteResult | None:
+        facts, fired, context = [], [], []
+        indicator = None
+        for criterion in self.route.criteria:
+            found = self.check(criterion["id"])
+            if not found:
+                continue
+            if criterion.get("context"):
+                context.extend(found)
+                continue
+            if not criterion.get("fires", True):
+                continue
+            fired.append(criterion["id"])
+            facts.extend(f for f in found if f not in facts)
+            level = criterion.get("indicator", self.route.indicator)
+            if indicator is None or INDICATOR_RANK[level] > INDICATOR_RANK[indicator]:
+                indicator = level
+        if not fired:
+            return None
+        variant = next((v for v in self.route.data.get("variants", [])
+                        if set(v["when"]) & set(fired)), None)
+        return RouteResult(self.route, facts, context, fired, indicator, variant,
+                           self._existing_referral())
+
+    def check(self, criterion_id: str) -> list[Fact]:
+        if criterion_id not in self.results:
+            self.results[criterion_id] = []  # guards against reference cycles
+            criterion = self.by_id[criterion_id]
+            if any(self.check(ref) for ref in criterion.get("unless", [])):
+                found = []
+            else:
+                found = getattr(self, "_" + criterion["type"].replace("-", "_"))(criterion)
+            self.results[criterion_id] = found
+        return self.results[criterion_id]
+
+    def _window_start(self, criterion: dict, key: str = "lookback_days") -> datetime | None:
+        days = criterion.get(key)
+        return self.record.now - timedelta(days=days) if days is not None else None
+
+    # --- criterion types ------------------------------------------------------------
+
+    def _condition(self, criterion: dict) -> list[Fact]:
+        since = self._window_start(criterion, "recent_days")
+        facts, seen = [], set()
+        for name in criterion["value_sets"]:
+            for resource, concept in self.record.find("Condition", self.route.value_sets[name]):
+                if id(resource) in seen or not condition_counts(resource):
+                    continue
+                started = condition_date(resource)
+                if since is not None and (started is None or started < since or started > self.record.now + timedelta(days=1)):
+                    continue
+                if not self.record.is_valid(resource):
+                    continue
+                seen.add(id(resource))
+                facts.append(_condition_fact(criterion["id"], resource, concept))
+        return _dedupe_by_text(facts)
+
+    def _procedure(self, criterion: dict) -> list[Fact]:
+        since = self._window_start(criterion)
+        best: dict[str, tuple] = {}
+        for name in criterion["value_sets"]:
+            for resource, concept in self.record.find("Procedure", self.route.value_sets[name]):
+                if resource.get("status") not in PROCEDURE_DONE:
+                    continue
+                when = procedure_date(resource)
+                if when is None or (since is not None and when < since) or when > self.record.now:
+                    continue
+                current = best.get(concept.code)
+                if current is None or when > current[0]:
+                    if self.record.is_valid(resource):
+                        best[concept.code] = (when, resource, concept)
+        facts = []
+        for when, resource, concept in sorted(best.values(), key=lambda t: t[0], reverse=True):
+            facts.append(Fact(criterion["id"],
+                              f"{concept.display} ({concept.label}), performed {_day(when)}",
+                              f"{concept.display.lower()} on {_day(when)}",
+                              _refs(resource), when))
+        return facts
+
+    def _latest(self, concept: ObservationConcept, since: datetime | None,
+                statuses: set[str]) -> tuple | None:
+        """Newest usable result of a concept: (when, canonical value, resource, code)."""
+        candidates = []
+        for resource, code in self.record.find("Observation", concept.value_set):
+            if resource.get("status") not in statuses:
+                continue
+            when = observation_date(resource)
+            if when is None or when > self.record.now + timedelta(days=1):
+                continue
+            if since is not None and when < since:
+                continue
+            candidates.append((when, resource, code))
+        candidates.sort(key=lambda c: c[0], reverse=True)
+        for when, resource, code in candidates:
+            value = concept.value_in(resource.get("valueQuantity"))
+            if value is None:
+                log.info("ignored a %s result whose value or unit cannot be used", concept.name)
+                continue
+            if self.record.is_valid(resource):
+                return when, value, resource, code
+        return None
+
+    def _latest_all(self, concept: ObservationConcept, since: datetime | None,
+                    statuses: set[str]) -> list[tuple]:
+        """The newest usable result and any others taken at the very same instant.
+
+        Paired measurements (the right and left ankle-brachial index of one session) share
+        one effective time; the criterion must see both, not whichever came first.
+        """
+        latest = self._latest(concept, since, statuses)
+        if latest is None:
+            return []
+        same = [latest]
+        for resource, code in self.record.find("Observation", concept.value_set):
+            if resource is latest[2] or resource.get("status") not in statuses:
+                continue
+            if observation_date(resource) != latest[0]:
+                continue
+            value = concept.value_in(resource.get("valueQuantity"))
+            if value is not None and self.record.is_valid(resource):
+                same.append((latest[0], value, resource, code))
+        return same
+
+    def _observation(self, criterion: dict) -> list[Fact]:
+        concept = self.ruleset.concepts[criterion["concept"]]
+        statuses = set(criterion.get("statuses", OBSERVATION_FINAL))
+        threshold = criterion["threshold"]
+        limit = units.convert(threshold["value"], threshold["unit"], concept.unit,
+                              molar_mass=concept.molar_mass, valence=concept.valence,
+                              scale=concept.scale)
+        newest = self._latest_all(concept, self._window_start(criterion), statuses)
+        estimated = False
+        if not newest and criterion.get("estimate") == "ckd-epi-2021":
+            latest = self._estimate_egfr(criterion, statuses)
+            estimated = latest is not None
+            newest = [latest] if latest else []
+        hits = [r for r in newest if _compare(r[1], threshold["comparator"], limit)]
+        if not hits:
+            return []
+        # Among same-instant results that meet the threshold, report the most extreme.
+        latest = (min if threshold["comparator"] in {"<", "<="} else max)(hits, key=lambda r: r[1])
+        when, value, resource, code = latest
+        shown = concept.format(value)
+        limit_text = f"{threshold['comparator']} {_number(threshold['value'], 2)} " \
+                     f"{units.display_label(threshold['unit'])}"
+        if estimated:
+            text = (f"{concept.label} {shown} on {_day(when)}, **estimated** with CKD-EPI 2021 "
+                    f"from serum creatinine ({code.label}); threshold {limit_text}")
+            short = f"estimated {concept.label} {shown} on {_day(when)}"
+        else:
+            text = f"{concept.label} {shown} on {_day(when)} ({code.label}); threshold {limit_text}"
+            short = f"{concept.label} {shown} on {_day(when)}"
+        return [Fact(criterion["id"], text, short, _refs(resource), when)]
+
+    def _estimate_egfr(self, criterion: dict, statuses: set[str]) -> tuple | None:
+        creatinine = self.ruleset.concepts[criterion.get("estimate_from", "creatinine")]
+        latest = self._latest(creatinine, self._window_start(criterion), statuses)
+        if latest is None:
+            return None
+        when, value, resource, code = latest
+        mg_dl = units.convert(value, creatinine.unit, "mg/dL", molar_mass=creatinine.molar_mass)
+        age, sex = self.record.age_on(when), self.record.sex
+        if mg_dl is None or age is None or sex is None or age < 18:
+            return None
+        return when, egfr.ckd_epi_2021(mg_dl, age, sex), resource, code
+
+    def _observation_missing(self, criterion: dict) -> list[Fact]:
+        facts = []
+        statuses = set(criterion.get("statuses", OBSERVATION_FINAL))
+        for group in criterion["groups"]:
+            since = self._window_start(group)
+            concepts = [self.ruleset.concepts[n] for n in group["concepts"]]
+            if any(self._latest(c, since, statuses) for c in concepts):
+                continue
+            last = max((r for r in (self._latest(c, None, statuses) for c in concepts) if r),
+                       key=lambda r: r[0], default=None)
+            months = round(group["lookback_days"] / 30.4)
+            if last is None:
+                tail = "none on record"
+            else:
+                owner = next(c for c in concepts if c.value_set.match(last[3].system, last[3].code))
+                tail = (f"last: {owner.label} {owner.format(last[1])} on {_day(last[0])}, "
+                        f"{last[3].label}")
+            facts.append(Fact(criterion["id"],
+                              f"No {group['label']} result in the last {months} months ({tail})",
+                              group["label"], _refs(last[2]) if last else [], None,
+                              group.get("order")))
+        return facts
+
+    def _medication(self, criterion: dict) -> list[Fact]:
+        wanted = set(criterion["classes"])
+        value_set = self.route.medications
+        facts, seen = [], set()
+        for rtype in ("MedicationRequest", "MedicationStatement"):
+            for resource in self.record.by_type.get(rtype, ()):
+                if resource.get("status") not in MEDICATION_ACTIVE | {"active"}:
+                    continue
+                if rtype == "MedicationStatement" and resource.get("status") != "active":
+                    continue
+                info, how = self._medication_info(resource, value_set, wanted)
+                if info is None or id(resource) in seen or not self.record.is_valid(resource):
+                    continue
+                seen.add(id(resource))
+                facts.append(_medication_fact(criterion["id"], resource, info, how))
+        return facts
+
+    def _medication_info(self, resource: dict, value_set, wanted: set[str]):
+        concept = resource.get("medicationCodeableConcept")
+        medication = self.record.medication_of(resource)
+        concepts = [concept] + ([medication.get("code")] if medication else [])
+        for ingredient in (medication or {}).get("ingredient") or []:
+            if isinstance(ingredient, dict):
+                concepts.append(ingredient.get("itemCodeableConcept"))
+        texts = []
+        for c in concepts:
+            for system, code, display in codings_of(c):
+                if value_set is not None and system == RXNORM:
+                    for info in value_set.info.get((system, code), ()):
+                        if info["class"] in wanted:
+                            return info, f"RxNorm {code}"
+                if display:
+                    texts.append(display)
+            if isinstance(c, dict) and isinstance(c.get("text"), str):
+                texts.append(c["text"])
+        for pattern, info in self.route.medication_names:
+            if info["class"] in wanted and any(pattern.search(t) for t in texts):
+                return info, "matched by name only (no known RxNorm code)"
+        return None, None
+
+    def _all(self, criterion: dict) -> list[Fact]:
+        parts = [self.check(ref) for ref in criterion["of"]]
+        if not all(parts):
+            return []
+        return [fact for part in parts for fact in part]
+
+    def _any(self, criterion: dict) -> list[Fact]:
+        return [fact for ref in criterion["of"] for fact in self.check(ref)]
+
+    def _existing_referral(self) -> dict | None:
+        """An open ServiceRequest for this route's referral, so no duplicate is offered."""
+        if self.route.referral is None:
+            return None
+        target = ValueSet("referral", [self.route.referral], [])
+        for resource, _ in self.record.find("ServiceRequest", target):
+            if resource.get("status") in {"active", "on-hold"}:
+                return resource
+        return None
+
+
+def _compare(value: float, comparator: str, limit: float) -> bool:
+    return {"<": value < limit, "<=": value <= limit, ">": value > limit,
+            ">=": value >= limit}[comparator]
+
+
+def _refs(resource: dict) -> list[str]:
+    ref = reference_to(resource)
+    return [ref] if ref else []
+
+
+def _dedupe_by_text(facts: list[Fact]) -> list[Fact]:
+    """Keep one fact per coded problem (the newest), as problem lists repeat entries."""
+    newest: dict[str, Fact] = {}
+    for fact in facts:
+        key = fact.short
+        current = newest.get(key)
+        if current is None or (fact.when and (current.when is None or fact.when > current.when)):
+            newest[key] = fact
+    return list(newest.values())
+
+
+def _actual_code(resource: dict, concept: Concept) -> Concept:
+    """For an ICD-10-CM prefix match (e.g. I82.4*), the code the resource really carries."""
+    for system, code, display in codings_of(resource.get("code")):
+        if (system == ICD10CM == concept.system and code != concept.code
+                and code.startswith(concept.code)):
+            return Concept(system, code, display or concept.display)
+    return concept
+
+
+def _condition_fact(criterion_id: str, resource: dict, concept: Concept) -> Fact:
+    concept = _actual_code(resource, concept)
+    started = condition_date(resource)
+    status = "active"
+    for _s, code, _d in codings_of(resource.get("clinicalStatus")):
+        status = code
+    since = f"onset {started.date().isoformat()}" if started else "onset not recorded"
+    return Fact(criterion_id, f"{concept.display} ({concept.label}), {status}, {since}",
+                concept.display, _refs(resource), started)
+
+
+def _medication_fact(criterion_id: str, resource: dict, info: dict, how: str) -> Fact:
+    name = None
+    for _s, _c, display in codings_of(resource.get("medicationCodeableConcept")):
+        name = name or display
+    concept = resource.get("medicationCodeableConcept")
+    name = name or (concept.get("text") if isinstance(concept, dict) else None) or info["ingredient"]
+    started = medication_date(resource)
+    since = f"ordered {started.date().isoformat()}" if started else "order date not recorded"
+    note = f" {info['note']}" if info.get("note") else ""
+    return Fact(criterion_id,
+                f"{name}: {info['class_label']} ({info['ingredient']}; {how}), "
+                f"{resource.get('status')}, {since}.{note}",
+                info["ingredient"], _refs(resource), started)
