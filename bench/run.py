@@ -48,6 +48,7 @@ LOAD_SECONDS = 30
 MEMORY_REQUESTS = 20_000
 TODAY = "2026-11-24"
 PLACEHOLDER = "00000000-0000-4000-8000-000000000000"  # hookInstance, replaced per request
+THREADS = 2  # as in cds_service/gunicorn_conf.py (reported only)
 TARGET_RATIO = 2.0
 TARGET_RPS = 300
 TARGET_P99_MS = 100.0
@@ -281,6 +282,14 @@ def load_wrk(wrk: str, port: int, template_path: Path, workdir: Path, seconds: i
     cmd = [wrk, "-t2", f"-c{clients}", f"-d{seconds}s", "--latency", "--timeout", "10s",
            "-s", str(script), f"http://127.0.0.1:{port}{PATH}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    try:
+        return _parse_wrk(out, seconds)
+    except (AttributeError, ValueError):
+        print("could not read wrk's output, using the Python client instead:\n" + out[-1500:])
+        return load_python(port, template_path.read_bytes(), seconds, clients)
+
+
+def _parse_wrk(out: str, seconds: int) -> dict:
     stats = {"tool": "wrk", "raw": out}
     stats["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
     stats["rps"] = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
@@ -326,7 +335,8 @@ def machine() -> dict:
     except OSError:
         pass
     return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "platform": platform.platform()}
+            "platform": platform.platform(),
+            "load": " / ".join(f"{v:.2f}" for v in os.getloadavg())}
 
 
 def fmt(value: float, digits: int = 2) -> str:
@@ -432,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
         baseline.stop()
 
     report = render(rows, load, base_load, memory, log_lines, wrk, rounds, load_seconds)
+    notes = ROOT / "bench" / "NOTES.md"
+    if notes.is_file():
+        report += "\n" + notes.read_text()
     print()
     print(report)
     if not args.quick:
@@ -448,9 +461,13 @@ def render(rows, load, base_load, memory, log_lines, wrk, rounds, load_seconds) 
         "# Benchmark results (`make bench`)",
         "",
         f"- Date: {now}",
-        f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['platform']}",
-        f"- Python {m['python']}; gunicorn gthread, 2 workers x 4 threads "
-        "(cds_service/gunicorn_conf.py) for both servers; CDS_AUTH_MODE=off, CDS_LOG_LEVEL=INFO "
+        f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['platform']}; load average at the end "
+        f"{m['load']} (other work on the machine shares the CPUs and skews load results)",
+        f"- Python {m['python']}; gunicorn with cds_service/gunicorn_conf.py (gthread, "
+        f"CDS_WORKERS=2, {THREADS} threads per worker"
+        + (f", GUNICORN_CMD_ARGS={os.environ['GUNICORN_CMD_ARGS']!r}"
+           if os.environ.get("GUNICORN_CMD_ARGS") else "")
+        + ") for both servers; CDS_AUTH_MODE=off, CDS_LOG_LEVEL=INFO "
         "(one JSON access line per request), metrics on (multiprocess)",
         "- Requests: a Synthea chart (Gabriel Blanda) sampled to N resources "
         "(~10% Conditions, 65% Observations, 20% Procedures, 5% MedicationRequests, newest "

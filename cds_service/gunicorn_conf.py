@@ -17,7 +17,12 @@ _settings = Settings.from_env()
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.workers
 worker_class = "gthread"
-threads = 4
+# The hook is CPU-bound (parse, rules, cards) and one process runs Python on one core at a
+# time: more threads per worker only interleave requests and stretch the tail (make bench:
+# p99 ~230 ms with 4 threads vs ~80-170 ms with 1-2 at 16 connections). Two threads keep a
+# worker answering while the other waits on a FHIR server (CDS_FHIR_TIMEOUT). Override
+# with GUNICORN_CMD_ARGS="--threads N" if fetching dominates.
+threads = 2
 timeout = 30
 keepalive = 5
 accesslog = None  # the app writes its own JSON access line (logger cds_service.access)
