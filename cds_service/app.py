@@ -121,8 +121,8 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
     settings = settings or Settings.from_env()
     logs.configure(settings.log_level)
     service = service or CdsService(settings)
-    authenticator = Authenticator(settings)
     store = store or Store(settings)
+    authenticator = Authenticator(settings, replay_store=store)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -25,6 +25,7 @@ import requests
 from cds_service import metrics
 from cds_service.config import ConfigError, Settings
 from cds_service.errors import CdsError
+from cds_service.storage import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ class Rejected(Exception):
 class Authenticator:
     """Checks the CDS client's JWT on each call; built once at start-up from the settings."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, replay_store=None):
+        """``replay_store`` (the database Store) shares used token ids across processes."""
         self.settings = settings
         if settings.auth_mode == "off":
             log.warning("CDS_AUTH_MODE=off: CDS client JWTs are NOT verified (development only)")
@@ -88,7 +90,7 @@ class Authenticator:
         self.trusted_jku = frozenset(settings.trusted_jku)
         self.file_keys = load_jwks_file(settings.jwks_file) if settings.jwks_file else {}
         self.jwks = JwksCache(settings.jwks_cache_ttl, settings.jwks_fetch_timeout)
-        self.seen = ReplayCache()
+        self.seen = SharedReplayCache(replay_store) if replay_store is not None else ReplayCache()
         log.info("CDS client JWTs required: %d trusted issuer(s), %d key(s) from %s, "
                  "%d trusted jku URL(s)", len(self.issuers), len(self.file_keys),
                  settings.jwks_file or "no JWKS file", len(self.trusted_jku))
@@ -391,6 +393,27 @@ class ReplayCache:
 
     def __len__(self) -> int:
         return len(self._expiry)
+
+
+class SharedReplayCache:
+    """Token ids remembered in the database, so every worker and instance refuses a replay.
+
+    If the database is down, the in-process cache keeps protecting this worker (and the
+    log says so) rather than refusing every client.
+    """
+
+    def __init__(self, store):
+        self.store = store
+        self.local = ReplayCache()
+
+    def first_use(self, issuer: str, jti: str, expires_at: float) -> bool:
+        if not self.local.first_use(issuer, jti, expires_at):
+            return False
+        try:
+            return self.store.first_use(issuer, jti, expires_at)
+        except StoreUnavailable:
+            log.warning("shared JWT replay cache unavailable; this worker's cache is used")
+            return True
 
 
 def _show(value: object) -> str:

@@ -29,7 +29,8 @@ from itertools import zip_longest
 from pathlib import Path
 
 from sqlalchemy import (JSON, Boolean, Column, Connection, DateTime, Engine, Integer, MetaData,
-                        String, Table, Text, create_engine, event, insert, select, update)
+                        String, Table, Text, create_engine, delete, event, insert, select,
+                        update)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
@@ -70,6 +71,11 @@ feedback = Table(
     Column("unknown_card", Boolean, nullable=False),
 )
 FEEDBACK_KEY = ["card_uuid", "outcome", "outcome_timestamp"]
+jwt_replay = Table(
+    "jwt_replay", metadata,
+    Column("token_key", String(64), primary_key=True),
+    Column("expires_at", DateTime, nullable=False),
+)
 
 _STOP = object()
 
@@ -359,6 +365,31 @@ class Store:
         except queue.Full:
             return False
         return marker.wait(timeout)
+
+    # -- JWT replay protection ----------------------------------------------------------
+
+    def first_use(self, issuer: str, jti: str, expires_at: float) -> bool:
+        """Remember a token id until it expires; False if another call already used it.
+
+        Shared by every worker and instance on the same database, unlike an in-process
+        cache. Raises StoreUnavailable when the database cannot be reached.
+        """
+        key = hashlib.sha256(f"{issuer}\x00{jti}".encode()).hexdigest()
+        now = utcnow()
+        until = datetime.fromtimestamp(expires_at, timezone.utc).replace(tzinfo=None)
+        if not self.ensure_schema():
+            raise StoreUnavailable("schema not ready")
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(delete(jwt_replay).where(jwt_replay.c.expires_at < now))
+                try:
+                    with conn.begin_nested():
+                        conn.execute(insert(jwt_replay).values(token_key=key, expires_at=until))
+                except IntegrityError:
+                    return False  # the primary key exists: this id was used before
+                return True
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(describe(exc)) from None
 
     # -- feedback -----------------------------------------------------------------------
 

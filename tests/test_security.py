@@ -44,6 +44,9 @@ class NullStore:
     def save_feedback(self, items):
         pass
 
+    def first_use(self, issuer, jti, expires_at):
+        return True  # the in-process replay cache still applies
+
     def close(self):
         pass
 
@@ -496,3 +499,19 @@ def test_replay_cache_is_thread_safe_and_forgets_expired_jtis():
     assert cache.first_use(ISS, "old", time.time() + 60)  # expired entries are forgotten
     assert len(cache) == 2
     assert cache.first_use("https://other.example", "same-jti", expires)  # per issuer
+
+
+def test_replay_is_refused_by_another_worker_sharing_the_database(tmp_path, es384):
+    """Two app instances (two gunicorn workers) on one database: a token is used once."""
+    from cds_service.storage import Store
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(json.dumps(jwks(es384)))
+    settings = Settings.from_env({}, auth_mode="jwt", jwks_file=str(jwks_file),
+                                 trusted_issuers=(ISS,), public_base_url=BASE, data_dir=tmp_path)
+    worker_1 = create_app(settings, store=Store(settings)).test_client()
+    worker_2 = create_app(settings, store=Store(settings)).test_client()
+    token = es384.token(BASE + DISCOVERY, ISS)
+    assert call(worker_1, DISCOVERY, token).status_code == 200
+    assert call(worker_2, DISCOVERY, token).status_code == 401
+    fresh = es384.token(BASE + DISCOVERY, ISS)
+    assert call(worker_2, DISCOVERY, fresh).status_code == 200

@@ -52,8 +52,21 @@ def _step_1_cards_and_feedback(conn: Connection) -> None:
     metadata.create_all(conn)
 
 
+def _step_2_jwt_replay(conn: Connection) -> None:
+    """JWT ids already used, shared by every worker and instance (replay protection)."""
+    metadata = MetaData()
+    Table(
+        "jwt_replay", metadata,
+        Column("token_key", String(64), primary_key=True),  # SHA-256 of iss + jti
+        Column("expires_at", DateTime, nullable=False),  # UTC
+        Index("ix_jwt_replay_expires_at", "expires_at"),
+    )
+    metadata.create_all(conn)
+
+
 STEPS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "issued cards and feedback", _step_1_cards_and_feedback),
+    (2, "shared JWT replay cache", _step_2_jwt_replay),
 ]
 
 _metadata = MetaData()
