@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from cds_service import egfr, units
 from cds_service.record import (MEDICATION_ACTIVE, OBSERVATION_FINAL, PROCEDURE_DONE,
                                 condition_counts, condition_date, medication_date,
-                                observation_date, procedure_date, reference_to)
+                                procedure_date, reference_to)
 from cds_service.terminology import ICD10CM, RXNORM, Concept, ValueSet, codings_of
 
 if TYPE_CHECKING:  # only for annotations: rules.py imports this module
@@ -33,9 +33,13 @@ class Fact:
     criterion: str
     text: str            # full line for the card detail
     short: str           # few words for the summary
-    references: list[str] = field(default_factory=list)
+    sources: list[dict] = field(default_factory=list)  # the resources it rests on
     when: datetime | None = None
     order: str | None = None  # lab order to suggest when the fact is a missing result
+
+    @property
+    def references(self) -> list[str]:
+        return [ref for ref in map(reference_to, self.sources) if ref]
 
 
 def _number(value: float, decimals: int) -> str:
@@ -70,6 +74,22 @@ class Evaluation:
         self.results: dict[str, list[Fact]] = {}
 
     def run(self) -> RouteResult | None:
+        """The route's result, after FHIR-validating the resources its facts rest on.
+
+        Criteria skip resources already known to be invalid; only the evidence of a
+        result is validated (R4B models are costly), and if any of it fails, the route
+        is evaluated again without it.
+        """
+        for _attempt in range(5):
+            result = self._run_once()
+            sources = [r for fact in (result.facts + result.context if result else [])
+                       for r in fact.sources]
+            if all([self.record.is_valid(r) for r in sources]):
+                return result
+            self.results.clear()
+        return None
+
+    def _run_once(self) -> RouteResult | None:
         facts, fired, context = [], [], []
         indicator = None
         for criterion in self.route.criteria:
@@ -118,9 +138,10 @@ class Evaluation:
                 if id(resource) in seen or not condition_counts(resource):
                     continue
                 started = condition_date(resource)
-                if since is not None and (started is None or started < since or started > self.record.now + timedelta(days=1)):
+                if since is not None and (started is None or started < since
+                                          or started > self.record.now + timedelta(days=1)):
                     continue
-                if not self.record.is_valid(resource):
+                if self.record.known_invalid(resource):
                     continue
                 seen.add(id(resource))
                 facts.append(_condition_fact(criterion["id"], resource, concept))
@@ -138,36 +159,23 @@ class Evaluation:
                     continue
                 current = best.get(concept.code)
                 if current is None or when > current[0]:
-                    if self.record.is_valid(resource):
+                    if not self.record.known_invalid(resource):
                         best[concept.code] = (when, resource, concept)
         facts = []
         for when, resource, concept in sorted(best.values(), key=lambda t: t[0], reverse=True):
             facts.append(Fact(criterion["id"],
                               f"{concept.display} ({concept.label}), performed {_day(when)}",
                               f"{concept.display.lower()} on {_day(when)}",
-                              _refs(resource), when))
+                              [resource], when))
         return facts
 
     def _latest(self, concept: ObservationConcept, since: datetime | None,
                 statuses: set[str]) -> tuple | None:
         """Newest usable result of a concept: (when, canonical value, resource, code)."""
-        candidates = []
-        for resource, code in self.record.find("Observation", concept.value_set):
-            if resource.get("status") not in statuses:
-                continue
-            when = observation_date(resource)
-            if when is None or when > self.record.now + timedelta(days=1):
-                continue
+        for when, value, resource, code in self.record.results_of(concept):
             if since is not None and when < since:
-                continue
-            candidates.append((when, resource, code))
-        candidates.sort(key=lambda c: c[0], reverse=True)
-        for when, resource, code in candidates:
-            value = concept.value_in(resource.get("valueQuantity"))
-            if value is None:
-                log.info("ignored a %s result whose value or unit cannot be used", concept.name)
-                continue
-            if self.record.is_valid(resource):
+                return None  # results are newest first: the rest are older still
+            if resource.get("status") in statuses and not self.record.known_invalid(resource):
                 return when, value, resource, code
         return None
 
@@ -182,14 +190,14 @@ class Evaluation:
         if latest is None:
             return []
         same = [latest]
-        for resource, code in self.record.find("Observation", concept.value_set):
-            if resource is latest[2] or resource.get("status") not in statuses:
+        for when, value, resource, code in self.record.results_of(concept):
+            if when != latest[0]:
+                if when < latest[0]:
+                    break
                 continue
-            if observation_date(resource) != latest[0]:
-                continue
-            value = concept.value_in(resource.get("valueQuantity"))
-            if value is not None and self.record.is_valid(resource):
-                same.append((latest[0], value, resource, code))
+            if (resource is not latest[2] and resource.get("status") in statuses
+                    and not self.record.known_invalid(resource)):
+                same.append((when, value, resource, code))
         return same
 
     def _observation(self, criterion: dict) -> list[Fact]:
@@ -221,7 +229,7 @@ class Evaluation:
         else:
             text = f"{concept.label} {shown} on {_day(when)} ({code.label}); threshold {limit_text}"
             short = f"{concept.label} {shown} on {_day(when)}"
-        return [Fact(criterion["id"], text, short, _refs(resource), when)]
+        return [Fact(criterion["id"], text, short, [resource], when)]
 
     def _estimate_egfr(self, criterion: dict, statuses: set[str]) -> tuple | None:
         creatinine = self.ruleset.concepts[criterion.get("estimate_from", "creatinine")]
@@ -254,7 +262,7 @@ class Evaluation:
                         f"{last[3].label}")
             facts.append(Fact(criterion["id"],
                               f"No {group['label']} result in the last {months} months ({tail})",
-                              group["label"], _refs(last[2]) if last else [], None,
+                              group["label"], [last[2]] if last else [], None,
                               group.get("order")))
         return facts
 
@@ -269,7 +277,7 @@ class Evaluation:
                 if rtype == "MedicationStatement" and resource.get("status") != "active":
                     continue
                 info, how = self._medication_info(resource, value_set, wanted)
-                if info is None or id(resource) in seen or not self.record.is_valid(resource):
+                if info is None or id(resource) in seen or self.record.known_invalid(resource):
                     continue
                 seen.add(id(resource))
                 facts.append(_medication_fact(criterion["id"], resource, info, how))
@@ -323,10 +331,6 @@ def _compare(value: float, comparator: str, limit: float) -> bool:
             ">=": value >= limit}[comparator]
 
 
-def _refs(resource: dict) -> list[str]:
-    ref = reference_to(resource)
-    return [ref] if ref else []
-
 
 def _dedupe_by_text(facts: list[Fact]) -> list[Fact]:
     """Keep one fact per coded problem (the newest), as problem lists repeat entries."""
@@ -356,7 +360,7 @@ def _condition_fact(criterion_id: str, resource: dict, concept: Concept) -> Fact
         status = code
     since = f"onset {started.date().isoformat()}" if started else "onset not recorded"
     return Fact(criterion_id, f"{concept.display} ({concept.label}), {status}, {since}",
-                concept.display, _refs(resource), started)
+                concept.display, [resource], started)
 
 
 def _medication_fact(criterion_id: str, resource: dict, info: dict, how: str) -> Fact:
@@ -371,4 +375,4 @@ def _medication_fact(criterion_id: str, resource: dict, info: dict, how: str) ->
     return Fact(criterion_id,
                 f"{name}: {info['class_label']} ({info['ingredient']}; {how}), "
                 f"{resource.get('status')}, {since}.{note}",
-                info["ingredient"], _refs(resource), started)
+                info["ingredient"], [resource], started)

@@ -53,7 +53,10 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 def check(name: str, document: object, what: str) -> None:
     """Raise a 400 CdsError naming the first field that breaks schema ``name``."""
-    error = jsonschema.exceptions.best_match(validator(name).iter_errors(document))
+    checker = validator(name)
+    if checker.is_valid(document):  # the common case; finding the best error costs more
+        return
+    error = jsonschema.exceptions.best_match(checker.iter_errors(document))
     if error is not None:
         raise CdsError(400, f"Invalid {what}: {_describe(error)}")
 

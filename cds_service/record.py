@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time, timedelta, timezone
 
 from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.medicationrequest import MedicationRequest
@@ -119,9 +119,10 @@ class Record:
         self.by_type: dict[str, list[dict]] = defaultdict(list)
         self.by_code: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
         self.codes_by_system: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._indexed: set[str] = set()
         self._medications: dict[str, dict] = {}
         self._valid: dict[int, bool] = {}
-        pending_meds = []
+        self._results: dict[str, list[tuple]] = {}
         for resource in resources:
             rtype = resource.get("resourceType") if isinstance(resource, dict) else None
             if not isinstance(rtype, str):
@@ -129,19 +130,21 @@ class Record:
             if rtype == "Patient":
                 if self.patient is None or resource.get("id") == patient_id:
                     self.patient = resource
-                continue
-            if rtype == "Medication" and isinstance(resource.get("id"), str):
+            elif rtype == "Medication" and isinstance(resource.get("id"), str):
                 self._medications["Medication/" + resource["id"]] = resource
-                continue
-            if rtype not in INDEXED_TYPES:
-                continue
-            self.by_type[rtype].append(resource)
+            elif rtype in INDEXED_TYPES:
+                self.by_type[rtype].append(resource)
+
+    def _ensure_indexed(self, rtype: str) -> None:
+        """Index one resource type by code on first use (no cramp problem: only Conditions)."""
+        if rtype in self._indexed:
+            return
+        self._indexed.add(rtype)
+        for resource in self.by_type.get(rtype, ()):
             if rtype in ("MedicationRequest", "MedicationStatement"):
-                pending_meds.append(resource)
+                self._index_medication(resource)
             else:
                 self._index(rtype, resource, resource.get("code"))
-        for resource in pending_meds:
-            self._index_medication(resource)
 
     def _index(self, rtype: str, resource: dict, concept: object) -> None:
         seen = set()
@@ -181,6 +184,7 @@ class Record:
 
     def find(self, rtype: str, value_set) -> list[tuple[dict, object]]:
         """Resources of ``rtype`` with a coding in ``value_set``, each with the matched concept."""
+        self._ensure_indexed(rtype)
         hits: dict[int, tuple[dict, object]] = {}
         for (system, code) in value_set.keys():
             for resource in self.by_code.get((rtype, system, code), ()):
@@ -191,6 +195,34 @@ class Record:
                     for resource in self.by_code[(rtype, prefix.system, code)]:
                         hits.setdefault(id(resource), (resource, prefix))
         return list(hits.values())
+
+    def results_of(self, concept) -> list[tuple]:
+        """A lab concept's usable results, newest first: (when, canonical value, resource, code).
+
+        Computed once per record and concept. Results without a date, dated in the future,
+        or whose value cannot be converted to the concept's unit are left out (logged).
+        """
+        cached = self._results.get(concept.name)
+        if cached is not None:
+            return cached
+        results = []
+        latest_allowed = self.now + timedelta(days=1)
+        for resource, code in self.find("Observation", concept.value_set):
+            when = observation_date(resource)
+            if when is None or when > latest_allowed:
+                continue
+            value = concept.value_in(resource.get("valueQuantity"))
+            if value is None:
+                log.info("ignored a %s result whose value or unit cannot be used", concept.name)
+                continue
+            results.append((when, value, resource, code))
+        results.sort(key=lambda r: r[0], reverse=True)
+        self._results[concept.name] = results
+        return results
+
+    def known_invalid(self, resource: dict) -> bool:
+        """True once validation has failed for this resource (see ``is_valid``)."""
+        return self._valid.get(id(resource)) is False
 
     def is_valid(self, resource: dict) -> bool:
         """Validate a resource against the FHIR R4B model before it is used as evidence."""
