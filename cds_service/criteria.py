@@ -169,36 +169,48 @@ class Evaluation:
                               [resource], when))
         return facts
 
+    def _results(self, concept: ObservationConcept, since: datetime | None,
+                 statuses: set[str]):
+        """Results of a concept within the window and statuses, newest first."""
+        for result in self.record.results_of(concept):
+            if since is not None and result[0] < since:
+                return  # newest first: the rest are older still
+            resource = result[2]
+            if resource.get("status") in statuses and not self.record.known_invalid(resource):
+                yield result
+
     def _latest(self, concept: ObservationConcept, since: datetime | None,
                 statuses: set[str]) -> tuple | None:
-        """Newest usable result of a concept: (when, canonical value, resource, code)."""
-        for when, value, resource, code in self.record.results_of(concept):
-            if since is not None and when < since:
-                return None  # results are newest first: the rest are older still
-            if resource.get("status") in statuses and not self.record.known_invalid(resource):
-                return when, value, resource, code
+        """The newest result decides: (when, canonical value, resource, code), or None.
+
+        When the newest result's value cannot be read (unknown unit), nothing is decided:
+        an older result must not stand in for a newer one the service cannot interpret.
+        """
+        for result in self._results(concept, since, statuses):
+            return result if result[1] is not None else None
         return None
 
-    def _latest_all(self, concept: ObservationConcept, since: datetime | None,
-                    statuses: set[str]) -> list[tuple]:
-        """The newest usable result and any others taken at the very same instant.
+    def _deciding(self, concept: ObservationConcept, since: datetime | None,
+                  statuses: set[str], aggregate: str | None) -> list[tuple]:
+        """The results a threshold is compared with.
 
-        Paired measurements (the right and left ankle-brachial index of one session) share
-        one effective time; the criterion must see both, not whichever came first.
+        Normally the newest result (and, for a concept read in pairs such as the left and
+        right ankle-brachial index, every result of the same day). With ``aggregate``
+        max/min, the most extreme readable result of the window (a fever between doses of
+        an antipyretic).
         """
+        if aggregate:
+            readable = [r for r in self._results(concept, since, statuses) if r[1] is not None]
+            pick = max if aggregate == "max" else min
+            return [pick(readable, key=lambda r: r[1])] if readable else []
         latest = self._latest(concept, since, statuses)
         if latest is None:
             return []
-        same = [latest]
-        for when, value, resource, code in self.record.results_of(concept):
-            if when != latest[0]:
-                if when < latest[0]:
-                    break
-                continue
-            if (resource is not latest[2] and resource.get("status") in statuses
-                    and not self.record.known_invalid(resource)):
-                same.append((when, value, resource, code))
-        return same
+        if concept.paired_within != "day":
+            return [latest]
+        day = latest[0].date()
+        return [r for r in self._results(concept, since, statuses)
+                if r[1] is not None and r[0].date() == day]
 
     def _observation(self, criterion: dict) -> list[Fact]:
         concept = self.ruleset.concepts[criterion["concept"]]
@@ -207,13 +219,15 @@ class Evaluation:
         limit = units.convert(threshold["value"], threshold["unit"], concept.unit,
                               molar_mass=concept.molar_mass, valence=concept.valence,
                               scale=concept.scale)
-        newest = self._latest_all(concept, self._window_start(criterion), statuses)
+        newest = self._deciding(concept, self._window_start(criterion), statuses,
+                                criterion.get("aggregate"))
         estimated = False
         if not newest and criterion.get("estimate") == "ckd-epi-2021":
             latest = self._estimate_egfr(criterion, statuses)
             estimated = latest is not None
             newest = [latest] if latest else []
-        hits = [r for r in newest if _compare(r[1], threshold["comparator"], limit)]
+        hits = [r for r in newest
+                if _meets(r[1], _comparator_of(r[2]), threshold["comparator"], limit)]
         if not hits:
             return []
         # Among same-instant results that meet the threshold, report the most extreme.
@@ -227,7 +241,9 @@ class Evaluation:
                     f"from serum creatinine ({code.label}); threshold {limit_text}")
             short = f"estimated {concept.label} {shown} on {_day(when)}"
         else:
-            text = f"{concept.label} {shown} on {_day(when)} ({code.label}); threshold {limit_text}"
+            reported = _as_reported(concept, resource)
+            text = (f"{concept.label} {shown} on {_day(when)} ({code.label}{reported}); "
+                    f"threshold {limit_text}")
             short = f"{concept.label} {shown} on {_day(when)}"
         return [Fact(criterion["id"], text, short, [resource], when)]
 
@@ -249,7 +265,7 @@ class Evaluation:
         for group in criterion["groups"]:
             since = self._window_start(group)
             concepts = [self.ruleset.concepts[n] for n in group["concepts"]]
-            if any(self._latest(c, since, statuses) for c in concepts):
+            if any(next(self._results(c, since, statuses), None) for c in concepts):
                 continue
             last = max((r for r in (self._latest(c, None, statuses) for c in concepts) if r),
                        key=lambda r: r[0], default=None)
@@ -290,13 +306,16 @@ class Evaluation:
         for ingredient in (medication or {}).get("ingredient") or []:
             if isinstance(ingredient, dict):
                 concepts.append(ingredient.get("itemCodeableConcept"))
-        texts = []
+        reference = resource.get("medicationReference")
+        texts = [reference["display"]] if isinstance(reference, dict) and isinstance(
+            reference.get("display"), str) else []
         for c in concepts:
             for system, code, display in codings_of(c):
                 if value_set is not None and system == RXNORM:
                     for info in value_set.info.get((system, code), ()):
                         if info["class"] in wanted:
-                            return info, f"RxNorm {code}"
+                            flag = "" if info["verified"] else ", RxNorm code not verified"
+                            return info, f"RxNorm {code}{flag}"
                 if display:
                     texts.append(display)
             if isinstance(c, dict) and isinstance(c.get("text"), str):
@@ -329,6 +348,40 @@ class Evaluation:
 def _compare(value: float, comparator: str, limit: float) -> bool:
     return {"<": value < limit, "<=": value <= limit, ">": value > limit,
             ">=": value >= limit}[comparator]
+
+
+def _comparator_of(resource: dict) -> str | None:
+    quantity = resource.get("valueQuantity")
+    comparator = quantity.get("comparator") if isinstance(quantity, dict) else None
+    return comparator if comparator in {"<", "<=", ">", ">="} else None
+
+
+def _meets(value: float, reported: str | None, comparator: str, limit: float) -> bool:
+    """Whether a result meets a threshold, honouring a reported comparator ("<5 ug/dL").
+
+    "<5" meets "< 10" (the true value is below 5) but never ">= 5" or ">= 3" (unknown):
+    a censored result only counts when it settles the question.
+    """
+    if reported is None:
+        return _compare(value, comparator, limit)
+    if reported in {"<", "<="} and comparator in {"<", "<="}:
+        return value <= limit
+    if reported in {">", ">="} and comparator in {">", ">="}:
+        return value >= limit
+    return False
+
+
+def _as_reported(concept: ObservationConcept, resource: dict) -> str:
+    """'; reported as 78 mmol/mol' when the lab used another unit than the one shown."""
+    quantity = resource.get("valueQuantity") or {}
+    unit = units.ucum_code(concept.unit_aliases.get(quantity.get("code"), quantity.get("code"))
+                           or quantity.get("unit"))
+    value = quantity.get("value")
+    if unit is None or unit == units.ucum_code(concept.display_unit) or isinstance(value, bool):
+        return ""
+    if units.display_label(unit) == units.display_label(concept.display_unit):
+        return ""
+    return f"; reported as {_number(float(value), 2)} {units.display_label(unit)}"
 
 
 

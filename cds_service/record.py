@@ -65,14 +65,18 @@ def _status_code(concept: object) -> str | None:
 
 
 def condition_counts(resource: dict) -> bool:
-    """Active (or no status and not abated), and neither refuted nor entered in error."""
+    """Active (or no status), not abated, and neither refuted nor entered in error.
+
+    An abatement date contradicts an "active" status (FHIR invariant con-4): such a
+    record is treated as resolved rather than firing a rule on inconsistent data.
+    """
     clinical = _status_code(resource.get("clinicalStatus"))
     verification = _status_code(resource.get("verificationStatus"))
     if verification in CONDITION_EXCLUDED_VERIFICATION:
         return False
-    if clinical is None:
-        return not any(k.startswith("abatement") for k in resource)
-    return clinical in CONDITION_ACTIVE
+    if any(k.startswith("abatement") and resource[k] not in (False, None) for k in resource):
+        return False
+    return clinical is None or clinical in CONDITION_ACTIVE
 
 
 def condition_date(resource: dict) -> datetime | None:
@@ -197,10 +201,11 @@ class Record:
         return list(hits.values())
 
     def results_of(self, concept) -> list[tuple]:
-        """A lab concept's usable results, newest first: (when, canonical value, resource, code).
+        """A lab concept's dated results, newest first: (when, canonical value, resource, code).
 
-        Computed once per record and concept. Results without a date, dated in the future,
-        or whose value cannot be converted to the concept's unit are left out (logged).
+        Computed once per record and concept. Results without a date or dated in the future
+        are left out; a value that cannot be converted to the concept's unit is ``None``
+        (kept, so that an unreadable newest result is not silently replaced by an older one).
         """
         cached = self._results.get(concept.name)
         if cached is not None:
@@ -213,8 +218,7 @@ class Record:
                 continue
             value = concept.value_in(resource.get("valueQuantity"))
             if value is None:
-                log.info("ignored a %s result whose value or unit cannot be used", concept.name)
-                continue
+                log.info("a %s result has no value in a convertible unit", concept.name)
             results.append((when, value, resource, code))
         results.sort(key=lambda r: r[0], reverse=True)
         self._results[concept.name] = results

@@ -45,6 +45,8 @@ class ObservationConcept:
     scale: str | None = None
     unit_aliases: dict = field(default_factory=dict)
     decimals: int = 1
+    paired_within: str | None = None  # "day": same-day results are read together (ABI legs)
+    unitless: bool = False             # a ratio may come without any unit
 
     def value_in(self, quantity: object, target: str | None = None) -> float | None:
         """The quantity's value in ``target`` (default: canonical unit), or None."""
@@ -54,6 +56,8 @@ class ObservationConcept:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None
         unit = quantity.get("code") if quantity.get("code") else quantity.get("unit")
+        if unit is None and self.unitless:
+            unit = self.unit
         unit = self.unit_aliases.get(unit, unit)
         return units.convert(value, unit, target or self.unit, molar_mass=self.molar_mass,
                              valence=self.valence, scale=self.scale)
@@ -175,7 +179,8 @@ def _concept(name: str, spec: dict, path: Path) -> ObservationConcept:
         display_unit=spec.get("display_unit", spec["unit"]),
         value_set=ValueSet.from_entries(name, spec["codes"]),
         molar_mass=spec.get("molar_mass"), valence=spec.get("valence"), scale=spec.get("scale"),
-        unit_aliases=spec.get("unit_aliases", {}), decimals=spec.get("decimals", 1))
+        unit_aliases=spec.get("unit_aliases", {}), decimals=spec.get("decimals", 1),
+        paired_within=spec.get("paired_within"), unitless=spec.get("unitless", False))
     for unit in (concept.unit, concept.display_unit, *concept.unit_aliases.values()):
         if units.ucum_code(unit) is None:
             raise RuleError(f"{path.name}: field observations/{name}: unknown UCUM unit {unit!r}")
@@ -247,11 +252,12 @@ def _compile_medications(classes: list[dict]):
         for ingredient in drug_class["ingredients"]:
             info = {"class": drug_class["class"], "class_label": drug_class["label"],
                     "ingredient": ingredient["display"], "note": drug_class.get("note")}
-            codes = [{"code": ingredient["code"], "display": ingredient["display"]}]
-            codes += ingredient.get("products", [])
+            # Product codes carry their source; an ingredient code may be flagged unverified.
+            codes = [{**ingredient, "verified": ingredient.get("status") != "unverified"}]
+            codes += [{**product, "verified": True} for product in ingredient.get("products", [])]
             for code in codes:
-                entries.append({"system": "rxnorm", "code": code["code"],
-                                "display": code["display"], "info": info})
+                entries.append({"system": "rxnorm", "code": code["code"], "display": code["display"],
+                                "info": {**info, "verified": code["verified"]}})
             # Whole-word match that also works for names ending in punctuation, such as
             # "estrogens, conjugated (USP)" (a plain \b after ")" never matches).
             for name in [ingredient["display"], *ingredient.get("names", [])]:

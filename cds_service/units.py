@@ -7,6 +7,8 @@ facts (molar mass, valence, the HbA1c NGSP/IFCC scale) come from the rule files.
 
 from __future__ import annotations
 
+import re
+
 # Common non-UCUM spellings that are unambiguous, mapped to their UCUM code.
 _SPELLINGS = {
     "mEq/L": "meq/L",
@@ -15,6 +17,8 @@ _SPELLINGS = {
     "µIU/mL": "u[IU]/mL",
     "µmol/L": "umol/L",
     "µg/dL": "ug/dL",
+    "mcg/dL": "ug/dL",
+    "mcg/L": "ug/L",
     "mL/min/1.73.m2": "mL/min/{1.73_m2}",
     "mL/min/1.73m2": "mL/min/{1.73_m2}",
     "mL/min/{1.73m2}": "mL/min/{1.73_m2}",
@@ -51,15 +55,24 @@ _LINEAR = {
 _TEMPERATURE = {"Cel", "[degF]", "K"}
 
 
+def _known(unit: str) -> bool:
+    return unit in _LINEAR or unit in _TEMPERATURE or unit in {"%", "mmol/mol"}
+
+
 def ucum_code(unit: object) -> str | None:
-    """The UCUM code for a Quantity's ``code`` (or ``unit``) string, or None if unknown."""
+    """The UCUM code for a Quantity's ``code`` (or ``unit``) string, or None if unknown.
+
+    UCUM accepts the litre as ``l`` or ``L``; ``mmol/l`` and ``mg/dl`` are the same units.
+    """
     if not isinstance(unit, str):
         return None
     unit = unit.strip()
     unit = _SPELLINGS.get(unit, unit)
-    if unit in _LINEAR or unit in _TEMPERATURE or unit in {"%", "mmol/mol"}:
+    if _known(unit):
         return unit
-    return None
+    litre = re.sub(r"/(m|d|u)?l$", lambda m: "/" + (m.group(1) or "") + "L", unit)
+    litre = _SPELLINGS.get(litre, litre)
+    return litre if _known(litre) else None
 
 
 def convert(value: float, unit: str, target: str, *, molar_mass: float | None = None,
