@@ -32,7 +32,8 @@ def prefetch_keys(observation_codes) -> list[PrefetchKey]:
         PrefetchKey("conditions", f"Condition?patient={patient}", True),
         PrefetchKey("observations", f"Observation?patient={patient}&code={codes}", True),
         PrefetchKey("procedures", f"Procedure?patient={patient}", True),
-        PrefetchKey("medications", f"MedicationRequest?patient={patient}&status=active,on-hold", True),
+        PrefetchKey("medications", f"MedicationRequest?patient={patient}&status=active,on-hold"
+                    "&_include=MedicationRequest:medication", True),
         PrefetchKey("servicerequests", f"ServiceRequest?patient={patient}&status=active", False),
     ]
 

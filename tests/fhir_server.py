@@ -19,7 +19,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 FHIR_JSON = "application/fhir+json"
-SEARCH_PARAMS = {"patient", "code", "status", "_count", "_offset"}
+SEARCH_PARAMS = {"patient", "code", "status", "_count", "_offset", "_include"}
 
 
 def fhir_response(body, status: int = 200) -> Response:
@@ -111,10 +111,19 @@ class FhirServer:
         if offset + count < len(matches):
             links.append({"relation": "next",
                           "url": f"{self.base}/{rtype}?{urlencode({**query, '_offset': offset + count})}"})
+        entries = [{"fullUrl": f"{self.base}/{rtype}/{r['id']}", "resource": r,
+                    "search": {"mode": "match"}} for r in page]
+        if args.get("_include") == "MedicationRequest:medication":
+            entries += [{"fullUrl": f"{self.base}/{m['resourceType']}/{m['id']}", "resource": m,
+                         "search": {"mode": "include"}} for m in self.included_medications(page)]
         return fhir_response({"resourceType": "Bundle", "type": "searchset", "total": len(matches),
-                              "link": links,
-                              "entry": [{"fullUrl": f"{self.base}/{rtype}/{r['id']}", "resource": r,
-                                         "search": {"mode": "match"}} for r in page]})
+                              "link": links, "entry": entries})
+
+    def included_medications(self, page: list[dict]) -> list[dict]:
+        """The Medication resources the page's requests reference (``_include``)."""
+        wanted = {(r.get("medicationReference") or {}).get("reference") for r in page}
+        return [m for m in self.by_type.get("Medication", [])
+                if f"Medication/{m.get('id')}" in wanted]
 
     def first_page(self, rtype: str, query: str) -> dict:
         """What the server answers to ``rtype?query``: a prefetch value that has a next link."""
