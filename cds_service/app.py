@@ -80,35 +80,10 @@ def read_json() -> object:
 
 
 def _note_request(payload: object) -> None:
-    """Keep what the access log may show of a hook request: its hookInstance and the
-    number of prefetched resources by type (counts only, nothing from inside them)."""
-    if not isinstance(payload, dict):
-        return
-    hook_instance = payload.get("hookInstance")
+    """Keep the hookInstance for the access log (an opaque id, nothing about the patient)."""
+    hook_instance = payload.get("hookInstance") if isinstance(payload, dict) else None
     if isinstance(hook_instance, str) and 0 < len(hook_instance) <= 128:
         g.hook_instance = hook_instance
-    prefetch = payload.get("prefetch")
-    if not isinstance(prefetch, dict):
-        return
-    counts: dict[str, int] = {}
-    for value in prefetch.values():
-        if not isinstance(value, dict):
-            continue
-        rtype = value.get("resourceType")
-        if rtype == "Bundle" and isinstance(value.get("entry"), list):
-            for entry in value["entry"]:
-                resource = entry.get("resource") if isinstance(entry, dict) else None
-                if isinstance(resource, dict):
-                    rtype = resource.get("resourceType")
-                    if _is_type_name(rtype):
-                        counts[rtype] = counts.get(rtype, 0) + 1
-        elif _is_type_name(rtype):
-            counts[rtype] = counts.get(rtype, 0) + 1
-    g.resource_counts = counts
-
-
-def _is_type_name(value: object) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 64 and value.isalnum()
 
 
 def current_settings() -> Settings:
@@ -159,7 +134,7 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
                 "rules": outcome.rule_ids if outcome is not None else None,
                 "cards": len(outcome.routes) if outcome is not None else None,
                 "resources": outcome.resource_count if outcome is not None else None,
-                "resource_counts": g.get("resource_counts"),
+                "resource_counts": outcome.resource_counts if outcome is not None else None,
                 "error": g.get("error"),
             })
         return response

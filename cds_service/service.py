@@ -27,6 +27,7 @@ class Outcome:
     routes: list[str]
     resource_count: int
     rule_ids: list[str]
+    resource_counts: dict[str, int]  # by resource type, prefetched and fetched alike
 
 
 class CdsService:
@@ -54,5 +55,8 @@ class CdsService:
         record = Record(patient_id, resources, self.now())
         results = self.ruleset.evaluate(record)
         rendered = cards.render(results, self.ruleset, patient_id)
+        counts = {rtype: len(items) for rtype, items in record.by_type.items() if items}
+        if record.patient is not None:
+            counts["Patient"] = 1
         return Outcome({"cards": rendered}, [r.route.code for r in results], len(resources),
-                       [",".join(r.fired) for r in results])
+                       [",".join(r.fired) for r in results], counts)
