@@ -114,14 +114,40 @@ URGENT_FLAGS = {
     "rhabdomyolysis icd": ([condition("M62.82", onset=5)], "ICD-10-CM M62.82"),
     "ck 1000": ([observation("2157-6", 1000, "U/L", 1)], "LOINC 2157-6"),
     "ck 24000": ([observation("2157-6", 24000, "U/L", 3)], "LOINC 2157-6"),
-    "lead 40 ug/dL": ([observation("5671-3", 40, "ug/dL", 30)], "LOINC 5671-3"),
-    "lead 2.0 umol/L capillary": ([observation("10368-9", 2.0, "umol/L", 30)], "LOINC 10368-9"),
-    "lead poisoning snomed": ([condition("1145155005", onset=200)], "SNOMED CT 1145155005"),
+    # Lead (Kosnett 2007, route-guide §5.1/§7.1/§8.7): >= 80 ug/dL within 30 days, or a lead
+    # poisoning coded within 30 days. (Before the clinical review: >= 40 within 90 days, any
+    # coded poisoning, and a coded raised level were urgent.)
+    "lead 80 ug/dL": ([observation("5671-3", 80, "ug/dL", 30)], "LOINC 5671-3"),
+    "lead 3.9 umol/L capillary": ([observation("10368-9", 3.9, "umol/L", 20)], "LOINC 10368-9"),
+    "lead poisoning snomed": ([condition("1145155005", onset=30)], "SNOMED CT 1145155005"),
     "lead toxic effect accidental": ([condition("T56.0X1A", onset=20)], "ICD-10-CM T56.0X1A"),
     "lead toxic effect undetermined": ([condition("T56.0X4A", onset=20)], "ICD-10-CM T56.0X4A"),
-    "raised blood lead, no level on record": ([condition("407152001", onset=20)], "SNOMED CT 407152001"),
-    "abnormal lead level, last level 52": ([condition("R78.71", onset=100),
-                                            observation("5671-3", 52, "ug/dL", 100)], "ICD-10-CM R78.71"),
+    # --- added by the clinical review
+    "iliac artery thrombosis": ([condition("I74.5", onset=3)], "ICD-10-CM I74.5"),
+    "aortic saddle embolus": ([condition("I74.01", onset=1)], "ICD-10-CM I74.01"),
+    "abdominal aorta thrombosis": ([condition("I74.09", onset=14)], "ICD-10-CM I74.09"),
+    "femoral vein thrombophlebitis": ([condition("I80.11", onset=5)], "ICD-10-CM I80.11"),
+    "deep vessels thrombophlebitis unspecified": ([condition("I80.201", onset=5)], "ICD-10-CM I80.201"),
+    "popliteal vein thrombophlebitis": ([condition("I80.221", onset=5)], "ICD-10-CM I80.221"),
+    "other deep vessels thrombophlebitis": ([condition("I80.299", onset=14)], "ICD-10-CM I80.299"),
+    "deep phlebothrombosis in pregnancy": ([condition("O22.33", onset=2)], "ICD-10-CM O22.33"),
+    "deep phlebothrombosis unspecified trimester undotted": ([condition("O2230", onset=2)], "ICD-10-CM O22.30"),
+    "deep phlebothrombosis in the puerperium": ([condition("O87.1", onset=10)], "ICD-10-CM O87.1"),
+    "drug induced fever": ([condition("R50.2", onset=1)], "ICD-10-CM R50.2"),
+    "postprocedural fever": ([condition("R50.82", onset=3)], "ICD-10-CM R50.82"),
+    "transfusion fever": ([condition("R50.84", onset=0)], "ICD-10-CM R50.84"),
+    "fever preliminary": ([observation("8310-5", 39.0, "Cel", 0, status="preliminary")], "LOINC 8310-5"),
+    "fever masked by an antipyretic": ([observation("8310-5", 38.6, "Cel", 2),
+                                        observation("8310-5", 36.9, "Cel", 1)], "LOINC 8310-5"),
+    "delirium due to known physiological condition": ([condition("F05", onset=3)], "ICD-10-CM F05"),
+    "cauda equina syndrome": ([condition("G83.4", onset=2)], "ICD-10-CM G83.4"),
+    "potassium 2.3 preliminary": ([observation("2823-3", 2.3, "mmol/L", 0, status="preliminary")], "LOINC 2823-3"),
+    "sodium 121 preliminary": ([observation("2951-2", 121, "mmol/L", 1, status="preliminary")], "LOINC 2951-2"),
+    "ck 3000 preliminary": ([observation("2157-6", 3000, "U/L", 1, status="preliminary")], "LOINC 2157-6"),
+    "ionized calcium 0.75 serum": ([observation("1995-0", 0.75, "mmol/L", 1)], "LOINC 1995-0"),
+    "ionized calcium 0.79 blood preliminary": ([observation("1994-3", 0.79, "mmol/L", 0, status="preliminary")],
+                                               "LOINC 1994-3"),
+    "corrected calcium 1.70 mmol/L": ([observation("29265-6", 1.70, "mmol/L", 2)], "LOINC 29265-6"),
 }
 URGENT_FLAGS.update({
     f"thyroid storm {code}": ([condition(code, onset=3)], f"ICD-10-CM {code}")
@@ -159,14 +185,30 @@ URGENT_NEAR_MISSES = {
                                    abatementDateTime=day(1))],
     "critical limb ischaemia is chronic": [condition("233962007", onset=1)],
     "arterial occlusion 20 days old": [condition("I74.3", onset=20)],
+    "iliac thrombosis 15 days old": [condition("I74.5", onset=15)],
+    "superficial thrombophlebitis of the leg": [condition("I80.01", onset=2)],
+    "leg thrombophlebitis, deep or superficial not said": [condition("I80.3", onset=2)],
+    "superficial thrombophlebitis in pregnancy": [condition("O22.23", onset=2)],
+    "superficial thrombophlebitis in the puerperium": [condition("O87.0", onset=2)],
+    "femoral thrombophlebitis 15 days old": [condition("I80.12", onset=15)],
+    "deep phlebothrombosis in pregnancy 15 days old": [condition("O22.32", onset=15)],
     "temperature 37.9": [observation("8310-5", 37.9, "Cel", 0)],
     "temperature 100.3 degF": [observation("8310-5", 100.3, "[degF]", 0)],
     "fever 4 days ago": [observation("8310-5", 39.0, "Cel", 4)],
-    "fever then normal": [observation("8310-5", 38.6, "Cel", 2), observation("8310-5", 36.9, "Cel", 1)],
-    "fever preliminary": [observation("8310-5", 39.0, "Cel", 0, status="preliminary")],
+    "fever 4 days ago, normal since": [observation("8310-5", 39.2, "Cel", 4), observation("8310-5", 37.0, "Cel", 1)],
+    "temperature 37.9 preliminary": [observation("8310-5", 37.9, "Cel", 0, status="preliminary")],
     "fever entered in error": [observation("8310-5", 39.0, "Cel", 0, status="entered-in-error")],
     "fever without unit": [observation("8310-5", 39.0, None, 0)],
     "fever coded 4 days ago": [condition("R50.9", onset=4)],
+    "postprocedural fever coded 4 days ago": [condition("R50.82", onset=4)],
+    "delirium due to known condition 15 days ago": [condition("F05", onset=15)],
+    "cauda equina syndrome 15 days ago": [condition("G83.4", onset=15)],
+    "potassium 2.5 preliminary": [observation("2823-3", 2.5, "mmol/L", 0, status="preliminary")],
+    "potassium 2.1 registered only": [observation("2823-3", 2.1, "mmol/L", 0, status="registered")],
+    "ionized calcium 0.80": [observation("1995-0", 0.80, "mmol/L", 1)],
+    "ionized calcium 0.70 eight days ago": [observation("1995-0", 0.70, "mmol/L", 8)],
+    "corrected calcium 1.75 mmol/L": [observation("29265-6", 1.75, "mmol/L", 1)],
+    "general weakness coded": [condition("R53.1", onset=1)],
     "confusion 15 days ago": [condition("R41.0", onset=15)],
     "confusion resolved": [condition("286933003", onset=2, clinical="resolved")],
     "potassium 2.5": [observation("2823-3", 2.5, "mmol/L", 1)],
@@ -185,7 +227,15 @@ URGENT_NEAR_MISSES = {
     "thyroid storm 20 days ago": [condition("E05.91", onset=20)],
     "thyrotoxicosis without storm": [condition("E05.90", onset=2)],
     "lead 39.9": [observation("5671-3", 39.9, "ug/dL", 10)],
+    "lead 79.9": [observation("5671-3", 79.9, "ug/dL", 10)],
+    "lead 40 (prompt, not same-day)": [observation("5671-3", 40, "ug/dL", 30)],
+    "lead 95, 31 days ago": [observation("5671-3", 95, "ug/dL", 31)],
     "lead 60, 100 days ago": [observation("5671-3", 60, "ug/dL", 100)],
+    "lead poisoning coded 31 days ago": [condition("1145155005", onset=31)],
+    "lead toxic effect coded 200 days ago": [condition("T56.0X1A", onset=200)],
+    "raised blood lead coded, no level": [condition("407152001", onset=2)],
+    "abnormal lead level coded, measured 52": [condition("R78.71", onset=10),
+                                              observation("5671-3", 52, "ug/dL", 10)],
     "abnormal lead level coded, measured 12": [condition("R78.71", onset=30),
                                               observation("5671-3", 12, "ug/dL", 30)],
     "lead exposure only": [condition("Z77.011", onset=30)],
@@ -203,7 +253,7 @@ def test_urgent_card_lists_every_red_flag():
     card = urgent(condition("I82.401", onset=2), observation("8310-5", 101.5, "[degF]", 0),
                   observation("2823-3", 2.2, "mmol/L", 1))
     assert "ICD-10-CM I82.401" in card["detail"]
-    assert "Body temperature 38.6 °C on 2026-11-24 (LOINC 8310-5)" in card["detail"]
+    assert "Body temperature 38.6 °C on 2026-11-24 (LOINC 8310-5" in card["detail"]
     assert "Potassium 2.2 mmol/L on 2026-11-23 (LOINC 2823-3)" in card["detail"]
     assert "DVT" in card["detail"] or "thrombosis" in card["detail"]
 
@@ -214,6 +264,16 @@ def test_critical_value_older_than_a_week_goes_to_primary_care_not_lost():
     card = cards["primary-care-workup"]
     assert card["indicator"] == "warning"
     assert "Potassium 2.1 mmol/L on 2026-11-04 (LOINC 2823-3)" in card["detail"]
+
+
+@pytest.mark.parametrize("critical, label", [
+    (observation("2823-3", 2.2, "mmol/L", 1, status="preliminary"), "Potassium"),
+    (observation("29265-6", 1.62, "mmol/L", 2), "Calcium"),
+])
+def test_preliminary_or_corrected_critical_value_is_not_repeated_on_primary_care(critical, label):
+    cards = run(critical, *normal_workup())
+    assert "urgent-care" in cards
+    assert label not in cards.get("primary-care-workup", {}).get("summary", "")
 
 
 def test_critical_value_this_week_is_not_repeated_on_the_primary_care_card():
@@ -234,6 +294,92 @@ def test_old_thyroid_storm_reaches_endocrinology():
     assert "ICD-10-CM E05.91" in cards["endocrinology"]["detail"]
 
 
+@pytest.mark.parametrize("code", ["E05.01", "E05.21", "E05.91"])
+def test_recent_thyroid_storm_is_urgent_care_only_not_also_endocrinology(code):
+    cards = run(condition(code, onset=3), *normal_workup())
+    assert "urgent-care" in cards
+    assert "endocrinology" not in cards
+
+
+def test_cauda_equina_is_a_surgical_emergency_on_the_urgent_card():
+    card = urgent(condition("G83.4", onset=1))
+    assert "Cauda equina syndrome is a surgical emergency" in card["detail"]
+
+
+def test_urgent_card_caveats_fever_maximum_albumin_and_weakness():
+    detail = urgent(condition("I82.401", onset=2))["detail"]
+    assert "highest temperature of the last 72 hours" in detail
+    assert "Total calcium is not corrected for albumin" in detail
+    assert "Severe new muscle weakness" in detail and "rarely shows" in detail
+
+
+def test_highest_temperature_of_72_hours_is_the_evidence():
+    card = urgent(observation("8310-5", 38.9, "Cel", 2), observation("8310-5", 37.1, "Cel", 0))
+    assert "Body temperature 38.9 °C on 2026-11-22" in card["detail"]
+
+
+def test_ionized_calcium_in_mg_dl_is_converted():
+    # 17864-0 is the mass (ISE) code; 3.0 mg/dL = 0.75 mmol/L
+    card = urgent(observation("17864-0", 3.0, "mg/dL", 1))
+    assert "Calcium (ionized) 0.75 mmol/L" in card["detail"]
+
+
+# ----------------------------------------------------------------------------- lead tiers
+
+@pytest.mark.parametrize("resources", [
+    [observation("5671-3", 40, "ug/dL", 30)],
+    [observation("5671-3", 79.9, "ug/dL", 89)],
+    [observation("10368-9", 2.5, "umol/L", 10)],           # 51.8 ug/dL
+    [observation("5671-3", 95, "ug/dL", 45)],              # >= 80, but older than 30 days
+])
+def test_lead_40_to_79_is_prompt_evaluation_in_primary_care(resources):
+    cards = run(*resources, *normal_workup())
+    assert "urgent-care" not in cards
+    card = cards["primary-care-workup"]
+    assert card["indicator"] == "warning"
+    assert "remove from exposure" in card["summary"]
+    assert "prompt medical evaluation" in card["detail"] and "Kosnett 2007" in card["detail"]
+
+
+@pytest.mark.parametrize("resources", [
+    [observation("5671-3", 39.9, "ug/dL", 30)],            # elevated, not the prompt tier
+    [observation("5671-3", 60, "ug/dL", 91)],              # 40-79 but older than 90 days
+    [observation("5671-3", 85, "ug/dL", 10)],              # urgent-care's
+])
+def test_lead_prompt_evaluation_near_misses(resources):
+    cards = run(*resources, *normal_workup())
+    assert "remove from exposure" not in cards.get("primary-care-workup", {}).get("summary", "")
+
+
+def test_urgent_lead_level_is_not_repeated_in_primary_care():
+    cards = run(observation("5671-3", 85, "ug/dL", 10), *normal_workup())
+    assert "urgent-care" in cards
+    assert "primary-care-workup" not in cards
+
+
+@pytest.mark.parametrize("code", ["407152001", "R78.71", "1145155005", "T56.0X4A"])
+def test_coded_raised_lead_or_older_poisoning_suggests_a_blood_lead_test(code):
+    cards = run(condition(code, onset=60), *normal_workup())
+    assert "urgent-care" not in cards
+    card = cards["primary-care-workup"]
+    assert card["indicator"] == "warning"
+    assert code in card["detail"].split("**Evidence**")[1].split("**Next step**")[0]
+    assert "5671-3" in {r["code"]["coding"][0]["code"] for r in referral_resources(card)}
+
+
+def test_coded_raised_lead_with_a_recent_level_orders_nothing_more():
+    cards = run(condition("R78.71", onset=60), observation("5671-3", 12, "ug/dL", 20), *normal_workup())
+    card = cards["primary-care-workup"]
+    assert "Blood lead 12 µg/dL" in card["detail"]
+    assert "ICD-10-CM R78.71" in card["detail"].split("**Also on record**")[1]
+    assert "5671-3" not in {r["code"]["coding"][0]["code"] for r in referral_resources(card)}
+
+
+def test_raised_lead_with_normal_recent_level_gives_no_card():
+    assert "primary-care-workup" not in run(condition("407152001", onset=200),
+                                            observation("5671-3", 3, "ug/dL", 20), *normal_workup())
+
+
 # ----------------------------------------------------------------------------- endocrinology
 
 @pytest.mark.parametrize("resources, expected", [
@@ -249,9 +395,16 @@ def test_old_thyroid_storm_reaches_endocrinology():
     ([condition("353295004")], "SNOMED CT 353295004"),
     ([condition("E05.00")], "ICD-10-CM E05.00"),
     ([condition("E05.90")], "ICD-10-CM E05.90"),
+    ([condition("E05.10")], "ICD-10-CM E05.10"),          # E05 prefix
+    ([condition("E05.20")], "ICD-10-CM E05.20"),
+    ([condition("E05.80")], "ICD-10-CM E05.80"),
+    ([condition("E13.65")], "ICD-10-CM E13.65"),
+    ([condition("E11.65"), observation("4548-4", 9.4, "%", 30)], "ICD-10-CM E11.65"),
+    ([condition("E11.65"), observation("4548-4", 7.5, "%", 400)], "ICD-10-CM E11.65"),  # HbA1c too old
     ([observation("3016-3", 0.05, "m[IU]/L", 60)], "TSH 0.05 mIU/L on 2026-09-25 (LOINC 3016-3)"),
-    ([observation("3016-3", 10.5, "m[IU]/L", 60)], "LOINC 3016-3"),
-    ([observation("3016-3", 12, "u[IU]/mL", 60)], "TSH 12 mIU/L"),
+    # TSH above 10 only with a coded hypothyroidism (treated but not controlled)
+    ([condition("E03.9"), observation("3016-3", 10.5, "m[IU]/L", 60)], "LOINC 3016-3"),
+    ([condition("40930008"), observation("3016-3", 12, "u[IU]/mL", 60)], "TSH 12 mIU/L"),
 ])
 def test_endocrinology_fires(resources, expected):
     card = run(*resources, *normal_workup())["endocrinology"]
@@ -275,6 +428,15 @@ def test_endocrinology_fires(resources, expected):
     [observation("3016-3", 0.1, "m[IU]/L", 60)],
     [observation("3016-3", 10, "m[IU]/L", 60)],
     [observation("3016-3", 0.02, "m[IU]/L", 400)],
+    # --- clinical review
+    [condition("E11.65"), observation("4548-4", 8.2, "%", 30)],      # coded, but HbA1c <= 9.0
+    [condition("E13.65"), observation("4548-4", 9.0, "%", 200)],
+    [condition("E10.65"), observation("59261-8", 64, "mmol/mol", 30)],
+    [observation("3016-3", 10.5, "m[IU]/L", 60)],                     # TSH > 10 alone: primary care
+    [condition("E03.9")],                                             # hypothyroidism alone: primary care
+    [condition("E03.9"), observation("3016-3", 10, "m[IU]/L", 60)],
+    [condition("E03.9", clinical="resolved"), observation("3016-3", 14, "m[IU]/L", 60)],
+    [condition("E05.91", onset=3)],                                   # storm: urgent care only
 ])
 def test_endocrinology_near_misses(resources):
     assert "endocrinology" not in run(*resources, *normal_workup())
@@ -289,18 +451,56 @@ def test_high_hba1c_without_a_diabetes_code_goes_to_primary_care():
 
 @pytest.mark.parametrize("code", ["40930008", "111566002", "54823002", "E03.9", "E03.8", "E03.2",
                                   "E89.0", "E06.3"])
-def test_hypothyroidism_alone_is_info_usually_primary_care(code):
-    card = run(condition(code), *normal_workup())["endocrinology"]
+def test_hypothyroidism_alone_goes_to_primary_care_with_tsh_and_ck(code):
+    # Clinical review (route-guide §2.6/§8.3): no longer an info endocrinology card.
+    cards = run(condition(code), *normal_workup())
+    assert "endocrinology" not in cards
+    card = cards["primary-care-workup"]
     assert card["indicator"] == "info"
-    assert "usually managed in primary care" in card["summary"]
-    assert "hard to control" in card["detail"]
+    assert "Hypothyroid myopathy can cause cramps; check TSH and CK" in card["detail"]
+    assert {"3016-3", "2157-6"} <= {r["code"]["coding"][0]["code"] for r in referral_resources(card)}
 
 
-def test_hypothyroidism_with_high_tsh_is_a_warning_and_keeps_the_context():
-    card = run(condition("E03.9"), observation("3016-3", 14, "m[IU]/L", 30), *normal_workup())["endocrinology"]
+def test_hypothyroidism_with_recent_normal_tsh_and_ck_still_gets_the_note_without_orders():
+    card = run(condition("E03.9"), observation("3016-3", 2.1, "m[IU]/L", 30),
+               observation("2157-6", 120, "U/L", 30), *normal_workup())["primary-care-workup"]
+    assert card["indicator"] == "info"
+    assert "Hypothyroid myopathy" in card["detail"]
+    assert not referral_resources(card)
+
+
+def test_new_tsh_above_10_without_hypothyroidism_is_primary_care_info():
+    cards = run(observation("3016-3", 11.5, "m[IU]/L", 30), *normal_workup())
+    assert "endocrinology" not in cards
+    card = cards["primary-care-workup"]
+    assert card["indicator"] == "info"
+    assert "new overt hypothyroidism is usually managed in primary care" in card["detail"].lower()
+    assert "TSH 11.5 mIU/L" in card["detail"]
+
+
+def test_hypothyroidism_with_high_tsh_is_an_endocrinology_warning_not_primary_care():
+    cards = run(condition("E03.9"), observation("3016-3", 14, "m[IU]/L", 30), *normal_workup())
+    card = cards["endocrinology"]
     assert card["indicator"] == "warning"
-    assert "usually managed in primary care" not in card["summary"]
-    assert "**Also on record**" in card["detail"] and "ICD-10-CM E03.9" in card["detail"]
+    evidence = card["detail"].split("**Evidence**")[1].split("**Next step**")[0]
+    assert "ICD-10-CM E03.9" in evidence and "TSH 14 mIU/L" in evidence
+    assert "primary-care-workup" not in cards
+
+
+@pytest.mark.parametrize("resources", [
+    [condition("E03.9"), condition("E11.65")],
+    [condition("E03.9"), condition("E05.00")],
+    [condition("E03.9"), observation("3016-3", 0.05, "m[IU]/L", 30)],
+    [condition("54823002"), observation("3016-3", 10.1, "m[IU]/L", 30)],
+])
+def test_endocrinology_is_never_info(resources):
+    card = run(*resources, *normal_workup())["endocrinology"]
+    assert card["indicator"] == "warning"
+
+
+def test_hypothyroidism_is_context_on_another_endocrinology_card():
+    card = run(condition("E03.9"), condition("E05.90"), *normal_workup())["endocrinology"]
+    assert "ICD-10-CM E03.9" in card["detail"].split("**Also on record**")[1]
 
 
 # ----------------------------------------------------------------------------- vascular
@@ -315,6 +515,12 @@ def test_hypothyroidism_with_high_tsh_is_a_warning_and_keeps_the_context():
     ([condition("I70.219")], "ICD-10-CM I70.219"),
     ([observation("446841001", 0.90, "1", 100, system="snomed")], "Ankle-brachial index 0.9 on 2026-08-16 (SNOMED CT 446841001)"),
     ([observation("446841001", 0.72, "{ratio}", 100, system="snomed")], "0.72"),
+    ([observation("446841001", 0.66, None, 100, system="snomed")], "Ankle-brachial index 0.66"),  # no unit
+    ([condition("E11.51")], "ICD-10-CM E11.51"),
+    ([condition("E10.51")], "ICD-10-CM E10.51"),
+    ([condition("E13.51")], "ICD-10-CM E13.51"),
+    ([condition("I74.5", onset=40)], "ICD-10-CM I74.5"),       # older occlusion, no longer urgent
+    ([condition("I74.09", onset=40)], "ICD-10-CM I74.09"),
 ])
 def test_vascular_fires_for_pad(resources, expected):
     card = run(*resources, *normal_workup())["vascular"]
@@ -329,12 +535,16 @@ def test_vascular_fires_for_pad(resources, expected):
 @pytest.mark.parametrize("resources", [
     [condition("233962007")], [condition("428171009")], [condition("I70.221")],
     [condition("I70.269")], [condition("I70.234")],
-    [observation("446841001", 0.38, "1", 30, system="snomed")]])
+    [condition("E11.52")], [condition("E10.52")], [condition("E13.52")],
+    [observation("446841001", 0.38, "1", 30, system="snomed")],
+    [observation("446841001", 0.35, None, 30, system="snomed")]])
 def test_limb_threatening_ischaemia_is_an_urgent_vascular_referral(resources):
+    # design.md: the vascular card is `warning` only; urgency is the ServiceRequest priority
+    # (clinical review: it used to be `critical`).
     cards = run(*resources, *normal_workup())
     assert "urgent-care" not in cards
     card = cards["vascular"]
-    assert card["indicator"] == "critical"
+    assert card["indicator"] == "warning"
     assert card["summary"].startswith("Urgent vascular referral")
     assert referral_resources(card)[0]["priority"] == "urgent"
 
@@ -346,6 +556,32 @@ def test_lowest_abi_of_the_two_legs_decides():
     assert "Ankle-brachial index 0.78" in card["detail"]
 
 
+@pytest.mark.parametrize("first, second", [("09:05:00", "09:20:00"), ("08:00:00", "16:30:00")])
+def test_abi_legs_measured_at_different_times_of_one_day_are_read_together(first, second):
+    left = observation("446841001", 0.62, "1", 20, system="snomed", time=first)
+    right = observation("446841001", 1.02, "1", 20, system="snomed", time=second)
+    card = run(left, right, *normal_workup())["vascular"]
+    assert "Ankle-brachial index 0.62" in card["detail"]
+
+
+def test_abi_of_an_earlier_day_does_not_pair_with_the_newest():
+    old_left = observation("446841001", 0.62, "1", 21, system="snomed", time="09:00:00")
+    new_both = [observation("446841001", 1.02, "1", 20, system="snomed", time="09:00:00"),
+                observation("446841001", 0.98, "1", 20, system="snomed", time="09:10:00")]
+    assert "vascular" not in run(old_left, *new_both, *normal_workup())
+
+
+@pytest.mark.parametrize("resources", [
+    [condition("I70.269")], [condition("E11.52")],
+    [observation("446841001", 0.30, "1", 30, system="snomed")],
+    [condition("I73.9"), condition("233962007"), observation("446841001", 0.35, "1", 30, system="snomed")]])
+def test_vascular_card_is_never_critical(resources):
+    response = evaluate(hook_request(*resources, *normal_workup()))
+    check_response(response)
+    card = next(c for c in response["cards"] if route_of(c) == "vascular")
+    assert card["indicator"] == "warning"
+
+
 @pytest.mark.parametrize("resources", [
     [observation("446841001", 0.91, "1", 30, system="snomed")],
     [observation("446841001", 0.7, "1", 400, system="snomed")],
@@ -353,6 +589,9 @@ def test_lowest_abi_of_the_two_legs_decides():
     [condition("M48.062")],
     [condition("I73.9", clinical="resolved")],
     [condition("63491006", verification="entered-in-error")],
+    [condition("I70.25")],              # other extremities (not the leg): removed by review
+    [observation("446841001", 0.95, None, 30, system="snomed")],
+    [condition("E11.59")],              # other circulatory complication, not angiopathy
 ])
 def test_vascular_near_misses(resources):
     assert "vascular" not in run(*resources, *normal_workup())
@@ -367,7 +606,7 @@ def test_neurogenic_claudication_goes_to_spine_routes():
 
 @pytest.mark.parametrize("code", ["302226006", "386033004", "42345000", "424736006", "713706002",
                                   "G62.9", "G60.9", "G63", "G57.30", "E11.42", "E10.40", "E13.42",
-                                  "26544005", "M62.81", "R53.1"])
+                                  "26544005", "M62.81"])
 def test_neurology_fires_for_neuropathy_and_weakness(code):
     card = run(condition(code), *normal_workup())["neurology"]
     assert card["indicator"] == "warning"
@@ -385,6 +624,14 @@ def test_numbness_alone_is_not_a_neurology_referral_but_is_context():
     assert "neurology" not in run(condition("309537005"), condition("R20.2"), *normal_workup())
     card = run(condition("G62.9"), condition("429783005"), *normal_workup())["neurology"]
     assert "**Also on record**" in card["detail"] and "SNOMED CT 429783005" in card["detail"]
+
+
+def test_general_weakness_r53_1_is_context_not_a_neurology_trigger():
+    # R53.1 "Weakness" is general asthenia, not muscle weakness (clinical review).
+    assert "neurology" not in run(condition("R53.1"), *normal_workup())
+    card = run(condition("G62.9"), condition("R53.1"), *normal_workup())["neurology"]
+    assert "ICD-10-CM R53.1" in card["detail"].split("**Also on record**")[1]
+    assert "R53.1" not in card["summary"]
 
 
 def test_diabetic_neuropathy_card_mentions_diabetes_control():
@@ -405,6 +652,13 @@ def test_spinal_causes_go_to_orthopedics_with_physiatry(code):
     assert referral_resources(cards["orthopedics"])[0]["code"]["coding"][0]["code"] == "308481009"
     assert referral_resources(cards["physiatry"])[0]["code"]["coding"][0]["code"] == "306289000"
     assert "conservative" in cards["orthopedics"]["detail"]
+
+
+def test_orthopedics_source_is_a_cramp_differential_reference_not_neurology():
+    card = run(condition("M51.16"), *normal_workup())["orthopedics"]
+    assert card["source"]["url"] == "https://pubmed.ncbi.nlm.nih.gov/22963024/"
+    assert card["links"][0]["url"] == card["source"]["url"]
+    assert "aan.com" not in card["source"]["url"]
 
 
 def test_weakness_gets_rehabilitation_but_not_surgery():
@@ -456,6 +710,8 @@ def test_creatinine_in_umol_and_egfr_count_as_kidney_function():
     (observation("19123-9", 1.6, "mg/dL", 10), "Magnesium 1.6 mg/dL on 2026-11-14 (LOINC 19123-9)"),
     (observation("2951-2", 130, "mmol/L", 10), "Sodium 130 mmol/L"),
     (observation("17861-6", 8.0, "mg/dL", 10), "Calcium (total) 8 mg/dL"),
+    (observation("29265-6", 2.05, "mmol/L", 10), "Calcium (corrected for albumin) 2.05 mmol/L"),
+    (observation("29265-6", 1.60, "mmol/L", 20), "Calcium (corrected for albumin) 1.6 mmol/L on 2026-11-04"),  # critical, > 7 days
     (observation("5671-3", 12, "ug/dL", 60), "Blood lead 12 µg/dL on 2026-09-25 (LOINC 5671-3)"),
     (condition("E86.0"), "ICD-10-CM E86.0"),
     (condition("34095006"), "SNOMED CT 34095006"),
@@ -473,6 +729,7 @@ def test_primary_care_corrects_mild_abnormalities(resource, text):
     observation("2823-3", 3.5, "mmol/L", 10), observation("2823-3", 5.4, "mmol/L", 10),
     observation("2601-3", 0.70, "mmol/L", 10), observation("19123-9", 1.8, "mg/dL", 10),
     observation("2951-2", 135, "mmol/L", 10), observation("17861-6", 8.5, "mg/dL", 10),
+    observation("29265-6", 2.12, "mmol/L", 10),
     observation("5671-3", 4.9, "ug/dL", 60), observation("2823-3", 3.0, "mmol/L", 100),
     condition("E86.0", clinical="resolved"), condition("34095006", verification="entered-in-error"),
 ])
@@ -484,6 +741,42 @@ def test_low_potassium_with_ckd_goes_to_nephrology_not_primary_care():
     cards = run(condition("N18.4"), observation("2823-3", 3.1, "mmol/L", 5), *normal_workup(30))
     assert "primary-care-workup" not in cards
     assert "nephrology" in cards
+
+
+@pytest.mark.parametrize("egfr", [
+    observation("98979-8", 22, "mL/min/{1.73_m2}", 20),
+    observation("33914-3", 28, "mL/min", 100),
+])
+def test_low_egfr_without_coded_ckd_still_refers_but_says_it_may_be_aki(egfr):
+    card = run(egfr, *normal_workup())["nephrology"]
+    assert card["indicator"] == "warning"
+    assert "A single low eGFR may be acute kidney injury: repeat creatinine/eGFR within days; " \
+           "refer if it persists" in card["detail"]
+    assert referral_resources(card)[0]["code"]["coding"][0]["code"] == "306286007"
+
+
+@pytest.mark.parametrize("ckd", [condition("N18.4"), condition("N18.32"), condition("433144002"),
+                                 condition("I12.0")])
+def test_low_egfr_with_coded_ckd_is_the_usual_referral(ckd):
+    card = run(ckd, observation("98979-8", 22, "mL/min/{1.73_m2}", 20), *normal_workup())["nephrology"]
+    assert "acute kidney injury" not in card["detail"]
+    assert "eGFR 22" in card["detail"]
+
+
+def test_dialysis_wording_wins_over_the_low_egfr_wording():
+    card = run(condition("Z99.2"), observation("98979-8", 9, "mL/min/{1.73_m2}", 20),
+               *normal_workup())["nephrology"]
+    assert "dialysis prescription" in card["summary"]
+    assert "acute kidney injury" not in card["detail"]
+
+
+@pytest.mark.parametrize("resources", [
+    [observation("98979-8", 30, "mL/min/{1.73_m2}", 20)],
+    [observation("98979-8", 22, "mL/min/{1.73_m2}", 400)],
+    [observation("98979-8", 22, "mL/min/{1.73_m2}", 100), observation("98979-8", 41, "mL/min/{1.73_m2}", 10)],
+])
+def test_low_egfr_near_misses(resources):
+    assert "nephrology" not in run(*resources, *normal_workup())
 
 
 def test_egfr_estimated_from_creatinine_says_estimated():
@@ -546,6 +839,23 @@ def test_combination_product_counts_for_both_classes():
     card = run(medication(code, "combination product"), *normal_workup())["medication-review"]
     evidence = card["detail"].split("**Evidence**")[1].split("**Next step**")[0]
     assert f"RxNorm {code}" in evidence and "name only" not in evidence
+
+
+@pytest.mark.parametrize("code, name", [
+    ("72143", "raloxifene"), ("110634", "teriparatide"), ("4099", "estrogens, conjugated (USP)"),
+    ("10763", "triamterene"), ("644", "amiloride"), ("5764", "indapamide"), ("6916", "metolazone"),
+    ("25255", "formoterol"), ("39993", "zolpidem")])
+def test_unverified_ingredient_code_is_flagged_on_the_card(code, name):
+    card = run(medication(code, name), *normal_workup())["medication-review"]
+    assert f"RxNorm {code}, RxNorm code not verified" in card["detail"]
+
+
+@pytest.mark.parametrize("med", [
+    medication("83367", "atorvastatin"), medication("198312", "triamterene 100 MG Oral Capsule"),
+    medication("7258", "naproxen")])
+def test_verified_or_sourced_codes_are_not_flagged(med):
+    card = run(med, *normal_workup())["medication-review"]
+    assert "not verified" not in card["detail"]
 
 
 def test_quinine_gets_the_safety_wording():
