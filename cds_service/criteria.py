@@ -16,7 +16,7 @@ from cds_service import egfr, units
 from cds_service.record import (MEDICATION_ACTIVE, OBSERVATION_FINAL, PROCEDURE_DONE,
                                 condition_counts, condition_date, medication_date,
                                 procedure_date, reference_to)
-from cds_service.terminology import ICD10CM, RXNORM, Concept, ValueSet, codings_of
+from cds_service.terminology import ICD10CM, RXNORM, Concept, codings_of
 
 if TYPE_CHECKING:  # only for annotations: rules.py imports this module
     from cds_service.record import Record
@@ -72,6 +72,7 @@ class Evaluation:
         self.record = record
         self.by_id = {c["id"]: c for c in route.criteria}
         self.results: dict[str, list[Fact]] = {}
+        self._medication_memo: dict[tuple, tuple] = {}
 
     def run(self) -> RouteResult | None:
         """The route's result, after FHIR-validating the resources its facts rest on.
@@ -300,6 +301,13 @@ class Evaluation:
         return facts
 
     def _medication_info(self, resource: dict, value_set, wanted: set[str]):
+        """(ingredient info, how it matched) for the first wanted class, memoised per resource."""
+        key = (id(resource), frozenset(wanted))
+        if key not in self._medication_memo:
+            self._medication_memo[key] = self._match_medication(resource, value_set, wanted)
+        return self._medication_memo[key]
+
+    def _match_medication(self, resource: dict, value_set, wanted: set[str]):
         concept = resource.get("medicationCodeableConcept")
         medication = self.record.medication_of(resource)
         concepts = [concept] + ([medication.get("code")] if medication else [])
@@ -338,8 +346,7 @@ class Evaluation:
         """An open ServiceRequest for this route's referral, so no duplicate is offered."""
         if self.route.referral is None:
             return None
-        target = ValueSet("referral", [self.route.referral], [])
-        for resource, _ in self.record.find("ServiceRequest", target):
+        for resource, _ in self.record.find("ServiceRequest", self.route.referral_set):
             if resource.get("status") in {"active", "on-hold"}:
                 return resource
         return None

@@ -127,6 +127,8 @@ class Record:
         self._medications: dict[str, dict] = {}
         self._valid: dict[int, bool] = {}
         self._results: dict[str, list[tuple]] = {}
+        self._found: dict[tuple[str, int], list] = {}
+        self.type_codes: dict[str, set[tuple[str, str]]] = defaultdict(set)
         for resource in resources:
             rtype = resource.get("resourceType") if isinstance(resource, dict) else None
             if not isinstance(rtype, str):
@@ -159,6 +161,7 @@ class Record:
             seen.add(key)
             self.by_code[key].append(resource)
             self.codes_by_system[(rtype, system)].add(code)
+            self.type_codes[rtype].add((system, code))
 
     def _index_medication(self, resource: dict) -> None:
         """Index a medication order by its product code and, where given, its ingredients."""
@@ -187,10 +190,22 @@ class Record:
         return self._medications.get(ref)
 
     def find(self, rtype: str, value_set) -> list[tuple[dict, object]]:
-        """Resources of ``rtype`` with a coding in ``value_set``, each with the matched concept."""
+        """Resources of ``rtype`` with a coding in ``value_set``, each with the matched concept.
+
+        Memoised per record: several routes ask for the same value sets.
+        """
+        key = (rtype, id(value_set))
+        cached = self._found.get(key)
+        if cached is not None:
+            return cached
         self._ensure_indexed(rtype)
         hits: dict[int, tuple[dict, object]] = {}
-        for (system, code) in value_set.keys():
+        codes = self.type_codes.get(rtype, ())
+        if len(codes) < len(value_set.exact):  # walk the smaller of record and value set
+            pairs = [pair for pair in codes if pair in value_set.exact]
+        else:
+            pairs = value_set.keys()
+        for (system, code) in pairs:
             for resource in self.by_code.get((rtype, system, code), ()):
                 hits.setdefault(id(resource), (resource, value_set.exact[(system, code)]))
         for prefix in value_set.prefixes:
@@ -198,7 +213,8 @@ class Record:
                 if code.startswith(prefix.code):
                     for resource in self.by_code[(rtype, prefix.system, code)]:
                         hits.setdefault(id(resource), (resource, prefix))
-        return list(hits.values())
+        self._found[key] = found = list(hits.values())
+        return found
 
     def results_of(self, concept) -> list[tuple]:
         """A lab concept's dated results, newest first: (when, canonical value, resource, code).

@@ -108,6 +108,13 @@ class Route:
     medication_names: list[tuple[re.Pattern, dict]]
     source_file: str
 
+    @property
+    def referral_set(self) -> ValueSet:
+        """The referral code as a value set, built once (to find open referrals)."""
+        if "_referral_set" not in self.__dict__:
+            self.__dict__["_referral_set"] = ValueSet("referral", [self.referral], [])
+        return self.__dict__["_referral_set"]
+
 
 class RuleSet:
     """Every route, compiled once at start-up."""

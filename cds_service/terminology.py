@@ -58,6 +58,25 @@ def normalise_code(system: str | None, code: object) -> str | None:
     return code
 
 
+_NORMALISED: dict[tuple[object, object], tuple[str | None, str | None]] = {}
+
+
+def _normalised(system: object, code: object) -> tuple[str | None, str | None]:
+    """(canonical system, normalised code), memoised: real records repeat a few codes a lot."""
+    key = (system, code)
+    try:
+        return _NORMALISED[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable value in malformed data
+        return None, None
+    canonical = canonical_system(system)
+    result = (canonical, normalise_code(canonical, code))
+    if len(_NORMALISED) < 100_000:
+        _NORMALISED[key] = result
+    return result
+
+
 def codings_of(concept: object):
     """Yield (system, code, display) for every usable coding of a CodeableConcept dict."""
     if not isinstance(concept, dict):
@@ -68,8 +87,7 @@ def codings_of(concept: object):
     for coding in codings:
         if not isinstance(coding, dict):
             continue
-        system = canonical_system(coding.get("system"))
-        code = normalise_code(system, coding.get("code"))
+        system, code = _normalised(coding.get("system"), coding.get("code"))
         if system and code:
             display = coding.get("display")
             yield system, code, display if isinstance(display, str) else None
