@@ -72,7 +72,7 @@ class Evaluation:
         self.record = record
         self.by_id = {c["id"]: c for c in route.criteria}
         self.results: dict[str, list[Fact]] = {}
-        self._medication_memo: dict[tuple, tuple] = {}
+        self._medication_memo: dict[int, list] = {}
 
     def run(self) -> RouteResult | None:
         """The route's result, after FHIR-validating the resources its facts rest on.
@@ -301,13 +301,20 @@ class Evaluation:
         return facts
 
     def _medication_info(self, resource: dict, value_set, wanted: set[str]):
-        """(ingredient info, how it matched) for the first wanted class, memoised per resource."""
-        key = (id(resource), frozenset(wanted))
-        if key not in self._medication_memo:
-            self._medication_memo[key] = self._match_medication(resource, value_set, wanted)
-        return self._medication_memo[key]
+        """(ingredient info, how it matched) for the first wanted class, or (None, None)."""
+        for info, how in self._medication_matches(resource, value_set):
+            if info["class"] in wanted:
+                return info, how
+        return None, None
 
-    def _match_medication(self, resource: dict, value_set, wanted: set[str]):
+    def _medication_matches(self, resource: dict, value_set) -> list[tuple[dict, str]]:
+        """Every cramp-drug class a medication belongs to, by RxNorm code first, then by name.
+
+        Computed once per medication and route (criteria ask for different classes).
+        """
+        memo = self._medication_memo.get(id(resource))
+        if memo is not None:
+            return memo
         concept = resource.get("medicationCodeableConcept")
         medication = self.record.medication_of(resource)
         concepts = [concept] + ([medication.get("code")] if medication else [])
@@ -317,21 +324,24 @@ class Evaluation:
         reference = resource.get("medicationReference")
         texts = [reference["display"]] if isinstance(reference, dict) and isinstance(
             reference.get("display"), str) else []
+        matches, classes = [], set()
         for c in concepts:
             for system, code, display in codings_of(c):
                 if value_set is not None and system == RXNORM:
                     for info in value_set.info.get((system, code), ()):
-                        if info["class"] in wanted:
-                            flag = "" if info["verified"] else ", RxNorm code not verified"
-                            return info, f"RxNorm {code}{flag}"
+                        flag = "" if info["verified"] else ", RxNorm code not verified"
+                        matches.append((info, f"RxNorm {code}{flag}"))
+                        classes.add(info["class"])
                 if display:
                     texts.append(display)
             if isinstance(c, dict) and isinstance(c.get("text"), str):
                 texts.append(c["text"])
         for pattern, info in self.route.medication_names:
-            if info["class"] in wanted and any(pattern.search(t) for t in texts):
-                return info, "matched by name only (no known RxNorm code)"
-        return None, None
+            if info["class"] not in classes and any(pattern.search(t) for t in texts):
+                matches.append((info, "matched by name only (no known RxNorm code)"))
+                classes.add(info["class"])
+        self._medication_memo[id(resource)] = matches
+        return matches
 
     def _all(self, criterion: dict) -> list[Fact]:
         parts = [self.check(ref) for ref in criterion["of"]]

@@ -8,6 +8,7 @@ facts (molar mass, valence, the HbA1c NGSP/IFCC scale) come from the rule files.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 # Common non-UCUM spellings that are unambiguous, mapped to their UCUM code.
 _SPELLINGS = {
@@ -59,13 +60,8 @@ def _known(unit: str) -> bool:
     return unit in _LINEAR or unit in _TEMPERATURE or unit in {"%", "mmol/mol"}
 
 
-def ucum_code(unit: object) -> str | None:
-    """The UCUM code for a Quantity's ``code`` (or ``unit``) string, or None if unknown.
-
-    UCUM accepts the litre as ``l`` or ``L``; ``mmol/l`` and ``mg/dl`` are the same units.
-    """
-    if not isinstance(unit, str):
-        return None
+@lru_cache(maxsize=1024)
+def _ucum_code(unit: str) -> str | None:
     unit = unit.strip()
     unit = _SPELLINGS.get(unit, unit)
     if _known(unit):
@@ -73,6 +69,14 @@ def ucum_code(unit: object) -> str | None:
     litre = re.sub(r"/(m|d|u)?l$", lambda m: "/" + (m.group(1) or "") + "L", unit)
     litre = _SPELLINGS.get(litre, litre)
     return litre if _known(litre) else None
+
+
+def ucum_code(unit: object) -> str | None:
+    """The UCUM code for a Quantity's ``code`` (or ``unit``) string, or None if unknown.
+
+    UCUM accepts the litre as ``l`` or ``L``; ``mmol/l`` and ``mg/dl`` are the same units.
+    """
+    return _ucum_code(unit) if isinstance(unit, str) else None
 
 
 def convert(value: float, unit: str, target: str, *, molar_mass: float | None = None,
