@@ -170,12 +170,16 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
         authenticate()
         return json_response(service.discovery())
 
-    @app.post("/cds-services/<service_id>")
-    def invoke(service_id: str):
+    def known_service(service_id: str) -> None:
+        """404 for an id we do not serve; otherwise authenticate the client."""
         if service_id != SERVICE_ID:
             raise CdsError(404, "Unknown CDS service id.")
         g.service_id = SERVICE_ID
         authenticate()
+
+    @app.post("/cds-services/<service_id>")
+    def invoke(service_id: str):
+        known_service(service_id)
         payload = read_json()
         _note_request(payload)
         outcome = service.evaluate(payload)
@@ -188,10 +192,7 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
 
     @app.post("/cds-services/<service_id>/feedback")
     def post_feedback(service_id: str):
-        if service_id != SERVICE_ID:
-            raise CdsError(404, "Unknown CDS service id.")
-        g.service_id = SERVICE_ID
-        authenticate()
+        known_service(service_id)
         items = feedback.validate(read_json())
         try:
             store.save_feedback(items)
