@@ -241,3 +241,22 @@ def test_feedback_with_an_impossible_timestamp_is_400(client):
     item = {"card": "c", "outcome": "overridden", "outcomeTimestamp": "2026-13-40T10:00:00Z"}
     body = assert_outcome(client.post(f"{SERVICE}/feedback", json={"feedback": [item]}), 400)
     assert "feedback[0].outcomeTimestamp" in body["issue"][0]["details"]["text"]
+
+
+def test_medication_referenced_by_medication_request_is_recognised(client):
+    """A MedicationRequest pointing at an (_include'd) Medication is classified by its codes."""
+    request = minimal_request(resources=[CRAMP])
+    order = {"resourceType": "MedicationRequest", "id": "mr1", "status": "active",
+             "intent": "order", "subject": {"reference": "Patient/p1"},
+             "medicationReference": {"reference": "Medication/med1"}, "authoredOn": "2026-10-01"}
+    medication = {"resourceType": "Medication", "id": "med1",
+                  "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                       "code": "83367", "display": "atorvastatin"}]}}
+    request["prefetch"]["medications"]["entry"] = [
+        {"resource": order, "search": {"mode": "match"}},
+        {"resource": medication, "search": {"mode": "include"}}]
+    cards = client.post(SERVICE, json=request).get_json()["cards"]
+    review = [c for c in cards if c["source"]["topic"]["code"] == "medication-review"]
+    assert review and "atorvastatin" in review[0]["detail"]
+    template = client.get("/cds-services").get_json()["services"][0]["prefetch"]["medications"]
+    assert "_include=MedicationRequest:medication" in template
