@@ -336,8 +336,9 @@ class Evaluation:
                     texts.append(display)
             if isinstance(c, dict) and isinstance(c.get("text"), str):
                 texts.append(c["text"])
-        for pattern, info in self.route.medication_names:
-            if info["class"] not in classes and any(pattern.search(t) for t in texts):
+        names = self.route.medication_names
+        for info in names.infos_in(texts) if names is not None else ():
+            if info["class"] not in classes:
                 matches.append((info, "matched by name only (no known RxNorm code)"))
                 classes.add(info["class"])
         self._medication_memo[id(resource)] = matches

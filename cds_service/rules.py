@@ -105,7 +105,7 @@ class Route:
     value_sets: dict[str, ValueSet]
     referral: Concept | None
     medications: ValueSet | None
-    medication_names: list[tuple[re.Pattern, dict]]
+    medication_names: "NameMatcher | None"
     source_file: str
 
     @property
@@ -253,8 +253,8 @@ def _concept_names(criterion: dict) -> list[str]:
 
 
 def _compile_medications(classes: list[dict]):
-    """RxNorm ingredient and product codes -> (ingredient, class), and name patterns."""
-    entries, names = [], []
+    """RxNorm ingredient and product codes -> (ingredient, class), and a name matcher."""
+    entries, names = [], {}
     for drug_class in classes:
         for ingredient in drug_class["ingredients"]:
             info = {"class": drug_class["class"], "class_label": drug_class["label"],
@@ -265,13 +265,10 @@ def _compile_medications(classes: list[dict]):
             for code in codes:
                 entries.append({"system": "rxnorm", "code": code["code"], "display": code["display"],
                                 "info": {**info, "verified": code["verified"]}})
-            # Whole-word match that also works for names ending in punctuation, such as
-            # "estrogens, conjugated (USP)" (a plain \b after ")" never matches).
             for name in [ingredient["display"], *ingredient.get("names", [])]:
-                pattern = re.compile(r"(?<!\w)" + re.escape(name) + r"(?!\w)", re.IGNORECASE)
-                names.append((pattern, info))
+                names.setdefault(name.lower(), []).append(info)
     if not entries:
-        return None, []
+        return None, None
     value_set = ValueSet.from_entries("medications", entries)
     # A multi-ingredient product (e.g. hydrochlorothiazide/triamterene) belongs to every
     # class of its ingredients, so each code maps to a list of (ingredient, class) entries.
@@ -280,5 +277,28 @@ def _compile_medications(classes: list[dict]):
         bucket = value_set.info.setdefault((RXNORM, str(e["code"])), [])
         if e["info"] not in bucket:
             bucket.append(e["info"])
-    return value_set, names
+    return value_set, NameMatcher(names)
+
+
+class NameMatcher:
+    """Finds ingredient names (whole words, any case) in medication texts with one regex.
+
+    The lookarounds make "estrogens, conjugated (USP)" match even though it ends in ")".
+    """
+
+    def __init__(self, names: dict[str, list[dict]]):
+        self.infos = names
+        alternatives = sorted(names, key=len, reverse=True)  # longest name wins
+        self.pattern = re.compile(r"(?<!\w)(" + "|".join(map(re.escape, alternatives)) + r")(?!\w)",
+                                  re.IGNORECASE)
+
+    def infos_in(self, texts: list[str]) -> list[dict]:
+        """The (ingredient, class) entries of every name found, in order of appearance."""
+        found = []
+        for text in texts:
+            for match in self.pattern.finditer(text):
+                for info in self.infos[match.group(1).lower()]:
+                    if info not in found:
+                        found.append(info)
+        return found
 
