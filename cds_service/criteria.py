@@ -63,6 +63,10 @@ class RouteResult:
     existing_referral: dict | None
 
 
+_HANDLERS = {kind: "_" + kind.replace("-", "_") for kind in (
+    "condition", "observation", "observation-missing", "procedure", "medication", "all", "any")}
+
+
 class Evaluation:
     """Evaluates one route for one record; criteria results are memoised by id."""
 
@@ -70,7 +74,7 @@ class Evaluation:
         self.ruleset = ruleset
         self.route = route
         self.record = record
-        self.by_id = {c["id"]: c for c in route.criteria}
+        self.by_id = route.by_id
         self.results: dict[str, list[Fact]] = {}
         self._medication_memo: dict[int, list] = {}
 
@@ -121,7 +125,7 @@ class Evaluation:
             if any(self.check(ref) for ref in criterion.get("unless", [])):
                 found = []
             else:
-                found = getattr(self, "_" + criterion["type"].replace("-", "_"))(criterion)
+                found = getattr(self, _HANDLERS[criterion["type"]])(criterion)
             self.results[criterion_id] = found
         return self.results[criterion_id]
 

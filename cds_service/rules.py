@@ -108,12 +108,13 @@ class Route:
     medication_names: "NameMatcher | None"
     source_file: str
 
-    @property
-    def referral_set(self) -> ValueSet:
-        """The referral code as a value set, built once (to find open referrals)."""
-        if "_referral_set" not in self.__dict__:
-            self.__dict__["_referral_set"] = ValueSet("referral", [self.referral], [])
-        return self.__dict__["_referral_set"]
+    by_id: dict[str, dict] = field(default_factory=dict)   # criteria by id
+    referral_set: ValueSet | None = None                  # to find an open referral
+
+    def __post_init__(self):
+        self.by_id = {c["id"]: c for c in self.criteria}
+        if self.referral is not None:
+            self.referral_set = ValueSet("referral", [self.referral], [])
 
 
 class RuleSet:
