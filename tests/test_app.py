@@ -260,3 +260,31 @@ def test_medication_referenced_by_medication_request_is_recognised(client):
     assert review and "atorvastatin" in review[0]["detail"]
     template = client.get("/cds-services").get_json()["services"][0]["prefetch"]["medications"]
     assert "_include=MedicationRequest:medication" in template
+
+
+def _critical_potassium(**extra) -> dict:
+    resource = {"resourceType": "Observation", "id": "k1", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}]},
+                "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2026-11-23",
+                "valueQuantity": {"value": 2.1, "unit": "mmol/L",
+                                  "system": "http://unitsofmeasure.org", "code": "mmol/L"}}
+    resource.update(extra)
+    return resource
+
+
+def _routes(client, *resources) -> list[str]:
+    response = client.post(SERVICE, json=minimal_request(resources=[CRAMP, *resources]))
+    assert response.status_code == 200
+    return [c["source"]["topic"]["code"] for c in response.get_json()["cards"]]
+
+
+def test_evidence_that_fails_fhir_validation_is_not_used(client, caplog):
+    assert "urgent-care" in _routes(client, _critical_potassium())
+    broken = _critical_potassium(subject="Patient/p1")  # a Reference must be an object
+    assert "urgent-care" not in _routes(client, broken)
+    assert "invalid Observation" in caplog.text and "p1" not in caplog.text
+
+
+def test_a_malformed_element_no_rule_reads_does_not_hide_a_result(client):
+    noisy = _critical_potassium(note="free text where a list of Annotation belongs")
+    assert "urgent-care" in _routes(client, noisy)
