@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
+from datetime import date
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -96,6 +97,16 @@ class Settings:
     def validate(self) -> None:
         if self.auth_mode not in {"off", "jwt"}:
             raise ConfigError("CDS_AUTH_MODE must be 'off' or 'jwt'")
+        for name in ("workers", "fhir_pool_size", "fhir_max_pages", "fhir_max_resources", "port"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"CDS_{name.upper()} must be at least 1")
+        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ConfigError("CDS_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        if self.today:
+            try:
+                date.fromisoformat(self.today[:10])
+            except ValueError:
+                raise ConfigError("CDS_TODAY must be an ISO date (YYYY-MM-DD)") from None
         if self.max_body_bytes <= 0:
             raise ConfigError("CDS_MAX_BODY_BYTES must be positive")
         if self.fhir_timeout <= 0:

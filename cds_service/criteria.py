@@ -260,7 +260,7 @@ class Evaluation:
         when, value, resource, code = latest
         mg_dl = units.convert(value, creatinine.unit, "mg/dL", molar_mass=creatinine.molar_mass)
         age, sex = self.record.age_on(when), self.record.sex
-        if mg_dl is None or age is None or sex is None or age < 18:
+        if mg_dl is None or mg_dl <= 0 or age is None or sex is None or age < 18:
             return None
         return when, egfr.ckd_epi_2021(mg_dl, age, sex), resource, code
 
@@ -293,7 +293,7 @@ class Evaluation:
         facts, seen = [], set()
         for rtype in ("MedicationRequest", "MedicationStatement"):
             for resource in self.record.by_type.get(rtype, ()):
-                if resource.get("status") not in MEDICATION_ACTIVE | {"active"}:
+                if resource.get("status") not in MEDICATION_ACTIVE:
                     continue
                 if rtype == "MedicationStatement" and resource.get("status") != "active":
                     continue

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from cds_service import hooks
 from cds_service.errors import CdsError
+from cds_service.storage import parse_timestamp
 
 
 def validate(body: object) -> list[dict]:
@@ -18,8 +17,8 @@ def validate(body: object) -> list[dict]:
     items = body["feedback"]
     for index, item in enumerate(items):
         try:
-            datetime.fromisoformat(item["outcomeTimestamp"].replace("Z", "+00:00"))
-        except ValueError:
+            parse_timestamp(item["outcomeTimestamp"])
+        except (ValueError, OverflowError):
             raise CdsError(400, f"Invalid feedback: $.feedback[{index}].outcomeTimestamp "
                                 "is not a valid date-time") from None
     return items

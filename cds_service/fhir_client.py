@@ -65,7 +65,9 @@ def new_session(pool_size: int) -> requests.Session:
     """
     session = requests.Session()
     session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=max(1, pool_size))
+    # Each worker thread may run a hook call with ``pool_size`` fetches at once.
+    adapter = requests.adapters.HTTPAdapter(pool_connections=8,
+                                            pool_maxsize=max(1, pool_size) * 4)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
@@ -165,6 +167,8 @@ class FhirFetcher:
                 return body
             if not isinstance(body, dict) or body.get("resourceType") != wanted:
                 got = body.get("resourceType") if isinstance(body, dict) else None
+                if not (isinstance(got, str) and got.isalnum() and len(got) <= 64):
+                    got = None  # only echo something shaped like a FHIR type name
                 what = "an OperationOutcome" if got == "OperationOutcome" else f"{got or 'no resource'}"
                 return FetchFailure(f"server answered with {what} where a {wanted} was expected")
             if wanted == "Bundle" and body.get("type", "searchset") != "searchset":

@@ -58,6 +58,9 @@ def configure(level: str = "INFO", stream=None) -> logging.Handler:
     handler._cds_json = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Third-party request logs carry FHIR query URLs (patient ids) at DEBUG: keep them quiet.
+    for noisy in ("urllib3", "requests"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     return handler
 
 

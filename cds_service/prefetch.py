@@ -42,7 +42,8 @@ def resources_in(value: dict) -> list[dict]:
     """The resources a prefetch value holds: a Bundle's entries, or the resource itself."""
     if value.get("resourceType") == "Bundle":
         out = []
-        for entry in value.get("entry") or []:
+        entries = value.get("entry")
+        for entry in entries if isinstance(entries, list) else ():
             resource = entry.get("resource") if isinstance(entry, dict) else None
             if isinstance(resource, dict) and resource.get("resourceType") != "OperationOutcome":
                 out.append(resource)
@@ -53,7 +54,8 @@ def resources_in(value: dict) -> list[dict]:
 def next_link(value: dict) -> str | None:
     if value.get("resourceType") != "Bundle":
         return None
-    for link in value.get("link") or []:
+    links = value.get("link")
+    for link in links if isinstance(links, list) else ():
         if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             return link["url"]
     return None

@@ -46,6 +46,39 @@ ELEMENTS_READ = {
 }
 CHOICE_ELEMENTS = ("onset", "abatement", "effective", "performed", "medication")
 
+# The JSON type each element the engine reads must have; a resource where one is of the
+# wrong type is left out whole (malformed input must never reach the rules as a crash).
+_SHAPES = {
+    "status": str, "intent": str, "id": str, "gender": str, "birthDate": str,
+    "code": dict, "clinicalStatus": dict, "verificationStatus": dict, "subject": dict,
+    "patient": dict, "valueQuantity": dict, "medicationCodeableConcept": dict,
+    "medicationReference": dict, "onsetPeriod": dict, "effectivePeriod": dict,
+    "performedPeriod": dict, "contained": list, "ingredient": list,
+    "onsetDateTime": str, "recordedDate": str, "effectiveDateTime": str,
+    "effectiveInstant": str, "issued": str, "performedDateTime": str, "authoredOn": str,
+    "abatementDateTime": str,
+}
+_QUANTITY_SHAPES = {"code": str, "unit": str, "comparator": str, "system": str}
+
+
+def well_formed(resource: dict) -> bool:
+    """Every element the rules read has the JSON type FHIR gives it."""
+    for name, kind in _SHAPES.items():
+        value = resource.get(name)
+        if value is not None and not isinstance(value, kind):
+            return False
+    quantity = resource.get("valueQuantity")
+    if quantity is not None:
+        for name, kind in _QUANTITY_SHAPES.items():
+            value = quantity.get(name)
+            if value is not None and not isinstance(value, kind):
+                return False
+    for contained in resource.get("contained") or ():
+        if not isinstance(contained, dict) or not well_formed(contained):
+            return False
+    return True
+
+
 CONDITION_ACTIVE = {"active", "recurrence", "relapse"}
 CONDITION_EXCLUDED_VERIFICATION = {"refuted", "entered-in-error"}
 OBSERVATION_FINAL = {"final", "amended", "corrected"}
@@ -146,17 +179,35 @@ class Record:
         self._results: dict[str, list[tuple]] = {}
         self._found: dict[tuple[str, int], list] = {}
         self.type_codes: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        self.left_out = 0  # malformed, or about another patient
         for resource in resources:
             rtype = resource.get("resourceType") if isinstance(resource, dict) else None
             if not isinstance(rtype, str):
                 continue
+            if not well_formed(resource) or not self._about_patient(resource):
+                self.left_out += 1
+                continue
             if rtype == "Patient":
-                if self.patient is None or resource.get("id") == patient_id:
-                    self.patient = resource
+                self.patient = resource
             elif rtype == "Medication" and isinstance(resource.get("id"), str):
                 self._medications["Medication/" + resource["id"]] = resource
             elif rtype in INDEXED_TYPES:
                 self.by_type[rtype].append(resource)
+
+        if self.left_out:
+            log.warning("left out %d malformed resources or resources about another patient",
+                        self.left_out)
+
+    def _about_patient(self, resource: dict) -> bool:
+        """False for a resource whose subject is another patient (or not a patient)."""
+        if resource.get("resourceType") == "Patient":
+            return resource.get("id") in (None, self.patient_id)
+        subject = resource.get("subject") or resource.get("patient")
+        ref = subject.get("reference") if isinstance(subject, dict) else None
+        if not isinstance(ref, str):
+            return True  # no reference to check: prefetch is per patient by definition
+        wanted = f"Patient/{self.patient_id}"
+        return ref == wanted or ref.endswith("/" + wanted)
 
     def _ensure_indexed(self, rtype: str) -> None:
         """Index one resource type by code on first use (no cramp problem: only Conditions)."""

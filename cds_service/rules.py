@@ -174,7 +174,12 @@ class RuleSet:
             return []
         results = []
         for route in self.routes:
-            result = Evaluation(self, route, record).run()
+            try:
+                result = Evaluation(self, route, record).run()
+            except Exception as exc:  # a defect must cost one route, not every card
+                log.error("route %s failed (%s); its card is left out", route.code,
+                          type(exc).__name__)
+                continue
             if result is not None:
                 results.append(result)
         results.sort(key=lambda r: (-INDICATOR_RANK[r.indicator], r.route.order))
@@ -248,6 +253,8 @@ def _compile_route(path: Path, data: dict, concepts: dict) -> Route:
 
 def _concept_names(criterion: dict) -> list[str]:
     names = [criterion["concept"]] if "concept" in criterion else []
+    if "estimate" in criterion:
+        names.append(criterion.get("estimate_from", "creatinine"))
     for group in criterion.get("groups", []):
         names.extend(group["concepts"])
     return names

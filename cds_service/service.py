@@ -39,13 +39,14 @@ class CdsService:
             from cds_service.fhir_client import FhirFetcher
             fetcher = FhirFetcher(settings)
         self.fetcher = fetcher
+        self._fixed_today = parse_datetime(settings.today) if settings.today else None
 
     def discovery(self) -> dict:
         return hooks.discovery({k.name: k.template for k in self.keys})
 
     def now(self) -> datetime:
-        fixed = parse_datetime(self.settings.today) if self.settings.today else None
-        return fixed or datetime.now(timezone.utc)
+        """The clinical 'today' for recency windows: CDS_TODAY when set, else the clock."""
+        return self._fixed_today or datetime.now(timezone.utc)
 
     def evaluate(self, request: dict) -> Outcome:
         """Validate a patient-view request, gather its data, run the rules, render cards."""

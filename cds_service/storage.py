@@ -24,6 +24,7 @@ import os
 import queue
 import secrets
 import threading
+import time
 from datetime import datetime, timezone
 from itertools import zip_longest
 from pathlib import Path
@@ -36,7 +37,6 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
 from cds_service import migrations
 from cds_service.config import ConfigError, Settings
-from cds_service.errors import CdsError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ SALT_FILE = "patient-hash-salt"
 BATCH_SIZE = 500          # issued-card rows per write transaction
 QUEUE_LIMIT = 10_000      # hook calls waiting to be written; beyond this, records are dropped
 CLOSE_TIMEOUT = 30.0      # seconds close() waits for the writer to drain the queue
+REPLAY_PURGE_INTERVAL = 60.0  # seconds between deletions of expired JWT ids
 
 # The current schema, for building queries. ``cds_service.migrations`` creates it; a test
 # checks that the two agree.
@@ -228,6 +229,7 @@ class Store:
         self._writer_lock = threading.Lock()
         self._pid = os.getpid()
         self._closed = False
+        self._last_replay_purge = 0.0
         if self.engine.dialect.name != "sqlite" and not settings.patient_hash_salt:
             log.warning("CDS_PATIENT_HASH_SALT is not set: each instance hashes patient ids "
                         "with the salt in its own data directory, so hashes differ between "
@@ -379,14 +381,22 @@ class Store:
         until = datetime.fromtimestamp(expires_at, timezone.utc).replace(tzinfo=None)
         if not self.ensure_schema():
             raise StoreUnavailable("schema not ready")
+        purge = time.monotonic() - self._last_replay_purge > REPLAY_PURGE_INTERVAL
         try:
             with self.engine.begin() as conn:
-                conn.execute(delete(jwt_replay).where(jwt_replay.c.expires_at < now))
+                if purge:
+                    conn.execute(delete(jwt_replay).where(jwt_replay.c.expires_at < now))
+                    self._last_replay_purge = time.monotonic()
                 try:
                     with conn.begin_nested():
                         conn.execute(insert(jwt_replay).values(token_key=key, expires_at=until))
                 except IntegrityError:
-                    return False  # the primary key exists: this id was used before
+                    # Used before: refused, unless that use has expired (not yet purged).
+                    reused = conn.execute(update(jwt_replay)
+                                          .where(jwt_replay.c.token_key == key)
+                                          .where(jwt_replay.c.expires_at < now)
+                                          .values(expires_at=until))
+                    return reused.rowcount == 1
                 return True
         except SQLAlchemyError as exc:
             raise StoreUnavailable(describe(exc)) from None
@@ -398,10 +408,7 @@ class Store:
         received_at = utcnow()
         rows: dict[tuple, dict] = {}
         for item in items:
-            try:
-                outcome_timestamp = parse_timestamp(item["outcomeTimestamp"])
-            except ValueError:
-                raise CdsError(400, "outcomeTimestamp is not a valid date-time.") from None
+            outcome_timestamp = parse_timestamp(item["outcomeTimestamp"])  # checked by feedback.py
             override = item.get("overrideReason") or {}
             reason = override.get("reason") or {}
             accepted = [s["id"] for s in item.get("acceptedSuggestions") or []]

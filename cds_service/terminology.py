@@ -8,6 +8,7 @@ canonical URI and, for ICD-10-CM, to the dotted upper-case code before comparing
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -58,23 +59,22 @@ def normalise_code(system: str | None, code: object) -> str | None:
     return code
 
 
-_NORMALISED: dict[tuple[object, object], tuple[str | None, str | None]] = {}
+MAX_CODE_LENGTH = 256  # longer "codes" are not codes: never cached, never matched
 
 
 def _normalised(system: object, code: object) -> tuple[str | None, str | None]:
-    """(canonical system, normalised code), memoised: real records repeat a few codes a lot."""
-    key = (system, code)
-    try:
-        return _NORMALISED[key]
-    except KeyError:
-        pass
-    except TypeError:  # an unhashable value in malformed data
+    """(canonical system, normalised code); memoised, as real records repeat a few codes."""
+    if not (isinstance(system, str) and isinstance(code, str)):
         return None, None
+    if len(system) > MAX_CODE_LENGTH or len(code) > MAX_CODE_LENGTH:
+        return None, None
+    return _normalised_cached(system, code)
+
+
+@lru_cache(maxsize=8192)
+def _normalised_cached(system: str, code: str) -> tuple[str | None, str | None]:
     canonical = canonical_system(system)
-    result = (canonical, normalise_code(canonical, code))
-    if len(_NORMALISED) < 100_000:
-        _NORMALISED[key] = result
-    return result
+    return canonical, normalise_code(canonical, code)
 
 
 def codings_of(concept: object):

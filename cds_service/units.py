@@ -76,7 +76,9 @@ def ucum_code(unit: object) -> str | None:
 
     UCUM accepts the litre as ``l`` or ``L``; ``mmol/l`` and ``mg/dl`` are the same units.
     """
-    return _ucum_code(unit) if isinstance(unit, str) else None
+    if not isinstance(unit, str) or len(unit) > 64:  # no UCUM unit of ours is that long
+        return None
+    return _ucum_code(unit)
 
 
 def convert(value: float, unit: str, target: str, *, molar_mass: float | None = None,

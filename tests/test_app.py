@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -280,11 +279,47 @@ def _routes(client, *resources) -> list[str]:
 
 def test_evidence_that_fails_fhir_validation_is_not_used(client, caplog):
     assert "urgent-care" in _routes(client, _critical_potassium())
-    broken = _critical_potassium(subject="Patient/p1")  # a Reference must be an object
+    broken = _critical_potassium(subject={"reference": 5})  # Reference.reference is a string
     assert "urgent-care" not in _routes(client, broken)
     assert "invalid Observation" in caplog.text and "p1" not in caplog.text
+
+
+@pytest.mark.parametrize("extra", [
+    {"subject": "Patient/p1"}, {"status": ["final"]}, {"valueQuantity": {"value": 2.1, "code": ["mmol/L"]}},
+    {"code": "2823-3"}, {"effectivePeriod": "yesterday"}, {"contained": 3},
+])
+def test_a_resource_with_a_wrongly_typed_element_is_left_out(client, extra):
+    assert "urgent-care" not in _routes(client, _critical_potassium(**extra))
+
+
+def test_data_about_another_patient_is_ignored(client):
+    other = _critical_potassium(subject={"reference": "Patient/someone-else"})
+    assert "urgent-care" not in _routes(client, other)
+    absolute = _critical_potassium(subject={"reference": "https://ehr.example.org/fhir/Patient/p1"})
+    assert "urgent-care" in _routes(client, absolute)
 
 
 def test_a_malformed_element_no_rule_reads_does_not_hide_a_result(client):
     noisy = _critical_potassium(note="free text where a list of Annotation belongs")
     assert "urgent-care" in _routes(client, noisy)
+
+
+@pytest.mark.parametrize("observations", [
+    {"resourceType": "Bundle", "entry": 5},
+    {"resourceType": "Bundle", "link": 7, "entry": []},
+    {"resourceType": "Bundle", "entry": [{"resource": {
+        "resourceType": "Observation", "id": "c0", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2160-0"}]},
+        "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2026-11-20",
+        "valueQuantity": {"value": 0, "unit": "mg/dL", "code": "mg/dL"}}}]},
+])
+def test_odd_bundles_and_zero_creatinine_never_500(client, observations):
+    request = minimal_request(resources=[CRAMP])
+    request["prefetch"]["observations"] = observations
+    assert client.post(SERVICE, json=request).status_code == 200
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_feedback_timestamps_at_the_edge_of_time_are_400(client, stamp):
+    item = {"card": "c", "outcome": "overridden", "outcomeTimestamp": stamp}
+    assert_outcome(client.post(f"{SERVICE}/feedback", json={"feedback": [item]}), 400)

@@ -15,8 +15,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from routes_helpers import (TODAY, condition, cards_of, cramp, day, evaluate,  # noqa: E402
-                            hook_request, medication, normal_workup, observation, patient,
+from routes_helpers import (TODAY, condition, cramp, day, evaluate,  # noqa: E402
+                            hook_request, medication, normal_workup, observation,
                             referral_resources, route_of, service, service_request)
 
 from cds_service import hooks  # noqa: E402
