@@ -43,7 +43,7 @@ def summary_for(result: RouteResult) -> str:
     return summary[:SUMMARY_LIMIT - 1].rstrip() + "…"
 
 
-def detail_for(result: RouteResult, ruleset: RuleSet) -> str:
+def detail_for(result: RouteResult) -> str:
     data = result.route.data
     variant = result.variant or {}
     lines = [data["why"].strip(), "", "**Evidence**"]
@@ -119,7 +119,7 @@ def suggestions_for(result: RouteResult, patient_id: str) -> list[dict]:
             code = _coding(orders[key])
             actions.append({"type": "create", "description": f"Order {code['display']}",
                             "resource": _service_request(code, patient_id, "routine", [])})
-        suggestions.append({"label": "Order the missing cramp workup labs",
+        suggestions.append({"label": data["orders_label"],
                             "uuid": str(uuid.uuid4()), "isRecommended": True,
                             "actions": actions})
     return suggestions
@@ -131,13 +131,13 @@ def render_card(result: RouteResult, ruleset: RuleSet, patient_id: str) -> dict:
         "uuid": str(uuid.uuid4()),
         "summary": summary_for(result),
         "indicator": result.indicator,
-        "detail": detail_for(result, ruleset),
+        "detail": detail_for(result),
         "source": {
             "label": f"Leg-cramp referral guidance: {route.title}",
             "url": route.data["links"][0]["url"],
             "topic": {"system": ROUTE_SYSTEM, "code": route.code, "display": route.title},
         },
-        "overrideReasons": [_coding(r) for r in ruleset.common["override_reasons"]],
+        "overrideReasons": ruleset.override_reasons,
         "links": [{"label": link["label"], "url": link["url"], "type": "absolute"}
                   for link in route.data["links"]],
     }

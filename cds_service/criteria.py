@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from cds_service import egfr, units
-from cds_service.record import (MEDICATION_ACTIVE, OBSERVATION_FINAL, PROCEDURE_DONE,
+from cds_service.record import (MEDICATION_ACTIVE, OBSERVATION_FINAL, PROCEDURE_DONE, REFERRAL_OPEN,
                                 condition_counts, condition_date, medication_date,
                                 procedure_date, reference_to)
 from cds_service.terminology import ICD10CM, RXNORM, Concept, codings_of
@@ -92,6 +92,7 @@ class Evaluation:
             if all([self.record.is_valid(r) for r in sources]):
                 return result
             self.results.clear()
+        log.warning("route %s left out: its evidence kept failing FHIR validation", self.route.code)
         return None
 
     def _run_once(self) -> RouteResult | None:
@@ -362,7 +363,7 @@ class Evaluation:
         if self.route.referral is None:
             return None
         for resource, _ in self.record.find("ServiceRequest", self.route.referral_set):
-            if resource.get("status") in {"active", "on-hold"}:
+            if resource.get("status") in REFERRAL_OPEN:
                 return resource
         return None
 

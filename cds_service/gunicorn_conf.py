@@ -58,8 +58,8 @@ def post_worker_init(worker):
 
 
 def child_exit(server, worker):
-    from prometheus_client import multiprocess
-    multiprocess.mark_process_dead(worker.pid)
+    from cds_service.metrics import mark_process_dead
+    mark_process_dead(worker.pid)
 
 
 def on_exit(server):

@@ -61,17 +61,16 @@ def check(name: str, document: object, what: str) -> None:
         raise CdsError(400, f"Invalid {what}: {_describe(error)}")
 
 
-def discovery(prefetch: dict[str, str]) -> dict:
+def discovery(prefetch: dict[str, str], routes: list[str]) -> dict:
+    """The discovery document; ``routes`` are the titles of the loaded route files."""
     return {"services": [{
         "hook": "patient-view",
         "id": SERVICE_ID,
         "title": "Leg cramp referral guidance",
         "description": (
             "For a patient with **leg cramps** on the problem list, suggests who should see them "
-            "next: urgent care, nephrology, endocrinology, vascular surgery, neurology, "
-            "orthopedics, physical medicine and rehabilitation, the primary-care workup, or a "
-            "medication review. Each card shows the evidence (value, unit, date, code) and "
-            "offers a one-click referral or lab order."),
+            f"next: {', '.join(routes)}. Each card shows the evidence (value, unit, date, code) "
+            "and offers a one-click referral or lab order."),
         "usageRequirements": (
             "Send the prefetch keys listed here or give `fhirServer` with a `fhirAuthorization` "
             "token that can read Patient, Condition, Observation, Procedure, MedicationRequest "

@@ -84,7 +84,7 @@ CONDITION_EXCLUDED_VERIFICATION = {"refuted", "entered-in-error"}
 OBSERVATION_FINAL = {"final", "amended", "corrected"}
 PROCEDURE_DONE = {"completed", "in-progress"}
 MEDICATION_ACTIVE = {"active", "on-hold"}
-SERVICE_REQUEST_OPEN = {"active", "on-hold", "draft"}
+REFERRAL_OPEN = {"active", "on-hold"}  # a draft is only proposed, not yet a referral
 
 
 def parse_datetime(value: object) -> datetime | None:

@@ -125,6 +125,9 @@ class RuleSet:
         self.routes = sorted(routes, key=lambda r: r.order)
         self.concepts = concepts
         self.gate = ValueSet.from_entries("gate", common["gate"]["value_set"])
+        self.override_reasons = [
+            {"system": canonical_system(r["system"]), "code": str(r["code"]), "display": r["display"]}
+            for r in common["override_reasons"]]
 
     @classmethod
     def load(cls, cards_dir: Path) -> "RuleSet":

@@ -42,7 +42,8 @@ class CdsService:
         self._fixed_today = parse_datetime(settings.today) if settings.today else None
 
     def discovery(self) -> dict:
-        return hooks.discovery({k.name: k.template for k in self.keys})
+        return hooks.discovery({k.name: k.template for k in self.keys},
+                               [route.title for route in self.ruleset.routes])
 
     def now(self) -> datetime:
         """The clinical 'today' for recency windows: CDS_TODAY when set, else the clock."""

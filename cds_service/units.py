@@ -49,8 +49,6 @@ _LINEAR = {
     "mL/min/{1.73_m2}": ("gfr", 1.0),
     # plain ratios
     "1": ("ratio", 1.0), "{ratio}": ("ratio", 1.0), "{index}": ("ratio", 1.0),
-    # mass ratio (urine ACR), base mg/g
-    "mg/g": ("mass_ratio", 1.0), "mg/mmol": ("mass_ratio", 8.84),
 }
 
 _TEMPERATURE = {"Cel", "[degF]", "K"}
