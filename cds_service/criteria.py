@@ -108,7 +108,7 @@ class Evaluation:
             if not criterion.get("fires", True):
                 continue
             fired.append(criterion["id"])
-            facts.extend(f for f in found if f not in facts)
+            facts.extend(f for f in found if not _already_shown(f, facts))
             level = criterion.get("indicator", self.route.indicator)
             if indicator is None or INDICATOR_RANK[level] > INDICATOR_RANK[indicator]:
                 indicator = level
@@ -366,6 +366,18 @@ class Evaluation:
             if resource.get("status") in REFERRAL_OPEN:
                 return resource
         return None
+
+
+def _already_shown(fact: Fact, facts: list[Fact]) -> bool:
+    """The same evidence reached through two criteria is listed once: the same line, or the
+    same coded problem matched by two value sets (a CKD entry with SNOMED and ICD codes)."""
+    for other in facts:
+        if other.text == fact.text:
+            return True
+        if (len(fact.sources) == 1 and other.sources == fact.sources
+                and fact.sources[0].get("resourceType") == "Condition"):
+            return True
+    return False
 
 
 def _compare(value: float, comparator: str, limit: float) -> bool:

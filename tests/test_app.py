@@ -323,3 +323,15 @@ def test_odd_bundles_and_zero_creatinine_never_500(client, observations):
 def test_feedback_timestamps_at_the_edge_of_time_are_400(client, stamp):
     item = {"card": "c", "outcome": "overridden", "outcomeTimestamp": stamp}
     assert_outcome(client.post(f"{SERVICE}/feedback", json={"feedback": [item]}), 400)
+
+
+def test_evidence_reached_through_two_criteria_is_listed_once(client):
+    egfr = {"resourceType": "Observation", "id": "egfr1", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "98979-8"}]},
+            "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2026-11-13",
+            "valueQuantity": {"value": 22, "unit": "mL/min/1.73m2", "code": "mL/min/{1.73_m2}"}}
+    response = client.post(SERVICE, json=minimal_request(resources=[CRAMP, CKD4, egfr]))
+    card = next(c for c in response.get_json()["cards"]
+                if c["source"]["topic"]["code"] == "nephrology")
+    assert card["detail"].count("(ICD-10-CM N18.4)") + card["detail"].count("431857002") == 1
+    assert card["detail"].count("eGFR 22") == 1
