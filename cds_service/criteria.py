@@ -222,9 +222,7 @@ class Evaluation:
         concept = self.ruleset.concepts[criterion["concept"]]
         statuses = set(criterion.get("statuses", OBSERVATION_FINAL))
         threshold = criterion["threshold"]
-        limit = units.convert(threshold["value"], threshold["unit"], concept.unit,
-                              molar_mass=concept.molar_mass, valence=concept.valence,
-                              scale=concept.scale)
+        limit = self.route.limits[criterion["id"]]  # converted once, at start-up
         newest = self._deciding(concept, self._window_start(criterion), statuses,
                                 criterion.get("aggregate"))
         estimated = False

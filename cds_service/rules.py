@@ -108,6 +108,7 @@ class Route:
     medication_names: "NameMatcher | None"
     source_file: str
 
+    limits: dict[str, float] = field(default_factory=dict)  # thresholds in concept units
     by_id: dict[str, dict] = field(default_factory=dict)   # criteria by id
     referral_set: ValueSet | None = None                  # to find an open referral
 
@@ -210,6 +211,7 @@ def _concept(name: str, spec: dict, path: Path) -> ObservationConcept:
 def _compile_route(path: Path, data: dict, concepts: dict) -> Route:
     value_sets = {name: ValueSet.from_entries(name, entries)
                   for name, entries in data.get("value_sets", {}).items()}
+    limits: dict[str, float] = {}
     ids = set()
     for i, criterion in enumerate(data["criteria"]):
         where = f"{path.name}: field criteria/{i}"
@@ -231,8 +233,10 @@ def _compile_route(path: Path, data: dict, concepts: dict) -> Route:
         if "threshold" in criterion:
             concept = concepts[criterion["concept"]]
             unit = criterion["threshold"]["unit"]
-            if units.convert(1.0, unit, concept.unit, molar_mass=concept.molar_mass,
-                             valence=concept.valence, scale=concept.scale) is None:
+            limits[criterion["id"]] = units.convert(
+                criterion["threshold"]["value"], unit, concept.unit, molar_mass=concept.molar_mass,
+                valence=concept.valence, scale=concept.scale)
+            if limits[criterion["id"]] is None:
                 raise RuleError(f"{where}/threshold/unit: {unit!r} cannot be converted to "
                                 f"{concept.unit!r}")
     for i, criterion in enumerate(data["criteria"]):
@@ -248,7 +252,7 @@ def _compile_route(path: Path, data: dict, concepts: dict) -> Route:
         code = data["referral"]["code"]
         referral = Concept(canonical_system(code["system"]), str(code["code"]), code["display"])
     medications, names = _compile_medications(data.get("medications", []))
-    return Route(code=data["route"], title=data["title"], indicator=data["indicator"],
+    return Route(limits=limits, code=data["route"], title=data["title"], indicator=data["indicator"],
                  order=data.get("order", 100), data=data, criteria=data["criteria"],
                  value_sets=value_sets, referral=referral, medications=medications,
                  medication_names=names, source_file=path.name)
