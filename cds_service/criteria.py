@@ -291,7 +291,7 @@ class Evaluation:
         value_set = self.route.medications
         facts, seen = [], set()
         for rtype in ("MedicationRequest", "MedicationStatement"):
-            for resource in self.record.by_type.get(rtype, ()):
+            for resource in self.record.resources(rtype):
                 if resource.get("status") not in MEDICATION_ACTIVE:
                     continue
                 if rtype == "MedicationStatement" and resource.get("status") != "active":

@@ -1,16 +1,19 @@
-"""The patient record: every resource from prefetch or the FHIR server, indexed once.
+"""The patient record: every resource from prefetch or the FHIR server, read on demand.
 
-Resources stay plain dicts (cheap); indexes map (resourceType, system, code) to resources so
-rules find candidates without scanning. Only the resources a rule actually uses as evidence
-are validated with the ``fhir.resources.R4B`` models (``Record.is_valid``), which keeps the
-hot path near the cost of JSON parsing.
+Resources stay plain dicts (cheap). A resource type is indexed when a rule first asks for
+it, and only under the value sets the rules use (``terminology.CodeIndex``), so the codes
+no rule reads cost one lookup. Only the resources a rule actually uses as evidence are
+validated with the ``fhir.resources.R4B`` models (``Record.is_valid``), which keeps the hot
+path near the cost of JSON parsing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from datetime import date, datetime, time, timedelta, timezone
+from functools import lru_cache
+
+import orjson
 
 from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.medicationrequest import MedicationRequest
@@ -20,12 +23,10 @@ from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.procedure import Procedure
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
-from cds_service.terminology import codings_of
+from cds_service.terminology import CodeIndex, Concept, ValueSet, codings_of
 
 log = logging.getLogger(__name__)
 
-INDEXED_TYPES = ("Condition", "Observation", "Procedure", "MedicationRequest",
-                 "MedicationStatement", "ServiceRequest")
 _MODELS = {m.__name__: m for m in (Condition, MedicationRequest, MedicationStatement,
                                    Observation, Patient, Procedure, ServiceRequest)}
 
@@ -63,15 +64,15 @@ _QUANTITY_SHAPES = {"code": str, "unit": str, "comparator": str, "system": str}
 
 def well_formed(resource: dict) -> bool:
     """Every element the rules read has the JSON type FHIR gives it."""
-    for name, kind in _SHAPES.items():
-        value = resource.get(name)
-        if value is not None and not isinstance(value, kind):
+    for name, value in resource.items():  # a resource has fewer members than _SHAPES
+        kind = _SHAPES.get(name)
+        if kind is not None and value is not None and not isinstance(value, kind):
             return False
     quantity = resource.get("valueQuantity")
     if quantity is not None:
-        for name, kind in _QUANTITY_SHAPES.items():
-            value = quantity.get(name)
-            if value is not None and not isinstance(value, kind):
+        for name, value in quantity.items():
+            kind = _QUANTITY_SHAPES.get(name)
+            if kind is not None and value is not None and not isinstance(value, kind):
                 return False
     for contained in resource.get("contained") or ():
         if not isinstance(contained, dict) or not well_formed(contained):
@@ -89,8 +90,13 @@ REFERRAL_OPEN = {"active", "on-hold"}  # a draft is only proposed, not yet a ref
 
 def parse_datetime(value: object) -> datetime | None:
     """A FHIR date/dateTime/instant as an aware datetime (dates and naive times as UTC)."""
-    if not isinstance(value, str) or len(value) < 4:
+    if not isinstance(value, str) or not 4 <= len(value) <= 64:
         return None
+    return _parse_datetime(value)
+
+
+@lru_cache(maxsize=16384)  # lab panels share their timestamps, charts repeat across calls
+def _parse_datetime(value: str) -> datetime | None:
     try:
         if len(value) == 4:
             return datetime(int(value), 1, 1, tzinfo=timezone.utc)
@@ -102,6 +108,38 @@ def parse_datetime(value: object) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _validates(rtype: str, elements: dict) -> bool:
+    """Whether the R4B model accepts these elements of a resource.
+
+    The verdict is remembered by content (the exact JSON of the elements validated): the
+    same chart is opened many times a day, and pydantic validation costs about 0.1 ms per
+    resource, as much as parsing 40 resources of JSON.
+    """
+    try:
+        content = orjson.dumps(elements)
+    except (orjson.JSONEncodeError, TypeError):  # e.g. an integer beyond 64 bits: no memo
+        return _model_accepts(rtype, elements)
+    return _validates_content(rtype, content)
+
+
+@lru_cache(maxsize=4096)
+def _validates_content(rtype: str, content: bytes) -> bool:
+    return _model_accepts(rtype, orjson.loads(content))
+
+
+def _model_accepts(rtype: str, elements: dict) -> bool:
+    try:
+        _MODELS[rtype].model_validate(elements)
+    except Exception as exc:  # pydantic.ValidationError and friends
+        log.debug("%s failed R4B validation (%s)", rtype, type(exc).__name__)
+        return False
+    return True
+
+
+def _first(item: tuple):
+    return item[0]
 
 
 def _status_code(concept: object) -> str | None:
@@ -136,6 +174,9 @@ def condition_date(resource: dict) -> datetime | None:
 
 
 def observation_date(resource: dict) -> datetime | None:
+    when = parse_datetime(resource.get("effectiveDateTime"))  # the usual case, first
+    if when is not None:
+        return when
     period = resource.get("effectivePeriod") if isinstance(resource.get("effectivePeriod"), dict) else {}
     return (parse_datetime(resource.get("effectiveDateTime"))
             or parse_datetime(resource.get("effectiveInstant"))
@@ -164,39 +205,47 @@ def reference_to(resource: dict) -> str | None:
 
 
 class Record:
-    """One patient's resources, indexed by type and by (type, system, code)."""
+    """One patient's resources, grouped by type; coded ones filed under the rules' value sets.
 
-    def __init__(self, patient_id: str, resources, now: datetime):
+    Nothing is checked or indexed up front: a resource is screened (``well_formed``, about
+    this patient) when a rule first reaches it, and a resource type is indexed when a rule
+    first asks for it. A chart without a leg-cramp problem only has its Conditions read.
+    """
+
+    def __init__(self, patient_id: str, resources, now: datetime, codes: CodeIndex):
         self.patient_id = patient_id
         self.now = now
+        self.codes = codes
         self.patient: dict | None = None
-        self.by_type: dict[str, list[dict]] = defaultdict(list)
-        self.by_code: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
-        self.codes_by_system: dict[tuple[str, str], set[str]] = defaultdict(set)
-        self._indexed: set[str] = set()
-        self._medications: dict[str, dict] = {}
+        self.received: dict[str, list[dict]] = {}  # as sent, unscreened
+        self.left_out = 0  # malformed, or about another patient (among those a rule reached)
+        self._screened: dict[int, bool] = {}
+        self._by_type: dict[str, list[dict]] = {}
+        self._indexes: dict[str, dict[ValueSet, list[tuple[dict, Concept]]]] = {}
+        self._found: dict[tuple[str, ValueSet], list[tuple[dict, Concept]]] = {}
+        self._dated: dict[str, list[tuple]] = {}
+        self._values: dict[str, dict[int, float | None]] = {}
+        self._medications: dict[str, dict] | None = None
         self._valid: dict[int, bool] = {}
-        self._results: dict[str, list[tuple]] = {}
-        self._found: dict[tuple[str, int], list] = {}
-        self.type_codes: dict[str, set[tuple[str, str]]] = defaultdict(set)
-        self.left_out = 0  # malformed, or about another patient
         for resource in resources:
-            rtype = resource.get("resourceType") if isinstance(resource, dict) else None
-            if not isinstance(rtype, str):
-                continue
-            if not well_formed(resource) or not self._about_patient(resource):
-                self.left_out += 1
-                continue
-            if rtype == "Patient":
+            rtype = resource.get("resourceType") if type(resource) is dict else None
+            if type(rtype) is str:
+                self.received.setdefault(rtype, []).append(resource)
+        for resource in self.received.get("Patient", ()):
+            if self.screen(resource):
                 self.patient = resource
-            elif rtype == "Medication" and isinstance(resource.get("id"), str):
-                self._medications["Medication/" + resource["id"]] = resource
-            elif rtype in INDEXED_TYPES:
-                self.by_type[rtype].append(resource)
+                break
 
-        if self.left_out:
-            log.warning("left out %d malformed resources or resources about another patient",
-                        self.left_out)
+    def screen(self, resource: dict) -> bool:
+        """Well formed and about this patient; decided once per resource."""
+        key = id(resource)
+        verdict = self._screened.get(key)
+        if verdict is None:
+            verdict = well_formed(resource) and self._about_patient(resource)
+            self._screened[key] = verdict
+            if not verdict:
+                self.left_out += 1
+        return verdict
 
     def _about_patient(self, resource: dict) -> bool:
         """False for a resource whose subject is another patient (or not a patient)."""
@@ -209,40 +258,56 @@ class Record:
         wanted = f"Patient/{self.patient_id}"
         return ref == wanted or ref.endswith("/" + wanted)
 
-    def _ensure_indexed(self, rtype: str) -> None:
-        """Index one resource type by code on first use (no cramp problem: only Conditions)."""
-        if rtype in self._indexed:
-            return
-        self._indexed.add(rtype)
-        for resource in self.by_type.get(rtype, ()):
-            if rtype in ("MedicationRequest", "MedicationStatement"):
-                self._index_medication(resource)
-            else:
-                self._index(rtype, resource, resource.get("code"))
+    def resources(self, rtype: str) -> list[dict]:
+        """Every screened resource of a type (for rules that read them all: medications)."""
+        found = self._by_type.get(rtype)
+        if found is None:
+            found = self._by_type[rtype] = [r for r in self.received.get(rtype, ()) if self.screen(r)]
+        return found
 
-    def _index(self, rtype: str, resource: dict, concept: object) -> None:
-        seen = set()
-        for system, code, _display in codings_of(concept):
-            key = (rtype, system, code)
-            if key in seen:
+    def find(self, rtype: str, value_set: ValueSet) -> list[tuple[dict, Concept]]:
+        """Screened resources of ``rtype`` with a coding in ``value_set``, each with the
+        concept it matched. Memoised: several routes ask for the same value sets."""
+        key = (rtype, value_set)
+        found = self._found.get(key)
+        if found is None:
+            found = self._found[key] = [pair for pair in self._candidates(rtype, value_set)
+                                        if self.screen(pair[0])]
+        return found
+
+    def _candidates(self, rtype: str, value_set: ValueSet) -> list[tuple[dict, Concept]]:
+        """Like ``find``, before screening (lab results are screened one by one, lazily)."""
+        index = self._indexes.get(rtype)
+        if index is None:
+            index = self._indexes[rtype] = self._index(rtype)
+        if value_set not in self.codes.registered:
+            raise KeyError(f"value set {value_set.name!r} is not in the rules' code index")
+        return index.get(value_set, ())
+
+    def _index(self, rtype: str) -> dict[ValueSet, list[tuple[dict, Concept]]]:
+        """File each resource of a type under the value sets its codes belong to.
+
+        One pass over ``code.coding``: a resource is listed once per value set, with its
+        first coding in it; codes outside every value set cost one dict lookup.
+        """
+        index: dict[ValueSet, list[tuple[dict, Concept]]] = {}
+        owners_of = self.codes.owners
+        for resource in self.received.get(rtype, ()):
+            concept = resource.get("code")
+            codings = concept.get("coding") if type(concept) is dict else None
+            if type(codings) is not list:
                 continue
-            seen.add(key)
-            self.by_code[key].append(resource)
-            self.codes_by_system[(rtype, system)].add(code)
-            self.type_codes[rtype].add((system, code))
-
-    def _index_medication(self, resource: dict) -> None:
-        """Index a medication order by its product code and, where given, its ingredients."""
-        rtype = resource["resourceType"]
-        concepts = [resource.get("medicationCodeableConcept")]
-        medication = self.medication_of(resource)
-        if medication:
-            concepts.append(medication.get("code"))
-            for ingredient in medication.get("ingredient") or []:
-                if isinstance(ingredient, dict):
-                    concepts.append(ingredient.get("itemCodeableConcept"))
-        for concept in concepts:
-            self._index(rtype, resource, concept)
+            filed = None
+            for coding in codings:
+                if type(coding) is not dict:
+                    continue
+                for value_set, matched in owners_of(coding.get("system"), coding.get("code")):
+                    if filed is None:
+                        filed = set()
+                    if value_set not in filed:
+                        filed.add(value_set)
+                        index.setdefault(value_set, []).append((resource, matched))
+        return index
 
     def medication_of(self, resource: dict) -> dict | None:
         """The Medication a medicationReference points at (contained or in the record)."""
@@ -255,58 +320,49 @@ class Record:
                 if isinstance(contained, dict) and contained.get("id") == ref[1:]:
                     return contained
             return None
+        if self._medications is None:
+            self._medications = {"Medication/" + m["id"]: m for m in self.resources("Medication")
+                                 if isinstance(m.get("id"), str)}
         return self._medications.get(ref)
 
-    def find(self, rtype: str, value_set) -> list[tuple[dict, object]]:
-        """Resources of ``rtype`` with a coding in ``value_set``, each with the matched concept.
+    def counts(self) -> dict[str, int]:
+        """Resources received, by type (for the access log)."""
+        return {rtype: len(items) for rtype, items in self.received.items()}
 
-        Memoised per record: several routes ask for the same value sets.
-        """
-        key = (rtype, id(value_set))
-        cached = self._found.get(key)
-        if cached is not None:
-            return cached
-        self._ensure_indexed(rtype)
-        hits: dict[int, tuple[dict, object]] = {}
-        codes = self.type_codes.get(rtype, ())
-        if len(codes) < len(value_set.exact):  # walk the smaller of record and value set
-            pairs = [pair for pair in codes if pair in value_set.exact]
-        else:
-            pairs = value_set.keys()
-        for (system, code) in pairs:
-            for resource in self.by_code.get((rtype, system, code), ()):
-                hits.setdefault(id(resource), (resource, value_set.exact[(system, code)]))
-        for prefix in value_set.prefixes:
-            for code in self.codes_by_system.get((rtype, prefix.system), ()):
-                if code.startswith(prefix.code):
-                    for resource in self.by_code[(rtype, prefix.system, code)]:
-                        hits.setdefault(id(resource), (resource, prefix))
-        self._found[key] = found = list(hits.values())
-        return found
-
-    def results_of(self, concept) -> list[tuple]:
+    def results_of(self, concept):
         """A lab concept's dated results, newest first: (when, canonical value, resource, code).
 
-        Computed once per record and concept. Results without a date or dated in the future
-        are left out; a value that cannot be converted to the concept's unit is ``None``
-        (kept, so that an unreadable newest result is not silently replaced by an older one).
+        Results without a date or dated in the future are left out; a value that cannot be
+        converted to the concept's unit is ``None`` (kept, so that an unreadable newest
+        result is not silently replaced by an older one). The order is computed once per
+        record and concept; a result is screened and its value converted only when a rule
+        reaches it (most rules stop at the newest result or at their look-back window).
         """
-        cached = self._results.get(concept.name)
-        if cached is not None:
-            return cached
-        results = []
-        latest_allowed = self.now + timedelta(days=1)
-        for resource, code in self.find("Observation", concept.value_set):
-            when = observation_date(resource)
-            if when is None or when > latest_allowed:
+        dated = self._dated.get(concept.name)
+        if dated is None:
+            dated = self._dated[concept.name] = self._dated_results(concept)
+        values = self._values.setdefault(concept.name, {})
+        for when, resource, code in dated:
+            if not self.screen(resource):
                 continue
-            value = concept.value_in(resource.get("valueQuantity"))
-            if value is None:
-                log.info("a %s result has no value in a convertible unit", concept.name)
-            results.append((when, value, resource, code))
-        results.sort(key=lambda r: r[0], reverse=True)
-        self._results[concept.name] = results
-        return results
+            key = id(resource)
+            if key in values:
+                value = values[key]
+            else:
+                value = values[key] = concept.value_in(resource.get("valueQuantity"))
+                if value is None:
+                    log.info("a %s result has no value in a convertible unit", concept.name)
+            yield when, value, resource, code
+
+    def _dated_results(self, concept) -> list[tuple]:
+        latest_allowed = self.now + timedelta(days=1)
+        dated = []
+        for resource, code in self._candidates("Observation", concept.value_set):
+            when = observation_date(resource)
+            if when is not None and when <= latest_allowed:
+                dated.append((when, resource, code))
+        dated.sort(key=_first, reverse=True)
+        return dated
 
     def known_invalid(self, resource: dict) -> bool:
         """True once validation has failed for this resource (see ``is_valid``)."""
@@ -319,20 +375,15 @@ class Record:
         because of a malformed element no rule looks at, and validation costs half as much.
         """
         key = id(resource)
-        if key not in self._valid:
+        verdict = self._valid.get(key)
+        if verdict is None:
             rtype = resource.get("resourceType")
-            model = _MODELS.get(rtype)
-            try:
-                if model is not None:
-                    read = ELEMENTS_READ[rtype]
-                    model.model_validate({k: v for k, v in resource.items()
-                                          if k in read or k.startswith(CHOICE_ELEMENTS)})
-                self._valid[key] = True
-            except Exception as exc:  # pydantic.ValidationError and friends
-                log.warning("ignored an invalid %s resource (%s)", resource.get("resourceType"),
-                            type(exc).__name__)
-                self._valid[key] = False
-        return self._valid[key]
+            verdict = self._valid[key] = rtype not in _MODELS or _validates(rtype, {
+                k: v for k, v in resource.items() if k in ELEMENTS_READ[rtype]
+                or k.startswith(CHOICE_ELEMENTS)})
+            if not verdict:
+                log.warning("ignored an invalid %s resource", rtype)
+        return verdict
 
     # Patient demographics used by the rules (CKD-EPI needs age and sex).
     @property

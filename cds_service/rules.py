@@ -22,7 +22,7 @@ from cds_service import units
 from cds_service.criteria import (INDICATOR_RANK, Evaluation, Fact, RouteResult, _condition_fact,
                                   _number)
 from cds_service.record import Record, condition_counts
-from cds_service.terminology import RXNORM, Concept, ValueSet, canonical_system
+from cds_service.terminology import RXNORM, CodeIndex, Concept, ValueSet, canonical_system
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,10 @@ class RuleSet:
         self.override_reasons = [
             {"system": canonical_system(r["system"]), "code": str(r["code"]), "display": r["display"]}
             for r in common["override_reasons"]]
+        self.codes = CodeIndex([self.gate]
+                               + [c.value_set for c in self.concepts.values()]
+                               + [vs for route in self.routes for vs in route.value_sets.values()]
+                               + [r.referral_set for r in self.routes if r.referral_set])
 
     @classmethod
     def load(cls, cards_dir: Path) -> "RuleSet":

@@ -54,11 +54,11 @@ class CdsService:
         hooks.check("hook-request", request, "hook request")
         resources = gather(request, self.keys, self.fetcher)
         patient_id = request["context"]["patientId"]
-        record = Record(patient_id, resources, self.now())
+        record = Record(patient_id, resources, self.now(), self.ruleset.codes)
         results = self.ruleset.evaluate(record)
         rendered = cards.render(results, self.ruleset, patient_id)
-        counts = {rtype: len(items) for rtype, items in record.by_type.items() if items}
-        if record.patient is not None:
-            counts["Patient"] = 1
+        if record.left_out:
+            log.warning("left out %d malformed resources or resources about another patient",
+                        record.left_out)
         return Outcome({"cards": rendered}, [r.route.code for r in results], len(resources),
-                       [",".join(r.fired) for r in results], counts)
+                       [",".join(r.fired) for r in results], record.counts())

@@ -138,3 +138,53 @@ class ValueSet:
             concept = Concept(system, normalise_code(system, str(entry["code"])), entry["display"])
             (prefixes if entry.get("match") == "prefix" else members).append(concept)
         return cls(name, members, prefixes)
+
+
+class CodeIndex:
+    """Which of the rules' value sets each code belongs to, built once at start-up.
+
+    A record files a resource only under the value sets one of its codes belongs to, so the
+    many codes no rule reads (vital signs, surveys, unrelated problems) cost one dict lookup
+    each. Lookups are memoised on the raw (system, code) strings a resource carries.
+    """
+
+    MEMO_LIMIT = 65536  # distinct raw codings remembered; the memo is reset when full
+
+    def __init__(self, value_sets):
+        self.value_sets = tuple(dict.fromkeys(value_sets))  # registered, in order, once each
+        self.registered = frozenset(self.value_sets)
+        self._exact: dict[tuple[str, str], list[ValueSet]] = {}
+        self._prefixes: dict[tuple[str, str], list[ValueSet]] = {}
+        for value_set in self.value_sets:
+            for key in value_set.exact:
+                self._exact.setdefault(key, []).append(value_set)
+            for prefix in value_set.prefixes:
+                self._prefixes.setdefault((prefix.system, prefix.code), []).append(value_set)
+        self._memo: dict[tuple[str, str], tuple] = {}
+
+    def owners(self, system: object, code: object) -> tuple:
+        """((value set, matched concept), ...) for a coding's raw system and code."""
+        if type(system) is not str or type(code) is not str:
+            return ()
+        key = (system, code)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._owners(*_normalised(system, code))
+            if len(self._memo) >= self.MEMO_LIMIT:
+                self._memo = {}
+            if len(system) <= MAX_CODE_LENGTH and len(code) <= MAX_CODE_LENGTH:
+                self._memo[key] = found
+        return found
+
+    def _owners(self, system: str | None, code: str | None) -> tuple:
+        if not system or not code:
+            return ()
+        candidates = list(self._exact.get((system, code), ()))
+        for end in range(1, len(code) + 1):
+            candidates += self._prefixes.get((system, code[:end]), ())
+        owners = []
+        for value_set in dict.fromkeys(candidates):
+            concept = value_set.match(system, code)  # an exact member wins over a prefix
+            if concept is not None:
+                owners.append((value_set, concept))
+        return tuple(owners)
