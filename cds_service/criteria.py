@@ -98,14 +98,12 @@ class Evaluation:
     def _run_once(self) -> RouteResult | None:
         facts, fired, context = [], [], []
         indicator = None
-        for criterion in self.route.criteria:
+        for criterion in self.route.shown:  # building blocks (fires: false) run on demand
             found = self.check(criterion["id"])
             if not found:
                 continue
             if criterion.get("context"):
                 context.extend(found)
-                continue
-            if not criterion.get("fires", True):
                 continue
             fired.append(criterion["id"])
             facts.extend(f for f in found if not _already_shown(f, facts))
@@ -120,15 +118,29 @@ class Evaluation:
                            self._existing_referral())
 
     def check(self, criterion_id: str) -> list[Fact]:
-        if criterion_id not in self.results:
+        found = self.results.get(criterion_id)
+        if found is None:
             self.results[criterion_id] = []  # guards against reference cycles
             criterion = self.by_id[criterion_id]
-            if any(self.check(ref) for ref in criterion.get("unless", [])):
+            if not self.possible(criterion_id):
+                found = []
+            elif any(self.check(ref) for ref in criterion.get("unless", ())):
                 found = []
             else:
                 found = getattr(self, _HANDLERS[criterion["type"]])(criterion)
             self.results[criterion_id] = found
-        return self.results[criterion_id]
+        return found
+
+    def possible(self, criterion_id: str) -> bool:
+        """False when the record lacks every code the criterion could hold on (see
+        ``rules.Need``): most criteria of most routes are settled by this set lookup."""
+        need = self.route.needs[criterion_id]
+        if need.kind == "always":
+            return True
+        if need.kind == "data":
+            return any(map(self.record.has, need.data))
+        parts = map(self.possible, need.parts)
+        return all(parts) if need.kind == "all" else any(parts)
 
     def _window_start(self, criterion: dict, key: str = "lookback_days") -> datetime | None:
         days = criterion.get(key)

@@ -11,6 +11,7 @@ from functools import lru_cache
 from importlib import resources
 
 import jsonschema
+import jsonschema_rs
 from referencing import Registry, Resource
 
 from cds_service import SERVICE_ID
@@ -21,12 +22,31 @@ SPEC_VERSION = "2.0"
 
 
 @lru_cache(maxsize=None)
-def _registry() -> Registry:
-    registry = Registry()
+def _schemas() -> dict[str, dict]:
+    """Our schemas by ``$id``."""
+    found = {}
     for name in SCHEMA_FILES:
         schema = json.loads(resources.files("cds_service.schemas").joinpath(f"{name}.json").read_text())
-        registry = registry.with_resource(schema["$id"], Resource.from_contents(schema))
+        found[schema["$id"]] = schema
+    return found
+
+
+@lru_cache(maxsize=None)
+def _registry() -> Registry:
+    registry = Registry()
+    for uri, schema in _schemas().items():
+        registry = registry.with_resource(uri, Resource.from_contents(schema))
     return registry
+
+
+@lru_cache(maxsize=None)
+def _fast_validator(name: str):
+    """The same schema compiled by jsonschema-rs: about 1 us per request instead of 60-90 us
+    for the pure-Python validator, which is kept to describe what is wrong."""
+    schemas = _schemas()
+    registry = jsonschema_rs.Registry(list(schemas.items()))
+    return jsonschema_rs.validator_for(schemas[f"urn:leg-cramp-cds:schema:{name}"],
+                                       registry=registry, validate_formats=True)
 
 
 @lru_cache(maxsize=None)
@@ -53,12 +73,15 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 def check(name: str, document: object, what: str) -> None:
     """Raise a 400 CdsError naming the first field that breaks schema ``name``."""
-    checker = validator(name)
-    if checker.is_valid(document):  # the common case; finding the best error costs more
+    if _fast_validator(name).is_valid(document):  # the common case
         return
-    error = jsonschema.exceptions.best_match(checker.iter_errors(document))
+    error = jsonschema.exceptions.best_match(validator(name).iter_errors(document))
     if error is not None:
         raise CdsError(400, f"Invalid {what}: {_describe(error)}")
+    # The two validators disagree (never seen): name the place jsonschema-rs objects to.
+    fast_error = next(_fast_validator(name).iter_errors(document))
+    path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in fast_error.instance_path)
+    raise CdsError(400, f"Invalid {what}: {path}: violates the schema")
 
 
 def discovery(prefetch: dict[str, str], routes: list[str]) -> dict:

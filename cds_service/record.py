@@ -275,6 +275,13 @@ class Record:
                                         if self.screen(pair[0])]
         return found
 
+    def has(self, need: tuple[str, ValueSet | None]) -> bool:
+        """Whether any resource (screened or not) of the type, in the value set, was received."""
+        rtype, value_set = need
+        if value_set is None:
+            return bool(self.received.get(rtype))
+        return bool(self._candidates(rtype, value_set))
+
     def _candidates(self, rtype: str, value_set: ValueSet) -> list[tuple[dict, Concept]]:
         """Like ``find``, before screening (lab results are screened one by one, lazily)."""
         index = self._indexes.get(rtype)

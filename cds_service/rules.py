@@ -112,10 +112,64 @@ class Route:
     by_id: dict[str, dict] = field(default_factory=dict)   # criteria by id
     referral_set: ValueSet | None = None                  # to find an open referral
 
+    needs: dict[str, "Need"] = field(default_factory=dict)  # what each criterion needs to hold
+    shown: list[dict] = field(default_factory=list)  # criteria that fire or give context
+
     def __post_init__(self):
         self.by_id = {c["id"]: c for c in self.criteria}
+        self.shown = [c for c in self.criteria if c.get("fires", True) or c.get("context")]
         if self.referral is not None:
             self.referral_set = ValueSet("referral", [self.referral], [])
+
+
+@dataclass(frozen=True)
+class Need:
+    """What a record must hold for a criterion to possibly hold, decided before running it.
+
+    ``data``: at least one of these (resource type, value set) pairs has candidates (value
+    set None: any resource of the type); ``all``/``any``: of the criteria in ``parts``;
+    ``always``: cannot be ruled out up front (a missing result holds on an empty record).
+    """
+
+    kind: str
+    data: tuple = ()
+    parts: tuple = ()
+
+
+def _needs(route_file: str, criteria: list[dict], value_sets: dict, concepts: dict) -> dict:
+    """Each criterion's Need; a cycle of ``of`` references is a rule file error."""
+    by_id = {c["id"]: c for c in criteria}
+    needs: dict[str, Need] = {}
+
+    def need(criterion_id: str, path: tuple) -> Need:
+        if criterion_id in path:
+            raise RuleError(f"{route_file}: criteria {' -> '.join(path + (criterion_id,))} "
+                            "form a cycle")
+        if criterion_id not in needs:
+            criterion = by_id[criterion_id]
+            kind = criterion["type"]
+            if kind in ("all", "any"):
+                for part in criterion["of"]:
+                    need(part, path + (criterion_id,))
+                needs[criterion_id] = Need(kind, parts=tuple(criterion["of"]))
+            elif kind in ("condition", "procedure"):
+                rtype = kind.capitalize()
+                needs[criterion_id] = Need("data", tuple(
+                    (rtype, value_sets[name]) for name in criterion["value_sets"]))
+            elif kind == "observation":
+                names = _concept_names(criterion)  # with creatinine when eGFR may be estimated
+                needs[criterion_id] = Need("data", tuple(
+                    ("Observation", concepts[name].value_set) for name in names))
+            elif kind == "medication":
+                needs[criterion_id] = Need("data", (("MedicationRequest", None),
+                                                    ("MedicationStatement", None)))
+            else:  # observation-missing
+                needs[criterion_id] = Need("always")
+        return needs[criterion_id]
+
+    for criterion in criteria:
+        need(criterion["id"], ())
+    return needs
 
 
 class RuleSet:
@@ -256,7 +310,8 @@ def _compile_route(path: Path, data: dict, concepts: dict) -> Route:
         code = data["referral"]["code"]
         referral = Concept(canonical_system(code["system"]), str(code["code"]), code["display"])
     medications, names = _compile_medications(data.get("medications", []))
-    return Route(limits=limits, code=data["route"], title=data["title"], indicator=data["indicator"],
+    return Route(limits=limits, needs=_needs(path.name, data["criteria"], value_sets, concepts),
+                 code=data["route"], title=data["title"], indicator=data["indicator"],
                  order=data.get("order", 100), data=data, criteria=data["criteria"],
                  value_sets=value_sets, referral=referral, medications=medications,
                  medication_names=names, source_file=path.name)

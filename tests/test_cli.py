@@ -63,6 +63,8 @@ def _broken_cards(tmp_path: Path, edit) -> Path:
     (lambda d: d["criteria"][3]["threshold"].update(unit="furlongs"), "criteria/3/threshold/unit"),
     (lambda d: d["criteria"].append({"id": "x", "type": "all", "of": ["missing-id"]}), "criteria/"),
     (lambda d: d.update(indicator="urgent"), "indicator"),
+    (lambda d: d["criteria"].extend([{"id": "a", "type": "any", "of": ["b"]},
+                                     {"id": "b", "type": "all", "of": ["a"]}]), "a -> b -> a"),
     (lambda d: d["criteria"][1].pop("lookback_days"), "criteria/1"),
 ])
 def test_check_rules_names_file_and_field(tmp_path, capsys, edit, expected):
