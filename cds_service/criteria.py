@@ -76,7 +76,7 @@ class Evaluation:
         self.record = record
         self.by_id = route.by_id
         self.results: dict[str, list[Fact]] = {}
-        self._medication_memo: dict[int, list] = {}
+        self._medications: list[tuple[dict, list]] | None = None
 
     def run(self) -> RouteResult | None:
         """The route's result, after FHIR-validating the resources its facts rest on.
@@ -299,37 +299,35 @@ class Evaluation:
         return facts
 
     def _medication(self, criterion: dict) -> list[Fact]:
-        wanted = set(criterion["classes"])
-        value_set = self.route.medications
-        facts, seen = [], set()
-        for rtype in ("MedicationRequest", "MedicationStatement"):
-            for resource in self.record.resources(rtype):
-                if resource.get("status") not in MEDICATION_ACTIVE:
-                    continue
-                if rtype == "MedicationStatement" and resource.get("status") != "active":
-                    continue
-                info, how = self._medication_info(resource, value_set, wanted)
-                if info is None or id(resource) in seen or self.record.known_invalid(resource):
-                    continue
-                seen.add(id(resource))
-                facts.append(_medication_fact(criterion["id"], resource, info, how))
+        wanted = criterion["classes"]
+        facts = []
+        for resource, matches in self._active_medications():
+            if self.record.known_invalid(resource):  # found out on an earlier attempt
+                continue
+            for info, how in matches:
+                if info["class"] in wanted:
+                    facts.append(_medication_fact(criterion["id"], resource, info, how))
+                    break
         return facts
 
-    def _medication_info(self, resource: dict, value_set, wanted: set[str]):
-        """(ingredient info, how it matched) for the first wanted class, or (None, None)."""
-        for info, how in self._medication_matches(resource, value_set):
-            if info["class"] in wanted:
-                return info, how
-        return None, None
+    def _active_medications(self) -> list[tuple[dict, list]]:
+        """Active medication orders and statements with the cramp-drug classes they belong
+        to; classified once per route (its criteria ask for different classes)."""
+        if self._medications is None:
+            self._medications = []
+            for rtype in ("MedicationRequest", "MedicationStatement"):
+                for resource in self.record.resources(rtype):
+                    if resource.get("status") not in MEDICATION_ACTIVE:
+                        continue
+                    if rtype == "MedicationStatement" and resource.get("status") != "active":
+                        continue
+                    matches = self._medication_matches(resource, self.route.medications)
+                    if matches:
+                        self._medications.append((resource, matches))
+        return self._medications
 
     def _medication_matches(self, resource: dict, value_set) -> list[tuple[dict, str]]:
-        """Every cramp-drug class a medication belongs to, by RxNorm code first, then by name.
-
-        Computed once per medication and route (criteria ask for different classes).
-        """
-        memo = self._medication_memo.get(id(resource))
-        if memo is not None:
-            return memo
+        """Every cramp-drug class a medication belongs to, by RxNorm code first, then by name."""
         concept = resource.get("medicationCodeableConcept")
         medication = self.record.medication_of(resource)
         concepts = [concept] + ([medication.get("code")] if medication else [])
@@ -356,7 +354,6 @@ class Evaluation:
             if info["class"] not in classes:
                 matches.append((info, "matched by name only (no known RxNorm code)"))
                 classes.add(info["class"])
-        self._medication_memo[id(resource)] = matches
         return matches
 
     def _all(self, criterion: dict) -> list[Fact]:

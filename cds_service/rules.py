@@ -360,19 +360,31 @@ class NameMatcher:
     The lookarounds make "estrogens, conjugated (USP)" match even though it ends in ")".
     """
 
+    MEMO_LIMIT = 8192  # distinct texts remembered; the memo is reset when full
+
     def __init__(self, names: dict[str, list[dict]]):
         self.infos = names
         alternatives = sorted(names, key=len, reverse=True)  # longest name wins
         self.pattern = re.compile(r"(?<!\w)(" + "|".join(map(re.escape, alternatives)) + r")(?!\w)",
                                   re.IGNORECASE)
+        self._memo: dict[str, tuple[dict, ...]] = {}
 
     def infos_in(self, texts: list[str]) -> list[dict]:
         """The (ingredient, class) entries of every name found, in order of appearance."""
         found = []
         for text in texts:
-            for match in self.pattern.finditer(text):
-                for info in self.infos[match.group(1).lower()]:
-                    if info not in found:
-                        found.append(info)
+            for info in self._infos_in(text):
+                if info not in found:
+                    found.append(info)
         return found
 
+    def _infos_in(self, text: str) -> tuple[dict, ...]:
+        """Memoised per text: charts repeat the same product names across calls."""
+        infos = self._memo.get(text)
+        if infos is None:
+            infos = tuple(info for match in self.pattern.finditer(text)
+                          for info in self.infos[match.group(1).lower()])
+            if len(self._memo) >= self.MEMO_LIMIT:
+                self._memo = {}
+            self._memo[text] = infos
+        return infos

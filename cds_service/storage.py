@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 SALT_FILE = "patient-hash-salt"
 BATCH_SIZE = 500          # issued-card rows per write transaction
+WRITE_DELAY = 0.5         # seconds a write waits for more calls: one transaction, not one per
+                          # call, so the writer takes little CPU (and GIL) from the hook calls
 QUEUE_LIMIT = 10_000      # hook calls waiting to be written; beyond this, records are dropped
 CLOSE_TIMEOUT = 30.0      # seconds close() waits for the writer to drain the queue
 REPLAY_PURGE_INTERVAL = 60.0  # seconds between deletions of expired JWT ids
@@ -319,6 +321,7 @@ class Store:
                 rows: list[dict] = []
                 markers: list[threading.Event] = []
                 stop = False
+                deadline = time.monotonic() + WRITE_DELAY
                 while True:
                     if item is _STOP:
                         stop = True
@@ -326,10 +329,10 @@ class Store:
                         markers.append(item)
                     else:
                         rows.extend(item)
-                    if stop or len(rows) >= BATCH_SIZE:
+                    if stop or markers or len(rows) >= BATCH_SIZE:
                         break
-                    try:
-                        item = self._queue.get_nowait()
+                    try:  # group the calls of the next moments into one transaction
+                        item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                     except queue.Empty:
                         break
                 if rows:

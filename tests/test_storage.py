@@ -223,6 +223,23 @@ def test_record_cards_never_raises(backend, tmp_path):
     store.record_cards("h", "p", [{"uuid": "u2"}], ["r"])  # after close: logged, not raised
 
 
+def test_cards_of_calls_close_together_are_written_in_one_transaction(backend, tmp_path,
+                                                                    monkeypatch):
+    store = Store(make_settings(tmp_path, backend.url))
+    writes = []
+    original = store._write_cards
+    monkeypatch.setattr(store, "_write_cards", lambda batch: (writes.append(len(batch)),
+                                                              original(batch)))
+    try:
+        for i in range(5):
+            store.record_cards(f"h{i}", "p", [{"uuid": f"u{i}"}], ["r"])
+        assert store.flush()
+        assert writes == [5]
+        assert len(rows(store, storage.issued_card)) == 5
+    finally:
+        store.close()
+
+
 def test_migrations_create_the_schema_the_store_queries(backend, tmp_path):
     settings = make_settings(tmp_path, backend.url)
     Store(settings).close()
