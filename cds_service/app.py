@@ -11,6 +11,7 @@ import time
 
 import orjson
 from flask import Flask, Response, g, request
+from flask.testing import FlaskClient
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
@@ -25,10 +26,12 @@ log = logging.getLogger(__name__)
 
 JSON_TYPES = ("application/json", "application/fhir+json")
 STARTED = "cds.started"  # WSGI environ key: perf_counter() when the request reached the app
+PHASES = "cds.phases"    # WSGI environ key: [(phase, ms)] of a hook call, for Server-Timing
 
 
 class ServerTiming:
-    """WSGI middleware: ``Server-Timing: app;dur=<ms>`` on every response.
+    """WSGI middleware: ``Server-Timing: app;dur=<ms>`` on every response (a hook call adds
+    ``parse`` and ``evaluate``, so an integrator sees where the time went).
 
     The clock starts when the WSGI server hands over the request and stops when the
     response headers are sent (for our non-streamed responses, after the body is built),
@@ -46,10 +49,21 @@ class ServerTiming:
 
         def timed_start_response(status, headers, exc_info=None):
             elapsed_ms = (time.perf_counter() - started) * 1000.0
-            headers.append(("Server-Timing", f"app;dur={elapsed_ms:.3f}"))
+            parts = [f"app;dur={elapsed_ms:.3f}"]
+            parts += [f"{name};dur={ms:.3f}" for name, ms in environ.get(PHASES, ())]
+            headers.append(("Server-Timing", ", ".join(parts)))
             return start_response(status, headers, exc_info)
 
         return self.wsgi_app(environ, timed_start_response)
+
+
+class ClosingTestClient(FlaskClient):
+    """Flask's test client, closing each response as a WSGI server does once it is sent, so
+    the bookkeeping done then (metrics, access line, card records) has happened when a test
+    looks."""
+
+    def open(self, *args, buffered: bool = True, **kwargs):
+        return super().open(*args, buffered=buffered, **kwargs)
 
 
 def json_response(body: dict, status: int = 200, headers: dict | None = None) -> Response:
@@ -90,6 +104,7 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
     authenticator = Authenticator(settings, replay_store=store)
 
     app = Flask(__name__)
+    app.test_client_class = ClosingTestClient
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["cds"] = service
     app.extensions["cds_store"] = store
@@ -107,13 +122,16 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
 
     @app.after_request
     def _observe(response: Response):
+        """Measure now; count, log and record once the response is sent (``call_on_close``),
+        so the bookkeeping does not delay the answer to the EHR."""
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        metrics.REQUESTS.labels(endpoint, request.method, str(response.status_code)).observe(elapsed)
+        labels = (endpoint, request.method, str(response.status_code))
+        line = None
         if endpoint != "/metrics" and endpoint != "/healthz":
             # One PHI-free line per request, errors included (see cds_service.logs).
             outcome = g.get("outcome")
-            logs.access({
+            line = {
                 "method": request.method,
                 "endpoint": endpoint,
                 "service": g.get("service_id"),
@@ -126,7 +144,20 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
                 "resources": outcome.resource_count if outcome is not None else None,
                 "resource_counts": outcome.resource_counts if outcome is not None else None,
                 "error": g.get("error"),
-            })
+            }
+        tasks = g.get("after_sent", [])
+
+        def bookkeeping() -> None:
+            try:
+                metrics.REQUESTS.labels(*labels).observe(elapsed)
+                if line is not None:
+                    logs.access(line)
+                for task in tasks:
+                    task()
+            except Exception as exc:  # bookkeeping must never turn into an error page
+                log.error("bookkeeping after a response failed: %s", type(exc).__name__)
+
+        response.call_on_close(bookkeeping)
         return response
 
     @app.errorhandler(CdsError)
@@ -170,14 +201,23 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
     @app.post("/cds-services/<service_id>")
     def invoke(service_id: str):
         known_service(service_id)
+        started = time.perf_counter()
         payload = read_json()
+        parsed = time.perf_counter()
         _note_request(payload)
         outcome = service.evaluate(payload)
         g.outcome = outcome
-        for route in outcome.routes:
-            metrics.CARDS.labels(route).inc()
-        store.record_cards(payload["hookInstance"], payload["context"]["patientId"],
-                           outcome.response["cards"], outcome.rule_ids)
+        request.environ[PHASES] = [("parse", (parsed - started) * 1000.0),
+                                   ("evaluate", (time.perf_counter() - parsed) * 1000.0)]
+        hook_instance, patient_id = payload["hookInstance"], payload["context"]["patientId"]
+
+        def record_outcome() -> None:
+            for route in outcome.routes:
+                metrics.CARDS.labels(route).inc()
+            store.record_cards(hook_instance, patient_id, outcome.response["cards"],
+                               outcome.rule_ids)
+
+        g.after_sent = [record_outcome]
         return json_response(outcome.response)
 
     @app.post("/cds-services/<service_id>/feedback")

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from cds_service import egfr, units
-from cds_service.record import (MEDICATION_ACTIVE, OBSERVATION_FINAL, PROCEDURE_DONE, REFERRAL_OPEN,
+from cds_service.record import (MEDICATION_ACTIVE, PROCEDURE_DONE, REFERRAL_OPEN,
                                 condition_counts, condition_date, medication_date,
                                 procedure_date, reference_to)
 from cds_service.terminology import ICD10CM, RXNORM, Concept, codings_of
@@ -142,14 +142,14 @@ class Evaluation:
         parts = map(self.possible, need.parts)
         return all(parts) if need.kind == "all" else any(parts)
 
-    def _window_start(self, criterion: dict, key: str = "lookback_days") -> datetime | None:
-        days = criterion.get(key)
-        return self.record.now - timedelta(days=days) if days is not None else None
+    def _window_start(self, criterion: dict) -> datetime | None:
+        window = self.route.windows[criterion["id"]]  # compiled at start-up
+        return self.record.now - window if window is not None else None
 
     # --- criterion types ------------------------------------------------------------
 
     def _condition(self, criterion: dict) -> list[Fact]:
-        since = self._window_start(criterion, "recent_days")
+        since = self._window_start(criterion)
         facts, seen = [], set()
         for name in criterion["value_sets"]:
             for resource, concept in self.record.find("Condition", self.route.value_sets[name]):
@@ -188,7 +188,7 @@ class Evaluation:
         return facts
 
     def _results(self, concept: ObservationConcept, since: datetime | None,
-                 statuses: set[str]):
+                 statuses: frozenset[str]):
         """Results of a concept within the window and statuses, newest first."""
         for result in self.record.results_of(concept):
             if since is not None and result[0] < since:
@@ -198,7 +198,7 @@ class Evaluation:
                 yield result
 
     def _latest(self, concept: ObservationConcept, since: datetime | None,
-                statuses: set[str]) -> tuple | None:
+                statuses: frozenset[str]) -> tuple | None:
         """The newest result decides: (when, canonical value, resource, code), or None.
 
         When the newest result's value cannot be read (unknown unit), nothing is decided:
@@ -209,14 +209,23 @@ class Evaluation:
         return None
 
     def _deciding(self, concept: ObservationConcept, since: datetime | None,
-                  statuses: set[str], aggregate: str | None) -> list[tuple]:
+                  statuses: frozenset[str], aggregate: str | None) -> list[tuple]:
         """The results a threshold is compared with.
 
         Normally the newest result (and, for a concept read in pairs such as the left and
         right ankle-brachial index, every result of the same day). With ``aggregate``
         max/min, the most extreme readable result of the window (a fever between doses of
-        an antipyretic).
+        an antipyretic). Shared by every criterion and route that asks the same question
+        of the record (low and high thresholds, several routes).
         """
+        key = ("deciding", concept.name, since, statuses, aggregate, self.record.invalid_count)
+        found = self.record.memo.get(key)
+        if found is None:
+            found = self.record.memo[key] = self._deciding_now(concept, since, statuses, aggregate)
+        return found
+
+    def _deciding_now(self, concept: ObservationConcept, since: datetime | None,
+                      statuses: frozenset[str], aggregate: str | None) -> list[tuple]:
         if aggregate:
             readable = [r for r in self._results(concept, since, statuses) if r[1] is not None]
             pick = max if aggregate == "max" else min
@@ -232,7 +241,7 @@ class Evaluation:
 
     def _observation(self, criterion: dict) -> list[Fact]:
         concept = self.ruleset.concepts[criterion["concept"]]
-        statuses = set(criterion.get("statuses", OBSERVATION_FINAL))
+        statuses = self.route.statuses[criterion["id"]]
         threshold = criterion["threshold"]
         limit = self.route.limits[criterion["id"]]  # converted once, at start-up
         newest = self._deciding(concept, self._window_start(criterion), statuses,
@@ -263,7 +272,7 @@ class Evaluation:
             short = f"{concept.label} {shown} on {_day(when)}"
         return [Fact(criterion["id"], text, short, [resource], when)]
 
-    def _estimate_egfr(self, criterion: dict, statuses: set[str]) -> tuple | None:
+    def _estimate_egfr(self, criterion: dict, statuses: frozenset[str]) -> tuple | None:
         creatinine = self.ruleset.concepts[criterion.get("estimate_from", "creatinine")]
         latest = self._latest(creatinine, self._window_start(criterion), statuses)
         if latest is None:
@@ -277,9 +286,9 @@ class Evaluation:
 
     def _observation_missing(self, criterion: dict) -> list[Fact]:
         facts = []
-        statuses = set(criterion.get("statuses", OBSERVATION_FINAL))
+        statuses = self.route.statuses[criterion["id"]]
         for group in criterion["groups"]:
-            since = self._window_start(group)
+            since = self.record.now - timedelta(days=group["lookback_days"])
             concepts = [self.ruleset.concepts[n] for n in group["concepts"]]
             if any(next(self._results(c, since, statuses), None) for c in concepts):
                 continue

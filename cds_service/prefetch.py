@@ -39,15 +39,17 @@ def prefetch_keys(observation_codes) -> list[PrefetchKey]:
 
 
 def resources_in(value: dict) -> list[dict]:
-    """The resources a prefetch value holds: a Bundle's entries, or the resource itself."""
+    """The resources a prefetch value holds: a Bundle's entries, or the resource itself.
+
+    Entries that are not objects are dropped; an OperationOutcome entry (a search warning)
+    is kept, like any resource type no rule reads.
+    """
     if value.get("resourceType") == "Bundle":
-        out = []
         entries = value.get("entry")
-        for entry in entries if isinstance(entries, list) else ():
-            resource = entry.get("resource") if isinstance(entry, dict) else None
-            if isinstance(resource, dict) and resource.get("resourceType") != "OperationOutcome":
-                out.append(resource)
-        return out
+        if type(entries) is not list:
+            return []
+        resources = [entry.get("resource") for entry in entries if type(entry) is dict]
+        return [resource for resource in resources if type(resource) is dict]
     return [value]
 
 

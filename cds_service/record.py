@@ -227,10 +227,16 @@ class Record:
         self._values: dict[str, dict[int, float | None]] = {}
         self._medications: dict[str, dict] | None = None
         self._valid: dict[int, bool] = {}
+        self.invalid_count = 0  # resources found invalid so far: part of every memo key
+        self.memo: dict[tuple, object] = {}  # answers the rules share across routes
+        received = self.received
         for resource in resources:
             rtype = resource.get("resourceType") if type(resource) is dict else None
             if type(rtype) is str:
-                self.received.setdefault(rtype, []).append(resource)
+                group = received.get(rtype)
+                if group is None:
+                    group = received[rtype] = []
+                group.append(resource)
         for resource in self.received.get("Patient", ()):
             if self.screen(resource):
                 self.patient = resource
@@ -304,13 +310,20 @@ class Record:
             codings = concept.get("coding") if type(concept) is dict else None
             if type(codings) is not list:
                 continue
-            filed = None
+            if len(codings) == 1:  # the usual case: no value set can be reached twice
+                coding = codings[0]
+                if type(coding) is dict:
+                    for value_set, matched in owners_of(coding.get("system"), coding.get("code")):
+                        found = index.get(value_set)
+                        if found is None:
+                            found = index[value_set] = []
+                        found.append((resource, matched))
+                continue
+            filed = set()
             for coding in codings:
                 if type(coding) is not dict:
                     continue
                 for value_set, matched in owners_of(coding.get("system"), coding.get("code")):
-                    if filed is None:
-                        filed = set()
                     if value_set not in filed:
                         filed.add(value_set)
                         index.setdefault(value_set, []).append((resource, matched))
@@ -389,6 +402,7 @@ class Record:
                 k: v for k, v in resource.items() if k in ELEMENTS_READ[rtype]
                 or k.startswith(CHOICE_ELEMENTS)})
             if not verdict:
+                self.invalid_count += 1
                 log.warning("ignored an invalid %s resource", rtype)
         return verdict
 

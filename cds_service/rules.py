@@ -12,6 +12,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import yaml
 from cds_service import units
 from cds_service.criteria import (INDICATOR_RANK, Evaluation, Fact, RouteResult, _condition_fact,
                                   _number)
-from cds_service.record import Record, condition_counts
+from cds_service.record import OBSERVATION_FINAL, Record, condition_counts
 from cds_service.terminology import RXNORM, CodeIndex, Concept, ValueSet, canonical_system
 
 log = logging.getLogger(__name__)
@@ -113,10 +114,16 @@ class Route:
     referral_set: ValueSet | None = None                  # to find an open referral
 
     needs: dict[str, "Need"] = field(default_factory=dict)  # what each criterion needs to hold
+    windows: dict[str, timedelta | None] = field(default_factory=dict)  # look-back, by id
+    statuses: dict[str, frozenset[str]] = field(default_factory=dict)  # result statuses, by id
     shown: list[dict] = field(default_factory=list)  # criteria that fire or give context
 
     def __post_init__(self):
         self.by_id = {c["id"]: c for c in self.criteria}
+        for c in self.criteria:
+            days = c.get("recent_days" if c["type"] == "condition" else "lookback_days")
+            self.windows[c["id"]] = timedelta(days=days) if days is not None else None
+            self.statuses[c["id"]] = frozenset(c.get("statuses", OBSERVATION_FINAL))
         self.shown = [c for c in self.criteria if c.get("fires", True) or c.get("context")]
         if self.referral is not None:
             self.referral_set = ValueSet("referral", [self.referral], [])

@@ -231,6 +231,7 @@ class Store:
         self._writer_lock = threading.Lock()
         self._pid = os.getpid()
         self._closed = False
+        self._hurry = threading.Event()  # set by flush() and close(): write without waiting
         self._last_replay_purge = 0.0
         if self.engine.dialect.name != "sqlite" and not settings.patient_hash_salt:
             log.warning("CDS_PATIENT_HASH_SALT is not set: each instance hashes patient ids "
@@ -307,6 +308,7 @@ class Store:
             if self._pid != os.getpid():  # forked: the parent's thread and connections are not ours
                 self._pid = os.getpid()
                 self._queue = queue.Queue(maxsize=QUEUE_LIMIT)
+                self._hurry = threading.Event()
                 self._writer = None
                 self.engine.dispose(close=False)
             if self._writer is None or not self._writer.is_alive():
@@ -318,10 +320,13 @@ class Store:
         while True:
             try:
                 item = self._queue.get()
+                # Let the calls of the next moments join this write (one transaction, and
+                # no wake-up per call); flush() and close() cut the wait short.
+                self._hurry.wait(WRITE_DELAY)
+                self._hurry.clear()
                 rows: list[dict] = []
                 markers: list[threading.Event] = []
                 stop = False
-                deadline = time.monotonic() + WRITE_DELAY
                 while True:
                     if item is _STOP:
                         stop = True
@@ -329,10 +334,10 @@ class Store:
                         markers.append(item)
                     else:
                         rows.extend(item)
-                    if stop or markers or len(rows) >= BATCH_SIZE:
+                    if stop or len(rows) >= BATCH_SIZE:
                         break
-                    try:  # group the calls of the next moments into one transaction
-                        item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    try:
+                        item = self._queue.get_nowait()
                     except queue.Empty:
                         break
                 if rows:
@@ -369,6 +374,7 @@ class Store:
             self._queue.put(marker, timeout=timeout)
         except queue.Full:
             return False
+        self._hurry.set()
         return marker.wait(timeout)
 
     # -- JWT replay protection ----------------------------------------------------------
@@ -452,6 +458,7 @@ class Store:
         if writer is not None and writer.is_alive() and self._pid == os.getpid():
             try:
                 self._queue.put(_STOP, timeout=CLOSE_TIMEOUT)
+                self._hurry.set()
                 writer.join(CLOSE_TIMEOUT)
             except queue.Full:
                 log.warning("issued-card writer did not drain its queue before shutdown")

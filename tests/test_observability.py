@@ -106,9 +106,15 @@ def test_error_statuses_are_counted(obs_app):
             - metric(before, count, endpoint=HOOK_ENDPOINT, status="400")) == 1
 
 
-def test_server_timing_header(obs_app):
+def test_server_timing_header(obs_app, gabriel_request):
     response = obs_app.test_client().get("/healthz")
     assert re.fullmatch(r"app;dur=\d+\.\d{3}", response.headers["Server-Timing"])
+    response = obs_app.test_client().post(URL, json=gabriel_request)
+    timing = response.headers["Server-Timing"]
+    assert re.fullmatch(r"app;dur=\d+\.\d{3}, parse;dur=\d+\.\d{3}, evaluate;dur=\d+\.\d{3}",
+                        timing)
+    total, parse, evaluate = map(float, re.findall(r"dur=([\d.]+)", timing))
+    assert parse + evaluate <= total
 
 
 def test_metrics_can_be_disabled(tmp_path):
@@ -312,6 +318,14 @@ def test_metrics_aggregate_two_gunicorn_workers(tmp_path, gabriel_request):
                 if served >= set(workers):
                     break
         assert served == set(workers), "one worker took every request; cannot check the sum"
+        # Requests are counted just after their response is sent: wait (bounded) for the last.
+        settle = time.monotonic() + 5
+        while time.monotonic() < settle:
+            text = requests.get(base + "/metrics", timeout=5, headers={"Connection": "close"}).text
+            if metric(text, "cds_http_request_duration_seconds_count",
+                      endpoint=HOOK_ENDPOINT, status="200") == sent:
+                break
+            time.sleep(0.05)
         # Every answer of /metrics (whichever worker gives it) reports the sum of both.
         for _ in range(4):
             text = requests.get(base + "/metrics", timeout=5,
