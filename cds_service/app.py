@@ -95,6 +95,40 @@ def _note_request(payload: object) -> None:
         g.hook_instance = hook_instance
 
 
+def _access_line(state, method: str, endpoint: str, status: int, elapsed: float) -> dict:
+    """One PHI-free line per request, errors included (see cds_service.logs)."""
+    outcome = state.get("outcome")
+    return {
+        "method": method,
+        "endpoint": endpoint,
+        "service": state.get("service_id"),
+        "status": status,
+        "duration_ms": round(elapsed * 1000.0, 3),
+        "hookInstance": state.get("hook_instance"),
+        "routes": outcome.routes if outcome is not None else None,
+        "rules": outcome.rule_ids if outcome is not None else None,
+        "cards": len(outcome.routes) if outcome is not None else None,
+        "resources": outcome.resource_count if outcome is not None else None,
+        "resource_counts": outcome.resource_counts if outcome is not None else None,
+        "error": state.get("error"),
+    }
+
+
+def _cors_only_for_browsers(app: Flask) -> None:
+    """Run flask-cors only on requests that carry an ``Origin`` header.
+
+    Browsers (the CDS Hooks sandbox) always send one on cross-origin calls; EHRs calling
+    server to server do not, and for them flask-cors adds no header yet costs ~25 us per
+    call. If flask-cors ever renames its hook, it simply keeps running on every request.
+    """
+    hooks = app.after_request_funcs.get(None, [])
+    for i, hook in enumerate(hooks):
+        if getattr(hook, "__name__", "") == "cors_after_request":
+            def cors_when_origin(response: Response, _cors=hook) -> Response:
+                return _cors(response) if "HTTP_ORIGIN" in request.environ else response
+            hooks[i] = cors_when_origin
+
+
 def create_app(settings: Settings | None = None, service: CdsService | None = None,
                store: Store | None = None) -> Flask:
     settings = settings or Settings.from_env()
@@ -110,49 +144,30 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
     app.extensions["cds_store"] = store
     CORS(app, origins=list(settings.cors_origins), allow_headers=["Authorization", "Content-Type"],
          methods=["GET", "POST", "OPTIONS"], max_age=600)
+    _cors_only_for_browsers(app)
 
     def authenticate() -> None:
         authenticator.authenticate(request.headers.get("Authorization"), request.path)
 
     app.wsgi_app = ServerTiming(app.wsgi_app)
 
-    @app.before_request
-    def _start_timer():
-        g.started = request.environ.get(STARTED) or time.perf_counter()
-
     @app.after_request
     def _observe(response: Response):
         """Measure now; count, log and record once the response is sent (``call_on_close``),
         so the bookkeeping does not delay the answer to the EHR."""
-        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        labels = (endpoint, request.method, str(response.status_code))
-        line = None
-        if endpoint != "/metrics" and endpoint != "/healthz":
-            # One PHI-free line per request, errors included (see cds_service.logs).
-            outcome = g.get("outcome")
-            line = {
-                "method": request.method,
-                "endpoint": endpoint,
-                "service": g.get("service_id"),
-                "status": response.status_code,
-                "duration_ms": round(elapsed * 1000.0, 3),
-                "hookInstance": g.get("hook_instance"),
-                "routes": outcome.routes if outcome is not None else None,
-                "rules": outcome.rule_ids if outcome is not None else None,
-                "cards": len(outcome.routes) if outcome is not None else None,
-                "resources": outcome.resource_count if outcome is not None else None,
-                "resource_counts": outcome.resource_counts if outcome is not None else None,
-                "error": g.get("error"),
-            }
-        tasks = g.get("after_sent", [])
+        environ = request.environ
+        elapsed = time.perf_counter() - environ.get(STARTED, time.perf_counter())
+        rule = request.url_rule
+        endpoint = rule.rule if rule else "unmatched"
+        method, status = request.method, response.status_code
+        state = g._get_current_object()  # what the view noted (outcome, hookInstance, error)
 
         def bookkeeping() -> None:
             try:
-                metrics.REQUESTS.labels(*labels).observe(elapsed)
-                if line is not None:
-                    logs.access(line)
-                for task in tasks:
+                metrics.REQUESTS.labels(endpoint, method, str(status)).observe(elapsed)
+                if endpoint != "/metrics" and endpoint != "/healthz":
+                    logs.access(_access_line(state, method, endpoint, status, elapsed))
+                for task in state.get("after_sent", ()):
                     task()
             except Exception as exc:  # bookkeeping must never turn into an error page
                 log.error("bookkeeping after a response failed: %s", type(exc).__name__)

@@ -190,9 +190,7 @@ class Evaluation:
     def _results(self, concept: ObservationConcept, since: datetime | None,
                  statuses: frozenset[str]):
         """Results of a concept within the window and statuses, newest first."""
-        for result in self.record.results_of(concept):
-            if since is not None and result[0] < since:
-                return  # newest first: the rest are older still
+        for result in self.record.results_of(concept, since):
             resource = result[2]
             if resource.get("status") in statuses and not self.record.known_invalid(resource):
                 yield result

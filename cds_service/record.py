@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
+from operator import itemgetter
 
 import orjson
 
@@ -138,8 +139,14 @@ def _model_accepts(rtype: str, elements: dict) -> bool:
     return True
 
 
-def _first(item: tuple):
-    return item[0]
+_FIRST = itemgetter(0)
+
+
+@lru_cache(maxsize=16384)
+def _instant(value: str) -> tuple[float, datetime] | None:
+    """(POSIX timestamp, datetime) of a FHIR dateTime string, remembered like the parse."""
+    when = _parse_datetime(value)
+    return (when.timestamp(), when) if when is not None else None
 
 
 def _status_code(concept: object) -> str | None:
@@ -349,20 +356,24 @@ class Record:
         """Resources received, by type (for the access log)."""
         return {rtype: len(items) for rtype, items in self.received.items()}
 
-    def results_of(self, concept):
+    def results_of(self, concept, since: datetime | None = None):
         """A lab concept's dated results, newest first: (when, canonical value, resource, code).
 
-        Results without a date or dated in the future are left out; a value that cannot be
-        converted to the concept's unit is ``None`` (kept, so that an unreadable newest
-        result is not silently replaced by an older one). The order is computed once per
-        record and concept; a result is screened and its value converted only when a rule
-        reaches it (most rules stop at the newest result or at their look-back window).
+        Only results from ``since`` on, when given. Results without a date or dated in the
+        future are left out; a value that cannot be converted to the concept's unit is
+        ``None`` (kept, so that an unreadable newest result is not silently replaced by an
+        older one). The order is computed once per record and concept; a result is
+        screened and its value converted only when a rule reaches it (most rules stop at
+        the newest result or at their look-back window).
         """
         dated = self._dated.get(concept.name)
         if dated is None:
             dated = self._dated[concept.name] = self._dated_results(concept)
         values = self._values.setdefault(concept.name, {})
-        for when, resource, code in dated:
+        oldest = since.timestamp() if since is not None else None
+        for stamp, when, resource, code in dated:
+            if oldest is not None and stamp < oldest:
+                return  # newest first: the rest are older still
             if not self.screen(resource):
                 continue
             key = id(resource)
@@ -375,13 +386,22 @@ class Record:
             yield when, value, resource, code
 
     def _dated_results(self, concept) -> list[tuple]:
-        latest_allowed = self.now + timedelta(days=1)
+        """(POSIX timestamp, when, resource, code), newest first. Sorted and compared on
+        timestamps: comparing datetimes that carry UTC offsets is several times slower."""
+        latest_allowed = (self.now + timedelta(days=1)).timestamp()
         dated = []
         for resource, code in self._candidates("Observation", concept.value_set):
-            when = observation_date(resource)
-            if when is not None and when <= latest_allowed:
-                dated.append((when, resource, code))
-        dated.sort(key=_first, reverse=True)
+            effective = resource.get("effectiveDateTime")  # the usual case first
+            instant = (_instant(effective) if type(effective) is str and 4 <= len(effective) <= 64
+                       else None)
+            if instant is None:
+                when = observation_date(resource)
+                if when is None:
+                    continue
+                instant = (when.timestamp(), when)
+            if instant[0] <= latest_allowed:
+                dated.append((*instant, resource, code))
+        dated.sort(key=_FIRST, reverse=True)
         return dated
 
     def known_invalid(self, resource: dict) -> bool:

@@ -190,6 +190,18 @@ def test_cors_headers_on_success_and_error(client):
     assert bad.status_code == 400 and "Access-Control-Allow-Origin" in bad.headers
 
 
+def test_cors_work_is_skipped_for_calls_without_origin(app, client):
+    # Server-to-server EHR calls carry no Origin: flask-cors would add nothing, so it is not
+    # run; this guards the wrapper against a flask-cors release that renames its hook.
+    assert [f.__name__ for f in app.after_request_funcs[None]].count("cors_when_origin") == 1
+    response = client.post(SERVICE, json=minimal_request())
+    assert response.status_code == 200
+    assert not [h for h in response.headers.keys() if h.lower().startswith("access-control")]
+    with_origin = client.post(SERVICE, json=minimal_request(),
+                              headers={"Origin": "https://sandbox.cds-hooks.org"})
+    assert "Access-Control-Allow-Origin" in with_origin.headers
+
+
 def test_cors_origins_are_configurable(tmp_path):
     from cds_service.app import create_app
     from cds_service.config import Settings
