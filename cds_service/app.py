@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
-from cds_service import SERVICE_ID, feedback, logs, metrics
+from cds_service import SERVICE_ID, feedback, fhir_json, logs, metrics
 from cds_service.config import Settings
 from cds_service.errors import CdsError, from_http_exception, operation_outcome
 from cds_service.security import Authenticator
@@ -76,14 +76,14 @@ def error_response(error: CdsError) -> Response:
                          error.status, error.headers)
 
 
-def read_json() -> object:
+def read_json(decode=orjson.loads) -> object:
     """The request body as JSON, after the size and content-type checks."""
     mimetype = (request.mimetype or "").lower()
     if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
         raise CdsError(415, "Content-Type must be application/json.")
     data = request.get_data(cache=False)  # 413 above MAX_CONTENT_LENGTH (CDS_MAX_BODY_BYTES)
     try:
-        return orjson.loads(data)
+        return decode(data)
     except orjson.JSONDecodeError:
         raise CdsError(400, "Request body is not valid JSON.") from None
 
@@ -217,7 +217,7 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
     def invoke(service_id: str):
         known_service(service_id)
         started = time.perf_counter()
-        payload = read_json()
+        payload = read_json(fhir_json.decode_request)
         parsed = time.perf_counter()
         _note_request(payload)
         outcome = service.evaluate(payload)

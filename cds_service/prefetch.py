@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from cds_service.errors import CdsError
+from cds_service.fhir_json import BundleEntry, is_object
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,9 @@ def resources_in(value: dict) -> list[dict]:
         entries = value.get("entry")
         if type(entries) is not list:
             return []
-        resources = [entry.get("resource") for entry in entries if type(entry) is dict]
-        return [resource for resource in resources if type(resource) is dict]
+        resources = [entry.get("resource") for entry in entries
+                     if type(entry) is dict or type(entry) is BundleEntry]
+        return [resource for resource in resources if is_object(resource)]
     return [value]
 
 
@@ -100,7 +102,7 @@ def gather(request: dict, keys: list[PrefetchKey], fetcher) -> list[dict]:
     continuations: dict[str, str] = {}
     for key in keys:
         value = prefetch.get(key.name)
-        if isinstance(value, dict) and value.get("resourceType") not in (None, "OperationOutcome"):
+        if is_object(value) and value.get("resourceType") not in (None, "OperationOutcome"):
             resources.extend(resources_in(value))
             more = next_link(value)
             if more:

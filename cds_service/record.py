@@ -24,6 +24,7 @@ from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.procedure import Procedure
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
+from cds_service.fhir_json import is_object
 from cds_service.terminology import CodeIndex, Concept, ValueSet, codings_of
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ class Record:
         self.memo: dict[tuple, object] = {}  # answers the rules share across routes
         received = self.received
         for resource in resources:
-            rtype = resource.get("resourceType") if type(resource) is dict else None
+            rtype = resource.get("resourceType") if is_object(resource) else None
             if type(rtype) is str:
                 group = received.get(rtype)
                 if group is None:

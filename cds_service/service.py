@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from cds_service import cards, hooks
+from cds_service import cards, fhir_json, hooks
 from cds_service.config import Settings
 from cds_service.prefetch import gather, prefetch_keys
 from cds_service.record import Record, parse_datetime
@@ -51,7 +51,7 @@ class CdsService:
 
     def evaluate(self, request: dict) -> Outcome:
         """Validate a patient-view request, gather its data, run the rules, render cards."""
-        hooks.check("hook-request", request, "hook request")
+        hooks.check("hook-request", fhir_json.schema_view(request), "hook request")
         resources = gather(request, self.keys, self.fetcher)
         patient_id = request["context"]["patientId"]
         record = Record(patient_id, resources, self.now(), self.ruleset.codes)

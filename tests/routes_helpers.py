@@ -11,7 +11,10 @@ import itertools
 import uuid
 from datetime import date, timedelta
 
+import orjson
+
 from cds_service.config import Settings
+from cds_service.fhir_json import decode_request
 from cds_service.service import CdsService
 
 TODAY = date(2026, 11, 24)
@@ -185,7 +188,8 @@ def service() -> CdsService:
 
 
 def evaluate(request: dict) -> dict:
-    return service().evaluate(request).response
+    """Cards for a request, decoded from JSON as the HTTP endpoint does (fhir_json)."""
+    return service().evaluate(decode_request(orjson.dumps(request))).response
 
 
 def cards_of(*resources: dict, **kwargs) -> dict[str, dict]:

@@ -1,0 +1,92 @@
+"""The typed decoder of hook requests (fhir_json): same cards as plain dicts, same leniency."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import orjson
+import pytest
+
+from cds_service import record
+from cds_service.config import Settings
+from cds_service.fhir_json import FhirNode, decode_request, schema_view
+from cds_service.service import CdsService
+from conftest import minimal_request
+from synthea import SYNTHEA_DIR, hook_request, synthea_files
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "fhir_examples").glob("*.json"))
+UUID = re.compile(rb'"uuid":"[^"]+"')
+
+
+@pytest.fixture(scope="module")
+def service() -> CdsService:
+    return CdsService(Settings.from_env({}, today="2026-11-24"), fetcher=lambda *a: {})
+
+
+def _cards(service: CdsService, request: object) -> bytes:
+    return UUID.sub(b'"uuid":"-"', orjson.dumps(service.evaluate(request).response))
+
+
+def _requests():
+    for path in EXAMPLES:
+        yield path.name, path.read_bytes()
+    if SYNTHEA_DIR.exists():
+        for path in synthea_files():
+            yield path.name, orjson.dumps(hook_request(path))
+
+
+@pytest.mark.parametrize("name, body", list(_requests()), ids=lambda v: v if isinstance(v, str) else "")
+def test_typed_and_plain_decoding_give_the_same_cards(service, name, body):
+    typed = decode_request(body)
+    assert any(isinstance(v, FhirNode) for v in typed["prefetch"].values())
+    assert _cards(service, typed) == _cards(service, orjson.loads(body))
+
+
+def test_every_element_the_engine_reads_is_decoded():
+    fields = set(FhirNode.__struct_fields__)
+    assert set(record._SHAPES) <= fields
+    for elements in record.ELEMENTS_READ.values():
+        assert elements <= fields
+    # every variant of the choice elements the R4B validation reads
+    for prefix, variants in {"onset": 5, "abatement": 6, "effective": 4, "performed": 5,
+                             "medication": 2}.items():
+        assert prefix in record.CHOICE_ELEMENTS
+        assert len([f for f in fields if f.startswith(prefix)]) == variants
+
+
+def test_a_node_reads_like_the_dict_it_replaces():
+    body = orjson.dumps({"resourceType": "Observation", "id": "o1", "status": None,
+                         "code": {"coding": [{"code": "2823-3"}]}, "text": {"div": "<div/>"}})
+    node = decode_request(orjson.dumps({"prefetch": {"x": orjson.loads(body)}}))["prefetch"]["x"]
+    assert node.get("id") == "o1" and node["resourceType"] == "Observation"
+    assert node.get("status") is None and "status" not in node and node.get("status", 1) == 1
+    assert node.get("text") is None  # skipped while parsing: no rule reads it
+    assert sorted(node) == ["code", "id", "resourceType"]
+    assert dict(node.items()) == {"resourceType": "Observation", "id": "o1",
+                                  "code": {"coding": [{"code": "2823-3"}]}}
+    with pytest.raises(KeyError):
+        node["status"]
+
+
+@pytest.mark.parametrize("prefetch", [
+    {"observations": {"resourceType": "Bundle", "entry": 5}},
+    {"observations": {"resourceType": "Bundle", "entry": [7, {"resource": 3}]}},
+    {"observations": "not an object"},
+])
+def test_an_unusual_shape_falls_back_to_plain_dicts(prefetch):
+    body = orjson.dumps({**minimal_request(), "prefetch": prefetch})
+    decoded = decode_request(body)
+    assert decoded == orjson.loads(body)
+
+
+def test_the_schema_still_sees_nulls_and_wrong_types(client):
+    request = minimal_request()
+    request["fhirServer"] = None
+    response = client.post("/cds-services/leg-cramp-referral", json=request)
+    assert response.status_code == 400 and "fhirServer" in response.get_data(as_text=True)
+    request = minimal_request()
+    request["prefetch"]["patient"] = None  # null prefetch value: fetched or 412, not a 400
+    view = schema_view(decode_request(orjson.dumps(request)))
+    assert view["prefetch"]["patient"] is None and view["prefetch"]["conditions"] == {}
