@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 import orjson
+from msgspec.structs import astuple
 
 
 class FhirNode(msgspec.Struct, gc=False):
@@ -29,45 +30,48 @@ class FhirNode(msgspec.Struct, gc=False):
     give the same cards for every real and example request.
     """
 
+    # Typed as FHIR gives them where the engine relies on the JSON type (record._SHAPES): a
+    # resource with a wrongly typed element makes the whole request fall back to plain
+    # dicts, where record.well_formed leaves that one resource out.
     resourceType: Any = None
-    id: Any = None
-    status: Any = None
-    intent: Any = None
-    code: Any = None
-    subject: Any = None
-    patient: Any = None
-    clinicalStatus: Any = None
-    verificationStatus: Any = None
-    onsetDateTime: Any = None
+    id: str | None = None
+    status: str | None = None
+    intent: str | None = None
+    code: dict | None = None
+    subject: dict | None = None
+    patient: dict | None = None
+    clinicalStatus: dict | None = None
+    verificationStatus: dict | None = None
+    onsetDateTime: str | None = None
     onsetAge: Any = None
-    onsetPeriod: Any = None
+    onsetPeriod: dict | None = None
     onsetRange: Any = None
     onsetString: Any = None
-    abatementDateTime: Any = None
+    abatementDateTime: str | None = None
     abatementAge: Any = None
     abatementPeriod: Any = None
     abatementRange: Any = None
     abatementString: Any = None
     abatementBoolean: Any = None
-    recordedDate: Any = None
-    effectiveDateTime: Any = None
-    effectivePeriod: Any = None
+    recordedDate: str | None = None
+    effectiveDateTime: str | None = None
+    effectivePeriod: dict | None = None
     effectiveTiming: Any = None
-    effectiveInstant: Any = None
-    issued: Any = None
-    valueQuantity: Any = None
-    performedDateTime: Any = None
-    performedPeriod: Any = None
+    effectiveInstant: str | None = None
+    issued: str | None = None
+    valueQuantity: dict | None = None
+    performedDateTime: str | None = None
+    performedPeriod: dict | None = None
     performedString: Any = None
     performedAge: Any = None
     performedRange: Any = None
-    authoredOn: Any = None
-    medicationCodeableConcept: Any = None
-    medicationReference: Any = None
-    contained: Any = None
-    ingredient: Any = None
-    gender: Any = None
-    birthDate: Any = None
+    authoredOn: str | None = None
+    medicationCodeableConcept: dict | None = None
+    medicationReference: dict | None = None
+    contained: list | None = None
+    ingredient: list | None = None
+    gender: str | None = None
+    birthDate: str | None = None
     link: Any = None                        # Bundle
     entry: list[BundleEntry] | None = None  # Bundle
 
@@ -89,11 +93,12 @@ class FhirNode(msgspec.Struct, gc=False):
         return iter(self.keys())
 
     def keys(self) -> list[str]:
-        return [name for name in self.__struct_fields__ if getattr(self, name) is not None]
+        return [name for name, value in zip(self.__struct_fields__, astuple(self))
+                if value is not None]
 
     def items(self) -> list[tuple[str, Any]]:
-        return [(name, value) for name in self.__struct_fields__
-                if (value := getattr(self, name)) is not None]
+        return [(name, value) for name, value in zip(self.__struct_fields__, astuple(self))
+                if value is not None]
 
 
 class BundleEntry(msgspec.Struct, gc=False):

@@ -24,7 +24,7 @@ from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.procedure import Procedure
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
-from cds_service.fhir_json import is_object
+from cds_service.fhir_json import FhirNode
 from cds_service.terminology import CodeIndex, Concept, ValueSet, codings_of
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,11 @@ _QUANTITY_SHAPES = {"code": str, "unit": str, "comparator": str, "system": str}
 
 def well_formed(resource: dict) -> bool:
     """Every element the rules read has the JSON type FHIR gives it."""
-    for name, value in resource.items():  # a resource has fewer members than _SHAPES
-        kind = _SHAPES.get(name)
-        if kind is not None and value is not None and not isinstance(value, kind):
-            return False
+    if type(resource) is not FhirNode:  # a FhirNode was decoded with these types
+        for name, value in resource.items():  # a resource has fewer members than _SHAPES
+            kind = _SHAPES.get(name)
+            if kind is not None and value is not None and not isinstance(value, kind):
+                return False
     quantity = resource.get("valueQuantity")
     if quantity is not None:
         for name, value in quantity.items():
@@ -239,7 +240,9 @@ class Record:
         self.memo: dict[tuple, object] = {}  # answers the rules share across routes
         received = self.received
         for resource in resources:
-            rtype = resource.get("resourceType") if is_object(resource) else None
+            kind = type(resource)
+            rtype = (resource.resourceType if kind is FhirNode  # attribute: the hot path
+                     else resource.get("resourceType") if kind is dict else None)
             if type(rtype) is str:
                 group = received.get(rtype)
                 if group is None:
@@ -314,7 +317,7 @@ class Record:
         index: dict[ValueSet, list[tuple[dict, Concept]]] = {}
         owners_of = self.codes.owners
         for resource in self.received.get(rtype, ()):
-            concept = resource.get("code")
+            concept = resource.code if type(resource) is FhirNode else resource.get("code")
             codings = concept.get("coding") if type(concept) is dict else None
             if type(codings) is not list:
                 continue
@@ -392,7 +395,8 @@ class Record:
         latest_allowed = (self.now + timedelta(days=1)).timestamp()
         dated = []
         for resource, code in self._candidates("Observation", concept.value_set):
-            effective = resource.get("effectiveDateTime")  # the usual case first
+            effective = (resource.effectiveDateTime if type(resource) is FhirNode  # usual case
+                         else resource.get("effectiveDateTime"))
             instant = (_instant(effective) if type(effective) is str and 4 <= len(effective) <= 64
                        else None)
             if instant is None:
