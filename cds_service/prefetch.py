@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from cds_service.errors import CdsError
-from cds_service.fhir_json import BundleEntry, is_object
+from cds_service.fhir_json import FhirNode, is_object
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,10 @@ def resources_in(value: dict) -> list[dict]:
         entries = value.get("entry")
         if type(entries) is not list:
             return []
-        resources = [entry.get("resource") for entry in entries
-                     if type(entry) is dict or type(entry) is BundleEntry]
-        return [resource for resource in resources if is_object(resource)]
+        if type(value) is FhirNode:  # typed entries: each resource is a FhirNode or None
+            return [entry.resource for entry in entries if entry.resource is not None]
+        resources = [entry.get("resource") for entry in entries if type(entry) is dict]
+        return [resource for resource in resources if type(resource) is dict]
     return [value]
 
 
