@@ -293,8 +293,9 @@ def _parse_wrk(out: str, seconds: int) -> dict:
     stats = {"tool": "wrk", "raw": out}
     stats["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
     stats["rps"] = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
-    stats["p50"] = _wrk_ms(re.search(r"50%\s+(\S+)", out).group(1))
-    stats["p99"] = _wrk_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    # The latency distribution lines ("     50%    9.80ms"), not a "56.50%" column elsewhere.
+    stats["p50"] = _wrk_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    stats["p99"] = _wrk_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     stats["errors"] = (int(non2xx.group(1)) if non2xx else 0) + (
