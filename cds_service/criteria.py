@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+import orjson
+
 from cds_service import egfr, units
 from cds_service.record import (MEDICATION_ACTIVE, PROCEDURE_DONE, REFERRAL_OPEN,
                                 condition_counts, condition_date, medication_date,
@@ -25,6 +27,7 @@ if TYPE_CHECKING:  # only for annotations: rules.py imports this module
 log = logging.getLogger(__name__)
 
 INDICATOR_RANK = {"info": 0, "warning": 1, "critical": 2}
+MEDICATION_MEMO_LIMIT = 4096  # distinct medications classified per route; reset when full
 
 @dataclass
 class Fact:
@@ -334,14 +337,33 @@ class Evaluation:
         return self._medications
 
     def _medication_matches(self, resource: dict, value_set) -> list[tuple[dict, str]]:
-        """Every cramp-drug class a medication belongs to, by RxNorm code first, then by name."""
+        """Every cramp-drug class a medication belongs to, by RxNorm code first, then by name.
+
+        Remembered per route by the medication's codes and names (charts repeat the same
+        products call after call).
+        """
         concept = resource.get("medicationCodeableConcept")
         medication = self.record.medication_of(resource)
-        concepts = [concept] + ([medication.get("code")] if medication else [])
-        for ingredient in (medication or {}).get("ingredient") or []:
+        code = medication.get("code") if medication else None
+        ingredients = medication.get("ingredient") if medication else None
+        reference = resource.get("medicationReference")
+        try:
+            key = orjson.dumps((concept, code, ingredients, reference))
+        except (orjson.JSONEncodeError, TypeError):  # e.g. an integer beyond 64 bits
+            return self._classify(concept, code, ingredients, reference, value_set)
+        memo = self.route.medication_memo
+        matches = memo.get(key)
+        if matches is None:
+            if len(memo) >= MEDICATION_MEMO_LIMIT:
+                memo.clear()
+            matches = memo[key] = self._classify(concept, code, ingredients, reference, value_set)
+        return matches
+
+    def _classify(self, concept, code, ingredients, reference, value_set) -> list[tuple[dict, str]]:
+        concepts = [concept, code]
+        for ingredient in ingredients if isinstance(ingredients, list) else ():
             if isinstance(ingredient, dict):
                 concepts.append(ingredient.get("itemCodeableConcept"))
-        reference = resource.get("medicationReference")
         texts = [reference["display"]] if isinstance(reference, dict) and isinstance(
             reference.get("display"), str) else []
         matches, classes = [], set()

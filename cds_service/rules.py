@@ -116,6 +116,7 @@ class Route:
     needs: dict[str, "Need"] = field(default_factory=dict)  # what each criterion needs to hold
     windows: dict[str, timedelta | None] = field(default_factory=dict)  # look-back, by id
     statuses: dict[str, frozenset[str]] = field(default_factory=dict)  # result statuses, by id
+    medication_memo: dict[bytes, list] = field(default_factory=dict)  # see criteria
     shown: list[dict] = field(default_factory=list)  # criteria that fire or give context
 
     def __post_init__(self):
