@@ -190,14 +190,6 @@ class Evaluation:
                               [resource], when))
         return facts
 
-    def _results(self, concept: ObservationConcept, since: datetime | None,
-                 statuses: frozenset[str]):
-        """Results of a concept within the window and statuses, newest first."""
-        for result in self.record.results_of(concept, since):
-            resource = result[2]
-            if resource.get("status") in statuses and not self.record.known_invalid(resource):
-                yield result
-
     def _latest(self, concept: ObservationConcept, since: datetime | None,
                 statuses: frozenset[str]) -> tuple | None:
         """The newest result decides: (when, canonical value, resource, code), or None.
@@ -205,9 +197,8 @@ class Evaluation:
         When the newest result's value cannot be read (unknown unit), nothing is decided:
         an older result must not stand in for a newer one the service cannot interpret.
         """
-        for result in self._results(concept, since, statuses):
-            return result if result[1] is not None else None
-        return None
+        result = self.record.newest_result(concept, statuses, since)
+        return result if result is not None and result[1] is not None else None
 
     def _deciding(self, concept: ObservationConcept, since: datetime | None,
                   statuses: frozenset[str], aggregate: str | None) -> list[tuple]:
@@ -228,7 +219,8 @@ class Evaluation:
     def _deciding_now(self, concept: ObservationConcept, since: datetime | None,
                       statuses: frozenset[str], aggregate: str | None) -> list[tuple]:
         if aggregate:
-            readable = [r for r in self._results(concept, since, statuses) if r[1] is not None]
+            readable = [r for r in self.record.results_in(concept, statuses, since)
+                        if r[1] is not None]
             pick = max if aggregate == "max" else min
             return [pick(readable, key=lambda r: r[1])] if readable else []
         latest = self._latest(concept, since, statuses)
@@ -237,7 +229,7 @@ class Evaluation:
         if concept.paired_within != "day":
             return [latest]
         day = latest[0].date()
-        return [r for r in self._results(concept, since, statuses)
+        return [r for r in self.record.results_in(concept, statuses, since)
                 if r[1] is not None and r[0].date() == day]
 
     def _observation(self, criterion: dict) -> list[Fact]:
@@ -291,7 +283,7 @@ class Evaluation:
         for group in criterion["groups"]:
             since = self.record.now - timedelta(days=group["lookback_days"])
             concepts = [self.ruleset.concepts[n] for n in group["concepts"]]
-            if any(next(self._results(c, since, statuses), None) for c in concepts):
+            if any(self.record.newest_result(c, statuses, since) for c in concepts):
                 continue
             last = max((r for r in (self._latest(c, None, statuses) for c in concepts) if r),
                        key=lambda r: r[0], default=None)

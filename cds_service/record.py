@@ -360,34 +360,52 @@ class Record:
         """Resources received, by type (for the access log)."""
         return {rtype: len(items) for rtype, items in self.received.items()}
 
-    def results_of(self, concept, since: datetime | None = None):
-        """A lab concept's dated results, newest first: (when, canonical value, resource, code).
+    def newest_result(self, concept, statuses, since: datetime | None = None) -> tuple | None:
+        """The newest result of a lab concept with one of ``statuses`` (from ``since`` on):
+        (when, canonical value, resource, code), or None.
 
-        Only results from ``since`` on, when given. Results without a date or dated in the
-        future are left out; a value that cannot be converted to the concept's unit is
-        ``None`` (kept, so that an unreadable newest result is not silently replaced by an
-        older one). The order is computed once per record and concept; a result is
-        screened and its value converted only when a rule reaches it (most rules stop at
-        the newest result or at their look-back window).
+        The value is ``None`` when it cannot be converted to the concept's unit: an
+        unreadable newest result is not silently replaced by an older one. Results are
+        screened and converted only when reached (most rules stop at the newest one); a
+        plain loop, as abandoning a generator part-way costs more than the rest.
         """
+        oldest = since.timestamp() if since is not None else None
+        for stamp, when, resource, code in self._dated_of(concept):
+            if oldest is not None and stamp < oldest:
+                return None  # newest first: the rest are older still
+            if (self.screen(resource) and resource.get("status") in statuses
+                    and not self.known_invalid(resource)):
+                return when, self._value(concept, resource), resource, code
+        return None
+
+    def results_in(self, concept, statuses, since: datetime | None) -> list[tuple]:
+        """Every such result from ``since`` on, newest first (see ``newest_result``)."""
+        oldest = since.timestamp() if since is not None else None
+        found = []
+        for stamp, when, resource, code in self._dated_of(concept):
+            if oldest is not None and stamp < oldest:
+                break
+            if (self.screen(resource) and resource.get("status") in statuses
+                    and not self.known_invalid(resource)):
+                found.append((when, self._value(concept, resource), resource, code))
+        return found
+
+    def _dated_of(self, concept) -> list[tuple]:
         dated = self._dated.get(concept.name)
         if dated is None:
             dated = self._dated[concept.name] = self._dated_results(concept)
+        return dated
+
+    def _value(self, concept, resource) -> float | None:
+        """The result's value in the concept's canonical unit, converted once per record."""
         values = self._values.setdefault(concept.name, {})
-        oldest = since.timestamp() if since is not None else None
-        for stamp, when, resource, code in dated:
-            if oldest is not None and stamp < oldest:
-                return  # newest first: the rest are older still
-            if not self.screen(resource):
-                continue
-            key = id(resource)
-            if key in values:
-                value = values[key]
-            else:
-                value = values[key] = concept.value_in(resource.get("valueQuantity"))
-                if value is None:
-                    log.info("a %s result has no value in a convertible unit", concept.name)
-            yield when, value, resource, code
+        key = id(resource)
+        if key in values:
+            return values[key]
+        value = values[key] = concept.value_in(resource.get("valueQuantity"))
+        if value is None:
+            log.info("a %s result has no value in a convertible unit", concept.name)
+        return value
 
     def _dated_results(self, concept) -> list[tuple]:
         """(POSIX timestamp, when, resource, code), newest first. Sorted and compared on

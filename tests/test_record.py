@@ -56,7 +56,7 @@ def test_a_malformed_or_foreign_result_is_skipped_and_the_next_newest_decides(ru
         _potassium("broken", 2.1, "2026-11-22", status=["final"]),
     ]
     record = Record("p1", resources, NOW, ruleset.codes)
-    results = list(record.results_of(potassium))
+    results = record.results_in(potassium, {"final"}, None)
     assert [r[2]["id"] for r in results] == ["old"] and results[0][1] == 4.0
     assert record.left_out == 2
 
@@ -65,7 +65,7 @@ def test_results_are_read_lazily_newest_first(ruleset):
     potassium = ruleset.concepts["potassium"]
     resources = [_potassium(f"k{day}", 4.0, f"2026-11-{day:02d}") for day in range(1, 21)]
     record = Record("p1", resources, NOW, ruleset.codes)
-    newest = next(record.results_of(potassium))
+    newest = record.newest_result(potassium, {"final"})
     assert newest[2]["id"] == "k20"
     assert len(record._values["potassium"]) == 1  # only the result a rule reached
     assert record.left_out == 0
