@@ -9,7 +9,8 @@
    the client round trip, and the ratio of the server-time medians.
 3. Load: 16 concurrent connections on the 200-resource request, with ``wrk`` (installed
    with apt-get when missing and possible) or else a Python client in separate processes.
-4. Memory: RSS of the service workers after warm-up and after 20,000 more hook requests.
+4. Memory: RSS of the service workers after warm-up, after the load run (working size),
+   and after 20,000 more hook requests; growth over those last requests.
 
 Prints a table and writes bench/RESULTS.md. Loopback only; every loop is bounded.
 """
@@ -52,6 +53,7 @@ THREADS = 2  # as in cds_service/gunicorn_conf.py (reported only)
 TARGET_RATIO = 2.0
 TARGET_RPS = 300
 TARGET_P99_MS = 100.0
+MEMORY_SLACK_MIB = 2.0  # RSS moves by an arena or two without any leak
 
 
 # --------------------------------------------------------------------------- servers
@@ -419,7 +421,12 @@ def main(argv: list[str] | None = None) -> int:
                              max(5, load_seconds // 3))
         print(f"  baseline: {base_load['rps']:.0f} req/s, p99 {base_load['p99']:.1f} ms", flush=True)
 
-        # Memory: keep the load on until 20,000 hook requests were answered since "before".
+        # Memory: the load run above takes the workers to their working size (caches full,
+        # card batches at full rate); from there, keep the load on until 20,000 more hook
+        # requests were answered, and compare.
+        memory["loaded"] = service.rss_mib()
+        hooks_before = metric_value(service.port, "cds_http_request_duration_seconds_count",
+                                    {"endpoint": "/cds-services/<service_id>"})
         extra_errors = 0
         for _ in range(10):  # bounded: at most 10 more rounds
             done = metric_value(service.port, "cds_http_request_duration_seconds_count",
@@ -515,17 +522,20 @@ def render(rows, load, base_load, memory, log_lines, wrk, rounds, load_seconds) 
         "",
         "## Memory",
         "",
-        f"RSS (MiB) of the service's gunicorn processes after warm-up and side-by-side runs, and "
-        f"after {memory['requests']} more hook requests under load (counted by the "
-        f"service's own /metrics, aggregated over both workers); errors in the extra runs: "
-        f"{memory['errors']}.",
+        f"RSS (MiB) of the service's gunicorn processes after warm-up and the side-by-side runs, "
+        f"after the load run above (working size: caches full, issued cards written in full "
+        f"batches), and after {memory['requests']} more hook requests under load (counted by "
+        f"the service's own /metrics, aggregated over both workers); growth is over those "
+        f"last requests. Errors in the extra runs: {memory['errors']}.",
         "",
-        "| process | before | after | growth |",
-        "|---|---:|---:|---:|",
+        "| process | after warm-up | after load run | after the extra requests | growth |",
+        "|---|---:|---:|---:|---:|",
     ]
     for name, before in memory["before"].items():
+        loaded = memory["loaded"].get(name, float("nan"))
         after = memory["after"].get(name, float("nan"))
-        lines.append(f"| {name} | {fmt(before, 1)} | {fmt(after, 1)} | {fmt(after - before, 1)} |")
+        lines.append(f"| {name} | {fmt(before, 1)} | {fmt(loaded, 1)} | {fmt(after, 1)} "
+                     f"| {fmt(after - loaded, 1)} |")
     lines += ["", f"Cards counted by `cds_cards_issued_total`: {memory['cards_metric']:.0f}; "
               f"JSON access lines written: {log_lines}.", ""]
     verdict = []
@@ -537,6 +547,16 @@ def render(rows, load, base_load, memory, log_lines, wrk, rounds, load_seconds) 
     verdict.append(f"p99: {'met' if load['p99'] < TARGET_P99_MS else 'MISSED'} "
                    f"({load['p99']:.1f} vs < {TARGET_P99_MS:.0f} ms)")
     verdict.append(f"errors: {'met' if load['errors'] == 0 else 'MISSED'} ({load['errors']})")
+    by_size = {r["size"]: r for r in rows}
+    if 200 in by_size and 2000 in by_size:  # linear: the cost per resource does not grow
+        small, large = (by_size[n]["extra"] / n * 1000.0 for n in (200, 2000))
+        verdict.append(f"linear growth: {'met' if large <= small else 'MISSED'} (cost added per "
+                       f"resource {large:.1f} us at 2,000 vs {small:.1f} us at 200)")
+    growth = max((memory["after"].get(k, float("nan")) - memory["loaded"].get(k, float("nan"))
+                  for k in memory["loaded"]), default=float("nan"))
+    verdict.append(f"memory: {'met' if growth <= MEMORY_SLACK_MIB else 'MISSED'} (largest growth "
+                   f"{fmt(growth, 1)} MiB over {memory['requests']} requests; allocator slack "
+                   f"<= {MEMORY_SLACK_MIB} MiB)")
     lines += ["## Targets", ""] + [f"- {v}" for v in verdict] + [""]
     return "\n".join(lines)
 
