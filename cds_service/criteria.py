@@ -45,7 +45,8 @@ class Fact:
         return [ref for ref in map(reference_to, self.sources) if ref]
 
 
-def _number(value: float, decimals: int) -> str:
+def format_number(value: float, decimals: int) -> str:
+    """At most ``decimals`` decimals, without trailing zeros (4.10 -> "4.1", 80.0 -> "80")."""
     text = f"{value:.{decimals}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
 
@@ -165,7 +166,7 @@ class Evaluation:
                 if self.record.known_invalid(resource):
                     continue
                 seen.add(id(resource))
-                facts.append(_condition_fact(criterion["id"], resource, concept))
+                facts.append(condition_fact(criterion["id"], resource, concept))
         return _dedupe_by_text(facts)
 
     def _procedure(self, criterion: dict) -> list[Fact]:
@@ -252,7 +253,7 @@ class Evaluation:
         latest = (min if threshold["comparator"] in {"<", "<="} else max)(hits, key=lambda r: r[1])
         when, value, resource, code = latest
         shown = concept.format(value)
-        limit_text = f"{threshold['comparator']} {_number(threshold['value'], 2)} " \
+        limit_text = f"{threshold['comparator']} {format_number(threshold['value'], 2)} " \
                      f"{units.display_label(threshold['unit'])}"
         if estimated:
             text = (f"{concept.label} {shown} on {_day(when)}, **estimated** with CKD-EPI 2021 "
@@ -444,7 +445,7 @@ def _as_reported(concept: ObservationConcept, resource: dict) -> str:
         return ""
     if units.display_label(unit) == units.display_label(concept.display_unit):
         return ""
-    return f"; reported as {_number(float(value), 2)} {units.display_label(unit)}"
+    return f"; reported as {format_number(float(value), 2)} {units.display_label(unit)}"
 
 
 
@@ -468,7 +469,8 @@ def _actual_code(resource: dict, concept: Concept) -> Concept:
     return concept
 
 
-def _condition_fact(criterion_id: str, resource: dict, concept: Concept) -> Fact:
+def condition_fact(criterion_id: str, resource: dict, concept: Concept) -> Fact:
+    """The evidence line for a coded problem: display, code, clinical status and onset."""
     concept = _actual_code(resource, concept)
     started = condition_date(resource)
     status = "active"

@@ -20,8 +20,8 @@ import jsonschema
 import yaml
 
 from cds_service import units
-from cds_service.criteria import (INDICATOR_RANK, Evaluation, Fact, RouteResult, _condition_fact,
-                                  _number)
+from cds_service.criteria import (INDICATOR_RANK, Evaluation, Fact, RouteResult, condition_fact,
+                                  format_number)
 from cds_service.record import OBSERVATION_FINAL, Record, condition_counts
 from cds_service.terminology import RXNORM, CodeIndex, Concept, ValueSet, canonical_system
 
@@ -67,7 +67,8 @@ class ObservationConcept:
         shown = units.convert(canonical_value, self.unit, self.display_unit,
                               molar_mass=self.molar_mass, valence=self.valence, scale=self.scale)
         # A dimensionless ratio (ABI) has no unit label: no trailing space.
-        return f"{_number(shown, self.decimals)} {units.display_label(self.display_unit)}".rstrip()
+        label = units.display_label(self.display_unit)
+        return f"{format_number(shown, self.decimals)} {label}".rstrip()
 
 
 # --------------------------------------------------------------------------- loading
@@ -236,7 +237,7 @@ class RuleSet:
         facts = []
         for resource, concept in record.find("Condition", self.gate):
             if condition_counts(resource) and record.is_valid(resource):
-                facts.append(_condition_fact("gate", resource, concept))
+                facts.append(condition_fact("gate", resource, concept))
         return facts
 
     def evaluate(self, record: Record) -> list[RouteResult]:
