@@ -80,6 +80,7 @@ class Evaluation:
         self.record = record
         self.by_id = route.by_id
         self.results: dict[str, list[Fact]] = {}
+        self.present = record.present()
         self._medications: list[tuple[dict, list]] | None = None
 
     def run(self) -> RouteResult | None:
@@ -139,10 +140,10 @@ class Evaluation:
         """False when the record lacks every code the criterion could hold on (see
         ``rules.Need``): most criteria of most routes are settled by this set lookup."""
         need = self.route.needs[criterion_id]
+        if need.kind == "data":
+            return not self.present.isdisjoint(need.data)
         if need.kind == "always":
             return True
-        if need.kind == "data":
-            return any(map(self.record.has, need.data))
         parts = map(self.possible, need.parts)
         return all(parts) if need.kind == "all" else any(parts)
 

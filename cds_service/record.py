@@ -47,6 +47,7 @@ ELEMENTS_READ = {
                        "authoredOn"},
     "Patient": {"resourceType", "id", "gender", "birthDate"},
 }
+INDEXED_TYPES = ("Condition", "Observation", "Procedure", "ServiceRequest")  # coded, by value set
 CHOICE_ELEMENTS = ("onset", "abatement", "effective", "performed", "medication")
 
 # The JSON type each element the engine reads must have; a resource where one is of the
@@ -235,6 +236,7 @@ class Record:
         self._dated: dict[str, list[tuple]] = {}
         self._values: dict[str, dict[int, float | None]] = {}
         self._medications: dict[str, dict] | None = None
+        self._present: frozenset | None = None
         self._valid: dict[int, bool] = {}
         self.invalid_count = 0  # resources found invalid so far: part of every memo key
         self.memo: dict[tuple, object] = {}  # answers the rules share across routes
@@ -292,12 +294,18 @@ class Record:
                                         if self.screen(pair[0])]
         return found
 
-    def has(self, need: tuple[str, ValueSet | None]) -> bool:
-        """Whether any resource (screened or not) of the type, in the value set, was received."""
-        rtype, value_set = need
-        if value_set is None:
-            return bool(self.received.get(rtype))
-        return bool(self._candidates(rtype, value_set))
+    def present(self) -> frozenset:
+        """Every (resource type, value set) with candidates, and (type, None) for each type
+        received: what ``rules.Need`` is checked against. Computed once, indexing the types."""
+        if self._present is None:
+            found = {(rtype, None) for rtype in self.received}
+            for rtype in INDEXED_TYPES:
+                index = self._indexes.get(rtype)
+                if index is None:
+                    index = self._indexes[rtype] = self._index(rtype)
+                found.update((rtype, value_set) for value_set in index)
+            self._present = frozenset(found)
+        return self._present
 
     def _candidates(self, rtype: str, value_set: ValueSet) -> list[tuple[dict, Concept]]:
         """Like ``find``, before screening (lab results are screened one by one, lazily)."""

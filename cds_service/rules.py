@@ -135,13 +135,14 @@ class Route:
 class Need:
     """What a record must hold for a criterion to possibly hold, decided before running it.
 
-    ``data``: at least one of these (resource type, value set) pairs has candidates (value
-    set None: any resource of the type); ``all``/``any``: of the criteria in ``parts``;
+    ``data``: at least one of these (resource type, value set) pairs is in
+    ``Record.present()`` (value set None: any resource of the type was received);
+    ``all``/``any``: of the criteria in ``parts``;
     ``always``: cannot be ruled out up front (a missing result holds on an empty record).
     """
 
     kind: str
-    data: tuple = ()
+    data: frozenset = frozenset()
     parts: tuple = ()
 
 
@@ -163,15 +164,15 @@ def _needs(route_file: str, criteria: list[dict], value_sets: dict, concepts: di
                 needs[criterion_id] = Need(kind, parts=tuple(criterion["of"]))
             elif kind in ("condition", "procedure"):
                 rtype = kind.capitalize()
-                needs[criterion_id] = Need("data", tuple(
+                needs[criterion_id] = Need("data", frozenset(
                     (rtype, value_sets[name]) for name in criterion["value_sets"]))
             elif kind == "observation":
                 names = _concept_names(criterion)  # with creatinine when eGFR may be estimated
-                needs[criterion_id] = Need("data", tuple(
+                needs[criterion_id] = Need("data", frozenset(
                     ("Observation", concepts[name].value_set) for name in names))
             elif kind == "medication":
-                needs[criterion_id] = Need("data", (("MedicationRequest", None),
-                                                    ("MedicationStatement", None)))
+                needs[criterion_id] = Need("data", frozenset({("MedicationRequest", None),
+                                                              ("MedicationStatement", None)}))
             else:  # observation-missing
                 needs[criterion_id] = Need("always")
         return needs[criterion_id]
