@@ -118,8 +118,9 @@ def _cors_only_for_browsers(app: Flask) -> None:
     """Run flask-cors only on requests that carry an ``Origin`` header.
 
     Browsers (the CDS Hooks sandbox) always send one on cross-origin calls; EHRs calling
-    server to server do not, and for them flask-cors adds no header yet costs ~25 us per
-    call. If flask-cors ever renames its hook, it simply keeps running on every request.
+    server to server do not, and no client without an Origin reads CORS headers (flask-cors
+    would still add ``Access-Control-Allow-Origin: *`` for them, at ~25 us per call). If
+    flask-cors ever renames its hook, it simply keeps running on every request.
     """
     hooks = app.after_request_funcs.get(None, [])
     for i, hook in enumerate(hooks):
@@ -163,14 +164,16 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
         state = g._get_current_object()  # what the view noted (outcome, hookInstance, error)
 
         def bookkeeping() -> None:
-            try:
-                metrics.REQUESTS.labels(endpoint, method, str(status)).observe(elapsed)
-                if endpoint != "/metrics" and endpoint != "/healthz":
-                    logs.access(_access_line(state, method, endpoint, status, elapsed))
-                for task in state.get("after_sent", ()):
+            labels = (endpoint, method, str(status))
+            tasks = [lambda: metrics.REQUESTS.labels(*labels).observe(elapsed)]
+            if endpoint != "/metrics" and endpoint != "/healthz":
+                tasks.append(lambda: logs.access(_access_line(state, method, endpoint, status,
+                                                              elapsed)))
+            for task in tasks + state.get("after_sent", []):
+                try:  # each on its own: a failed metric must not lose the card records
                     task()
-            except Exception as exc:  # bookkeeping must never turn into an error page
-                log.error("bookkeeping after a response failed: %s", type(exc).__name__)
+                except Exception as exc:
+                    log.error("bookkeeping after a response failed: %s", type(exc).__name__)
 
         response.call_on_close(bookkeeping)
         return response

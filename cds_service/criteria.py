@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 INDICATOR_RANK = {"info": 0, "warning": 1, "critical": 2}
 MEDICATION_MEMO_LIMIT = 4096  # distinct medications classified per route; reset when full
+MEDICATION_KEY_LIMIT = 2048   # bytes of codes and names; a bigger medication is not remembered
 
 @dataclass
 class Fact:
@@ -344,6 +345,8 @@ class Evaluation:
         try:
             key = orjson.dumps((concept, code, ingredients, reference))
         except (orjson.JSONEncodeError, TypeError):  # e.g. an integer beyond 64 bits
+            key = None
+        if key is None or len(key) > MEDICATION_KEY_LIMIT:  # odd or huge: classify, not keep
             return self._classify(concept, code, ingredients, reference, value_set)
         memo = self.route.medication_memo
         matches = memo.get(key)

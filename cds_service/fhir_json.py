@@ -77,7 +77,7 @@ class FhirNode(msgspec.Struct, gc=False):
 
     # The dict reading the rest of the service does; JSON null reads as absent.
     def get(self, key: str, default: Any = None) -> Any:
-        value = getattr(self, key, None) if type(key) is str else None
+        value = getattr(self, key) if key in _FIELDS else None
         return default if value is None else value
 
     def __getitem__(self, key: str) -> Any:
@@ -108,6 +108,9 @@ class BundleEntry(msgspec.Struct, gc=False):
         return self.resource if key == "resource" and self.resource is not None else default
 
 
+_FIELDS = frozenset(FhirNode.__struct_fields__)
+
+
 class HookRequest(msgspec.Struct):
     hook: Any = msgspec.UNSET
     hookInstance: Any = msgspec.UNSET
@@ -125,8 +128,8 @@ def decode_request(body: bytes) -> object:
     ``orjson.JSONDecodeError`` for a body that is not JSON."""
     try:
         decoded = _DECODER.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        return orjson.loads(body)  # not the usual shape: plain dicts, checked as usual
+    except Exception:  # an unusual shape, invalid UTF-8, deep nesting ...: orjson decides
+        return orjson.loads(body)  # plain dicts, checked as usual (or "not valid JSON")
     return {name: value for name in HookRequest.__struct_fields__
             if (value := getattr(decoded, name)) is not msgspec.UNSET}
 

@@ -73,15 +73,26 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 def check(name: str, document: object, what: str) -> None:
     """Raise a 400 CdsError naming the first field that breaks schema ``name``."""
-    if _fast_validator(name).is_valid(document):  # the common case
-        return
-    error = jsonschema.exceptions.best_match(validator(name).iter_errors(document))
+    try:
+        if _fast_validator(name).is_valid(document):  # the common case
+            return
+    except ValueError:  # jsonschema-rs gives up on values nested too deeply to convert
+        raise CdsError(400, f"Invalid {what}: nested too deeply") from None
+    try:
+        error = jsonschema.exceptions.best_match(validator(name).iter_errors(document))
+    except RecursionError:  # its messages repr() the value: too deeply nested to print
+        error = None
     if error is not None:
         raise CdsError(400, f"Invalid {what}: {_describe(error)}")
-    # The two validators disagree (never seen): name the place jsonschema-rs objects to.
-    fast_error = next(_fast_validator(name).iter_errors(document))
+    # jsonschema-rs is stricter in one place: a pattern's "$" does not match before a
+    # trailing newline (as in JSON Schema's ECMA-262 dialect; Python's re does). Name it.
+    try:
+        fast_error = next(_fast_validator(name).iter_errors(document))
+    except (ValueError, StopIteration):
+        raise CdsError(400, f"Invalid {what}: nested too deeply") from None
     path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in fast_error.instance_path)
-    raise CdsError(400, f"Invalid {what}: {path}: violates the schema")
+    keyword = type(fast_error.kind).__name__
+    raise CdsError(400, f"Invalid {what}: {path}: violates '{keyword[:1].lower() + keyword[1:]}'")
 
 
 def discovery(prefetch: dict[str, str], routes: list[str]) -> dict:

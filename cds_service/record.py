@@ -1,10 +1,10 @@
 """The patient record: every resource from prefetch or the FHIR server, read on demand.
 
-Resources stay plain dicts (cheap). A resource type is indexed when a rule first asks for
-it, and only under the value sets the rules use (``terminology.CodeIndex``), so the codes
-no rule reads cost one lookup. Only the resources a rule actually uses as evidence are
-validated with the ``fhir.resources.R4B`` models (``Record.is_valid``), which keeps the hot
-path near the cost of JSON parsing.
+Resources stay as decoded: plain dicts, or ``fhir_json.FhirNode`` structs that read the same
+way. A resource type is indexed when a rule first asks for it, and only under the value sets
+the rules use (``terminology.CodeIndex``), so the codes no rule reads cost one lookup. Only
+the resources a rule actually uses as evidence are validated with the ``fhir.resources.R4B``
+models (``Record.is_valid``), which keeps the hot path near the cost of JSON parsing.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 _MODELS = {m.__name__: m for m in (Condition, MedicationRequest, MedicationStatement,
                                    Observation, Patient, Procedure, ServiceRequest)}
 
-# The elements the rules read, per resource type ([x] choice elements by prefix); with the
-# elements each R4B model requires, this is what ``Record.is_valid`` validates.
+# The elements the rules read, per resource type (choice elements: CHOICE_VARIANTS); with the
+# elements each R4B model requires, this is what ``Record.is_valid`` validates. Both
+# decoders (plain dicts, fhir_json.FhirNode) give it the same input: known names, no nulls.
 ELEMENTS_READ = {
     "Condition": {"resourceType", "id", "clinicalStatus", "verificationStatus", "code",
                   "subject", "recordedDate"},
@@ -47,8 +48,18 @@ ELEMENTS_READ = {
                        "authoredOn"},
     "Patient": {"resourceType", "id", "gender", "birthDate"},
 }
+VERDICT_CONTENT_LIMIT = 8192  # bytes of validated elements remembered per verdict
 INDEXED_TYPES = ("Condition", "Observation", "Procedure", "ServiceRequest")  # coded, by value set
-CHOICE_ELEMENTS = ("onset", "abatement", "effective", "performed", "medication")
+# Every FHIR R4 variant of the choice elements the rules read (onset[x], abatement[x],
+# effective[x], performed[x], medication[x]); validated with ELEMENTS_READ wherever present.
+CHOICE_VARIANTS = frozenset({
+    "onsetDateTime", "onsetAge", "onsetPeriod", "onsetRange", "onsetString",
+    "abatementDateTime", "abatementAge", "abatementPeriod", "abatementRange", "abatementString",
+    "abatementBoolean",
+    "effectiveDateTime", "effectivePeriod", "effectiveTiming", "effectiveInstant",
+    "performedDateTime", "performedPeriod", "performedString", "performedAge", "performedRange",
+    "medicationCodeableConcept", "medicationReference",
+})
 
 # The JSON type each element the engine reads must have; a resource where one is of the
 # wrong type is left out whole (malformed input must never reach the rules as a crash).
@@ -125,6 +136,8 @@ def _validates(rtype: str, elements: dict) -> bool:
         content = orjson.dumps(elements)
     except (orjson.JSONEncodeError, TypeError):  # e.g. an integer beyond 64 bits: no memo
         return _model_accepts(rtype, elements)
+    if len(content) > VERDICT_CONTENT_LIMIT:  # unusually large: validated, not remembered
+        return _model_accepts(rtype, elements)
     return _validates_content(rtype, content)
 
 
@@ -184,9 +197,6 @@ def condition_date(resource: dict) -> datetime | None:
 
 
 def observation_date(resource: dict) -> datetime | None:
-    when = parse_datetime(resource.get("effectiveDateTime"))  # the usual case, first
-    if when is not None:
-        return when
     period = resource.get("effectivePeriod") if isinstance(resource.get("effectivePeriod"), dict) else {}
     return (parse_datetime(resource.get("effectiveDateTime"))
             or parse_datetime(resource.get("effectiveInstant"))
@@ -450,8 +460,8 @@ class Record:
         if verdict is None:
             rtype = resource.get("resourceType")
             verdict = self._valid[key] = rtype not in _MODELS or _validates(rtype, {
-                k: v for k, v in resource.items() if k in ELEMENTS_READ[rtype]
-                or k.startswith(CHOICE_ELEMENTS)})
+                k: v for k, v in resource.items()
+                if v is not None and (k in ELEMENTS_READ[rtype] or k in CHOICE_VARIANTS)})
             if not verdict:
                 self.invalid_count += 1
                 log.warning("ignored an invalid %s resource", rtype)

@@ -371,6 +371,7 @@ class NameMatcher:
     """
 
     MEMO_LIMIT = 8192  # distinct texts remembered; the memo is reset when full
+    MEMO_TEXT_LIMIT = 256  # longer texts are matched but not remembered
 
     def __init__(self, names: dict[str, list[dict]]):
         self.infos = names
@@ -394,7 +395,8 @@ class NameMatcher:
         if infos is None:
             infos = tuple(info for match in self.pattern.finditer(text)
                           for info in self.infos[match.group(1).lower()])
-            if len(self._memo) >= self.MEMO_LIMIT:
-                self._memo = {}
-            self._memo[text] = infos
+            if len(text) <= self.MEMO_TEXT_LIMIT:  # a product name, not a pasted document
+                if len(self._memo) >= self.MEMO_LIMIT:
+                    self._memo = {}
+                self._memo[text] = infos
         return infos

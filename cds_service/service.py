@@ -58,7 +58,7 @@ class CdsService:
         results = self.ruleset.evaluate(record)
         rendered = cards.render(results, self.ruleset, patient_id)
         if record.left_out:
-            log.warning("left out %d malformed resources or resources about another patient",
-                        record.left_out)
+            log.warning("left out %d resources the rules reached: malformed, or about another "
+                        "patient", record.left_out)
         return Outcome({"cards": rendered}, [r.route.code for r in results], len(resources),
                        [",".join(r.fired) for r in results], record.counts())

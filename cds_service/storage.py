@@ -320,10 +320,12 @@ class Store:
         while True:
             try:
                 item = self._queue.get()
-                # Let the calls of the next moments join this write (one transaction, and
-                # no wake-up per call); flush() and close() cut the wait short.
-                self._hurry.wait(WRITE_DELAY)
-                self._hurry.clear()
+                if isinstance(item, list) and self._queue.empty():
+                    # A quiet moment: let the calls of the next half second join this write
+                    # (one transaction, no wake-up per call); flush() and close() cut the
+                    # wait short. Under load the queue is never empty: no wait at all.
+                    self._hurry.wait(WRITE_DELAY)
+                    self._hurry.clear()
                 rows: list[dict] = []
                 markers: list[threading.Event] = []
                 stop = False

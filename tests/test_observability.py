@@ -18,14 +18,15 @@ from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import select
 
-from cds_service import logs
+from cds_service import logs, metrics, storage
 from cds_service.app import create_app
 from cds_service.config import Settings
-from synthea import hook_request
+from synthea import SYNTHEA_DIR, hook_request
 
 ROOT = Path(__file__).resolve().parents[1]
-GABRIEL = Path("/work/shared/fhir-real/synthea/Gabriel_Blanda_95f1227c.json")
+GABRIEL = SYNTHEA_DIR / "Gabriel_Blanda_95f1227c.json"
 URL = "/cds-services/leg-cramp-referral"
 HOOK_ENDPOINT = "/cds-services/<service_id>"
 
@@ -115,6 +116,23 @@ def test_server_timing_header(obs_app, gabriel_request):
                         timing)
     total, parse, evaluate = map(float, re.findall(r"dur=([\d.]+)", timing))
     assert parse + evaluate <= total
+
+
+def test_a_failing_metric_does_not_lose_the_access_line_or_the_card_records(
+        obs_app, gabriel_request, monkeypatch, caplog):
+    def broken(*labels):
+        raise RuntimeError("metrics backend gone")
+    monkeypatch.setattr(metrics.REQUESTS, "labels", broken)
+    store = obs_app.extensions["cds_store"]
+    response = obs_app.test_client().post(URL, json=gabriel_request)
+    assert response.status_code == 200
+    assert "bookkeeping after a response failed: RuntimeError" in caplog.text
+    assert any(r.name == "cds_service.access" for r in caplog.records)
+    assert store.flush()
+    cards = {c["uuid"] for c in response.get_json()["cards"]}
+    with store.engine.connect() as conn:
+        stored = {row[0] for row in conn.execute(select(storage.issued_card.c.card_uuid))}
+    assert cards <= stored
 
 
 def test_metrics_can_be_disabled(tmp_path):

@@ -240,6 +240,19 @@ def test_cards_of_calls_close_together_are_written_in_one_transaction(backend, t
         store.close()
 
 
+def test_a_busy_queue_is_written_without_waiting(backend, tmp_path):
+    store = Store(make_settings(tmp_path, backend.url))
+    try:
+        for i in range(2000):  # far more than one batch: no half-second pause per batch
+            store.record_cards(f"h{i}", "p", [{"uuid": f"u{i}-a"}, {"uuid": f"u{i}-b"}], ["r"])
+        started = time.monotonic()
+        assert store.flush()
+        assert time.monotonic() - started < 5.0
+        assert len(rows(store, storage.issued_card)) == 4000
+    finally:
+        store.close()
+
+
 def test_migrations_create_the_schema_the_store_queries(backend, tmp_path):
     settings = make_settings(tmp_path, backend.url)
     Store(settings).close()
