@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cds_service import hooks
 from cds_service.errors import CdsError
-from cds_service.storage import parse_timestamp
+from cds_service.database import parse_timestamp
 
 
 def validate(body: object) -> list[dict]:

@@ -23,7 +23,8 @@ from datetime import date, datetime, time
 from sqlalchemy import and_, distinct, func, select, true
 
 from cds_service.config import ConfigError, Settings
-from cds_service.storage import Store, StoreUnavailable, feedback, issued_card
+from cds_service.database import StoreUnavailable, feedback, issued_card
+from cds_service.storage import Store
 
 NO_REASON = "(none)"
 

@@ -25,7 +25,7 @@ import requests
 from cds_service import metrics
 from cds_service.config import ConfigError, Settings
 from cds_service.errors import CdsError
-from cds_service.storage import StoreUnavailable
+from cds_service.database import StoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from cds_service import logs, metrics, storage
+from cds_service import database, logs, metrics
 from cds_service.app import create_app
 from cds_service.config import Settings
 from synthea import SYNTHEA_DIR, hook_request
@@ -131,7 +131,7 @@ def test_a_failing_metric_does_not_lose_the_access_line_or_the_card_records(
     assert store.flush()
     cards = {c["uuid"] for c in response.get_json()["cards"]}
     with store.engine.connect() as conn:
-        stored = {row[0] for row in conn.execute(select(storage.issued_card.c.card_uuid))}
+        stored = {row[0] for row in conn.execute(select(database.issued_card.c.card_uuid))}
     assert cards <= stored
 
 

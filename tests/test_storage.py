@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import MetaData, create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
 
-from cds_service import cli, migrations, storage
+from cds_service import cli, database, migrations
 from cds_service.app import create_app
 from cds_service.config import Settings
 from cds_service.service import CdsService
@@ -155,7 +155,7 @@ def test_hook_call_records_cards_with_hashed_patient_only(app, client, settings,
     store = store_of(app)
     store.close()  # close() writes what is queued
 
-    recorded = {r["card_uuid"]: r for r in rows(store, storage.issued_card)}
+    recorded = {r["card_uuid"]: r for r in rows(store, database.issued_card)}
     assert set(recorded) == {c["uuid"] for c in cards}
     rules = expected_rules(settings, request)
     salt_file = settings.data_dir / SALT_FILE
@@ -192,7 +192,7 @@ def test_configured_salt_is_used_and_no_salt_file_is_written(backend, tmp_path):
     try:
         store.record_cards("hook-1", "patient-1", [{"uuid": "card-1", "source": {}}], [""])
         assert store.flush()
-        (row,) = rows(store, storage.issued_card)
+        (row,) = rows(store, database.issued_card)
         assert row["patient_hash"] == hmac.new(b"s3cret", b"patient-1", hashlib.sha256).hexdigest()
         assert row["route"] == "unknown"
         assert not (settings.data_dir / SALT_FILE).exists()
@@ -217,7 +217,7 @@ def test_record_cards_never_raises(backend, tmp_path):
         store.record_cards("h", "p", ["not a card", {"no": "uuid"}], ["a", "b", "c"])
         store.record_cards("h", None, [{"uuid": "u1", "source": {"topic": None}}], [])
         assert store.flush()
-        assert [r["card_uuid"] for r in rows(store, storage.issued_card)] == ["u1"]
+        assert [r["card_uuid"] for r in rows(store, database.issued_card)] == ["u1"]
     finally:
         store.close()
     store.record_cards("h", "p", [{"uuid": "u2"}], ["r"])  # after close: logged, not raised
@@ -235,7 +235,7 @@ def test_cards_of_calls_close_together_are_written_in_one_transaction(backend, t
             store.record_cards(f"h{i}", "p", [{"uuid": f"u{i}"}], ["r"])
         assert store.flush()
         assert writes == [5]
-        assert len(rows(store, storage.issued_card)) == 5
+        assert len(rows(store, database.issued_card)) == 5
     finally:
         store.close()
 
@@ -248,7 +248,7 @@ def test_a_busy_queue_is_written_without_waiting(backend, tmp_path):
         started = time.monotonic()
         assert store.flush()
         assert time.monotonic() - started < 5.0
-        assert len(rows(store, storage.issued_card)) == 4000
+        assert len(rows(store, database.issued_card)) == 4000
     finally:
         store.close()
 
@@ -262,11 +262,11 @@ def test_migrations_create_the_schema_the_store_queries(backend, tmp_path):
             assert migrations.migrate(conn) == []
             assert migrations.current_version(conn) == migrations.latest_version()
             inspector = inspect(conn)
-            for table in storage.metadata.tables.values():
+            for table in database.metadata.tables.values():
                 columns = {c["name"] for c in inspector.get_columns(table.name)}
                 assert columns == set(table.columns.keys()), table.name
             uniques = inspector.get_unique_constraints("feedback")
-            assert [sorted(u["column_names"]) for u in uniques] == [sorted(storage.FEEDBACK_KEY)]
+            assert [sorted(u["column_names"]) for u in uniques] == [sorted(database.FEEDBACK_KEY)]
     finally:
         store.close()
 
@@ -286,7 +286,7 @@ def test_feedback_round_trip_and_duplicates_stored_once(app, client):
     later = overridden(card["uuid"], at="2026-11-24T10:30:00Z", comment="seen last week")
     assert client.post(FEEDBACK, json={"feedback": [later]}).status_code == 200
 
-    stored = sorted(rows(store, storage.feedback), key=lambda r: r["outcome_timestamp"])
+    stored = sorted(rows(store, database.feedback), key=lambda r: r["outcome_timestamp"])
     assert [(r["outcome"], r["outcome_timestamp"].isoformat()) for r in stored] == [
         ("accepted", "2026-11-24T10:00:00"), ("overridden", "2026-11-24T10:30:00")]
     first, second = stored
@@ -309,14 +309,14 @@ def test_invalid_item_rejects_the_whole_batch(app, client):
     not_a_date = dict(good, outcomeTimestamp="2026-13-45T10:00:00Z")  # passes the pattern
     response = client.post(FEEDBACK, json={"feedback": [good, not_a_date]})
     assert response.status_code == 400
-    assert rows(store_of(app), storage.feedback) == []
+    assert rows(store_of(app), database.feedback) == []
 
 
 def test_feedback_for_unknown_card_is_stored_and_flagged(app, client):
     stranger = str(uuid.uuid4())
     response = client.post(FEEDBACK, json={"feedback": [overridden(stranger, code=None)]})
     assert response.status_code == 200
-    (row,) = rows(store_of(app), storage.feedback)
+    (row,) = rows(store_of(app), database.feedback)
     assert row["card_uuid"] == stranger and row["unknown_card"] is True
     assert row["override_reason_code"] is None
 
@@ -325,11 +325,11 @@ def test_feedback_before_its_card_is_written_loses_the_unknown_flag(backend, tmp
     store = Store(make_settings(tmp_path, backend.url))
     try:
         store.save_feedback([overridden("card-x")])
-        assert rows(store, storage.feedback)[0]["unknown_card"] is True
+        assert rows(store, database.feedback)[0]["unknown_card"] is True
         store.record_cards("h", "p", [{"uuid": "card-x", "source": {"topic": {"code": "nephrology"}}}],
                            ["r1"])
         assert store.flush()
-        assert rows(store, storage.feedback)[0]["unknown_card"] is False
+        assert rows(store, database.feedback)[0]["unknown_card"] is False
     finally:
         store.close()
 
@@ -356,7 +356,7 @@ def test_concurrent_feedback_from_several_threads(app):
         thread.join(120)
     assert not errors
     assert statuses == [200] * (8 * len(card_ids))
-    stored = rows(store_of(app), storage.feedback)
+    stored = rows(store_of(app), database.feedback)
     assert len(stored) == len(card_ids) * (1 + 8)
     keys = {(r["card_uuid"], r["outcome"], r["outcome_timestamp"]) for r in stored}
     assert len(keys) == len(stored)
@@ -454,10 +454,10 @@ def test_sqlite_database_that_comes_back_is_migrated_then(tmp_path):
     later = tmp_path / "later"
     store = Store(make_settings(tmp_path, f"sqlite:///{later / 'cds.sqlite3'}"))
     try:
-        with pytest.raises(storage.StoreUnavailable):
+        with pytest.raises(database.StoreUnavailable):
             store.save_feedback([overridden("c1")])
         later.mkdir()
         store.save_feedback([overridden("c1")])
-        assert len(rows(store, storage.feedback)) == 1
+        assert len(rows(store, database.feedback)) == 1
     finally:
         store.close()

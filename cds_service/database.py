@@ -1,0 +1,159 @@
+"""The database: the tables, the engine, and what every store operation shares.
+
+SQLite (the default, a file in ``CDS_DATA_DIR``) or PostgreSQL (``CDS_DATABASE_URL``).
+``cds_service.migrations`` creates and upgrades the schema; the tables here are for
+building queries, and a test checks that the two agree. Timestamps are naive UTC.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import (JSON, Boolean, Column, Connection, DateTime, Engine, Integer, MetaData,
+                        String, Table, Text, create_engine, event, insert)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError
+
+from cds_service.config import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+# The current schema, for building queries. ``cds_service.migrations`` creates it; a test
+# checks that the two agree.
+metadata = MetaData()
+issued_card = Table(
+    "issued_card", metadata,
+    Column("card_uuid", String(128), primary_key=True),
+    Column("route", String(64), nullable=False),
+    Column("rule_ids", String(1024), nullable=False),
+    Column("hook_instance", String(128), nullable=False),
+    Column("patient_hash", String(64), nullable=False),
+    Column("issued_at", DateTime, nullable=False),
+)
+feedback = Table(
+    "feedback", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("card_uuid", String(128), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("accepted_suggestions", JSON, nullable=True),
+    Column("override_reason_system", String(1024), nullable=True),
+    Column("override_reason_code", String(256), nullable=True),
+    Column("user_comment", Text, nullable=True),
+    Column("outcome_timestamp", DateTime, nullable=False),
+    Column("received_at", DateTime, nullable=False),
+    Column("unknown_card", Boolean, nullable=False),
+)
+FEEDBACK_KEY = ["card_uuid", "outcome", "outcome_timestamp"]
+jwt_replay = Table(
+    "jwt_replay", metadata,
+    Column("token_key", String(64), primary_key=True),
+    Column("expires_at", DateTime, nullable=False),
+)
+
+class StoreUnavailable(RuntimeError):
+    """The database cannot be reached; feedback answers 503 so the client retries."""
+
+
+def utcnow() -> datetime:
+    """Naive UTC: every timestamp column holds UTC without a zone, the same on every backend."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def parse_timestamp(value: str) -> datetime:
+    """An RFC 3339 timestamp as naive UTC (sub-microsecond digits are dropped)."""
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def describe(exc: BaseException) -> str:
+    """An exception, for the log, without any row values (which may identify a patient).
+
+    Connection-level messages ("connection refused", "database is locked") are kept;
+    SQLAlchemy's own message is not, since it lists the statement's parameters.
+    """
+    orig = getattr(exc, "orig", None)
+    name = type(exc).__name__
+    if orig is not None and type(exc).__name__ in {"OperationalError", "InterfaceError"}:
+        first_line = (str(orig).strip().splitlines() or [""])[0][:200]
+        return f"{name}: {first_line}"
+    if orig is not None:
+        return f"{name} ({type(orig).__name__})"
+    return name
+
+
+def make_engine(settings: Settings) -> Engine:
+    """The engine for ``settings.effective_database_url``; ConfigError if it is unusable."""
+    try:
+        url = make_url(settings.effective_database_url)
+    except ArgumentError:
+        raise ConfigError("CDS_DATABASE_URL is not a valid SQLAlchemy database URL") from None
+    backend = url.get_backend_name()
+    kwargs: dict = {"pool_pre_ping": True}
+    if backend == "sqlite":
+        kwargs["connect_args"] = {"timeout": 15}
+        if not settings.database_url:  # the default file lives in the data dir
+            _make_data_dir(settings.data_dir)
+    elif backend == "postgresql":
+        if "connect_timeout" not in url.query:
+            kwargs["connect_args"] = {"connect_timeout": 5}
+    try:
+        engine = create_engine(url, **kwargs)
+    except (ArgumentError, ImportError) as exc:
+        raise ConfigError(f"CDS_DATABASE_URL cannot be used: {type(exc).__name__}: {exc}") from None
+    if backend == "sqlite":
+        _sqlite_transactions(engine)
+    return engine
+
+
+def _sqlite_transactions(engine: Engine) -> None:
+    """Real transactions on SQLite (DDL included), taking the write lock at BEGIN.
+
+    pysqlite's own transaction handling never wraps DDL and starts transactions late, which
+    lets two writers deadlock on lock upgrade; SQLAlchemy's documented recipe fixes both.
+    WAL lets readers (the report) work while the service writes.
+    """
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _make_data_dir(data_dir: Path) -> None:
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        log.error("cannot create data directory %s: %s", data_dir, exc.strerror)
+
+
+def insert_ignore(conn: Connection, table: Table, rows: list[dict], key: list[str]) -> None:
+    """Insert rows, silently skipping those whose ``key`` (a unique constraint) exists.
+
+    SQLite and PostgreSQL both have ``ON CONFLICT DO NOTHING``, which is atomic even when
+    several writers insert the same row at once; other databases get a savepoint per row.
+    """
+    if not rows:
+        return
+    name = conn.dialect.name
+    if name in {"postgresql", "sqlite"}:
+        if name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        conn.execute(dialect_insert(table).on_conflict_do_nothing(index_elements=key), rows)
+        return
+    for row in rows:
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(table), row)
+        except IntegrityError:
+            pass
