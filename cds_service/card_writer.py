@@ -17,7 +17,7 @@ from typing import Callable
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 500          # issued-card rows per write transaction
+BATCH_SIZE = 2000         # most issued-card rows per write transaction (a backlog: fewer commits)
 WRITE_DELAY = 0.5         # seconds a quiet-time write waits for more calls to join it
 QUEUE_LIMIT = 10_000      # hook calls waiting to be written; beyond this, records are dropped
 CLOSE_TIMEOUT = 30.0      # seconds close() waits for the writer to drain the queue

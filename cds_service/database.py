@@ -140,6 +140,10 @@ def insert_ignore(conn: Connection, table: Table, rows: list[dict], key: list[st
 
     SQLite and PostgreSQL both have ``ON CONFLICT DO NOTHING``, which is atomic even when
     several writers insert the same row at once; other databases get a savepoint per row.
+    With RETURNING, SQLAlchemy sends the rows as multi-row statements ("insertmanyvalues")
+    rather than a driver ``executemany``: pysqlite releases and retakes the GIL for every
+    row of an executemany, and a writer thread doing that while hook calls keep the CPU
+    busy waits up to 5 ms each time (a 500-row batch took seconds and the queue grew).
     """
     if not rows:
         return
@@ -149,7 +153,11 @@ def insert_ignore(conn: Connection, table: Table, rows: list[dict], key: list[st
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         else:
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        conn.execute(dialect_insert(table).on_conflict_do_nothing(index_elements=key), rows)
+        statement = dialect_insert(table).on_conflict_do_nothing(index_elements=key)
+        if conn.dialect.insert_executemany_returning:  # SQLite >= 3.35, PostgreSQL
+            conn.execute(statement.returning(*(table.c[k] for k in key)), rows).all()
+        else:
+            conn.execute(statement, rows)
         return
     for row in rows:
         try:
