@@ -9,8 +9,8 @@
    the client round trip, and the ratio of the server-time medians.
 3. Load: 16 concurrent connections on the 200-resource request, with ``wrk`` (installed
    with apt-get when missing and possible) or else a Python client in separate processes.
-4. Memory: RSS of the service workers after warm-up, after the load run (working size),
-   and after 20,000 more hook requests; growth over those last requests.
+4. Memory: RSS of the service workers after warm-up, at working size (after the load run
+   and 20,000 more requests), and after 20,000 more hook requests; growth over those.
 
 Prints a table and writes bench/RESULTS.md. Loopback only; every loop is bounded.
 """
@@ -409,8 +409,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['base_med']:.2f} ms, ratio {r['ratio']:.2f}", flush=True)
 
         memory["before"] = service.rss_mib()
-        hooks_before = metric_value(service.port, "cds_http_request_duration_seconds_count",
-                                    {"endpoint": "/cds-services/<service_id>", "status": "200"})
 
         print(f"load: {CONCURRENCY} connections, 200 resources, {load_seconds}s "
               f"({'wrk' if wrk else 'python client'}) ...", flush=True)
@@ -421,27 +419,32 @@ def main(argv: list[str] | None = None) -> int:
                              max(5, load_seconds // 3))
         print(f"  baseline: {base_load['rps']:.0f} req/s, p99 {base_load['p99']:.1f} ms", flush=True)
 
-        # Memory: the load run above takes the workers to their working size (caches full,
-        # card batches at full rate); from there, keep the load on until 20,000 more hook
-        # requests were answered, and compare.
+        # Memory: the workers reach their working size (lru caches full, SQLite's page cache
+        # filled by ~45,000 card writes) during the load run and a settling run of 20,000
+        # more requests; from there, 20,000 more requests must not grow them.
+        def hook_count() -> float:
+            return metric_value(service.port, "cds_http_request_duration_seconds_count",
+                                {"endpoint": "/cds-services/<service_id>"})
+
+        def drive(requests_wanted: int, what: str) -> tuple[int, int]:
+            """Load until ``requests_wanted`` more hook requests; (requests, errors)."""
+            start, errors = hook_count(), 0
+            for _ in range(10):  # bounded: at most 10 rounds
+                done = hook_count() - start
+                if done >= requests_wanted:
+                    break
+                seconds = max(5, min(60, int((requests_wanted - done) / max(load["rps"], 50)) + 2))
+                print(f"  {what}: {int(done)} hook requests so far, {seconds}s more ...",
+                      flush=True)
+                errors += run_load(wrk, service.port, bodies[200], paths[200], workdir,
+                                   seconds)["errors"]
+            return int(hook_count() - start), errors
+
+        memory["settled_after"], settle_errors = drive(memory_requests, "settling run")
         memory["loaded"] = service.rss_mib()
-        hooks_before = metric_value(service.port, "cds_http_request_duration_seconds_count",
-                                    {"endpoint": "/cds-services/<service_id>"})
-        extra_errors = 0
-        for _ in range(10):  # bounded: at most 10 more rounds
-            done = metric_value(service.port, "cds_http_request_duration_seconds_count",
-                                {"endpoint": "/cds-services/<service_id>"}) - hooks_before
-            if done >= memory_requests:
-                break
-            seconds = max(5, min(60, int((memory_requests - done) / max(load["rps"], 50)) + 2))
-            print(f"  memory run: {int(done)} hook requests so far, {seconds}s more ...", flush=True)
-            extra_errors += run_load(wrk, service.port, bodies[200], paths[200], workdir,
-                                     seconds)["errors"]
+        memory["requests"], extra_errors = drive(memory_requests, "memory run")
         memory["after"] = service.rss_mib()
-        memory["requests"] = int(metric_value(
-            service.port, "cds_http_request_duration_seconds_count",
-            {"endpoint": "/cds-services/<service_id>"}) - hooks_before)
-        memory["errors"] = extra_errors
+        memory["errors"] = settle_errors + extra_errors
         memory["cards_metric"] = metric_value(service.port, "cds_cards_issued_total", {})
         log_lines = sum(1 for line in service.log_path.read_text(errors="replace").splitlines()
                         if '"logger":"cds_service.access"' in line)
@@ -522,13 +525,14 @@ def render(rows, load, base_load, memory, log_lines, wrk, rounds, load_seconds) 
         "",
         "## Memory",
         "",
-        f"RSS (MiB) of the service's gunicorn processes after warm-up and the side-by-side runs, "
-        f"after the load run above (working size: caches full, issued cards written in full "
-        f"batches), and after {memory['requests']} more hook requests under load (counted by "
-        f"the service's own /metrics, aggregated over both workers); growth is over those "
-        f"last requests. Errors in the extra runs: {memory['errors']}.",
+        f"RSS (MiB) of the service's gunicorn processes after warm-up and the side-by-side runs; "
+        f"at working size, after the load run above and a settling run of "
+        f"{memory['settled_after']} more hook requests (lru caches full, SQLite's page cache "
+        f"filled by the issued-card writes); and after {memory['requests']} more hook requests "
+        f"under load (counted by the service's own /metrics, aggregated over both workers). "
+        f"Growth is over those last requests. Errors in the extra runs: {memory['errors']}.",
         "",
-        "| process | after warm-up | after load run | after the extra requests | growth |",
+        "| process | after warm-up | at working size | after the extra requests | growth |",
         "|---|---:|---:|---:|---:|",
     ]
     for name, before in memory["before"].items():
