@@ -68,8 +68,6 @@ class RouteResult:
     existing_referral: dict | None
 
 
-_HANDLERS = {kind: "_" + kind.replace("-", "_") for kind in (
-    "condition", "observation", "observation-missing", "procedure", "medication", "all", "any")}
 
 
 class Evaluation:
@@ -124,17 +122,16 @@ class Evaluation:
                            self._existing_referral())
 
     def check(self, criterion_id: str) -> list[Fact]:
+        """The criterion's facts (empty: it does not hold); memoised for this route."""
         found = self.results.get(criterion_id)
-        if found is None:
-            self.results[criterion_id] = []  # guards against reference cycles
-            criterion = self.by_id[criterion_id]
-            if not self.possible(criterion_id):
-                found = []
-            elif any(self.check(ref) for ref in criterion.get("unless", ())):
-                found = []
-            else:
-                found = getattr(self, _HANDLERS[criterion["type"]])(criterion)
-            self.results[criterion_id] = found
+        if found is not None:
+            return found
+        self.results[criterion_id] = found = []  # guards against reference cycles
+        if self.possible(criterion_id):
+            unless = self.route.unless[criterion_id]
+            if not (unless and any(map(self.check, unless))):
+                criterion = self.by_id[criterion_id]
+                found = self.results[criterion_id] = _HANDLERS[criterion["type"]](self, criterion)
         return found
 
     def possible(self, criterion_id: str) -> bool:
@@ -399,6 +396,11 @@ class Evaluation:
             if resource.get("status") in REFERRAL_OPEN:
                 return resource
         return None
+
+
+# The method evaluating each criterion type (the rule files' ``type``).
+_HANDLERS = {kind: getattr(Evaluation, "_" + kind.replace("-", "_")) for kind in (
+    "condition", "observation", "observation-missing", "procedure", "medication", "all", "any")}
 
 
 def _already_shown(fact: Fact, facts: list[Fact]) -> bool:

@@ -119,9 +119,11 @@ class Route:
     statuses: dict[str, frozenset[str]] = field(default_factory=dict)  # result statuses, by id
     medication_memo: dict[bytes, list] = field(default_factory=dict)  # see criteria
     shown: list[dict] = field(default_factory=list)  # criteria that fire or give context
+    unless: dict[str, tuple[str, ...]] = field(default_factory=dict)  # by id
 
     def __post_init__(self):
         self.by_id = {c["id"]: c for c in self.criteria}
+        self.unless = {c["id"]: tuple(c.get("unless", ())) for c in self.criteria}
         for c in self.criteria:
             days = c.get("recent_days" if c["type"] == "condition" else "lookback_days")
             self.windows[c["id"]] = timedelta(days=days) if days is not None else None
