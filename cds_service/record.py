@@ -60,6 +60,7 @@ CHOICE_VARIANTS = frozenset({
     "performedDateTime", "performedPeriod", "performedString", "performedAge", "performedRange",
     "medicationCodeableConcept", "medicationReference",
 })
+ABATEMENT_VARIANTS = tuple(sorted(v for v in CHOICE_VARIANTS if v.startswith("abatement")))
 
 # The JSON type each element the engine reads must have; a resource where one is of the
 # wrong type is left out whole (malformed input must never reach the rules as a crash).
@@ -185,7 +186,7 @@ def condition_counts(resource: dict) -> bool:
     verification = _status_code(resource.get("verificationStatus"))
     if verification in CONDITION_EXCLUDED_VERIFICATION:
         return False
-    if any(k.startswith("abatement") and resource[k] not in (False, None) for k in resource):
+    if any(resource.get(name) not in (False, None) for name in ABATEMENT_VARIANTS):
         return False
     return clinical is None or clinical in CONDITION_ACTIVE
 

@@ -122,6 +122,8 @@ POTASSIUM = {"resourceType": "Observation", "id": "k1", "status": "final",
     ({"abatementDateTime": None}, {"issued": None, "effectivePeriod": None}),
     ({}, {"valueQuantity": {"value": 2.1, "unit": "mmol/L", "code": "mmol/L"}, "note": 5}),
     ({"onsetString": 7}, {}),  # a wrongly typed choice variant: invalid either way
+    ({"abatementFoo": "2026-11-02"}, {}),  # not an abatement[x] variant: ignored by both
+    ({"abatementString": "resolved"}, {}),  # abated: the cramp problem no longer counts
 ])
 def test_both_decoders_validate_the_same_elements(service, cramp, potassium):
     request = minimal_request(resources=[{**CRAMP, **cramp}, {**POTASSIUM, **potassium}])
