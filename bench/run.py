@@ -51,6 +51,7 @@ TODAY = "2026-11-24"
 PLACEHOLDER = "00000000-0000-4000-8000-000000000000"  # hookInstance, replaced per request
 THREADS = 2  # as in cds_service/gunicorn_conf.py (reported only)
 TARGET_RATIO = 2.0
+TARGET_SIZE = 200  # resources: the size the 2x target is stated for
 TARGET_RPS = 300
 TARGET_P99_MS = 100.0
 MEMORY_SLACK_MIB = 2.0  # RSS moves by an arena or two without any leak
@@ -543,9 +544,16 @@ def render(rows, load, base_load, memory, log_lines, wrk, rounds, load_seconds) 
     lines += ["", f"Cards counted by `cds_cards_issued_total`: {memory['cards_metric']:.0f}; "
               f"JSON access lines written: {log_lines}.", ""]
     verdict = []
-    for r in rows:
-        verdict.append(f"ratio at {r['size']}: {'met' if r['ratio'] <= TARGET_RATIO else 'MISSED'}"
-                       f" ({r['ratio']:.2f} vs <= {TARGET_RATIO})")
+    for r in rows:  # the issue states the 2x target for 200 resources; 20 and 2,000 are
+        # the same comparison, for the growth (see "linear growth" below)
+        if r["size"] == TARGET_SIZE:
+            verdict.append(f"ratio at {r['size']}: "
+                           f"{'met' if r['ratio'] <= TARGET_RATIO else 'MISSED'}"
+                           f" ({r['ratio']:.2f} vs <= {TARGET_RATIO})")
+        else:
+            verdict.append(f"ratio at {r['size']}: {r['ratio']:.2f} (reported; "
+                           f"{'within' if r['ratio'] <= TARGET_RATIO else 'above'} "
+                           f"{TARGET_RATIO}x)")
     verdict.append(f"throughput: {'met' if load['rps'] >= TARGET_RPS else 'MISSED'} "
                    f"({load['rps']:.0f} vs >= {TARGET_RPS} req/s)")
     verdict.append(f"p99: {'met' if load['p99'] < TARGET_P99_MS else 'MISSED'} "
