@@ -94,7 +94,9 @@ def make_engine(settings: Settings) -> Engine:
     backend = url.get_backend_name()
     kwargs: dict = {"pool_pre_ping": True}
     if backend == "sqlite":
-        kwargs["connect_args"] = {"timeout": 15}
+        # Few cached prepared statements: batches of issued cards come in many sizes, each
+        # a new multi-row statement, and 128 of them (the default) cost megabytes.
+        kwargs["connect_args"] = {"timeout": 15, "cached_statements": 16}
         if not settings.database_url:  # the default file lives in the data dir
             _make_data_dir(settings.data_dir)
     elif backend == "postgresql":
