@@ -102,10 +102,9 @@ class FhirNode(msgspec.Struct, gc=False):
 
 
 class BundleEntry(msgspec.Struct, gc=False):
-    resource: FhirNode | None = None
+    """A Bundle entry: only its resource is read (prefetch.resources_in)."""
 
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.resource if key == "resource" and self.resource is not None else default
+    resource: FhirNode | None = None
 
 
 _FIELDS = frozenset(FhirNode.__struct_fields__)
