@@ -25,9 +25,12 @@ class Outcome:
 
     response: dict
     routes: list[str]
-    resource_count: int
     rule_ids: list[str]
-    resource_counts: dict[str, int]  # by resource type, prefetched and fetched alike
+    resource_counts: dict[str, int]  # received, by resource type, prefetched and fetched alike
+
+    @property
+    def resource_count(self) -> int:
+        return sum(self.resource_counts.values())
 
 
 class CdsService:
@@ -60,5 +63,5 @@ class CdsService:
         if record.left_out:
             log.warning("left out %d resources the rules reached: malformed, or about another "
                         "patient", record.left_out)
-        return Outcome({"cards": rendered}, [r.route.code for r in results], len(resources),
+        return Outcome({"cards": rendered}, [r.route.code for r in results],
                        [",".join(r.fired) for r in results], record.counts())
