@@ -72,6 +72,8 @@ class FhirNode(msgspec.Struct, gc=False):
     ingredient: list | None = None
     gender: str | None = None
     birthDate: str | None = None
+    deceasedBoolean: bool | None = None
+    deceasedDateTime: str | None = None
     link: Any = None                        # Bundle
     entry: list[BundleEntry] | None = None  # Bundle
 

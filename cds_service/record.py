@@ -55,7 +55,7 @@ INDEXED_TYPES = ("Condition", "Observation", "Procedure", "ServiceRequest")  # c
 CHOICE_VARIANTS = frozenset({
     "onsetDateTime", "onsetAge", "onsetPeriod", "onsetRange", "onsetString",
     "abatementDateTime", "abatementAge", "abatementPeriod", "abatementRange", "abatementString",
-    "abatementBoolean",
+    "abatementBoolean", "deceasedBoolean", "deceasedDateTime",
     "effectiveDateTime", "effectivePeriod", "effectiveTiming", "effectiveInstant",
     "performedDateTime", "performedPeriod", "performedString", "performedAge", "performedRange",
     "medicationCodeableConcept", "medicationReference",
@@ -72,7 +72,7 @@ _SHAPES = {
     "performedPeriod": dict, "contained": list, "ingredient": list,
     "onsetDateTime": str, "recordedDate": str, "effectiveDateTime": str,
     "effectiveInstant": str, "issued": str, "performedDateTime": str, "authoredOn": str,
-    "abatementDateTime": str,
+    "abatementDateTime": str, "deceasedDateTime": str, "deceasedBoolean": bool,
 }
 _QUANTITY_SHAPES = {"code": str, "unit": str, "comparator": str, "system": str}
 
@@ -169,10 +169,10 @@ def _instant(value: str) -> tuple[float, datetime] | None:
 def _status_code(concept: object) -> str | None:
     for _system, code, _display in codings_of(concept):
         return code
-    if isinstance(concept, dict):
-        for coding in concept.get("coding") or []:
-            if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-                return coding["code"]
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    for coding in codings if isinstance(codings, list) else ():
+        if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+            return coding["code"]
     return None
 
 
@@ -473,6 +473,22 @@ class Record:
     def sex(self) -> str | None:
         gender = (self.patient or {}).get("gender")
         return gender if gender in {"male", "female"} else None
+
+    @property
+    def deceased(self) -> bool:
+        """Recorded as deceased on or before today: no referral advice for such a chart.
+
+        A death date that cannot be read still says the patient died; a death date after
+        the clinical today (a replayed chart) does not yet apply.
+        """
+        patient = self.patient or {}
+        if patient.get("deceasedBoolean") is True:
+            return True
+        died = patient.get("deceasedDateTime")
+        if died is None:
+            return False
+        when = parse_datetime(died)
+        return when is None or when <= self.now + timedelta(days=1)
 
     def age_on(self, when: datetime) -> float | None:
         birth = parse_datetime((self.patient or {}).get("birthDate"))

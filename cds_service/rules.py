@@ -246,6 +246,9 @@ class RuleSet:
     def evaluate(self, record: Record) -> list[RouteResult]:
         if not self.gate_facts(record):
             return []
+        if record.deceased:
+            log.info("no cards: the patient is recorded as deceased")
+            return []
         results = []
         for route in self.routes:
             try:

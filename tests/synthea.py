@@ -50,6 +50,27 @@ def patient_resources(path: Path) -> tuple[dict, list[dict]]:
     return copy.deepcopy(patient), copy.deepcopy(list(resources))
 
 
+_DATE_ELEMENTS = ("effectiveDateTime", "issued", "onsetDateTime", "recordedDate", "authoredOn",
+                  "performedDateTime")
+_PERIOD_ELEMENTS = ("period", "performedPeriod", "effectivePeriod")
+
+
+def newest_date(path: Path) -> str:
+    """The newest clinical date (YYYY-MM-DD) in a chart: its "now" when it was exported."""
+    _patient, resources = _load(str(path))
+    newest = ""
+    for resource in resources:
+        dates = [resource.get(name) for name in _DATE_ELEMENTS]
+        for name in _PERIOD_ELEMENTS:
+            period = resource.get(name)
+            if isinstance(period, dict):
+                dates += [period.get("start"), period.get("end")]
+        for value in dates:
+            if isinstance(value, str) and value[:10] > newest:
+                newest = value[:10]
+    return newest
+
+
 def leg_cramp_condition(patient_id: str, onset: str = "2026-11-01") -> dict:
     return {
         "resourceType": "Condition",
@@ -67,11 +88,12 @@ def searchset(resources: list[dict]) -> dict:
             "entry": [{"resource": r} for r in resources]}
 
 
-def hook_request(path: Path, with_cramps: bool = True, observation_codes=None) -> dict:
+def hook_request(path: Path, with_cramps: bool = True, observation_codes=None,
+                 cramp_onset: str = "2026-11-01") -> dict:
     """A patient-view request whose prefetch holds the patient's data, as a server would."""
     patient, resources = patient_resources(path)
     if with_cramps:
-        resources.append(leg_cramp_condition(patient["id"]))
+        resources.append(leg_cramp_condition(patient["id"], cramp_onset))
     by_type: dict[str, list[dict]] = {}
     for resource in resources:
         by_type.setdefault(resource["resourceType"], []).append(resource)
