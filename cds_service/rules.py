@@ -349,7 +349,8 @@ def _compile_medications(classes: list[dict]):
             info = {"class": drug_class["class"], "class_label": drug_class["label"],
                     "ingredient": ingredient["display"], "note": drug_class.get("note")}
             # Product codes carry their source; an ingredient code may be flagged unverified.
-            codes = [{**ingredient, "verified": ingredient.get("status") != "unverified"}]
+            codes = ([{**ingredient, "verified": ingredient.get("status") != "unverified"}]
+                     if "code" in ingredient else [])  # no verified code: matched by name
             codes += [{**product, "verified": True} for product in ingredient.get("products", [])]
             for code in codes:
                 entries.append({"system": "rxnorm", "code": code["code"], "display": code["display"],

@@ -30,7 +30,9 @@ def _walk(name, node):
         for key, value in node.items():
             if key == "ingredients":
                 for ingredient in value:
-                    yield name, "rxnorm-ingredient", str(ingredient["code"]), ingredient["display"], ingredient
+                    if "code" in ingredient:  # else matched by name only
+                        yield (name, "rxnorm-ingredient", str(ingredient["code"]),
+                               ingredient["display"], ingredient)
                     for product in ingredient.get("products", []):
                         yield name, "rxnorm-product", str(product["code"]), product["display"], product
             else:

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from routes_helpers import (cards_of, condition, normal_workup,  # noqa: E402
+from routes_helpers import (cards_of, condition, medication, normal_workup,  # noqa: E402
                             observation, patient)
 
 DVT = "I82.401"  # acute DVT of the right femoral vein (I82.4* is the urgent value set)
@@ -45,3 +45,39 @@ def test_malformed_clinical_status_on_another_condition_costs_no_card(status):
     broken["clinicalStatus"] = status
     broken["verificationStatus"] = status
     assert "urgent-care" in cards_of(condition(DVT, onset=2), broken, *normal_workup())
+
+
+# ------------------------------------------------- codes and names real records use
+
+def test_kidney_transplant_recipient_is_a_kidney_patient():
+    assert "nephrology" in cards_of(condition("161665007"), *normal_workup())
+    assert "nephrology" in cards_of(condition("236436003"), *normal_workup())
+
+
+def test_resolved_transplant_history_is_no_kidney_signal():
+    assert "nephrology" not in cards_of(condition("161665007", clinical="resolved"),
+                                        *normal_workup())
+
+
+def test_synthea_hypothyroidism_code_is_thyroid_disease():
+    # TSH above 10 despite a coded hypothyroidism: endocrinology (route-guide §2.6).
+    cards = cards_of(condition("83664006"), observation("3016-3", 14.0, "m[IU]/L", 5),
+                     *normal_workup())
+    assert "endocrinology" in cards
+    near = cards_of(condition("83664006"), observation("3016-3", 2.1, "m[IU]/L", 5),
+                    *normal_workup())
+    assert "endocrinology" not in near
+
+
+@pytest.mark.parametrize("text, ingredient", [
+    ("Lasix 40mg", "furosemide"), ("Crestor 10 MG Oral Tablet", "rosuvastatin"),
+    ("Prograf 1 MG Oral Capsule", "tacrolimus"), ("cyclosporine 100 MG Oral Capsule", "cyclosporine"),
+    ("Venofer 20 MG/ML Injection", "iron sucrose")])
+def test_medicines_named_by_brand_without_a_code_are_reviewed(text, ingredient):
+    card = cards_of(medication(None, text), *normal_workup())["medication-review"]
+    assert ingredient in card["detail"]
+
+
+def test_a_medicine_not_linked_to_cramps_is_not_reviewed():
+    assert "medication-review" not in cards_of(medication(None, "Lisinopril 10 MG"),
+                                                *normal_workup())

@@ -135,7 +135,6 @@ URGENT_FLAGS = {
     "deep phlebothrombosis in the puerperium": ([condition("O87.1", onset=10)], "ICD-10-CM O87.1"),
     "drug induced fever": ([condition("R50.2", onset=1)], "ICD-10-CM R50.2"),
     "postprocedural fever": ([condition("R50.82", onset=3)], "ICD-10-CM R50.82"),
-    "transfusion fever": ([condition("R50.84", onset=0)], "ICD-10-CM R50.84"),
     "fever preliminary": ([observation("8310-5", 39.0, "Cel", 0, status="preliminary")], "LOINC 8310-5"),
     "fever masked by an antipyretic": ([observation("8310-5", 38.6, "Cel", 2),
                                         observation("8310-5", 36.9, "Cel", 1)], "LOINC 8310-5"),
@@ -200,6 +199,9 @@ URGENT_NEAR_MISSES = {
     "fever entered in error": [observation("8310-5", 39.0, "Cel", 0, status="entered-in-error")],
     "fever without unit": [observation("8310-5", 39.0, None, 0)],
     "fever coded 4 days ago": [condition("R50.9", onset=4)],
+    # Expected reactions, not a febrile illness with cramps (issue 12).
+    "postvaccination fever": [condition("R50.83", onset=0)],
+    "febrile transfusion reaction": [condition("R50.84", onset=0)],
     "postprocedural fever coded 4 days ago": [condition("R50.82", onset=4)],
     "delirium due to known condition 15 days ago": [condition("F05", onset=15)],
     "cauda equina syndrome 15 days ago": [condition("G83.4", onset=15)],
