@@ -93,7 +93,7 @@ def suggestions_for(result: RouteResult, patient_id: str) -> list[dict]:
     variant = result.variant or {}
     reasons = _reasons(result.facts)
     suggestions = []
-    if "referral" in data and result.existing_referral is None:
+    if "referral" in data and result.existing_referral is None and not variant.get("no_referral"):
         referral = data["referral"]
         code = _coding(referral["code"])
         priority = variant.get("priority") or referral["priority"]

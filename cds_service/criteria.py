@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 import orjson
 
 from cds_service import egfr, units
+from cds_service.quality import CRITICAL_FLAGS, IMPLAUSIBLE, UNREADABLE
 from cds_service.record import (MEDICATION_ACTIVE, PROCEDURE_DONE, REFERRAL_OPEN,
-                                condition_counts, condition_date, medication_date,
+                                OBSERVATION_FINAL, condition_counts, condition_dates,
+                                medication_date, observation_date,
                                 procedure_date, reference_to)
 from cds_service.terminology import ICD10CM, RXNORM, Concept, codings_of
 
@@ -55,6 +57,20 @@ def format_number(value: float, decimals: int) -> str:
 def _day(when: datetime | None) -> str:
     return when.date().isoformat() if when else "date not recorded"
 
+
+
+@dataclass(frozen=True)
+class Found:
+    """A result a threshold is compared with: the value in the concept's unit, and how it
+    was derived from what was recorded (albumin correction, CKD-EPI estimate)."""
+
+    when: datetime
+    value: float
+    resource: dict
+    code: Concept
+    derived: str = ""       # e.g. "measured 6.8 mg/dL, corrected for albumin 2 g/dL (...)"
+    estimated: bool = False  # computed from another result (eGFR from creatinine)
+    conflict: str = ""       # a same-day result that disagrees, said on the card
 
 
 @dataclass
@@ -117,7 +133,8 @@ class Evaluation:
         if not fired:
             return None
         variant = next((v for v in self.route.data.get("variants", [])
-                        if set(v["when"]) & set(fired)), None)
+                        if (set(fired) <= set(v["when"]) if v.get("only")
+                            else set(v["when"]) & set(fired))), None)
         return RouteResult(self.route, facts, context, fired, indicator, variant,
                            self._existing_referral())
 
@@ -152,20 +169,38 @@ class Evaluation:
     # --- criterion types ------------------------------------------------------------
 
     def _condition(self, criterion: dict) -> list[Fact]:
+        """Coded problems (and, with ``also_observations``, findings recorded as
+        Observations) whose onset or recorded date lies in the window.
+
+        ``undated: recent``: an active problem with no usable date counts as recent (an
+        acute DVT on a problem list often has none), and the card says so.
+        """
         since = self._window_start(criterion)
+        undated_counts = criterion.get("undated") == "recent"
+        latest = self.record.now + timedelta(days=1)
         facts, seen = [], set()
-        for name in criterion["value_sets"]:
-            for resource, concept in self.record.find("Condition", self.route.value_sets[name]):
-                if id(resource) in seen or not condition_counts(resource):
-                    continue
-                started = condition_date(resource)
-                if since is not None and (started is None or started < since
-                                          or started > self.record.now + timedelta(days=1)):
-                    continue
-                if self.record.known_invalid(resource):
-                    continue
-                seen.add(id(resource))
-                facts.append(condition_fact(criterion["id"], resource, concept))
+        types = ("Condition", "Observation") if criterion.get("also_observations") else ("Condition",)
+        for rtype in types:
+            for name in criterion["value_sets"]:
+                for resource, concept in self.record.find(rtype, self.route.value_sets[name]):
+                    if id(resource) in seen or self.record.known_invalid(resource):
+                        continue
+                    if rtype == "Condition":
+                        if not condition_counts(resource):
+                            continue
+                        dates = condition_dates(resource)
+                    elif resource.get("status") in OBSERVATION_FINAL | {"preliminary"}:
+                        dates = (observation_date(resource), None)
+                    else:
+                        continue
+                    known = [d for d in dates if d is not None and d <= latest]
+                    undated = not known
+                    if since is not None and (undated and not undated_counts
+                                              or known and max(known) < since):
+                        continue
+                    seen.add(id(resource))
+                    facts.append(condition_fact(criterion["id"], resource, concept,
+                                                undated_counted=undated and since is not None))
         return _dedupe_by_text(facts)
 
     def _procedure(self, criterion: dict) -> list[Fact]:
@@ -194,21 +229,21 @@ class Evaluation:
                 statuses: frozenset[str]) -> tuple | None:
         """The newest result decides: (when, canonical value, resource, code), or None.
 
-        When the newest result's value cannot be read (unknown unit), nothing is decided:
-        an older result must not stand in for a newer one the service cannot interpret.
+        When the newest result cannot be used (no unit, implausible ...), nothing is
+        decided: an older result must not stand in for a newer one the service cannot read.
         """
         result = self.record.newest_result(concept, statuses, since)
         return result if result is not None and result[1] is not None else None
 
     def _deciding(self, concept: ObservationConcept, since: datetime | None,
-                  statuses: frozenset[str], aggregate: str | None) -> list[tuple]:
+                  statuses: frozenset[str], aggregate: str | None) -> list[Found]:
         """The results a threshold is compared with.
 
-        Normally the newest result (and, for a concept read in pairs such as the left and
-        right ankle-brachial index, every result of the same day). With ``aggregate``
-        max/min, the most extreme readable result of the window (a fever between doses of
-        an antipyretic). Shared by every criterion and route that asks the same question
-        of the record (low and high thresholds, several routes).
+        Normally the usable results of the newest instant (for a concept read in pairs such
+        as the left and right ankle-brachial index, of the newest day); with ``aggregate``
+        max/min, the most extreme usable result of the window (a fever between doses of an
+        antipyretic). Total calcium is corrected for a low albumin when the concept says
+        so. Shared by every criterion and route that asks the same question of the record.
         """
         key = ("deciding", concept.name, since, statuses, aggregate, self.record.invalid_count)
         found = self.record.memo.get(key)
@@ -217,55 +252,129 @@ class Evaluation:
         return found
 
     def _deciding_now(self, concept: ObservationConcept, since: datetime | None,
-                      statuses: frozenset[str], aggregate: str | None) -> list[tuple]:
+                      statuses: frozenset[str], aggregate: str | None) -> list[Found]:
         if aggregate:
             readable = [r for r in self.record.results_in(concept, statuses, since)
                         if r[1] is not None]
             pick = max if aggregate == "max" else min
-            return [pick(readable, key=lambda r: r[1])] if readable else []
-        latest = self._latest(concept, since, statuses)
-        if latest is None:
-            return []
-        if concept.paired_within != "day":
-            return [latest]
-        day = latest[0].date()
-        return [r for r in self.record.results_in(concept, statuses, since)
-                if r[1] is not None and r[0].date() == day]
+            chosen = [pick(readable, key=lambda r: r[1])] if readable else []
+        else:
+            chosen = [r for r in self.record.newest_results(
+                concept, statuses, since, same_day=concept.paired_within == "day")
+                if r[1] is not None]
+        return [self._corrected(concept, Found(*r), statuses) for r in chosen]
+
+    def _corrected(self, concept: ObservationConcept, found: Found,
+                   statuses: frozenset[str]) -> Found:
+        """Total calcium corrected for a low albumin of the same day or the day before."""
+        correction = concept.correction
+        if correction is None:
+            return found
+        albumin = self.ruleset.concepts[correction["albumin"]]
+        day = found.when.date()
+        for when, value, _resource, _code in self.record.results_in(
+                albumin, statuses, found.when - timedelta(days=2)):
+            if value is None or not timedelta(0) <= day - when.date() <= timedelta(days=1):
+                continue
+            if value >= correction["applies_below"]:
+                return found
+            corrected = found.value + correction["factor"] * (correction["reference"] - value)
+            note = (f"measured {concept.format(found.value)}, corrected for albumin "
+                    f"{albumin.format(value)} ({_day(when)})")
+            return Found(found.when, corrected, found.resource, found.code, derived=note)
+        return found
 
     def _observation(self, criterion: dict) -> list[Fact]:
+        ages = criterion.get("ages")
+        if ages:  # e.g. the CDC childhood lead values below 18
+            age = self.record.age_on(self.record.now)
+            if "below" in ages and (age is None or age >= ages["below"]):
+                return []
+            if "from" in ages and age is not None and age < ages["from"]:
+                return []
         concept = self.ruleset.concepts[criterion["concept"]]
         statuses = self.route.statuses[criterion["id"]]
         threshold = criterion["threshold"]
         limit = self.route.limits[criterion["id"]]  # converted once, at start-up
-        newest = self._deciding(concept, self._window_start(criterion), statuses,
-                                criterion.get("aggregate"))
-        estimated = False
-        if not newest and criterion.get("estimate") == "ckd-epi-2021":
-            latest = self._estimate_egfr(criterion, statuses)
-            estimated = latest is not None
-            newest = [latest] if latest else []
+        since = self._window_start(criterion)
+        newest = self._deciding(concept, since, statuses, criterion.get("aggregate"))
+        if criterion.get("estimate") == "ckd-epi-2021":
+            newest = self._with_estimate(criterion, statuses, newest)
         hits = [r for r in newest
-                if _meets(r[1], _comparator_of(r[2]), threshold["comparator"], limit)]
+                if _meets(r.value, _comparator_of(r.resource), threshold["comparator"], limit)]
         if not hits:
+            if not newest and criterion.get("critical_flags"):
+                return self._flagged(criterion, concept, since, statuses)
             return []
         # Among same-instant results that meet the threshold, report the most extreme.
-        latest = (min if threshold["comparator"] in {"<", "<="} else max)(hits, key=lambda r: r[1])
-        when, value, resource, code = latest
-        shown = concept.format(value)
+        latest = (min if threshold["comparator"] in {"<", "<="} else max)(hits, key=lambda r: r.value)
+        shown = concept.format(latest.value)
         limit_text = f"{threshold['comparator']} {format_number(threshold['value'], 2)} " \
                      f"{units.display_label(threshold['unit'])}"
-        if estimated:
-            text = (f"{concept.label} {shown} on {_day(when)}, **estimated** with CKD-EPI 2021 "
-                    f"from serum creatinine ({code.label}); threshold {limit_text}")
-            short = f"estimated {concept.label} {shown} on {_day(when)}"
+        day = _day(latest.when)
+        if latest.estimated:
+            text = f"{concept.label} {shown} on {day}, **estimated** with CKD-EPI 2021 from {latest.derived}"
+            short = f"estimated {concept.label} {shown} on {day}"
+        elif latest.derived:
+            text = f"{concept.label} {shown} on {day} ({latest.code.label}; {latest.derived})"
+            short = f"{concept.label} {shown} (corrected) on {day}"
         else:
-            reported = _as_reported(concept, resource)
-            text = (f"{concept.label} {shown} on {_day(when)} ({code.label}{reported}); "
-                    f"threshold {limit_text}")
-            short = f"{concept.label} {shown} on {_day(when)}"
-        return [Fact(criterion["id"], text, short, [resource], when)]
+            reported = _as_reported(concept, latest.resource)
+            text = f"{concept.label} {shown} on {day} ({latest.code.label}{reported})"
+            short = f"{concept.label} {shown} on {day}"
+        text += f"; threshold {limit_text}{latest.conflict}"
+        return [Fact(criterion["id"], text, short, [latest.resource], latest.when)]
 
-    def _estimate_egfr(self, criterion: dict, statuses: frozenset[str]) -> tuple | None:
+    def _flagged(self, criterion: dict, concept: ObservationConcept, since: datetime | None,
+                 statuses: frozenset[str]) -> list[Fact]:
+        """A newest result the laboratory flagged critical (LL, HH, AA) whose number cannot
+        be read counts for an urgent criterion that accepts the flag (design.md)."""
+        wanted = criterion["critical_flags"]
+        for when, _value, resource, code in self.record.newest_results(concept, statuses, since):
+            reading = self.record.reading(concept, resource)
+            if reading.status == UNREADABLE and reading.flag in wanted:
+                label = CRITICAL_FLAGS[reading.flag]
+                return [Fact(criterion["id"],
+                             f"{concept.label} flagged {label} ({reading.flag}) by the laboratory "
+                             f"on {_day(when)} ({code.label}), with {reading.reason}: no number "
+                             "to confirm it, treated as critical",
+                             f"{concept.label} flagged {label} on {_day(when)}", [resource], when)]
+        return []
+
+    def _with_estimate(self, criterion: dict, statuses: frozenset[str],
+                       reported: list[Found]) -> list[Found]:
+        """Reported eGFR and the CKD-EPI estimate from creatinine, decided for safety.
+
+        The newer of the two decides; on the same day (within a day) they are compared, and
+        when they differ by more than ``discordance_margin`` (relative to the estimate) the
+        lower one is used and the card says both.
+        """
+        estimate = self._estimate_egfr(criterion, statuses)
+        if estimate is None or not reported:
+            return reported or ([estimate] if estimate else [])
+        gap = estimate.when - reported[0].when
+        if gap > timedelta(days=1):
+            return [estimate]
+        if gap < -timedelta(days=1):
+            return reported
+        lowest = min(reported, key=lambda r: r.value)
+        margin = criterion.get("discordance_margin", 0.3)
+        if abs(lowest.value - estimate.value) <= margin * estimate.value:
+            return reported
+        concept = self.ruleset.concepts[criterion["concept"]]
+        if estimate.value < lowest.value:
+            other = (f"reported {concept.label} {concept.format(lowest.value)} "
+                     f"({lowest.code.label}{_as_reported(concept, lowest.resource)})")
+            chosen = estimate
+        else:
+            other = f"{concept.label} {concept.format(estimate.value)} estimated from {estimate.derived}"
+            chosen = lowest
+        conflict = (f". **Discordant**: the same-day {other} differs by more than "
+                    f"{round(margin * 100)} %; the lower value is used, check both")
+        return [Found(chosen.when, chosen.value, chosen.resource, chosen.code, chosen.derived,
+                      chosen.estimated, conflict)]
+
+    def _estimate_egfr(self, criterion: dict, statuses: frozenset[str]) -> Found | None:
         creatinine = self.ruleset.concepts[criterion.get("estimate_from", "creatinine")]
         latest = self._latest(creatinine, self._window_start(criterion), statuses)
         if latest is None:
@@ -275,15 +384,23 @@ class Evaluation:
         age, sex = self.record.age_on(when), self.record.sex
         if mg_dl is None or mg_dl <= 0 or age is None or sex is None or age < 18:
             return None
-        return when, egfr.ckd_epi_2021(mg_dl, age, sex), resource, code
+        derived = (f"creatinine {creatinine.format(value)} ({code.label}), age {int(age)}, {sex}")
+        return Found(when, egfr.ckd_epi_2021(mg_dl, age, sex), resource, code, derived,
+                     estimated=True)
 
     def _observation_missing(self, criterion: dict) -> list[Fact]:
+        """Each group of tests with no usable newest result in its window: a result that
+        cannot be read or is implausible is listed for review, never counted as measured."""
         facts = []
         statuses = self.route.statuses[criterion["id"]]
         for group in criterion["groups"]:
             since = self.record.now - timedelta(days=group["lookback_days"])
             concepts = [self.ruleset.concepts[n] for n in group["concepts"]]
-            if any(self.record.newest_result(c, statuses, since) for c in concepts):
+            newest = [(c, r) for c in concepts for r in self.record.newest_results(c, statuses, since)]
+            if any(r[1] is not None for _c, r in newest):
+                continue
+            if newest:
+                facts.append(self._unusable_fact(criterion["id"], group, newest))
                 continue
             last = max((r for r in (self._latest(c, None, statuses) for c in concepts) if r),
                        key=lambda r: r[0], default=None)
@@ -300,12 +417,36 @@ class Evaluation:
                               group.get("order")))
         return facts
 
+    def _unusable_fact(self, criterion_id: str, group: dict, newest: list[tuple]) -> Fact:
+        concept, (when, _value, resource, code) = max(newest, key=lambda cr: cr[1][0])
+        reading = self.record.reading(concept, resource)
+        recorded = _as_recorded(resource)
+        if reading.status == IMPLAUSIBLE:
+            text = (f"{concept.label} {recorded} on {_day(when)} ({code.label}) is implausible: "
+                    "check the result (not used by any rule)")
+        else:
+            text = (f"{concept.label} result on {_day(when)} ({code.label}) cannot be read "
+                    f"({reading.reason}{': ' + recorded if recorded else ''}): review this result")
+        return Fact(criterion_id, text, f"review {concept.label.lower()} result", [resource],
+                    when, group.get("order"))
+
     def _medication(self, criterion: dict) -> list[Fact]:
         wanted = criterion["classes"]
+        since = None
+        anchor = criterion.get("started_on_or_after")
+        if anchor is not None:  # e.g. an anticoagulant ordered on or after the DVT
+            dates = [f.when.date() for f in self.check(anchor) if f.when is not None]
+            if not dates:
+                return []
+            since = min(dates)
         facts = []
         for resource, matches in self._active_medications():
             if self.record.known_invalid(resource):  # found out on an earlier attempt
                 continue
+            if since is not None:
+                started = medication_date(resource)
+                if started is None or started.date() < since:
+                    continue
             for info, how in matches:
                 if info["class"] in wanted:
                     facts.append(_medication_fact(criterion["id"], resource, info, how))
@@ -441,12 +582,29 @@ def _meets(value: float, reported: str | None, comparator: str, limit: float) ->
     return False
 
 
+def _as_recorded(resource: dict) -> str:
+    """The value as the laboratory sent it ("45 mmol/L", "<2.5 mmol/L"), for review lines."""
+    quantity = resource.get("valueQuantity")
+    if isinstance(quantity, dict):
+        parts = [quantity.get("comparator"), quantity.get("value"),
+                 quantity.get("unit") or quantity.get("code")]
+        shown = " ".join(str(p) for p in parts[1:] if p is not None and not isinstance(p, bool))
+        prefix = parts[0] if isinstance(parts[0], str) else ""
+        return (prefix + shown)[:40]
+    text = resource.get("valueString")
+    return f'"{text[:40]}"' if isinstance(text, str) else ""
+
+
 def _as_reported(concept: ObservationConcept, resource: dict) -> str:
-    """'; reported as 78 mmol/mol' when the lab used another unit than the one shown."""
+    """'; reported as 78 mmol/mol' when the lab used another unit than the one shown, and
+    '; reported as 4.26 mL/min, used as mL/min/1.73m²' when a unit was read as another."""
     quantity = resource.get("valueQuantity") or {}
-    unit = units.ucum_code(concept.unit_aliases.get(quantity.get("code"), quantity.get("code"))
-                           or quantity.get("unit"))
+    raw = quantity.get("code") or quantity.get("unit")
     value = quantity.get("value")
+    if raw in concept.unit_aliases and not isinstance(value, bool):
+        return (f"; reported as {format_number(float(value), 2)} {raw}, used as "
+                f"{units.display_label(concept.unit_aliases[raw])}")
+    unit = units.ucum_code(raw)
     if unit is None or unit == units.ucum_code(concept.display_unit) or isinstance(value, bool):
         return ""
     if units.display_label(unit) == units.display_label(concept.display_unit):
@@ -475,16 +633,31 @@ def _actual_code(resource: dict, concept: Concept) -> Concept:
     return concept
 
 
-def condition_fact(criterion_id: str, resource: dict, concept: Concept) -> Fact:
-    """The evidence line for a coded problem: display, code, clinical status and onset."""
+def condition_fact(criterion_id: str, resource: dict, concept: Concept,
+                   undated_counted: bool = False) -> Fact:
+    """The evidence line for a coded problem: display, code, clinical status and dates as
+    recorded (an onset is never inferred from the date the entry was recorded)."""
     concept = _actual_code(resource, concept)
-    started = condition_date(resource)
+    if resource.get("resourceType") == "Observation":
+        when = observation_date(resource)
+        return Fact(criterion_id, f"{concept.display} ({concept.label}), recorded as a finding "
+                    f"on {_day(when)}", concept.display, [resource], when)
+    onset, recorded = condition_dates(resource)
     status = "active"
     for _s, code, _d in codings_of(resource.get("clinicalStatus")):
         status = code
-    since = f"onset {started.date().isoformat()}" if started else "onset not recorded"
-    return Fact(criterion_id, f"{concept.display} ({concept.label}), {status}, {since}",
-                concept.display, [resource], started)
+    if onset and recorded and recorded.date() != onset.date():
+        dates = f"onset {onset.date().isoformat()}, recorded {recorded.date().isoformat()}"
+    elif onset:
+        dates = f"onset {onset.date().isoformat()}"
+    elif recorded:
+        dates = f"recorded {recorded.date().isoformat()} (onset not recorded)"
+    else:
+        dates = "onset and recorded date not recorded"
+    if undated_counted:
+        dates += ": counted as recent, check when it began"
+    return Fact(criterion_id, f"{concept.display} ({concept.label}), {status}, {dates}",
+                concept.display, [resource], onset or recorded)
 
 
 def _medication_fact(criterion_id: str, resource: dict, info: dict, how: str) -> Fact:

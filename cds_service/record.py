@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
-from operator import itemgetter
 
 import orjson
 
@@ -25,6 +24,7 @@ from fhir.resources.R4B.procedure import Procedure
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from cds_service.fhir_json import FhirNode
+from cds_service.quality import Reading, assess
 from cds_service.terminology import CodeIndex, Concept, ValueSet, codings_of
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ ELEMENTS_READ = {
     "Condition": {"resourceType", "id", "clinicalStatus", "verificationStatus", "code",
                   "subject", "recordedDate"},
     "Observation": {"resourceType", "id", "status", "code", "subject", "issued",
-                    "valueQuantity"},
+                    "valueQuantity", "valueString", "interpretation"},
     "Procedure": {"resourceType", "id", "status", "code", "subject"},
     "MedicationRequest": {"resourceType", "id", "status", "intent", "subject", "authoredOn",
                           "contained"},
@@ -69,7 +69,8 @@ _SHAPES = {
     "code": dict, "clinicalStatus": dict, "verificationStatus": dict, "subject": dict,
     "patient": dict, "valueQuantity": dict, "medicationCodeableConcept": dict,
     "medicationReference": dict, "onsetPeriod": dict, "effectivePeriod": dict,
-    "performedPeriod": dict, "contained": list, "ingredient": list,
+    "performedPeriod": dict, "contained": list, "ingredient": list, "interpretation": list,
+    "valueString": str,
     "onsetDateTime": str, "recordedDate": str, "effectiveDateTime": str,
     "effectiveInstant": str, "issued": str, "performedDateTime": str, "authoredOn": str,
     "abatementDateTime": str, "deceasedDateTime": str, "deceasedBoolean": bool,
@@ -156,9 +157,6 @@ def _model_accepts(rtype: str, elements: dict) -> bool:
     return True
 
 
-_FIRST = itemgetter(0)
-
-
 @lru_cache(maxsize=16384)
 def _instant(value: str) -> tuple[float, datetime] | None:
     """(POSIX timestamp, datetime) of a FHIR dateTime string, remembered like the parse."""
@@ -191,10 +189,16 @@ def condition_counts(resource: dict) -> bool:
     return clinical is None or clinical in CONDITION_ACTIVE
 
 
+def condition_dates(resource: dict) -> tuple[datetime | None, datetime | None]:
+    """(onset, recorded date): problem lists often carry only one, or a late recording."""
+    onset = resource.get("onsetDateTime") or (resource.get("onsetPeriod") or {}).get("start")
+    return parse_datetime(onset), parse_datetime(resource.get("recordedDate"))
+
+
 def condition_date(resource: dict) -> datetime | None:
     """When the condition started, or failing that, when it was recorded."""
-    onset = resource.get("onsetDateTime") or (resource.get("onsetPeriod") or {}).get("start")
-    return parse_datetime(onset) or parse_datetime(resource.get("recordedDate"))
+    onset, recorded = condition_dates(resource)
+    return onset or recorded
 
 
 def observation_date(resource: dict) -> datetime | None:
@@ -245,7 +249,7 @@ class Record:
         self._indexes: dict[str, dict[ValueSet, list[tuple[dict, Concept]]]] = {}
         self._found: dict[tuple[str, ValueSet], list[tuple[dict, Concept]]] = {}
         self._dated: dict[str, list[tuple]] = {}
-        self._values: dict[str, dict[int, float | None]] = {}
+        self._values: dict[str, dict[int, Reading]] = {}
         self._medications: dict[str, dict] | None = None
         self._present: frozenset | None = None
         self._valid: dict[int, bool] = {}
@@ -409,6 +413,26 @@ class Record:
                 found.append((when, self._value(concept, resource), resource, code))
         return found
 
+    def newest_results(self, concept, statuses, since: datetime | None = None,
+                       same_day: bool = False) -> list[tuple]:
+        """Every result at the newest instant (``same_day``: on the newest day) from
+        ``since`` on, usable or not: several results of one instant are decided by rule
+        (the worse value), never by which came first in the bundle."""
+        oldest = since.timestamp() if since is not None else None
+        found: list[tuple] = []
+        first = None
+        for stamp, when, resource, code in self._dated_of(concept):
+            if oldest is not None and stamp < oldest:
+                break
+            if first is not None and (when.date() != first[1].date() if same_day
+                                      else stamp != first[0]):
+                break
+            if (self.screen(resource) and resource.get("status") in statuses
+                    and not self.known_invalid(resource)):
+                first = first or (stamp, when)
+                found.append((when, self._value(concept, resource), resource, code))
+        return found
+
     def _dated_of(self, concept) -> list[tuple]:
         dated = self._dated.get(concept.name)
         if dated is None:
@@ -416,15 +440,19 @@ class Record:
         return dated
 
     def _value(self, concept, resource) -> float | None:
-        """The result's value in the concept's canonical unit, converted once per record."""
-        values = self._values.setdefault(concept.name, {})
+        """The result's value in the concept's canonical unit when usable, else None."""
+        return self.reading(concept, resource).value
+
+    def reading(self, concept, resource) -> Reading:
+        """The result as the rules may use it (``quality.assess``), decided once per record."""
+        readings = self._values.setdefault(concept.name, {})
         key = id(resource)
-        if key in values:
-            return values[key]
-        value = values[key] = concept.value_in(resource.get("valueQuantity"))
-        if value is None:
-            log.info("a %s result has no value in a convertible unit", concept.name)
-        return value
+        found = readings.get(key)
+        if found is None:
+            found = readings[key] = assess(concept, resource)
+            if not found.usable:
+                log.info("a %s result is %s: %s", concept.name, found.status, found.reason)
+        return found
 
     def _dated_results(self, concept) -> list[tuple]:
         """(POSIX timestamp, when, resource, code), newest first. Sorted and compared on
@@ -443,7 +471,11 @@ class Record:
                 instant = (when.timestamp(), when)
             if instant[0] <= latest_allowed:
                 dated.append((*instant, resource, code))
-        dated.sort(key=_FIRST, reverse=True)
+        # Newest first; results of one instant in a fixed order whatever the bundle's: the
+        # concept's codes as listed (serum or plasma before blood), then the resource id.
+        rank = {key: i for i, key in enumerate(concept.value_set.exact)}
+        dated.sort(key=lambda r: (-r[0], rank.get((r[3].system, r[3].code), len(rank)),
+                                  str(r[2].get("id"))))
         return dated
 
     def known_invalid(self, resource: dict) -> bool:

@@ -48,6 +48,8 @@ class ObservationConcept:
     decimals: int = 1
     paired_within: str | None = None  # "day": same-day results are read together (ABI legs)
     unitless: bool = False             # a ratio may come without any unit
+    plausible: tuple[float, float] | None = None  # in ``unit``; outside it a result is not used
+    correction: dict | None = None     # albumin correction of total calcium (see common.yaml)
 
     def value_in(self, quantity: object, target: str | None = None) -> float | None:
         """The quantity's value in ``target`` (default: canonical unit), or None."""
@@ -165,9 +167,11 @@ def _needs(route_file: str, criteria: list[dict], value_sets: dict, concepts: di
                     need(part, path + (criterion_id,))
                 needs[criterion_id] = Need(kind, parts=tuple(criterion["of"]))
             elif kind in ("condition", "procedure"):
-                rtype = kind.capitalize()
+                rtypes = [kind.capitalize()] + (["Observation"] if criterion.get("also_observations")
+                                                else [])
                 needs[criterion_id] = Need("data", frozenset(
-                    (rtype, value_sets[name]) for name in criterion["value_sets"]))
+                    (rtype, value_sets[name]) for rtype in rtypes
+                    for name in criterion["value_sets"]))
             elif kind == "observation":
                 names = _concept_names(criterion)  # with creatinine when eGFR may be estimated
                 needs[criterion_id] = Need("data", frozenset(
@@ -270,7 +274,16 @@ def _concept(name: str, spec: dict, path: Path) -> ObservationConcept:
         value_set=ValueSet.from_entries(name, spec["codes"]),
         molar_mass=spec.get("molar_mass"), valence=spec.get("valence"), scale=spec.get("scale"),
         unit_aliases=spec.get("unit_aliases", {}), decimals=spec.get("decimals", 1),
-        paired_within=spec.get("paired_within"), unitless=spec.get("unitless", False))
+        paired_within=spec.get("paired_within"), unitless=spec.get("unitless", False),
+        correction=spec.get("albumin_correction"))
+    plausible = spec["plausible"]
+    bounds = [units.convert(plausible[end], plausible["unit"], concept.unit,
+                            molar_mass=concept.molar_mass, valence=concept.valence,
+                            scale=concept.scale) for end in ("low", "high")]
+    if None in bounds:
+        raise RuleError(f"{path.name}: field observations/{name}/plausible/unit: "
+                        f"{plausible['unit']!r} cannot be converted to {concept.unit!r}")
+    concept.plausible = (bounds[0], bounds[1])
     for unit in (concept.unit, concept.display_unit, *concept.unit_aliases.values()):
         if units.ucum_code(unit) is None:
             raise RuleError(f"{path.name}: field observations/{name}: unknown UCUM unit {unit!r}")
@@ -313,7 +326,10 @@ def _compile_route(path: Path, data: dict, concepts: dict) -> Route:
                 raise RuleError(f"{where}/threshold/unit: {unit!r} cannot be converted to "
                                 f"{concept.unit!r}")
     for i, criterion in enumerate(data["criteria"]):
-        for ref in criterion.get("of", []) + criterion.get("unless", []):
+        refs = criterion.get("of", []) + criterion.get("unless", [])
+        if "started_on_or_after" in criterion:
+            refs = refs + [criterion["started_on_or_after"]]
+        for ref in refs:
             if ref not in ids:
                 raise RuleError(f"{path.name}: field criteria/{i}: unknown criterion {ref!r}")
     for i, variant in enumerate(data.get("variants", [])):

@@ -60,12 +60,12 @@ def _broken_cards(tmp_path: Path, edit) -> Path:
 @pytest.mark.parametrize("edit, expected", [
     (lambda d: d.pop("summary"), "summary"),
     (lambda d: d["criteria"][0].update(value_sets=["no-such-set"]), "criteria/0/value_sets"),
-    (lambda d: d["criteria"][3]["threshold"].update(unit="furlongs"), "criteria/3/threshold/unit"),
+    (lambda d: d["criteria"][4]["threshold"].update(unit="furlongs"), "criteria/4/threshold/unit"),
     (lambda d: d["criteria"].append({"id": "x", "type": "all", "of": ["missing-id"]}), "criteria/"),
     (lambda d: d.update(indicator="urgent"), "indicator"),
     (lambda d: d["criteria"].extend([{"id": "a", "type": "any", "of": ["b"]},
                                      {"id": "b", "type": "all", "of": ["a"]}]), "a -> b -> a"),
-    (lambda d: d["criteria"][1].pop("lookback_days"), "criteria/1"),
+    (lambda d: d["criteria"][2].pop("lookback_days"), "criteria/2"),
 ])
 def test_check_rules_names_file_and_field(tmp_path, capsys, edit, expected):
     cards = _broken_cards(tmp_path, edit)

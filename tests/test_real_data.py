@@ -24,7 +24,10 @@ EXPECTED = {
     "Mariana_Sierra_e3c9dc1f.json": ({"primary-care-workup"}, {"urgent-care", "nephrology"}),
     "Conchita_Reynoso_32575559.json": ({"neurology", "medication-review", "primary-care-workup"},
                                        {"urgent-care", "nephrology", "endocrinology"}),
-    "Daryl_Heaney_f44fe3a9.json": ({"neurology"}, {"urgent-care", "nephrology", "endocrinology"}),
+    # Creatinine 2.79 mg/dL (CKD-EPI 2021: eGFR 24) beside a reported eGFR of 83 the same day:
+    # discordant by far more than 30 %, so the lower value drives nephrology (issue 12), with the
+    # "may be acute kidney injury, repeat" wording as no CKD is coded.
+    "Daryl_Heaney_f44fe3a9.json": ({"neurology", "nephrology"}, {"urgent-care", "endocrinology"}),
     "Shandra_Glover_afe4d0ff.json": ({"nephrology", "neurology", "medication-review"},
                                      {"urgent-care"}),
     "Myron_Schuster_63a7cbab.json": ({"medication-review", "primary-care-workup"},
@@ -51,10 +54,12 @@ EXPECTED_SHIFTED = {
     # endocrinology on it.
     "Josue_Sipes_7d27f180-98d6-456d-98c0-d91df32cd023.json": (
         {"neurology", "medication-review"}, {"urgent-care", "nephrology", "endocrinology"}),
-    # Insulin-treated diabetes with nephropathy, HCTZ. HbA1c 3.07 % is implausible, so the
-    # record gives no sign of poor control: no endocrinology card from it.
+    # Insulin-treated diabetes with nephropathy, HCTZ. Creatinine 2.34 mg/dL gives a CKD-EPI
+    # eGFR of 30 against a reported 41.6 the same day (discordant): the lower drives
+    # nephrology, as the README expects. HbA1c 3.07 % is implausible, so the record gives no
+    # sign of poor control: no endocrinology card from it.
     "Isaiah_Schaden_b6b36717-6ad2-433d-bf5c-6c77bc2fcd96.json": (
-        {"medication-review"}, {"urgent-care", "endocrinology", "vascular"}),
+        {"nephrology", "medication-review"}, {"urgent-care", "endocrinology", "vascular"}),
     # Diabetic neuropathy, HCTZ with magnesium never measured: neurology, workup, review.
     "Dirk_Kuhlman_1e503533-b8c2-42cb-a6d5-bbd7d70d07ad.json": (
         {"neurology", "primary-care-workup", "medication-review"},
@@ -70,8 +75,10 @@ EXPECTED_SHIFTED = {
         {"primary-care-workup"}, {"urgent-care", "nephrology", "endocrinology", "neurology"}),
     # Hypothyroid on levothyroxine with no TSH on record: the workup asks for labs; with no TSH
     # there is no abnormal thyroid result to send to endocrinology (ATA 2014: primary care).
+    # Creatinine 2.75 mg/dL beside a reported eGFR of 86.9 mL/min the same day: CKD-EPI gives
+    # 18, so nephrology (repeat, may be acute), which the README did not see.
     "Louie_Jast_14802fb7-f613-4c4f-816a-e92b7b144788.json": (
-        {"primary-care-workup"}, {"urgent-care", "endocrinology", "vascular"}),
+        {"primary-care-workup", "nephrology"}, {"urgent-care", "endocrinology", "vascular"}),
     # Hypothyroid, TSH 2.39 from 2017 (stale): repeat it in primary care, no endocrinology.
     "David_Alcantar_69042923-d915-40e1-b1e0-7692a08ff171.json": (
         {"primary-care-workup"}, {"urgent-care", "endocrinology", "nephrology", "neurology"}),
