@@ -183,7 +183,7 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
         def bookkeeping() -> None:
             labels = (endpoint, method, str(status))
             tasks = [lambda: metrics.REQUESTS.labels(*labels).observe(elapsed)]
-            if endpoint != "/metrics" and endpoint != "/healthz":
+            if endpoint not in ("/metrics", "/healthz", "/readyz"):
                 tasks.append(lambda: logs.access(_access_line(state, method, endpoint, status,
                                                               elapsed)))
             for task in tasks + state.get("after_sent", []):
@@ -213,6 +213,18 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
     @app.get("/healthz")
     def healthz():
         return json_response({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz():
+        """Readiness (not liveness): 503 while the store cannot take feedback."""
+        ready, checks = store.health()
+        return json_response({"status": "ok" if ready else "unavailable", "checks": checks},
+                             200 if ready else 503)
+
+    @app.get("/openapi.json")
+    def openapi_document():
+        from cds_service import openapi
+        return json_response(openapi.document())
 
     @app.get("/metrics")
     def metrics_endpoint():
