@@ -86,8 +86,10 @@ def _schema(app):
             return body
         if "fhirServer" in body:
             body["fhirServer"] = "http://127.0.0.1:9/fhir"  # refused at once, loopback only
-        if len(body.get("hookInstance", "")) % 2 == 0:  # half of them: a patient with cards
-            patient = body.get("context", {}).get("patientId", "p1")
+        hook_instance, context = body.get("hookInstance"), body.get("context")
+        if isinstance(hook_instance, str) and len(hook_instance) % 2 == 0:  # half: with cards
+            patient = context.get("patientId") if isinstance(context, dict) else None
+            patient = patient if isinstance(patient, str) else "p1"
             resources = [dict(r, subject={"reference": f"Patient/{patient}"}) for r in (CRAMP, CKD4)]
             bundle = {"resourceType": "Bundle", "type": "searchset", "entry": []}
             body["prefetch"] = {key: dict(bundle) for key in (
