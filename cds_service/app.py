@@ -19,6 +19,7 @@ from cds_service import SERVICE_ID, feedback, fhir_json, logs, metrics
 from cds_service.config import Settings
 from cds_service.database import StoreUnavailable
 from cds_service.errors import CdsError, from_http_exception, operation_outcome
+from cds_service.http_guard import BODY_ERROR, ORIGINAL_PATH, HttpGuard
 from cds_service.security import Authenticator
 from cds_service.service import CdsService
 from cds_service.storage import Store
@@ -140,6 +141,9 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
     authenticator = Authenticator(settings, replay_store=store)
 
     app = Flask(__name__)
+    # Never answer a redirect built from the Host header (``//x`` -> 308 to ``http://host/x``);
+    # HttpGuard merges slashes before routing instead.
+    app.url_map.merge_slashes = False
     app.test_client_class = ClosingTestClient
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["cds"] = service
@@ -149,9 +153,21 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
     _cors_only_for_browsers(app)
 
     def authenticate() -> None:
-        authenticator.authenticate(request.headers.get("Authorization"), request.path)
+        # The JWT's aud names the URL as called (before HttpGuard normalised the path).
+        authenticator.authenticate(request.headers.get("Authorization"),
+                                   request.environ.get(ORIGINAL_PATH, request.path))
 
-    app.wsgi_app = ServerTiming(app.wsgi_app)
+    app.wsgi_app = ServerTiming(HttpGuard(app.wsgi_app, settings.max_body_bytes))
+
+    @app.before_request
+    def _body_problem():
+        """A body HttpGuard could not accept (over the limit, malformed): answer it here, so
+        the error gets CORS headers, metrics and an access line like any other."""
+        problem = request.environ.get(BODY_ERROR)
+        if problem is not None:
+            status, message = problem
+            g.error = "body"
+            raise CdsError(status, message)
 
     @app.after_request
     def _observe(response: Response):
@@ -167,7 +183,7 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
         def bookkeeping() -> None:
             labels = (endpoint, method, str(status))
             tasks = [lambda: metrics.REQUESTS.labels(*labels).observe(elapsed)]
-            if endpoint != "/metrics" and endpoint != "/healthz":
+            if endpoint not in ("/metrics", "/healthz", "/readyz"):
                 tasks.append(lambda: logs.access(_access_line(state, method, endpoint, status,
                                                               elapsed)))
             for task in tasks + state.get("after_sent", []):
@@ -197,6 +213,18 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
     @app.get("/healthz")
     def healthz():
         return json_response({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz():
+        """Readiness (not liveness): 503 while the store cannot take feedback."""
+        ready, checks = store.health()
+        return json_response({"status": "ok" if ready else "unavailable", "checks": checks},
+                             200 if ready else 503)
+
+    @app.get("/openapi.json")
+    def openapi_document():
+        from cds_service import openapi
+        return json_response(openapi.document())
 
     @app.get("/metrics")
     def metrics_endpoint():
@@ -248,6 +276,6 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
         except StoreUnavailable:
             raise CdsError(503, "Feedback could not be stored right now; please retry.",
                            headers={"Retry-After": "30"}) from None
-        return Response(status=200)
+        return json_response({"status": "stored", "items": len(items)})
 
     return app

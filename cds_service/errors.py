@@ -13,7 +13,11 @@ _ISSUE_CODES = {
     405: "not-supported",
     412: "incomplete",
     413: "too-costly",
+    414: "too-long",
     415: "not-supported",
+    417: "not-supported",
+    431: "too-long",
+    501: "not-supported",
     500: "exception",
     503: "transient",
 }

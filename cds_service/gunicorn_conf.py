@@ -52,6 +52,8 @@ def post_worker_init(worker):
     collector's sight, and collect the young generation less often: a hook request
     allocates tens of thousands of short-lived dicts, and full collections otherwise
     keep re-scanning the long-lived start-up objects."""
+    from cds_service import gunicorn_errors
+    gunicorn_errors.install(worker)  # 400/414/431 ... from gunicorn as OperationOutcome JSON
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)

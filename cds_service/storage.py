@@ -39,6 +39,7 @@ from cds_service.config import Settings
 from cds_service.database import (FEEDBACK_KEY, StoreUnavailable, describe, feedback,
                                   insert_ignore, issued_card, jwt_replay, make_engine,
                                   parse_timestamp, utcnow)
+from cds_service.store_health import SqliteWatch
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class Store:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.engine = make_engine(settings)
+        self._watch = SqliteWatch(self.engine)  # before the first connection is opened
+        self._failed = False  # the last operation failed: check the data dir before the next
         self._schema_ready = False
         self._schema_lock = threading.Lock()
         self._salt: bytes | None = None
@@ -97,6 +100,8 @@ class Store:
 
     def ensure_schema(self) -> bool:
         """Create or upgrade the schema once; False (logged) while the database is down."""
+        if self._failed:
+            self._prepare_reopen()
         if self._schema_ready:
             return True
         with self._schema_lock:
@@ -107,6 +112,7 @@ class Store:
                     applied = migrations.migrate(conn)
             except SQLAlchemyError as exc:
                 log.warning("database unavailable, schema not checked yet: %s", describe(exc))
+                self._failed = True
                 return False
             if applied:
                 log.info("database schema upgraded to version %d", applied[-1])
@@ -162,6 +168,7 @@ class Store:
             return
         try:
             with self.engine.begin() as conn:
+                info = conn.connection.info
                 insert_ignore(conn, issued_card, rows, ["card_uuid"])
                 # Feedback that arrived before its card was written is no longer unknown.
                 conn.execute(update(feedback)
@@ -169,7 +176,15 @@ class Store:
                                     feedback.c.unknown_card.is_(True))
                              .values(unknown_card=False))
         except SQLAlchemyError as exc:
+            self._note_failure()
             log.warning("could not write %d issued-card records: %s", len(rows), describe(exc))
+            return
+        if not self._watch.same_file(info):
+            self._file_lost()
+            log.error("%d issued-card records went to a database file that is no longer at "
+                      "its path: lost", len(rows))
+            return
+        self._watch.maybe_checkpoint()
 
     def flush(self, timeout: float = CLOSE_TIMEOUT) -> bool:
         """Wait until every record queued so far has been written (or given up on)."""
@@ -234,6 +249,7 @@ class Store:
             raise StoreUnavailable("database unavailable")
         try:
             with self.engine.begin() as conn:
+                info = conn.connection.info
                 uuids = sorted({row["card_uuid"] for row in rows.values()})
                 known = set(conn.scalars(select(issued_card.c.card_uuid)
                                          .where(issued_card.c.card_uuid.in_(uuids))))
@@ -241,8 +257,71 @@ class Store:
                     row["unknown_card"] = row["card_uuid"] not in known
                 insert_ignore(conn, feedback, list(rows.values()), FEEDBACK_KEY)
         except SQLAlchemyError as exc:
+            self._note_failure()
             log.warning("feedback batch of %d items not stored: %s", len(rows), describe(exc))
             raise StoreUnavailable("database unavailable") from None
+        if not self._watch.same_file(info):  # committed into a deleted or replaced file
+            self._file_lost()
+            log.error("feedback batch of %d items not stored: the database file is no longer "
+                      "at its path (data directory removed or file replaced)", len(rows))
+            raise StoreUnavailable("database file missing")
+        self._watch.maybe_checkpoint()
+
+    # -- faults and readiness -----------------------------------------------------------
+
+    def _note_failure(self) -> None:
+        """After a failed operation: re-check the schema (the file may be new) next time."""
+        self._failed = True
+        self._schema_ready = False
+
+    def _file_lost(self) -> None:
+        self._note_failure()
+        self._watch.reset()  # connections to the unlinked file must not be used again
+
+    def _prepare_reopen(self) -> None:
+        """Before retrying after a failure: the default data dir (and the salt kept in it)
+        is recreated as at start-up, so a removed directory does not need a restart."""
+        self._failed = False
+        if self.settings.database_url or not self._watch.enabled:
+            return
+        data_dir = self.settings.data_dir
+        if data_dir.is_dir():
+            return
+        try:
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            log.warning("data directory %s was missing: recreated (a new, empty database)",
+                        data_dir)
+            if self._salt is not None and not self.settings.patient_hash_salt:
+                path = data_dir / SALT_FILE
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w", encoding="ascii") as out:
+                    out.write(self._salt.decode() + "\n")
+        except OSError as exc:
+            log.error("data directory %s is missing and cannot be created: %s", data_dir,
+                      exc.strerror)
+
+    def health(self) -> tuple[bool, dict[str, str]]:
+        """(ready, checks) for the readiness endpoint: can feedback be stored right now?"""
+        if self._failed:
+            self._prepare_reopen()
+        problem = "database unavailable" if not self.ensure_schema() else self._watch.problem()
+        if problem is not None:
+            self._file_lost()  # reopen (recreating the default data dir) on the next call
+        else:
+            try:
+                with self.engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE takes the write lock
+                    conn.execute(select(feedback.c.id).limit(1)).all()
+                    info = conn.connection.info
+                if not self._watch.same_file(info):
+                    self._file_lost()
+                    problem = "database file is no longer at its path"
+            except SQLAlchemyError as exc:
+                self._note_failure()
+                problem = describe(exc)
+        if problem is not None:
+            log.warning("store not ready: %s", problem)
+            return False, {"store": problem}
+        return True, {"store": "ok"}
 
     # -- shutdown -----------------------------------------------------------------------
 

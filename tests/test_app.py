@@ -347,3 +347,90 @@ def test_evidence_reached_through_two_criteria_is_listed_once(client):
                 if c["source"]["topic"]["code"] == "nephrology")
     assert card["detail"].count("(ICD-10-CM N18.4)") + card["detail"].count("431857002") == 1
     assert card["detail"].count("eGFR 22") == 1
+
+
+# -- serving hygiene (issue 14) ---------------------------------------------------------
+
+ALWAYS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+SANDBOX = "https://sandbox.cds-hooks.org"
+
+
+def assert_always_headers(response) -> None:
+    for name, value in ALWAYS.items():
+        assert response.headers.get(name) == value, name
+
+
+def test_every_response_carries_no_store_and_nosniff(client):
+    preflight = {"Origin": SANDBOX, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "content-type"}
+    for response in (client.get("/cds-services"), client.post(SERVICE, json=minimal_request()),
+                     client.post(SERVICE, data="{", content_type="application/json"),
+                     client.get("/no-such-path"), client.get("/healthz"), client.get("/metrics"),
+                     client.options(SERVICE, headers=preflight), client.delete("/cds-services")):
+        assert_always_headers(response)
+
+
+def test_discovery_with_a_trailing_slash_is_served_with_its_preflight(client):
+    plain = client.get("/cds-services")
+    slash = client.get("/cds-services/")
+    assert slash.status_code == 200 and slash.get_json() == plain.get_json()
+    preflight = client.options("/cds-services/", headers={
+        "Origin": SANDBOX, "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization"})
+    assert preflight.status_code in (200, 204)
+    assert preflight.headers["Access-Control-Allow-Origin"] in ("*", SANDBOX)
+    assert "authorization" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    assert_always_headers(preflight)
+    assert client.post(SERVICE + "/", json=minimal_request()).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["//cds-services", "/cds-services//", "//evil.example.com/x",
+                                  "///healthz", "/cds-services//leg-cramp-referral"])
+def test_double_slashes_never_redirect(client, path):
+    response = client.get(path, headers={"Host": "evil.example.com"})
+    assert "Location" not in response.headers
+    assert response.status_code in (200, 404, 405)
+    if response.status_code != 200:
+        assert_outcome(response, response.status_code)
+
+
+def test_feedback_success_is_json(client):
+    item = {"card": "c1", "outcome": "overridden", "outcomeTimestamp": "2026-11-24T10:00:00Z",
+            "overrideReason": {"userComment": "seen last week"}}
+    response = client.post(f"{SERVICE}/feedback", json={"feedback": [item]})
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    assert response.get_json() == {"status": "stored", "items": 1}
+
+
+@pytest.mark.parametrize("reason", [
+    {}, {"unknown": 1}, {"reason": {}}, {"reason": {"code": "x"}}, {"reason": "x"},
+    {"reason": {"system": "s", "code": ""}}, {"userComment": ""}, {"userComment": 5},
+    {"reason": {"system": "s", "code": "c" * 300}}, {"userComment": "nul \u0000 byte"},
+])
+def test_malformed_override_reason_is_400_naming_it(client, reason):
+    item = {"card": "c", "outcome": "overridden", "outcomeTimestamp": "2026-11-24T10:00:00Z",
+            "overrideReason": reason}
+    body = assert_outcome(client.post(f"{SERVICE}/feedback", json={"feedback": [item]}), 400)
+    assert "feedback[0].overrideReason" in body["issue"][0]["details"]["text"]
+
+
+def test_over_limit_body_errors_carry_cors_for_the_sandbox(tmp_path):
+    from cds_service.app import create_app
+    from cds_service.config import Settings
+    small = create_app(Settings.from_env({}, today="2026-11-24", data_dir=tmp_path,
+                                         max_body_bytes=2048)).test_client()
+    request = minimal_request()
+    request["padding"] = "x" * 4096
+    response = small.post(SERVICE, json=request, headers={"Origin": SANDBOX})
+    assert_outcome(response, 413)
+    assert "Access-Control-Allow-Origin" in response.headers
+    assert_always_headers(response)
+
+
+@pytest.mark.xfail(reason="engine crash (record._status_code iterates a non-list coding): "
+                          "reported to the lead, engine files are not this branch's", strict=False)
+@pytest.mark.parametrize("field", ["clinicalStatus", "verificationStatus"])
+@pytest.mark.parametrize("coding", [True, -1, 1.5, 5])
+def test_a_status_coding_that_is_not_a_list_never_500s(client, field, coding):
+    condition = dict(CRAMP, **{field: {"coding": coding}})
+    assert client.post(SERVICE, json=minimal_request(resources=[condition])).status_code != 500
