@@ -148,7 +148,10 @@ class Evaluation:
             unless = self.route.unless[criterion_id]
             if not (unless and any(map(self.check, unless))):
                 criterion = self.by_id[criterion_id]
-                found = self.results[criterion_id] = _HANDLERS[criterion["type"]](self, criterion)
+                found = _HANDLERS[criterion["type"]](self, criterion)
+                if criterion["type"] not in ("all", "any"):  # never the bundle's order
+                    found.sort(key=_fact_order)
+                self.results[criterion_id] = found
         return found
 
     def possible(self, criterion_id: str) -> bool:
@@ -514,9 +517,11 @@ class Evaluation:
             if isinstance(c, dict) and isinstance(c.get("text"), str):
                 texts.append(c["text"])
         names = self.route.medication_names
-        for info in names.infos_in(texts) if names is not None else ():
+        for info, misspelt in names.infos_in(texts) if names is not None else ():
             if info["class"] not in classes:
-                matches.append((info, "matched by name only (no known RxNorm code)"))
+                how = (f"matched by a similar name only ('{misspelt[:30]}'), check it" if misspelt
+                       else "matched by name only (no known RxNorm code)")
+                matches.append((info, how))
                 classes.add(info["class"])
         return matches
 
@@ -542,6 +547,12 @@ class Evaluation:
 # The method evaluating each criterion type (the rule files' ``type``).
 _HANDLERS = {kind: getattr(Evaluation, "_" + kind.replace("-", "_")) for kind in (
     "condition", "observation", "observation-missing", "procedure", "medication", "all", "any")}
+
+
+def _fact_order(fact: Fact) -> tuple:
+    """Newest evidence first, then by wording: the same chart gives the same card whatever
+    the order of its resources."""
+    return (-fact.when.timestamp() if fact.when else float("inf"), fact.text)
 
 
 def _already_shown(fact: Fact, facts: list[Fact]) -> bool:

@@ -237,10 +237,12 @@ class Record:
     first asks for it. A chart without a leg-cramp problem only has its Conditions read.
     """
 
-    def __init__(self, patient_id: str, resources, now: datetime, codes: CodeIndex):
+    def __init__(self, patient_id: str, resources, now: datetime, codes: CodeIndex,
+                 strict: bool = False):
         self.patient_id = patient_id
         self.now = now
         self.codes = codes
+        self.strict = strict  # every resource a rule reaches must pass R4B validation
         self.patient: dict | None = None
         self.received: dict[str, list[dict]] = {}  # as sent, unscreened
         self.left_out = 0  # malformed, or about another patient (among those a rule reached)
@@ -275,7 +277,8 @@ class Record:
         key = id(resource)
         verdict = self._screened.get(key)
         if verdict is None:
-            verdict = well_formed(resource) and self._about_patient(resource)
+            verdict = (well_formed(resource) and self._about_patient(resource)
+                       and (not self.strict or self.is_valid(resource)))
             self._screened[key] = verdict
             if not verdict:
                 self.left_out += 1
@@ -378,6 +381,12 @@ class Record:
             self._medications = {"Medication/" + m["id"]: m for m in self.resources("Medication")
                                  if isinstance(m.get("id"), str)}
         return self._medications.get(ref)
+
+    def strict_copy(self) -> Record:
+        """The same resources, each one R4B-validated before a rule reads it: for a route
+        that failed on malformed data, so the malformed resource costs itself, not the route."""
+        resources = [r for group in self.received.values() for r in group]
+        return Record(self.patient_id, resources, self.now, self.codes, strict=True)
 
     def counts(self) -> dict[str, int]:
         """Resources received, by type (for the access log)."""

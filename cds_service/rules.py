@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import difflib
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
@@ -254,13 +256,20 @@ class RuleSet:
             log.info("no cards: the patient is recorded as deceased")
             return []
         results = []
+        strict: Record | None = None
         for route in self.routes:
             try:
                 result = Evaluation(self, route, record).run()
-            except Exception as exc:  # a defect must cost one route, not every card
-                log.error("route %s failed (%s); its card is left out", route.code,
-                          type(exc).__name__)
-                continue
+            except Exception as exc:  # malformed data the screening let through, or a defect
+                log.warning("route %s failed (%s); evaluated again with every resource "
+                            "validated", route.code, type(exc).__name__)
+                strict = strict or record.strict_copy()
+                try:
+                    result = Evaluation(self, route, strict).run()
+                except Exception as again:  # a defect must cost one route, not every card
+                    log.error("route %s failed (%s); its card is left out", route.code,
+                              type(again).__name__)
+                    continue
             if result is not None:
                 results.append(result)
         results.sort(key=lambda r: (-INDICATOR_RANK[r.indicator], r.route.order))
@@ -373,9 +382,9 @@ def _compile_medications(classes: list[dict]):
                                 "info": {**info, "verified": code["verified"]}})
             for name in [ingredient["display"], *ingredient.get("names", [])]:
                 names.setdefault(name.lower(), []).append(info)
-    if not entries:
+    if not names:
         return None, None
-    value_set = ValueSet.from_entries("medications", entries)
+    value_set = ValueSet.from_entries("medications", entries)  # may be empty: names only
     # A multi-ingredient product (e.g. hydrochlorothiazide/triamterene) belongs to every
     # class of its ingredients, so each code maps to a list of (ingredient, class) entries.
     value_set.info = {}
@@ -387,38 +396,47 @@ def _compile_medications(classes: list[dict]):
 
 
 class NameMatcher:
-    """Finds ingredient names (whole words, any case) in medication texts with one regex.
+    """Finds ingredient and brand names (whole words, any case) in medication texts with one
+    regex, and failing that a close misspelling ("Simvistatin") with ``difflib``.
 
     The lookarounds make "estrogens, conjugated (USP)" match even though it ends in ")".
+    Matches are remembered per text (``lru_cache``): charts repeat the same product names.
     """
 
-    MEMO_LIMIT = 8192  # distinct texts remembered; the memo is reset when full
-    MEMO_TEXT_LIMIT = 256  # longer texts are matched but not remembered
+    MEMO_TEXT_LIMIT = 256  # longer texts (a pasted document) are matched, not remembered
+    SIMILARITY = 0.88      # difflib ratio: "simvistatin"/"simvastatin" 0.91, but
+                           # "levalbuterol"/"albuterol" (another drug) 0.86
+    SHORTEST_FUZZY = 6     # shorter words are only matched exactly
 
     def __init__(self, names: dict[str, list[dict]]):
         self.infos = names
         alternatives = sorted(names, key=len, reverse=True)  # longest name wins
         self.pattern = re.compile(r"(?<!\w)(" + "|".join(map(re.escape, alternatives)) + r")(?!\w)",
                                   re.IGNORECASE)
-        self._memo: dict[str, tuple[dict, ...]] = {}
+        self.single_words = [n for n in names if n.isalpha() and len(n) >= self.SHORTEST_FUZZY]
+        self._remembered = lru_cache(maxsize=8192)(self._match)
 
-    def infos_in(self, texts: list[str]) -> list[dict]:
-        """The (ingredient, class) entries of every name found, in order of appearance."""
-        found = []
+    def infos_in(self, texts: list[str]) -> list[tuple[dict, str | None]]:
+        """(ingredient and class entry, the misspelt word or None), in order of appearance."""
+        found: list[tuple[dict, str | None]] = []
         for text in texts:
-            for info in self._infos_in(text):
-                if info not in found:
-                    found.append(info)
+            matched = (self._remembered(text) if len(text) <= self.MEMO_TEXT_LIMIT
+                       else self._match(text))
+            for info, fuzzy in matched:
+                if all(info is not other for other, _ in found):
+                    found.append((info, fuzzy))
         return found
 
-    def _infos_in(self, text: str) -> tuple[dict, ...]:
-        """Memoised per text: charts repeat the same product names across calls."""
-        infos = self._memo.get(text)
-        if infos is None:
-            infos = tuple(info for match in self.pattern.finditer(text)
-                          for info in self.infos[match.group(1).lower()])
-            if len(text) <= self.MEMO_TEXT_LIMIT:  # a product name, not a pasted document
-                if len(self._memo) >= self.MEMO_LIMIT:
-                    self._memo = {}
-                self._memo[text] = infos
-        return infos
+    def _match(self, text: str) -> tuple[tuple[dict, str | None], ...]:
+        exact = tuple((info, None) for match in self.pattern.finditer(text)
+                      for info in self.infos[match.group(1).lower()])
+        if exact:
+            return exact
+        fuzzy = []
+        for word in re.findall(r"[A-Za-z]{%d,}" % self.SHORTEST_FUZZY, text):
+            word_lower = word.lower()
+            close = [name for name in difflib.get_close_matches(
+                word_lower, self.single_words, n=1, cutoff=self.SIMILARITY)
+                if name[0] == word_lower[0]]  # a misspelling keeps its first letter
+            fuzzy += [(info, word) for name in close for info in self.infos[name]]
+        return tuple(fuzzy)
