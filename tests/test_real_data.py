@@ -77,8 +77,10 @@ EXPECTED_SHIFTED = {
     # there is no abnormal thyroid result to send to endocrinology (ATA 2014: primary care).
     # Creatinine 2.75 mg/dL beside a reported eGFR of 86.9 mL/min the same day: CKD-EPI gives
     # 18, so nephrology (repeat, may be acute), which the README did not see.
+    # "Simvistatin 10 MG" (a typo, no code) is a statin: medication review (statin myopathy).
     "Louie_Jast_14802fb7-f613-4c4f-816a-e92b7b144788.json": (
-        {"primary-care-workup", "nephrology"}, {"urgent-care", "endocrinology", "vascular"}),
+        {"primary-care-workup", "nephrology", "medication-review"},
+        {"urgent-care", "endocrinology", "vascular"}),
     # Hypothyroid, TSH 2.39 from 2017 (stale): repeat it in primary care, no endocrinology.
     "David_Alcantar_69042923-d915-40e1-b1e0-7692a08ff171.json": (
         {"primary-care-workup"}, {"urgent-care", "endocrinology", "nephrology", "neurology"}),
@@ -152,3 +154,53 @@ def test_stale_kidney_failure_is_shown_on_the_workup_card(service):
     card = next(c for c in outcome.response["cards"]
                 if c["source"]["topic"]["code"] == "primary-care-workup")
     assert "eGFR 5 mL/min/1.73m² on 2023-03-20" in card["detail"]
+
+
+# Issue 12 cases built from the published charts themselves.
+PARKER = "Parker_Casper_6d0c6969-6843-47e1-9921-d9bf11b1df31.json"
+LOUIE = "Louie_Jast_14802fb7-f613-4c4f-816a-e92b7b144788.json"
+
+
+def shifted_service(name: str) -> CdsService:
+    return CdsService(Settings.from_env({}, today=shifted_today(name)), fetcher=lambda *a: {})
+
+
+def card_of(outcome, route: str) -> dict:
+    return next(c for c in outcome.response["cards"] if c["source"]["topic"]["code"] == route)
+
+
+def test_the_same_chart_alive_gets_its_kidney_card_with_the_unit_as_reported():
+    request = hook_request(SYNTHEA_DIR / PARKER, cramp_onset=shifted_today(PARKER))
+    del request["prefetch"]["patient"]["deceasedDateTime"]
+    card = card_of(shifted_service(PARKER).evaluate(request), "nephrology")
+    # eGFR 4.26 mL/min beside creatinine 0.91 the same day: the lower value drives, flagged.
+    assert "reported as 4.26 mL/min, used as mL/min/1.73m²" in card["detail"]
+    assert "**Discordant**" in card["detail"]
+
+
+def test_creatinine_beside_a_normal_reported_egfr_is_estimated_and_flagged():
+    outcome = shifted_outcome(LOUIE)
+    detail = card_of(outcome, "nephrology")["detail"]
+    assert "estimated** with CKD-EPI 2021 from creatinine 2.75 mg/dL" in detail
+    assert "age 70, female" in detail and "reported as 86.87 mL/min" in detail
+
+
+JOSUE = "Josue_Sipes_7d27f180-98d6-456d-98c0-d91df32cd023.json"
+
+
+def test_a_misspelt_statin_in_a_real_chart_is_reviewed():
+    detail = card_of(shifted_outcome(LOUIE), "medication-review")["detail"]
+    assert "Simvistatin 10 MG: Statin (simvastatin; matched by a similar name only" in detail
+
+
+def test_a_potassium_sent_without_unit_in_a_real_chart_is_listed_for_review():
+    request = hook_request(SYNTHEA_DIR / JOSUE, cramp_onset=shifted_today(JOSUE))
+    potassium = [e["resource"] for e in request["prefetch"]["observations"]["entry"]
+                 if e["resource"]["code"]["coding"][0]["code"] == "6298-4"]
+    newest = max(r["effectiveDateTime"] for r in potassium)
+    for result in potassium:  # the chart has two potassium results at that instant
+        if result["effectiveDateTime"] == newest:
+            for name in ("unit", "code", "system"):
+                result["valueQuantity"].pop(name, None)
+    detail = card_of(shifted_service(JOSUE).evaluate(request), "primary-care-workup")["detail"]
+    assert "Potassium result on" in detail and "no unit" in detail and "review this result" in detail
