@@ -14,7 +14,9 @@ from cds_service.rules import RuleSet
 from cds_service.terminology import canonical_system
 
 ROUTE_SYSTEM = "urn:leg-cramp-cds:referral-route"
-SUMMARY_LIMIT = 139
+SUMMARY_LIMIT = 99
+LINK_LIMIT = 2
+DETAIL_LIMIT = 900
 
 
 def render(results: list[RouteResult], ruleset: RuleSet, patient_id: str) -> list[dict]:
@@ -27,7 +29,8 @@ def _coding(entry: dict) -> dict:
 
 
 def summary_for(result: RouteResult) -> str:
-    """The route's summary with as many findings as fit in 139 characters, then '+N more'."""
+    """The route's summary with as many findings as fit in SUMMARY_LIMIT characters, then
+    '(+N more)': the most severe finding comes first."""
     template = (result.variant or {}).get("summary") or result.route.data["summary"]
     findings = []
     for fact in result.facts:
@@ -44,22 +47,60 @@ def summary_for(result: RouteResult) -> str:
 
 
 def detail_for(result: RouteResult) -> str:
-    data = result.route.data
+    """Evidence, then the next step and caveats of the rules that fired, nothing else: the
+    route's background is on its explanation page. Within DETAIL_LIMIT characters, the
+    evidence always stays whole; caveats go first, then the later (less severe) next steps."""
     variant = result.variant or {}
-    lines = [data["why"].strip(), "", "**Evidence**"]
-    lines += [f"- {fact.text}" for fact in result.facts]
+    evidence = ["**Evidence**"] + _evidence_lines(result.facts)
     if result.context:
-        lines += ["", "**Also on record**"]
-        lines += [f"- {fact.text}" for fact in result.context]
-    lines += ["", "**Next step**", (variant.get("action") or data["action"]).strip()]
+        evidence += ["", "**Also on record**"] + [f"- {fact.text}" for fact in result.context]
+    blocks = result.content
+    steps = [variant["action"].strip()] if variant.get("action") else [
+        b["next_step"].strip() for b in blocks]
+    tail = []
     if result.existing_referral is not None:
         authored = result.existing_referral.get("authoredOn")
         when = f" (ordered {authored[:10]})" if isinstance(authored, str) else ""
-        lines += ["", f"An open referral for this already exists{when}: no new referral is offered."]
-    caveats = data.get("caveats", [])
-    if caveats:
-        lines += ["", "**Caveats**"] + [f"- {c.strip()}" for c in caveats]
-    return "\n".join(lines)
+        tail = ["", f"An open referral for this already exists{when}: no new referral is offered."]
+    caveats: list[str] = []
+    for block in blocks:
+        caveats += [c.strip() for c in block.get("caveats", []) if c.strip() not in caveats]
+    for kept_caveats, kept_steps in [(caveats, steps)] + [([], steps[:n]) for n in
+                                                          range(len(steps), 0, -1)]:
+        lines = evidence + ["", "**Next step**"]
+        lines += kept_steps if len(kept_steps) == 1 else [f"- {s}" for s in kept_steps]
+        if len(kept_steps) < len(steps):
+            lines.append("- More next steps for the other findings: see the explanation page.")
+        lines += tail
+        if kept_caveats:
+            lines += ["", "**Caveats**"] + [f"- {c}" for c in kept_caveats]
+        text = "\n".join(lines)
+        if len(text) <= DETAIL_LIMIT:
+            break
+    return text
+
+
+def _evidence_lines(facts: list[Fact]) -> list[str]:
+    """One line per fact; the missing results together on one line, where the first was."""
+    missing = [fact.missing for fact in facts if fact.missing]
+    lines = []
+    for fact in facts:
+        if not fact.missing:
+            lines.append(f"- {fact.text}")
+        elif fact.missing == missing[0]:
+            lines.append("- No recent result: " + "; ".join(missing))
+    return lines
+
+
+def links_for(result: RouteResult) -> list[dict]:
+    """The guideline links of the rules that fired (at most LINK_LIMIT, no repeats)."""
+    links: list[dict] = []
+    for block in result.content:
+        for link in block.get("links", []):
+            if link["url"] not in {other["url"] for other in links}:
+                links.append(link)
+    return [{"label": link["label"], "url": link["url"], "type": "absolute"}
+            for link in links[:LINK_LIMIT]]
 
 
 def _service_request(code: dict, patient_id: str, priority: str, reasons: list[str],
@@ -138,9 +179,10 @@ def render_card(result: RouteResult, ruleset: RuleSet, patient_id: str) -> dict:
             "topic": {"system": ROUTE_SYSTEM, "code": route.code, "display": route.title},
         },
         "overrideReasons": ruleset.override_reasons,
-        "links": [{"label": link["label"], "url": link["url"], "type": "absolute"}
-                  for link in route.data["links"]],
     }
+    links = links_for(result)
+    if links:
+        card["links"] = links
     suggestions = suggestions_for(result, patient_id)
     if suggestions:
         card["suggestions"] = suggestions

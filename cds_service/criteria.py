@@ -8,7 +8,8 @@ evidence (value, unit, date, code). The rule files say which criteria a route ha
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,8 @@ class Fact:
     sources: list[dict] = field(default_factory=list)  # the resources it rests on
     when: datetime | None = None
     order: str | None = None  # lab order to suggest when the fact is a missing result
+    hidden: bool = False      # holds for a rule but is not listed (``evidence: hidden``)
+    missing: str = ""         # for a missing result: "potassium (3 months; last ...)"
 
     @property
     def references(self) -> list[str]:
@@ -83,6 +86,17 @@ class RouteResult:
     variant: dict | None
     existing_referral: dict | None
 
+    @property
+    def content(self) -> list[dict]:
+        """The next step, caveats and links of each rule that fired, most severe first."""
+        seen, blocks = set(), []
+        for criterion_id in self.fired:
+            name = self.route.content_of.get(criterion_id)
+            if name is not None and name not in seen:
+                seen.add(name)
+                blocks.append(self.route.data["content"][name])
+        return blocks
+
 
 
 
@@ -116,22 +130,27 @@ class Evaluation:
         return None
 
     def _run_once(self) -> RouteResult | None:
-        facts, fired, context = [], [], []
-        indicator = None
-        for criterion in self.route.shown:  # building blocks (fires: false) run on demand
+        """The criteria that fired, most severe first (their indicator, then their place in
+        the file), so the card's summary leads with the most severe finding."""
+        context: list[Fact] = []
+        hits = []
+        for position, criterion in enumerate(self.route.shown):  # building blocks run on demand
             found = self.check(criterion["id"])
             if not found:
                 continue
             if criterion.get("context"):
                 context.extend(found)
                 continue
-            fired.append(criterion["id"])
-            facts.extend(f for f in found if not _already_shown(f, facts))
             level = criterion.get("indicator", self.route.indicator)
-            if indicator is None or INDICATOR_RANK[level] > INDICATOR_RANK[indicator]:
-                indicator = level
-        if not fired:
+            hits.append((-INDICATOR_RANK[level], position, criterion["id"], level, found))
+        if not hits:
             return None
+        hits.sort()
+        facts: list[Fact] = []
+        for *_rank, found in hits:
+            facts.extend(f for f in found if not f.hidden and not _already_shown(f, facts))
+        fired = [hit[2] for hit in hits]
+        indicator = hits[0][3]
         variant = next((v for v in self.route.data.get("variants", [])
                         if (set(fired) <= set(v["when"]) if v.get("only")
                             else set(v["when"]) & set(fired))), None)
@@ -151,6 +170,11 @@ class Evaluation:
                 found = _HANDLERS[criterion["type"]](self, criterion)
                 if criterion["type"] not in ("all", "any"):  # never the bundle's order
                     found.sort(key=_fact_order)
+                shown = criterion.get("evidence")
+                if shown == "hidden":  # e.g. the cramps being new
+                    found = [replace(fact, hidden=True) for fact in found]
+                elif shown == "newest" and found:  # one example is enough (a risk factor)
+                    found = [found[0]] + [replace(fact, hidden=True) for fact in found[1:]]
                 self.results[criterion_id] = found
         return found
 
@@ -180,6 +204,8 @@ class Evaluation:
         """
         since = self._window_start(criterion)
         undated_counts = criterion.get("undated") == "recent"
+        persisting = (self.record.now - timedelta(days=criterion["persisting_days"])
+                      if "persisting_days" in criterion else None)
         latest = self.record.now + timedelta(days=1)
         facts, seen = [], set()
         types = ("Condition", "Observation") if criterion.get("also_observations") else ("Condition",)
@@ -198,6 +224,8 @@ class Evaluation:
                         continue
                     known = [d for d in dates if d is not None and d <= latest]
                     undated = not known
+                    if persisting is not None and (undated or min(known) > persisting):
+                        continue
                     if since is not None and (undated and not undated_counts
                                               or known and max(known) < since):
                         continue
@@ -311,6 +339,11 @@ class Evaluation:
             return []
         # Among same-instant results that meet the threshold, report the most extreme.
         latest = (min if threshold["comparator"] in {"<", "<="} else max)(hits, key=lambda r: r.value)
+        earlier = None
+        if criterion.get("sustained_days"):
+            earlier = self._earlier_hit(criterion, concept, statuses, since, limit, latest)
+            if earlier is None:
+                return []
         shown = concept.format(latest.value)
         limit_text = f"{threshold['comparator']} {format_number(threshold['value'], 2)} " \
                      f"{units.display_label(threshold['unit'])}"
@@ -326,7 +359,27 @@ class Evaluation:
             text = f"{concept.label} {shown} on {day} ({latest.code.label}{reported})"
             short = f"{concept.label} {shown} on {day}"
         text += f"; threshold {limit_text}{latest.conflict}"
-        return [Fact(criterion["id"], text, short, [latest.resource], latest.when)]
+        sources = [latest.resource]
+        if earlier is not None:
+            when, value, resource, code = earlier
+            text += (f"; also {concept.format(value)} on {_day(when)} ({code.label}), "
+                     f"{(latest.when - when).days} days earlier: **sustained**")
+            short = f"{short}, sustained"
+            sources.append(resource)
+        return [Fact(criterion["id"], text, short, sources, latest.when)]
+
+    def _earlier_hit(self, criterion: dict, concept: ObservationConcept, statuses: frozenset[str],
+                     since: datetime | None, limit: float, latest: Found) -> tuple | None:
+        """The newest usable result at least ``sustained_days`` before ``latest`` that also
+        meets the threshold (KDIGO: a finding persisting more than 3 months)."""
+        gap = timedelta(days=criterion["sustained_days"])
+        comparator = criterion["threshold"]["comparator"]
+        for result in self.record.results_in(concept, statuses, since):
+            if result[0] <= latest.when - gap and result[1] is not None:
+                if _meets(result[1], _comparator_of(result[2]), comparator, limit):
+                    return result
+                return None  # the earlier result was normal: not sustained
+        return None
 
     def _flagged(self, criterion: dict, concept: ObservationConcept, since: datetime | None,
                  statuses: frozenset[str]) -> list[Fact]:
@@ -396,6 +449,7 @@ class Evaluation:
         cannot be read or is implausible is listed for review, never counted as measured."""
         facts = []
         statuses = self.route.statuses[criterion["id"]]
+        report = criterion.get("report", "both")  # missing, unusable (review) or both
         for group in criterion["groups"]:
             since = self.record.now - timedelta(days=group["lookback_days"])
             concepts = [self.ruleset.concepts[n] for n in group["concepts"]]
@@ -403,21 +457,26 @@ class Evaluation:
             if any(r[1] is not None for _c, r in newest):
                 continue
             if newest:
-                facts.append(self._unusable_fact(criterion["id"], group, newest))
+                if report != "missing":
+                    facts.append(self._unusable_fact(criterion["id"], group, newest))
+                continue
+            if report == "unusable":
                 continue
             last = max((r for r in (self._latest(c, None, statuses) for c in concepts) if r),
                        key=lambda r: r[0], default=None)
             months = round(group["lookback_days"] / 30.4)
             if last is None:
-                tail = "none on record"
+                tail, brief = "none on record", "none on record"
             else:
                 owner = next(c for c in concepts if c.value_set.match(last[3].system, last[3].code))
                 tail = (f"last: {owner.label} {owner.format(last[1])} on {_day(last[0])}, "
                         f"{last[3].label}")
+                brief = f"last {owner.format(last[1])} on {_day(last[0])}, {last[3].label}"
+            label = re.sub(r" \(.*\)", "", group["label"])
             facts.append(Fact(criterion["id"],
                               f"No {group['label']} result in the last {months} months ({tail})",
-                              group["label"], [last[2]] if last else [], None,
-                              group.get("order")))
+                              "no recent " + label, [last[2]] if last else [], None,
+                              group.get("order"), missing=f"{label} ({months} months; {brief})"))
         return facts
 
     def _unusable_fact(self, criterion_id: str, group: dict, newest: list[tuple]) -> Fact:
@@ -454,7 +513,7 @@ class Evaluation:
                 if info["class"] in wanted:
                     facts.append(_medication_fact(criterion["id"], resource, info, how))
                     break
-        return facts
+        return _dedupe_by_text(facts)  # repeated orders of one medicine: the newest
 
     def _active_medications(self) -> list[tuple[dict, list]]:
         """Active medication orders and statements with the cramp-drug classes they belong
@@ -509,7 +568,7 @@ class Evaluation:
             for system, code, display in codings_of(c):
                 if value_set is not None and system == RXNORM:
                     for info in value_set.info.get((system, code), ()):
-                        flag = "" if info["verified"] else ", RxNorm code not verified"
+                        flag = "" if info["verified"] else ", code not verified"
                         matches.append((info, f"RxNorm {code}{flag}"))
                         classes.add(info["class"])
                 if display:
@@ -520,7 +579,7 @@ class Evaluation:
         for info, misspelt in names.infos_in(texts) if names is not None else ():
             if info["class"] not in classes:
                 how = (f"matched by a similar name only ('{misspelt[:30]}'), check it" if misspelt
-                       else "matched by name only (no known RxNorm code)")
+                       else "matched by name")
                 matches.append((info, how))
                 classes.add(info["class"])
         return matches
@@ -597,8 +656,10 @@ def _as_recorded(resource: dict) -> str:
     """The value as the laboratory sent it ("45 mmol/L", "<2.5 mmol/L"), for review lines."""
     quantity = resource.get("valueQuantity")
     if isinstance(quantity, dict):
-        parts = [quantity.get("comparator"), quantity.get("value"),
-                 quantity.get("unit") or quantity.get("code")]
+        value = quantity.get("value")
+        if isinstance(value, float):
+            value = format_number(value, 3)
+        parts = [quantity.get("comparator"), value, quantity.get("unit") or quantity.get("code")]
         shown = " ".join(str(p) for p in parts[1:] if p is not None and not isinstance(p, bool))
         prefix = parts[0] if isinstance(parts[0], str) else ""
         return (prefix + shown)[:40]
@@ -672,6 +733,8 @@ def condition_fact(criterion_id: str, resource: dict, concept: Concept,
 
 
 def _medication_fact(criterion_id: str, resource: dict, info: dict, how: str) -> Fact:
+    """One line per medicine: name as ordered, class, status, date, how it was matched and
+    the strength of its link with cramps (the class's `evidence`)."""
     name = None
     for _s, _c, display in codings_of(resource.get("medicationCodeableConcept")):
         name = name or display
@@ -679,8 +742,8 @@ def _medication_fact(criterion_id: str, resource: dict, info: dict, how: str) ->
     name = name or (concept.get("text") if isinstance(concept, dict) else None) or info["ingredient"]
     started = medication_date(resource)
     since = f"ordered {started.date().isoformat()}" if started else "order date not recorded"
-    note = f" {info['note']}" if info.get("note") else ""
+    evidence = f"; link with cramps: {info['evidence']}" if info.get("evidence") else ""
+    ingredient = "" if info["ingredient"].lower() in name.lower() else f" ({info['ingredient']})"
     return Fact(criterion_id,
-                f"{name}: {info['class_label']} ({info['ingredient']}; {how}), "
-                f"{resource.get('status')}, {since}.{note}",
-                info["ingredient"], [resource], started)
+                f"{name[:60]}: {info['class_label']}{ingredient}, {resource.get('status')}, "
+                f"{since} ({how}{evidence})", info["ingredient"], [resource], started)

@@ -30,6 +30,8 @@ from cds_service.terminology import RXNORM, CodeIndex, Concept, ValueSet, canoni
 log = logging.getLogger(__name__)
 
 COMMON_FILE = "common.yaml"
+SHARED_DIR = "valuesets"         # cards/valuesets/*.yaml: definitions every route may use
+GATE_VALUE_SET = "leg-cramps"    # the gate's codes, for routes that ask how new the cramps are
 
 
 class RuleError(ValueError):
@@ -124,6 +126,7 @@ class Route:
     medication_memo: dict[bytes, list] = field(default_factory=dict)  # see criteria
     shown: list[dict] = field(default_factory=list)  # criteria that fire or give context
     unless: dict[str, tuple[str, ...]] = field(default_factory=dict)  # by id
+    content_of: dict[str, str] = field(default_factory=dict)  # criterion id -> content name
 
     def __post_init__(self):
         self.by_id = {c["id"]: c for c in self.criteria}
@@ -216,6 +219,8 @@ class RuleSet:
         _validate(common_path, common, _schema("rules-common.json"))
         concepts = {name: _concept(name, spec, common_path)
                     for name, spec in common["observations"].items()}
+        shared = _shared_medications(cards_dir)
+        gate = {GATE_VALUE_SET: common["gate"]["value_set"]}
         routes = []
         seen = {}
         for path in sorted(cards_dir.glob("*.yaml")):
@@ -227,7 +232,7 @@ class RuleSet:
                 raise RuleError(f"{path.name}: field route: '{data['route']}' is already "
                                 f"defined in {seen[data['route']]}")
             seen[data["route"]] = path.name
-            routes.append(_compile_route(path, data, concepts))
+            routes.append(_compile_route(path, data, concepts, shared, gate))
         if not routes:
             raise RuleError(f"no route files (*.yaml) in {cards_dir}")
         return cls(common, routes, concepts)
@@ -303,9 +308,35 @@ def _concept(name: str, spec: dict, path: Path) -> ObservationConcept:
     return concept
 
 
-def _compile_route(path: Path, data: dict, concepts: dict) -> Route:
+def _shared_medications(cards_dir: Path) -> list[dict]:
+    """Medication classes defined once in cards/valuesets/ for every route."""
+    route_schema = _schema("rules-route.json")
+    schema = {"type": "object", "additionalProperties": False, "$defs": route_schema["$defs"],
+              "properties": {"medications": route_schema["properties"]["medications"]}}
+    classes: list[dict] = []
+    seen: dict[str, str] = {}
+    for path in sorted((cards_dir / SHARED_DIR).glob("*.yaml")):
+        data = _read(path)
+        _validate(path, data, schema)
+        for drug_class in data.get("medications", []):
+            if drug_class["class"] in seen:
+                raise RuleError(f"{path.name}: field medications: class {drug_class['class']!r} "
+                                f"is already defined in {seen[drug_class['class']]}")
+            seen[drug_class["class"]] = path.name
+            classes.append(drug_class)
+    return classes
+
+
+def _compile_route(path: Path, data: dict, concepts: dict, shared: list[dict],
+                   gate: dict) -> Route:
+    local = {c["class"] for c in data.get("medications", [])}
+    clash = local & {c["class"] for c in shared}
+    if clash:
+        raise RuleError(f"{path.name}: field medications: {sorted(clash)} already defined in "
+                        f"{SHARED_DIR}/")
+    data = {**data, "medications": shared + data.get("medications", [])}
     value_sets = {name: ValueSet.from_entries(name, entries)
-                  for name, entries in data.get("value_sets", {}).items()}
+                  for name, entries in {**gate, **data.get("value_sets", {})}.items()}
     limits: dict[str, float] = {}
     ids = set()
     for i, criterion in enumerate(data["criteria"]):
@@ -345,12 +376,22 @@ def _compile_route(path: Path, data: dict, concepts: dict) -> Route:
         for ref in variant["when"]:
             if ref not in ids:
                 raise RuleError(f"{path.name}: field variants/{i}/when: unknown criterion {ref!r}")
+    content_of = {}
+    for i, criterion in enumerate(data["criteria"]):
+        name = criterion.get("content")
+        if name is not None and name not in data.get("content", {}):
+            raise RuleError(f"{path.name}: field criteria/{i}/content: unknown content {name!r}")
+        if criterion.get("fires", True) and not criterion.get("context") and name is None:
+            raise RuleError(f"{path.name}: field criteria/{i}/content: a criterion that makes "
+                            "a card needs its next step (content)")
+        if name is not None:
+            content_of[criterion["id"]] = name
     referral = None
     if "referral" in data:
         code = data["referral"]["code"]
         referral = Concept(canonical_system(code["system"]), str(code["code"]), code["display"])
     medications, names = _compile_medications(data.get("medications", []))
-    return Route(limits=limits, needs=_needs(path.name, data["criteria"], value_sets, concepts),
+    return Route(limits=limits, content_of=content_of, needs=_needs(path.name, data["criteria"], value_sets, concepts),
                  code=data["route"], title=data["title"], indicator=data["indicator"],
                  order=data.get("order", 100), data=data, criteria=data["criteria"],
                  value_sets=value_sets, referral=referral, medications=medications,
@@ -372,7 +413,7 @@ def _compile_medications(classes: list[dict]):
     for drug_class in classes:
         for ingredient in drug_class["ingredients"]:
             info = {"class": drug_class["class"], "class_label": drug_class["label"],
-                    "ingredient": ingredient["display"], "note": drug_class.get("note")}
+                    "ingredient": ingredient["display"], "evidence": drug_class.get("evidence")}
             # Product codes carry their source; an ingredient code may be flagged unverified.
             codes = ([{**ingredient, "verified": ingredient.get("status") != "unverified"}]
                      if "code" in ingredient else [])  # no verified code: matched by name

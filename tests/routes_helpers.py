@@ -161,9 +161,11 @@ def patient(gender: str = "male", birth: str = "1956-03-14") -> dict:
     return {"resourceType": "Patient", "id": PATIENT_ID, "gender": gender, "birthDate": birth}
 
 
-def hook_request(*resources: dict, gate: bool = True, who: dict | None = None) -> dict:
-    """A patient-view request with all six prefetch keys (searchset Bundles and the Patient)."""
-    items = ([cramp()] if gate else []) + list(resources)
+def hook_request(*resources: dict, gate: bool = True, who: dict | None = None,
+                 cramp_onset: int = 30) -> dict:
+    """A patient-view request with all six prefetch keys (searchset Bundles and the Patient);
+    the leg-cramp problem began ``cramp_onset`` days ago (under 90: new cramps)."""
+    items = ([cramp(onset=cramp_onset)] if gate else []) + list(resources)
     grouped: dict[str, list[dict]] = {key: [] for key in PREFETCH_KEYS.values()}
     for resource in items:
         grouped[PREFETCH_KEYS[resource["resourceType"]]].append(resource)

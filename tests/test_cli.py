@@ -63,8 +63,11 @@ def _broken_cards(tmp_path: Path, edit) -> Path:
     (lambda d: d["criteria"][4]["threshold"].update(unit="furlongs"), "criteria/4/threshold/unit"),
     (lambda d: d["criteria"].append({"id": "x", "type": "all", "of": ["missing-id"]}), "criteria/"),
     (lambda d: d.update(indicator="urgent"), "indicator"),
-    (lambda d: d["criteria"].extend([{"id": "a", "type": "any", "of": ["b"]},
-                                     {"id": "b", "type": "all", "of": ["a"]}]), "a -> b -> a"),
+    (lambda d: d["criteria"].extend([{"id": "a", "type": "any", "of": ["b"], "fires": False},
+                                     {"id": "b", "type": "all", "of": ["a"], "fires": False}]),
+     "a -> b -> a"),
+    (lambda d: d["criteria"].append({"id": "c", "type": "any", "of": ["ckd-stage-4-5"]}),
+     "needs its next step"),
     (lambda d: d["criteria"][2].pop("lookback_days"), "criteria/2"),
 ])
 def test_check_rules_names_file_and_field(tmp_path, capsys, edit, expected):

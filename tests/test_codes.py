@@ -18,7 +18,7 @@ CLINICAL = ROOT.parent / "shared" / "clinical"
 
 def coded_entries():
     """(file, system, code, display, entry) for every coding in every rule file."""
-    for path in sorted((ROOT / "cards").glob("*.yaml")):
+    for path in sorted((ROOT / "cards").rglob("*.yaml")):
         data = yaml.safe_load(path.read_text())
         yield from _walk(path.name, data)
 
