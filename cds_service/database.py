@@ -154,7 +154,7 @@ def insert_ignore(conn: Connection, table: Table, rows: list[dict], key: list[st
         if name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
         statement = dialect_insert(table).on_conflict_do_nothing(index_elements=key)
         if conn.dialect.insert_executemany_returning:  # SQLite >= 3.35, PostgreSQL
             conn.execute(statement.returning(*(table.c[k] for k in key)), rows).all()
