@@ -13,7 +13,7 @@ LINT_PATHS ?= cds_service tests bench
 
 .PHONY: venv run test lint bench check-rules lock clean
 
-$(STAMP): pyproject.toml uv.lock requirements-uv.txt
+$(STAMP): pyproject.toml setup.py uv.lock requirements-uv.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-uv.txt
 	$(SYNC) --quiet

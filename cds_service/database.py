@@ -97,7 +97,7 @@ def make_engine(settings: Settings) -> Engine:
         # Few cached prepared statements: batches of issued cards come in many sizes, each
         # a new multi-row statement, and 128 of them (the default) cost megabytes.
         kwargs["connect_args"] = {"timeout": 15, "cached_statements": 16}
-        if not settings.database_url:  # the default file lives in the data dir
+        if not settings.database_url.get_secret_value():  # the default file is in the data dir
             _make_data_dir(settings.data_dir)
     elif backend == "postgresql":
         if "connect_timeout" not in url.query:

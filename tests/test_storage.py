@@ -366,7 +366,7 @@ def test_concurrent_feedback_from_several_threads(app):
 
 def run_cli(monkeypatch, settings: Settings, *argv: str) -> tuple[int, str]:
     monkeypatch.setenv("CDS_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("CDS_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("CDS_DATABASE_URL", settings.database_url.get_secret_value())
     out = io.StringIO()
     with redirect_stdout(out):
         code = cli.main(list(argv))
