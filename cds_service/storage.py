@@ -109,7 +109,7 @@ class Store:
                 log.warning("database unavailable, schema not checked yet: %s", describe(exc))
                 return False
             if applied:
-                log.info("database schema upgraded to version %d", applied[-1])
+                log.info("database schema upgraded to revision %s", applied[-1])
             self._schema_ready = True
             return True
 

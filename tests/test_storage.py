@@ -173,7 +173,7 @@ def test_hook_call_records_cards_with_hashed_patient_only(app, client, settings,
     try:
         meta = MetaData()
         meta.reflect(engine)
-        assert {"issued_card", "feedback", "schema_version"} <= set(meta.tables)
+        assert {"issued_card", "feedback", "alembic_version"} <= set(meta.tables)
         with engine.connect() as conn:
             for table in meta.tables.values():
                 for db_row in conn.execute(select(table)):
