@@ -6,7 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # uv installs into our .venv, never downloads a Python, and keeps pip and itself there.
-UV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(BIN)/uv
+# It compiles the .pyc files as pip does (uv does not by default): with
+# PYTHONDONTWRITEBYTECODE set, imports would otherwise read source every time (3x slower).
+UV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never UV_COMPILE_BYTECODE=1 $(BIN)/uv
 SYNC := $(UV) sync --frozen --inexact --all-extras
 # What `make lint` checks (the whole tree once it has been formatted).
 LINT_PATHS ?= cds_service tests bench

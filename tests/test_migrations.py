@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -30,6 +31,7 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    text,
 )
 from test_storage import _postgres_backend, make_settings
 
@@ -205,6 +207,20 @@ def test_workers_starting_together_migrate_once(settings, engine: Engine):
     with engine.connect() as conn:
         assert migrations.current_version(conn) == migrations.latest_version()
         assert schema_differences(conn) == []
+
+
+def test_head_constant_is_the_newest_revision():
+    script = ScriptDirectory.from_config(migrations.alembic_config())
+    assert script.get_heads() == [migrations.HEAD]
+
+
+def test_database_at_an_unknown_newer_revision_is_left_alone(engine, caplog):
+    with engine.begin() as conn:
+        assert migrations.migrate(conn)
+        conn.execute(text("UPDATE alembic_version SET version_num = 'from_the_future'"))
+    with engine.begin() as conn:
+        assert migrations.migrate(conn) == []
+    assert "newer than this release knows" in caplog.text
 
 
 def test_revisions_ship_inside_the_package():

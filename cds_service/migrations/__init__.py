@@ -20,17 +20,20 @@ from __future__ import annotations
 
 import logging
 from importlib.resources import files
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 
-# Alembic says "Context impl SQLiteImpl." and the like at INFO on every start; the store
-# logs the revisions it applied.
-logging.getLogger("alembic").setLevel(logging.WARNING)
+if TYPE_CHECKING:  # alembic takes most of a second to import: only when there is work
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
+log = logging.getLogger(__name__)
+
+# The newest revision. Starting on a database already there costs one query and no alembic
+# import; a test checks this against versions/ (bump it with every new revision).
+HEAD = "0002"
+VERSION_TABLE = "alembic_version"
 # Any constant works; it only has to be the same in every instance of this service.
 _PG_LOCK_ID = 7_246_115_001
 # The hand-written steps' versions (table schema_version) and the revisions that made the
@@ -41,6 +44,11 @@ LEGACY_TABLE = "schema_version"
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """Alembic's configuration, without alembic.ini: the scripts come from the package."""
+    from alembic.config import Config
+
+    # Alembic says "Context impl SQLiteImpl." and the like at INFO on every run; the store
+    # logs the revisions it applied.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     config = Config()
     config.set_main_option("script_location", str(files(__name__)))
     if connection is not None:
@@ -50,14 +58,14 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def latest_version() -> str:
     """The newest revision (the head)."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None, "no revisions in cds_service/migrations/versions"
-    return head
+    return HEAD
 
 
 def current_version(conn: Connection) -> str | None:
     """The revision the database is at; None for an empty database."""
-    return MigrationContext.configure(conn).get_current_revision()
+    if not inspect(conn).has_table(VERSION_TABLE):
+        return None
+    return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
 
 
 def lock(conn: Connection) -> None:
@@ -73,7 +81,20 @@ def lock(conn: Connection) -> None:
 def migrate(conn: Connection) -> list[str]:
     """Upgrade to the newest revision inside the caller's transaction; the revisions applied."""
     lock(conn)
+    current = current_version(conn)
+    if current == HEAD:
+        return []
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
     config = alembic_config(conn)
+    if current is not None and not _known(ScriptDirectory.from_config(config), current):
+        # Left by a newer release (e.g. during a rolling upgrade): its schema is a superset.
+        log.warning(
+            "database schema is at revision %s, newer than this release knows; not migrating",
+            current,
+        )
+        return []
     _adopt_legacy(conn, config)
     applied: list[str] = []
     config.attributes["applied"] = applied
@@ -81,10 +102,21 @@ def migrate(conn: Connection) -> list[str]:
     return applied
 
 
+def _known(script: ScriptDirectory, revision: str) -> bool:
+    from alembic.util import CommandError
+
+    try:
+        return script.get_revision(revision) is not None
+    except CommandError:  # "Can't locate revision identified by ..."
+        return False
+
+
 def _adopt_legacy(conn: Connection, config: Config) -> None:
     """Stamp a database made by the hand-written steps, and drop their bookkeeping table."""
+    from alembic import command
+
     tables = set(inspect(conn).get_table_names())
-    if LEGACY_TABLE not in tables or "alembic_version" in tables:
+    if LEGACY_TABLE not in tables or VERSION_TABLE in tables:
         return
     version = conn.execute(text(f"SELECT max(version) FROM {LEGACY_TABLE}")).scalar() or 0
     if version:
