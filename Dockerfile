@@ -1,25 +1,42 @@
 # Production image: gunicorn on 8080, non-root, JWT verification on by default.
+#
+# The build stage installs the locked runtime dependencies (uv.lock, postgres extra, no dev
+# tools) and this package as a wheel into /opt/venv; only that venv reaches the final
+# image, so the service runs from the installed package, rules included (no source tree).
+FROM python:3.11-slim AS build
+
+ENV UV_PROJECT_ENVIRONMENT=/opt/venv \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy
+
+WORKDIR /src
+COPY requirements-uv.txt ./
+RUN pip install --no-cache-dir --require-hashes -r requirements-uv.txt
+COPY pyproject.toml setup.py uv.lock README.md ./
+COPY cds_service ./cds_service
+COPY cards ./cards
+RUN uv sync --frozen --no-dev --extra postgres --no-editable --no-cache \
+        --python /usr/local/bin/python
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    PATH=/opt/venv/bin:$PATH \
     CDS_HOST=0.0.0.0 \
     CDS_PORT=8080 \
     CDS_ENV=production \
     CDS_AUTH_MODE=jwt \
-    CDS_CARDS_DIR=/app/cards \
     CDS_DATA_DIR=/var/lib/cds-service
 
-WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY cds_service ./cds_service
-COPY cards ./cards
-RUN pip install --no-cache-dir '.[postgres]' \
-    && useradd --system --uid 10001 --home-dir /nonexistent cds \
+COPY --from=build /opt/venv /opt/venv
+RUN useradd --system --uid 10001 --home-dir /nonexistent cds \
     && mkdir -p /var/lib/cds-service \
     && chown cds /var/lib/cds-service
 
 USER cds
+WORKDIR /var/lib/cds-service
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
     CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status == 200 else 1)"

@@ -1,68 +1,136 @@
-"""Settings, read only from ``CDS_*`` environment variables (documented in the README)."""
+"""Settings, read only from ``CDS_*`` environment variables (documented in the README).
+
+A typed ``pydantic-settings`` model: field ``foo_bar`` is read from ``CDS_FOO_BAR``. Lists are
+comma-separated, booleans are ``1/true/yes/on`` or ``0/false/no/off`` (empty is false), and
+secrets are ``SecretStr`` so they never show in a repr, a log line or an error message.
+An unusable value raises ``ConfigError`` naming the variable (never a secret's value).
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import date
+from importlib.resources import files
 from pathlib import Path
+from typing import Annotated, Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+ENV_PREFIX = "CDS_"
+CARDS_PACKAGE = "cds_service.bundled_cards"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class ConfigError(ValueError):
     """A setting has a value the service cannot use; raised at start-up."""
 
 
-def _bool(raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError(f"not a boolean: {raw!r}")
+def bundled_cards_dir() -> Path:
+    """The rule files shipped in the package (the repository's ``cards/``, see setup.py)."""
+    root = files(CARDS_PACKAGE)
+    if not isinstance(root, Path):  # e.g. imported from a zip: not supported
+        raise ConfigError(
+            f"the bundled rules ({CARDS_PACKAGE}) are not in a directory; set CDS_CARDS_DIR"
+        )
+    return root
 
 
-def _list(raw: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in raw.split(",") if item.strip())
+# What ConfigError says about a field (instead of pydantic's wording), by field name.
+MESSAGES = {
+    "auth_mode": "must be 'off' or 'jwt'",
+    "log_level": "must be " + ", ".join(LOG_LEVELS[:-1]) + " or " + LOG_LEVELS[-1],
+    "today": "must be an ISO date (YYYY-MM-DD)",
+}
+
+Csv = Annotated[tuple[str, ...], NoDecode]  # comma-separated in the environment
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(BaseSettings):
     """Every knob of the service. Field name ``foo_bar`` is read from ``CDS_FOO_BAR``."""
 
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", validate_default=True
+    )
+
     host: str = "127.0.0.1"
-    port: int = 8080
-    workers: int = 2
+    port: int = Field(8080, ge=1)
+    workers: int = Field(2, ge=1)
     env: str = "development"
     log_level: str = "INFO"
-    cards_dir: Path = PROJECT_ROOT / "cards"
-    max_body_bytes: int = 10 * 1024 * 1024
-    cors_origins: tuple[str, ...] = ("*",)
+    cards_dir: Path = Field(default_factory=bundled_cards_dir)
+    max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    cors_origins: Csv = ("*",)
     # Clinical "today" override, for demos and reproducible runs only (ISO date).
     today: str = ""
     # Fetching data the EHR did not prefetch.
-    fhir_timeout: float = 3.0
-    fhir_max_pages: int = 20
-    fhir_max_resources: int = 10000
-    fhir_pool_size: int = 6
+    fhir_timeout: float = Field(3.0, gt=0)
+    fhir_max_pages: int = Field(20, ge=1)
+    fhir_max_resources: int = Field(10000, ge=1)
+    fhir_pool_size: int = Field(6, ge=1)
     allow_http_fhir: bool | None = None
     # Authentication of CDS clients.
     auth_mode: str = "off"
     jwks_file: str = ""
-    trusted_jku: tuple[str, ...] = ()
-    trusted_issuers: tuple[str, ...] = ()
+    trusted_jku: Csv = ()
+    trusted_issuers: Csv = ()
     public_base_url: str = ""
     jwt_max_lifetime: int = 300
     jwt_leeway: int = 30
     jwks_cache_ttl: int = 3600
     jwks_fetch_timeout: float = 2.0
-    # Storage of issued cards and feedback.
-    data_dir: Path = PROJECT_ROOT / "data"
-    database_url: str = ""
-    patient_hash_salt: str = ""
+    # Storage of issued cards and feedback. The URL may hold a password: a secret.
+    data_dir: Path = Field(default_factory=lambda: Path.cwd() / "data")
+    database_url: SecretStr = SecretStr("")
+    patient_hash_salt: SecretStr = SecretStr("")
     # Metrics.
     metrics_enabled: bool = True
+
+    @field_validator("cors_origins", "trusted_jku", "trusted_issuers", mode="before")
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("allow_http_fhir", "metrics_enabled", mode="before")
+    @classmethod
+    def _empty_is_false(cls, value: Any) -> Any:
+        return False if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("auth_mode")
+    @classmethod
+    def _check_auth_mode(cls, value: str) -> str:
+        if value not in {"off", "jwt"}:
+            raise ValueError(MESSAGES["auth_mode"])
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(MESSAGES["log_level"])
+        return value
+
+    @field_validator("today")
+    @classmethod
+    def _check_today(cls, value: str) -> str:
+        if value:
+            try:
+                date.fromisoformat(value[:10])
+            except ValueError:
+                raise ValueError(MESSAGES["today"]) from None
+        return value
 
     @property
     def http_fhir_allowed(self) -> bool:
@@ -73,56 +141,76 @@ class Settings:
 
     @property
     def effective_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'cds.sqlite3'}"
+        """The SQLAlchemy URL to connect to (a secret: may hold a password)."""
+        return self.database_url.get_secret_value() or f"sqlite:///{self.data_dir / 'cds.sqlite3'}"
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "Settings":
-        """Build settings from the environment; ``overrides`` win (used by tests)."""
-        environ = os.environ if environ is None else environ
-        values = {}
-        for f in fields(cls):
-            key = "CDS_" + f.name.upper()
-            if key not in environ:
-                continue
-            raw = environ[key]
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``environ`` (default: the process environment) and ``overrides``.
+
+        ``overrides`` are field values and win over the environment (used by tests). Any
+        unusable value raises ConfigError naming its variable.
+        """
+        with _environment(os.environ if environ is None else environ):
             try:
-                values[f.name] = _convert(f.type, raw)
-            except ValueError as exc:
-                raise ConfigError(f"{key}: {exc}") from None
-        values.update(overrides)
-        settings = cls(**values)
-        settings.validate()
-        return settings
+                return cls(**overrides)
+            except ValidationError as exc:
+                raise ConfigError(_describe(exc)) from None
+            except SettingsError as exc:
+                raise ConfigError(str(exc)) from None
 
-    def validate(self) -> None:
-        if self.auth_mode not in {"off", "jwt"}:
-            raise ConfigError("CDS_AUTH_MODE must be 'off' or 'jwt'")
-        for name in ("workers", "fhir_pool_size", "fhir_max_pages", "fhir_max_resources", "port"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"CDS_{name.upper()} must be at least 1")
-        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-            raise ConfigError("CDS_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
-        if self.today:
-            try:
-                date.fromisoformat(self.today[:10])
-            except ValueError:
-                raise ConfigError("CDS_TODAY must be an ISO date (YYYY-MM-DD)") from None
-        if self.max_body_bytes <= 0:
-            raise ConfigError("CDS_MAX_BODY_BYTES must be positive")
-        if self.fhir_timeout <= 0:
-            raise ConfigError("CDS_FHIR_TIMEOUT must be positive")
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Overrides, then the environment; no .env or secrets files."""
+        environ = _ENVIRON.get()
+        if environ is not None:
+            env_settings = _MappingSource(settings_cls, environ)
+        return init_settings, env_settings
 
 
-def _convert(type_name, raw: str):
-    type_name = str(type_name)
-    if type_name == "int":
-        return int(raw)
-    if type_name == "float":
-        return float(raw)
-    if type_name.startswith("bool"):
-        return _bool(raw)
-    if type_name.startswith("tuple"):
-        return _list(raw)
-    if type_name == "Path":
-        return Path(raw)
-    return raw
+# The environment ``from_env`` reads, for the settings source (a context variable, so
+# threads building settings from different mappings do not see each other's).
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("cds_environ", default=None)
+
+
+@contextmanager
+def _environment(environ: Mapping[str, str]) -> Iterator[None]:
+    token = _ENVIRON.set(environ)
+    try:
+        yield
+    finally:
+        _ENVIRON.reset(token)
+
+
+class _MappingSource(EnvSettingsSource):
+    """The ``CDS_*`` variables of a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]):
+        self._mapping = dict(environ)
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {key.lower(): value for key, value in self._mapping.items()}
+
+
+def _describe(exc: ValidationError) -> str:
+    """'CDS_PORT: must be ...' for each bad field; pydantic's text, never the input value."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = ENV_PREFIX + field.upper() if field else "settings"
+        message = MESSAGES.get(field) or _plain(error["msg"])
+        problems.append(f"{name} {message}" if field in MESSAGES else f"{name}: {message}")
+    return "; ".join(problems)
+
+
+def _plain(message: str) -> str:
+    """pydantic's message without its 'Value error, ' prefix."""
+    return message.removeprefix("Value error, ")

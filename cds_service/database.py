@@ -1,8 +1,9 @@
 """The database: the tables, the engine, and what every store operation shares.
 
 SQLite (the default, a file in ``CDS_DATA_DIR``) or PostgreSQL (``CDS_DATABASE_URL``).
-``cds_service.migrations`` creates and upgrades the schema; the tables here are for
-building queries, and a test checks that the two agree. Timestamps are naive UTC.
+The tables here are the current schema, the only definition of it: queries are built from
+them, and the Alembic revisions in ``cds_service.migrations`` (which create and upgrade the
+schema) are generated from and checked against them. Timestamps are naive UTC.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import (JSON, Boolean, Column, Connection, DateTime, Engine, Integer, MetaData,
-                        String, Table, Text, create_engine, event, insert)
+from sqlalchemy import (JSON, Boolean, Column, Connection, DateTime, Engine, Index, Integer,
+                        MetaData, String, Table, Text, UniqueConstraint, create_engine, event,
+                        insert)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 
@@ -20,36 +22,39 @@ from cds_service.config import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
-# The current schema, for building queries. ``cds_service.migrations`` creates it; a test
-# checks that the two agree.
+# The current schema. A change here needs an Alembic revision (cds_service/migrations);
+# tests/test_migrations.py checks that the upgraded database matches these tables.
 metadata = MetaData()
 issued_card = Table(
     "issued_card", metadata,
     Column("card_uuid", String(128), primary_key=True),
     Column("route", String(64), nullable=False),
-    Column("rule_ids", String(1024), nullable=False),
+    Column("rule_ids", String(1024), nullable=False),  # fired criterion ids, comma-joined
     Column("hook_instance", String(128), nullable=False),
-    Column("patient_hash", String(64), nullable=False),
-    Column("issued_at", DateTime, nullable=False),
+    Column("patient_hash", String(64), nullable=False),  # HMAC-SHA256 hex, never the id
+    Column("issued_at", DateTime, nullable=False),  # UTC
+    Index("ix_issued_card_issued_at", "issued_at"),
 )
+FEEDBACK_KEY = ["card_uuid", "outcome", "outcome_timestamp"]
 feedback = Table(
     "feedback", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("card_uuid", String(128), nullable=False),
     Column("outcome", String(16), nullable=False),
-    Column("accepted_suggestions", JSON, nullable=True),
+    Column("accepted_suggestions", JSON, nullable=True),  # list of suggestion uuids
     Column("override_reason_system", String(1024), nullable=True),
     Column("override_reason_code", String(256), nullable=True),
     Column("user_comment", Text, nullable=True),
-    Column("outcome_timestamp", DateTime, nullable=False),
-    Column("received_at", DateTime, nullable=False),
+    Column("outcome_timestamp", DateTime, nullable=False),  # UTC
+    Column("received_at", DateTime, nullable=False),  # UTC
     Column("unknown_card", Boolean, nullable=False),
+    UniqueConstraint(*FEEDBACK_KEY, name="uq_feedback_card_outcome_time"),
 )
-FEEDBACK_KEY = ["card_uuid", "outcome", "outcome_timestamp"]
 jwt_replay = Table(
     "jwt_replay", metadata,
-    Column("token_key", String(64), primary_key=True),
-    Column("expires_at", DateTime, nullable=False),
+    Column("token_key", String(64), primary_key=True),  # SHA-256 of iss + jti
+    Column("expires_at", DateTime, nullable=False),  # UTC
+    Index("ix_jwt_replay_expires_at", "expires_at"),
 )
 
 class StoreUnavailable(RuntimeError):
@@ -97,7 +102,7 @@ def make_engine(settings: Settings) -> Engine:
         # Few cached prepared statements: batches of issued cards come in many sizes, each
         # a new multi-row statement, and 128 of them (the default) cost megabytes.
         kwargs["connect_args"] = {"timeout": 15, "cached_statements": 16}
-        if not settings.database_url:  # the default file lives in the data dir
+        if not settings.database_url.get_secret_value():  # the default file is in the data dir
             _make_data_dir(settings.data_dir)
     elif backend == "postgresql":
         if "connect_timeout" not in url.query:
@@ -154,7 +159,7 @@ def insert_ignore(conn: Connection, table: Table, rows: list[dict], key: list[st
         if name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
         statement = dialect_insert(table).on_conflict_do_nothing(index_elements=key)
         if conn.dialect.insert_executemany_returning:  # SQLite >= 3.35, PostgreSQL
             conn.execute(statement.returning(*(table.c[k] for k in key)), rows).all()

@@ -31,7 +31,7 @@ class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "msg", ...extra}`` as one compact JSON line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = {
+        line: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, timezone.utc)
                           .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname,

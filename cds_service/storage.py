@@ -89,7 +89,7 @@ class Store:
         self._pid = os.getpid()
         self._closed = False
         self._last_replay_purge = 0.0
-        if self.engine.dialect.name != "sqlite" and not settings.patient_hash_salt:
+        if self.engine.dialect.name != "sqlite" and not settings.patient_hash_salt.get_secret_value():
             log.warning("CDS_PATIENT_HASH_SALT is not set: each instance hashes patient ids "
                         "with the salt in its own data directory, so hashes differ between "
                         "instances; set the same secret on every instance")
@@ -115,7 +115,7 @@ class Store:
                 self._failed = True
                 return False
             if applied:
-                log.info("database schema upgraded to version %d", applied[-1])
+                log.info("database schema upgraded to revision %s", applied[-1])
             self._schema_ready = True
             return True
 
@@ -125,7 +125,7 @@ class Store:
         if self._salt is None:
             with self._salt_lock:
                 if self._salt is None:
-                    configured = self.settings.patient_hash_salt
+                    configured = self.settings.patient_hash_salt.get_secret_value()
                     self._salt = (configured.encode() if configured
                                   else load_or_create_salt(self.settings.data_dir))
         return hmac.new(self._salt, patient_id.encode(), hashlib.sha256).hexdigest()

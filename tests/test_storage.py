@@ -173,7 +173,7 @@ def test_hook_call_records_cards_with_hashed_patient_only(app, client, settings,
     try:
         meta = MetaData()
         meta.reflect(engine)
-        assert {"issued_card", "feedback", "schema_version"} <= set(meta.tables)
+        assert {"issued_card", "feedback", "alembic_version"} <= set(meta.tables)
         with engine.connect() as conn:
             for table in meta.tables.values():
                 for db_row in conn.execute(select(table)):
@@ -366,7 +366,7 @@ def test_concurrent_feedback_from_several_threads(app):
 
 def run_cli(monkeypatch, settings: Settings, *argv: str) -> tuple[int, str]:
     monkeypatch.setenv("CDS_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("CDS_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("CDS_DATABASE_URL", settings.database_url.get_secret_value())
     out = io.StringIO()
     with redirect_stdout(out):
         code = cli.main(list(argv))

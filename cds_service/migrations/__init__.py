@@ -1,105 +1,129 @@
-"""Database schema, created and upgraded at start-up by ordered, numbered steps.
+"""Database schema, created and upgraded at start-up by Alembic.
 
-The table ``schema_version`` holds one row per step already applied. ``migrate`` applies
-the missing steps in order, all in one transaction, holding a lock so that several workers
-or instances starting together do not race (PostgreSQL: an advisory lock; SQLite: the
-store opens every transaction with ``BEGIN IMMEDIATE``).
+The revisions live in ``versions/`` inside the package (an installed wheel has them); the
+current schema, for queries and for comparing with the revisions, is
+``cds_service.database.metadata``. ``migrate`` upgrades to the newest revision inside the
+caller's transaction, holding a lock so that several workers or instances starting
+together do not race: on PostgreSQL an advisory lock, on SQLite the write lock the store
+takes at ``BEGIN IMMEDIATE``. The others wait, then find nothing left to do.
 
-To change the schema, append a new step to ``STEPS``; never edit a step that has shipped.
-Each step builds its DDL with SQLAlchemy so the same step runs on SQLite and PostgreSQL.
+A database made by the hand-written steps this replaced (table ``schema_version``) is
+adopted: stamped at the revision matching its version, then upgraded like any other.
+
+To change the schema: change ``cds_service.database``, then
+``.venv/bin/alembic revision --autogenerate -m "what and why"`` (``alembic.ini`` at the
+repository root; it uses ``CDS_DATABASE_URL``), review the file, and never edit a revision
+that has shipped.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Callable
+import logging
+from importlib.resources import files
+from typing import TYPE_CHECKING
 
-from sqlalchemy import (JSON, Boolean, Column, Connection, DateTime, Index, Integer, MetaData,
-                        String, Table, Text, UniqueConstraint, insert, select, text)
+from sqlalchemy import Connection, inspect, text
 
+if TYPE_CHECKING:  # alembic takes most of a second to import: only when there is work
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+log = logging.getLogger(__name__)
+
+# The newest revision. Starting on a database already there costs one query and no alembic
+# import; a test checks this against versions/ (bump it with every new revision).
+HEAD = "0002"
+VERSION_TABLE = "alembic_version"
 # Any constant works; it only has to be the same in every instance of this service.
 _PG_LOCK_ID = 7_246_115_001
+# The hand-written steps' versions (table schema_version) and the revisions that made the
+# same schema.
+LEGACY_REVISIONS = {1: "0001", 2: "0002"}
+LEGACY_TABLE = "schema_version"
 
 
-def _step_1_cards_and_feedback(conn: Connection) -> None:
-    """Issued cards and the feedback clinicians gave on them."""
-    metadata = MetaData()
-    Table(
-        "issued_card", metadata,
-        Column("card_uuid", String(128), primary_key=True),
-        Column("route", String(64), nullable=False),
-        Column("rule_ids", String(1024), nullable=False),  # fired criterion ids, comma-joined
-        Column("hook_instance", String(128), nullable=False),
-        Column("patient_hash", String(64), nullable=False),  # HMAC-SHA256 hex, never the id
-        Column("issued_at", DateTime, nullable=False),  # UTC
-        Index("ix_issued_card_issued_at", "issued_at"),
-    )
-    Table(
-        "feedback", metadata,
-        Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("card_uuid", String(128), nullable=False),
-        Column("outcome", String(16), nullable=False),
-        Column("accepted_suggestions", JSON, nullable=True),  # list of suggestion uuids
-        Column("override_reason_system", String(1024), nullable=True),
-        Column("override_reason_code", String(256), nullable=True),
-        Column("user_comment", Text, nullable=True),
-        Column("outcome_timestamp", DateTime, nullable=False),  # UTC
-        Column("received_at", DateTime, nullable=False),  # UTC
-        Column("unknown_card", Boolean, nullable=False),
-        UniqueConstraint("card_uuid", "outcome", "outcome_timestamp",
-                         name="uq_feedback_card_outcome_time"),
-    )
-    metadata.create_all(conn)
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration, without alembic.ini: the scripts come from the package."""
+    from alembic.config import Config
+
+    # Alembic says "Context impl SQLiteImpl." and the like at INFO on every run; the store
+    # logs the revisions it applied.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    config = Config()
+    config.set_main_option("script_location", str(files(__name__)))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
 
 
-def _step_2_jwt_replay(conn: Connection) -> None:
-    """JWT ids already used, shared by every worker and instance (replay protection)."""
-    metadata = MetaData()
-    Table(
-        "jwt_replay", metadata,
-        Column("token_key", String(64), primary_key=True),  # SHA-256 of iss + jti
-        Column("expires_at", DateTime, nullable=False),  # UTC
-        Index("ix_jwt_replay_expires_at", "expires_at"),
-    )
-    metadata.create_all(conn)
+def latest_version() -> str:
+    """The newest revision (the head)."""
+    return HEAD
 
 
-STEPS: list[tuple[int, str, Callable[[Connection], None]]] = [
-    (1, "issued cards and feedback", _step_1_cards_and_feedback),
-    (2, "shared JWT replay cache", _step_2_jwt_replay),
-]
-
-_metadata = MetaData()
-schema_version = Table(
-    "schema_version", _metadata,
-    Column("version", Integer, primary_key=True, autoincrement=False),
-    Column("description", String(200), nullable=False),
-    Column("applied_at", DateTime, nullable=False),
-)
+def current_version(conn: Connection) -> str | None:
+    """The revision the database is at; None for an empty database."""
+    if not inspect(conn).has_table(VERSION_TABLE):
+        return None
+    return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
 
 
-def current_version(conn: Connection) -> int:
-    return conn.execute(select(schema_version.c.version)
-                        .order_by(schema_version.c.version.desc()).limit(1)).scalar() or 0
+def lock(conn: Connection) -> None:
+    """Hold the migration lock until the caller's transaction ends.
 
-
-def migrate(conn: Connection) -> list[int]:
-    """Apply the missing steps inside the caller's transaction; the versions applied."""
+    SQLite needs nothing here: the store's transactions start with BEGIN IMMEDIATE, which
+    already excludes every other writer.
+    """
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
-    _metadata.create_all(conn)  # schema_version itself (checkfirst)
-    done = current_version(conn)
-    applied = []
-    for version, description, step in STEPS:
-        if version <= done:
-            continue
-        step(conn)
-        conn.execute(insert(schema_version).values(
-            version=version, description=description,
-            applied_at=datetime.now(timezone.utc).replace(tzinfo=None)))
-        applied.append(version)
+
+
+def migrate(conn: Connection) -> list[str]:
+    """Upgrade to the newest revision inside the caller's transaction; the revisions applied."""
+    lock(conn)
+    current = current_version(conn)
+    if current == HEAD:
+        return []
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    config = alembic_config(conn)
+    if current is not None and not _known(ScriptDirectory.from_config(config), current):
+        # Left by a newer release (e.g. during a rolling upgrade): its schema is a superset.
+        log.warning(
+            "database schema is at revision %s, newer than this release knows; not migrating",
+            current,
+        )
+        return []
+    _adopt_legacy(conn, config)
+    applied: list[str] = []
+    config.attributes["applied"] = applied
+    command.upgrade(config, "head")
     return applied
 
 
-def latest_version() -> int:
-    return STEPS[-1][0]
+def _known(script: ScriptDirectory, revision: str) -> bool:
+    from alembic.util import CommandError
+
+    try:
+        return script.get_revision(revision) is not None
+    except CommandError:  # "Can't locate revision identified by ..."
+        return False
+
+
+def _adopt_legacy(conn: Connection, config: Config) -> None:
+    """Stamp a database made by the hand-written steps, and drop their bookkeeping table."""
+    from alembic import command
+
+    tables = set(inspect(conn).get_table_names())
+    if LEGACY_TABLE not in tables or VERSION_TABLE in tables:
+        return
+    version = conn.execute(text(f"SELECT max(version) FROM {LEGACY_TABLE}")).scalar() or 0
+    if version:
+        if version not in LEGACY_REVISIONS:
+            raise RuntimeError(
+                f"{LEGACY_TABLE} is at version {version}, newer than this "
+                "service knows: refusing to touch the schema"
+            )
+        command.stamp(config, LEGACY_REVISIONS[version])
+    conn.execute(text(f"DROP TABLE {LEGACY_TABLE}"))
