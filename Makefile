@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench check-rules clean
+.PHONY: run test bench check-rules explain clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ bench: $(STAMP)
 
 check-rules: $(STAMP)
 	$(BIN)/cds-service check-rules
+
+explain: $(STAMP)
+	$(BIN)/cds-service check-rules --explain
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -35,7 +35,9 @@ from cds_service.terminology import SHORT_NAMES
 
 EXPLAIN_PATH = "/explain"
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
-RULE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")  # as rules-route.json's $defs/id
+# As rules-route.json's $defs/id, and with at least one letter, so that no date or number
+# (a birth date, a record number, a value) can pass for a rule id.
+RULE_ID = re.compile(r"^(?=[a-z0-9-]*[a-z])[a-z0-9][a-z0-9-]{0,99}$")
 MAX_RULE_IDS = 50
 
 # The base URL of the request being served, set by the HTTP layer for the request's duration
