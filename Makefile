@@ -13,7 +13,7 @@ SYNC := $(UV) sync --frozen --inexact --all-extras
 # What `make lint` checks (the whole tree once it has been formatted).
 LINT_PATHS ?= cds_service tests bench
 
-.PHONY: venv run test lint bench check-rules lock clean
+.PHONY: venv run test lint bench check-rules explain lock clean
 
 $(STAMP): pyproject.toml setup.py uv.lock requirements-uv.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,9 @@ lock:
 	$(UV) lock
 	$(SYNC)
 	touch $(STAMP)
+
+explain: $(STAMP)
+	$(BIN)/cds-service check-rules --explain
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -267,6 +267,8 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
         g.after_sent = [record_outcome]
         return json_response(outcome.response)
 
+    _explain_pages(app, settings, service)
+
     @app.post("/cds-services/<service_id>/feedback")
     def post_feedback(service_id: str):
         known_service(service_id)
@@ -279,3 +281,50 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
         return json_response({"status": "stored", "items": len(items)})
 
     return app
+
+
+EXPLAIN_HEADERS = {
+    # No patient data on these pages: cacheable by intent (HttpGuard still sends no-store).
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                               "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _explain_pages(app: Flask, settings: Settings, service) -> None:
+    """``GET /explain`` (the rule catalogue) and ``GET /explain/<route>?rules=a,b`` (one
+    route, the rules that fired first): HTML generated from the loaded rules, no patient
+    data, no authentication (a clinician opens them from a card link in a browser)."""
+    from cds_service import explain
+
+    ruleset = getattr(service, "ruleset", None)
+    cards_dir = getattr(getattr(service, "settings", None), "cards_dir", settings.cards_dir)
+    explainer = explain.Explainer(ruleset, cards_dir) if ruleset is not None else None
+    app.extensions["cds_explainer"] = explainer
+
+    @app.before_request
+    def _note_base_url():
+        """Card links need an absolute URL: this request's, unless CDS_PUBLIC_BASE_URL is set."""
+        g.explain_token = explain.REQUEST_BASE_URL.set(request.host_url)
+
+    @app.teardown_request
+    def _forget_base_url(_error=None):
+        token = g.pop("explain_token", None)
+        if token is not None:
+            explain.REQUEST_BASE_URL.reset(token)
+
+    def page(html: str) -> Response:
+        return Response(html, mimetype="text/html", headers=EXPLAIN_HEADERS)
+
+    @app.get("/explain")
+    def explain_index():
+        if explainer is None:
+            raise CdsError(404, "No rules are loaded.")
+        return page(explainer.index_html())
+
+    @app.get("/explain/<route_code>")
+    def explain_route(route_code: str):
+        html = explainer.route_html(route_code, request.args.get("rules", "")) if explainer else None
+        if html is None:
+            raise CdsError(404, "Unknown referral route.")
+        return page(html)

@@ -1,4 +1,4 @@
-"""Command line: ``cds-service serve | evaluate REQUEST.json | check-rules``."""
+"""Command line: ``cds-service serve | evaluate REQUEST.json | check-rules [--explain]``."""
 
 from __future__ import annotations
 
@@ -40,6 +40,9 @@ def _check_rules(args, settings: Settings) -> int:
     cards_dir = Path(args.cards_dir) if args.cards_dir else settings.cards_dir
     ruleset = RuleSet.load(cards_dir)  # a RuleError is reported by main()
     routes = ", ".join(r.code for r in ruleset.routes)
+    if getattr(args, "explain", False):
+        from cds_service.explain import decision_tables, rules_hash
+        print(decision_tables(ruleset, rules_hash(cards_dir)), end="")
     print(f"OK: {len(ruleset.routes)} route files in {cards_dir} ({routes})")
     return 0
 
@@ -54,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("request")
     check = sub.add_parser("check-rules", help="validate every file in cards/")
     check.add_argument("--cards-dir")
+    check.add_argument("--explain", action="store_true",
+                       help="also print each route as a plain-language decision table "
+                            "(the same content as the /explain pages)")
     extra = report.register(sub)
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,274 @@
+"""Explanation pages without a browser: content generated from the rules, the URL helper, the
+source attributes, the text decision table, and what must never appear (patient data,
+unescaped text, unknown rule ids)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cds_service import explain
+from cds_service.cli import main
+from cds_service.config import Settings
+from cds_service.rules import RuleError, RuleSet
+
+ROOT = Path(__file__).resolve().parents[1]
+CARDS = ROOT / "cards"
+
+
+@pytest.fixture(scope="module")
+def ruleset():
+    return RuleSet.load(CARDS)
+
+
+@pytest.fixture(scope="module")
+def explainer(ruleset):
+    return explain.Explainer(ruleset, CARDS)
+
+
+# --------------------------------------------------------------------------- URL helper
+
+def test_explain_url_is_absolute_with_the_fired_rule_ids():
+    assert explain.explain_url("https://cds.example.org/", "nephrology",
+                               ["egfr-below-30-known-ckd", "ckd-stage-4-5"]) == (
+        "https://cds.example.org/explain/nephrology?rules=egfr-below-30-known-ckd,ckd-stage-4-5")
+    assert explain.explain_url("https://cds.example.org/base", "urgent-care", []) == (
+        "https://cds.example.org/base/explain/urgent-care")
+    assert explain.explain_url("", "vascular", ["a"]) == "http://127.0.0.1:8080/explain/vascular?rules=a"
+
+
+@pytest.mark.parametrize("junk", ["Patient/123", "K 2.4 mmol/L", "<script>", "Jane Doe",
+                                  "a,b", "1960-05-01", "12345", "", "UPPER", "x" * 101])
+def test_explain_url_drops_anything_that_is_not_a_rule_id(junk):
+    url = explain.explain_url("https://x.example", "nephrology", [junk, "dialysis-recent", "dialysis-recent"])
+    assert url.endswith("?rules=dialysis-recent")
+    assert "Patient" not in url and " " not in url and "<" not in url
+
+
+def test_base_url_prefers_the_public_base_url(monkeypatch):
+    settings = Settings.from_env({}, public_base_url="https://cds.example.org/")
+    token = explain.REQUEST_BASE_URL.set("http://internal:8080/")
+    try:
+        assert explain.base_url(settings) == "https://cds.example.org"
+    finally:
+        explain.REQUEST_BASE_URL.reset(token)
+
+
+def test_base_url_inside_a_request_is_the_request_host(client):
+    seen = {}
+
+    app = client.application
+
+    @app.get("/_test_base_url")
+    def _probe():
+        seen["url"] = explain.base_url(app.extensions["cds"].settings)
+        return "ok"
+
+    client.get("/_test_base_url", base_url="http://ehr-facing.example:9000")
+    assert seen["url"] == "http://ehr-facing.example:9000"
+    assert explain.REQUEST_BASE_URL.get() is None  # reset after the request
+
+
+@pytest.mark.parametrize("host, expected", [("127.0.0.1", "http://127.0.0.1:8080"),
+                                            ("0.0.0.0", "http://127.0.0.1:9090"),
+                                            ("cds.internal", "http://cds.internal:9090"),
+                                            ("::1", "http://[::1]:9090")])
+def test_base_url_outside_a_request_is_the_configured_address(host, expected):
+    port = 8080 if host == "127.0.0.1" else 9090
+    assert explain.base_url(Settings.from_env({}, host=host, port=port)) == expected
+
+
+def test_base_url_without_settings_reads_the_environment(monkeypatch):
+    monkeypatch.setenv("CDS_PUBLIC_BASE_URL", "https://from-env.example")
+    assert explain.base_url() == "https://from-env.example"
+    monkeypatch.setenv("CDS_PORT", "not a number")
+    assert explain.base_url() == explain.DEFAULT_BASE_URL
+
+
+def test_explain_link_is_a_cds_hooks_absolute_link():
+    link = explain.explain_link("nephrology", ["ckd-stage-4-5"],
+                                Settings.from_env({}, public_base_url="https://cds.example.org"))
+    assert link == {"label": "Why this card: the rules explained", "type": "absolute",
+                    "url": "https://cds.example.org/explain/nephrology?rules=ckd-stage-4-5"}
+
+
+# --------------------------------------------------------------------------- pages over HTTP
+
+def test_index_lists_every_route(client, ruleset):
+    response = client.get("/explain")
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    html = response.get_data(as_text=True)
+    for route in ruleset.routes:
+        assert f'href="/explain/{route.code}"' in html
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+    assert "<script" not in html and "http://" not in html  # no scripts, no external resources
+
+
+def test_every_route_page_shows_every_rule_and_what_it_reads(client, ruleset):
+    for route in ruleset.routes:
+        response = client.get(f"/explain/{route.code}")
+        assert response.status_code == 200, route.code
+        html = response.get_data(as_text=True)
+        assert route.title in html
+        for criterion in route.criteria:
+            assert f'id="rule-{criterion["id"]}"' in html, (route.code, criterion["id"])
+            if "threshold" in criterion:
+                assert ruleset.concepts[criterion["concept"]].label in html
+        for link in route.data["links"]:
+            assert link["url"] in html
+        for name, value_set in route.value_sets.items():
+            for concept in list(value_set.exact.values())[:3]:
+                assert f"<code>{concept.code}</code>" in html, (route.code, name, concept.code)
+
+
+def test_thresholds_windows_and_codes_in_plain_words(client):
+    html = client.get("/explain/nephrology").get_data(as_text=True)
+    assert "The newest eGFR result of the last 365 days (1 year) is below (&lt;) 30 mL/min/1.73m²" in html
+    assert "LOINC <code>98979-8</code>" in html
+    assert "SNOMED CT <code>431857002</code> Chronic kidney disease stage 4" in html
+    assert "estimated with CKD-EPI 2021" in html
+    assert "Unless any of these holds: kidney-disease-coded." in html
+    html = client.get("/explain/urgent-care").get_data(as_text=True)
+    assert "The highest Body temperature result of the last 3 days is at or above (&gt;=) 38 °C" in html
+    assert "preliminary" in html and "LL (critically low)" in html
+    assert "Only for patients under 18" in html
+    html = client.get("/explain/medication-review").get_data(as_text=True)
+    assert "RxNorm <code>83367</code> atorvastatin" in html
+    assert "product codes" in html
+
+
+def test_fired_rules_first_unknown_ids_ignored_and_never_echoed(client):
+    html = client.get("/explain/nephrology?rules=ckd-stage-4-5,<b>x</b>,no-such-rule,Patient-123"
+                      ).get_data(as_text=True)
+    assert html.index('id="rule-ckd-stage-4-5"') < html.index('id="rule-kidney-transplant"')
+    assert "<b>x</b>" not in html and "no-such-rule" not in html and "Patient-123" not in html
+    plain = client.get("/explain/nephrology").get_data(as_text=True)
+    assert plain.index('id="rule-kidney-transplant"') < plain.index('id="rule-ckd-stage-4-5"')
+
+
+def test_unknown_route_is_a_404_operation_outcome(client):
+    response = client.get("/explain/<script>alert(1)</script>")
+    assert response.status_code == 404
+    body = response.get_json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert "script" not in response.get_data(as_text=True)
+
+
+def test_pages_need_no_authentication(tmp_path):
+    import json
+    from cds_service.app import create_app
+    from jwt_helpers import Signer, jwks as jwk_set
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(jwk_set(Signer.es384())))
+    app = create_app(Settings.from_env({}, data_dir=tmp_path, auth_mode="jwt",
+                                       jwks_file=str(jwks), trusted_issuers=("https://ehr",),
+                                       public_base_url="https://cds.example.org"))
+    client = app.test_client()
+    assert client.get("/cds-services").status_code == 401
+    assert client.get("/explain").status_code == 200
+    assert client.get("/explain/vascular").status_code == 200
+
+
+def test_text_is_escaped(ruleset, tmp_path):
+    cards = tmp_path / "cards"
+    shutil.copytree(CARDS, cards)
+    path = cards / "nephrology.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["why"] = "Kidneys <script>alert('x')</script> & more"
+    data["criteria"][0]["next_step"] = "Call <b>nephrology</b>"
+    data["criteria"][0]["caveats"] = ["One <i>caveat</i>"]
+    data["criteria"][0]["links"] = [{"label": "A <link>", "url": "https://example.org/a?b=1&c=2"}]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        rules = RuleSet.load(cards)
+    except RuleError:
+        pytest.skip("this rules schema does not take next_step/caveats/links on a criterion")
+    html = explain.Explainer(rules, cards).route_html("nephrology")
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "Next step:</strong> Call &lt;b&gt;nephrology&lt;/b&gt;" in html
+    assert "One &lt;i&gt;caveat&lt;/i&gt;" in html
+    assert 'href="https://example.org/a?b=1&amp;c=2"' in html
+
+
+def test_per_rule_content_from_a_named_content_block(ruleset):
+    """The lead's rule model names a ``content`` block per criterion; its next step, caveats
+    and links are shown under that rule."""
+    route = next(r for r in ruleset.routes if r.code == "nephrology")
+    criterion = {**route.by_id["ckd-stage-4-5"], "content": "advanced-ckd"}
+    fake = type("R", (), {"data": {**route.data, "content": {"advanced-ckd": {
+        "next_step": "Refer to nephrology.", "caveats": ["Check the stage."],
+        "links": [{"label": "KDIGO", "url": "https://kdigo.org/"}]}}}})()
+    assert explain._content(fake, criterion) == (
+        "Refer to nephrology.", ["Check the stage."], [{"label": "KDIGO", "url": "https://kdigo.org/"}])
+
+
+# --------------------------------------------------------------------------- source attributes
+
+def test_source_attributes_come_from_the_rule_files(explainer, ruleset):
+    source = explain.source_attributes(ruleset, explainer.content_hash)
+    block = ruleset.common["source_attributes"]
+    assert source.developer == block["developer"]
+    assert source.release_date == block["release_date"]
+    assert source.citation_title == "What Type of Doctor Treats Leg Cramps?"
+    urls = {link["url"] for link in source.links}
+    assert all(link["url"] in urls for route in ruleset.routes for link in route.data["links"])
+    html = explainer.index_html()
+    for text in (block["version"], explainer.content_hash, "Funding source", "Revision date"):
+        assert text in html
+
+
+def test_content_hash_changes_with_any_rule_file(tmp_path):
+    cards = tmp_path / "cards"
+    shutil.copytree(CARDS, cards)
+    before = explain.rules_hash(cards)
+    assert before == explain.rules_hash(CARDS)
+    path = cards / "vascular.yaml"
+    path.write_text(path.read_text() + "\n# reviewed\n")
+    assert explain.rules_hash(cards) != before
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda s: s.pop("developer"), "source_attributes"),
+    (lambda s: s.update(release_date="24 Nov 2026"), "source_attributes/release_date"),
+    (lambda s: s.update(sponsor="x"), "source_attributes"),
+])
+def test_check_rules_validates_the_source_attributes(tmp_path, capsys, edit, field):
+    cards = tmp_path / "cards"
+    shutil.copytree(CARDS, cards)
+    path = cards / "common.yaml"
+    data = yaml.safe_load(path.read_text())
+    edit(data["source_attributes"])
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    assert main(["check-rules", "--cards-dir", str(cards)]) == 1
+    err = capsys.readouterr().err
+    assert "common.yaml" in err and field in err
+
+
+# --------------------------------------------------------------------------- text table
+
+def test_check_rules_explain_prints_a_decision_table_per_route(capsys, ruleset):
+    assert main(["check-rules", "--explain"]) == 0
+    out = capsys.readouterr().out
+    for route in ruleset.routes:
+        assert f"{route.title} [{route.code}]" in out
+        for criterion in route.criteria:
+            assert f"[{criterion['id']}]" in out, criterion["id"]
+    assert "IF (rule makes a card) ... THEN" in out
+    assert "UNLESS kidney-disease-coded" in out
+    assert "What Type of Doctor Treats Leg Cramps?" in out
+    assert out.rstrip().endswith(")") and "OK:" in out
+
+
+def test_html_and_text_share_the_rule_sentences(explainer, ruleset, capsys):
+    route = next(r for r in ruleset.routes if r.code == "primary-care-workup")
+    model = explain.explain_route(route, ruleset)
+    html = explainer.route_html("primary-care-workup")
+    text = explainer.text()
+    for rule in model.rules:
+        words = rule.when.split(" ")[:6]
+        assert " ".join(words) in text.replace("\n      ", " ")
+        assert rule.when.replace("<", "&lt;").replace(">", "&gt;").replace("'", "&#39;") in html

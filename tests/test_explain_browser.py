@@ -1,0 +1,211 @@
+"""The explanation pages in a real browser: Debian's Chromium driven by Playwright.
+
+The app is served over real HTTP on 127.0.0.1 (a werkzeug server in a thread). Every page
+(the index and each route) must render its title, headings and every rule id, have no
+console errors, resolve every internal link (200, and #fragments that exist), link out only
+to https URLs (never fetched), and fit a phone's width (375 px: no horizontal scroll). One
+page is also screenshotted and the PNG checked to be a real picture.
+
+Skipped, with the reason, only when /usr/bin/chromium or the playwright package is missing
+(``.ci/run`` installs both; ``playwright install`` is never used: no browser download).
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urldefrag, urlsplit
+
+import pytest
+
+from cds_service.app import create_app
+from cds_service.config import Settings
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-default-apps", "--disable-extensions"]
+PHONE = {"width": 375, "height": 800}
+
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="the playwright Python package is not installed "
+                                      "(pip install -e '.[dev]')")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
+                       reason=f"{CHROMIUM} is missing (apt-get install chromium; .ci/run does)"),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The real app on 127.0.0.1 on a free port, in a thread; stopped after the module."""
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_request(self, *args, **kwargs):  # the app writes its own access line
+            pass
+    settings = Settings.from_env({}, today="2026-11-24", auth_mode="off",
+                                 data_dir=tmp_path_factory.mktemp("explain-data"))
+    app = create_app(settings)
+    httpd = make_server("127.0.0.1", 0, app, threaded=True, request_handler=Quiet)
+    thread = threading.Thread(target=httpd.serve_forever, name="explain-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}", app
+    finally:
+        httpd.shutdown()
+        thread.join(timeout=10)
+        httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                              args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A phone-sized page that records console errors and uncaught exceptions."""
+    context = browser.new_context(viewport=PHONE, java_script_enabled=True)
+    page = context.new_page()
+    page.errors = []
+    page.on("console", lambda msg: page.errors.append(f"console {msg.type}: {msg.text}")
+            if msg.type in ("error", "warning") else None)
+    page.on("pageerror", lambda exc: page.errors.append(f"page error: {exc}"))
+    # Nothing may leave 127.0.0.1: the pages have no external resources.
+    page.requests = []
+    page.on("request", lambda req: page.requests.append(req.url))
+    yield page
+    context.close()
+
+
+def _ruleset(app):
+    return app.extensions["cds"].ruleset
+
+
+def _fetch_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def _check_page(page, base: str, url: str) -> None:
+    response = page.goto(url, wait_until="load")
+    assert response is not None and response.status == 200, url
+    assert page.title().strip(), f"{url}: no <title>"
+    assert page.locator("h1").count() == 1, f"{url}: one h1 expected"
+    assert page.locator("h2").count() >= 2, f"{url}: headings missing"
+    # Readable at a phone's width: nothing scrolls sideways.
+    widths = page.evaluate("() => [document.documentElement.scrollWidth, "
+                           "document.documentElement.clientWidth]")
+    assert widths[0] <= widths[1], f"{url}: horizontal scroll at 375 px ({widths})"
+    # Links: internal ones resolve (200; a #fragment names an element), external ones are https.
+    hrefs = page.evaluate("() => Array.from(document.querySelectorAll('a[href]'), a => a.href)")
+    assert hrefs, f"{url}: no links"
+    origin = urlsplit(base).netloc
+    checked: dict[str, int] = {}
+    for href in hrefs:
+        target = urlsplit(href)
+        if target.netloc == origin:
+            document, fragment = urldefrag(href)
+            if document not in checked:
+                checked[document] = _fetch_status(document)
+            assert checked[document] == 200, f"{url}: link {href} answers {checked[document]}"
+            if fragment:
+                if urldefrag(page.url)[0] == document:
+                    present = page.locator(f"[id='{fragment}']").count()
+                else:
+                    present = page.context.request.get(document).text().count(f'id="{fragment}"')
+                assert present, f"{url}: link {href} points to a missing #{fragment}"
+        else:
+            assert target.scheme == "https", f"{url}: external link {href} is not https"
+    assert not page.errors, f"{url}: {page.errors}"
+    outside = [r for r in page.requests if urlsplit(r).netloc not in (origin, "")]
+    assert not outside, f"{url}: requests left the service: {outside}"
+
+
+def test_index_renders_in_chromium(server, page):
+    base, app = server
+    _check_page(page, base, f"{base}/explain")
+    text = page.inner_text("main")
+    for route in _ruleset(app).routes:
+        assert route.title in text
+        assert page.locator(f"a[href='/explain/{route.code}']").count() == 1
+    assert "Funding source" in page.inner_text("footer")
+
+
+def test_every_route_page_renders_in_chromium(server, page):
+    base, app = server
+    for route in _ruleset(app).routes:
+        _check_page(page, base, f"{base}/explain/{route.code}")
+        assert route.title in page.inner_text("h1")
+        for criterion in route.criteria:
+            rule = page.locator(f"[id='rule-{criterion['id']}']")
+            assert rule.count() == 1, f"{route.code}: rule {criterion['id']} missing"
+            assert criterion["id"] in rule.inner_text()
+        footer = page.inner_text("footer")
+        for attribute in ("Bibliographic citation", "Developer", "Funding source",
+                          "Release date", "Revision date", "What Type of Doctor Treats Leg Cramps?"):
+            assert attribute in footer, f"{route.code}: {attribute} missing"
+
+
+def test_fired_rules_come_first_and_are_marked(server, page):
+    base, app = server
+    route = next(r for r in _ruleset(app).routes if r.code == "nephrology")
+    fired = [c["id"] for c in route.criteria if c.get("fires", True)][-1]
+    _check_page(page, base, f"{base}/explain/nephrology?rules={fired},no-such-rule")
+    first = page.locator("section.rule").first
+    assert first.get_attribute("id") == f"rule-{fired}"
+    assert "fired" in (first.get_attribute("class") or "")
+    assert page.locator("#fired").count() == 1
+    assert "no-such-rule" not in page.content()
+
+
+def test_screenshot_of_a_route_page(server, page, tmp_path):
+    base, _app = server
+    page.goto(f"{base}/explain/nephrology?rules=egfr-below-30-known-ckd", wait_until="load")
+    shot = tmp_path / "explain-nephrology-375.png"
+    page.screenshot(path=str(shot), full_page=False)
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > 10_000, f"screenshot only {len(data)} bytes"
+    # Decode it in the browser (no image library needed): not one flat colour, some dark text.
+    blank = page.context.new_page()
+    blank.set_content("<canvas id=c></canvas>")
+    colours = blank.evaluate("""async (src) => {
+        const img = new Image(); img.src = src; await img.decode();
+        const c = document.getElementById('c'); c.width = img.width; c.height = img.height;
+        const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
+        const px = ctx.getImageData(0, 0, img.width, img.height).data;
+        const seen = new Set(); let dark = 0;
+        for (let i = 0; i < px.length; i += 4) {
+            seen.add((px[i] << 16) | (px[i + 1] << 8) | px[i + 2]);
+            if (px[i] + px[i + 1] + px[i + 2] < 200) dark++;
+        }
+        return {width: img.width, height: img.height, distinct: seen.size, dark};
+    }""", "data:image/png;base64," + base64.b64encode(data).decode())
+    blank.close()
+    assert (colours["width"], colours["height"]) == (PHONE["width"], PHONE["height"])
+    assert colours["distinct"] > 50, colours
+    assert colours["dark"] > 1000, colours  # text was drawn
+    print(f"screenshot: {shot}")
+
+
+def test_unknown_route_is_404_in_the_browser(server, page):
+    base, _app = server
+    response = page.goto(f"{base}/explain/no-such-route", wait_until="load")
+    assert response.status == 404
+    assert "OperationOutcome" in page.content()
