@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 
+from cds_service import explain
 from cds_service.criteria import Fact, RouteResult
 from cds_service.rules import RuleSet
 from cds_service.terminology import canonical_system
@@ -19,8 +20,9 @@ LINK_LIMIT = 2
 DETAIL_LIMIT = 900
 
 
-def render(results: list[RouteResult], ruleset: RuleSet, patient_id: str) -> list[dict]:
-    return [render_card(result, ruleset, patient_id) for result in results]
+def render(results: list[RouteResult], ruleset: RuleSet, patient_id: str,
+           settings=None) -> list[dict]:
+    return [render_card(result, ruleset, patient_id, settings) for result in results]
 
 
 def _coding(entry: dict) -> dict:
@@ -92,15 +94,17 @@ def _evidence_lines(facts: list[Fact]) -> list[str]:
     return lines
 
 
-def links_for(result: RouteResult) -> list[dict]:
-    """The guideline links of the rules that fired (at most LINK_LIMIT, no repeats)."""
+def links_for(result: RouteResult, settings=None) -> list[dict]:
+    """The guideline link of the most severe rule that fired, then the card's explanation
+    page (its route and fired rules, no patient data): LINK_LIMIT in all."""
     links: list[dict] = []
     for block in result.content:
         for link in block.get("links", []):
             if link["url"] not in {other["url"] for other in links}:
                 links.append(link)
-    return [{"label": link["label"], "url": link["url"], "type": "absolute"}
-            for link in links[:LINK_LIMIT]]
+    shown = [{"label": link["label"], "url": link["url"], "type": "absolute"}
+             for link in links[:LINK_LIMIT - 1]]
+    return shown + [explain.explain_link(result.route.code, result.fired, settings)]
 
 
 def _service_request(code: dict, patient_id: str, priority: str, reasons: list[str],
@@ -166,7 +170,7 @@ def suggestions_for(result: RouteResult, patient_id: str) -> list[dict]:
     return suggestions
 
 
-def render_card(result: RouteResult, ruleset: RuleSet, patient_id: str) -> dict:
+def render_card(result: RouteResult, ruleset: RuleSet, patient_id: str, settings=None) -> dict:
     route = result.route
     card = {
         "uuid": str(uuid.uuid4()),
@@ -180,7 +184,7 @@ def render_card(result: RouteResult, ruleset: RuleSet, patient_id: str) -> dict:
         },
         "overrideReasons": ruleset.override_reasons,
     }
-    links = links_for(result)
+    links = links_for(result, settings)
     if links:
         card["links"] = links
     suggestions = suggestions_for(result, patient_id)

@@ -327,16 +327,18 @@ def _shared_medications(cards_dir: Path) -> list[dict]:
     return classes
 
 
-def _compile_route(path: Path, data: dict, concepts: dict, shared: list[dict],
+def _compile_route(path: Path, data: dict, concepts: dict, shared_medications: list[dict],
                    gate: dict) -> Route:
     local = {c["class"] for c in data.get("medications", [])}
-    clash = local & {c["class"] for c in shared}
+    clash = local & {c["class"] for c in shared_medications}
     if clash:
         raise RuleError(f"{path.name}: field medications: {sorted(clash)} already defined in "
                         f"{SHARED_DIR}/")
-    data = {**data, "medications": shared + data.get("medications", [])}
+    data = {**data, "medications": shared_medications + data.get("medications", [])}
+    used = {name for c in data["criteria"] for name in c.get("value_sets", [])}
+    shared = {name: entries for name, entries in gate.items() if name in used}
     value_sets = {name: ValueSet.from_entries(name, entries)
-                  for name, entries in {**gate, **data.get("value_sets", {})}.items()}
+                  for name, entries in {**shared, **data.get("value_sets", {})}.items()}
     limits: dict[str, float] = {}
     ids = set()
     for i, criterion in enumerate(data["criteria"]):

@@ -59,7 +59,7 @@ class CdsService:
         patient_id = request["context"]["patientId"]
         record = Record(patient_id, resources, self.now(), self.ruleset.codes)
         results = self.ruleset.evaluate(record)
-        rendered = cards.render(results, self.ruleset, patient_id)
+        rendered = cards.render(results, self.ruleset, patient_id, self.settings)
         if record.left_out:
             log.warning("left out %d resources the rules reached: malformed, or about another "
                         "patient", record.left_out)

@@ -131,7 +131,7 @@ def test_thresholds_windows_and_codes_in_plain_words(client):
     assert "LOINC <code>98979-8</code>" in html
     assert "SNOMED CT <code>431857002</code> Chronic kidney disease stage 4" in html
     assert "estimated with CKD-EPI 2021" in html
-    assert "Unless any of these holds: kidney-disease-coded." in html
+    assert "Unless any of these holds: kidney-disease-known." in html
     html = client.get("/explain/urgent-care").get_data(as_text=True)
     assert "The highest Body temperature result of the last 3 days is at or above (&gt;=) 38 °C" in html
     assert "preliminary" in html and "LL (critically low)" in html
@@ -258,7 +258,7 @@ def test_check_rules_explain_prints_a_decision_table_per_route(capsys, ruleset):
         for criterion in route.criteria:
             assert f"[{criterion['id']}]" in out, criterion["id"]
     assert "IF (rule makes a card) ... THEN" in out
-    assert "UNLESS kidney-disease-coded" in out
+    assert "UNLESS kidney-disease-known" in out
     assert "What Type of Doctor Treats Leg Cramps?" in out
     assert out.rstrip().endswith(")") and "OK:" in out
 

@@ -8,6 +8,7 @@ threshold or window, and the stale / resolved / refuted / entered-in-error varia
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -42,7 +43,10 @@ def check_response(response: dict) -> None:
         assert card["detail"].startswith("**Evidence**")
         assert len(card["detail"]) <= 900
         assert len(card.get("links", [])) <= 2
-        assert all(link["url"].startswith("https://") for link in card.get("links", []))
+        *guidelines, explanation = card["links"]
+        assert all(link["url"].startswith("https://") for link in guidelines)
+        route = card["source"]["topic"]["code"]
+        assert re.match(rf"^https?://[^/?#]+/explain/{route}\?rules=[a-z0-9,-]+$", explanation["url"])
 
 
 def run(*resources, **kwargs) -> dict[str, dict]:
