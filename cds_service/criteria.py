@@ -17,10 +17,18 @@ import orjson
 
 from cds_service import egfr, units
 from cds_service.quality import CRITICAL_FLAGS, IMPLAUSIBLE, UNREADABLE
-from cds_service.record import (MEDICATION_ACTIVE, PROCEDURE_DONE, REFERRAL_OPEN,
-                                OBSERVATION_FINAL, condition_counts, condition_dates,
-                                medication_date, observation_date,
-                                procedure_date, reference_to)
+from cds_service.record import (
+    MEDICATION_ACTIVE,
+    OBSERVATION_FINAL,
+    PROCEDURE_DONE,
+    REFERRAL_OPEN,
+    condition_counts,
+    condition_dates,
+    medication_date,
+    observation_date,
+    procedure_date,
+    reference_to,
+)
 from cds_service.terminology import ICD10CM, RXNORM, Concept, codings_of
 
 if TYPE_CHECKING:  # only for annotations: rules.py imports this module
@@ -31,20 +39,21 @@ log = logging.getLogger(__name__)
 
 INDICATOR_RANK = {"info": 0, "warning": 1, "critical": 2}
 MEDICATION_MEMO_LIMIT = 4096  # distinct medications classified per route; reset when full
-MEDICATION_KEY_LIMIT = 2048   # bytes of codes and names; a bigger medication is not remembered
+MEDICATION_KEY_LIMIT = 2048  # bytes of codes and names; a bigger medication is not remembered
+
 
 @dataclass
 class Fact:
     """One piece of evidence behind a card."""
 
     criterion: str
-    text: str            # full line for the card detail
-    short: str           # few words for the summary
+    text: str  # full line for the card detail
+    short: str  # few words for the summary
     sources: list[dict] = field(default_factory=list)  # the resources it rests on
     when: datetime | None = None
     order: str | None = None  # lab order to suggest when the fact is a missing result
-    hidden: bool = False      # holds for a rule but is not listed (``evidence: hidden``)
-    missing: str = ""         # for a missing result: "potassium (3 months; last ...)"
+    hidden: bool = False  # holds for a rule but is not listed (``evidence: hidden``)
+    missing: str = ""  # for a missing result: "potassium (3 months; last ...)"
 
     @property
     def references(self) -> list[str]:
@@ -61,7 +70,6 @@ def _day(when: datetime | None) -> str:
     return when.date().isoformat() if when else "date not recorded"
 
 
-
 @dataclass(frozen=True)
 class Found:
     """A result a threshold is compared with: the value in the concept's unit, and how it
@@ -71,9 +79,9 @@ class Found:
     value: float
     resource: dict
     code: Concept
-    derived: str = ""       # e.g. "measured 6.8 mg/dL, corrected for albumin 2 g/dL (...)"
+    derived: str = ""  # e.g. "measured 6.8 mg/dL, corrected for albumin 2 g/dL (...)"
     estimated: bool = False  # computed from another result (eGFR from creatinine)
-    conflict: str = ""       # a same-day result that disagrees, said on the card
+    conflict: str = ""  # a same-day result that disagrees, said on the card
 
 
 @dataclass
@@ -98,8 +106,6 @@ class RouteResult:
         return blocks
 
 
-
-
 class Evaluation:
     """Evaluates one route for one record; criteria results are memoised by id."""
 
@@ -121,8 +127,11 @@ class Evaluation:
         """
         for _attempt in range(5):
             result = self._run_once()
-            sources = [r for fact in (result.facts + result.context if result else [])
-                       for r in fact.sources]
+            sources = [
+                r
+                for fact in (result.facts + result.context if result else [])
+                for r in fact.sources
+            ]
             if all([self.record.is_valid(r) for r in sources]):
                 return result
             self.results.clear()
@@ -151,11 +160,17 @@ class Evaluation:
             facts.extend(f for f in found if not f.hidden and not _already_shown(f, facts))
         fired = [hit[2] for hit in hits]
         indicator = hits[0][3]
-        variant = next((v for v in self.route.data.get("variants", [])
-                        if (set(fired) <= set(v["when"]) if v.get("only")
-                            else set(v["when"]) & set(fired))), None)
-        return RouteResult(self.route, facts, context, fired, indicator, variant,
-                           self._existing_referral())
+        variant = next(
+            (
+                v
+                for v in self.route.data.get("variants", [])
+                if (set(fired) <= set(v["when"]) if v.get("only") else set(v["when"]) & set(fired))
+            ),
+            None,
+        )
+        return RouteResult(
+            self.route, facts, context, fired, indicator, variant, self._existing_referral()
+        )
 
     def check(self, criterion_id: str) -> list[Fact]:
         """The criterion's facts (empty: it does not hold); memoised for this route."""
@@ -204,11 +219,16 @@ class Evaluation:
         """
         since = self._window_start(criterion)
         undated_counts = criterion.get("undated") == "recent"
-        persisting = (self.record.now - timedelta(days=criterion["persisting_days"])
-                      if "persisting_days" in criterion else None)
+        persisting = (
+            self.record.now - timedelta(days=criterion["persisting_days"])
+            if "persisting_days" in criterion
+            else None
+        )
         latest = self.record.now + timedelta(days=1)
         facts, seen = [], set()
-        types = ("Condition", "Observation") if criterion.get("also_observations") else ("Condition",)
+        types = (
+            ("Condition", "Observation") if criterion.get("also_observations") else ("Condition",)
+        )
         for rtype in types:
             for name in criterion["value_sets"]:
                 for resource, concept in self.record.find(rtype, self.route.value_sets[name]):
@@ -226,12 +246,19 @@ class Evaluation:
                     undated = not known
                     if persisting is not None and (undated or min(known) > persisting):
                         continue
-                    if since is not None and (undated and not undated_counts
-                                              or known and max(known) < since):
+                    if since is not None and (
+                        undated and not undated_counts or known and max(known) < since
+                    ):
                         continue
                     seen.add(id(resource))
-                    facts.append(condition_fact(criterion["id"], resource, concept,
-                                                undated_counted=undated and since is not None))
+                    facts.append(
+                        condition_fact(
+                            criterion["id"],
+                            resource,
+                            concept,
+                            undated_counted=undated and since is not None,
+                        )
+                    )
         return _dedupe_by_text(facts)
 
     def _procedure(self, criterion: dict) -> list[Fact]:
@@ -250,14 +277,20 @@ class Evaluation:
                         best[concept.code] = (when, resource, concept)
         facts = []
         for when, resource, concept in sorted(best.values(), key=lambda t: t[0], reverse=True):
-            facts.append(Fact(criterion["id"],
-                              f"{concept.display} ({concept.label}), performed {_day(when)}",
-                              f"{concept.display.lower()} on {_day(when)}",
-                              [resource], when))
+            facts.append(
+                Fact(
+                    criterion["id"],
+                    f"{concept.display} ({concept.label}), performed {_day(when)}",
+                    f"{concept.display.lower()} on {_day(when)}",
+                    [resource],
+                    when,
+                )
+            )
         return facts
 
-    def _latest(self, concept: ObservationConcept, since: datetime | None,
-                statuses: frozenset[str]) -> tuple | None:
+    def _latest(
+        self, concept: ObservationConcept, since: datetime | None, statuses: frozenset[str]
+    ) -> tuple | None:
         """The newest result decides: (when, canonical value, resource, code), or None.
 
         When the newest result cannot be used (no unit, implausible ...), nothing is
@@ -266,8 +299,13 @@ class Evaluation:
         result = self.record.newest_result(concept, statuses, since)
         return result if result is not None and result[1] is not None else None
 
-    def _deciding(self, concept: ObservationConcept, since: datetime | None,
-                  statuses: frozenset[str], aggregate: str | None) -> list[Found]:
+    def _deciding(
+        self,
+        concept: ObservationConcept,
+        since: datetime | None,
+        statuses: frozenset[str],
+        aggregate: str | None,
+    ) -> list[Found]:
         """The results a threshold is compared with.
 
         Normally the usable results of the newest instant (for a concept read in pairs such
@@ -282,21 +320,32 @@ class Evaluation:
             found = self.record.memo[key] = self._deciding_now(concept, since, statuses, aggregate)
         return found
 
-    def _deciding_now(self, concept: ObservationConcept, since: datetime | None,
-                      statuses: frozenset[str], aggregate: str | None) -> list[Found]:
+    def _deciding_now(
+        self,
+        concept: ObservationConcept,
+        since: datetime | None,
+        statuses: frozenset[str],
+        aggregate: str | None,
+    ) -> list[Found]:
         if aggregate:
-            readable = [r for r in self.record.results_in(concept, statuses, since)
-                        if r[1] is not None]
+            readable = [
+                r for r in self.record.results_in(concept, statuses, since) if r[1] is not None
+            ]
             pick = max if aggregate == "max" else min
             chosen = [pick(readable, key=lambda r: r[1])] if readable else []
         else:
-            chosen = [r for r in self.record.newest_results(
-                concept, statuses, since, same_day=concept.paired_within == "day")
-                if r[1] is not None]
+            chosen = [
+                r
+                for r in self.record.newest_results(
+                    concept, statuses, since, same_day=concept.paired_within == "day"
+                )
+                if r[1] is not None
+            ]
         return [self._corrected(concept, Found(*r), statuses) for r in chosen]
 
-    def _corrected(self, concept: ObservationConcept, found: Found,
-                   statuses: frozenset[str]) -> Found:
+    def _corrected(
+        self, concept: ObservationConcept, found: Found, statuses: frozenset[str]
+    ) -> Found:
         """Total calcium corrected for a low albumin of the same day or the day before."""
         correction = concept.correction
         if correction is None:
@@ -304,14 +353,17 @@ class Evaluation:
         albumin = self.ruleset.concepts[correction["albumin"]]
         day = found.when.date()
         for when, value, _resource, _code in self.record.results_in(
-                albumin, statuses, found.when - timedelta(days=2)):
+            albumin, statuses, found.when - timedelta(days=2)
+        ):
             if value is None or not timedelta(0) <= day - when.date() <= timedelta(days=1):
                 continue
             if value >= correction["applies_below"]:
                 return found
             corrected = found.value + correction["factor"] * (correction["reference"] - value)
-            note = (f"measured {concept.format(found.value)}, corrected for albumin "
-                    f"{albumin.format(value)} ({_day(when)})")
+            note = (
+                f"measured {concept.format(found.value)}, corrected for albumin "
+                f"{albumin.format(value)} ({_day(when)})"
+            )
             return Found(found.when, corrected, found.resource, found.code, derived=note)
         return found
 
@@ -331,25 +383,35 @@ class Evaluation:
         newest = self._deciding(concept, since, statuses, criterion.get("aggregate"))
         if criterion.get("estimate") == "ckd-epi-2021":
             newest = self._with_estimate(criterion, statuses, newest)
-        hits = [r for r in newest
-                if _meets(r.value, _comparator_of(r.resource), threshold["comparator"], limit)]
+        hits = [
+            r
+            for r in newest
+            if _meets(r.value, _comparator_of(r.resource), threshold["comparator"], limit)
+        ]
         if not hits:
             if not newest and criterion.get("critical_flags"):
                 return self._flagged(criterion, concept, since, statuses)
             return []
         # Among same-instant results that meet the threshold, report the most extreme.
-        latest = (min if threshold["comparator"] in {"<", "<="} else max)(hits, key=lambda r: r.value)
+        latest = (min if threshold["comparator"] in {"<", "<="} else max)(
+            hits, key=lambda r: r.value
+        )
         earlier = None
         if criterion.get("sustained_days"):
             earlier = self._earlier_hit(criterion, concept, statuses, since, limit, latest)
             if earlier is None:
                 return []
         shown = concept.format(latest.value)
-        limit_text = f"{threshold['comparator']} {format_number(threshold['value'], 2)} " \
-                     f"{units.display_label(threshold['unit'])}"
+        limit_text = (
+            f"{threshold['comparator']} {format_number(threshold['value'], 2)} "
+            f"{units.display_label(threshold['unit'])}"
+        )
         day = _day(latest.when)
         if latest.estimated:
-            text = f"{concept.label} {shown} on {day}, **estimated** with CKD-EPI 2021 from {latest.derived}"
+            text = (
+                f"{concept.label} {shown} on {day}, **estimated** with CKD-EPI 2021 "
+                f"from {latest.derived}"
+            )
             short = f"estimated {concept.label} {shown} on {day}"
         elif latest.derived:
             text = f"{concept.label} {shown} on {day} ({latest.code.label}; {latest.derived})"
@@ -362,14 +424,23 @@ class Evaluation:
         sources = [latest.resource]
         if earlier is not None:
             when, value, resource, code = earlier
-            text += (f"; also {concept.format(value)} on {_day(when)} ({code.label}), "
-                     f"{(latest.when - when).days} days earlier: **sustained**")
+            text += (
+                f"; also {concept.format(value)} on {_day(when)} ({code.label}), "
+                f"{(latest.when - when).days} days earlier: **sustained**"
+            )
             short = f"{short}, sustained"
             sources.append(resource)
         return [Fact(criterion["id"], text, short, sources, latest.when)]
 
-    def _earlier_hit(self, criterion: dict, concept: ObservationConcept, statuses: frozenset[str],
-                     since: datetime | None, limit: float, latest: Found) -> tuple | None:
+    def _earlier_hit(
+        self,
+        criterion: dict,
+        concept: ObservationConcept,
+        statuses: frozenset[str],
+        since: datetime | None,
+        limit: float,
+        latest: Found,
+    ) -> tuple | None:
         """The newest usable result at least ``sustained_days`` before ``latest`` that also
         meets the threshold (KDIGO: a finding persisting more than 3 months)."""
         gap = timedelta(days=criterion["sustained_days"])
@@ -381,8 +452,13 @@ class Evaluation:
                 return None  # the earlier result was normal: not sustained
         return None
 
-    def _flagged(self, criterion: dict, concept: ObservationConcept, since: datetime | None,
-                 statuses: frozenset[str]) -> list[Fact]:
+    def _flagged(
+        self,
+        criterion: dict,
+        concept: ObservationConcept,
+        since: datetime | None,
+        statuses: frozenset[str],
+    ) -> list[Fact]:
         """A newest result the laboratory flagged critical (LL, HH, AA) whose number cannot
         be read counts for an urgent criterion that accepts the flag (design.md)."""
         wanted = criterion["critical_flags"]
@@ -390,15 +466,22 @@ class Evaluation:
             reading = self.record.reading(concept, resource)
             if reading.status == UNREADABLE and reading.flag in wanted:
                 label = CRITICAL_FLAGS[reading.flag]
-                return [Fact(criterion["id"],
-                             f"{concept.label} flagged {label} ({reading.flag}) by the laboratory "
-                             f"on {_day(when)} ({code.label}), with {reading.reason}: no number "
-                             "to confirm it, treated as critical",
-                             f"{concept.label} flagged {label} on {_day(when)}", [resource], when)]
+                return [
+                    Fact(
+                        criterion["id"],
+                        f"{concept.label} flagged {label} ({reading.flag}) by the laboratory "
+                        f"on {_day(when)} ({code.label}), with {reading.reason}: no number "
+                        "to confirm it, treated as critical",
+                        f"{concept.label} flagged {label} on {_day(when)}",
+                        [resource],
+                        when,
+                    )
+                ]
         return []
 
-    def _with_estimate(self, criterion: dict, statuses: frozenset[str],
-                       reported: list[Found]) -> list[Found]:
+    def _with_estimate(
+        self, criterion: dict, statuses: frozenset[str], reported: list[Found]
+    ) -> list[Found]:
         """Reported eGFR and the CKD-EPI estimate from creatinine, decided for safety.
 
         The newer of the two decides; on the same day (within a day) they are compared, and
@@ -419,16 +502,32 @@ class Evaluation:
             return reported
         concept = self.ruleset.concepts[criterion["concept"]]
         if estimate.value < lowest.value:
-            other = (f"reported {concept.label} {concept.format(lowest.value)} "
-                     f"({lowest.code.label}{_as_reported(concept, lowest.resource)})")
+            other = (
+                f"reported {concept.label} {concept.format(lowest.value)} "
+                f"({lowest.code.label}{_as_reported(concept, lowest.resource)})"
+            )
             chosen = estimate
         else:
-            other = f"{concept.label} {concept.format(estimate.value)} estimated from {estimate.derived}"
+            other = (
+                f"{concept.label} {concept.format(estimate.value)} estimated from "
+                f"{estimate.derived}"
+            )
             chosen = lowest
-        conflict = (f". **Discordant**: the same-day {other} differs by more than "
-                    f"{round(margin * 100)} %; the lower value is used, check both")
-        return [Found(chosen.when, chosen.value, chosen.resource, chosen.code, chosen.derived,
-                      chosen.estimated, conflict)]
+        conflict = (
+            f". **Discordant**: the same-day {other} differs by more than "
+            f"{round(margin * 100)} %; the lower value is used, check both"
+        )
+        return [
+            Found(
+                chosen.when,
+                chosen.value,
+                chosen.resource,
+                chosen.code,
+                chosen.derived,
+                chosen.estimated,
+                conflict,
+            )
+        ]
 
     def _estimate_egfr(self, criterion: dict, statuses: frozenset[str]) -> Found | None:
         creatinine = self.ruleset.concepts[criterion.get("estimate_from", "creatinine")]
@@ -440,9 +539,10 @@ class Evaluation:
         age, sex = self.record.age_on(when), self.record.sex
         if mg_dl is None or mg_dl <= 0 or age is None or sex is None or age < 18:
             return None
-        derived = (f"creatinine {creatinine.format(value)} ({code.label}), age {int(age)}, {sex}")
-        return Found(when, egfr.ckd_epi_2021(mg_dl, age, sex), resource, code, derived,
-                     estimated=True)
+        derived = f"creatinine {creatinine.format(value)} ({code.label}), age {int(age)}, {sex}"
+        return Found(
+            when, egfr.ckd_epi_2021(mg_dl, age, sex), resource, code, derived, estimated=True
+        )
 
     def _observation_missing(self, criterion: dict) -> list[Fact]:
         """Each group of tests with no usable newest result in its window: a result that
@@ -453,7 +553,9 @@ class Evaluation:
         for group in criterion["groups"]:
             since = self.record.now - timedelta(days=group["lookback_days"])
             concepts = [self.ruleset.concepts[n] for n in group["concepts"]]
-            newest = [(c, r) for c in concepts for r in self.record.newest_results(c, statuses, since)]
+            newest = [
+                (c, r) for c in concepts for r in self.record.newest_results(c, statuses, since)
+            ]
             if any(r[1] is not None for _c, r in newest):
                 continue
             if newest:
@@ -462,21 +564,33 @@ class Evaluation:
                 continue
             if report == "unusable":
                 continue
-            last = max((r for r in (self._latest(c, None, statuses) for c in concepts) if r),
-                       key=lambda r: r[0], default=None)
+            last = max(
+                (r for r in (self._latest(c, None, statuses) for c in concepts) if r),
+                key=lambda r: r[0],
+                default=None,
+            )
             months = round(group["lookback_days"] / 30.4)
             if last is None:
                 tail, brief = "none on record", "none on record"
             else:
                 owner = next(c for c in concepts if c.value_set.match(last[3].system, last[3].code))
-                tail = (f"last: {owner.label} {owner.format(last[1])} on {_day(last[0])}, "
-                        f"{last[3].label}")
+                tail = (
+                    f"last: {owner.label} {owner.format(last[1])} on {_day(last[0])}, "
+                    f"{last[3].label}"
+                )
                 brief = f"last {owner.format(last[1])} on {_day(last[0])}, {last[3].label}"
             label = re.sub(r" \(.*\)", "", group["label"])
-            facts.append(Fact(criterion["id"],
-                              f"No {group['label']} result in the last {months} months ({tail})",
-                              "no recent " + label, [last[2]] if last else [], None,
-                              group.get("order"), missing=f"{label} ({months} months; {brief})"))
+            facts.append(
+                Fact(
+                    criterion["id"],
+                    f"No {group['label']} result in the last {months} months ({tail})",
+                    "no recent " + label,
+                    [last[2]] if last else [],
+                    None,
+                    group.get("order"),
+                    missing=f"{label} ({months} months; {brief})",
+                )
+            )
         return facts
 
     def _unusable_fact(self, criterion_id: str, group: dict, newest: list[tuple]) -> Fact:
@@ -484,13 +598,23 @@ class Evaluation:
         reading = self.record.reading(concept, resource)
         recorded = _as_recorded(resource)
         if reading.status == IMPLAUSIBLE:
-            text = (f"{concept.label} {recorded} on {_day(when)} ({code.label}) is implausible: "
-                    "check the result (not used by any rule)")
+            text = (
+                f"{concept.label} {recorded} on {_day(when)} ({code.label}) is implausible: "
+                "check the result (not used by any rule)"
+            )
         else:
-            text = (f"{concept.label} result on {_day(when)} ({code.label}) cannot be read "
-                    f"({reading.reason}{': ' + recorded if recorded else ''}): review this result")
-        return Fact(criterion_id, text, f"review {concept.label.lower()} result", [resource],
-                    when, group.get("order"))
+            text = (
+                f"{concept.label} result on {_day(when)} ({code.label}) cannot be read "
+                f"({reading.reason}{': ' + recorded if recorded else ''}): review this result"
+            )
+        return Fact(
+            criterion_id,
+            text,
+            f"review {concept.label.lower()} result",
+            [resource],
+            when,
+            group.get("order"),
+        )
 
     def _medication(self, criterion: dict) -> list[Fact]:
         wanted = criterion["classes"]
@@ -561,8 +685,11 @@ class Evaluation:
         for ingredient in ingredients if isinstance(ingredients, list) else ():
             if isinstance(ingredient, dict):
                 concepts.append(ingredient.get("itemCodeableConcept"))
-        texts = [reference["display"]] if isinstance(reference, dict) and isinstance(
-            reference.get("display"), str) else []
+        texts = (
+            [reference["display"]]
+            if isinstance(reference, dict) and isinstance(reference.get("display"), str)
+            else []
+        )
         matches, classes = [], set()
         for c in concepts:
             for system, code, display in codings_of(c):
@@ -578,8 +705,11 @@ class Evaluation:
         names = self.route.medication_names
         for info, misspelt in names.infos_in(texts) if names is not None else ():
             if info["class"] not in classes:
-                how = (f"matched by a similar name only ('{misspelt[:30]}'), check it" if misspelt
-                       else "matched by name")
+                how = (
+                    f"matched by a similar name only ('{misspelt[:30]}'), check it"
+                    if misspelt
+                    else "matched by name"
+                )
                 matches.append((info, how))
                 classes.add(info["class"])
         return matches
@@ -604,8 +734,18 @@ class Evaluation:
 
 
 # The method evaluating each criterion type (the rule files' ``type``).
-_HANDLERS = {kind: getattr(Evaluation, "_" + kind.replace("-", "_")) for kind in (
-    "condition", "observation", "observation-missing", "procedure", "medication", "all", "any")}
+_HANDLERS = {
+    kind: getattr(Evaluation, "_" + kind.replace("-", "_"))
+    for kind in (
+        "condition",
+        "observation",
+        "observation-missing",
+        "procedure",
+        "medication",
+        "all",
+        "any",
+    )
+}
 
 
 def _fact_order(fact: Fact) -> tuple:
@@ -620,15 +760,19 @@ def _already_shown(fact: Fact, facts: list[Fact]) -> bool:
     for other in facts:
         if other.text == fact.text:
             return True
-        if (len(fact.sources) == 1 and other.sources == fact.sources
-                and fact.sources[0].get("resourceType") == "Condition"):
+        if (
+            len(fact.sources) == 1
+            and other.sources == fact.sources
+            and fact.sources[0].get("resourceType") == "Condition"
+        ):
             return True
     return False
 
 
 def _compare(value: float, comparator: str, limit: float) -> bool:
-    return {"<": value < limit, "<=": value <= limit, ">": value > limit,
-            ">=": value >= limit}[comparator]
+    return {"<": value < limit, "<=": value <= limit, ">": value > limit, ">=": value >= limit}[
+        comparator
+    ]
 
 
 def _comparator_of(resource: dict) -> str | None:
@@ -674,15 +818,16 @@ def _as_reported(concept: ObservationConcept, resource: dict) -> str:
     raw = quantity.get("code") or quantity.get("unit")
     value = quantity.get("value")
     if raw in concept.unit_aliases and not isinstance(value, bool):
-        return (f"; reported as {format_number(float(value), 2)} {raw}, used as "
-                f"{units.display_label(concept.unit_aliases[raw])}")
+        return (
+            f"; reported as {format_number(float(value), 2)} {raw}, used as "
+            f"{units.display_label(concept.unit_aliases[raw])}"
+        )
     unit = units.ucum_code(raw)
     if unit is None or unit == units.ucum_code(concept.display_unit) or isinstance(value, bool):
         return ""
     if units.display_label(unit) == units.display_label(concept.display_unit):
         return ""
     return f"; reported as {format_number(float(value), 2)} {units.display_label(unit)}"
-
 
 
 def _dedupe_by_text(facts: list[Fact]) -> list[Fact]:
@@ -699,21 +844,30 @@ def _dedupe_by_text(facts: list[Fact]) -> list[Fact]:
 def _actual_code(resource: dict, concept: Concept) -> Concept:
     """For an ICD-10-CM prefix match (e.g. I82.4*), the code the resource really carries."""
     for system, code, display in codings_of(resource.get("code")):
-        if (system == ICD10CM == concept.system and code != concept.code
-                and code.startswith(concept.code)):
+        if (
+            system == ICD10CM == concept.system
+            and code != concept.code
+            and code.startswith(concept.code)
+        ):
             return Concept(system, code, display or concept.display)
     return concept
 
 
-def condition_fact(criterion_id: str, resource: dict, concept: Concept,
-                   undated_counted: bool = False) -> Fact:
+def condition_fact(
+    criterion_id: str, resource: dict, concept: Concept, undated_counted: bool = False
+) -> Fact:
     """The evidence line for a coded problem: display, code, clinical status and dates as
     recorded (an onset is never inferred from the date the entry was recorded)."""
     concept = _actual_code(resource, concept)
     if resource.get("resourceType") == "Observation":
         when = observation_date(resource)
-        return Fact(criterion_id, f"{concept.display} ({concept.label}), recorded as a finding "
-                    f"on {_day(when)}", concept.display, [resource], when)
+        return Fact(
+            criterion_id,
+            f"{concept.display} ({concept.label}), recorded as a finding on {_day(when)}",
+            concept.display,
+            [resource],
+            when,
+        )
     onset, recorded = condition_dates(resource)
     status = "active"
     for _s, code, _d in codings_of(resource.get("clinicalStatus")):
@@ -728,8 +882,13 @@ def condition_fact(criterion_id: str, resource: dict, concept: Concept,
         dates = "onset and recorded date not recorded"
     if undated_counted:
         dates += ": counted as recent, check when it began"
-    return Fact(criterion_id, f"{concept.display} ({concept.label}), {status}, {dates}",
-                concept.display, [resource], onset or recorded)
+    return Fact(
+        criterion_id,
+        f"{concept.display} ({concept.label}), {status}, {dates}",
+        concept.display,
+        [resource],
+        onset or recorded,
+    )
 
 
 def _medication_fact(criterion_id: str, resource: dict, info: dict, how: str) -> Fact:
@@ -739,11 +898,18 @@ def _medication_fact(criterion_id: str, resource: dict, info: dict, how: str) ->
     for _s, _c, display in codings_of(resource.get("medicationCodeableConcept")):
         name = name or display
     concept = resource.get("medicationCodeableConcept")
-    name = name or (concept.get("text") if isinstance(concept, dict) else None) or info["ingredient"]
+    name = (
+        name or (concept.get("text") if isinstance(concept, dict) else None) or info["ingredient"]
+    )
     started = medication_date(resource)
     since = f"ordered {started.date().isoformat()}" if started else "order date not recorded"
     evidence = f"; link with cramps: {info['evidence']}" if info.get("evidence") else ""
     ingredient = "" if info["ingredient"].lower() in name.lower() else f" ({info['ingredient']})"
-    return Fact(criterion_id,
-                f"{name[:60]}: {info['class_label']}{ingredient}, {resource.get('status')}, "
-                f"{since} ({how}{evidence})", info["ingredient"], [resource], started)
+    return Fact(
+        criterion_id,
+        f"{name[:60]}: {info['class_label']}{ingredient}, {resource.get('status')}, "
+        f"{since} ({how}{evidence})",
+        info["ingredient"],
+        [resource],
+        started,
+    )

@@ -23,10 +23,10 @@ import contextvars
 import hashlib
 import re
 import textwrap
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
 from urllib.parse import quote
 
 from cds_service import units
@@ -43,17 +43,23 @@ MAX_RULE_IDS = 50
 # The base URL of the request being served, set by the HTTP layer for the request's duration
 # (``app.py``) so card rendering, which knows nothing of HTTP, can build absolute links.
 REQUEST_BASE_URL: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "explain_request_base_url", default=None)
+    "explain_request_base_url", default=None
+)
 
 COMPARATORS = {"<": "below", "<=": "at or below", ">": "above", ">=": "at or above"}
 STATUS_DEFAULT = ("final", "amended", "corrected")
-CONDITION_COUNTS = ("clinical status active, recurrence or relapse (or not stated), and not "
-                    "refuted or entered in error")
+CONDITION_COUNTS = (
+    "clinical status active, recurrence or relapse (or not stated), and not "
+    "refuted or entered in error"
+)
 FLAG_WORDS = {"LL": "critically low", "HH": "critically high", "AA": "critically abnormal"}
 TYPE_WORDS = {
-    "condition": "problem on record", "observation": "laboratory or vital-sign result",
-    "observation-missing": "tests not done", "procedure": "procedure performed",
-    "medication": "medicine on record", "all": "combination (all of)",
+    "condition": "problem on record",
+    "observation": "laboratory or vital-sign result",
+    "observation-missing": "tests not done",
+    "procedure": "procedure performed",
+    "medication": "medicine on record",
+    "all": "combination (all of)",
     "any": "combination (any of)",
 }
 UNLESS_WORDS = "Unless any of these holds: "
@@ -69,15 +75,45 @@ GENERAL_RULES = (
 # Keys this module turns into words; any other key a criterion carries is listed as is, so a
 # new rule-language feature is never silently left off the review pages.
 KNOWN_KEYS = {
-    "id", "type", "finding", "fires", "context", "indicator", "unless", "note", "value_sets",
-    "recent_days", "undated", "also_observations", "lookback_days", "concept", "threshold",
-    "estimate", "estimate_from", "statuses", "aggregate", "ages", "critical_flags",
-    "discordance_margin", "groups", "classes", "started_on_or_after", "of", "next_step",
-    "caveats", "links", "content", "evidence", "persisting_days", "sustained_days", "report",
+    "id",
+    "type",
+    "finding",
+    "fires",
+    "context",
+    "indicator",
+    "unless",
+    "note",
+    "value_sets",
+    "recent_days",
+    "undated",
+    "also_observations",
+    "lookback_days",
+    "concept",
+    "threshold",
+    "estimate",
+    "estimate_from",
+    "statuses",
+    "aggregate",
+    "ages",
+    "critical_flags",
+    "discordance_margin",
+    "groups",
+    "classes",
+    "started_on_or_after",
+    "of",
+    "next_step",
+    "caveats",
+    "links",
+    "content",
+    "evidence",
+    "persisting_days",
+    "sustained_days",
+    "report",
 }
 
 
 # --------------------------------------------------------------------------- URLs
+
 
 def base_url(settings=None) -> str:
     """The service's public base URL, without a trailing slash.
@@ -89,6 +125,7 @@ def base_url(settings=None) -> str:
     """
     if settings is None:
         from cds_service.config import ConfigError, Settings
+
         try:
             settings = Settings.from_env()
         except ConfigError:
@@ -137,21 +174,30 @@ def explain_url(base_url: str, route_code: str, rule_ids: Iterable[str] = ()) ->
     return f"{url}?rules={','.join(ids)}" if ids else url
 
 
-def explain_link(route_code: str, rule_ids: Iterable[str] = (), settings=None,
-                 label: str = "Why this card: the rules explained") -> dict:
+def explain_link(
+    route_code: str,
+    rule_ids: Iterable[str] = (),
+    settings=None,
+    label: str = "Why this card: the rules explained",
+) -> dict:
     """A CDS Hooks card link to the explanation page (``base_url(settings)``)."""
-    return {"label": label, "url": explain_url(base_url(settings), route_code, rule_ids),
-            "type": "absolute"}
+    return {
+        "label": label,
+        "url": explain_url(base_url(settings), route_code, rule_ids),
+        "type": "absolute",
+    }
 
 
 # --------------------------------------------------------------------------- version
+
 
 def rules_hash(cards_dir: Path) -> str:
     """SHA-256 over every rule file under ``cards_dir`` (names and bytes), first 12 hex."""
     digest = hashlib.sha256()
     root = Path(cards_dir)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()
-                       and p.suffix in (".yaml", ".yml", ".json")):
+    for path in sorted(
+        p for p in root.rglob("*") if p.is_file() and p.suffix in (".yaml", ".yml", ".json")
+    ):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
@@ -159,9 +205,10 @@ def rules_hash(cards_dir: Path) -> str:
 
 # --------------------------------------------------------------------------- the model
 
+
 @dataclass
 class Code:
-    system: str   # short name: SNOMED CT, ICD-10-CM, LOINC, RxNorm (or the URI)
+    system: str  # short name: SNOMED CT, ICD-10-CM, LOINC, RxNorm (or the URI)
     code: str
     display: str
     prefix: bool = False  # an ICD-10-CM code that matches its subcodes too
@@ -176,12 +223,12 @@ class Code:
 class CodeList:
     """What a rule reads: a value set, a lab concept, or a medication class."""
 
-    kind: str                      # "value set" | "lab concept" | "medication class"
+    kind: str  # "value set" | "lab concept" | "medication class"
     name: str
     label: str
     codes: list[Code] = field(default_factory=list)
     facts: list[str] = field(default_factory=list)  # units, plausible range, notes, names
-    more: int = 0                  # codes not listed one by one (product codes)
+    more: int = 0  # codes not listed one by one (product codes)
 
 
 @dataclass
@@ -189,27 +236,29 @@ class RuleExplanation:
     id: str
     type: str
     type_words: str
-    role: str                      # "fires" | "building block" | "context"
+    role: str  # "fires" | "building block" | "context"
     indicator: str | None
-    when: str                      # one sentence: what must be true
-    details: list[str]             # particulars: ages, estimates, flags, exceptions
-    general: list[str]             # data rules every rule of its type follows
+    when: str  # one sentence: what must be true
+    details: list[str]  # particulars: ages, estimates, flags, exceptions
+    general: list[str]  # data rules every rule of its type follows
     reads: list[CodeList]
-    parts: list[str]               # ids combined by all/any
+    parts: list[str]  # ids combined by all/any
     unless: list[str]
-    used_by: list[str]             # ids of the rules that combine this one
-    variants: list[int]            # indexes of the variants it selects
+    used_by: list[str]  # ids of the rules that combine this one
+    variants: list[int]  # indexes of the variants it selects
     next_step: str | None = None
     caveats: list[str] = field(default_factory=list)
     links: list[dict] = field(default_factory=list)
     note: str | None = None
-    fired: bool = False            # named in ?rules= (highlighted, listed first)
+    fired: bool = False  # named in ?rules= (highlighted, listed first)
 
     @property
     def role_words(self) -> str:
-        return {"fires": "makes the card",
-                "building block": "building block: used by other rules, never a card alone",
-                "context": "context: shown on the card when present, never a card alone"}[self.role]
+        return {
+            "fires": "makes the card",
+            "building block": "building block: used by other rules, never a card alone",
+            "context": "context: shown on the card when present, never a card alone",
+        }[self.role]
 
 
 @dataclass
@@ -263,6 +312,7 @@ class RouteExplanation:
 
 # --------------------------------------------------------------------------- words
 
+
 def _short_system(system: str) -> str:
     return SHORT_NAMES.get(system, system)
 
@@ -298,15 +348,24 @@ def threshold_words(criterion: dict, concept) -> str:
     threshold = criterion["threshold"]
     comparator = threshold["comparator"]
     words = COMPARATORS.get(comparator, comparator)
-    text = f"{words} ({comparator}) {format_number(threshold['value'], 3)} " \
-           f"{_unit(threshold['unit'])}".rstrip()
+    text = (
+        f"{words} ({comparator}) {format_number(threshold['value'], 3)} "
+        f"{_unit(threshold['unit'])}".rstrip()
+    )
     if concept is not None and concept.display_unit != threshold["unit"]:
-        shown = units.convert(threshold["value"], threshold["unit"], concept.display_unit,
-                              molar_mass=concept.molar_mass, valence=concept.valence,
-                              scale=concept.scale)
+        shown = units.convert(
+            threshold["value"],
+            threshold["unit"],
+            concept.display_unit,
+            molar_mass=concept.molar_mass,
+            valence=concept.valence,
+            scale=concept.scale,
+        )
         if shown is not None:
-            text += f" ({format_number(shown, concept.decimals)} " \
-                    f"{_unit(concept.display_unit)})".replace(" )", ")")
+            text += (
+                f" ({format_number(shown, concept.decimals)} "
+                f"{_unit(concept.display_unit)})".replace(" )", ")")
+            )
     return text
 
 
@@ -315,34 +374,46 @@ def _value_set_list(route, name: str) -> CodeList:
     codes = []
     if value_set is not None:
         codes = [Code(_short_system(c.system), c.code, c.display) for c in value_set.exact.values()]
-        codes += [Code(_short_system(c.system), c.code, c.display, prefix=True)
-                  for c in value_set.prefixes]
+        codes += [
+            Code(_short_system(c.system), c.code, c.display, prefix=True)
+            for c in value_set.prefixes
+        ]
     return CodeList("value set", name, name.replace("-", " "), codes)
 
 
 def _concept_list(ruleset, name: str) -> CodeList:
     concept = ruleset.concepts[name]
-    codes = [Code(_short_system(c.system), c.code, c.display)
-             for c in concept.value_set.exact.values()]
-    facts = [f"read in {_unit(concept.unit) or 'no unit (a ratio)'}"
-             + (f", shown in {_unit(concept.display_unit)}"
-                if concept.display_unit != concept.unit else "")
-             + "; results in other units are converted by their UCUM unit, never guessed"]
+    codes = [
+        Code(_short_system(c.system), c.code, c.display) for c in concept.value_set.exact.values()
+    ]
+    facts = [
+        f"read in {_unit(concept.unit) or 'no unit (a ratio)'}"
+        + (
+            f", shown in {_unit(concept.display_unit)}"
+            if concept.display_unit != concept.unit
+            else ""
+        )
+        + "; results in other units are converted by their UCUM unit, never guessed"
+    ]
     if concept.plausible is not None:
         low, high = concept.plausible
-        facts.append(f"plausible range {format_number(low, 3)}-{format_number(high, 3)} "
-                     f"{_unit(concept.unit)}".rstrip()
-                     + ": a result outside it is shown as implausible and never used")
+        facts.append(
+            f"plausible range {format_number(low, 3)}-{format_number(high, 3)} "
+            f"{_unit(concept.unit)}".rstrip()
+            + ": a result outside it is shown as implausible and never used"
+        )
     if concept.unitless:
         facts.append("a result sent without any unit is read as a ratio")
     if concept.paired_within == "day":
         facts.append("results of the same calendar day are read together; the lowest counts")
     if concept.correction:
         c = concept.correction
-        facts.append(f"with an albumin below {format_number(c['applies_below'], 2)} g/dL of the "
-                     f"same day or the day before, the corrected value is used: measured + "
-                     f"{format_number(c['factor'], 2)} x ({format_number(c['reference'], 2)} - "
-                     "albumin g/dL)")
+        facts.append(
+            f"with an albumin below {format_number(c['applies_below'], 2)} g/dL of the "
+            f"same day or the day before, the corrected value is used: measured + "
+            f"{format_number(c['factor'], 2)} x ({format_number(c['reference'], 2)} - "
+            "albumin g/dL)"
+        )
     spec = ruleset.common.get("observations", {}).get(name, {})
     if spec.get("note"):
         facts.append(" ".join(spec["note"].split()))
@@ -361,14 +432,24 @@ def _medication_lists(route, classes: list[str]) -> list[CodeList]:
         for ingredient in spec["ingredients"]:
             names = ingredient.get("names", [])
             if "code" in ingredient:
-                unverified = " (code unverified)" if ingredient.get("status") == "unverified" else ""
-                codes.append(Code("RxNorm", str(ingredient["code"]),
-                                  ingredient["display"] + unverified
-                                  + (f"; also by name: {', '.join(names)}" if names else "")))
+                unverified = (
+                    " (code unverified)" if ingredient.get("status") == "unverified" else ""
+                )
+                codes.append(
+                    Code(
+                        "RxNorm",
+                        str(ingredient["code"]),
+                        ingredient["display"]
+                        + unverified
+                        + (f"; also by name: {', '.join(names)}" if names else ""),
+                    )
+                )
             else:
-                facts.append(f"{ingredient['display']}: matched by name"
-                             + (f" ({', '.join(names)})" if names else "")
-                             + ", no verified RxNorm code")
+                facts.append(
+                    f"{ingredient['display']}: matched by name"
+                    + (f" ({', '.join(names)})" if names else "")
+                    + ", no verified RxNorm code"
+                )
             more += len(ingredient.get("products", []))
         if spec.get("evidence"):
             facts.append(f"evidence of association: {spec['evidence']}")
@@ -376,7 +457,9 @@ def _medication_lists(route, classes: list[str]) -> list[CodeList]:
             facts.append(spec["note"])
         if more:
             facts.append(f"plus {more} RxNorm product codes containing these ingredients")
-        lists.append(CodeList("medication class", name, spec.get("label", name), codes, facts, more))
+        lists.append(
+            CodeList("medication class", name, spec.get("label", name), codes, facts, more)
+        )
     return lists
 
 
@@ -389,16 +472,19 @@ def _content(route, criterion: dict) -> tuple[str | None, list[str], list[dict]]
         block = route.data.get("content", {}).get(name, {}) or {}
     next_step = criterion.get("next_step", block.get("next_step"))
     caveats = list(criterion.get("caveats", block.get("caveats", [])) or [])
-    links = [link for link in (criterion.get("links", block.get("links", [])) or [])
-             if isinstance(link, dict) and "url" in link]
+    links = [
+        link
+        for link in (criterion.get("links", block.get("links", [])) or [])
+        if isinstance(link, dict) and "url" in link
+    ]
     return _clean(next_step), [_clean(c) for c in caveats if c], links
 
 
 def _when(criterion: dict, route, ruleset) -> tuple[str, list[str], list[str], list[CodeList]]:
     """(one sentence, details, general data rules, what it reads) for one criterion."""
     kind = criterion["type"]
-    details: list[str] = []   # what is particular to this rule
-    general: list[str] = []   # the data rules every rule of its type follows
+    details: list[str] = []  # what is particular to this rule
+    general: list[str] = []  # the data rules every rule of its type follows
     reads: list[CodeList] = []
     if kind in ("condition", "procedure"):
         names = criterion["value_sets"]
@@ -410,63 +496,87 @@ def _when(criterion: dict, route, ruleset) -> tuple[str, list[str], list[str], l
                 what += " or a finding recorded as an Observation"
             when = f"The record holds {what} coded in value set {sets}"
             if criterion.get("recent_days"):
-                when += (f", with its onset or recorded date in the last "
-                         f"{_days(criterion['recent_days'])}")
+                when += (
+                    f", with its onset or recorded date in the last "
+                    f"{_days(criterion['recent_days'])}"
+                )
             if criterion.get("persisting_days"):
                 when += f", that began at least {_days(criterion['persisting_days'])} ago"
             when += "."
             general.append(f"Counts only problems with {CONDITION_COUNTS}.")
             if criterion.get("also_observations"):
-                details.append("Findings recorded as Observations count when final, amended, "
-                               "corrected or preliminary.")
+                details.append(
+                    "Findings recorded as Observations count when final, amended, "
+                    "corrected or preliminary."
+                )
             if criterion.get("undated") == "recent":
-                details.append("A problem with no onset or recorded date counts as recent, and "
-                               "the card says the date is missing.")
+                details.append(
+                    "A problem with no onset or recorded date counts as recent, and "
+                    "the card says the date is missing."
+                )
             elif criterion.get("recent_days"):
                 details.append("A problem with no usable date does not count.")
         else:
-            when = (f"A completed procedure coded in value set {sets} was performed in the last "
-                    f"{_days(criterion['lookback_days'])}.")
+            when = (
+                f"A completed procedure coded in value set {sets} was performed in the last "
+                f"{_days(criterion['lookback_days'])}."
+            )
     elif kind == "observation":
         concept = ruleset.concepts.get(criterion["concept"])
         label = concept.label if concept else criterion["concept"]
         reads = [_concept_list(ruleset, criterion["concept"])] if concept else []
         pick = {"max": "highest", "min": "lowest"}.get(criterion.get("aggregate"), "newest")
-        when = (f"The {pick} {label} result of the last {_days(criterion['lookback_days'])} is "
-                f"{threshold_words(criterion, concept)}.")
+        when = (
+            f"The {pick} {label} result of the last {_days(criterion['lookback_days'])} is "
+            f"{threshold_words(criterion, concept)}."
+        )
         if pick == "newest":
-            general.append("The newest result decides: an older result never stands in for a "
-                           "newer one that cannot be read.")
+            general.append(
+                "The newest result decides: an older result never stands in for a "
+                "newer one that cannot be read."
+            )
         else:
             details.append(f"The {pick} result in the window decides, not the latest.")
         (details if "statuses" in criterion else general).append(
-            f"Result statuses counted: {_join(list(_statuses(criterion)), 'or')}.")
+            f"Result statuses counted: {_join(list(_statuses(criterion)), 'or')}."
+        )
         ages = criterion.get("ages") or {}
         if "from" in ages:
-            details.append(f"Only for patients aged {format_number(ages['from'], 1)} or over "
-                           "today (an unknown age counts).")
+            details.append(
+                f"Only for patients aged {format_number(ages['from'], 1)} or over "
+                "today (an unknown age counts)."
+            )
         if "below" in ages:
-            details.append(f"Only for patients under {format_number(ages['below'], 1)} today "
-                           "(an unknown age does not count).")
+            details.append(
+                f"Only for patients under {format_number(ages['below'], 1)} today "
+                "(an unknown age does not count)."
+            )
         if criterion.get("estimate") == "ckd-epi-2021":
             source = criterion.get("estimate_from", "creatinine")
             margin = criterion.get("discordance_margin", 0.3)
-            details.append(f"Without a newer reported {label}, it is estimated with CKD-EPI 2021 "
-                           f"from {source} (adults with age and sex recorded), marked as "
-                           f"estimated; when a same-day reported and estimated value differ by "
-                           f"more than {round(margin * 100)} %, the lower one is used and both "
-                           "are shown.")
+            details.append(
+                f"Without a newer reported {label}, it is estimated with CKD-EPI 2021 "
+                f"from {source} (adults with age and sex recorded), marked as "
+                f"estimated; when a same-day reported and estimated value differ by "
+                f"more than {round(margin * 100)} %, the lower one is used and both "
+                "are shown."
+            )
             if source in ruleset.concepts:
                 reads.append(_concept_list(ruleset, source))
         if criterion.get("critical_flags"):
-            flags = _join([f"{f} ({FLAG_WORDS.get(f, f)})" for f in criterion["critical_flags"]],
-                          "or")
-            details.append(f"A newest result flagged {flags} by the laboratory with no readable "
-                           "number also counts.")
+            flags = _join(
+                [f"{f} ({FLAG_WORDS.get(f, f)})" for f in criterion["critical_flags"]], "or"
+            )
+            details.append(
+                f"A newest result flagged {flags} by the laboratory with no readable "
+                "number also counts."
+            )
         if criterion.get("sustained_days"):
-            details.append(f"Sustained: an earlier result at least "
-                           f"{_days(criterion['sustained_days'])} before also meets the "
-                           "threshold.")
+            details.append(
+                f"Sustained: an earlier result at least "
+                f"{_days(criterion['sustained_days'])} before also meets the "
+                "threshold."
+            )
     elif kind == "observation-missing":
         groups = criterion["groups"]
         parts = []
@@ -478,29 +588,39 @@ def _when(criterion: dict, route, ruleset) -> tuple[str, list[str], list[str], l
                     reads.append(_concept_list(ruleset, name))
             order = route.data.get("orders", {}).get(group.get("order"))
             if order:
-                details.append(f"Missing {group['label']}: offers to order {order['display']} "
-                               f"({_short_system_name(order['system'])} {order['code']}).")
+                details.append(
+                    f"Missing {group['label']}: offers to order {order['display']} "
+                    f"({_short_system_name(order['system'])} {order['code']})."
+                )
         when = f"At least one of these tests has no usable result in its window: {_join(parts)}."
-        general.append("A result that cannot be read (no value, unknown unit) or is implausible "
-                       "is listed for review, never counted as done.")
+        general.append(
+            "A result that cannot be read (no value, unknown unit) or is implausible "
+            "is listed for review, never counted as done."
+        )
         (details if "statuses" in criterion else general).append(
-            f"Result statuses counted: {_join(list(_statuses(criterion)), 'or')}.")
+            f"Result statuses counted: {_join(list(_statuses(criterion)), 'or')}."
+        )
     elif kind == "medication":
         reads = _medication_lists(route, criterion["classes"])
         labels = _join([r.label for r in reads], "or")
-        when = (f"An active medication order or statement is on record for a medicine in: "
-                f"{labels}.")
-        general.append("Medicines match by RxNorm ingredient or product code, or by ingredient "
-                       "or brand name in the text (a close misspelling too, marked as such).")
+        when = f"An active medication order or statement is on record for a medicine in: {labels}."
+        general.append(
+            "Medicines match by RxNorm ingredient or product code, or by ingredient "
+            "or brand name in the text (a close misspelling too, marked as such)."
+        )
         anchor = criterion.get("started_on_or_after")
         if anchor:
-            details.append(f"Only medicines ordered on or after the date of the evidence of "
-                           f"rule {anchor}.")
+            details.append(
+                f"Only medicines ordered on or after the date of the evidence of rule {anchor}."
+            )
     elif kind in ("all", "any"):
         parts = criterion["of"]
         if kind == "all":
-            when = (f"Rule {parts[0]} holds." if len(parts) == 1
-                    else f"All of these rules hold: {_join(parts)}.")
+            when = (
+                f"Rule {parts[0]} holds."
+                if len(parts) == 1
+                else f"All of these rules hold: {_join(parts)}."
+            )
         else:
             when = f"Any of these rules holds: {_join(parts, 'or')}."
     else:
@@ -518,6 +638,7 @@ def _when(criterion: dict, route, ruleset) -> tuple[str, list[str], list[str], l
 
 def _short_system_name(system: str) -> str:
     from cds_service.terminology import canonical_system
+
     return _short_system(canonical_system(system) or system)
 
 
@@ -531,45 +652,83 @@ def explain_route(route, ruleset, fired: Iterable[str] = ()) -> RouteExplanation
             used_by.setdefault(ref, []).append(c["id"])
         if c.get("started_on_or_after"):
             used_by.setdefault(c["started_on_or_after"], []).append(c["id"])
-    variants = [VariantExplanation(i, list(v["when"]), bool(v.get("only")),
-                                   v.get("summary"), _clean(v.get("action")),
-                                   v.get("referral_label"), v.get("priority"),
-                                   bool(v.get("no_referral")))
-                for i, v in enumerate(data.get("variants", []))]
+    variants = [
+        VariantExplanation(
+            i,
+            list(v["when"]),
+            bool(v.get("only")),
+            v.get("summary"),
+            _clean(v.get("action")),
+            v.get("referral_label"),
+            v.get("priority"),
+            bool(v.get("no_referral")),
+        )
+        for i, v in enumerate(data.get("variants", []))
+    ]
     rules = []
     for criterion in route.criteria:
         when, details, general, reads = _when(criterion, route, ruleset)
         unless = list(criterion.get("unless", []))
         if unless:
             details.append(f"{UNLESS_WORDS}{_join(unless, 'or')}.")
-        role = ("context" if criterion.get("context") else
-                "fires" if criterion.get("fires", True) else "building block")
+        role = (
+            "context"
+            if criterion.get("context")
+            else "fires"
+            if criterion.get("fires", True)
+            else "building block"
+        )
         next_step, caveats, links = _content(route, criterion)
-        rules.append(RuleExplanation(
-            id=criterion["id"], type=criterion["type"],
-            type_words=TYPE_WORDS.get(criterion["type"], criterion["type"]), role=role,
-            indicator=(criterion.get("indicator", route.indicator) if role == "fires" else None),
-            when=when, details=details, general=general, reads=reads,
-            parts=list(criterion.get("of", [])), unless=unless,
-            used_by=used_by.get(criterion["id"], []),
-            variants=[v.index for v in variants if criterion["id"] in v.when],
-            next_step=next_step, caveats=caveats, links=links,
-            note=_clean(criterion.get("note")) or _clean(criterion.get("finding")),
-            fired=criterion["id"] in fired_ids))
+        rules.append(
+            RuleExplanation(
+                id=criterion["id"],
+                type=criterion["type"],
+                type_words=TYPE_WORDS.get(criterion["type"], criterion["type"]),
+                role=role,
+                indicator=(
+                    criterion.get("indicator", route.indicator) if role == "fires" else None
+                ),
+                when=when,
+                details=details,
+                general=general,
+                reads=reads,
+                parts=list(criterion.get("of", [])),
+                unless=unless,
+                used_by=used_by.get(criterion["id"], []),
+                variants=[v.index for v in variants if criterion["id"] in v.when],
+                next_step=next_step,
+                caveats=caveats,
+                links=links,
+                note=_clean(criterion.get("note")) or _clean(criterion.get("finding")),
+                fired=criterion["id"] in fired_ids,
+            )
+        )
     referral = data.get("referral")
-    orders = [f"{o['display']} ({_short_system_name(o['system'])} {o['code']})"
-              for o in data.get("orders", {}).values()]
+    orders = [
+        f"{o['display']} ({_short_system_name(o['system'])} {o['code']})"
+        for o in data.get("orders", {}).values()
+    ]
     return RouteExplanation(
-        code=route.code, title=route.title, indicator=route.indicator,
-        why=_clean(data.get("why")), action=_clean(data.get("action")),
+        code=route.code,
+        title=route.title,
+        indicator=route.indicator,
+        why=_clean(data.get("why")),
+        action=_clean(data.get("action")),
         summary=data.get("summary", ""),
-        referral=(f"{referral['code']['display']} ({_short_system_name(referral['code']['system'])}"
-                  f" {referral['code']['code']}), suggested as '{referral['label']}'"
-                  if referral else None),
+        referral=(
+            f"{referral['code']['display']} ({_short_system_name(referral['code']['system'])}"
+            f" {referral['code']['code']}), suggested as '{referral['label']}'"
+            if referral
+            else None
+        ),
         referral_priority=referral.get("priority") if referral else None,
-        orders=orders, caveats=[_clean(c) for c in data.get("caveats", [])],
+        orders=orders,
+        caveats=[_clean(c) for c in data.get("caveats", [])],
         links=[link for link in data.get("links", []) if "url" in link],
-        variants=variants, rules=rules, source_file=route.source_file)
+        variants=variants,
+        rules=rules,
+        source_file=route.source_file,
+    )
 
 
 def _clean(text: object) -> str | None:
@@ -587,7 +746,7 @@ class SourceAttributes:
     citation_title: str
     citation_note: str | None
     citation_url: str | None
-    links: list[dict]               # the routes' links: the evidence each route cites
+    links: list[dict]  # the routes' links: the evidence each route cites
 
 
 def source_attributes(ruleset, content_hash: str, routes: list | None = None) -> SourceAttributes:
@@ -602,28 +761,37 @@ def source_attributes(ruleset, content_hash: str, routes: list | None = None) ->
                 seen.setdefault(link["url"], link)
     missing = "not declared in cards/common.yaml"
     return SourceAttributes(
-        version=str(block.get("version", missing)), content_hash=content_hash,
+        version=str(block.get("version", missing)),
+        content_hash=content_hash,
         developer=_clean(block.get("developer")) or missing,
         funding_source=_clean(block.get("funding_source")) or missing,
         release_date=str(block.get("release_date", missing)),
         revision_date=str(block["revision_date"]) if block.get("revision_date") else None,
-        citation_title=citation.get("title", missing), citation_note=_clean(citation.get("note")),
-        citation_url=citation.get("url"), links=list(seen.values()))
+        citation_title=citation.get("title", missing),
+        citation_note=_clean(citation.get("note")),
+        citation_url=citation.get("url"),
+        links=list(seen.values()),
+    )
 
 
 # --------------------------------------------------------------------------- the pages
+
 
 class Explainer:
     """Renders the pages and the text table from one loaded ``RuleSet``."""
 
     def __init__(self, ruleset, cards_dir: Path):
         from jinja2 import Environment, PackageLoader, select_autoescape
+
         self.ruleset = ruleset
         self.content_hash = rules_hash(cards_dir)
         self.routes = {route.code: route for route in ruleset.routes}
-        self.env = Environment(loader=PackageLoader("cds_service", "templates"),
-                               autoescape=select_autoescape(default=True, default_for_string=True),
-                               trim_blocks=True, lstrip_blocks=True)
+        self.env = Environment(
+            loader=PackageLoader("cds_service", "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
         self._index: str | None = None
         # Pages depend only on the route and the (known) rule ids that fired: remembered.
         self._route_page = lru_cache(maxsize=512)(self._render_route)
@@ -647,21 +815,29 @@ class Explainer:
     def _render_index(self) -> str:
         routes = [explain_route(r, self.ruleset) for r in self.ruleset.routes]
         return self.env.get_template("explain/index.html").render(
-            routes=routes, source=source_attributes(self.ruleset, self.content_hash),
-            gate=self._gate(), base=EXPLAIN_PATH)
+            routes=routes,
+            source=source_attributes(self.ruleset, self.content_hash),
+            gate=self._gate(),
+            base=EXPLAIN_PATH,
+        )
 
     def _render_route(self, code: str, fired: tuple[str, ...]) -> str:
         route = self.routes[code]
         explanation = explain_route(route, self.ruleset, fired)
         return self.env.get_template("explain/route.html").render(
-            route=explanation, source=source_attributes(self.ruleset, self.content_hash, [route]),
-            gate=self._gate(), base=EXPLAIN_PATH,
-            fired=[r for r in explanation.rules if r.fired])
+            route=explanation,
+            source=source_attributes(self.ruleset, self.content_hash, [route]),
+            gate=self._gate(),
+            base=EXPLAIN_PATH,
+            fired=[r for r in explanation.rules if r.fired],
+        )
 
     def _gate(self) -> dict:
         gate = self.ruleset.common.get("gate", {})
-        codes = [Code(_short_system(c.system), c.code, c.display)
-                 for c in self.ruleset.gate.exact.values()]
+        codes = [
+            Code(_short_system(c.system), c.code, c.display)
+            for c in self.ruleset.gate.exact.values()
+        ]
         return {"finding": gate.get("finding", "Leg cramps"), "codes": codes}
 
     def text(self) -> str:
@@ -671,24 +847,28 @@ class Explainer:
 def decision_tables(ruleset, content_hash: str, width: int = 100) -> str:
     """Every route as a plain-language decision table (``check-rules --explain``)."""
     source = source_attributes(ruleset, content_hash)
-    header = [f"Leg-cramp referral rules, version {source.version} (content {source.content_hash})",
-              f"Developer: {source.developer}",
-              f"Funding source: {source.funding_source}",
-              f"Released {source.release_date}"
-              + (f", revised {source.revision_date}" if source.revision_date else ""),
-              f"Source: \"{source.citation_title}\" and the guidelines each route links."]
-    out = [line for text in header for line in textwrap.wrap(text, width=width,
-                                                             subsequent_indent="  ")] + [""]
+    header = [
+        f"Leg-cramp referral rules, version {source.version} (content {source.content_hash})",
+        f"Developer: {source.developer}",
+        f"Funding source: {source.funding_source}",
+        f"Released {source.release_date}"
+        + (f", revised {source.revision_date}" if source.revision_date else ""),
+        f'Source: "{source.citation_title}" and the guidelines each route links.',
+    ]
+    out = [
+        line for text in header for line in textwrap.wrap(text, width=width, subsequent_indent="  ")
+    ] + [""]
 
     def para(prefix: str, text: str, indent: str = "      ") -> list[str]:
-        return textwrap.wrap(text, width=width, initial_indent=prefix,
-                             subsequent_indent=indent) or [prefix.rstrip()]
+        return textwrap.wrap(
+            text, width=width, initial_indent=prefix, subsequent_indent=indent
+        ) or [prefix.rstrip()]
 
     def rule_details(rule: RuleExplanation) -> list[str]:
         lines = []
         for line in rule.details:
             if line.startswith(UNLESS_WORDS):
-                lines += para("      UNLESS ", line[len(UNLESS_WORDS):], "             ")
+                lines += para("      UNLESS ", line[len(UNLESS_WORDS) :], "             ")
             else:
                 lines += para("      - ", line, "        ")
         return lines
@@ -710,9 +890,9 @@ def decision_tables(ruleset, content_hash: str, width: int = 100) -> str:
             variant = next((v for v in r.variants if v.index in rule.variants), None)
             then = f"card {rule.indicator}"
             if variant is not None and variant.summary:
-                then += f": \"{variant.summary}\""
+                then += f': "{variant.summary}"'
             elif r.summary:
-                then += f": \"{r.summary}\""
+                then += f': "{r.summary}"'
             out += para("      THEN ", then, "           ")
             if rule.next_step:
                 out += para("      NEXT STEP ", rule.next_step, "           ")
@@ -735,13 +915,20 @@ def decision_tables(ruleset, content_hash: str, width: int = 100) -> str:
             for code_list in reads.values():
                 codes = "; ".join(c.text for c in code_list.codes)
                 extra = f" (+{code_list.more} product codes)" if code_list.more else ""
-                out += para(f"  {code_list.kind} {code_list.name}: ",
-                            (codes or "matched by name only") + extra, "      ")
+                out += para(
+                    f"  {code_list.kind} {code_list.name}: ",
+                    (codes or "matched by name only") + extra,
+                    "      ",
+                )
         if r.variants:
             out.append("")
             out.append("Card wording variants (the first that applies wins):")
             for v in r.variants:
-                out += para(f"  {v.index + 1}. ", f"{v.when_words}: \"{v.summary or r.summary}\""
-                            + (" (no referral offered)" if v.no_referral else ""), "      ")
+                out += para(
+                    f"  {v.index + 1}. ",
+                    f'{v.when_words}: "{v.summary or r.summary}"'
+                    + (" (no referral offered)" if v.no_referral else ""),
+                    "      ",
+                )
         out.append("")
     return "\n".join(out).rstrip() + "\n"

@@ -76,7 +76,7 @@ class FhirNode(msgspec.Struct, gc=False):
     birthDate: str | None = None
     deceasedBoolean: bool | None = None
     deceasedDateTime: str | None = None
-    link: Any = None                        # Bundle
+    link: Any = None  # Bundle
     entry: list[BundleEntry] | None = None  # Bundle
 
     # The dict reading the rest of the service does; JSON null reads as absent.
@@ -97,12 +97,18 @@ class FhirNode(msgspec.Struct, gc=False):
         return iter(self.keys())
 
     def keys(self) -> list[str]:
-        return [name for name, value in zip(self.__struct_fields__, astuple(self))
-                if value is not None]
+        return [
+            name
+            for name, value in zip(self.__struct_fields__, astuple(self), strict=True)
+            if value is not None
+        ]
 
     def items(self) -> list[tuple[str, Any]]:
-        return [(name, value) for name, value in zip(self.__struct_fields__, astuple(self))
-                if value is not None]
+        return [
+            (name, value)
+            for name, value in zip(self.__struct_fields__, astuple(self), strict=True)
+            if value is not None
+        ]
 
 
 class BundleEntry(msgspec.Struct, gc=False):
@@ -133,17 +139,26 @@ def decode_request(body: bytes) -> object:
         decoded = _DECODER.decode(body)
     except Exception:  # an unusual shape, invalid UTF-8, deep nesting ...: orjson decides
         return orjson.loads(body)  # plain dicts, checked as usual (or "not valid JSON")
-    return {name: value for name in HookRequest.__struct_fields__
-            if (value := getattr(decoded, name)) is not msgspec.UNSET}
+    return {
+        name: value
+        for name in HookRequest.__struct_fields__
+        if (value := getattr(decoded, name)) is not msgspec.UNSET
+    }
 
 
 def schema_view(request: object) -> object:
     """The request as its JSON Schema sees it: a decoded prefetch resource is an object."""
     prefetch = request.get("prefetch") if isinstance(request, dict) else None
-    if not isinstance(prefetch, dict) or not any(isinstance(v, FhirNode) for v in prefetch.values()):
+    if not isinstance(prefetch, dict) or not any(
+        isinstance(v, FhirNode) for v in prefetch.values()
+    ):
         return request
-    return {**request, "prefetch": {key: {} if isinstance(value, FhirNode) else value
-                                    for key, value in prefetch.items()}}
+    return {
+        **request,
+        "prefetch": {
+            key: {} if isinstance(value, FhirNode) else value for key, value in prefetch.items()
+        },
+    }
 
 
 def is_object(value: object) -> bool:

@@ -53,8 +53,9 @@ def assess(concept: ObservationConcept, resource: dict) -> Reading:
         return Reading(UNREADABLE, reason="no unit", flag=flag)
     value = concept.value_in(quantity)
     if value is None:
-        return Reading(UNREADABLE, reason=f"a unit that cannot be converted ({str(unit)[:20]})",
-                       flag=flag)
+        return Reading(
+            UNREADABLE, reason=f"a unit that cannot be converted ({str(unit)[:20]})", flag=flag
+        )
     if concept.plausible is not None:
         low, high = concept.plausible
         if not low <= value <= high:

@@ -10,11 +10,10 @@ models (``Record.is_valid``), which keeps the hot path near the cost of JSON par
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 
 import orjson
-
 from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.medicationstatement import MedicationStatement
@@ -29,51 +28,124 @@ from cds_service.terminology import CodeIndex, Concept, ValueSet, codings_of
 
 log = logging.getLogger(__name__)
 
-_MODELS = {m.__name__: m for m in (Condition, MedicationRequest, MedicationStatement,
-                                   Observation, Patient, Procedure, ServiceRequest)}
+_MODELS = {
+    m.__name__: m
+    for m in (
+        Condition,
+        MedicationRequest,
+        MedicationStatement,
+        Observation,
+        Patient,
+        Procedure,
+        ServiceRequest,
+    )
+}
 
 # The elements the rules read, per resource type (choice elements: CHOICE_VARIANTS); with the
 # elements each R4B model requires, this is what ``Record.is_valid`` validates. Both
 # decoders (plain dicts, fhir_json.FhirNode) give it the same input: known names, no nulls.
 ELEMENTS_READ = {
-    "Condition": {"resourceType", "id", "clinicalStatus", "verificationStatus", "code",
-                  "subject", "recordedDate"},
-    "Observation": {"resourceType", "id", "status", "code", "subject", "issued",
-                    "valueQuantity", "valueString", "interpretation"},
+    "Condition": {
+        "resourceType",
+        "id",
+        "clinicalStatus",
+        "verificationStatus",
+        "code",
+        "subject",
+        "recordedDate",
+    },
+    "Observation": {
+        "resourceType",
+        "id",
+        "status",
+        "code",
+        "subject",
+        "issued",
+        "valueQuantity",
+        "valueString",
+        "interpretation",
+    },
     "Procedure": {"resourceType", "id", "status", "code", "subject"},
-    "MedicationRequest": {"resourceType", "id", "status", "intent", "subject", "authoredOn",
-                          "contained"},
+    "MedicationRequest": {
+        "resourceType",
+        "id",
+        "status",
+        "intent",
+        "subject",
+        "authoredOn",
+        "contained",
+    },
     "MedicationStatement": {"resourceType", "id", "status", "subject", "contained"},
-    "ServiceRequest": {"resourceType", "id", "status", "intent", "code", "subject",
-                       "authoredOn"},
+    "ServiceRequest": {"resourceType", "id", "status", "intent", "code", "subject", "authoredOn"},
     "Patient": {"resourceType", "id", "gender", "birthDate"},
 }
 VERDICT_CONTENT_LIMIT = 8192  # bytes of validated elements remembered per verdict
 INDEXED_TYPES = ("Condition", "Observation", "Procedure", "ServiceRequest")  # coded, by value set
 # Every FHIR R4 variant of the choice elements the rules read (onset[x], abatement[x],
 # effective[x], performed[x], medication[x]); validated with ELEMENTS_READ wherever present.
-CHOICE_VARIANTS = frozenset({
-    "onsetDateTime", "onsetAge", "onsetPeriod", "onsetRange", "onsetString",
-    "abatementDateTime", "abatementAge", "abatementPeriod", "abatementRange", "abatementString",
-    "abatementBoolean", "deceasedBoolean", "deceasedDateTime",
-    "effectiveDateTime", "effectivePeriod", "effectiveTiming", "effectiveInstant",
-    "performedDateTime", "performedPeriod", "performedString", "performedAge", "performedRange",
-    "medicationCodeableConcept", "medicationReference",
-})
+CHOICE_VARIANTS = frozenset(
+    {
+        "onsetDateTime",
+        "onsetAge",
+        "onsetPeriod",
+        "onsetRange",
+        "onsetString",
+        "abatementDateTime",
+        "abatementAge",
+        "abatementPeriod",
+        "abatementRange",
+        "abatementString",
+        "abatementBoolean",
+        "deceasedBoolean",
+        "deceasedDateTime",
+        "effectiveDateTime",
+        "effectivePeriod",
+        "effectiveTiming",
+        "effectiveInstant",
+        "performedDateTime",
+        "performedPeriod",
+        "performedString",
+        "performedAge",
+        "performedRange",
+        "medicationCodeableConcept",
+        "medicationReference",
+    }
+)
 ABATEMENT_VARIANTS = tuple(sorted(v for v in CHOICE_VARIANTS if v.startswith("abatement")))
 
 # The JSON type each element the engine reads must have; a resource where one is of the
 # wrong type is left out whole (malformed input must never reach the rules as a crash).
 _SHAPES = {
-    "status": str, "intent": str, "id": str, "gender": str, "birthDate": str,
-    "code": dict, "clinicalStatus": dict, "verificationStatus": dict, "subject": dict,
-    "patient": dict, "valueQuantity": dict, "medicationCodeableConcept": dict,
-    "medicationReference": dict, "onsetPeriod": dict, "effectivePeriod": dict,
-    "performedPeriod": dict, "contained": list, "ingredient": list, "interpretation": list,
+    "status": str,
+    "intent": str,
+    "id": str,
+    "gender": str,
+    "birthDate": str,
+    "code": dict,
+    "clinicalStatus": dict,
+    "verificationStatus": dict,
+    "subject": dict,
+    "patient": dict,
+    "valueQuantity": dict,
+    "medicationCodeableConcept": dict,
+    "medicationReference": dict,
+    "onsetPeriod": dict,
+    "effectivePeriod": dict,
+    "performedPeriod": dict,
+    "contained": list,
+    "ingredient": list,
+    "interpretation": list,
     "valueString": str,
-    "onsetDateTime": str, "recordedDate": str, "effectiveDateTime": str,
-    "effectiveInstant": str, "issued": str, "performedDateTime": str, "authoredOn": str,
-    "abatementDateTime": str, "deceasedDateTime": str, "deceasedBoolean": bool,
+    "onsetDateTime": str,
+    "recordedDate": str,
+    "effectiveDateTime": str,
+    "effectiveInstant": str,
+    "issued": str,
+    "performedDateTime": str,
+    "authoredOn": str,
+    "abatementDateTime": str,
+    "deceasedDateTime": str,
+    "deceasedBoolean": bool,
 }
 _QUANTITY_SHAPES = {"code": str, "unit": str, "comparator": str, "system": str}
 
@@ -116,15 +188,15 @@ def parse_datetime(value: object) -> datetime | None:
 def _parse_datetime(value: str) -> datetime | None:
     try:
         if len(value) == 4:
-            return datetime(int(value), 1, 1, tzinfo=timezone.utc)
+            return datetime(int(value), 1, 1, tzinfo=UTC)
         if len(value) == 7:
-            return datetime(int(value[:4]), int(value[5:7]), 1, tzinfo=timezone.utc)
+            return datetime(int(value[:4]), int(value[5:7]), 1, tzinfo=UTC)
         if len(value) == 10:
-            return datetime.combine(date.fromisoformat(value), time(), timezone.utc)
+            return datetime.combine(date.fromisoformat(value), time(), UTC)
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _validates(rtype: str, elements: dict) -> bool:
@@ -202,24 +274,38 @@ def condition_date(resource: dict) -> datetime | None:
 
 
 def observation_date(resource: dict) -> datetime | None:
-    period = resource.get("effectivePeriod") if isinstance(resource.get("effectivePeriod"), dict) else {}
-    return (parse_datetime(resource.get("effectiveDateTime"))
-            or parse_datetime(resource.get("effectiveInstant"))
-            or parse_datetime(period.get("end")) or parse_datetime(period.get("start"))
-            or parse_datetime(resource.get("issued")))
+    period = (
+        resource.get("effectivePeriod") if isinstance(resource.get("effectivePeriod"), dict) else {}
+    )
+    return (
+        parse_datetime(resource.get("effectiveDateTime"))
+        or parse_datetime(resource.get("effectiveInstant"))
+        or parse_datetime(period.get("end"))
+        or parse_datetime(period.get("start"))
+        or parse_datetime(resource.get("issued"))
+    )
 
 
 def procedure_date(resource: dict) -> datetime | None:
-    period = resource.get("performedPeriod") if isinstance(resource.get("performedPeriod"), dict) else {}
-    return (parse_datetime(resource.get("performedDateTime"))
-            or parse_datetime(period.get("end")) or parse_datetime(period.get("start")))
+    period = (
+        resource.get("performedPeriod") if isinstance(resource.get("performedPeriod"), dict) else {}
+    )
+    return (
+        parse_datetime(resource.get("performedDateTime"))
+        or parse_datetime(period.get("end"))
+        or parse_datetime(period.get("start"))
+    )
 
 
 def medication_date(resource: dict) -> datetime | None:
-    period = resource.get("effectivePeriod") if isinstance(resource.get("effectivePeriod"), dict) else {}
-    return (parse_datetime(resource.get("authoredOn"))
-            or parse_datetime(resource.get("effectiveDateTime"))
-            or parse_datetime(period.get("start")))
+    period = (
+        resource.get("effectivePeriod") if isinstance(resource.get("effectivePeriod"), dict) else {}
+    )
+    return (
+        parse_datetime(resource.get("authoredOn"))
+        or parse_datetime(resource.get("effectiveDateTime"))
+        or parse_datetime(period.get("start"))
+    )
 
 
 def reference_to(resource: dict) -> str | None:
@@ -237,8 +323,9 @@ class Record:
     first asks for it. A chart without a leg-cramp problem only has its Conditions read.
     """
 
-    def __init__(self, patient_id: str, resources, now: datetime, codes: CodeIndex,
-                 strict: bool = False):
+    def __init__(
+        self, patient_id: str, resources, now: datetime, codes: CodeIndex, strict: bool = False
+    ):
         self.patient_id = patient_id
         self.now = now
         self.codes = codes
@@ -260,8 +347,13 @@ class Record:
         received = self.received
         for resource in resources:
             kind = type(resource)
-            rtype = (resource.resourceType if kind is FhirNode  # attribute: the hot path
-                     else resource.get("resourceType") if kind is dict else None)
+            rtype = (
+                resource.resourceType
+                if kind is FhirNode  # attribute: the hot path
+                else resource.get("resourceType")
+                if kind is dict
+                else None
+            )
             if type(rtype) is str:
                 group = received.get(rtype)
                 if group is None:
@@ -277,8 +369,11 @@ class Record:
         key = id(resource)
         verdict = self._screened.get(key)
         if verdict is None:
-            verdict = (well_formed(resource) and self._about_patient(resource)
-                       and (not self.strict or self.is_valid(resource)))
+            verdict = (
+                well_formed(resource)
+                and self._about_patient(resource)
+                and (not self.strict or self.is_valid(resource))
+            )
             self._screened[key] = verdict
             if not verdict:
                 self.left_out += 1
@@ -299,7 +394,9 @@ class Record:
         """Every screened resource of a type (for rules that read them all: medications)."""
         found = self._by_type.get(rtype)
         if found is None:
-            found = self._by_type[rtype] = [r for r in self.received.get(rtype, ()) if self.screen(r)]
+            found = self._by_type[rtype] = [
+                r for r in self.received.get(rtype, ()) if self.screen(r)
+            ]
         return found
 
     def find(self, rtype: str, value_set: ValueSet) -> list[tuple[dict, Concept]]:
@@ -308,8 +405,9 @@ class Record:
         key = (rtype, value_set)
         found = self._found.get(key)
         if found is None:
-            found = self._found[key] = [pair for pair in self._candidates(rtype, value_set)
-                                        if self.screen(pair[0])]
+            found = self._found[key] = [
+                pair for pair in self._candidates(rtype, value_set) if self.screen(pair[0])
+            ]
         return found
 
     def present(self) -> frozenset:
@@ -378,8 +476,11 @@ class Record:
                     return contained
             return None
         if self._medications is None:
-            self._medications = {"Medication/" + m["id"]: m for m in self.resources("Medication")
-                                 if isinstance(m.get("id"), str)}
+            self._medications = {
+                "Medication/" + m["id"]: m
+                for m in self.resources("Medication")
+                if isinstance(m.get("id"), str)
+            }
         return self._medications.get(ref)
 
     def strict_copy(self) -> Record:
@@ -405,8 +506,11 @@ class Record:
         for stamp, when, resource, code in self._dated_of(concept):
             if oldest is not None and stamp < oldest:
                 return None  # newest first: the rest are older still
-            if (self.screen(resource) and resource.get("status") in statuses
-                    and not self.known_invalid(resource)):
+            if (
+                self.screen(resource)
+                and resource.get("status") in statuses
+                and not self.known_invalid(resource)
+            ):
                 return when, self._value(concept, resource), resource, code
         return None
 
@@ -417,13 +521,17 @@ class Record:
         for stamp, when, resource, code in self._dated_of(concept):
             if oldest is not None and stamp < oldest:
                 break
-            if (self.screen(resource) and resource.get("status") in statuses
-                    and not self.known_invalid(resource)):
+            if (
+                self.screen(resource)
+                and resource.get("status") in statuses
+                and not self.known_invalid(resource)
+            ):
                 found.append((when, self._value(concept, resource), resource, code))
         return found
 
-    def newest_results(self, concept, statuses, since: datetime | None = None,
-                       same_day: bool = False) -> list[tuple]:
+    def newest_results(
+        self, concept, statuses, since: datetime | None = None, same_day: bool = False
+    ) -> list[tuple]:
         """Every result at the newest instant (``same_day``: on the newest day) from
         ``since`` on, usable or not: several results of one instant are decided by rule
         (the worse value), never by which came first in the bundle."""
@@ -433,11 +541,15 @@ class Record:
         for stamp, when, resource, code in self._dated_of(concept):
             if oldest is not None and stamp < oldest:
                 break
-            if first is not None and (when.date() != first[1].date() if same_day
-                                      else stamp != first[0]):
+            if first is not None and (
+                when.date() != first[1].date() if same_day else stamp != first[0]
+            ):
                 break
-            if (self.screen(resource) and resource.get("status") in statuses
-                    and not self.known_invalid(resource)):
+            if (
+                self.screen(resource)
+                and resource.get("status") in statuses
+                and not self.known_invalid(resource)
+            ):
                 first = first or (stamp, when)
                 found.append((when, self._value(concept, resource), resource, code))
         return found
@@ -469,10 +581,16 @@ class Record:
         latest_allowed = (self.now + timedelta(days=1)).timestamp()
         dated = []
         for resource, code in self._candidates("Observation", concept.value_set):
-            effective = (resource.effectiveDateTime if type(resource) is FhirNode  # usual case
-                         else resource.get("effectiveDateTime"))
-            instant = (_instant(effective) if type(effective) is str and 4 <= len(effective) <= 64
-                       else None)
+            effective = (
+                resource.effectiveDateTime
+                if type(resource) is FhirNode  # usual case
+                else resource.get("effectiveDateTime")
+            )
+            instant = (
+                _instant(effective)
+                if type(effective) is str and 4 <= len(effective) <= 64
+                else None
+            )
             if instant is None:
                 when = observation_date(resource)
                 if when is None:
@@ -483,8 +601,13 @@ class Record:
         # Newest first; results of one instant in a fixed order whatever the bundle's: the
         # concept's codes as listed (serum or plasma before blood), then the resource id.
         rank = {key: i for i, key in enumerate(concept.value_set.exact)}
-        dated.sort(key=lambda r: (-r[0], rank.get((r[3].system, r[3].code), len(rank)),
-                                  str(r[2].get("id"))))
+        dated.sort(
+            key=lambda r: (
+                -r[0],
+                rank.get((r[3].system, r[3].code), len(rank)),
+                str(r[2].get("id")),
+            )
+        )
         return dated
 
     def known_invalid(self, resource: dict) -> bool:
@@ -501,9 +624,14 @@ class Record:
         verdict = self._valid.get(key)
         if verdict is None:
             rtype = resource.get("resourceType")
-            verdict = self._valid[key] = rtype not in _MODELS or _validates(rtype, {
-                k: v for k, v in resource.items()
-                if v is not None and (k in ELEMENTS_READ[rtype] or k in CHOICE_VARIANTS)})
+            verdict = self._valid[key] = rtype not in _MODELS or _validates(
+                rtype,
+                {
+                    k: v
+                    for k, v in resource.items()
+                    if v is not None and (k in ELEMENTS_READ[rtype] or k in CHOICE_VARIANTS)
+                },
+            )
             if not verdict:
                 self.invalid_count += 1
                 log.warning("ignored an invalid %s resource", rtype)

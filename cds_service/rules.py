@@ -8,13 +8,13 @@ service with a message naming the file and field. ``criteria.py`` evaluates them
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
-import difflib
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from datetime import timedelta
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -22,16 +22,22 @@ import jsonschema
 import yaml
 
 from cds_service import units
-from cds_service.criteria import (INDICATOR_RANK, Evaluation, Fact, RouteResult, condition_fact,
-                                  format_number)
+from cds_service.criteria import (
+    INDICATOR_RANK,
+    Evaluation,
+    Fact,
+    RouteResult,
+    condition_fact,
+    format_number,
+)
 from cds_service.record import OBSERVATION_FINAL, Record, condition_counts
 from cds_service.terminology import RXNORM, CodeIndex, Concept, ValueSet, canonical_system
 
 log = logging.getLogger(__name__)
 
 COMMON_FILE = "common.yaml"
-SHARED_DIR = "valuesets"         # cards/valuesets/*.yaml: definitions every route may use
-GATE_VALUE_SET = "leg-cramps"    # the gate's codes, for routes that ask how new the cramps are
+SHARED_DIR = "valuesets"  # cards/valuesets/*.yaml: definitions every route may use
+GATE_VALUE_SET = "leg-cramps"  # the gate's codes, for routes that ask how new the cramps are
 
 
 class RuleError(ValueError):
@@ -51,9 +57,9 @@ class ObservationConcept:
     unit_aliases: dict = field(default_factory=dict)
     decimals: int = 1
     paired_within: str | None = None  # "day": same-day results are read together (ABI legs)
-    unitless: bool = False             # a ratio may come without any unit
+    unitless: bool = False  # a ratio may come without any unit
     plausible: tuple[float, float] | None = None  # in ``unit``; outside it a result is not used
-    correction: dict | None = None     # albumin correction of total calcium (see common.yaml)
+    correction: dict | None = None  # albumin correction of total calcium (see common.yaml)
 
     def value_in(self, quantity: object, target: str | None = None) -> float | None:
         """The quantity's value in ``target`` (default: canonical unit), or None."""
@@ -66,18 +72,31 @@ class ObservationConcept:
         if unit is None and self.unitless:
             unit = self.unit
         unit = self.unit_aliases.get(unit, unit)
-        return units.convert(value, unit, target or self.unit, molar_mass=self.molar_mass,
-                             valence=self.valence, scale=self.scale)
+        return units.convert(
+            value,
+            unit,
+            target or self.unit,
+            molar_mass=self.molar_mass,
+            valence=self.valence,
+            scale=self.scale,
+        )
 
     def format(self, canonical_value: float) -> str:
-        shown = units.convert(canonical_value, self.unit, self.display_unit,
-                              molar_mass=self.molar_mass, valence=self.valence, scale=self.scale)
+        shown = units.convert(
+            canonical_value,
+            self.unit,
+            self.display_unit,
+            molar_mass=self.molar_mass,
+            valence=self.valence,
+            scale=self.scale,
+        )
         # A dimensionless ratio (ABI) has no unit label: no trailing space.
         label = units.display_label(self.display_unit)
         return f"{format_number(shown, self.decimals)} {label}".rstrip()
 
 
 # --------------------------------------------------------------------------- loading
+
 
 def _schema(name: str) -> dict:
     return json.loads(resources.files("cds_service.schemas").joinpath(name).read_text())
@@ -113,14 +132,14 @@ class Route:
     value_sets: dict[str, ValueSet]
     referral: Concept | None
     medications: ValueSet | None
-    medication_names: "NameMatcher | None"
+    medication_names: NameMatcher | None
     source_file: str
 
     limits: dict[str, float] = field(default_factory=dict)  # thresholds in concept units
-    by_id: dict[str, dict] = field(default_factory=dict)   # criteria by id
-    referral_set: ValueSet | None = None                  # to find an open referral
+    by_id: dict[str, dict] = field(default_factory=dict)  # criteria by id
+    referral_set: ValueSet | None = None  # to find an open referral
 
-    needs: dict[str, "Need"] = field(default_factory=dict)  # what each criterion needs to hold
+    needs: dict[str, Need] = field(default_factory=dict)  # what each criterion needs to hold
     windows: dict[str, timedelta | None] = field(default_factory=dict)  # look-back, by id
     statuses: dict[str, frozenset[str]] = field(default_factory=dict)  # result statuses, by id
     medication_memo: dict[bytes, list] = field(default_factory=dict)  # see criteria
@@ -162,8 +181,9 @@ def _needs(route_file: str, criteria: list[dict], value_sets: dict, concepts: di
 
     def need(criterion_id: str, path: tuple) -> Need:
         if criterion_id in path:
-            raise RuleError(f"{route_file}: criteria {' -> '.join(path + (criterion_id,))} "
-                            "form a cycle")
+            raise RuleError(
+                f"{route_file}: criteria {' -> '.join(path + (criterion_id,))} form a cycle"
+            )
         if criterion_id not in needs:
             criterion = by_id[criterion_id]
             kind = criterion["type"]
@@ -172,18 +192,26 @@ def _needs(route_file: str, criteria: list[dict], value_sets: dict, concepts: di
                     need(part, path + (criterion_id,))
                 needs[criterion_id] = Need(kind, parts=tuple(criterion["of"]))
             elif kind in ("condition", "procedure"):
-                rtypes = [kind.capitalize()] + (["Observation"] if criterion.get("also_observations")
-                                                else [])
-                needs[criterion_id] = Need("data", frozenset(
-                    (rtype, value_sets[name]) for rtype in rtypes
-                    for name in criterion["value_sets"]))
+                rtypes = [kind.capitalize()] + (
+                    ["Observation"] if criterion.get("also_observations") else []
+                )
+                needs[criterion_id] = Need(
+                    "data",
+                    frozenset(
+                        (rtype, value_sets[name])
+                        for rtype in rtypes
+                        for name in criterion["value_sets"]
+                    ),
+                )
             elif kind == "observation":
                 names = _concept_names(criterion)  # with creatinine when eGFR may be estimated
-                needs[criterion_id] = Need("data", frozenset(
-                    ("Observation", concepts[name].value_set) for name in names))
+                needs[criterion_id] = Need(
+                    "data", frozenset(("Observation", concepts[name].value_set) for name in names)
+                )
             elif kind == "medication":
-                needs[criterion_id] = Need("data", frozenset({("MedicationRequest", None),
-                                                              ("MedicationStatement", None)}))
+                needs[criterion_id] = Need(
+                    "data", frozenset({("MedicationRequest", None), ("MedicationStatement", None)})
+                )
             else:  # observation-missing
                 needs[criterion_id] = Need("always")
         return needs[criterion_id]
@@ -202,23 +230,31 @@ class RuleSet:
         self.concepts = concepts
         self.gate = ValueSet.from_entries("gate", common["gate"]["value_set"])
         self.override_reasons = [
-            {"system": canonical_system(r["system"]), "code": str(r["code"]), "display": r["display"]}
-            for r in common["override_reasons"]]
-        self.codes = CodeIndex([self.gate]
-                               + [c.value_set for c in self.concepts.values()]
-                               + [vs for route in self.routes for vs in route.value_sets.values()]
-                               + [r.referral_set for r in self.routes if r.referral_set])
+            {
+                "system": canonical_system(r["system"]),
+                "code": str(r["code"]),
+                "display": r["display"],
+            }
+            for r in common["override_reasons"]
+        ]
+        self.codes = CodeIndex(
+            [self.gate]
+            + [c.value_set for c in self.concepts.values()]
+            + [vs for route in self.routes for vs in route.value_sets.values()]
+            + [r.referral_set for r in self.routes if r.referral_set]
+        )
 
     @classmethod
-    def load(cls, cards_dir: Path) -> "RuleSet":
+    def load(cls, cards_dir: Path) -> RuleSet:
         cards_dir = Path(cards_dir)
         if not (cards_dir / COMMON_FILE).is_file():
             raise RuleError(f"{COMMON_FILE}: missing from {cards_dir}")
         common_path = cards_dir / COMMON_FILE
         common = _read(common_path)
         _validate(common_path, common, _schema("rules-common.json"))
-        concepts = {name: _concept(name, spec, common_path)
-                    for name, spec in common["observations"].items()}
+        concepts = {
+            name: _concept(name, spec, common_path) for name, spec in common["observations"].items()
+        }
         shared = _shared_medications(cards_dir)
         gate = {GATE_VALUE_SET: common["gate"]["value_set"]}
         routes = []
@@ -229,8 +265,10 @@ class RuleSet:
             data = _read(path)
             _validate(path, data, _schema("rules-route.json"))
             if data["route"] in seen:
-                raise RuleError(f"{path.name}: field route: '{data['route']}' is already "
-                                f"defined in {seen[data['route']]}")
+                raise RuleError(
+                    f"{path.name}: field route: '{data['route']}' is already "
+                    f"defined in {seen[data['route']]}"
+                )
             seen[data["route"]] = path.name
             routes.append(_compile_route(path, data, concepts, shared, gate))
         if not routes:
@@ -266,14 +304,20 @@ class RuleSet:
             try:
                 result = Evaluation(self, route, record).run()
             except Exception as exc:  # malformed data the screening let through, or a defect
-                log.warning("route %s failed (%s); evaluated again with every resource "
-                            "validated", route.code, type(exc).__name__)
+                log.warning(
+                    "route %s failed (%s); evaluated again with every resource validated",
+                    route.code,
+                    type(exc).__name__,
+                )
                 strict = strict or record.strict_copy()
                 try:
                     result = Evaluation(self, route, strict).run()
                 except Exception as again:  # a defect must cost one route, not every card
-                    log.error("route %s failed (%s); its card is left out", route.code,
-                              type(again).__name__)
+                    log.error(
+                        "route %s failed (%s); its card is left out",
+                        route.code,
+                        type(again).__name__,
+                    )
                     continue
             if result is not None:
                 results.append(result)
@@ -283,36 +327,68 @@ class RuleSet:
 
 def _concept(name: str, spec: dict, path: Path) -> ObservationConcept:
     concept = ObservationConcept(
-        name=name, label=spec["label"], unit=spec["unit"],
+        name=name,
+        label=spec["label"],
+        unit=spec["unit"],
         display_unit=spec.get("display_unit", spec["unit"]),
         value_set=ValueSet.from_entries(name, spec["codes"]),
-        molar_mass=spec.get("molar_mass"), valence=spec.get("valence"), scale=spec.get("scale"),
-        unit_aliases=spec.get("unit_aliases", {}), decimals=spec.get("decimals", 1),
-        paired_within=spec.get("paired_within"), unitless=spec.get("unitless", False),
-        correction=spec.get("albumin_correction"))
+        molar_mass=spec.get("molar_mass"),
+        valence=spec.get("valence"),
+        scale=spec.get("scale"),
+        unit_aliases=spec.get("unit_aliases", {}),
+        decimals=spec.get("decimals", 1),
+        paired_within=spec.get("paired_within"),
+        unitless=spec.get("unitless", False),
+        correction=spec.get("albumin_correction"),
+    )
     plausible = spec["plausible"]
-    bounds = [units.convert(plausible[end], plausible["unit"], concept.unit,
-                            molar_mass=concept.molar_mass, valence=concept.valence,
-                            scale=concept.scale) for end in ("low", "high")]
+    bounds = [
+        units.convert(
+            plausible[end],
+            plausible["unit"],
+            concept.unit,
+            molar_mass=concept.molar_mass,
+            valence=concept.valence,
+            scale=concept.scale,
+        )
+        for end in ("low", "high")
+    ]
     if None in bounds:
-        raise RuleError(f"{path.name}: field observations/{name}/plausible/unit: "
-                        f"{plausible['unit']!r} cannot be converted to {concept.unit!r}")
+        raise RuleError(
+            f"{path.name}: field observations/{name}/plausible/unit: "
+            f"{plausible['unit']!r} cannot be converted to {concept.unit!r}"
+        )
     concept.plausible = (bounds[0], bounds[1])
     for unit in (concept.unit, concept.display_unit, *concept.unit_aliases.values()):
         if units.ucum_code(unit) is None:
             raise RuleError(f"{path.name}: field observations/{name}: unknown UCUM unit {unit!r}")
-    if units.convert(1.0, concept.display_unit, concept.unit, molar_mass=concept.molar_mass,
-                     valence=concept.valence, scale=concept.scale) is None:
-        raise RuleError(f"{path.name}: field observations/{name}: display_unit "
-                        f"{concept.display_unit!r} cannot be converted to {concept.unit!r}")
+    if (
+        units.convert(
+            1.0,
+            concept.display_unit,
+            concept.unit,
+            molar_mass=concept.molar_mass,
+            valence=concept.valence,
+            scale=concept.scale,
+        )
+        is None
+    ):
+        raise RuleError(
+            f"{path.name}: field observations/{name}: display_unit "
+            f"{concept.display_unit!r} cannot be converted to {concept.unit!r}"
+        )
     return concept
 
 
 def _shared_medications(cards_dir: Path) -> list[dict]:
     """Medication classes defined once in cards/valuesets/ for every route."""
     route_schema = _schema("rules-route.json")
-    schema = {"type": "object", "additionalProperties": False, "$defs": route_schema["$defs"],
-              "properties": {"medications": route_schema["properties"]["medications"]}}
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "$defs": route_schema["$defs"],
+        "properties": {"medications": route_schema["properties"]["medications"]},
+    }
     classes: list[dict] = []
     seen: dict[str, str] = {}
     for path in sorted((cards_dir / SHARED_DIR).glob("*.yaml")):
@@ -320,25 +396,31 @@ def _shared_medications(cards_dir: Path) -> list[dict]:
         _validate(path, data, schema)
         for drug_class in data.get("medications", []):
             if drug_class["class"] in seen:
-                raise RuleError(f"{path.name}: field medications: class {drug_class['class']!r} "
-                                f"is already defined in {seen[drug_class['class']]}")
+                raise RuleError(
+                    f"{path.name}: field medications: class {drug_class['class']!r} "
+                    f"is already defined in {seen[drug_class['class']]}"
+                )
             seen[drug_class["class"]] = path.name
             classes.append(drug_class)
     return classes
 
 
-def _compile_route(path: Path, data: dict, concepts: dict, shared_medications: list[dict],
-                   gate: dict) -> Route:
+def _compile_route(
+    path: Path, data: dict, concepts: dict, shared_medications: list[dict], gate: dict
+) -> Route:
     local = {c["class"] for c in data.get("medications", [])}
     clash = local & {c["class"] for c in shared_medications}
     if clash:
-        raise RuleError(f"{path.name}: field medications: {sorted(clash)} already defined in "
-                        f"{SHARED_DIR}/")
+        raise RuleError(
+            f"{path.name}: field medications: {sorted(clash)} already defined in {SHARED_DIR}/"
+        )
     data = {**data, "medications": shared_medications + data.get("medications", [])}
     used = {name for c in data["criteria"] for name in c.get("value_sets", [])}
     shared = {name: entries for name, entries in gate.items() if name in used}
-    value_sets = {name: ValueSet.from_entries(name, entries)
-                  for name, entries in {**shared, **data.get("value_sets", {})}.items()}
+    value_sets = {
+        name: ValueSet.from_entries(name, entries)
+        for name, entries in {**shared, **data.get("value_sets", {})}.items()
+    }
     limits: dict[str, float] = {}
     ids = set()
     for i, criterion in enumerate(data["criteria"]):
@@ -362,11 +444,17 @@ def _compile_route(path: Path, data: dict, concepts: dict, shared_medications: l
             concept = concepts[criterion["concept"]]
             unit = criterion["threshold"]["unit"]
             limits[criterion["id"]] = units.convert(
-                criterion["threshold"]["value"], unit, concept.unit, molar_mass=concept.molar_mass,
-                valence=concept.valence, scale=concept.scale)
+                criterion["threshold"]["value"],
+                unit,
+                concept.unit,
+                molar_mass=concept.molar_mass,
+                valence=concept.valence,
+                scale=concept.scale,
+            )
             if limits[criterion["id"]] is None:
-                raise RuleError(f"{where}/threshold/unit: {unit!r} cannot be converted to "
-                                f"{concept.unit!r}")
+                raise RuleError(
+                    f"{where}/threshold/unit: {unit!r} cannot be converted to {concept.unit!r}"
+                )
     for i, criterion in enumerate(data["criteria"]):
         refs = criterion.get("of", []) + criterion.get("unless", [])
         if "started_on_or_after" in criterion:
@@ -384,8 +472,10 @@ def _compile_route(path: Path, data: dict, concepts: dict, shared_medications: l
         if name is not None and name not in data.get("content", {}):
             raise RuleError(f"{path.name}: field criteria/{i}/content: unknown content {name!r}")
         if criterion.get("fires", True) and not criterion.get("context") and name is None:
-            raise RuleError(f"{path.name}: field criteria/{i}/content: a criterion that makes "
-                            "a card needs its next step (content)")
+            raise RuleError(
+                f"{path.name}: field criteria/{i}/content: a criterion that makes "
+                "a card needs its next step (content)"
+            )
         if name is not None:
             content_of[criterion["id"]] = name
     referral = None
@@ -393,11 +483,22 @@ def _compile_route(path: Path, data: dict, concepts: dict, shared_medications: l
         code = data["referral"]["code"]
         referral = Concept(canonical_system(code["system"]), str(code["code"]), code["display"])
     medications, names = _compile_medications(data.get("medications", []))
-    return Route(limits=limits, content_of=content_of, needs=_needs(path.name, data["criteria"], value_sets, concepts),
-                 code=data["route"], title=data["title"], indicator=data["indicator"],
-                 order=data.get("order", 100), data=data, criteria=data["criteria"],
-                 value_sets=value_sets, referral=referral, medications=medications,
-                 medication_names=names, source_file=path.name)
+    return Route(
+        limits=limits,
+        content_of=content_of,
+        needs=_needs(path.name, data["criteria"], value_sets, concepts),
+        code=data["route"],
+        title=data["title"],
+        indicator=data["indicator"],
+        order=data.get("order", 100),
+        data=data,
+        criteria=data["criteria"],
+        value_sets=value_sets,
+        referral=referral,
+        medications=medications,
+        medication_names=names,
+        source_file=path.name,
+    )
 
 
 def _concept_names(criterion: dict) -> list[str]:
@@ -414,15 +515,28 @@ def _compile_medications(classes: list[dict]):
     entries, names = [], {}
     for drug_class in classes:
         for ingredient in drug_class["ingredients"]:
-            info = {"class": drug_class["class"], "class_label": drug_class["label"],
-                    "ingredient": ingredient["display"], "evidence": drug_class.get("evidence")}
+            info = {
+                "class": drug_class["class"],
+                "class_label": drug_class["label"],
+                "ingredient": ingredient["display"],
+                "evidence": drug_class.get("evidence"),
+            }
             # Product codes carry their source; an ingredient code may be flagged unverified.
-            codes = ([{**ingredient, "verified": ingredient.get("status") != "unverified"}]
-                     if "code" in ingredient else [])  # no verified code: matched by name
+            codes = (
+                [{**ingredient, "verified": ingredient.get("status") != "unverified"}]
+                if "code" in ingredient
+                else []
+            )  # no verified code: matched by name
             codes += [{**product, "verified": True} for product in ingredient.get("products", [])]
             for code in codes:
-                entries.append({"system": "rxnorm", "code": code["code"], "display": code["display"],
-                                "info": {**info, "verified": code["verified"]}})
+                entries.append(
+                    {
+                        "system": "rxnorm",
+                        "code": code["code"],
+                        "display": code["display"],
+                        "info": {**info, "verified": code["verified"]},
+                    }
+                )
             for name in [ingredient["display"], *ingredient.get("names", [])]:
                 names.setdefault(name.lower(), []).append(info)
     if not names:
@@ -447,15 +561,16 @@ class NameMatcher:
     """
 
     MEMO_TEXT_LIMIT = 256  # longer texts (a pasted document) are matched, not remembered
-    SIMILARITY = 0.88      # difflib ratio: "simvistatin"/"simvastatin" 0.91, but
-                           # "levalbuterol"/"albuterol" (another drug) 0.86
-    SHORTEST_FUZZY = 6     # shorter words are only matched exactly
+    SIMILARITY = 0.88  # difflib ratio: "simvistatin"/"simvastatin" 0.91, but
+    # "levalbuterol"/"albuterol" (another drug) 0.86
+    SHORTEST_FUZZY = 6  # shorter words are only matched exactly
 
     def __init__(self, names: dict[str, list[dict]]):
         self.infos = names
         alternatives = sorted(names, key=len, reverse=True)  # longest name wins
-        self.pattern = re.compile(r"(?<!\w)(" + "|".join(map(re.escape, alternatives)) + r")(?!\w)",
-                                  re.IGNORECASE)
+        self.pattern = re.compile(
+            r"(?<!\w)(" + "|".join(map(re.escape, alternatives)) + r")(?!\w)", re.IGNORECASE
+        )
         self.single_words = [n for n in names if n.isalpha() and len(n) >= self.SHORTEST_FUZZY]
         self._remembered = lru_cache(maxsize=8192)(self._match)
 
@@ -463,23 +578,31 @@ class NameMatcher:
         """(ingredient and class entry, the misspelt word or None), in order of appearance."""
         found: list[tuple[dict, str | None]] = []
         for text in texts:
-            matched = (self._remembered(text) if len(text) <= self.MEMO_TEXT_LIMIT
-                       else self._match(text))
+            matched = (
+                self._remembered(text) if len(text) <= self.MEMO_TEXT_LIMIT else self._match(text)
+            )
             for info, fuzzy in matched:
                 if all(info is not other for other, _ in found):
                     found.append((info, fuzzy))
         return found
 
     def _match(self, text: str) -> tuple[tuple[dict, str | None], ...]:
-        exact = tuple((info, None) for match in self.pattern.finditer(text)
-                      for info in self.infos[match.group(1).lower()])
+        exact = tuple(
+            (info, None)
+            for match in self.pattern.finditer(text)
+            for info in self.infos[match.group(1).lower()]
+        )
         if exact:
             return exact
         fuzzy = []
-        for word in re.findall(r"[A-Za-z]{%d,}" % self.SHORTEST_FUZZY, text):
+        for word in re.findall(rf"[A-Za-z]{{{self.SHORTEST_FUZZY},}}", text):
             word_lower = word.lower()
-            close = [name for name in difflib.get_close_matches(
-                word_lower, self.single_words, n=1, cutoff=self.SIMILARITY)
-                if name[0] == word_lower[0]]  # a misspelling keeps its first letter
+            close = [
+                name
+                for name in difflib.get_close_matches(
+                    word_lower, self.single_words, n=1, cutoff=self.SIMILARITY
+                )
+                if name[0] == word_lower[0]
+            ]  # a misspelling keeps its first letter
             fuzzy += [(info, word) for name in close for info in self.infos[name]]
         return tuple(fuzzy)

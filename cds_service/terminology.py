@@ -131,7 +131,7 @@ class ValueSet:
         return len(self.exact) + len(self.prefixes)
 
     @classmethod
-    def from_entries(cls, name: str, entries: list[dict]) -> "ValueSet":
+    def from_entries(cls, name: str, entries: list[dict]) -> ValueSet:
         members, prefixes = [], []
         for entry in entries:
             system = canonical_system(entry["system"])

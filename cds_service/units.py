@@ -32,23 +32,41 @@ _SPELLINGS = {
 # (dimension, factor to the dimension's base unit)
 _LINEAR = {
     # mass concentration, base g/L
-    "g/L": ("mass", 1.0), "g/dL": ("mass", 10.0), "mg/dL": ("mass", 1e-2),
-    "mg/L": ("mass", 1e-3), "mg/mL": ("mass", 1.0), "ug/mL": ("mass", 1e-3),
-    "ug/dL": ("mass", 1e-5), "ug/L": ("mass", 1e-6), "ng/mL": ("mass", 1e-6),
-    "ng/dL": ("mass", 1e-8), "ng/L": ("mass", 1e-9), "pg/mL": ("mass", 1e-9),
+    "g/L": ("mass", 1.0),
+    "g/dL": ("mass", 10.0),
+    "mg/dL": ("mass", 1e-2),
+    "mg/L": ("mass", 1e-3),
+    "mg/mL": ("mass", 1.0),
+    "ug/mL": ("mass", 1e-3),
+    "ug/dL": ("mass", 1e-5),
+    "ug/L": ("mass", 1e-6),
+    "ng/mL": ("mass", 1e-6),
+    "ng/dL": ("mass", 1e-8),
+    "ng/L": ("mass", 1e-9),
+    "pg/mL": ("mass", 1e-9),
     # amount-of-substance concentration, base mol/L
-    "mol/L": ("molar", 1.0), "mmol/L": ("molar", 1e-3), "umol/L": ("molar", 1e-6),
-    "nmol/L": ("molar", 1e-9), "pmol/L": ("molar", 1e-12),
+    "mol/L": ("molar", 1.0),
+    "mmol/L": ("molar", 1e-3),
+    "umol/L": ("molar", 1e-6),
+    "nmol/L": ("molar", 1e-9),
+    "pmol/L": ("molar", 1e-12),
     # equivalents concentration, base eq/L
-    "eq/L": ("equiv", 1.0), "meq/L": ("equiv", 1e-3),
+    "eq/L": ("equiv", 1.0),
+    "meq/L": ("equiv", 1e-3),
     # catalytic activity concentration, base U/L (an enzyme IU is a U)
-    "U/L": ("enzyme", 1.0), "[IU]/L": ("enzyme", 1.0), "ukat/L": ("enzyme", 60.0),
+    "U/L": ("enzyme", 1.0),
+    "[IU]/L": ("enzyme", 1.0),
+    "ukat/L": ("enzyme", 60.0),
     # arbitrary international units for hormones (TSH), base [IU]/L
-    "m[IU]/L": ("hormone", 1e-3), "u[IU]/mL": ("hormone", 1e-3), "m[IU]/mL": ("hormone", 1.0),
+    "m[IU]/L": ("hormone", 1e-3),
+    "u[IU]/mL": ("hormone", 1e-3),
+    "m[IU]/mL": ("hormone", 1.0),
     # filtration rate normalised to body surface area
     "mL/min/{1.73_m2}": ("gfr", 1.0),
     # plain ratios
-    "1": ("ratio", 1.0), "{ratio}": ("ratio", 1.0), "{index}": ("ratio", 1.0),
+    "1": ("ratio", 1.0),
+    "{ratio}": ("ratio", 1.0),
+    "{index}": ("ratio", 1.0),
 }
 
 _TEMPERATURE = {"Cel", "[degF]", "K"}
@@ -79,8 +97,15 @@ def ucum_code(unit: object) -> str | None:
     return _ucum_code(unit)
 
 
-def convert(value: float, unit: str, target: str, *, molar_mass: float | None = None,
-            valence: int | None = None, scale: str | None = None) -> float | None:
+def convert(
+    value: float,
+    unit: str,
+    target: str,
+    *,
+    molar_mass: float | None = None,
+    valence: int | None = None,
+    scale: str | None = None,
+) -> float | None:
     """Convert ``value`` from UCUM ``unit`` to ``target``; None when not convertible."""
     unit, target = ucum_code(unit), ucum_code(target)
     if unit is None or target is None:

@@ -40,23 +40,50 @@ def _rid(prefix: str, rid: str | None) -> str:
     return rid or f"{prefix}-{next(_ids)}"
 
 
-def condition(code: str, onset: int | None = 30, *, system: str | None = None,
-              clinical: str | None = "active", verification: str | None = "confirmed",
-              recorded: int | None = None, display: str | None = None, rid: str | None = None) -> dict:
+def condition(
+    code: str,
+    onset: int | None = 30,
+    *,
+    system: str | None = None,
+    clinical: str | None = "active",
+    verification: str | None = "confirmed",
+    recorded: int | None = None,
+    display: str | None = None,
+    rid: str | None = None,
+) -> dict:
     """A Condition; ``onset``/``recorded`` are days before today (None: not given)."""
     resource = {
         "resourceType": "Condition",
         "id": _rid("cond", rid),
-        "code": {"coding": [{"system": SYSTEMS[system or _system_of(code)], "code": code,
-                             "display": display or code}]},
+        "code": {
+            "coding": [
+                {
+                    "system": SYSTEMS[system or _system_of(code)],
+                    "code": code,
+                    "display": display or code,
+                }
+            ]
+        },
         "subject": {"reference": f"Patient/{PATIENT_ID}"},
     }
     if clinical:
-        resource["clinicalStatus"] = {"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": clinical}]}
+        resource["clinicalStatus"] = {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                    "code": clinical,
+                }
+            ]
+        }
     if verification:
-        resource["verificationStatus"] = {"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": verification}]}
+        resource["verificationStatus"] = {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                    "code": verification,
+                }
+            ]
+        }
     if onset is not None:
         resource["onsetDateTime"] = day(onset)
     if recorded is not None:
@@ -69,9 +96,17 @@ def cramp(code: str = "449918009", **kwargs) -> dict:
     return condition(code, **kwargs)
 
 
-def observation(code: str, value: float, unit: str | None, days_ago: int = 1, *,
-                status: str = "final", system: str = "loinc", rid: str | None = None,
-                time: str | None = None) -> dict:
+def observation(
+    code: str,
+    value: float,
+    unit: str | None,
+    days_ago: int = 1,
+    *,
+    status: str = "final",
+    system: str = "loinc",
+    rid: str | None = None,
+    time: str | None = None,
+) -> dict:
     """An Observation with a UCUM valueQuantity (``unit`` None: no unit at all)."""
     quantity: dict = {"value": value}
     if unit is not None:
@@ -88,7 +123,9 @@ def observation(code: str, value: float, unit: str | None, days_ago: int = 1, *,
     }
 
 
-def procedure(code: str, days_ago: int = 10, *, status: str = "completed", rid: str | None = None) -> dict:
+def procedure(
+    code: str, days_ago: int = 10, *, status: str = "completed", rid: str | None = None
+) -> dict:
     return {
         "resourceType": "Procedure",
         "id": _rid("proc", rid),
@@ -99,8 +136,15 @@ def procedure(code: str, days_ago: int = 10, *, status: str = "completed", rid: 
     }
 
 
-def medication(code: str | None, display: str, *, status: str = "active", authored: int = 60,
-               text: str | None = None, rid: str | None = None) -> dict:
+def medication(
+    code: str | None,
+    display: str,
+    *,
+    status: str = "active",
+    authored: int = 60,
+    text: str | None = None,
+    rid: str | None = None,
+) -> dict:
     """A MedicationRequest coded in RxNorm (``code`` None: text only)."""
     concept: dict = {}
     if code is not None:
@@ -118,7 +162,9 @@ def medication(code: str | None, display: str, *, status: str = "active", author
     }
 
 
-def service_request(code: str, *, status: str = "active", authored: int = 5, rid: str | None = None) -> dict:
+def service_request(
+    code: str, *, status: str = "active", authored: int = 5, rid: str | None = None
+) -> dict:
     return {
         "resourceType": "ServiceRequest",
         "id": _rid("sr", rid),
@@ -153,16 +199,21 @@ PREFETCH_KEYS = {
 
 
 def searchset(resources: list[dict]) -> dict:
-    return {"resourceType": "Bundle", "type": "searchset", "total": len(resources),
-            "entry": [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": r} for r in resources]}
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(resources),
+        "entry": [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": r} for r in resources],
+    }
 
 
 def patient(gender: str = "male", birth: str = "1956-03-14") -> dict:
     return {"resourceType": "Patient", "id": PATIENT_ID, "gender": gender, "birthDate": birth}
 
 
-def hook_request(*resources: dict, gate: bool = True, who: dict | None = None,
-                 cramp_onset: int = 30) -> dict:
+def hook_request(
+    *resources: dict, gate: bool = True, who: dict | None = None, cramp_onset: int = 30
+) -> dict:
     """A patient-view request with all six prefetch keys (searchset Bundles and the Patient);
     the leg-cramp problem began ``cramp_onset`` days ago (under 90: new cramps)."""
     items = ([cramp(onset=cramp_onset)] if gate else []) + list(resources)

@@ -11,7 +11,7 @@ import copy
 import json
 import re
 import uuid
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -29,7 +29,7 @@ def synthea_files() -> list[Path]:
     return sorted(SYNTHEA_DIR.glob("*.json"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(path: str) -> tuple[dict, tuple[dict, ...]]:
     bundle = json.loads(Path(path).read_text())
     ids = {}
@@ -38,7 +38,9 @@ def _load(path: str) -> tuple[dict, tuple[dict, ...]]:
         if entry.get("fullUrl", "").startswith("urn:uuid:"):
             ids[entry["fullUrl"]] = f"{resource['resourceType']}/{resource['id']}"
     text = json.dumps([e["resource"] for e in bundle["entry"]])
-    text = re.sub(r'"(urn:uuid:[0-9a-fA-F-]+)"', lambda m: '"%s"' % ids.get(m.group(1), m.group(1)), text)
+    text = re.sub(
+        r'"(urn:uuid:[0-9a-fA-F-]+)"', lambda m: f'"{ids.get(m.group(1), m.group(1))}"', text
+    )
     resources = tuple(json.loads(text))
     patient = next(r for r in resources if r["resourceType"] == "Patient")
     return patient, resources
@@ -50,8 +52,14 @@ def patient_resources(path: Path) -> tuple[dict, list[dict]]:
     return copy.deepcopy(patient), copy.deepcopy(list(resources))
 
 
-_DATE_ELEMENTS = ("effectiveDateTime", "issued", "onsetDateTime", "recordedDate", "authoredOn",
-                  "performedDateTime")
+_DATE_ELEMENTS = (
+    "effectiveDateTime",
+    "issued",
+    "onsetDateTime",
+    "recordedDate",
+    "authoredOn",
+    "performedDateTime",
+)
 _PERIOD_ELEMENTS = ("period", "performedPeriod", "effectivePeriod")
 
 
@@ -75,21 +83,48 @@ def leg_cramp_condition(patient_id: str, onset: str = "2026-11-01") -> dict:
     return {
         "resourceType": "Condition",
         "id": "leg-cramps-" + uuid.uuid4().hex[:8],
-        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
-        "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}]},
-        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "R25.2", "display": "Cramp and spasm"}]},
+        "clinicalStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                    "code": "active",
+                }
+            ]
+        },
+        "verificationStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                    "code": "confirmed",
+                }
+            ]
+        },
+        "code": {
+            "coding": [
+                {
+                    "system": "http://hl7.org/fhir/sid/icd-10-cm",
+                    "code": "R25.2",
+                    "display": "Cramp and spasm",
+                }
+            ]
+        },
         "subject": {"reference": f"Patient/{patient_id}"},
         "onsetDateTime": onset,
     }
 
 
 def searchset(resources: list[dict]) -> dict:
-    return {"resourceType": "Bundle", "type": "searchset", "total": len(resources),
-            "entry": [{"resource": r} for r in resources]}
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(resources),
+        "entry": [{"resource": r} for r in resources],
+    }
 
 
-def hook_request(path: Path, with_cramps: bool = True, observation_codes=None,
-                 cramp_onset: str = "2026-11-01") -> dict:
+def hook_request(
+    path: Path, with_cramps: bool = True, observation_codes=None, cramp_onset: str = "2026-11-01"
+) -> dict:
     """A patient-view request whose prefetch holds the patient's data, as a server would."""
     patient, resources = patient_resources(path)
     if with_cramps:
@@ -105,9 +140,14 @@ def hook_request(path: Path, with_cramps: bool = True, observation_codes=None,
         if key == "servicerequests":
             chosen = [r for r in chosen if r.get("status") == "active"]
         if key == "observations" and observation_codes is not None:
-            chosen = [r for r in chosen
-                      if any((c.get("system"), c.get("code")) in observation_codes
-                             for c in r.get("code", {}).get("coding", []))]
+            chosen = [
+                r
+                for r in chosen
+                if any(
+                    (c.get("system"), c.get("code")) in observation_codes
+                    for c in r.get("code", {}).get("coding", [])
+                )
+            ]
         prefetch[key] = searchset(chosen)
     return {
         "hook": "patient-view",

@@ -29,8 +29,11 @@ def every_card() -> list[tuple[str, dict]]:
         response = service.evaluate(decode_request(path.read_bytes())).response
         cards += [(path.stem, card) for card in response["cards"]]
     for path in synthea_files():
-        outcome = (shifted_outcome(path.name) if path.name in EXPECTED_SHIFTED
-                   else service.evaluate(hook_request(path)))
+        outcome = (
+            shifted_outcome(path.name)
+            if path.name in EXPECTED_SHIFTED
+            else service.evaluate(hook_request(path))
+        )
         cards += [(path.name, card) for card in outcome.response["cards"]]
     return cards
 
@@ -84,8 +87,13 @@ def test_published_charts_get_few_cards():
 def test_summary_leads_with_the_most_severe_finding():
     service = CdsService(Settings.from_env({}, today="2026-11-24"), fetcher=lambda *a: {})
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from routes_helpers import hook_request as build, observation  # noqa: PLC0415
+    from routes_helpers import hook_request as build  # noqa: PLC0415
+    from routes_helpers import observation
+
     request = build(observation("2823-3", 2.9, "mmol/L", 5))  # low K, nothing else measured
-    [card] = [c for c in service.evaluate(request).response["cards"]
-              if c["source"]["topic"]["code"] == "primary-care-workup"]
+    [card] = [
+        c
+        for c in service.evaluate(request).response["cards"]
+        if c["source"]["topic"]["code"] == "primary-care-workup"
+    ]
     assert card["summary"].startswith("Primary care workup: Potassium 2.9 mmol/L")

@@ -31,10 +31,21 @@ def _walk(name, node):
             if key == "ingredients":
                 for ingredient in value:
                     if "code" in ingredient:  # else matched by name only
-                        yield (name, "rxnorm-ingredient", str(ingredient["code"]),
-                               ingredient["display"], ingredient)
+                        yield (
+                            name,
+                            "rxnorm-ingredient",
+                            str(ingredient["code"]),
+                            ingredient["display"],
+                            ingredient,
+                        )
                     for product in ingredient.get("products", []):
-                        yield name, "rxnorm-product", str(product["code"]), product["display"], product
+                        yield (
+                            name,
+                            "rxnorm-product",
+                            str(product["code"]),
+                            product["display"],
+                            product,
+                        )
             else:
                 yield from _walk(name, value)
     elif isinstance(node, list):
@@ -49,8 +60,11 @@ def test_rule_files_have_codes():
     assert len(ENTRIES) > 100
 
 
-@pytest.mark.parametrize("name, code, entry", [
-    (n, c, e) for n, s, c, _d, e in ENTRIES if s == ICD10CM], ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "name, code, entry",
+    [(n, c, e) for n, s, c, _d, e in ENTRIES if s == ICD10CM],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
 def test_icd10cm_code_is_in_the_official_set(name, code, entry):
     assert icd.is_valid_item(code), f"{name}: {code} is not an ICD-10-CM code"
     if entry.get("match") != "prefix" and icd.is_leaf(code):
@@ -67,8 +81,11 @@ def _verified_codes() -> set[str]:
                 continue
             cells = [c.strip() for c in line.strip("|").split("|")]
             status = cells[-1]
-            if "UNVERIFIED" in status or status.startswith("U") or not (
-                    "VERIFIED" in status or status.startswith("V")):
+            if (
+                "UNVERIFIED" in status
+                or status.startswith("U")
+                or not ("VERIFIED" in status or status.startswith("V"))
+            ):
                 continue
             for cell in cells[:-1]:
                 verified.update(re.findall(r"\b\d{3,18}(?:-\d)?\b", cell))
@@ -86,4 +103,6 @@ def test_snomed_loinc_and_rxnorm_codes_are_verified_or_flagged():
             continue  # flagged in the file itself, or a product code with its named source
         if code not in verified:
             unknown.append(f"{name}: {system} {code} {display}")
-    assert not unknown, "codes neither verified in shared/clinical nor flagged:\n" + "\n".join(unknown)
+    assert not unknown, "codes neither verified in shared/clinical nor flagged:\n" + "\n".join(
+        unknown
+    )

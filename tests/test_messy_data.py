@@ -13,24 +13,38 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from routes_helpers import (cards_of, condition, day, medication,  # noqa: E402
-                            normal_workup, observation, patient)
+from routes_helpers import (
+    cards_of,
+    condition,
+    day,
+    medication,  # noqa: E402
+    normal_workup,
+    observation,
+    patient,
+)
 
 DVT = "I82.401"  # acute DVT of the right femoral vein (I82.4* is the urgent value set)
 
 
 # ---------------------------------------------------------------------------- deceased
 
-@pytest.mark.parametrize("deceased", [{"deceasedBoolean": True},
-                                      {"deceasedDateTime": "2026-11-20"},
-                                      {"deceasedDateTime": "not a date"}])
+
+@pytest.mark.parametrize(
+    "deceased",
+    [
+        {"deceasedBoolean": True},
+        {"deceasedDateTime": "2026-11-20"},
+        {"deceasedDateTime": "not a date"},
+    ],
+)
 def test_a_deceased_patient_gets_no_cards_even_with_a_red_flag(deceased):
     who = {**patient(), **deceased}
     assert cards_of(condition(DVT, onset=2), *normal_workup(), who=who) == {}
 
 
-@pytest.mark.parametrize("alive", [{"deceasedBoolean": False},
-                                   {"deceasedDateTime": "2027-03-01"}])  # after today: replay
+@pytest.mark.parametrize(
+    "alive", [{"deceasedBoolean": False}, {"deceasedDateTime": "2027-03-01"}]
+)  # after today: replay
 def test_a_living_patient_keeps_the_urgent_card(alive):
     who = {**patient(), **alive}
     assert "urgent-care" in cards_of(condition(DVT, onset=2), *normal_workup(), who=who)
@@ -38,8 +52,18 @@ def test_a_living_patient_keeps_the_urgent_card(alive):
 
 # ------------------------------------------------------------------ malformed resources
 
-@pytest.mark.parametrize("status", [{"coding": True}, {"coding": -1}, {"coding": 1.5},
-                                    {"coding": 5}, {"coding": [True]}, {"coding": [{"code": 3}]}])
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"coding": True},
+        {"coding": -1},
+        {"coding": 1.5},
+        {"coding": 5},
+        {"coding": [True]},
+        {"coding": [{"code": 3}]},
+    ],
+)
 def test_malformed_clinical_status_on_another_condition_costs_no_card(status):
     broken = condition("E11.9")
     broken["clinicalStatus"] = status
@@ -49,38 +73,49 @@ def test_malformed_clinical_status_on_another_condition_costs_no_card(status):
 
 # ------------------------------------------------- codes and names real records use
 
+
 def test_kidney_transplant_recipient_is_a_kidney_patient():
     assert "nephrology" in cards_of(condition("161665007"), *normal_workup())
     assert "nephrology" in cards_of(condition("236436003"), *normal_workup())
 
 
 def test_resolved_transplant_history_is_no_kidney_signal():
-    assert "nephrology" not in cards_of(condition("161665007", clinical="resolved"),
-                                        *normal_workup())
+    assert "nephrology" not in cards_of(
+        condition("161665007", clinical="resolved"), *normal_workup()
+    )
 
 
 def test_synthea_hypothyroidism_code_is_thyroid_disease():
     # TSH above 10 despite a coded hypothyroidism: endocrinology (route-guide §2.6).
-    cards = cards_of(condition("83664006"), observation("3016-3", 14.0, "m[IU]/L", 5),
-                     *normal_workup())
+    cards = cards_of(
+        condition("83664006"), observation("3016-3", 14.0, "m[IU]/L", 5), *normal_workup()
+    )
     assert "endocrinology" in cards
-    near = cards_of(condition("83664006"), observation("3016-3", 2.1, "m[IU]/L", 5),
-                    *normal_workup())
+    near = cards_of(
+        condition("83664006"), observation("3016-3", 2.1, "m[IU]/L", 5), *normal_workup()
+    )
     assert "endocrinology" not in near
 
 
-@pytest.mark.parametrize("text, ingredient", [
-    ("Lasix 40mg", "furosemide"), ("Crestor 10 MG Oral Tablet", "rosuvastatin"),
-    ("Prograf 1 MG Oral Capsule", "tacrolimus"), ("cyclosporine 100 MG Oral Capsule", "cyclosporine"),
-    ("Venofer 20 MG/ML Injection", "iron sucrose")])
+@pytest.mark.parametrize(
+    "text, ingredient",
+    [
+        ("Lasix 40mg", "furosemide"),
+        ("Crestor 10 MG Oral Tablet", "rosuvastatin"),
+        ("Prograf 1 MG Oral Capsule", "tacrolimus"),
+        ("cyclosporine 100 MG Oral Capsule", "cyclosporine"),
+        ("Venofer 20 MG/ML Injection", "iron sucrose"),
+    ],
+)
 def test_medicines_named_by_brand_without_a_code_are_reviewed(text, ingredient):
     card = cards_of(medication(None, text), *normal_workup())["medication-review"]
     assert ingredient in card["detail"]
 
 
 def test_a_medicine_not_linked_to_cramps_is_not_reviewed():
-    assert "medication-review" not in cards_of(medication(None, "Lisinopril 10 MG"),
-                                                *normal_workup())
+    assert "medication-review" not in cards_of(
+        medication(None, "Lisinopril 10 MG"), *normal_workup()
+    )
 
 
 def test_a_route_that_crashes_on_a_malformed_resource_skips_that_resource(monkeypatch):
@@ -105,9 +140,11 @@ def test_a_route_that_crashes_on_a_malformed_resource_skips_that_resource(monkey
 
 # ------------------------------------------------------------- results that cannot be read
 
+
 def urgent_and_workup(*resources):
-    cards = cards_of(*resources, *[r for r in normal_workup()
-                                   if r["code"]["coding"][0]["code"] != "2823-3"])
+    cards = cards_of(
+        *resources, *[r for r in normal_workup() if r["code"]["coding"][0]["code"] != "2823-3"]
+    )
     return cards.get("urgent-care"), cards.get("primary-care-workup")
 
 
@@ -118,7 +155,9 @@ def potassium(value, unit="mmol/L", **kwargs):
 def test_potassium_without_a_unit_is_never_present_and_is_listed_for_review():
     urgent, workup = urgent_and_workup(potassium(2.4, None))
     assert urgent is None  # no number to trust: not an emergency card on its own
-    assert "cannot be read (no unit" in workup["detail"] and "review this result" in workup["detail"]
+    assert (
+        "cannot be read (no unit" in workup["detail"] and "review this result" in workup["detail"]
+    )
 
 
 def test_potassium_with_its_unit_is_the_urgent_card():  # near miss of the above
@@ -134,14 +173,22 @@ def test_text_only_potassium_is_listed_for_review():
     assert "a text value only" in workup["detail"] and '"<2.5 mmol/L"' in workup["detail"]
 
 
-@pytest.mark.parametrize("flag, urgent_expected", [("LL", True), ("AA", True), ("HH", True),
-                                                     ("L", False), ("H", False)])
+@pytest.mark.parametrize(
+    "flag, urgent_expected", [("LL", True), ("AA", True), ("HH", True), ("L", False), ("H", False)]
+)
 def test_a_critical_flag_without_a_number_counts_as_critical(flag, urgent_expected):
     result = potassium(0)
     del result["valueQuantity"]
-    result["interpretation"] = [{"coding": [{
-        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
-        "code": flag}]}]
+    result["interpretation"] = [
+        {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                    "code": flag,
+                }
+            ]
+        }
+    ]
     urgent, workup = urgent_and_workup(result)
     if urgent_expected:
         assert "flagged critical" in urgent["detail"] and f"({flag})" in urgent["detail"]
@@ -166,10 +213,13 @@ def test_implausible_hba1c_is_not_a_result():
 
 # ------------------------------------------------------------------ conflicting results
 
+
 @pytest.mark.parametrize("order", [0, 1])
 def test_same_instant_egfrs_are_decided_by_the_worse_value_in_any_order(order):
-    pair = [observation("33914-3", 82, "mL/min", 5, time="08:00:00", rid="egfr-a"),
-            observation("98979-8", 25, "mL/min/{1.73_m2}", 5, time="08:00:00", rid="egfr-b")]
+    pair = [
+        observation("33914-3", 82, "mL/min", 5, time="08:00:00", rid="egfr-a"),
+        observation("98979-8", 25, "mL/min/{1.73_m2}", 5, time="08:00:00", rid="egfr-b"),
+    ]
     if order:
         pair.reverse()
     workup = [r for r in normal_workup() if r["code"]["coding"][0]["code"] != "2160-0"]
@@ -191,8 +241,9 @@ def test_creatinine_discordant_with_the_reported_egfr_drives_the_kidney_rule():
 
 def test_egfr_in_ml_min_is_shown_as_reported():
     workup = [r for r in normal_workup() if r["code"]["coding"][0]["code"] != "2160-0"]
-    card = cards_of(condition("N18.4"), observation("33914-3", 4.26, "mL/min", 3),
-                    *workup)["nephrology"]
+    card = cards_of(condition("N18.4"), observation("33914-3", 4.26, "mL/min", 3), *workup)[
+        "nephrology"
+    ]
     assert "reported as 4.26 mL/min, used as mL/min/1.73m²" in card["detail"]
 
 
@@ -202,6 +253,7 @@ def test_newer_normal_creatinine_replaces_an_older_low_egfr():
 
 
 # --------------------------------------------------------------------- albumin and calcium
+
 
 def calcium_cards(calcium, albumin=None, albumin_days=1):
     workup = [r for r in normal_workup() if r["code"]["coding"][0]["code"] != "17861-6"]
@@ -230,6 +282,7 @@ def test_corrected_calcium_still_critical_says_how_it_was_derived():
 
 # ------------------------------------------------------------------------- DVT and dates
 
+
 def test_dvt_with_onset_20_days_ago_recorded_2_days_ago_is_urgent():
     card = cards_of(condition(DVT, onset=20, recorded=2), *normal_workup())["urgent-care"]
     assert f"onset {day(20)}, recorded {day(2)}" in card["detail"]
@@ -251,8 +304,11 @@ def test_old_dvt_is_not_new():  # near miss: both dates older than 14 days
 
 
 def test_dvt_already_anticoagulated_is_a_warning_to_review_not_the_ed():
-    cards = cards_of(condition(DVT, onset=5), medication(None, "Apixaban 5 MG Oral Tablet",
-                                                        authored=4), *normal_workup())
+    cards = cards_of(
+        condition(DVT, onset=5),
+        medication(None, "Apixaban 5 MG Oral Tablet", authored=4),
+        *normal_workup(),
+    )
     card = cards["urgent-care"]
     assert card["indicator"] == "warning"
     assert card["summary"].startswith("DVT on anticoagulation")
@@ -269,8 +325,12 @@ def test_anticoagulant_from_before_the_dvt_does_not_downgrade_it(authored):
 
 
 def test_anticoagulated_dvt_with_another_red_flag_stays_critical():
-    cards = cards_of(condition(DVT, onset=5), medication(None, "Eliquis 5 MG", authored=4),
-                     observation("2951-2", 120, "mmol/L", 1), *normal_workup())
+    cards = cards_of(
+        condition(DVT, onset=5),
+        medication(None, "Eliquis 5 MG", authored=4),
+        observation("2951-2", 120, "mmol/L", 1),
+        *normal_workup(),
+    )
     assert cards["urgent-care"]["indicator"] == "critical"
 
 
@@ -290,30 +350,36 @@ def test_suspected_dvt_from_a_sign_recorded_as_an_observation():
     assert "recorded as a finding" in card["detail"]
 
 
-@pytest.mark.parametrize("resources", [
-    [d_dimer(900)],                                         # a D-dimer alone is non-specific
-    [condition("449614009", onset=1), d_dimer(450)],        # below 500 FEU
-    [condition("449614009", onset=1), d_dimer(900, days_ago=4)],   # older than 72 h
-    [condition("449614009", onset=20), d_dimer(900)],       # the sign is old
-])
+@pytest.mark.parametrize(
+    "resources",
+    [
+        [d_dimer(900)],  # a D-dimer alone is non-specific
+        [condition("449614009", onset=1), d_dimer(450)],  # below 500 FEU
+        [condition("449614009", onset=1), d_dimer(900, days_ago=4)],  # older than 72 h
+        [condition("449614009", onset=20), d_dimer(900)],  # the sign is old
+    ],
+)
 def test_suspected_dvt_near_misses(resources):
     assert "urgent-care" not in cards_of(*resources, *normal_workup())
 
 
-@pytest.mark.parametrize("text, ingredient", [("Simvistatin 10 MG", "simvastatin"),
-                                              ("Furosemid 40 mg", "furosemide")])
+@pytest.mark.parametrize(
+    "text, ingredient", [("Simvistatin 10 MG", "simvastatin"), ("Furosemid 40 mg", "furosemide")]
+)
 def test_a_misspelt_medicine_without_a_code_is_reviewed_and_flagged(text, ingredient):
     card = cards_of(medication(None, text), *normal_workup())["medication-review"]
     assert ingredient in card["detail"] and "similar name only" in card["detail"]
 
 
-@pytest.mark.parametrize("text", ["Amlodipine 5 MG", "Losartan 50 MG", "Metformin 500 MG",
-                                  "Hydralazine 25 MG"])
+@pytest.mark.parametrize(
+    "text", ["Amlodipine 5 MG", "Losartan 50 MG", "Metformin 500 MG", "Hydralazine 25 MG"]
+)
 def test_a_similar_looking_unrelated_medicine_is_not_matched(text):
     assert "medication-review" not in cards_of(medication(None, text), *normal_workup())
 
 
 def test_a_different_drug_with_a_similar_name_is_not_a_misspelling():
     # levalbuterol is not albuterol misspelt: whole-word names only (route-guide §4.3)
-    assert "medication-review" not in cards_of(medication(None, "levalbuterol inhaler"),
-                                                *normal_workup())
+    assert "medication-review" not in cards_of(
+        medication(None, "levalbuterol inhaler"), *normal_workup()
+    )

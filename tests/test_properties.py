@@ -24,11 +24,29 @@ REQUESTS = {p.stem: json.loads(p.read_text()) for p in sorted(EXAMPLES.glob("*.j
 URGENT = [name for name in REQUESTS if name.startswith("urgent-care")]
 CRAMP_CODES = {"449918009", "R25.2", "55300003", "74813009"}
 
-JUNK = st.one_of(st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=False, allow_infinity=False),
-                 st.text(max_size=12), st.just([]), st.just({}), st.none(),
-                 st.just([True]), st.just({"coding": 5}),
-                 st.sampled_from(["2026-13-45", "yesterday", "", "0000", "2026-11-24T25:00:00Z",
-                                  "9999-12-31", "1800-01-01", "2026-11"]))
+JUNK = st.one_of(
+    st.booleans(),
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=12),
+    st.just([]),
+    st.just({}),
+    st.none(),
+    st.just([True]),
+    st.just({"coding": 5}),
+    st.sampled_from(
+        [
+            "2026-13-45",
+            "yesterday",
+            "",
+            "0000",
+            "2026-11-24T25:00:00Z",
+            "9999-12-31",
+            "1800-01-01",
+            "2026-11",
+        ]
+    ),
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +56,19 @@ def service():
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    app = create_app(Settings.from_env({}, today="2026-11-24",
-                                       data_dir=tmp_path_factory.mktemp("data")))
+    app = create_app(
+        Settings.from_env({}, today="2026-11-24", data_dir=tmp_path_factory.mktemp("data"))
+    )
     return app.test_client()
 
 
 def entries(request: dict) -> list[dict]:
-    return [e["resource"] for value in request["prefetch"].values()
-            if isinstance(value, dict) and value.get("resourceType") == "Bundle"
-            for e in value.get("entry", [])]
+    return [
+        e["resource"]
+        for value in request["prefetch"].values()
+        if isinstance(value, dict) and value.get("resourceType") == "Bundle"
+        for e in value.get("entry", [])
+    ]
 
 
 def paths(node, prefix=()):
@@ -86,8 +108,13 @@ def strip(card: dict) -> dict:
 
 
 def evidence_ids(cards: list[dict]) -> set[str]:
-    return {ref["reference"].split("/")[-1] for card in cards for s in card.get("suggestions", [])
-            for action in s["actions"] for ref in action["resource"].get("reasonReference", [])}
+    return {
+        ref["reference"].split("/")[-1]
+        for card in cards
+        for s in card.get("suggestions", [])
+        for action in s["actions"]
+        for ref in action["resource"].get("reasonReference", [])
+    }
 
 
 def is_gate(resource: dict) -> bool:
@@ -95,10 +122,17 @@ def is_gate(resource: dict) -> bool:
     return any(c.get("code") in CRAMP_CODES for c in codings if isinstance(c, dict))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                  HealthCheck.function_scoped_fixture])
-@given(name=st.sampled_from(sorted(REQUESTS)), pick=st.integers(0, 10**6), junk=JUNK,
-       delete=st.booleans())
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    name=st.sampled_from(sorted(REQUESTS)),
+    pick=st.integers(0, 10**6),
+    junk=JUNK,
+    delete=st.booleans(),
+)
 def test_no_malformed_resource_gives_a_500(client, name, pick, junk, delete):
     request = copy.deepcopy(REQUESTS[name])
     resources = entries(request) + [request["prefetch"]["patient"]]
@@ -109,11 +143,15 @@ def test_no_malformed_resource_gives_a_500(client, name, pick, junk, delete):
     assert response.status_code < 500, response.get_data(as_text=True)[:300]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                  HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(name=st.sampled_from(URGENT), pick=st.integers(0, 10**6), junk=JUNK, delete=st.booleans())
-def test_an_unrelated_malformed_resource_never_costs_the_urgent_card(service, name, pick, junk,
-                                                                    delete):
+def test_an_unrelated_malformed_resource_never_costs_the_urgent_card(
+    service, name, pick, junk, delete
+):
     request = copy.deepcopy(REQUESTS[name])
     before = cards_of(service, request)
     assert before[0]["indicator"] == "critical"
@@ -127,7 +165,9 @@ def test_an_unrelated_malformed_resource_never_costs_the_urgent_card(service, na
     assert after[0]["summary"] == before[0]["summary"]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(name=st.sampled_from(sorted(REQUESTS)), seed=st.integers(0, 2**32 - 1))
 def test_cards_do_not_depend_on_the_order_of_resources(service, name, seed):
     request = copy.deepcopy(REQUESTS[name])
