@@ -46,7 +46,9 @@ def server(tmp_path_factory):
         try:
             if requests.get(base + "/healthz", timeout=1).status_code == 200:
                 break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
+            # refused (not listening yet) or accepted but not answered (the worker is still
+            # booting on a loaded machine): try again until the deadline
             time.sleep(0.2)
     else:
         process.kill()
