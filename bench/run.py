@@ -54,7 +54,9 @@ TARGET_RATIO = 2.0
 TARGET_SIZE = 200  # resources: the size the 2x target is stated for
 TARGET_RPS = 300
 TARGET_P99_MS = 100.0
-MEMORY_SLACK_MIB = 2.0  # RSS moves by an arena or two without any leak
+MEMORY_SLACK_MIB = 2.0
+PEER_SECONDS = 10
+TARGET_STARTUP_S = 0.5  # RSS moves by an arena or two without any leak
 
 
 # --------------------------------------------------------------------------- servers
@@ -68,16 +70,35 @@ def free_port() -> int:
 class Server:
     """One gunicorn process tree on 127.0.0.1, stopped by its own pid only."""
 
-    def __init__(self, name: str, app: str, env: dict, workdir: Path, chdir: Path = ROOT):
+    def __init__(self, name: str, app: str, env: dict, workdir: Path, chdir: Path = ROOT,
+                 command: list[str] | None = None):
         self.name = name
         self.port = free_port()
         self.log_path = workdir / f"{name}.log"
         gunicorn = Path(sys.executable).parent / "gunicorn"
-        env = {**env, "CDS_HOST": "127.0.0.1", "CDS_PORT": str(self.port)}
+        env = {**env, "CDS_HOST": "127.0.0.1", "CDS_PORT": str(self.port), "PORT": str(self.port)}
         self.log = open(self.log_path, "wb")
+        self.node = command is not None
+        self.started = time.perf_counter()
         self.process = subprocess.Popen(
-            [str(gunicorn), "-c", "python:cds_service.gunicorn_conf", "--chdir", str(chdir), app],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+            command or [str(gunicorn), "-c", "python:cds_service.gunicorn_conf", "--chdir",
+                        str(chdir), app],
+            cwd=chdir if command else ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def first_answer(self, path: str, body: bytes, timeout: float = 30.0) -> float:
+        """Seconds from the process start to its first 200 answer to a hook call."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                status, _, _ = request_once(self.port, "POST", path, fresh_body(body))
+                if status == 200:
+                    return time.perf_counter() - self.started
+            except OSError:
+                pass
+            time.sleep(0.002)
+        self.stop()
+        raise SystemExit(f"{self.name} gave no answer:\n"
+                         + self.log_path.read_text(errors="replace")[-3000:])
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -85,8 +106,9 @@ class Server:
             if self.process.poll() is not None:
                 break
             try:
-                status, _, _ = request_once(self.port, "GET", "/healthz", None)
-                if status == 200 and len(self.workers()) >= 1:
+                status, _, _ = request_once(self.port, "GET",
+                                            "/cds-services" if self.node else "/healthz", None)
+                if status == 200 and (self.node or len(self.workers()) >= 1):
                     return
             except OSError:
                 pass
@@ -184,7 +206,8 @@ def side_by_side(service: Server, baseline: Server, template: bytes, rounds: int
     return samples
 
 
-def _load_worker(port: int, template: bytes, deadline: float, max_requests: int, queue) -> None:
+def _load_worker(port: int, template: bytes, deadline: float, max_requests: int, queue,
+                 path: str = PATH) -> None:
     """One load-generating process: a kept-alive connection, requests until the deadline."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     latencies, errors = [], 0
@@ -194,7 +217,7 @@ def _load_worker(port: int, template: bytes, deadline: float, max_requests: int,
         body = fresh_body(template)
         started = time.perf_counter()
         try:
-            status, _, _ = request_once(port, "POST", PATH, body, conn)
+            status, _, _ = request_once(port, "POST", path, body, conn)
         except (OSError, http.client.HTTPException):
             errors += 1
             conn.close()
@@ -207,12 +230,13 @@ def _load_worker(port: int, template: bytes, deadline: float, max_requests: int,
     queue.put((latencies, errors))
 
 
-def load_python(port: int, template: bytes, seconds: float, clients: int) -> dict:
+def load_python(port: int, template: bytes, seconds: float, clients: int,
+                path: str = PATH) -> dict:
     """Fallback load generator: ``clients`` processes, one connection each."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     deadline = time.monotonic() + seconds + 2.0  # spawn start-up included in the window below
-    procs = [ctx.Process(target=_load_worker, args=(port, template, deadline, 10_000_000, queue))
+    procs = [ctx.Process(target=_load_worker, args=(port, template, deadline, 10_000_000, queue, path))
              for _ in range(clients)]
     started = time.monotonic()
     for proc in procs:
@@ -278,12 +302,12 @@ def _wrk_ms(text: str) -> float:
 
 
 def load_wrk(wrk: str, port: int, template_path: Path, workdir: Path, seconds: int,
-             clients: int) -> dict:
+             clients: int, path: str = PATH) -> dict:
     script = workdir / "post.lua"
     script.write_text(WRK_SCRIPT % {"body": template_path, "placeholder": PLACEHOLDER.replace("-", "%-"),
-                                    "path": PATH})
+                                    "path": path})
     cmd = [wrk, "-t2", f"-c{clients}", f"-d{seconds}s", "--latency", "--timeout", "10s",
-           "-s", str(script), f"http://127.0.0.1:{port}{PATH}"]
+           "-s", str(script), f"http://127.0.0.1:{port}{path}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
     try:
         return _parse_wrk(out, seconds)
@@ -307,10 +331,11 @@ def _parse_wrk(out: str, seconds: int) -> dict:
     return stats
 
 
-def run_load(wrk, port, template, template_path, workdir, seconds, clients=CONCURRENCY) -> dict:
+def run_load(wrk, port, template, template_path, workdir, seconds, clients=CONCURRENCY,
+             path=PATH) -> dict:
     if wrk:
-        return load_wrk(wrk, port, template_path, workdir, seconds, clients)
-    return load_python(port, template, seconds, clients)
+        return load_wrk(wrk, port, template_path, workdir, seconds, clients, path)
+    return load_python(port, template, seconds, clients, path)
 
 
 def metric_value(port: int, name: str, labels: dict) -> float:
@@ -351,6 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run (smoke test)")
     parser.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
+    parser.add_argument("--node-peer", default=os.environ.get("BENCH_NODE_PEER"),
+                        help="checkout of cds-hooks/sandbox-cds-services (or BENCH_NODE_PEER)")
+    parser.add_argument("--node-build", default=os.environ.get(
+        "BENCH_NODE_BUILD", str(Path(tempfile.gettempdir()) / "cds-bench-node-peer")),
+                        help="where the Node peer is copied and installed (outside the repo)")
     args = parser.parse_args(argv)
     rounds = {k: (40 if args.quick else v) for k, v in SIDE_BY_SIDE_ROUNDS.items()}
     load_seconds = 5 if args.quick else LOAD_SECONDS
@@ -373,6 +403,30 @@ def main(argv: list[str] | None = None) -> int:
         paths[size].write_bytes(bodies[size])
 
     wrk = ensure_wrk()
+    node_build = None
+    if args.node_peer:
+        import node_peer
+        print(f"Node peer: preparing {args.node_peer} in {args.node_build} ...", flush=True)
+        node_build = node_peer.prepare(Path(args.node_peer), Path(args.node_build))
+
+    # Start-up to the first answer: a fresh server, polled with a hook call every 2 ms.
+    startup = {}
+    for attempt in range(2):  # the second run has the OS file cache warm, as after a deploy
+        probe = Server("startup-service", "cds_service.app:create_app()", env, workdir)
+        try:
+            startup.setdefault("service", []).append(probe.first_answer(PATH, bodies[20]))
+        finally:
+            probe.stop()
+        if node_build:
+            probe = Server("startup-node", "", env, workdir, chdir=node_build,
+                           command=node_peer.command(node_build))
+            try:
+                startup.setdefault("node", []).append(probe.first_answer(node_peer.PATH, bodies[20]))
+            finally:
+                probe.stop()
+    print("start-up to first answer: " + ", ".join(
+        f"{k} {min(v):.2f} s" for k, v in startup.items()), flush=True)
+
     service = Server("service", "cds_service.app:create_app()", env, workdir)
     baseline = Server("baseline", "baseline:app", env, workdir, chdir=ROOT / "bench")
     rows, load, base_load, memory, cards = [], {}, {}, {}, {}
@@ -420,6 +474,31 @@ def main(argv: list[str] | None = None) -> int:
                              max(5, load_seconds // 3))
         print(f"  baseline: {base_load['rps']:.0f} req/s, p99 {base_load['p99']:.1f} ms", flush=True)
 
+        peer = []
+        if node_build:
+            node = Server("node", "", env, workdir, chdir=node_build,
+                          command=node_peer.command(node_build))
+            try:
+                node.wait_ready()
+                for size in (20, 200):
+                    for _ in range(20):
+                        request_once(node.port, "POST", node_peer.PATH, fresh_body(bodies[size]))
+                print(f"peer: {CONCURRENCY} connections, {PEER_SECONDS}s each, systems "
+                      "alternating ...", flush=True)
+                for size in (20, 200):
+                    row = {"size": size}
+                    for name, server, path in (("service", service, PATH),
+                                               ("node", node, node_peer.PATH),
+                                               ("baseline", baseline, PATH)):
+                        row[name] = run_load(wrk, server.port, bodies[size], paths[size], workdir,
+                                             PEER_SECONDS, path=path)
+                    peer.append(row)
+                    print(f"  {size}: service {row['service']['rps']:.0f}, node "
+                          f"{row['node']['rps']:.0f}, baseline {row['baseline']['rps']:.0f} req/s",
+                          flush=True)
+            finally:
+                node.stop()
+
         # Memory: the workers reach their working size (lru caches full, SQLite's page cache
         # filled by ~45,000 card writes) during the load run and a settling run of 20,000
         # more requests; from there, 20,000 more requests must not grow them.
@@ -453,7 +532,8 @@ def main(argv: list[str] | None = None) -> int:
         service.stop()
         baseline.stop()
 
-    report = render(rows, load, base_load, memory, log_lines, wrk, rounds, load_seconds)
+    report = render(rows, load, base_load, memory, log_lines, wrk, rounds, load_seconds,
+                    peer, startup)
     notes = ROOT / "bench" / "NOTES.md"
     if notes.is_file():
         report += "\n" + notes.read_text()
@@ -466,7 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def render(rows, load, base_load, memory, log_lines, wrk, rounds, load_seconds) -> str:
+def render(rows, load, base_load, memory, log_lines, wrk, rounds, load_seconds, peer=(),
+           startup=None) -> str:
     m = machine()
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -475,8 +556,8 @@ def render(rows, load, base_load, memory, log_lines, wrk, rounds, load_seconds) 
         f"- Date: {now}",
         f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['platform']}; load average at the end "
         f"{m['load']} (other work on the machine shares the CPUs and skews load results)",
-        f"- Python {m['python']}; gunicorn with cds_service/gunicorn_conf.py (gthread, "
-        f"CDS_WORKERS=2, {THREADS} threads per worker"
+        f"- Python {m['python']}; gunicorn with cds_service/gunicorn_conf.py (gevent worker, "
+        f"CDS_WORKERS=2"
         + (f", GUNICORN_CMD_ARGS={os.environ['GUNICORN_CMD_ARGS']!r}"
            if os.environ.get("GUNICORN_CMD_ARGS") else "")
         + ") for both servers; CDS_AUTH_MODE=off, CDS_LOG_LEVEL=INFO "
@@ -524,6 +605,35 @@ def render(rows, load, base_load, memory, log_lines, wrk, rounds, load_seconds) 
         f"| baseline (parse only) | {base_load['requests']} | {base_load['rps']:.0f} "
         f"| {base_load['p50']:.1f} | {base_load['p99']:.1f} | {base_load['errors']} |",
         "",
+        "## Peer: the Node reference (cds-hooks/sandbox-cds-services, patient-greeting)",
+        "",
+    ]
+    if peer:
+        lines += [
+            f"wrk, {CONCURRENCY} connections, {PEER_SECONDS}s per system, systems alternating "
+            "(service, Node, parse-only baseline) on the same body; the Node copy's body limit "
+            f"raised from 100 kB to 50 MB (bench/node_peer.py). Node answers one greeting card "
+            "and does no clinical work.",
+            "",
+            "| resources | service req/s | Node req/s | baseline req/s | service / Node | "
+            "service / baseline | service p99 ms | Node p99 ms | errors service / Node |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in peer:
+            s_, n_, b_ = row["service"], row["node"], row["baseline"]
+            lines.append(f"| {row['size']} | {s_['rps']:.0f} | {n_['rps']:.0f} | {b_['rps']:.0f} "
+                         f"| **{s_['rps'] / n_['rps']:.2f}** | {s_['rps'] / b_['rps']:.2f} "
+                         f"| {s_['p99']:.1f} | {n_['p99']:.1f} | {s_['errors']} / {n_['errors']} |")
+    else:
+        lines.append("Not run: give a checkout of cds-hooks/sandbox-cds-services with "
+                     "`--node-peer DIR` or `BENCH_NODE_PEER=DIR`.")
+    lines += ["", "## Start-up to the first answer", ""]
+    for name, values in (startup or {}).items():
+        lines.append(f"- {name}: {min(values):.2f} s (runs: "
+                     f"{', '.join(f'{v:.2f}' for v in values)}; process start to the first 200 "
+                     "answer to a 20-resource hook call)")
+    lines += [
+        "",
         "## Memory",
         "",
         f"RSS (MiB) of the service's gunicorn processes after warm-up and the side-by-side runs; "
@@ -569,6 +679,15 @@ def render(rows, load, base_load, memory, log_lines, wrk, rounds, load_seconds) 
     verdict.append(f"memory: {'met' if growth <= MEMORY_SLACK_MIB else 'MISSED'} (largest growth "
                    f"{fmt(growth, 1)} MiB over {memory['requests']} requests; allocator slack "
                    f"<= {MEMORY_SLACK_MIB} MiB)")
+    for row in peer:
+        want = 1.0 if row["size"] == 200 else 0.5
+        got = row["service"]["rps"] / row["node"]["rps"]
+        verdict.append(f"vs Node at {row['size']}: {'met' if got >= want else 'MISSED'} "
+                       f"({got:.2f}x vs >= {want}x)")
+    if startup and startup.get("service"):
+        first = min(startup["service"])
+        verdict.append(f"start-up: {'met' if first < TARGET_STARTUP_S else 'MISSED'} "
+                       f"({first:.2f} s vs < {TARGET_STARTUP_S} s)")
     lines += ["## Targets", ""] + [f"- {v}" for v in verdict] + [""]
     return "\n".join(lines)
 

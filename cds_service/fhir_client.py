@@ -198,7 +198,10 @@ class FhirFetcher:
                 if status != 200:
                     return FetchFailure(f"server answered HTTP {status}")
                 data = bytearray()
-                for chunk in response.iter_content(64 * 1024):
+                # read1: whatever one receive brings, so a server dripping a byte at a time
+                # meets the deadline check below (iter_content waits for a full 64 KiB).
+                raw = response.raw
+                while chunk := raw.read1(64 * 1024, decode_content=True):
                     data += chunk
                     if len(data) > limit:
                         return FetchFailure(f"page larger than {limit} bytes")

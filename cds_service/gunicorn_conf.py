@@ -16,13 +16,16 @@ from cds_service.config import Settings
 _settings = Settings.from_env()
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.workers
-worker_class = "gthread"
-# The hook is CPU-bound (parse, rules, cards) and one process runs Python on one core at a
-# time: more threads per worker only interleave requests and stretch the tail (make bench:
-# p99 ~230 ms with 4 threads vs ~80-170 ms with 1-2 at 16 connections). Two threads keep a
-# worker answering while the other waits on a FHIR server (CDS_FHIR_TIMEOUT). Override
-# with GUNICORN_CMD_ARGS="--threads N" if fetching dominates.
-threads = 2
+# gevent: every connection is a greenlet, so a slow or idle client (a header line every few
+# seconds, a kept-alive connection) costs a few KiB, never a request thread, and a call
+# waiting on a FHIR server (requests, made cooperative by gevent's monkey-patching in the
+# worker) yields to the others. The hook itself is CPU-bound, so one greenlet runs at a
+# time per worker, as with one thread. Measured against gthread in bench/NOTES.md
+# ("Choosing the server"); GUNICORN_CMD_ARGS="--worker-class gthread --threads 2" restores
+# the previous setup.
+worker_class = "gevent"
+worker_connections = 1000  # open connections per worker (slow, idle and active)
+threads = 2  # used by gthread only
 timeout = 30
 keepalive = 5
 accesslog = None  # the app writes its own JSON access line (logger cds_service.access)

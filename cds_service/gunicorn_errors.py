@@ -62,6 +62,34 @@ def error_bytes(status: int, reason: str, message: str) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
+LINGER_BYTES = 256 * 1024  # most unread request bytes drained before closing
+LINGER_SECONDS = 1.0
+
+
+def _linger(client) -> None:
+    """Close gently: half-close, then drain what the client is still sending for a moment.
+
+    Closing a socket with unread request bytes (the rest of a 9 kB request line) makes the
+    kernel send a reset, and the client may then lose the answer already sent. Under the
+    gevent worker the drain is a cooperative wait, it holds no thread.
+    """
+    import socket
+    import time
+
+    client.shutdown(socket.SHUT_WR)
+    deadline = time.monotonic() + LINGER_SECONDS
+    drained = 0
+    try:
+        while drained < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+            client.settimeout(left)
+            chunk = client.recv(65536)
+            if not chunk:
+                break
+            drained += len(chunk)
+    except OSError:
+        pass
+
+
 def install(worker) -> None:
     """Answer request errors of this gunicorn worker as OperationOutcome (see above)."""
     from gunicorn import util
@@ -76,6 +104,7 @@ def install(worker) -> None:
         log.warning("HTTP request refused before the app: %d (%s)", status, type(exc).__name__)
         try:
             util.write_nonblock(client, error_bytes(status, reason, message))
+            _linger(client)
         except Exception:
             log.debug("could not send the %d answer", status)
         return None

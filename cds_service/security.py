@@ -19,8 +19,11 @@ from pathlib import Path
 from time import monotonic
 from urllib.parse import urlsplit
 
-import jwt
 import requests
+
+from cds_service.lazy import lazy_module
+
+jwt = lazy_module("jwt")  # PyJWT + cryptography load on the first token (CDS_AUTH_MODE=jwt)
 
 from cds_service import metrics
 from cds_service.config import ConfigError, Settings
