@@ -419,11 +419,11 @@ def test_full_disk_then_space_freed(tmp_path):
             for _ in range(20):
                 assert clients.post() == 200
             filler = mount / "filler"
-            with open(filler, "wb") as f:  # fill every byte left
+            # Unbuffered: the write that meets the full disk raises here, not at close.
+            with open(filler, "wb", buffering=0) as f:  # fill every byte left
                 try:
                     while True:
                         f.write(b"\0" * 65536)
-                        f.flush()
                 except OSError:
                     pass
             statuses = [clients.post() for _ in range(40)]
