@@ -466,7 +466,7 @@ def _medication_lists(route, classes: list[str]) -> list[CodeList]:
 def _content(route, criterion: dict) -> tuple[str | None, list[str], list[dict]]:
     """A rule's own next step, caveats and links: on the criterion itself, or in the route's
     ``content`` block that the criterion names (``content: <name>``)."""
-    block = {}
+    block: dict = {}
     name = criterion.get("content")
     if isinstance(name, str):
         block = route.data.get("content", {}).get(name, {}) or {}
@@ -477,7 +477,7 @@ def _content(route, criterion: dict) -> tuple[str | None, list[str], list[dict]]
         for link in (criterion.get("links", block.get("links", [])) or [])
         if isinstance(link, dict) and "url" in link
     ]
-    return _clean(next_step), [_clean(c) for c in caveats if c], links
+    return _clean(next_step), [t for c in caveats if (t := _clean(c))], links
 
 
 def _when(criterion: dict, route, ruleset) -> tuple[str, list[str], list[str], list[CodeList]]:
@@ -525,7 +525,7 @@ def _when(criterion: dict, route, ruleset) -> tuple[str, list[str], list[str], l
         concept = ruleset.concepts.get(criterion["concept"])
         label = concept.label if concept else criterion["concept"]
         reads = [_concept_list(ruleset, criterion["concept"])] if concept else []
-        pick = {"max": "highest", "min": "lowest"}.get(criterion.get("aggregate"), "newest")
+        pick = {"max": "highest", "min": "lowest"}.get(str(criterion.get("aggregate")), "newest")
         when = (
             f"The {pick} {label} result of the last {_days(criterion['lookback_days'])} is "
             f"{threshold_words(criterion, concept)}."
@@ -712,8 +712,8 @@ def explain_route(route, ruleset, fired: Iterable[str] = ()) -> RouteExplanation
         code=route.code,
         title=route.title,
         indicator=route.indicator,
-        why=_clean(data.get("why")),
-        action=_clean(data.get("action")),
+        why=_clean(data.get("why")) or "",
+        action=_clean(data.get("action")) or "",
         summary=data.get("summary", ""),
         referral=(
             f"{referral['code']['display']} ({_short_system_name(referral['code']['system'])}"
@@ -723,7 +723,7 @@ def explain_route(route, ruleset, fired: Iterable[str] = ()) -> RouteExplanation
         ),
         referral_priority=referral.get("priority") if referral else None,
         orders=orders,
-        caveats=[_clean(c) for c in data.get("caveats", [])],
+        caveats=[t for c in data.get("caveats", []) if (t := _clean(c))],
         links=[link for link in data.get("links", []) if "url" in link],
         variants=variants,
         rules=rules,
@@ -905,7 +905,7 @@ def decision_tables(ruleset, content_hash: str, width: int = 100) -> str:
                 out += rule_details(rule)
                 if rule.used_by:
                     out += para("      used by ", ", ".join(rule.used_by), "              ")
-        reads = {}
+        reads: dict = {}
         for rule in r.rules:
             for code_list in rule.reads:
                 reads.setdefault((code_list.kind, code_list.name), code_list)

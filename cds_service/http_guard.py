@@ -83,7 +83,8 @@ def _read_exactly(stream, length: int) -> bytes:
 
 def _read_to_end(stream, limit: int) -> bytes | None:
     """A body without a length (chunked): its bytes, or None when it is over ``limit``."""
-    parts, total = [], 0
+    parts: list[bytes] = []
+    total = 0
     try:
         while True:
             chunk = stream.read(min(READ_CHUNK, limit + 1 - total))

@@ -119,7 +119,7 @@ def _document() -> dict:
     schemas.update({"OperationOutcome": OPERATION_OUTCOME, "FeedbackAck": FEEDBACK_ACK,
                     "Health": HEALTH})
     service = f"/cds-services/{SERVICE_ID}"
-    bearer = [{}, {"cdsClientJwt": []}]  # required only when CDS_AUTH_MODE=jwt
+    bearer: list[dict[str, list[str]]] = [{}, {"cdsClientJwt": []}]  # required only when CDS_AUTH_MODE=jwt
     feedback_link = {
         "operationId": "postFeedback",
         "description": "Report an outcome for the first card of this answer.",
