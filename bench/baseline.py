@@ -20,8 +20,9 @@ def create_baseline() -> Flask:
     @app.post("/cds-services/<service_id>")
     def parse_only(service_id: str):
         payload = orjson.loads(request.get_data(cache=False))
-        return Response(orjson.dumps({"cards": [], "keys": len(payload)}),
-                        mimetype="application/json")
+        return Response(
+            orjson.dumps({"cards": [], "keys": len(payload)}), mimetype="application/json"
+        )
 
     @app.get("/healthz")
     def healthz():

@@ -14,9 +14,8 @@ import json
 import sys
 import threading
 import time
-from pathlib import Path
-
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -43,8 +42,14 @@ def start_server(delay: float):
                 return self.answer(401, {"resourceType": "OperationOutcome"})
             time.sleep(delay)
             rtype = urlsplit(self.path).path.rsplit("/", 1)[-1]
-            self.answer(200, {"resourceType": "Bundle", "type": "searchset",
-                              "entry": [{"resource": {"resourceType": rtype, "id": "1"}}]})
+            self.answer(
+                200,
+                {
+                    "resourceType": "Bundle",
+                    "type": "searchset",
+                    "entry": [{"resource": {"resourceType": rtype, "id": "1"}}],
+                },
+            )
 
         def answer(self, status: int, body: dict):
             data = json.dumps(body).encode()
@@ -72,8 +77,9 @@ def main() -> None:
 
     server, clients = start_server(args.delay)
     base = f"http://127.0.0.1:{server.server_address[1]}/fhir"
-    settings = Settings.from_env({}, allow_http_fhir=True, fhir_pool_size=args.keys,
-                                 fhir_timeout=args.keys * args.delay + 5)
+    settings = Settings.from_env(
+        {}, allow_http_fhir=True, fhir_pool_size=args.keys, fhir_timeout=args.keys * args.delay + 5
+    )
     fetcher = FhirFetcher(settings)
     queries = {f"key{i}": f"Type{i}?patient=p1" for i in range(args.keys)}
     try:
@@ -86,10 +92,12 @@ def main() -> None:
             for key, url in queries.items():
                 fetcher(base, TOKEN, {key: url})
             sequential = time.perf_counter() - started
-            print(f"round {round_}: {args.keys} keys x {args.delay:.3f} s each: "
-                  f"concurrent {parallel:.3f} s (slowest query {args.delay:.3f} s), "
-                  f"one at a time {sequential:.3f} s (sum {args.keys * args.delay:.3f} s), "
-                  f"speed-up x{sequential / parallel:.1f}")
+            print(
+                f"round {round_}: {args.keys} keys x {args.delay:.3f} s each: "
+                f"concurrent {parallel:.3f} s (slowest query {args.delay:.3f} s), "
+                f"one at a time {sequential:.3f} s (sum {args.keys * args.delay:.3f} s), "
+                f"speed-up x{sequential / parallel:.1f}"
+            )
         total = args.rounds * args.keys * 2
         print(f"{total} requests over {len(clients)} TCP connections (keep-alive reuse)")
     finally:

@@ -33,7 +33,10 @@ ANTLR4 = "4.8.0"
 def prepare(source: Path, build: Path) -> Path:
     """A runnable copy of ``source`` in ``build`` (reused when already installed)."""
     source = Path(source).resolve()
-    if not (source / "index.js").is_file() or not (source / "services" / "patient-greeting.js").is_file():
+    if (
+        not (source / "index.js").is_file()
+        or not (source / "services" / "patient-greeting.js").is_file()
+    ):
         raise SystemExit(f"{source} is not a checkout of cds-hooks/sandbox-cds-services")
     if not shutil.which("node") or not shutil.which("npm"):
         raise SystemExit("the Node peer needs node and npm on PATH")
@@ -42,21 +45,32 @@ def prepare(source: Path, build: Path) -> Path:
         return build
     if build.exists():
         shutil.rmtree(build)
-    shutil.copytree(source, build, ignore=shutil.ignore_patterns(".git", "node_modules",
-                                                                 "package-lock.json"))
+    shutil.copytree(
+        source, build, ignore=shutil.ignore_patterns(".git", "node_modules", "package-lock.json")
+    )
     (build / "stub-fs").mkdir(exist_ok=True)
     (build / "stub-fs" / "package.json").write_text(
-        json.dumps({"name": "fs", "version": "0.0.1-security"}))
+        json.dumps({"name": "fs", "version": "0.0.1-security"})
+    )
     package = json.loads((build / "package.json").read_text())
     package["overrides"] = {"fs": "file:./stub-fs", "antlr4": ANTLR4}
     (build / "package.json").write_text(json.dumps(package, indent=2))
     index = build / "index.js"
     text = index.read_text()
     if "bodyParser.json()" not in text:
-        raise SystemExit("index.js of the Node peer has no bodyParser.json(): cannot raise its limit")
-    index.write_text(text.replace("bodyParser.json()", f"bodyParser.json({{ limit: '{BODY_LIMIT}' }})"))
-    subprocess.run(["npm", "install", "--omit=dev", "--no-audit", "--no-fund"], cwd=build,
-                   check=True, timeout=600, stdout=subprocess.DEVNULL)
+        raise SystemExit(
+            "index.js of the Node peer has no bodyParser.json(): cannot raise its limit"
+        )
+    index.write_text(
+        text.replace("bodyParser.json()", f"bodyParser.json({{ limit: '{BODY_LIMIT}' }})")
+    )
+    subprocess.run(
+        ["npm", "install", "--omit=dev", "--no-audit", "--no-fund"],
+        cwd=build,
+        check=True,
+        timeout=600,
+        stdout=subprocess.DEVNULL,
+    )
     stamp.touch()
     return build
 

@@ -17,14 +17,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from synthea import (SYNTHEA_DIR, leg_cramp_condition, patient_resources,  # noqa: E402
-                     searchset)
+from synthea import (  # noqa: E402 (tests/ is put on the path above)
+    SYNTHEA_DIR,
+    leg_cramp_condition,
+    patient_resources,  # noqa: E402
+    searchset,
+)
 
 DEFAULT_CHART = SYNTHEA_DIR / "Gabriel_Blanda_95f1227c.json"
-SHARES = (("Condition", 0.10), ("Observation", 0.65), ("Procedure", 0.20),
-          ("MedicationRequest", 0.05))
-PREFETCH_KEY = {"Condition": "conditions", "Observation": "observations",
-                "Procedure": "procedures", "MedicationRequest": "medications"}
+SHARES = (
+    ("Condition", 0.10),
+    ("Observation", 0.65),
+    ("Procedure", 0.20),
+    ("MedicationRequest", 0.05),
+)
+PREFETCH_KEY = {
+    "Condition": "conditions",
+    "Observation": "observations",
+    "Procedure": "procedures",
+    "MedicationRequest": "medications",
+}
 
 
 def _when(resource: dict) -> str:
@@ -38,6 +50,7 @@ def _when(resource: dict) -> str:
 def _rule_codes() -> set[tuple[str, str]]:
     from cds_service.config import Settings
     from cds_service.rules import RuleSet
+
     ruleset = RuleSet.load(Settings.from_env({}).cards_dir)
     return {(c.system, c.code) for c in ruleset.observation_codes}
 
@@ -64,8 +77,9 @@ def build_request(size: int, chart: Path = DEFAULT_CHART, seed: int = 6) -> dict
         if rtype == "Observation":
             # What the discovery prefetch asks for (the labs the rules read) comes first,
             # then the rest of the chart (vitals, surveys ...), as a broad query returns.
-            pool = ([r for r in pool if _is_rule_lab(r, codes)]
-                    + [r for r in pool if not _is_rule_lab(r, codes)])
+            pool = [r for r in pool if _is_rule_lab(r, codes)] + [
+                r for r in pool if not _is_rule_lab(r, codes)
+            ]
         count = left if i == len(SHARES) - 1 else min(round(wanted * share), left)
         if count > len(pool):
             # Short of this type: repeat real resources under fresh ids (still valid FHIR).

@@ -26,8 +26,13 @@ _ISSUE_CODES = {
 class CdsError(Exception):
     """An error a client should see. ``message`` must never contain patient data or tokens."""
 
-    def __init__(self, status: int, message: str, diagnostics: str | None = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        diagnostics: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message

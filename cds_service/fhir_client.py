@@ -34,7 +34,8 @@ TIMED_OUT = FetchFailure("timed out")
 
 
 def expected_type(relative_url: str) -> str:
-    """What a query must answer: ``Type/id`` is a read (that Type), anything else a search (Bundle)."""
+    """What a query must answer: ``Type/id`` is a read (that Type), anything else a search
+    (Bundle)."""
     path, _, query = relative_url.partition("?")
     parts = path.strip("/").split("/")
     if not query and len(parts) == 2 and parts[0][:1].isupper() and parts[1][:1] not in ("_", "$"):
@@ -66,8 +67,7 @@ def new_session(pool_size: int) -> requests.Session:
     session = requests.Session()
     session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     # Each worker thread may run a hook call with ``pool_size`` fetches at once.
-    adapter = requests.adapters.HTTPAdapter(pool_connections=8,
-                                            pool_maxsize=max(1, pool_size) * 4)
+    adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=max(1, pool_size) * 4)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
@@ -105,11 +105,15 @@ class FhirFetcher:
         base = server.rstrip("/") + "/"
         # A pool per call: a hung server can only hold its own call's threads, never delay
         # another EHR's call; stragglers end on their own once their socket timeout expires.
-        pool = ThreadPoolExecutor(max_workers=min(self.settings.fhir_pool_size, len(queries)),
-                                  thread_name_prefix="fhir-fetch")
+        pool = ThreadPoolExecutor(
+            max_workers=min(self.settings.fhir_pool_size, len(queries)),
+            thread_name_prefix="fhir-fetch",
+        )
         try:
-            futures = {key: pool.submit(self._fetch_key, key, base, token, url, deadline)
-                       for key, url in queries.items()}
+            futures = {
+                key: pool.submit(self._fetch_key, key, base, token, url, deadline)
+                for key, url in queries.items()
+            }
             wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()))
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -169,15 +173,22 @@ class FhirFetcher:
                 got = body.get("resourceType") if isinstance(body, dict) else None
                 if not (isinstance(got, str) and got.isalnum() and len(got) <= 64):
                     got = None  # only echo something shaped like a FHIR type name
-                what = "an OperationOutcome" if got == "OperationOutcome" else f"{got or 'no resource'}"
+                what = (
+                    "an OperationOutcome"
+                    if got == "OperationOutcome"
+                    else f"{got or 'no resource'}"
+                )
                 return FetchFailure(f"server answered with {what} where a {wanted} was expected")
             if wanted == "Bundle" and body.get("type", "searchset") != "searchset":
                 return FetchFailure("server answered with a Bundle that is not a searchset")
             resources.extend(resources_in(body))
             pages += 1
             if len(resources) > self.settings.fhir_max_resources:
-                log.warning("%s has more than %d resources (CDS_FHIR_MAX_RESOURCES)", key,
-                            self.settings.fhir_max_resources)
+                log.warning(
+                    "%s has more than %d resources (CDS_FHIR_MAX_RESOURCES)",
+                    key,
+                    self.settings.fhir_max_resources,
+                )
                 return FetchFailure(f"more than {self.settings.fhir_max_resources} resources")
             more = next_link(body) if wanted == "Bundle" else None
             page_url = urljoin(page_url, more) if more else None
@@ -190,8 +201,14 @@ class FhirFetcher:
             return TIMED_OUT
         limit = self.settings.max_body_bytes
         try:
-            with self._session.get(url, headers=headers, auth=auth, timeout=(remaining, remaining),
-                                   stream=True, allow_redirects=False) as response:
+            with self._session.get(
+                url,
+                headers=headers,
+                auth=auth,
+                timeout=(remaining, remaining),
+                stream=True,
+                allow_redirects=False,
+            ) as response:
                 status = response.status_code
                 if status in (401, 403):
                     return FetchFailure(f"server refused the access token (HTTP {status})")

@@ -56,6 +56,7 @@ def post_worker_init(worker):
     allocates tens of thousands of short-lived dicts, and full collections otherwise
     keep re-scanning the long-lived start-up objects."""
     from cds_service import gunicorn_errors
+
     gunicorn_errors.install(worker)  # 400/414/431 ... from gunicorn as OperationOutcome JSON
     gc.collect()
     gc.freeze()
@@ -64,6 +65,7 @@ def post_worker_init(worker):
 
 def child_exit(server, worker):
     from cds_service.metrics import mark_process_dead
+
     mark_process_dead(worker.pid)
 
 

@@ -44,11 +44,23 @@ def _classify(exc: BaseException) -> tuple[int, str, str] | None:
         return 501, "Not Implemented", "Transfer-Encoding not supported."
     if isinstance(exc, e.ForbiddenProxyRequest):
         return 403, "Forbidden", "Request forbidden."
-    if isinstance(exc, (e.InvalidRequestLine, e.InvalidRequestMethod, e.InvalidHTTPVersion,
-                        e.InvalidHeader, e.InvalidHeaderName, e.ObsoleteFolding,
-                        e.InvalidProxyLine, e.InvalidSchemeHeaders, e.InvalidChunkSize,
-                        e.ChunkMissingTerminator, e.InvalidChunkExtension,
-                        e.InvalidH2CPreface)):
+    if isinstance(
+        exc,
+        (
+            e.InvalidRequestLine,
+            e.InvalidRequestMethod,
+            e.InvalidHTTPVersion,
+            e.InvalidHeader,
+            e.InvalidHeaderName,
+            e.ObsoleteFolding,
+            e.InvalidProxyLine,
+            e.InvalidSchemeHeaders,
+            e.InvalidChunkSize,
+            e.ChunkMissingTerminator,
+            e.InvalidChunkExtension,
+            e.InvalidH2CPreface,
+        ),
+    ):
         return _BAD_REQUEST
     return None
 
@@ -56,8 +68,12 @@ def _classify(exc: BaseException) -> tuple[int, str, str] | None:
 def error_bytes(status: int, reason: str, message: str) -> bytes:
     """A complete HTTP/1.1 response with an OperationOutcome body; the connection closes."""
     body = orjson.dumps(operation_outcome(status, message))
-    head = [f"HTTP/1.1 {status} {reason}", "Connection: close",
-            "Content-Type: application/json", f"Content-Length: {len(body)}"]
+    head = [
+        f"HTTP/1.1 {status} {reason}",
+        "Connection: close",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+    ]
     head += [f"{name}: {value}" for name, value in ALWAYS_HEADERS]
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 

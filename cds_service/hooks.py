@@ -7,7 +7,7 @@ the value, so no patient data leaks into an error message.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 import jsonschema
@@ -21,17 +21,19 @@ SCHEMA_FILES = ("coding", "card", "cds-response", "discovery", "hook-request", "
 SPEC_VERSION = "2.0"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _schemas() -> dict[str, dict]:
     """Our schemas by ``$id``."""
     found = {}
     for name in SCHEMA_FILES:
-        schema = json.loads(resources.files("cds_service.schemas").joinpath(f"{name}.json").read_text())
+        schema = json.loads(
+            resources.files("cds_service.schemas").joinpath(f"{name}.json").read_text()
+        )
         found[schema["$id"]] = schema
     return found
 
 
-@lru_cache(maxsize=None)
+@cache
 def _registry() -> Registry:
     registry = Registry()
     for uri, schema in _schemas().items():
@@ -39,22 +41,24 @@ def _registry() -> Registry:
     return registry
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fast_validator(name: str):
     """The same schema compiled by jsonschema-rs: about 1 us per request instead of 60-90 us
     for the pure-Python validator, which is kept to describe what is wrong."""
     schemas = _schemas()
     registry = jsonschema_rs.Registry(list(schemas.items()))
-    return jsonschema_rs.validator_for(schemas[f"urn:leg-cramp-cds:schema:{name}"],
-                                       registry=registry, validate_formats=True)
+    return jsonschema_rs.validator_for(
+        schemas[f"urn:leg-cramp-cds:schema:{name}"], registry=registry, validate_formats=True
+    )
 
 
-@lru_cache(maxsize=None)
+@cache
 def validator(name: str) -> jsonschema.Draft202012Validator:
     """A compiled validator for one of our schemas (``card``, ``cds-response``, ...)."""
     schema = _registry().get_or_retrieve(f"urn:leg-cramp-cds:schema:{name}").value.contents
     return jsonschema.Draft202012Validator(
-        schema, registry=_registry(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+        schema, registry=_registry(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
@@ -63,7 +67,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
         missing = error.message.split("'")[1] if "'" in error.message else "a member"
         return f"{path}: required field '{missing}' is missing"
     if error.validator == "dependentRequired":
-        return f"{path}: {error.message.split(' is a dependency')[0].strip()} requires another field"
+        return (
+            f"{path}: {error.message.split(' is a dependency')[0].strip()} requires another field"
+        )
     if error.validator == "type":
         return f"{path}: must be of type {error.validator_value}"
     if error.validator in {"enum", "const"}:
@@ -90,26 +96,35 @@ def check(name: str, document: object, what: str) -> None:
         fast_error = next(_fast_validator(name).iter_errors(document))
     except (ValueError, StopIteration):
         raise CdsError(400, f"Invalid {what}: nested too deeply") from None
-    path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in fast_error.instance_path)
+    path = "$" + "".join(
+        f"[{p}]" if isinstance(p, int) else f".{p}" for p in fast_error.instance_path
+    )
     keyword = type(fast_error.kind).__name__
     raise CdsError(400, f"Invalid {what}: {path}: violates '{keyword[:1].lower() + keyword[1:]}'")
 
 
 def discovery(prefetch: dict[str, str], routes: list[str]) -> dict:
     """The discovery document; ``routes`` are the titles of the loaded route files."""
-    return {"services": [{
-        "hook": "patient-view",
-        "id": SERVICE_ID,
-        "title": "Leg cramp referral guidance",
-        "description": (
-            "For a patient with **leg cramps** on the problem list, suggests who should see them "
-            f"next: {', '.join(routes)}. Each card shows the evidence (value, unit, date, code) "
-            "and offers a one-click referral or lab order."),
-        "usageRequirements": (
-            "Send the prefetch keys listed here or give `fhirServer` with a `fhirAuthorization` "
-            "token that can read Patient, Condition, Observation, Procedure, MedicationRequest "
-            "and ServiceRequest for the patient. The patient must have an active leg-cramp "
-            "Condition (SNOMED CT or ICD-10-CM) for any card to appear."),
-        "version": SPEC_VERSION,
-        "prefetch": prefetch,
-    }]}
+    return {
+        "services": [
+            {
+                "hook": "patient-view",
+                "id": SERVICE_ID,
+                "title": "Leg cramp referral guidance",
+                "description": (
+                    "For a patient with **leg cramps** on the problem list, suggests who should "
+                    f"see them next: {', '.join(routes)}. Each card shows the evidence (value, "
+                    "unit, date, code) and offers a one-click referral or lab order."
+                ),
+                "usageRequirements": (
+                    "Send the prefetch keys listed here or give `fhirServer` with a "
+                    "`fhirAuthorization` token that can read Patient, Condition, Observation, "
+                    "Procedure, MedicationRequest "
+                    "and ServiceRequest for the patient. The patient must have an active leg-cramp "
+                    "Condition (SNOMED CT or ICD-10-CM) for any card to appear."
+                ),
+                "version": SPEC_VERSION,
+                "prefetch": prefetch,
+            }
+        ]
+    }

@@ -29,10 +29,10 @@ import time
 log = logging.getLogger(__name__)
 
 ORIGINAL_PATH = "cds.original_path"  # WSGI environ key: PATH_INFO as the client sent it
-BODY_ERROR = "cds.body_error"        # WSGI environ key: (status, message) for the app to answer
+BODY_ERROR = "cds.body_error"  # WSGI environ key: (status, message) for the app to answer
 ALWAYS_HEADERS = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
 DISCARD_LIMIT = 64 * 1024 * 1024  # most bytes of an over-limit body read and thrown away
-DISCARD_SECONDS = 10.0            # longest time spent doing so
+DISCARD_SECONDS = 10.0  # longest time spent doing so
 READ_CHUNK = 256 * 1024
 _SLASHES = re.compile(r"//+")
 

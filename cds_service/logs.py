@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 
@@ -20,8 +20,20 @@ ACCESS_LOGGER = "cds_service.access"
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 # The only members an access line may carry (anything else given is dropped).
-ACCESS_FIELDS = ("method", "endpoint", "service", "status", "duration_ms", "hookInstance",
-                 "routes", "rules", "cards", "resources", "resource_counts", "error")
+ACCESS_FIELDS = (
+    "method",
+    "endpoint",
+    "service",
+    "status",
+    "duration_ms",
+    "hookInstance",
+    "routes",
+    "rules",
+    "cards",
+    "resources",
+    "resource_counts",
+    "error",
+)
 
 # Attributes every LogRecord has; anything else on a record came in through ``extra``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -32,8 +44,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc)
-                          .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "ts": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),

@@ -14,7 +14,7 @@ uuid of the first card, so stateful clients and fuzzers can issue a card, then r
 from __future__ import annotations
 
 import copy
-from functools import lru_cache
+from functools import cache
 
 from cds_service import SERVICE_ID, hooks
 
@@ -36,8 +36,10 @@ OPERATION_OUTCOME = {
                 "properties": {
                     "severity": {"enum": ["fatal", "error", "warning", "information"]},
                     "code": {"type": "string", "minLength": 1},
-                    "details": {"type": "object",
-                                "properties": {"text": {"type": "string", "minLength": 1}}},
+                    "details": {
+                        "type": "object",
+                        "properties": {"text": {"type": "string", "minLength": 1}},
+                    },
                     "diagnostics": {"type": "string"},
                 },
             },
@@ -53,20 +55,27 @@ FEEDBACK_ACK = {
 HEALTH = {
     "type": "object",
     "required": ["status"],
-    "properties": {"status": {"enum": ["ok", "unavailable"]},
-                   "checks": {"type": "object",
-                              "additionalProperties": {"type": "string"}}},
+    "properties": {
+        "status": {"enum": ["ok", "unavailable"]},
+        "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
 }
 ALWAYS_HEADERS = {
-    "Cache-Control": {"description": "Nothing is cacheable (answers carry patient data).",
-                      "required": True, "schema": {"const": "no-store"}},
-    "X-Content-Type-Options": {"description": "No content sniffing.", "required": True,
-                               "schema": {"const": "nosniff"}},
+    "Cache-Control": {
+        "description": "Nothing is cacheable (answers carry patient data).",
+        "required": True,
+        "schema": {"const": "no-store"},
+    },
+    "X-Content-Type-Options": {
+        "description": "No content sniffing.",
+        "required": True,
+        "schema": {"const": "nosniff"},
+    },
 }
 
 ERROR_TEXTS = {
     400: "Malformed JSON, a schema violation (names the field, never the value) or an "
-         "unreadable body",
+    "unreadable body",
     401: "Authentication failed (CDS_AUTH_MODE=jwt)",
     404: "Unknown endpoint (or metrics disabled)",
     412: "Required data is missing and could not be fetched from fhirServer",
@@ -84,7 +93,7 @@ def _point_refs(node):
             if key in ("$id", "$schema"):
                 continue
             if key == "$ref" and isinstance(value, str) and value.startswith(SCHEMA_PREFIX):
-                value = "#/components/schemas/" + value[len(SCHEMA_PREFIX):]
+                value = "#/components/schemas/" + value[len(SCHEMA_PREFIX) :]
             out[key] = _point_refs(value)
         return out
     if isinstance(node, list):
@@ -112,22 +121,32 @@ def _errors(*statuses: int) -> dict:
     return {str(s): _answer(ERROR_TEXTS[s], "OperationOutcome") for s in statuses}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _document() -> dict:
-    schemas = {uri[len(SCHEMA_PREFIX):]: _point_refs(schema)
-               for uri, schema in hooks._schemas().items()}
-    schemas.update({"OperationOutcome": OPERATION_OUTCOME, "FeedbackAck": FEEDBACK_ACK,
-                    "Health": HEALTH})
+    schemas = {
+        uri[len(SCHEMA_PREFIX) :]: _point_refs(schema) for uri, schema in hooks._schemas().items()
+    }
+    schemas.update(
+        {"OperationOutcome": OPERATION_OUTCOME, "FeedbackAck": FEEDBACK_ACK, "Health": HEALTH}
+    )
     service = f"/cds-services/{SERVICE_ID}"
-    bearer: list[dict[str, list[str]]] = [{}, {"cdsClientJwt": []}]  # required only when CDS_AUTH_MODE=jwt
+    bearer: list[dict[str, list[str]]] = [
+        {},
+        {"cdsClientJwt": []},
+    ]  # required only when CDS_AUTH_MODE=jwt
     feedback_link = {
         "operationId": "postFeedback",
         "description": "Report an outcome for the first card of this answer.",
-        "requestBody": {"feedback": [{
-            "card": "$response.body#/cards/0/uuid",
-            "outcome": "overridden",
-            "outcomeTimestamp": "2026-11-24T10:00:00Z",
-            "overrideReason": {"userComment": "reported by an API client"}}]},
+        "requestBody": {
+            "feedback": [
+                {
+                    "card": "$response.body#/cards/0/uuid",
+                    "outcome": "overridden",
+                    "outcomeTimestamp": "2026-11-24T10:00:00Z",
+                    "overrideReason": {"userComment": "reported by an API client"},
+                }
+            ]
+        },
     }
     return {
         "openapi": "3.1.0",
@@ -138,53 +157,101 @@ def _document() -> dict:
             "description": (
                 "A CDS Hooks 2.0 service for the patient-view hook. Every error is a FHIR "
                 "OperationOutcome. Paths are also served with a trailing slash. CORS is on "
-                "for every endpoint (browser clients such as the CDS Hooks sandbox)."),
+                "for every endpoint (browser clients such as the CDS Hooks sandbox)."
+            ),
         },
         "paths": {
-            "/cds-services": {"get": {
-                "operationId": "discovery", "summary": "CDS Hooks discovery",
-                "security": bearer,
-                "responses": {"200": _answer("The services offered", "discovery"),
-                              **_errors(401, 503)}}},
-            service: {"post": {
-                "operationId": "callHook", "summary": "Call the patient-view hook",
-                "security": bearer,
-                "requestBody": {"required": True, "content": _json("hook-request", JSON_TYPES)},
-                "responses": {
-                    "200": _answer("Cards (an empty list when there is no advice)",
-                                   "cds-response",
-                                   links={"FeedbackOnFirstCard": feedback_link}),
-                    **_errors(400, 401, 412, 413, 415, 503)}}},
-            service + "/feedback": {"post": {
-                "operationId": "postFeedback", "summary": "Card outcomes (accepted / overridden)",
-                "security": bearer,
-                "requestBody": {"required": True, "content": _json("feedback", JSON_TYPES)},
-                "responses": {"200": _answer("Stored", "FeedbackAck"),
-                              **_errors(400, 401, 413, 415, 503)}}},
-            "/healthz": {"get": {
-                "operationId": "liveness", "summary": "Liveness: the process answers",
-                "responses": {"200": _answer("Alive", "Health")}}},
-            "/readyz": {"get": {
-                "operationId": "readiness",
-                "summary": "Readiness: the store can be written",
-                "responses": {"200": _answer("Ready", "Health"),
-                              "503": _answer("Not ready: the store is unavailable", "Health")}}},
-            "/metrics": {"get": {
-                "operationId": "metrics", "summary": "Prometheus metrics (text format)",
-                "responses": {
-                    "200": _answer("Metrics", content={"text/plain": {"schema": {
-                        "type": "string"}}}),
-                    **_errors(404)}}},
-            "/openapi.json": {"get": {
-                "operationId": "openapi", "summary": "This document",
-                "responses": {"200": _answer("OpenAPI 3.1", content={
-                    "application/json": {"schema": {"type": "object"}}})}}},
+            "/cds-services": {
+                "get": {
+                    "operationId": "discovery",
+                    "summary": "CDS Hooks discovery",
+                    "security": bearer,
+                    "responses": {
+                        "200": _answer("The services offered", "discovery"),
+                        **_errors(401, 503),
+                    },
+                }
+            },
+            service: {
+                "post": {
+                    "operationId": "callHook",
+                    "summary": "Call the patient-view hook",
+                    "security": bearer,
+                    "requestBody": {"required": True, "content": _json("hook-request", JSON_TYPES)},
+                    "responses": {
+                        "200": _answer(
+                            "Cards (an empty list when there is no advice)",
+                            "cds-response",
+                            links={"FeedbackOnFirstCard": feedback_link},
+                        ),
+                        **_errors(400, 401, 412, 413, 415, 503),
+                    },
+                }
+            },
+            service + "/feedback": {
+                "post": {
+                    "operationId": "postFeedback",
+                    "summary": "Card outcomes (accepted / overridden)",
+                    "security": bearer,
+                    "requestBody": {"required": True, "content": _json("feedback", JSON_TYPES)},
+                    "responses": {
+                        "200": _answer("Stored", "FeedbackAck"),
+                        **_errors(400, 401, 413, 415, 503),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "liveness",
+                    "summary": "Liveness: the process answers",
+                    "responses": {"200": _answer("Alive", "Health")},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readiness",
+                    "summary": "Readiness: the store can be written",
+                    "responses": {
+                        "200": _answer("Ready", "Health"),
+                        "503": _answer("Not ready: the store is unavailable", "Health"),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics (text format)",
+                    "responses": {
+                        "200": _answer(
+                            "Metrics", content={"text/plain": {"schema": {"type": "string"}}}
+                        ),
+                        **_errors(404),
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document",
+                    "responses": {
+                        "200": _answer(
+                            "OpenAPI 3.1",
+                            content={"application/json": {"schema": {"type": "object"}}},
+                        )
+                    },
+                }
+            },
         },
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"cdsClientJwt": {
-                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                "description": "CDS Hooks client JWT (ES/RS/PS 256-512), aud = the URL called"}},
+            "securitySchemes": {
+                "cdsClientJwt": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "CDS Hooks client JWT (ES/RS/PS 256-512), aud = the URL called",
+                }
+            },
         },
     }
 

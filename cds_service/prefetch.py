@@ -33,8 +33,12 @@ def prefetch_keys(observation_codes) -> list[PrefetchKey]:
         PrefetchKey("conditions", f"Condition?patient={patient}", True),
         PrefetchKey("observations", f"Observation?patient={patient}&code={codes}", True),
         PrefetchKey("procedures", f"Procedure?patient={patient}", True),
-        PrefetchKey("medications", f"MedicationRequest?patient={patient}&status=active,on-hold"
-                    "&_include=MedicationRequest:medication", True),
+        PrefetchKey(
+            "medications",
+            f"MedicationRequest?patient={patient}&status=active,on-hold"
+            "&_include=MedicationRequest:medication",
+            True,
+        ),
         PrefetchKey("servicerequests", f"ServiceRequest?patient={patient}&status=active", False),
     ]
 
@@ -61,7 +65,11 @@ def next_link(value: dict) -> str | None:
         return None
     links = value.get("link")
     for link in links if isinstance(links, list) else ():
-        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+        if (
+            isinstance(link, dict)
+            and link.get("relation") == "next"
+            and isinstance(link.get("url"), str)
+        ):
             return link["url"]
     return None
 
@@ -71,8 +79,10 @@ def _encode(value: str) -> str:
 
     ``/`` survives so that ``{{context.userId}}`` stays a ``Type/id`` reference.
     """
-    return "/".join(part.replace(".", "%2E") if part in (".", "..") else quote(part, safe="")
-                    for part in value.split("/"))
+    return "/".join(
+        part.replace(".", "%2E") if part in (".", "..") else quote(part, safe="")
+        for part in value.split("/")
+    )
 
 
 def resolve(template: str, context: dict) -> str:
@@ -80,13 +90,16 @@ def resolve(template: str, context: dict) -> str:
     url = template
     for key, value in context.items():
         if isinstance(value, str):
-            url = url.replace("{{context.%s}}" % key, _encode(value))
+            url = url.replace("{{context." + key + "}}", _encode(value))
     user = context.get("userId") if isinstance(context.get("userId"), str) else ""
     kind, _, user_id = user.partition("/")
-    for token, wanted in (("userPractitionerId", "Practitioner"),
-                          ("userPractitionerRoleId", "PractitionerRole"),
-                          ("userPatientId", "Patient"), ("userRelatedPersonId", "RelatedPerson")):
-        url = url.replace("{{%s}}" % token, _encode(user_id) if kind == wanted else "")
+    for token, wanted in (
+        ("userPractitionerId", "Practitioner"),
+        ("userPractitionerRoleId", "PractitionerRole"),
+        ("userPatientId", "Patient"),
+        ("userRelatedPersonId", "RelatedPerson"),
+    ):
+        url = url.replace("{{" + token + "}}", _encode(user_id) if kind == wanted else "")
     return url
 
 
@@ -123,7 +136,9 @@ def gather(request: dict, keys: list[PrefetchKey], fetcher) -> list[dict]:
     failures = []
     for name in wanted:
         key_name = name.split("#")[0]
-        result = results.get(name, "not fetched" if server else "not prefetched and no fhirServer given")
+        result = results.get(
+            name, "not fetched" if server else "not prefetched and no fhirServer given"
+        )
         if isinstance(result, list):
             resources.extend(result)
             continue
@@ -131,10 +146,13 @@ def gather(request: dict, keys: list[PrefetchKey], fetcher) -> list[dict]:
         if key_name in required:
             failures.append(f"{what} ({result})")
         else:  # an optional key only sharpens the advice: go on without it, but say so
-            log.warning("optional prefetch key %s is missing and could not be fetched: %s",
-                        what, result)
+            log.warning(
+                "optional prefetch key %s is missing and could not be fetched: %s", what, result
+            )
     if failures:  # the reasons hold no URL, token or patient data: safe to log and return
-        message = "Required prefetch data could not be obtained: " + "; ".join(sorted(failures)) + "."
+        message = (
+            "Required prefetch data could not be obtained: " + "; ".join(sorted(failures)) + "."
+        )
         log.warning("%s", message)
         raise CdsError(412, message)
     return resources

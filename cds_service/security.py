@@ -21,43 +21,50 @@ from urllib.parse import urlsplit
 
 import requests
 
+from cds_service import metrics
+from cds_service.config import ConfigError, Settings
+from cds_service.database import StoreUnavailable
+from cds_service.errors import CdsError
 from cds_service.lazy import lazy_module
 
 jwt = lazy_module("jwt")  # PyJWT + cryptography load on the first token (CDS_AUTH_MODE=jwt)
-
-from cds_service import metrics
-from cds_service.config import ConfigError, Settings
-from cds_service.errors import CdsError
-from cds_service.database import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 # The only algorithms we verify, and the key each needs: (JWK kty, JWK crv or None).
 # No "none", no HMAC: a token never gets to choose a shared-secret check.
 KEY_TYPE_FOR_ALGORITHM = {
-    "ES256": ("EC", "P-256"), "ES384": ("EC", "P-384"), "ES512": ("EC", "P-521"),
-    "RS256": ("RSA", None), "RS384": ("RSA", None), "RS512": ("RSA", None),
-    "PS256": ("RSA", None), "PS384": ("RSA", None), "PS512": ("RSA", None),
+    "ES256": ("EC", "P-256"),
+    "ES384": ("EC", "P-384"),
+    "ES512": ("EC", "P-521"),
+    "RS256": ("RSA", None),
+    "RS384": ("RSA", None),
+    "RS512": ("RSA", None),
+    "PS256": ("RSA", None),
+    "PS384": ("RSA", None),
+    "PS512": ("RSA", None),
 }
 ALLOWED_ALGORITHMS = tuple(KEY_TYPE_FOR_ALGORITHM)
 
 # Label values of metrics.JWT_REJECTIONS: a small fixed set, so dashboards stay stable.
-REASONS = frozenset({
-    "missing_token",      # no Authorization header, or not "Bearer <token>"
-    "malformed",          # not a signed JWT we can parse, or a bad header field
-    "bad_algorithm",      # alg not allowed, or the key does not fit the alg
-    "untrusted_issuer",   # iss not in CDS_TRUSTED_ISSUERS
-    "untrusted_jku",      # kid not in the JWKS file, and jku not in CDS_TRUSTED_JKU
-    "unknown_key",        # no key with this kid (JWKS file, or the jku's JWK Set)
-    "jwks_unavailable",   # the allow-listed JWK Set could not be fetched
-    "bad_signature",
-    "wrong_audience",     # aud is not the URL of the endpoint called
-    "expired",
-    "not_yet_valid",      # iat or nbf in the future (beyond the leeway)
-    "lifetime_too_long",  # exp - iat above CDS_JWT_MAX_LIFETIME
-    "missing_claim",      # iss, aud, exp, iat or jti absent
-    "replay",             # jti already seen
-})
+REASONS = frozenset(
+    {
+        "missing_token",  # no Authorization header, or not "Bearer <token>"
+        "malformed",  # not a signed JWT we can parse, or a bad header field
+        "bad_algorithm",  # alg not allowed, or the key does not fit the alg
+        "untrusted_issuer",  # iss not in CDS_TRUSTED_ISSUERS
+        "untrusted_jku",  # kid not in the JWKS file, and jku not in CDS_TRUSTED_JKU
+        "unknown_key",  # no key with this kid (JWKS file, or the jku's JWK Set)
+        "jwks_unavailable",  # the allow-listed JWK Set could not be fetched
+        "bad_signature",
+        "wrong_audience",  # aud is not the URL of the endpoint called
+        "expired",
+        "not_yet_valid",  # iat or nbf in the future (beyond the leeway)
+        "lifetime_too_long",  # exp - iat above CDS_JWT_MAX_LIFETIME
+        "missing_claim",  # iss, aud, exp, iat or jti absent
+        "replay",  # jti already seen
+    }
+)
 
 REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]
 # Least time between two fetches of one JWK Set (unknown kid, or a failed fetch), so a
@@ -94,9 +101,14 @@ class Authenticator:
         self.file_keys = load_jwks_file(settings.jwks_file) if settings.jwks_file else {}
         self.jwks = JwksCache(settings.jwks_cache_ttl, settings.jwks_fetch_timeout)
         self.seen = SharedReplayCache(replay_store) if replay_store is not None else ReplayCache()
-        log.info("CDS client JWTs required: %d trusted issuer(s), %d key(s) from %s, "
-                 "%d trusted jku URL(s)", len(self.issuers), len(self.file_keys),
-                 settings.jwks_file or "no JWKS file", len(self.trusted_jku))
+        log.info(
+            "CDS client JWTs required: %d trusted issuer(s), %d key(s) from %s, "
+            "%d trusted jku URL(s)",
+            len(self.issuers),
+            len(self.file_keys),
+            settings.jwks_file or "no JWKS file",
+            len(self.trusted_jku),
+        )
 
     def authenticate(self, authorization: str | None, endpoint_path: str) -> dict | None:
         """The verified claims; raises a 401 CdsError unless a trusted client signed them.
@@ -112,11 +124,15 @@ class Authenticator:
             return self.verify(token, self.base_url + endpoint_path)
         except Rejected as failure:
             detail = failure.detail.replace(token, "[token]") if token else failure.detail
-            log.warning("CDS client JWT rejected on %s: %s (%s)", endpoint_path,
-                        failure.reason, detail)
+            log.warning(
+                "CDS client JWT rejected on %s: %s (%s)", endpoint_path, failure.reason, detail
+            )
             metrics.JWT_REJECTIONS.labels(failure.reason).inc()
-            raise CdsError(401, "Authentication failed.",
-                           headers={"WWW-Authenticate": 'Bearer realm="cds-services"'}) from None
+            raise CdsError(
+                401,
+                "Authentication failed.",
+                headers={"WWW-Authenticate": 'Bearer realm="cds-services"'},
+            ) from None
 
     def verify(self, token: str, audience: str) -> dict:
         """Every check in order: cheap structural ones first, the replay cache last."""
@@ -125,11 +141,18 @@ class Authenticator:
         if not isinstance(issuer, str) or issuer not in self.issuers:
             raise Rejected("untrusted_issuer", f"iss {_show(issuer)} is not trusted")
         jwk = self.find_key(header)
-        claims = decode(token, verification_key(jwk, header["alg"]), header["alg"], audience,
-                        self.issuers, self.settings.jwt_leeway)
+        claims = decode(
+            token,
+            verification_key(jwk, header["alg"]),
+            header["alg"],
+            audience,
+            self.issuers,
+            self.settings.jwt_leeway,
+        )
         check_lifetime(claims, self.settings.jwt_max_lifetime)
-        if not self.seen.first_use(claims["iss"], claims["jti"],
-                                   claims["exp"] + self.settings.jwt_leeway):
+        if not self.seen.first_use(
+            claims["iss"], claims["jti"], claims["exp"] + self.settings.jwt_leeway
+        ):
             raise Rejected("replay", f"jti {_show(claims['jti'])} from {_show(issuer)} seen before")
         return claims
 
@@ -157,10 +180,17 @@ class Authenticator:
 def _check_jwt_settings(settings: Settings) -> None:
     """Refuse to start in jwt mode with settings that would reject, or wrongly accept, all."""
     base = urlsplit(settings.public_base_url)
-    if not settings.public_base_url or base.scheme not in {"http", "https"} or not base.netloc \
-            or base.query or base.fragment:
-        raise ConfigError("CDS_AUTH_MODE=jwt needs CDS_PUBLIC_BASE_URL, the http(s) URL the "
-                          "EHR calls (the token's aud is checked against it)")
+    if (
+        not settings.public_base_url
+        or base.scheme not in {"http", "https"}
+        or not base.netloc
+        or base.query
+        or base.fragment
+    ):
+        raise ConfigError(
+            "CDS_AUTH_MODE=jwt needs CDS_PUBLIC_BASE_URL, the http(s) URL the "
+            "EHR calls (the token's aud is checked against it)"
+        )
     if not settings.trusted_issuers:
         raise ConfigError("CDS_AUTH_MODE=jwt needs CDS_TRUSTED_ISSUERS")
     if not settings.jwks_file and not settings.trusted_jku:
@@ -168,7 +198,9 @@ def _check_jwt_settings(settings: Settings) -> None:
     if settings.jwt_max_lifetime <= 0 or settings.jwt_leeway < 0:
         raise ConfigError("CDS_JWT_MAX_LIFETIME must be positive and CDS_JWT_LEEWAY not negative")
     if settings.jwks_fetch_timeout <= 0 or settings.jwks_cache_ttl < 0:
-        raise ConfigError("CDS_JWKS_FETCH_TIMEOUT must be positive, CDS_JWKS_CACHE_TTL not negative")
+        raise ConfigError(
+            "CDS_JWKS_FETCH_TIMEOUT must be positive, CDS_JWKS_CACHE_TTL not negative"
+        )
     for url in settings.trusted_jku:
         if urlsplit(url).scheme != "https":
             log.warning("CDS_TRUSTED_JKU %s is not https: acceptable for local testing only", url)
@@ -231,12 +263,18 @@ def verification_key(jwk: dict, alg: str):
         raise Rejected("unknown_key", f"key {_show(jwk.get('kid'))} unusable: {exc}") from None
 
 
-def decode(token: str, key, alg: str, audience: str, issuers: frozenset[str],
-           leeway: int) -> dict:
+def decode(token: str, key, alg: str, audience: str, issuers: frozenset[str], leeway: int) -> dict:
     """Signature and registered claims, with PyJWT; its errors mapped to our reasons."""
     try:
-        claims = jwt.decode(token, key, algorithms=[alg], audience=audience, issuer=issuers,
-                            leeway=leeway, options={"require": REQUIRED_CLAIMS})
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[alg],
+            audience=audience,
+            issuer=issuers,
+            leeway=leeway,
+            options={"require": REQUIRED_CLAIMS},
+        )
     except jwt.MissingRequiredClaimError as exc:
         raise Rejected("missing_claim", str(exc)) from None
     except jwt.InvalidSignatureError:
@@ -254,8 +292,9 @@ def decode(token: str, key, alg: str, audience: str, issuers: frozenset[str],
     if not isinstance(claims["jti"], str) or not claims["jti"]:
         raise Rejected("missing_claim", "jti is empty")
     for name in ("exp", "iat", "nbf"):
-        if name in claims and (isinstance(claims[name], bool)
-                               or not isinstance(claims[name], (int, float))):
+        if name in claims and (
+            isinstance(claims[name], bool) or not isinstance(claims[name], (int, float))
+        ):
             raise Rejected("malformed", f"{name} is not a number")
     return claims
 
@@ -289,15 +328,26 @@ def usable_keys(jwks: object, source: str) -> dict[str, dict]:
         if not isinstance(jwk, dict):
             continue
         kid = jwk.get("kid")
-        if jwk.get("kty") not in {"EC", "RSA"} or jwk.get("use", "sig") != "sig" \
-                or "verify" not in jwk.get("key_ops", ["verify"]) \
-                or not isinstance(kid, str) or not kid:
-            log.info("JWK Set %s: skipping key %s (not an EC/RSA signing key with a kid)",
-                     source, _show(kid))
+        if (
+            jwk.get("kty") not in {"EC", "RSA"}
+            or jwk.get("use", "sig") != "sig"
+            or "verify" not in jwk.get("key_ops", ["verify"])
+            or not isinstance(kid, str)
+            or not kid
+        ):
+            log.info(
+                "JWK Set %s: skipping key %s (not an EC/RSA signing key with a kid)",
+                source,
+                _show(kid),
+            )
             continue
         if "d" in jwk:
-            log.warning("JWK Set %s: key %s includes private key material; only its public "
-                        "part is used (publish public keys only)", source, _show(kid))
+            log.warning(
+                "JWK Set %s: key %s includes private key material; only its public "
+                "part is used (publish public keys only)",
+                source,
+                _show(kid),
+            )
         keys[kid] = {name: jwk[name] for name in _PUBLIC_JWK_MEMBERS if name in jwk}
     return keys
 
@@ -305,8 +355,8 @@ def usable_keys(jwks: object, source: str) -> dict[str, dict]:
 @dataclass
 class _CachedJwkSet:
     keys: dict[str, dict] = field(default_factory=dict)
-    fetched_at: float | None = None     # last successful fetch (monotonic)
-    attempted_at: float | None = None   # last attempt, successful or not
+    fetched_at: float | None = None  # last successful fetch (monotonic)
+    attempted_at: float | None = None  # last attempt, successful or not
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -332,8 +382,10 @@ class JwksCache:
             fresh = cached.fetched_at is not None and now - cached.fetched_at < self.ttl
             if fresh and kid in cached.keys:
                 return cached.keys[kid]
-            may_fetch = cached.attempted_at is None or \
-                now - cached.attempted_at >= JWKS_REFETCH_MIN_INTERVAL
+            may_fetch = (
+                cached.attempted_at is None
+                or now - cached.attempted_at >= JWKS_REFETCH_MIN_INTERVAL
+            )
             if may_fetch:
                 cached.attempted_at = now
                 keys = self._fetch(url)
@@ -349,8 +401,13 @@ class JwksCache:
         """The keys at ``url``; None (and a log line) if it cannot be had in time."""
         started = time.perf_counter()
         try:
-            with requests.get(url, timeout=self.timeout, allow_redirects=False, stream=True,
-                              headers={"Accept": "application/json"}) as response:
+            with requests.get(
+                url,
+                timeout=self.timeout,
+                allow_redirects=False,
+                stream=True,
+                headers={"Accept": "application/json"},
+            ) as response:
                 if response.status_code != 200:
                     log.warning("JWK Set %s: HTTP %s", url, response.status_code)
                     return None
@@ -362,8 +419,12 @@ class JwksCache:
         except (requests.RequestException, ValueError) as exc:
             log.warning("JWK Set %s could not be fetched: %s", url, type(exc).__name__)
             return None
-        log.info("JWK Set %s fetched: %d key(s) in %.0f ms", url, len(keys),
-                 (time.perf_counter() - started) * 1000)
+        log.info(
+            "JWK Set %s fetched: %d key(s) in %.0f ms",
+            url,
+            len(keys),
+            (time.perf_counter() - started) * 1000,
+        )
         return keys
 
 

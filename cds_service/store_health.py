@@ -25,13 +25,19 @@ from sqlalchemy import Engine, event
 
 log = logging.getLogger(__name__)
 
-FILE_KEY = "cds_sqlite_file"      # connection-record info: (st_dev, st_ino) opened
-WAL_AUTOCHECKPOINT_PAGES = 1000   # SQLite's default, stated so it cannot be turned off
+FILE_KEY = "cds_sqlite_file"  # connection-record info: (st_dev, st_ino) opened
+WAL_AUTOCHECKPOINT_PAGES = 1000  # SQLite's default, stated so it cannot be turned off
 JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes a WAL is truncated to after a checkpoint
-CHECKPOINT_INTERVAL = 60.0        # seconds between TRUNCATE checkpoints
-_RECONNECT_ON = ("readonly database", "disk i/o error", "unable to open database file",
-                 "database or disk is full", "no such table", "disk image is malformed",
-                 "file is not a database")
+CHECKPOINT_INTERVAL = 60.0  # seconds between TRUNCATE checkpoints
+_RECONNECT_ON = (
+    "readonly database",
+    "disk i/o error",
+    "unable to open database file",
+    "database or disk is full",
+    "no such table",
+    "disk image is malformed",
+    "file is not a database",
+)
 
 
 def file_identity(path: str) -> tuple[int, int] | None:
@@ -48,8 +54,11 @@ class SqliteWatch:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.path = engine.url.database or ""
-        self.enabled = engine.dialect.name == "sqlite" and self.path not in ("", ":memory:") \
+        self.enabled = (
+            engine.dialect.name == "sqlite"
+            and self.path not in ("", ":memory:")
             and not self.path.startswith("file:")
+        )
         self._last_checkpoint = time.monotonic()
         self._checkpoint_lock = threading.Lock()
         if engine.dialect.name == "sqlite":

@@ -37,14 +37,25 @@ def empty_bundle() -> dict:
 
 def minimal_request(patient_id: str = "p1", resources: list[dict] | None = None) -> dict:
     """A valid patient-view request with every prefetch key filled (optionally with data)."""
-    prefetch = {key: empty_bundle() for key in
-                ("conditions", "observations", "procedures", "medications", "servicerequests")}
-    keys = {"Condition": "conditions", "Observation": "observations", "Procedure": "procedures",
-            "MedicationRequest": "medications", "ServiceRequest": "servicerequests"}
+    prefetch = {
+        key: empty_bundle()
+        for key in ("conditions", "observations", "procedures", "medications", "servicerequests")
+    }
+    keys = {
+        "Condition": "conditions",
+        "Observation": "observations",
+        "Procedure": "procedures",
+        "MedicationRequest": "medications",
+        "ServiceRequest": "servicerequests",
+    }
     for resource in resources or []:
         prefetch[keys[resource["resourceType"]]]["entry"].append({"resource": resource})
-    prefetch["patient"] = {"resourceType": "Patient", "id": patient_id, "gender": "female",
-                           "birthDate": "1960-05-01"}
+    prefetch["patient"] = {
+        "resourceType": "Patient",
+        "id": patient_id,
+        "gender": "female",
+        "birthDate": "1960-05-01",
+    }
     return {
         "hook": "patient-view",
         "hookInstance": str(uuid.uuid4()),

@@ -27,8 +27,10 @@ def fhir_response(body, status: int = 200) -> Response:
 
 
 def outcome(code: str, text: str) -> dict:
-    return {"resourceType": "OperationOutcome",
-            "issue": [{"severity": "error", "code": code, "details": {"text": text}}]}
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": code, "details": {"text": text}}],
+    }
 
 
 def _token_match(resource: dict, element: str, tokens: list[str]) -> bool:
@@ -52,8 +54,13 @@ def _subject(resource: dict) -> str | None:
 class FhirServer:
     """Serve ``resources`` under ``<httpserver>/fhir``; ``base`` is the fhirServer to use."""
 
-    def __init__(self, httpserver: HTTPServer, resources: list[dict], token: str | None = "s3cret-token",
-                 page_size: int = 100):
+    def __init__(
+        self,
+        httpserver: HTTPServer,
+        resources: list[dict],
+        token: str | None = "s3cret-token",
+        page_size: int = 100,
+    ):
         self.httpserver = httpserver
         self.base = httpserver.url_for("/fhir")
         self.token = token
@@ -69,9 +76,14 @@ class FhirServer:
 
     def handle(self, request: Request) -> Response:
         with self._lock:
-            self.requests.append({"path": request.path, "args": request.args.to_dict(flat=False),
-                                  "authorization": request.headers.get("Authorization"),
-                                  "accept": request.headers.get("Accept")})
+            self.requests.append(
+                {
+                    "path": request.path,
+                    "args": request.args.to_dict(flat=False),
+                    "authorization": request.headers.get("Authorization"),
+                    "accept": request.headers.get("Accept"),
+                }
+            )
         if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
             return fhir_response(outcome("login", "invalid or missing token"), 401)
         parts = request.path.strip("/").split("/")[1:]
@@ -94,7 +106,9 @@ class FhirServer:
         args = request.args
         unknown = set(args) - SEARCH_PARAMS
         if unknown:
-            return fhir_response(outcome("not-supported", f"unknown parameter {sorted(unknown)}"), 400)
+            return fhir_response(
+                outcome("not-supported", f"unknown parameter {sorted(unknown)}"), 400
+            )
         matches = list(self.by_type.get(rtype, []))
         if "patient" in args:
             wanted = args["patient"] if "/" in args["patient"] else "Patient/" + args["patient"]
@@ -105,25 +119,54 @@ class FhirServer:
             matches = [r for r in matches if r.get("status") in args["status"].split(",")]
         count = int(args.get("_count", self.page_size))
         offset = int(args.get("_offset", 0))
-        page = matches[offset:offset + count]
+        page = matches[offset : offset + count]
         query = {k: v for k, v in args.items() if k != "_offset"}
-        links = [{"relation": "self", "url": f"{self.base}/{rtype}?{urlencode({**query, '_offset': offset})}"}]
+        links = [
+            {
+                "relation": "self",
+                "url": f"{self.base}/{rtype}?{urlencode({**query, '_offset': offset})}",
+            }
+        ]
         if offset + count < len(matches):
-            links.append({"relation": "next",
-                          "url": f"{self.base}/{rtype}?{urlencode({**query, '_offset': offset + count})}"})
-        entries = [{"fullUrl": f"{self.base}/{rtype}/{r['id']}", "resource": r,
-                    "search": {"mode": "match"}} for r in page]
+            links.append(
+                {
+                    "relation": "next",
+                    "url": f"{self.base}/{rtype}?{urlencode({**query, '_offset': offset + count})}",
+                }
+            )
+        entries = [
+            {
+                "fullUrl": f"{self.base}/{rtype}/{r['id']}",
+                "resource": r,
+                "search": {"mode": "match"},
+            }
+            for r in page
+        ]
         if args.get("_include") == "MedicationRequest:medication":
-            entries += [{"fullUrl": f"{self.base}/{m['resourceType']}/{m['id']}", "resource": m,
-                         "search": {"mode": "include"}} for m in self.included_medications(page)]
-        return fhir_response({"resourceType": "Bundle", "type": "searchset", "total": len(matches),
-                              "link": links, "entry": entries})
+            entries += [
+                {
+                    "fullUrl": f"{self.base}/{m['resourceType']}/{m['id']}",
+                    "resource": m,
+                    "search": {"mode": "include"},
+                }
+                for m in self.included_medications(page)
+            ]
+        return fhir_response(
+            {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "total": len(matches),
+                "link": links,
+                "entry": entries,
+            }
+        )
 
     def included_medications(self, page: list[dict]) -> list[dict]:
         """The Medication resources the page's requests reference (``_include``)."""
         wanted = {(r.get("medicationReference") or {}).get("reference") for r in page}
-        return [m for m in self.by_type.get("Medication", [])
-                if f"Medication/{m.get('id')}" in wanted]
+        return [
+            m for m in self.by_type.get("Medication", []) if f"Medication/{m.get('id')}" in wanted
+        ]
 
     def first_page(self, rtype: str, query: str) -> dict:
         """What the server answers to ``rtype?query``: a prefetch value that has a next link."""

@@ -24,11 +24,11 @@ class Signer:
     private_key: object
 
     @classmethod
-    def es384(cls, kid: str | None = None) -> "Signer":
+    def es384(cls, kid: str | None = None) -> Signer:
         return cls("ES384", kid or f"ec-{uuid.uuid4()}", ec.generate_private_key(ec.SECP384R1()))
 
     @classmethod
-    def rs384(cls, kid: str | None = None) -> "Signer":
+    def rs384(cls, kid: str | None = None) -> Signer:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         return cls("RS384", kid or f"rsa-{uuid.uuid4()}", key)
 
@@ -40,21 +40,41 @@ class Signer:
 
     def public_pem(self) -> bytes:
         return self.private_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
-    def token(self, aud, iss: str, *, lifetime: int = 300, iat: int | None = None,
-              drop: tuple[str, ...] = (), header: dict | None = None, alg: str | None = None,
-              **claims) -> str:
+    def token(
+        self,
+        aud,
+        iss: str,
+        *,
+        lifetime: int = 300,
+        iat: int | None = None,
+        drop: tuple[str, ...] = (),
+        header: dict | None = None,
+        alg: str | None = None,
+        **claims,
+    ) -> str:
         """A signed JWT with the claims the CDS Hooks spec asks for; override any of them."""
         iat = int(time.time()) if iat is None else iat
-        payload = {"iss": iss, "aud": aud, "iat": iat, "exp": iat + lifetime,
-                   "jti": str(uuid.uuid4()), **claims}
+        payload = {
+            "iss": iss,
+            "aud": aud,
+            "iat": iat,
+            "exp": iat + lifetime,
+            "jti": str(uuid.uuid4()),
+            **claims,
+        }
         for name in drop:
             payload.pop(name, None)
         headers = {"kid": self.kid, "typ": "JWT", **(header or {})}
         # Signed as raw JSON, so a test can send claims PyJWT itself would refuse to encode.
-        return jwt.api_jws.encode(json.dumps(payload).encode(), self.private_key,
-                                  algorithm=alg or self.alg, headers=headers)
+        return jwt.api_jws.encode(
+            json.dumps(payload).encode(),
+            self.private_key,
+            algorithm=alg or self.alg,
+            headers=headers,
+        )
 
 
 def jwks(*signers: Signer) -> dict:

@@ -5,20 +5,43 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import minimal_request
 
 from cds_service import SERVICE_ID
 from cds_service.hooks import validator
-from conftest import minimal_request
 
 SERVICE = f"/cds-services/{SERVICE_ID}"
-CRAMP = {"resourceType": "Condition", "id": "cramp1",
-         "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
-         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "449918009", "display": "Cramp in lower leg"}]},
-         "subject": {"reference": "Patient/p1"}}
-CKD4 = {"resourceType": "Condition", "id": "ckd4",
-        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
-        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "N18.4"}]},
-        "subject": {"reference": "Patient/p1"}, "onsetDateTime": "2025-02-01"}
+CRAMP = {
+    "resourceType": "Condition",
+    "id": "cramp1",
+    "clinicalStatus": {
+        "coding": [
+            {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}
+        ]
+    },
+    "code": {
+        "coding": [
+            {
+                "system": "http://snomed.info/sct",
+                "code": "449918009",
+                "display": "Cramp in lower leg",
+            }
+        ]
+    },
+    "subject": {"reference": "Patient/p1"},
+}
+CKD4 = {
+    "resourceType": "Condition",
+    "id": "ckd4",
+    "clinicalStatus": {
+        "coding": [
+            {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}
+        ]
+    },
+    "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "N18.4"}]},
+    "subject": {"reference": "Patient/p1"},
+    "onsetDateTime": "2025-02-01",
+}
 
 
 def assert_outcome(response, status: int) -> dict:
@@ -39,8 +62,14 @@ def test_discovery_is_schema_valid_and_lists_prefetch(client):
     service = body["services"][0]
     assert service["id"] == SERVICE_ID and service["hook"] == "patient-view"
     assert {"title", "description", "usageRequirements", "version"} <= set(service)
-    assert set(service["prefetch"]) == {"patient", "conditions", "observations", "procedures",
-                                        "medications", "servicerequests"}
+    assert set(service["prefetch"]) == {
+        "patient",
+        "conditions",
+        "observations",
+        "procedures",
+        "medications",
+        "servicerequests",
+    }
     assert "http://loinc.org|2823-3" in service["prefetch"]["observations"]
     for template in service["prefetch"].values():
         assert "{{context.patientId}}" in template and "today()" not in template
@@ -68,29 +97,63 @@ def test_hook_returns_schema_valid_cards(client):
 
 
 def test_fhir_json_content_type_is_accepted(client):
-    response = client.post(SERVICE, data=json.dumps(minimal_request()),
-                           content_type="application/fhir+json; charset=utf-8")
+    response = client.post(
+        SERVICE,
+        data=json.dumps(minimal_request()),
+        content_type="application/fhir+json; charset=utf-8",
+    )
     assert response.status_code == 200
 
 
 def test_feedback_accepts_valid_items(client):
-    body = {"feedback": [
-        {"card": "c1", "outcome": "accepted", "acceptedSuggestions": [{"id": "s1"}],
-         "outcomeTimestamp": "2026-11-24T10:00:00Z"},
-        {"card": "c2", "outcome": "overridden", "outcomeTimestamp": "2026-11-24T10:00:00Z",
-         "overrideReason": {"reason": {"system": "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes",
-                                       "code": "cds-not-applicable",
-                                       "display": "PC CDS does not apply to patient"},
-                            "userComment": "seen by nephrology last week"}}]}
+    body = {
+        "feedback": [
+            {
+                "card": "c1",
+                "outcome": "accepted",
+                "acceptedSuggestions": [{"id": "s1"}],
+                "outcomeTimestamp": "2026-11-24T10:00:00Z",
+            },
+            {
+                "card": "c2",
+                "outcome": "overridden",
+                "outcomeTimestamp": "2026-11-24T10:00:00Z",
+                "overrideReason": {
+                    "reason": {
+                        "system": "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes",
+                        "code": "cds-not-applicable",
+                        "display": "PC CDS does not apply to patient",
+                    },
+                    "userComment": "seen by nephrology last week",
+                },
+            },
+        ]
+    }
     assert client.post(f"{SERVICE}/feedback", json=body).status_code == 200
 
 
-@pytest.mark.parametrize("item, field", [
-    ({"outcome": "accepted", "acceptedSuggestions": [{"id": "s"}], "outcomeTimestamp": "2026-11-24T10:00:00Z"}, "card"),
-    ({"card": "c", "outcome": "accepted", "outcomeTimestamp": "2026-11-24T10:00:00Z"}, "acceptedSuggestions"),
-    ({"card": "c", "outcome": "maybe", "outcomeTimestamp": "2026-11-24T10:00:00Z"}, "outcome"),
-    ({"card": "c", "outcome": "overridden", "outcomeTimestamp": "yesterday"}, "outcomeTimestamp"),
-])
+@pytest.mark.parametrize(
+    "item, field",
+    [
+        (
+            {
+                "outcome": "accepted",
+                "acceptedSuggestions": [{"id": "s"}],
+                "outcomeTimestamp": "2026-11-24T10:00:00Z",
+            },
+            "card",
+        ),
+        (
+            {"card": "c", "outcome": "accepted", "outcomeTimestamp": "2026-11-24T10:00:00Z"},
+            "acceptedSuggestions",
+        ),
+        ({"card": "c", "outcome": "maybe", "outcomeTimestamp": "2026-11-24T10:00:00Z"}, "outcome"),
+        (
+            {"card": "c", "outcome": "overridden", "outcomeTimestamp": "yesterday"},
+            "outcomeTimestamp",
+        ),
+    ],
+)
 def test_feedback_rejects_invalid_items_naming_the_field(client, item, field):
     body = assert_outcome(client.post(f"{SERVICE}/feedback", json={"feedback": [item]}), 400)
     assert field in body["issue"][0]["details"]["text"]
@@ -100,16 +163,28 @@ def test_malformed_json_is_400(client):
     assert_outcome(client.post(SERVICE, data="{not json", content_type="application/json"), 400)
 
 
-@pytest.mark.parametrize("mutate, field", [
-    (lambda r: r.pop("hookInstance"), "hookInstance"),
-    (lambda r: r["context"].pop("patientId"), "patientId"),
-    (lambda r: r.update(hook="order-sign"), "hook"),
-    (lambda r: r["context"].update(patientId="../../etc"), "patientId"),
-    (lambda r: r.update(fhirAuthorization={"access_token": "x", "token_type": "Bearer",
-                                           "expires_in": 300, "scope": "s", "subject": "c"}),
-     "fhirServer"),
-    (lambda r: r.update(prefetch=[]), "prefetch"),
-])
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda r: r.pop("hookInstance"), "hookInstance"),
+        (lambda r: r["context"].pop("patientId"), "patientId"),
+        (lambda r: r.update(hook="order-sign"), "hook"),
+        (lambda r: r["context"].update(patientId="../../etc"), "patientId"),
+        (
+            lambda r: r.update(
+                fhirAuthorization={
+                    "access_token": "x",
+                    "token_type": "Bearer",
+                    "expires_in": 300,
+                    "scope": "s",
+                    "subject": "c",
+                }
+            ),
+            "fhirServer",
+        ),
+        (lambda r: r.update(prefetch=[]), "prefetch"),
+    ],
+)
 def test_schema_violation_is_400_naming_the_field(client, mutate, field):
     request = minimal_request()
     mutate(request)
@@ -149,8 +224,10 @@ def test_non_json_content_type_is_415(client):
 def test_body_over_limit_is_413(tmp_path):
     from cds_service.app import create_app
     from cds_service.config import Settings
-    small = create_app(Settings.from_env({}, today="2026-11-24", data_dir=tmp_path,
-                                         max_body_bytes=2048)).test_client()
+
+    small = create_app(
+        Settings.from_env({}, today="2026-11-24", data_dir=tmp_path, max_body_bytes=2048)
+    ).test_client()
     request = minimal_request()
     request["padding"] = "x" * 4096
     assert_outcome(small.post(SERVICE, json=request), 413)
@@ -173,10 +250,14 @@ def test_missing_optional_prefetch_still_gives_cards(client):
 
 
 def test_cors_preflight_allows_authorization_and_content_type(client):
-    response = client.options(SERVICE, headers={
-        "Origin": "https://sandbox.cds-hooks.org",
-        "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization, content-type"})
+    response = client.options(
+        SERVICE,
+        headers={
+            "Origin": "https://sandbox.cds-hooks.org",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
     assert response.status_code in (200, 204)
     assert response.headers["Access-Control-Allow-Origin"] in ("*", "https://sandbox.cds-hooks.org")
     allowed = response.headers["Access-Control-Allow-Headers"].lower()
@@ -197,16 +278,21 @@ def test_cors_work_is_skipped_for_calls_without_origin(app, client):
     response = client.post(SERVICE, json=minimal_request())
     assert response.status_code == 200
     assert not [h for h in response.headers.keys() if h.lower().startswith("access-control")]
-    with_origin = client.post(SERVICE, json=minimal_request(),
-                              headers={"Origin": "https://sandbox.cds-hooks.org"})
+    with_origin = client.post(
+        SERVICE, json=minimal_request(), headers={"Origin": "https://sandbox.cds-hooks.org"}
+    )
     assert "Access-Control-Allow-Origin" in with_origin.headers
 
 
 def test_cors_origins_are_configurable(tmp_path):
     from cds_service.app import create_app
     from cds_service.config import Settings
-    app = create_app(Settings.from_env({"CDS_CORS_ORIGINS": "https://ehr.example.org"},
-                                       today="2026-11-24", data_dir=tmp_path))
+
+    app = create_app(
+        Settings.from_env(
+            {"CDS_CORS_ORIGINS": "https://ehr.example.org"}, today="2026-11-24", data_dir=tmp_path
+        )
+    )
     client = app.test_client()
     good = client.get("/cds-services", headers={"Origin": "https://ehr.example.org"})
     assert good.headers.get("Access-Control-Allow-Origin") == "https://ehr.example.org"
@@ -224,21 +310,38 @@ def test_unexpected_error_is_500_outcome_without_traceback(app, monkeypatch):
 
     def boom(_request):
         raise RuntimeError("secret patient detail")
+
     monkeypatch.setattr(service, "evaluate", boom)
     response = app.test_client().post(SERVICE, json=minimal_request())
     body = assert_outcome(response, 500)
     assert "secret" not in json.dumps(body) and "Traceback" not in response.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("garbage", [
-    {"resourceType": "Bundle", "entry": [None, 1, "x", {"resource": []}]},
-    {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Condition", "code": "R25.2"}}]},
-    {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Observation",
-                                                       "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}]},
-                                                       "status": "final", "effectiveDateTime": "not a date",
-                                                       "valueQuantity": {"value": "abc", "code": None}}}]},
-    {"resourceType": "Bundle", "entry": {"not": "a list"}},
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        {"resourceType": "Bundle", "entry": [None, 1, "x", {"resource": []}]},
+        {
+            "resourceType": "Bundle",
+            "entry": [{"resource": {"resourceType": "Condition", "code": "R25.2"}}],
+        },
+        {
+            "resourceType": "Bundle",
+            "entry": [
+                {
+                    "resource": {
+                        "resourceType": "Observation",
+                        "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}]},
+                        "status": "final",
+                        "effectiveDateTime": "not a date",
+                        "valueQuantity": {"value": "abc", "code": None},
+                    }
+                }
+            ],
+        },
+        {"resourceType": "Bundle", "entry": {"not": "a list"}},
+    ],
+)
 def test_malformed_fhir_content_never_500s(client, garbage):
     request = minimal_request(resources=[CRAMP])
     request["prefetch"]["observations"] = garbage
@@ -257,15 +360,32 @@ def test_feedback_with_an_impossible_timestamp_is_400(client):
 def test_medication_referenced_by_medication_request_is_recognised(client):
     """A MedicationRequest pointing at an (_include'd) Medication is classified by its codes."""
     request = minimal_request(resources=[CRAMP])
-    order = {"resourceType": "MedicationRequest", "id": "mr1", "status": "active",
-             "intent": "order", "subject": {"reference": "Patient/p1"},
-             "medicationReference": {"reference": "Medication/med1"}, "authoredOn": "2026-10-01"}
-    medication = {"resourceType": "Medication", "id": "med1",
-                  "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
-                                       "code": "83367", "display": "atorvastatin"}]}}
+    order = {
+        "resourceType": "MedicationRequest",
+        "id": "mr1",
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "medicationReference": {"reference": "Medication/med1"},
+        "authoredOn": "2026-10-01",
+    }
+    medication = {
+        "resourceType": "Medication",
+        "id": "med1",
+        "code": {
+            "coding": [
+                {
+                    "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                    "code": "83367",
+                    "display": "atorvastatin",
+                }
+            ]
+        },
+    }
     request["prefetch"]["medications"]["entry"] = [
         {"resource": order, "search": {"mode": "match"}},
-        {"resource": medication, "search": {"mode": "include"}}]
+        {"resource": medication, "search": {"mode": "include"}},
+    ]
     cards = client.post(SERVICE, json=request).get_json()["cards"]
     review = [c for c in cards if c["source"]["topic"]["code"] == "medication-review"]
     assert review and "atorvastatin" in review[0]["detail"]
@@ -274,11 +394,20 @@ def test_medication_referenced_by_medication_request_is_recognised(client):
 
 
 def _critical_potassium(**extra) -> dict:
-    resource = {"resourceType": "Observation", "id": "k1", "status": "final",
-                "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}]},
-                "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2026-11-23",
-                "valueQuantity": {"value": 2.1, "unit": "mmol/L",
-                                  "system": "http://unitsofmeasure.org", "code": "mmol/L"}}
+    resource = {
+        "resourceType": "Observation",
+        "id": "k1",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2026-11-23",
+        "valueQuantity": {
+            "value": 2.1,
+            "unit": "mmol/L",
+            "system": "http://unitsofmeasure.org",
+            "code": "mmol/L",
+        },
+    }
     resource.update(extra)
     return resource
 
@@ -296,10 +425,17 @@ def test_evidence_that_fails_fhir_validation_is_not_used(client, caplog):
     assert "invalid Observation" in caplog.text and "p1" not in caplog.text
 
 
-@pytest.mark.parametrize("extra", [
-    {"subject": "Patient/p1"}, {"status": ["final"]}, {"valueQuantity": {"value": 2.1, "code": ["mmol/L"]}},
-    {"code": "2823-3"}, {"effectivePeriod": "yesterday"}, {"contained": 3},
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"subject": "Patient/p1"},
+        {"status": ["final"]},
+        {"valueQuantity": {"value": 2.1, "code": ["mmol/L"]}},
+        {"code": "2823-3"},
+        {"effectivePeriod": "yesterday"},
+        {"contained": 3},
+    ],
+)
 def test_a_resource_with_a_wrongly_typed_element_is_left_out(client, extra):
     assert "urgent-care" not in _routes(client, _critical_potassium(**extra))
 
@@ -316,15 +452,29 @@ def test_a_malformed_element_no_rule_reads_does_not_hide_a_result(client):
     assert "urgent-care" in _routes(client, noisy)
 
 
-@pytest.mark.parametrize("observations", [
-    {"resourceType": "Bundle", "entry": 5},
-    {"resourceType": "Bundle", "link": 7, "entry": []},
-    {"resourceType": "Bundle", "entry": [{"resource": {
-        "resourceType": "Observation", "id": "c0", "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "2160-0"}]},
-        "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2026-11-20",
-        "valueQuantity": {"value": 0, "unit": "mg/dL", "code": "mg/dL"}}}]},
-])
+@pytest.mark.parametrize(
+    "observations",
+    [
+        {"resourceType": "Bundle", "entry": 5},
+        {"resourceType": "Bundle", "link": 7, "entry": []},
+        {
+            "resourceType": "Bundle",
+            "entry": [
+                {
+                    "resource": {
+                        "resourceType": "Observation",
+                        "id": "c0",
+                        "status": "final",
+                        "code": {"coding": [{"system": "http://loinc.org", "code": "2160-0"}]},
+                        "subject": {"reference": "Patient/p1"},
+                        "effectiveDateTime": "2026-11-20",
+                        "valueQuantity": {"value": 0, "unit": "mg/dL", "code": "mg/dL"},
+                    }
+                }
+            ],
+        },
+    ],
+)
 def test_odd_bundles_and_zero_creatinine_never_500(client, observations):
     request = minimal_request(resources=[CRAMP])
     request["prefetch"]["observations"] = observations
@@ -338,13 +488,19 @@ def test_feedback_timestamps_at_the_edge_of_time_are_400(client, stamp):
 
 
 def test_evidence_reached_through_two_criteria_is_listed_once(client):
-    egfr = {"resourceType": "Observation", "id": "egfr1", "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": "98979-8"}]},
-            "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2026-11-13",
-            "valueQuantity": {"value": 22, "unit": "mL/min/1.73m2", "code": "mL/min/{1.73_m2}"}}
+    egfr = {
+        "resourceType": "Observation",
+        "id": "egfr1",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "98979-8"}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2026-11-13",
+        "valueQuantity": {"value": 22, "unit": "mL/min/1.73m2", "code": "mL/min/{1.73_m2}"},
+    }
     response = client.post(SERVICE, json=minimal_request(resources=[CRAMP, CKD4, egfr]))
-    card = next(c for c in response.get_json()["cards"]
-                if c["source"]["topic"]["code"] == "nephrology")
+    card = next(
+        c for c in response.get_json()["cards"] if c["source"]["topic"]["code"] == "nephrology"
+    )
     assert card["detail"].count("(ICD-10-CM N18.4)") + card["detail"].count("431857002") == 1
     assert card["detail"].count("eGFR 22") == 1
 
@@ -361,12 +517,21 @@ def assert_always_headers(response) -> None:
 
 
 def test_every_response_carries_no_store_and_nosniff(client):
-    preflight = {"Origin": SANDBOX, "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "content-type"}
-    for response in (client.get("/cds-services"), client.post(SERVICE, json=minimal_request()),
-                     client.post(SERVICE, data="{", content_type="application/json"),
-                     client.get("/no-such-path"), client.get("/healthz"), client.get("/metrics"),
-                     client.options(SERVICE, headers=preflight), client.delete("/cds-services")):
+    preflight = {
+        "Origin": SANDBOX,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    for response in (
+        client.get("/cds-services"),
+        client.post(SERVICE, json=minimal_request()),
+        client.post(SERVICE, data="{", content_type="application/json"),
+        client.get("/no-such-path"),
+        client.get("/healthz"),
+        client.get("/metrics"),
+        client.options(SERVICE, headers=preflight),
+        client.delete("/cds-services"),
+    ):
         assert_always_headers(response)
 
 
@@ -374,9 +539,14 @@ def test_discovery_with_a_trailing_slash_is_served_with_its_preflight(client):
     plain = client.get("/cds-services")
     slash = client.get("/cds-services/")
     assert slash.status_code == 200 and slash.get_json() == plain.get_json()
-    preflight = client.options("/cds-services/", headers={
-        "Origin": SANDBOX, "Access-Control-Request-Method": "GET",
-        "Access-Control-Request-Headers": "authorization"})
+    preflight = client.options(
+        "/cds-services/",
+        headers={
+            "Origin": SANDBOX,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
     assert preflight.status_code in (200, 204)
     assert preflight.headers["Access-Control-Allow-Origin"] in ("*", SANDBOX)
     assert "authorization" in preflight.headers["Access-Control-Allow-Headers"].lower()
@@ -384,8 +554,16 @@ def test_discovery_with_a_trailing_slash_is_served_with_its_preflight(client):
     assert client.post(SERVICE + "/", json=minimal_request()).status_code == 200
 
 
-@pytest.mark.parametrize("path", ["//cds-services", "/cds-services//", "//evil.example.com/x",
-                                  "///healthz", "/cds-services//leg-cramp-referral"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "//cds-services",
+        "/cds-services//",
+        "//evil.example.com/x",
+        "///healthz",
+        "/cds-services//leg-cramp-referral",
+    ],
+)
 def test_double_slashes_never_redirect(client, path):
     response = client.get(path, headers={"Host": "evil.example.com"})
     assert "Location" not in response.headers
@@ -395,21 +573,39 @@ def test_double_slashes_never_redirect(client, path):
 
 
 def test_feedback_success_is_json(client):
-    item = {"card": "c1", "outcome": "overridden", "outcomeTimestamp": "2026-11-24T10:00:00Z",
-            "overrideReason": {"userComment": "seen last week"}}
+    item = {
+        "card": "c1",
+        "outcome": "overridden",
+        "outcomeTimestamp": "2026-11-24T10:00:00Z",
+        "overrideReason": {"userComment": "seen last week"},
+    }
     response = client.post(f"{SERVICE}/feedback", json={"feedback": [item]})
     assert response.status_code == 200 and response.mimetype == "application/json"
     assert response.get_json() == {"status": "stored", "items": 1}
 
 
-@pytest.mark.parametrize("reason", [
-    {}, {"unknown": 1}, {"reason": {}}, {"reason": {"code": "x"}}, {"reason": "x"},
-    {"reason": {"system": "s", "code": ""}}, {"userComment": ""}, {"userComment": 5},
-    {"reason": {"system": "s", "code": "c" * 300}}, {"userComment": "nul \u0000 byte"},
-])
+@pytest.mark.parametrize(
+    "reason",
+    [
+        {},
+        {"unknown": 1},
+        {"reason": {}},
+        {"reason": {"code": "x"}},
+        {"reason": "x"},
+        {"reason": {"system": "s", "code": ""}},
+        {"userComment": ""},
+        {"userComment": 5},
+        {"reason": {"system": "s", "code": "c" * 300}},
+        {"userComment": "nul \u0000 byte"},
+    ],
+)
 def test_malformed_override_reason_is_400_naming_it(client, reason):
-    item = {"card": "c", "outcome": "overridden", "outcomeTimestamp": "2026-11-24T10:00:00Z",
-            "overrideReason": reason}
+    item = {
+        "card": "c",
+        "outcome": "overridden",
+        "outcomeTimestamp": "2026-11-24T10:00:00Z",
+        "overrideReason": reason,
+    }
     body = assert_outcome(client.post(f"{SERVICE}/feedback", json={"feedback": [item]}), 400)
     assert "feedback[0].overrideReason" in body["issue"][0]["details"]["text"]
 
@@ -417,8 +613,10 @@ def test_malformed_override_reason_is_400_naming_it(client, reason):
 def test_over_limit_body_errors_carry_cors_for_the_sandbox(tmp_path):
     from cds_service.app import create_app
     from cds_service.config import Settings
-    small = create_app(Settings.from_env({}, today="2026-11-24", data_dir=tmp_path,
-                                         max_body_bytes=2048)).test_client()
+
+    small = create_app(
+        Settings.from_env({}, today="2026-11-24", data_dir=tmp_path, max_body_bytes=2048)
+    ).test_client()
     request = minimal_request()
     request["padding"] = "x" * 4096
     response = small.post(SERVICE, json=request, headers={"Origin": SANDBOX})

@@ -42,8 +42,13 @@ def test_check_rules_accepts_the_shipped_cards(capsys):
 
 
 def test_python_dash_m_works():
-    result = subprocess.run([sys.executable, "-m", "cds_service", "check-rules"],
-                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "cds_service", "check-rules"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -57,19 +62,36 @@ def _broken_cards(tmp_path: Path, edit) -> Path:
     return cards
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (lambda d: d.pop("summary"), "summary"),
-    (lambda d: d["criteria"][0].update(value_sets=["no-such-set"]), "criteria/0/value_sets"),
-    (lambda d: d["criteria"][4]["threshold"].update(unit="furlongs"), "criteria/4/threshold/unit"),
-    (lambda d: d["criteria"].append({"id": "x", "type": "all", "of": ["missing-id"]}), "criteria/"),
-    (lambda d: d.update(indicator="urgent"), "indicator"),
-    (lambda d: d["criteria"].extend([{"id": "a", "type": "any", "of": ["b"], "fires": False},
-                                     {"id": "b", "type": "all", "of": ["a"], "fires": False}]),
-     "a -> b -> a"),
-    (lambda d: d["criteria"].append({"id": "c", "type": "any", "of": ["ckd-stage-4-5"]}),
-     "needs its next step"),
-    (lambda d: d["criteria"][2].pop("lookback_days"), "criteria/2"),
-])
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda d: d.pop("summary"), "summary"),
+        (lambda d: d["criteria"][0].update(value_sets=["no-such-set"]), "criteria/0/value_sets"),
+        (
+            lambda d: d["criteria"][4]["threshold"].update(unit="furlongs"),
+            "criteria/4/threshold/unit",
+        ),
+        (
+            lambda d: d["criteria"].append({"id": "x", "type": "all", "of": ["missing-id"]}),
+            "criteria/",
+        ),
+        (lambda d: d.update(indicator="urgent"), "indicator"),
+        (
+            lambda d: d["criteria"].extend(
+                [
+                    {"id": "a", "type": "any", "of": ["b"], "fires": False},
+                    {"id": "b", "type": "all", "of": ["a"], "fires": False},
+                ]
+            ),
+            "a -> b -> a",
+        ),
+        (
+            lambda d: d["criteria"].append({"id": "c", "type": "any", "of": ["ckd-stage-4-5"]}),
+            "needs its next step",
+        ),
+        (lambda d: d["criteria"][2].pop("lookback_days"), "criteria/2"),
+    ],
+)
 def test_check_rules_names_file_and_field(tmp_path, capsys, edit, expected):
     cards = _broken_cards(tmp_path, edit)
     assert main(["check-rules", "--cards-dir", str(cards)]) == 1

@@ -31,19 +31,39 @@ def explainer(ruleset):
 
 # --------------------------------------------------------------------------- URL helper
 
+
 def test_explain_url_is_absolute_with_the_fired_rule_ids():
-    assert explain.explain_url("https://cds.example.org/", "nephrology",
-                               ["egfr-below-30-known-ckd", "ckd-stage-4-5"]) == (
-        "https://cds.example.org/explain/nephrology?rules=egfr-below-30-known-ckd,ckd-stage-4-5")
+    assert explain.explain_url(
+        "https://cds.example.org/", "nephrology", ["egfr-below-30-known-ckd", "ckd-stage-4-5"]
+    ) == ("https://cds.example.org/explain/nephrology?rules=egfr-below-30-known-ckd,ckd-stage-4-5")
     assert explain.explain_url("https://cds.example.org/base", "urgent-care", []) == (
-        "https://cds.example.org/base/explain/urgent-care")
-    assert explain.explain_url("", "vascular", ["a"]) == "http://127.0.0.1:8080/explain/vascular?rules=a"
+        "https://cds.example.org/base/explain/urgent-care"
+    )
+    assert (
+        explain.explain_url("", "vascular", ["a"])
+        == "http://127.0.0.1:8080/explain/vascular?rules=a"
+    )
 
 
-@pytest.mark.parametrize("junk", ["Patient/123", "K 2.4 mmol/L", "<script>", "Jane Doe",
-                                  "a,b", "1960-05-01", "12345", "", "UPPER", "x" * 101])
+@pytest.mark.parametrize(
+    "junk",
+    [
+        "Patient/123",
+        "K 2.4 mmol/L",
+        "<script>",
+        "Jane Doe",
+        "a,b",
+        "1960-05-01",
+        "12345",
+        "",
+        "UPPER",
+        "x" * 101,
+    ],
+)
 def test_explain_url_drops_anything_that_is_not_a_rule_id(junk):
-    url = explain.explain_url("https://x.example", "nephrology", [junk, "dialysis-recent", "dialysis-recent"])
+    url = explain.explain_url(
+        "https://x.example", "nephrology", [junk, "dialysis-recent", "dialysis-recent"]
+    )
     assert url.endswith("?rules=dialysis-recent")
     assert "Patient" not in url and " " not in url and "<" not in url
 
@@ -72,10 +92,15 @@ def test_base_url_inside_a_request_is_the_request_host(client):
     assert explain.REQUEST_BASE_URL.get() is None  # reset after the request
 
 
-@pytest.mark.parametrize("host, expected", [("127.0.0.1", "http://127.0.0.1:8080"),
-                                            ("0.0.0.0", "http://127.0.0.1:9090"),
-                                            ("cds.internal", "http://cds.internal:9090"),
-                                            ("::1", "http://[::1]:9090")])
+@pytest.mark.parametrize(
+    "host, expected",
+    [
+        ("127.0.0.1", "http://127.0.0.1:8080"),
+        ("0.0.0.0", "http://127.0.0.1:9090"),
+        ("cds.internal", "http://cds.internal:9090"),
+        ("::1", "http://[::1]:9090"),
+    ],
+)
 def test_base_url_outside_a_request_is_the_configured_address(host, expected):
     port = 8080 if host == "127.0.0.1" else 9090
     assert explain.base_url(Settings.from_env({}, host=host, port=port)) == expected
@@ -89,13 +114,20 @@ def test_base_url_without_settings_reads_the_environment(monkeypatch):
 
 
 def test_explain_link_is_a_cds_hooks_absolute_link():
-    link = explain.explain_link("nephrology", ["ckd-stage-4-5"],
-                                Settings.from_env({}, public_base_url="https://cds.example.org"))
-    assert link == {"label": "Why this card: the rules explained", "type": "absolute",
-                    "url": "https://cds.example.org/explain/nephrology?rules=ckd-stage-4-5"}
+    link = explain.explain_link(
+        "nephrology",
+        ["ckd-stage-4-5"],
+        Settings.from_env({}, public_base_url="https://cds.example.org"),
+    )
+    assert link == {
+        "label": "Why this card: the rules explained",
+        "type": "absolute",
+        "url": "https://cds.example.org/explain/nephrology?rules=ckd-stage-4-5",
+    }
 
 
 # --------------------------------------------------------------------------- pages over HTTP
+
 
 def test_index_lists_every_route(client, ruleset):
     response = client.get("/explain")
@@ -127,13 +159,19 @@ def test_every_route_page_shows_every_rule_and_what_it_reads(client, ruleset):
 
 def test_thresholds_windows_and_codes_in_plain_words(client):
     html = client.get("/explain/nephrology").get_data(as_text=True)
-    assert "The newest eGFR result of the last 365 days (1 year) is below (&lt;) 30 mL/min/1.73m²" in html
+    assert (
+        "The newest eGFR result of the last 365 days (1 year) is below (&lt;) 30 mL/min/1.73m²"
+        in html
+    )
     assert "LOINC <code>98979-8</code>" in html
     assert "SNOMED CT <code>431857002</code> Chronic kidney disease stage 4" in html
     assert "estimated with CKD-EPI 2021" in html
     assert "Unless any of these holds: kidney-disease-known." in html
     html = client.get("/explain/urgent-care").get_data(as_text=True)
-    assert "The highest Body temperature result of the last 3 days is at or above (&gt;=) 38 °C" in html
+    assert (
+        "The highest Body temperature result of the last 3 days is at or above (&gt;=) 38 °C"
+        in html
+    )
     assert "preliminary" in html and "LL (critically low)" in html
     assert "Only for patients under 18" in html
     html = client.get("/explain/medication-review").get_data(as_text=True)
@@ -142,8 +180,9 @@ def test_thresholds_windows_and_codes_in_plain_words(client):
 
 
 def test_fired_rules_first_unknown_ids_ignored_and_never_echoed(client):
-    html = client.get("/explain/nephrology?rules=ckd-stage-4-5,<b>x</b>,no-such-rule,Patient-123"
-                      ).get_data(as_text=True)
+    html = client.get(
+        "/explain/nephrology?rules=ckd-stage-4-5,<b>x</b>,no-such-rule,Patient-123"
+    ).get_data(as_text=True)
     assert html.index('id="rule-ckd-stage-4-5"') < html.index('id="rule-kidney-transplant"')
     assert "<b>x</b>" not in html and "no-such-rule" not in html and "Patient-123" not in html
     plain = client.get("/explain/nephrology").get_data(as_text=True)
@@ -160,13 +199,24 @@ def test_unknown_route_is_a_404_operation_outcome(client):
 
 def test_pages_need_no_authentication(tmp_path):
     import json
+
+    from jwt_helpers import Signer
+    from jwt_helpers import jwks as jwk_set
+
     from cds_service.app import create_app
-    from jwt_helpers import Signer, jwks as jwk_set
+
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps(jwk_set(Signer.es384())))
-    app = create_app(Settings.from_env({}, data_dir=tmp_path, auth_mode="jwt",
-                                       jwks_file=str(jwks), trusted_issuers=("https://ehr",),
-                                       public_base_url="https://cds.example.org"))
+    app = create_app(
+        Settings.from_env(
+            {},
+            data_dir=tmp_path,
+            auth_mode="jwt",
+            jwks_file=str(jwks),
+            trusted_issuers=("https://ehr",),
+            public_base_url="https://cds.example.org",
+        )
+    )
     client = app.test_client()
     assert client.get("/cds-services").status_code == 401
     assert client.get("/explain").status_code == 200
@@ -199,14 +249,31 @@ def test_per_rule_content_from_a_named_content_block(ruleset):
     and links are shown under that rule."""
     route = next(r for r in ruleset.routes if r.code == "nephrology")
     criterion = {**route.by_id["ckd-stage-4-5"], "content": "advanced-ckd"}
-    fake = type("R", (), {"data": {**route.data, "content": {"advanced-ckd": {
-        "next_step": "Refer to nephrology.", "caveats": ["Check the stage."],
-        "links": [{"label": "KDIGO", "url": "https://kdigo.org/"}]}}}})()
+    fake = type(
+        "R",
+        (),
+        {
+            "data": {
+                **route.data,
+                "content": {
+                    "advanced-ckd": {
+                        "next_step": "Refer to nephrology.",
+                        "caveats": ["Check the stage."],
+                        "links": [{"label": "KDIGO", "url": "https://kdigo.org/"}],
+                    }
+                },
+            }
+        },
+    )()
     assert explain._content(fake, criterion) == (
-        "Refer to nephrology.", ["Check the stage."], [{"label": "KDIGO", "url": "https://kdigo.org/"}])
+        "Refer to nephrology.",
+        ["Check the stage."],
+        [{"label": "KDIGO", "url": "https://kdigo.org/"}],
+    )
 
 
 # --------------------------------------------------------------------------- source attributes
+
 
 def test_source_attributes_come_from_the_rule_files(explainer, ruleset):
     source = explain.source_attributes(ruleset, explainer.content_hash)
@@ -231,11 +298,14 @@ def test_content_hash_changes_with_any_rule_file(tmp_path):
     assert explain.rules_hash(cards) != before
 
 
-@pytest.mark.parametrize("edit, field", [
-    (lambda s: s.pop("developer"), "source_attributes"),
-    (lambda s: s.update(release_date="24 Nov 2026"), "source_attributes/release_date"),
-    (lambda s: s.update(sponsor="x"), "source_attributes"),
-])
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda s: s.pop("developer"), "source_attributes"),
+        (lambda s: s.update(release_date="24 Nov 2026"), "source_attributes/release_date"),
+        (lambda s: s.update(sponsor="x"), "source_attributes"),
+    ],
+)
 def test_check_rules_validates_the_source_attributes(tmp_path, capsys, edit, field):
     cards = tmp_path / "cards"
     shutil.copytree(CARDS, cards)
@@ -249,6 +319,7 @@ def test_check_rules_validates_the_source_attributes(tmp_path, capsys, edit, fie
 
 
 # --------------------------------------------------------------------------- text table
+
 
 def test_check_rules_explain_prints_a_decision_table_per_route(capsys, ruleset):
     assert main(["check-rules", "--explain"]) == 0

@@ -26,18 +26,29 @@ from cds_service.app import create_app
 from cds_service.config import Settings
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-default-apps", "--disable-extensions"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-default-apps",
+    "--disable-extensions",
+]
 PHONE = {"width": 375, "height": 800}
 
-sync_api = pytest.importorskip("playwright.sync_api",
-                               reason="the playwright Python package is not installed "
-                                      "(pip install -e '.[dev]')")
+sync_api = pytest.importorskip(
+    "playwright.sync_api",
+    reason="the playwright Python package is not installed (pip install -e '.[dev]')",
+)
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
-                       reason=f"{CHROMIUM} is missing (apt-get install chromium; .ci/run does)"),
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
+        reason=f"{CHROMIUM} is missing (apt-get install chromium; .ci/run does)",
+    ),
 ]
 
 
@@ -49,8 +60,10 @@ def server(tmp_path_factory):
     class Quiet(WSGIRequestHandler):
         def log_request(self, *args, **kwargs):  # the app writes its own access line
             pass
-    settings = Settings.from_env({}, today="2026-11-24", auth_mode="off",
-                                 data_dir=tmp_path_factory.mktemp("explain-data"))
+
+    settings = Settings.from_env(
+        {}, today="2026-11-24", auth_mode="off", data_dir=tmp_path_factory.mktemp("explain-data")
+    )
     app = create_app(settings)
     httpd = make_server("127.0.0.1", 0, app, threaded=True, request_handler=Quiet)
     thread = threading.Thread(target=httpd.serve_forever, name="explain-server", daemon=True)
@@ -66,8 +79,9 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                              args=CHROMIUM_ARGS)
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
         try:
             yield chromium
         finally:
@@ -80,8 +94,14 @@ def page(browser):
     context = browser.new_context(viewport=PHONE, java_script_enabled=True)
     page = context.new_page()
     page.errors = []
-    page.on("console", lambda msg: page.errors.append(f"console {msg.type}: {msg.text}")
-            if msg.type in ("error", "warning") else None)
+    page.on(
+        "console",
+        lambda msg: (
+            page.errors.append(f"console {msg.type}: {msg.text}")
+            if msg.type in ("error", "warning")
+            else None
+        ),
+    )
     page.on("pageerror", lambda exc: page.errors.append(f"page error: {exc}"))
     # Nothing may leave 127.0.0.1: the pages have no external resources.
     page.requests = []
@@ -109,8 +129,9 @@ def _check_page(page, base: str, url: str) -> None:
     assert page.locator("h1").count() == 1, f"{url}: one h1 expected"
     assert page.locator("h2").count() >= 2, f"{url}: headings missing"
     # Readable at a phone's width: nothing scrolls sideways.
-    widths = page.evaluate("() => [document.documentElement.scrollWidth, "
-                           "document.documentElement.clientWidth]")
+    widths = page.evaluate(
+        "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
     assert widths[0] <= widths[1], f"{url}: horizontal scroll at 375 px ({widths})"
     # Links: internal ones resolve (200; a #fragment names an element), external ones are https.
     hrefs = page.evaluate("() => Array.from(document.querySelectorAll('a[href]'), a => a.href)")
@@ -157,8 +178,14 @@ def test_every_route_page_renders_in_chromium(server, page):
             assert rule.count() == 1, f"{route.code}: rule {criterion['id']} missing"
             assert criterion["id"] in rule.inner_text()
         footer = page.inner_text("footer")
-        for attribute in ("Bibliographic citation", "Developer", "Funding source",
-                          "Release date", "Revision date", "What Type of Doctor Treats Leg Cramps?"):
+        for attribute in (
+            "Bibliographic citation",
+            "Developer",
+            "Funding source",
+            "Release date",
+            "Revision date",
+            "What Type of Doctor Treats Leg Cramps?",
+        ):
             assert attribute in footer, f"{route.code}: {attribute} missing"
 
 
@@ -185,7 +212,8 @@ def test_screenshot_of_a_route_page(server, page, tmp_path):
     # Decode it in the browser (no image library needed): not one flat colour, some dark text.
     blank = page.context.new_page()
     blank.set_content("<canvas id=c></canvas>")
-    colours = blank.evaluate("""async (src) => {
+    colours = blank.evaluate(
+        """async (src) => {
         const img = new Image(); img.src = src; await img.decode();
         const c = document.getElementById('c'); c.width = img.width; c.height = img.height;
         const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
@@ -196,7 +224,9 @@ def test_screenshot_of_a_route_page(server, page, tmp_path):
             if (px[i] + px[i + 1] + px[i + 2] < 200) dark++;
         }
         return {width: img.width, height: img.height, distinct: seen.size, dark};
-    }""", "data:image/png;base64," + base64.b64encode(data).decode())
+    }""",
+        "data:image/png;base64," + base64.b64encode(data).decode(),
+    )
     blank.close()
     assert (colours["width"], colours["height"]) == (PHONE["width"], PHONE["height"])
     assert colours["distinct"] > 50, colours

@@ -14,7 +14,9 @@ import socket
 import time
 
 import pytest
+from fhir_server import FhirServer, fhir_response, outcome
 from pytest_httpserver import HTTPServer
+from synthea import SYNTHEA_DIR, hook_request, patient_resources
 from werkzeug import Response
 
 from cds_service import metrics
@@ -24,8 +26,6 @@ from cds_service.fhir_client import FetchFailure, FhirFetcher, expected_type
 from cds_service.prefetch import resolve
 from cds_service.rules import RuleSet
 from cds_service.service import CdsService
-from fhir_server import FhirServer, fhir_response, outcome
-from synthea import SYNTHEA_DIR, hook_request, patient_resources
 
 TODAY = "2026-11-24"
 TOKEN = "s3cret-token-e9f1"
@@ -59,8 +59,11 @@ def http_server():
 def fhir(http_server, full_request) -> FhirServer:
     """Every resource of the patient (not only what the templates select) plus the cramp."""
     _, resources = patient_resources(GABRIEL)
-    cramp = [r for r in full_request["prefetch"]["conditions"]["entry"]
-             if r["resource"]["id"].startswith("leg-cramps-")]
+    cramp = [
+        r
+        for r in full_request["prefetch"]["conditions"]["entry"]
+        if r["resource"]["id"].startswith("leg-cramps-")
+    ]
     server = FhirServer(http_server, resources + [cramp[0]["resource"]], token=TOKEN)
     yield server
     server.release.set()
@@ -76,6 +79,7 @@ def make_client(tmp_path, ruleset):
     def make(**overrides):
         settings = make_settings(tmp_path, **overrides)
         return create_app(settings, service=CdsService(settings, ruleset=ruleset)).test_client()
+
     return make
 
 
@@ -91,20 +95,26 @@ def ask(full_request, fhir=None, drop=(), mode="absent", token=TOKEN) -> dict:
             request["prefetch"][key] = outcome("processing", "could not prefetch")
     if fhir is not None:
         request["fhirServer"] = fhir if isinstance(fhir, str) else fhir.base
-        request["fhirAuthorization"] = {"access_token": token, "token_type": "Bearer",
-                                        "expires_in": 300, "scope": "patient/*.read",
-                                        "subject": "leg-cramp-referral"}
+        request["fhirAuthorization"] = {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "patient/*.read",
+            "subject": "leg-cramp-referral",
+        }
     return request
 
 
 def stable(cards: list[dict]) -> list[dict]:
     """Cards without their fresh uuids, for comparing two calls."""
+
     def strip(value):
         if isinstance(value, dict):
             return {k: strip(v) for k, v in value.items() if k != "uuid"}
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value
+
     return strip(cards)
 
 
@@ -115,20 +125,27 @@ def routes(body: dict) -> list[str]:
 def paged_prefetch(request: dict, fhir: FhirServer, key: str, rtype: str, page_size: int) -> None:
     """Replace a prefetched key by the server's first page, which carries a next link."""
     query = resolve(f"{rtype}?patient={{{{context.patientId}}}}", request["context"])
-    request["prefetch"][key] = fhir.first_page(rtype, query.split("?", 1)[1] + f"&_count={page_size}")
+    request["prefetch"][key] = fhir.first_page(
+        rtype, query.split("?", 1)[1] + f"&_count={page_size}"
+    )
     assert any(link["relation"] == "next" for link in request["prefetch"][key]["link"])
 
 
 # --- the key property ------------------------------------------------------------------
 
-@pytest.mark.parametrize("drop, mode", [
-    (KEYS, "absent"),
-    (KEYS, "null"),
-    (KEYS, "outcome"),
-    (("patient", "observations"), "absent"),
-    (("conditions", "medications", "servicerequests"), "null"),
-    (("procedures",), "outcome"),
-], ids=["nothing", "all-null", "all-outcome", "some-absent", "some-null", "one-outcome"])
+
+@pytest.mark.parametrize(
+    "drop, mode",
+    [
+        (KEYS, "absent"),
+        (KEYS, "null"),
+        (KEYS, "outcome"),
+        (("patient", "observations"), "absent"),
+        (("conditions", "medications", "servicerequests"), "null"),
+        (("procedures",), "outcome"),
+    ],
+    ids=["nothing", "all-null", "all-outcome", "some-absent", "some-null", "one-outcome"],
+)
 def test_same_cards_whatever_the_ehr_prefetched(make_client, full_request, fhir, drop, mode):
     client = make_client()
     everything = client.post(URL, json=full_request)
@@ -140,9 +157,17 @@ def test_same_cards_whatever_the_ehr_prefetched(make_client, full_request, fhir,
     assert fetched.status_code == 200, fetched.json
     assert stable(fetched.json["cards"]) == stable(everything.json["cards"])
     asked = {r["path"].split("/")[2] for r in fhir.requests}
-    assert asked == {{"patient": "Patient", "conditions": "Condition", "observations": "Observation",
-                      "procedures": "Procedure", "medications": "MedicationRequest",
-                      "servicerequests": "ServiceRequest"}[k] for k in drop}
+    assert asked == {
+        {
+            "patient": "Patient",
+            "conditions": "Condition",
+            "observations": "Observation",
+            "procedures": "Procedure",
+            "medications": "MedicationRequest",
+            "servicerequests": "ServiceRequest",
+        }[k]
+        for k in drop
+    }
     assert all(r["authorization"] == f"Bearer {TOKEN}" for r in fhir.requests)
     assert all(r["accept"] == "application/fhir+json" for r in fhir.requests)
 
@@ -171,12 +196,15 @@ def test_search_is_followed_over_many_pages(tmp_path, full_request, fhir):
 
 def test_too_many_pages_is_a_failure_not_partial_data(make_client, full_request, fhir):
     fhir.page_size = 50
-    response = make_client(fhir_max_pages=2).post(URL, json=ask(full_request, fhir, ["observations"]))
+    response = make_client(fhir_max_pages=2).post(
+        URL, json=ask(full_request, fhir, ["observations"])
+    )
     assert response.status_code == 412
     assert "observations (more than 2 pages)" in response.json["issue"][0]["details"]["text"]
 
 
 # --- failures: 412 with the key and the reason, never the token -----------------------
+
 
 def failure_text(response) -> str:
     assert response.status_code == 412, response.json
@@ -187,7 +215,9 @@ def failure_text(response) -> str:
     return response.json["issue"][0]["details"]["text"]
 
 
-def test_wrong_token_gives_412_saying_the_server_refused_it(make_client, full_request, fhir, caplog):
+def test_wrong_token_gives_412_saying_the_server_refused_it(
+    make_client, full_request, fhir, caplog
+):
     caplog.set_level(logging.DEBUG)
     fhir.token = "another-token"
     response = make_client().post(URL, json=ask(full_request, fhir, ["conditions"]))
@@ -202,12 +232,16 @@ def test_server_not_listening(make_client, full_request):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    response = make_client().post(URL, json=ask(full_request, f"http://127.0.0.1:{port}/fhir", ["patient"]))
+    response = make_client().post(
+        URL, json=ask(full_request, f"http://127.0.0.1:{port}/fhir", ["patient"])
+    )
     assert "patient (server unreachable (ConnectionError))" in failure_text(response)
 
 
 def test_no_fhir_server_and_required_data_missing(make_client, full_request):
-    text = failure_text(make_client().post(URL, json=ask(full_request, None, ["patient", "conditions"])))
+    text = failure_text(
+        make_client().post(URL, json=ask(full_request, None, ["patient", "conditions"]))
+    )
     assert "conditions (not prefetched and no fhirServer given)" in text
     assert "patient (not prefetched and no fhirServer given)" in text
 
@@ -226,7 +260,8 @@ def test_server_that_never_answers_is_given_up_within_the_budget(make_client, fu
 
 
 def test_server_that_hangs_mid_paging_gives_up_and_does_not_delay_the_next_call(
-        tmp_path, make_client, full_request, fhir):
+    tmp_path, make_client, full_request, fhir
+):
     budget = 0.6
 
     def hang_after_first_page(request):
@@ -238,8 +273,10 @@ def test_server_that_hangs_mid_paging_gives_up_and_does_not_delay_the_next_call(
     fhir.faults["Condition"] = hang_after_first_page
     fetcher = FhirFetcher(make_settings(tmp_path, fhir_timeout=budget))
     context = full_request["context"]
-    queries = {"conditions": resolve("Condition?patient={{context.patientId}}", context),
-               "patient": resolve("Patient/{{context.patientId}}", context)}
+    queries = {
+        "conditions": resolve("Condition?patient={{context.patientId}}", context),
+        "patient": resolve("Patient/{{context.patientId}}", context),
+    }
     started = time.monotonic()
     result = fetcher(fhir.base, TOKEN, queries)
     assert time.monotonic() - started < budget + 0.2
@@ -247,16 +284,22 @@ def test_server_that_hangs_mid_paging_gives_up_and_does_not_delay_the_next_call(
     assert [r["resourceType"] for r in result["patient"]] == ["Patient"]
     # The stuck worker belongs to that call only: the next call is not queued behind it.
     started = time.monotonic()
-    assert fetcher(fhir.base, TOKEN, {"patient": queries["patient"]})["patient"][0]["id"] == context["patientId"]
+    assert (
+        fetcher(fhir.base, TOKEN, {"patient": queries["patient"]})["patient"][0]["id"]
+        == context["patientId"]
+    )
     assert time.monotonic() - started < budget
     # And through the service: a 412 that names the key.
-    text = failure_text(make_client(fhir_timeout=budget).post(URL, json=ask(full_request, fhir, ["conditions"])))
+    text = failure_text(
+        make_client(fhir_timeout=budget).post(URL, json=ask(full_request, fhir, ["conditions"]))
+    )
     assert text.endswith("conditions (timed out).")
 
 
 def test_malformed_json(make_client, full_request, fhir):
-    fhir.faults["Condition"] = lambda request: Response('{"resourceType": "Bundle", "entry": [',
-                                                        content_type="application/fhir+json")
+    fhir.faults["Condition"] = lambda request: Response(
+        '{"resourceType": "Bundle", "entry": [', content_type="application/fhir+json"
+    )
     text = failure_text(make_client().post(URL, json=ask(full_request, fhir, ["conditions"])))
     assert "conditions (server answered with malformed JSON)" in text
 
@@ -265,17 +308,25 @@ def test_search_answered_with_something_that_is_not_a_bundle(make_client, full_r
     patient = full_request["prefetch"]["patient"]
     fhir.faults["Procedure"] = lambda request: fhir_response(patient)
     fhir.faults["Condition"] = lambda request: fhir_response(outcome("too-costly", "too many"))
-    text = failure_text(make_client().post(URL, json=ask(full_request, fhir, ["procedures", "conditions"])))
+    text = failure_text(
+        make_client().post(URL, json=ask(full_request, fhir, ["procedures", "conditions"]))
+    )
     assert "procedures (server answered with Patient where a Bundle was expected)" in text
-    assert "conditions (server answered with an OperationOutcome where a Bundle was expected)" in text
+    assert (
+        "conditions (server answered with an OperationOutcome where a Bundle was expected)" in text
+    )
     assert patient["id"] not in text
 
 
 def test_next_link_to_another_host_is_refused(make_client, full_request, fhir):
     def leaky(request):
         bundle = json.loads(fhir.search("Condition", request).get_data())
-        bundle["link"] = [{"relation": "next", "url": fhir.base.replace("127.0.0.1", "localhost")
-                           + "/Condition?page=2"}]
+        bundle["link"] = [
+            {
+                "relation": "next",
+                "url": fhir.base.replace("127.0.0.1", "localhost") + "/Condition?page=2",
+            }
+        ]
         return fhir_response(bundle)
 
     fhir.faults["Condition"] = leaky
@@ -285,7 +336,9 @@ def test_next_link_to_another_host_is_refused(make_client, full_request, fhir):
 
 
 def test_plain_http_server_refused_unless_allowed(make_client, full_request, fhir):
-    response = make_client(allow_http_fhir=False).post(URL, json=ask(full_request, fhir, ["patient"]))
+    response = make_client(allow_http_fhir=False).post(
+        URL, json=ask(full_request, fhir, ["patient"])
+    )
     assert "plain-http fhirServer refused" in failure_text(response)
     assert fhir.requests == []
     response = make_client().post(URL, json=ask(full_request, "file:///etc/passwd", ["patient"]))
@@ -301,8 +354,10 @@ def test_optional_key_failing_still_gives_cards(make_client, full_request, fhir,
     assert "nephrology" in routes(response.json)
     assert metrics.FHIR_FETCH_ERRORS.labels("servicerequests")._value.get() == before + 1
     warning = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert "optional prefetch key servicerequests is missing and could not be fetched: " \
-           "server answered HTTP 500" in warning
+    assert (
+        "optional prefetch key servicerequests is missing and could not be fetched: "
+        "server answered HTTP 500" in warning
+    )
     assert TOKEN not in caplog.text
     ours = [r.getMessage() for r in caplog.records if r.name.startswith("cds_service")]
     assert not any(full_request["context"]["patientId"] in m for m in ours)
@@ -310,12 +365,17 @@ def test_optional_key_failing_still_gives_cards(make_client, full_request, fhir,
 
 # --- small pieces ----------------------------------------------------------------------
 
+
 def test_templates_are_resolved_and_ids_cannot_change_the_query():
     context = {"patientId": "a&b=c/../x", "userId": "Practitioner/p 1"}
-    assert resolve("Condition?patient={{context.patientId}}", context) == \
-        "Condition?patient=a%26b%3Dc/%2E%2E/x"
-    assert resolve("X?who={{userPractitionerId}}&role={{userPractitionerRoleId}}", context) == \
-        "X?who=p%201&role="
+    assert (
+        resolve("Condition?patient={{context.patientId}}", context)
+        == "Condition?patient=a%26b%3Dc/%2E%2E/x"
+    )
+    assert (
+        resolve("X?who={{userPractitionerId}}&role={{userPractitionerRoleId}}", context)
+        == "X?who=p%201&role="
+    )
     assert resolve("{{context.userId}}", context) == "Practitioner/p%201"
 
 
@@ -330,6 +390,8 @@ def test_reads_expect_their_type_and_searches_a_bundle():
 def test_query_cannot_leave_the_base_url(tmp_path, fhir):
     fetcher = FhirFetcher(make_settings(tmp_path))
     result = fetcher(fhir.base, TOKEN, {"a": "../other/Patient/1", "b": "//evil.example/Patient/1"})
-    assert result == {"a": FetchFailure("query leaves the fhirServer base URL"),
-                      "b": FetchFailure("query leaves the fhirServer base URL")}
+    assert result == {
+        "a": FetchFailure("query leaves the fhirServer base URL"),
+        "b": FetchFailure("query leaves the fhirServer base URL"),
+    }
     assert fhir.requests == []

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import minimal_request
+from synthea import SYNTHEA_DIR, hook_request, synthea_files
 
 from cds_service import record
 from cds_service.config import Settings
 from cds_service.fhir_json import FhirNode, decode_request, schema_view
 from cds_service.service import CdsService
-from conftest import minimal_request
-from synthea import SYNTHEA_DIR, hook_request, synthea_files
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "fhir_examples").glob("*.json"))
@@ -37,7 +37,9 @@ def _requests():
             yield path.name, orjson.dumps(hook_request(path))
 
 
-@pytest.mark.parametrize("name, body", list(_requests()), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "name, body", list(_requests()), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_typed_and_plain_decoding_give_the_same_cards(service, name, body):
     typed = decode_request(body)
     assert any(isinstance(v, FhirNode) for v in typed["prefetch"].values())
@@ -53,24 +55,37 @@ def test_every_element_the_engine_reads_is_decoded():
 
 
 def test_a_node_reads_like_the_dict_it_replaces():
-    body = orjson.dumps({"resourceType": "Observation", "id": "o1", "status": None,
-                         "code": {"coding": [{"code": "2823-3"}]}, "text": {"div": "<div/>"}})
+    body = orjson.dumps(
+        {
+            "resourceType": "Observation",
+            "id": "o1",
+            "status": None,
+            "code": {"coding": [{"code": "2823-3"}]},
+            "text": {"div": "<div/>"},
+        }
+    )
     node = decode_request(orjson.dumps({"prefetch": {"x": orjson.loads(body)}}))["prefetch"]["x"]
     assert node.get("id") == "o1" and node["resourceType"] == "Observation"
     assert node.get("status") is None and "status" not in node and node.get("status", 1) == 1
     assert node.get("text") is None  # skipped while parsing: no rule reads it
     assert sorted(node) == ["code", "id", "resourceType"]
-    assert dict(node.items()) == {"resourceType": "Observation", "id": "o1",
-                                  "code": {"coding": [{"code": "2823-3"}]}}
+    assert dict(node.items()) == {
+        "resourceType": "Observation",
+        "id": "o1",
+        "code": {"coding": [{"code": "2823-3"}]},
+    }
     with pytest.raises(KeyError):
         node["status"]
 
 
-@pytest.mark.parametrize("prefetch", [
-    {"observations": {"resourceType": "Bundle", "entry": 5}},
-    {"observations": {"resourceType": "Bundle", "entry": [7, {"resource": 3}]}},
-    {"observations": "not an object"},
-])
+@pytest.mark.parametrize(
+    "prefetch",
+    [
+        {"observations": {"resourceType": "Bundle", "entry": 5}},
+        {"observations": {"resourceType": "Bundle", "entry": [7, {"resource": 3}]}},
+        {"observations": "not an object"},
+    ],
+)
 def test_an_unusual_shape_falls_back_to_plain_dicts(prefetch):
     body = orjson.dumps({**minimal_request(), "prefetch": prefetch})
     decoded = decode_request(body)
@@ -93,46 +108,72 @@ def test_a_declared_method_name_is_not_an_element():
     assert node["prefetch"]["x"].get("keys") is None and "items" not in node["prefetch"]["x"]
 
 
-@pytest.mark.parametrize("body", [
-    b'{"hook": "patient-view", "context": ' + b"[" * 1000 + b"]" * 1000 + b"}",
-    b'{"hook": "patient-view", "hookInstance": "\xff\xfe"}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"hook": "patient-view", "context": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+        b'{"hook": "patient-view", "hookInstance": "\xff\xfe"}',
+    ],
+)
 def test_bodies_the_typed_decoder_cannot_take_get_the_plain_answer(client, body):
-    response = client.post("/cds-services/leg-cramp-referral", data=body,
-                           content_type="application/json")
+    response = client.post(
+        "/cds-services/leg-cramp-referral", data=body, content_type="application/json"
+    )
     assert response.status_code == 400
     assert response.get_json()["resourceType"] == "OperationOutcome"
 
 
-CRAMP = {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"},
-         "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
-                                        "condition-clinical", "code": "active"}]},
-         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "449918009"}]},
-         "onsetDateTime": "2026-11-01"}
-POTASSIUM = {"resourceType": "Observation", "id": "k1", "status": "final",
-             "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2026-11-23",
-             "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}]},
-             "valueQuantity": {"value": 2.1, "unit": "mmol/L",
-                               "system": "http://unitsofmeasure.org", "code": "mmol/L"}}
+CRAMP = {
+    "resourceType": "Condition",
+    "id": "c1",
+    "subject": {"reference": "Patient/p1"},
+    "clinicalStatus": {
+        "coding": [
+            {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}
+        ]
+    },
+    "code": {"coding": [{"system": "http://snomed.info/sct", "code": "449918009"}]},
+    "onsetDateTime": "2026-11-01",
+}
+POTASSIUM = {
+    "resourceType": "Observation",
+    "id": "k1",
+    "status": "final",
+    "subject": {"reference": "Patient/p1"},
+    "effectiveDateTime": "2026-11-23",
+    "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}]},
+    "valueQuantity": {
+        "value": 2.1,
+        "unit": "mmol/L",
+        "system": "http://unitsofmeasure.org",
+        "code": "mmol/L",
+    },
+}
 
 
-@pytest.mark.parametrize("cramp, potassium", [
-    ({"medication": {"text": "an R5-style element no rule reads"}}, {}),
-    ({}, {"effectiveInstant": None}),
-    ({"abatementDateTime": None}, {"issued": None, "effectivePeriod": None}),
-    ({}, {"valueQuantity": {"value": 2.1, "unit": "mmol/L", "code": "mmol/L"}, "note": 5}),
-    ({"onsetString": 7}, {}),  # a wrongly typed choice variant: invalid either way
-    ({"abatementFoo": "2026-11-02"}, {}),  # not an abatement[x] variant: ignored by both
-    ({"abatementString": "resolved"}, {}),  # abated: the cramp problem no longer counts
-])
+@pytest.mark.parametrize(
+    "cramp, potassium",
+    [
+        ({"medication": {"text": "an R5-style element no rule reads"}}, {}),
+        ({}, {"effectiveInstant": None}),
+        ({"abatementDateTime": None}, {"issued": None, "effectivePeriod": None}),
+        ({}, {"valueQuantity": {"value": 2.1, "unit": "mmol/L", "code": "mmol/L"}, "note": 5}),
+        ({"onsetString": 7}, {}),  # a wrongly typed choice variant: invalid either way
+        ({"abatementFoo": "2026-11-02"}, {}),  # not an abatement[x] variant: ignored by both
+        ({"abatementString": "resolved"}, {}),  # abated: the cramp problem no longer counts
+    ],
+)
 def test_both_decoders_validate_the_same_elements(service, cramp, potassium):
     request = minimal_request(resources=[{**CRAMP, **cramp}, {**POTASSIUM, **potassium}])
     body = orjson.dumps(request)
     assert _cards(service, decode_request(body)) == _cards(service, orjson.loads(body))
     # one unrelated malformed resource sends the request down the plain path: same answer
-    odd = minimal_request(resources=[{**CRAMP, **cramp}, {**POTASSIUM, **potassium},
-                                     {**POTASSIUM, "id": 5}])
-    assert _cards(service, decode_request(orjson.dumps(odd))) == _cards(service, decode_request(body))
+    odd = minimal_request(
+        resources=[{**CRAMP, **cramp}, {**POTASSIUM, **potassium}, {**POTASSIUM, "id": 5}]
+    )
+    assert _cards(service, decode_request(orjson.dumps(odd))) == _cards(
+        service, decode_request(body)
+    )
 
 
 def test_a_trailing_newline_in_the_patient_id_is_named(client):

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import requests
 from sqlalchemy import select
+from synthea import SYNTHEA_DIR, hook_request
 
 from cds_service import database, logs, metrics
 from cds_service.app import create_app
 from cds_service.config import Settings
-from synthea import SYNTHEA_DIR, hook_request
 
 ROOT = Path(__file__).resolve().parents[1]
 GABRIEL = SYNTHEA_DIR / "Gabriel_Blanda_95f1227c.json"
@@ -62,13 +62,17 @@ def access_lines(obs_app):
     """Formatted access-log output, through the same JSON formatter the service installs."""
     stream = io.StringIO()
     handler = logs.configure("INFO", stream=stream)
-    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()
-                   if '"cds_service.access"' in line]
+    yield lambda: [
+        json.loads(line)
+        for line in stream.getvalue().splitlines()
+        if '"cds_service.access"' in line
+    ]
     logs.configure("INFO")  # back to stderr
     assert handler not in __import__("logging").getLogger().handlers
 
 
 # --------------------------------------------------------------------------- metrics
+
 
 @needs_synthea
 def test_metrics_count_requests_and_cards_by_route(obs_app, gabriel_request):
@@ -84,17 +88,27 @@ def test_metrics_count_requests_and_cards_by_route(obs_app, gabriel_request):
     assert after.content_type.startswith("text/plain")
     text = after.get_data(as_text=True)
     count = "cds_http_request_duration_seconds_count"
-    assert (metric(text, count, endpoint=HOOK_ENDPOINT, method="POST", status="200")
-            - metric(before, count, endpoint=HOOK_ENDPOINT, method="POST", status="200")) == 1
+    assert (
+        metric(text, count, endpoint=HOOK_ENDPOINT, method="POST", status="200")
+        - metric(before, count, endpoint=HOOK_ENDPOINT, method="POST", status="200")
+    ) == 1
     for route in routes:
-        assert (metric(text, "cds_cards_issued_total", route=route)
-                - metric(before, "cds_cards_issued_total", route=route)) == 1
+        assert (
+            metric(text, "cds_cards_issued_total", route=route)
+            - metric(before, "cds_cards_issued_total", route=route)
+        ) == 1
     # The other families are declared (FHIR fetches and JWT checks record into them).
-    for family in ("cds_http_request_duration_seconds_bucket", "cds_cards_issued_total",
-                   "cds_fhir_fetch_duration_seconds", "cds_fhir_fetch_errors_total",
-                   "cds_jwt_rejections_total"):
-        assert f"# TYPE {family.removesuffix('_bucket').removesuffix('_total')}" in text \
+    for family in (
+        "cds_http_request_duration_seconds_bucket",
+        "cds_cards_issued_total",
+        "cds_fhir_fetch_duration_seconds",
+        "cds_fhir_fetch_errors_total",
+        "cds_jwt_rejections_total",
+    ):
+        assert (
+            f"# TYPE {family.removesuffix('_bucket').removesuffix('_total')}" in text
             or family in text
+        )
 
 
 def test_error_statuses_are_counted(obs_app):
@@ -103,8 +117,10 @@ def test_error_statuses_are_counted(obs_app):
     assert client.post(URL, data="{", content_type="application/json").status_code == 400
     text = client.get("/metrics").get_data(as_text=True)
     count = "cds_http_request_duration_seconds_count"
-    assert (metric(text, count, endpoint=HOOK_ENDPOINT, status="400")
-            - metric(before, count, endpoint=HOOK_ENDPOINT, status="400")) == 1
+    assert (
+        metric(text, count, endpoint=HOOK_ENDPOINT, status="400")
+        - metric(before, count, endpoint=HOOK_ENDPOINT, status="400")
+    ) == 1
 
 
 def test_server_timing_header(obs_app, gabriel_request):
@@ -112,16 +128,19 @@ def test_server_timing_header(obs_app, gabriel_request):
     assert re.fullmatch(r"app;dur=\d+\.\d{3}", response.headers["Server-Timing"])
     response = obs_app.test_client().post(URL, json=gabriel_request)
     timing = response.headers["Server-Timing"]
-    assert re.fullmatch(r"app;dur=\d+\.\d{3}, parse;dur=\d+\.\d{3}, evaluate;dur=\d+\.\d{3}",
-                        timing)
+    assert re.fullmatch(
+        r"app;dur=\d+\.\d{3}, parse;dur=\d+\.\d{3}, evaluate;dur=\d+\.\d{3}", timing
+    )
     total, parse, evaluate = map(float, re.findall(r"dur=([\d.]+)", timing))
     assert parse + evaluate <= total
 
 
 def test_a_failing_metric_does_not_lose_the_access_line_or_the_card_records(
-        obs_app, gabriel_request, monkeypatch, caplog):
+    obs_app, gabriel_request, monkeypatch, caplog
+):
     def broken(*labels):
         raise RuntimeError("metrics backend gone")
+
     monkeypatch.setattr(metrics.REQUESTS, "labels", broken)
     store = obs_app.extensions["cds_store"]
     response = obs_app.test_client().post(URL, json=gabriel_request)
@@ -142,8 +161,18 @@ def test_metrics_can_be_disabled(tmp_path):
 
 # --------------------------------------------------------------------------- logs
 
-FORBIDDEN_KEYS = {"patientId", "userId", "patient", "user", "name", "token", "access_token",
-                  "fhirAuthorization", "value", "birthDate"}
+FORBIDDEN_KEYS = {
+    "patientId",
+    "userId",
+    "patient",
+    "user",
+    "name",
+    "token",
+    "access_token",
+    "fhirAuthorization",
+    "value",
+    "birthDate",
+}
 
 
 def _all_strings(value) -> list[str]:
@@ -158,8 +187,12 @@ def _all_strings(value) -> list[str]:
 def test_access_line_fields_and_no_phi(obs_app, gabriel_request, access_lines):
     gabriel_request = json.loads(json.dumps(gabriel_request))
     gabriel_request["fhirAuthorization"] = {  # a token must never be logged either
-        "access_token": "secret-token-abc", "token_type": "Bearer", "expires_in": 300,
-        "scope": "patient/*.read", "subject": "cds-service"}
+        "access_token": "secret-token-abc",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "cds-service",
+    }
     gabriel_request["fhirServer"] = "https://fhir.example.org/r4"
     response = obs_app.test_client().post(URL, json=gabriel_request)
     assert response.status_code == 200
@@ -180,9 +213,14 @@ def test_access_line_fields_and_no_phi(obs_app, gabriel_request, access_lines):
     # No identifiers, names, values or tokens anywhere in the line.
     raw = json.dumps(line)
     patient = gabriel_request["prefetch"]["patient"]
-    forbidden = [gabriel_request["context"]["patientId"], gabriel_request["context"]["userId"],
-                 "Practitioner/example", "secret-token-abc", "fhir.example.org",
-                 patient["birthDate"]]
+    forbidden = [
+        gabriel_request["context"]["patientId"],
+        gabriel_request["context"]["userId"],
+        "Practitioner/example",
+        "secret-token-abc",
+        "fhir.example.org",
+        patient["birthDate"],
+    ]
     for name in patient.get("name", []):
         forbidden += [name.get("family", "")] + list(name.get("given", []))
     for identifier in patient.get("identifier", []):
@@ -201,8 +239,17 @@ def test_access_line_fields_and_no_phi(obs_app, gabriel_request, access_lines):
 def test_access_line_for_errors(obs_app, access_lines):
     client = obs_app.test_client()
     assert client.post(URL, data="{", content_type="application/json").status_code == 400
-    assert client.post(URL, json={"hook": "patient-view", "hookInstance": "hi-1",
-                                  "context": {"patientId": "Patient-secret-9"}}).status_code == 400
+    assert (
+        client.post(
+            URL,
+            json={
+                "hook": "patient-view",
+                "hookInstance": "hi-1",
+                "context": {"patientId": "Patient-secret-9"},
+            },
+        ).status_code
+        == 400
+    )
     assert client.post("/cds-services/unknown", json={}).status_code == 404
     assert client.post(URL, data="x", content_type="text/plain").status_code == 415
     bad, invalid, unknown, unsupported = access_lines()
@@ -232,9 +279,14 @@ def test_access_line_for_unexpected_errors(tmp_path):
     stream = io.StringIO()
     logs.configure("INFO", stream=stream)  # after create_app, which installs its own
     try:
-        response = app.test_client().post(URL, json={
-            "hook": "patient-view", "hookInstance": "h2",
-            "context": {"patientId": "p", "userId": "u"}})
+        response = app.test_client().post(
+            URL,
+            json={
+                "hook": "patient-view",
+                "hookInstance": "h2",
+                "context": {"patientId": "p", "userId": "u"},
+            },
+        )
     finally:
         logs.configure("INFO")
     assert response.status_code == 500
@@ -245,6 +297,7 @@ def test_access_line_for_unexpected_errors(tmp_path):
 
 def test_log_level_setting(tmp_path):
     import logging
+
     try:
         create_app(Settings.from_env({"CDS_LOG_LEVEL": "WARNING"}, data_dir=tmp_path))
         assert logging.getLogger().level == logging.WARNING
@@ -261,8 +314,9 @@ def test_json_formatter_drops_non_whitelisted_fields():
     stream = io.StringIO()
     logs.configure("INFO", stream=stream)
     try:
-        logs.access({"status": 200, "patientId": "p-1", "userId": "Practitioner/x",
-                     "hookInstance": "h"})
+        logs.access(
+            {"status": 200, "patientId": "p-1", "userId": "Practitioner/x", "hookInstance": "h"}
+        )
     finally:
         logs.configure("INFO")
     line = json.loads(stream.getvalue().strip().splitlines()[-1])
@@ -271,6 +325,7 @@ def test_json_formatter_drops_non_whitelisted_fields():
 
 
 # --------------------------------------------------------------------------- gunicorn
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -285,16 +340,32 @@ def test_metrics_aggregate_two_gunicorn_workers(tmp_path, gabriel_request):
     metrics_dir.mkdir()
     (metrics_dir / "counter_999999.db").write_bytes(b"stale")  # must be wiped at start
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
-    env.update({"CDS_PORT": str(port), "CDS_HOST": "127.0.0.1", "CDS_WORKERS": "2",
-                "CDS_TODAY": "2026-11-24", "CDS_AUTH_MODE": "off",
-                "CDS_DATA_DIR": str(tmp_path / "data"),
-                "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+    env.update(
+        {
+            "CDS_PORT": str(port),
+            "CDS_HOST": "127.0.0.1",
+            "CDS_WORKERS": "2",
+            "CDS_TODAY": "2026-11-24",
+            "CDS_AUTH_MODE": "off",
+            "CDS_DATA_DIR": str(tmp_path / "data"),
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        }
+    )
     gunicorn = Path(sys.executable).parent / "gunicorn"
     log_path = tmp_path / "gunicorn.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([str(gunicorn), "-c", "python:cds_service.gunicorn_conf",
-                                    "cds_service.app:create_app()"], cwd=ROOT, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [
+                str(gunicorn),
+                "-c",
+                "python:cds_service.gunicorn_conf",
+                "cds_service.app:create_app()",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -319,20 +390,26 @@ def test_metrics_aggregate_two_gunicorn_workers(tmp_path, gabriel_request):
         served: set[str] = set()
 
         def post(_):
-            return requests.post(base + URL, data=body, timeout=60,
-                                 headers={"Content-Type": "application/json",
-                                          "Connection": "close"})
+            return requests.post(
+                base + URL,
+                data=body,
+                timeout=60,
+                headers={"Content-Type": "application/json", "Connection": "close"},
+            )
 
         with ThreadPoolExecutor(4) as pool:
             for _ in range(8):
                 for response in pool.map(post, range(4)):
                     assert response.status_code == 200
                     assert response.headers["Server-Timing"].startswith("app;dur=")
-                    assert "nephrology" in [c["source"]["topic"]["code"]
-                                            for c in response.json()["cards"]]
+                    assert "nephrology" in [
+                        c["source"]["topic"]["code"] for c in response.json()["cards"]
+                    ]
                     sent += 1
-                served = {re.search(r"_(\d+)\.db$", p.name).group(1)
-                          for p in metrics_dir.glob("histogram_*.db")}
+                served = {
+                    re.search(r"_(\d+)\.db$", p.name).group(1)
+                    for p in metrics_dir.glob("histogram_*.db")
+                }
                 if served >= set(workers):
                     break
         assert served == set(workers), "one worker took every request; cannot check the sum"
@@ -340,16 +417,29 @@ def test_metrics_aggregate_two_gunicorn_workers(tmp_path, gabriel_request):
         settle = time.monotonic() + 5
         while time.monotonic() < settle:
             text = requests.get(base + "/metrics", timeout=5, headers={"Connection": "close"}).text
-            if metric(text, "cds_http_request_duration_seconds_count",
-                      endpoint=HOOK_ENDPOINT, status="200") == sent:
+            if (
+                metric(
+                    text,
+                    "cds_http_request_duration_seconds_count",
+                    endpoint=HOOK_ENDPOINT,
+                    status="200",
+                )
+                == sent
+            ):
                 break
             time.sleep(0.05)
         # Every answer of /metrics (whichever worker gives it) reports the sum of both.
         for _ in range(4):
-            text = requests.get(base + "/metrics", timeout=5,
-                                headers={"Connection": "close"}).text
-            assert metric(text, "cds_http_request_duration_seconds_count",
-                          endpoint=HOOK_ENDPOINT, status="200") == sent
+            text = requests.get(base + "/metrics", timeout=5, headers={"Connection": "close"}).text
+            assert (
+                metric(
+                    text,
+                    "cds_http_request_duration_seconds_count",
+                    endpoint=HOOK_ENDPOINT,
+                    status="200",
+                )
+                == sent
+            )
             assert metric(text, "cds_cards_issued_total", route="nephrology") == sent
     finally:
         process.terminate()

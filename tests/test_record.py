@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,7 +12,7 @@ from cds_service.record import Record
 from cds_service.rules import RuleSet
 from cds_service.terminology import ICD10CM, LOINC, CodeIndex, Concept, ValueSet
 
-NOW = datetime(2026, 11, 24, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 24, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +21,20 @@ def ruleset() -> RuleSet:
 
 
 def _potassium(rid: str, value: float, day: str, **extra) -> dict:
-    resource = {"resourceType": "Observation", "id": rid, "status": "final",
-                "code": {"coding": [{"system": LOINC, "code": "2823-3"}]},
-                "subject": {"reference": "Patient/p1"}, "effectiveDateTime": day,
-                "valueQuantity": {"value": value, "unit": "mmol/L",
-                                  "system": "http://unitsofmeasure.org", "code": "mmol/L"}}
+    resource = {
+        "resourceType": "Observation",
+        "id": rid,
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "2823-3"}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": day,
+        "valueQuantity": {
+            "value": value,
+            "unit": "mmol/L",
+            "system": "http://unitsofmeasure.org",
+            "code": "mmol/L",
+        },
+    }
     resource.update(extra)
     return resource
 
@@ -72,7 +81,8 @@ def test_results_are_read_lazily_newest_first(ruleset):
 
 
 def test_an_invalid_resource_is_reported_on_every_call_although_its_verdict_is_memoised(
-        ruleset, caplog):
+    ruleset, caplog
+):
     broken = _potassium("k1", 2.1, "2026-11-23", subject={"reference": 5})
     for _ in range(2):
         caplog.clear()

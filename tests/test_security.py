@@ -54,13 +54,24 @@ class NullStore:
 def hook_request() -> dict:
     prefetch = {key: {"resourceType": "Bundle", "type": "searchset"} for key in PREFETCH_KEYS}
     prefetch["patient"] = {"resourceType": "Patient", "id": "p1"}
-    return {"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
-            "context": {"userId": "Practitioner/1", "patientId": "p1"}, "prefetch": prefetch}
+    return {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"userId": "Practitioner/1", "patientId": "p1"},
+        "prefetch": prefetch,
+    }
 
 
 def feedback_body() -> dict:
-    return {"feedback": [{"card": str(uuid.uuid4()), "outcome": "overridden",
-                          "outcomeTimestamp": "2026-01-02T03:04:05Z"}]}
+    return {
+        "feedback": [
+            {
+                "card": str(uuid.uuid4()),
+                "outcome": "overridden",
+                "outcomeTimestamp": "2026-01-02T03:04:05Z",
+            }
+        ]
+    }
 
 
 ENDPOINTS = {
@@ -127,8 +138,14 @@ def make_client(tmp_path, es384, rs384):
     def make(keys=None, **overrides):
         jwks_file = tmp_path / "jwks.json"
         jwks_file.write_text(json.dumps(jwks(*(keys if keys is not None else (es384, rs384)))))
-        options = {"auth_mode": "jwt", "jwks_file": str(jwks_file), "trusted_issuers": (ISS,),
-                   "public_base_url": BASE, "data_dir": tmp_path, **overrides}
+        options = {
+            "auth_mode": "jwt",
+            "jwks_file": str(jwks_file),
+            "trusted_issuers": (ISS,),
+            "public_base_url": BASE,
+            "data_dir": tmp_path,
+            **overrides,
+        }
         settings = Settings.from_env({}, **options)
         return create_app(settings, store=NullStore()).test_client()
 
@@ -149,6 +166,7 @@ def clock(monkeypatch):
 
 
 # --- accepted tokens ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", [DISCOVERY, SERVICE, FEEDBACK])
 @pytest.mark.parametrize("signer_name", ["es384", "rs384"])
@@ -183,9 +201,14 @@ def test_public_base_url_trailing_slash_is_ignored(make_client, es384):
 def test_health_metrics_and_preflight_need_no_token(client):
     assert client.get("/healthz").status_code == 200
     assert client.get("/metrics").status_code == 200
-    preflight = client.options(SERVICE, headers={
-        "Origin": ORIGIN, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "Authorization, Content-Type"})
+    preflight = client.options(
+        SERVICE,
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Authorization, Content-Type",
+        },
+    )
     assert preflight.status_code == 200
     assert "authorization" in preflight.headers["Access-Control-Allow-Headers"].lower()
 
@@ -198,6 +221,7 @@ def test_auth_mode_off_needs_no_token(tmp_path):
 
 # --- rejected tokens ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("authorization", [None, "", "Bearer", "Bearer ", "Basic dXNlcjpwYXNz"])
 def test_missing_token(client, authorization):
     before = rejections("missing_token")
@@ -209,8 +233,9 @@ def test_missing_token_on_discovery_and_feedback(client, path):
     assert_rejected(call(client, path))
 
 
-@pytest.mark.parametrize("token", ["not-a-jwt", "abc.def", "abc.def.ghi",
-                                   "eyJhbGciOiJFUzM4NCJ9.e30.e30.x.y"])
+@pytest.mark.parametrize(
+    "token", ["not-a-jwt", "abc.def", "abc.def.ghi", "eyJhbGciOiJFUzM4NCJ9.e30.e30.x.y"]
+)
 def test_malformed_token(client, token):
     before = rejections("malformed")
     assert_rejected(call(client, SERVICE, token), "malformed", before)
@@ -218,9 +243,10 @@ def test_malformed_token(client, token):
 
 def test_alg_none_rejected(client, es384):
     now = int(time.time())
-    token = unsigned_token({"alg": "none", "typ": "JWT", "kid": es384.kid},
-                           {"iss": ISS, "aud": BASE + SERVICE, "iat": now, "exp": now + 300,
-                            "jti": str(uuid.uuid4())})
+    token = unsigned_token(
+        {"alg": "none", "typ": "JWT", "kid": es384.kid},
+        {"iss": ISS, "aud": BASE + SERVICE, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())},
+    )
     before = rejections("bad_algorithm")
     assert_rejected(call(client, SERVICE, token), "bad_algorithm", before)
 
@@ -230,9 +256,11 @@ def test_hs256_keyed_with_the_public_key_pem_rejected(client, request, signer_na
     """The classic key-confusion attack: the public key used as an HMAC secret."""
     signer = request.getfixturevalue(signer_name)
     now = int(time.time())
-    token = unsigned_token({"alg": "HS256", "typ": "JWT", "kid": signer.kid},
-                           {"iss": ISS, "aud": BASE + SERVICE, "iat": now, "exp": now + 300,
-                            "jti": str(uuid.uuid4())}, secret=signer.public_pem())
+    token = unsigned_token(
+        {"alg": "HS256", "typ": "JWT", "kid": signer.kid},
+        {"iss": ISS, "aud": BASE + SERVICE, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())},
+        secret=signer.public_pem(),
+    )
     before = rejections("bad_algorithm")
     assert_rejected(call(client, SERVICE, token), "bad_algorithm", before)
 
@@ -249,13 +277,21 @@ def test_alg_that_does_not_fit_the_key_rejected(client, es384, rs384):
 def test_signature_by_another_key_rejected(client, es384):
     impostor = Signer.es384(kid=es384.kid)
     before = rejections("bad_signature")
-    assert_rejected(call(client, SERVICE, impostor.token(BASE + SERVICE, ISS)),
-                    "bad_signature", before)
+    assert_rejected(
+        call(client, SERVICE, impostor.token(BASE + SERVICE, ISS)), "bad_signature", before
+    )
 
 
-@pytest.mark.parametrize("aud", [BASE + DISCOVERY, BASE + FEEDBACK,
-                                 "http://cds.example.org/base/cds-services/leg-cramp-referral",
-                                 BASE + SERVICE + "/", ["https://other.example.org"]])
+@pytest.mark.parametrize(
+    "aud",
+    [
+        BASE + DISCOVERY,
+        BASE + FEEDBACK,
+        "http://cds.example.org/base/cds-services/leg-cramp-referral",
+        BASE + SERVICE + "/",
+        ["https://other.example.org"],
+    ],
+)
 def test_wrong_audience_rejected(client, es384, aud):
     before = rejections("wrong_audience")
     assert_rejected(call(client, SERVICE, es384.token(aud, ISS)), "wrong_audience", before)
@@ -282,8 +318,11 @@ def test_nbf_in_the_future_rejected(client, es384):
 def test_lifetime_over_five_minutes_rejected(client, es384):
     assert call(client, SERVICE, es384.token(BASE + SERVICE, ISS, lifetime=300)).status_code == 200
     before = rejections("lifetime_too_long")
-    assert_rejected(call(client, SERVICE, es384.token(BASE + SERVICE, ISS, lifetime=301)),
-                    "lifetime_too_long", before)
+    assert_rejected(
+        call(client, SERVICE, es384.token(BASE + SERVICE, ISS, lifetime=301)),
+        "lifetime_too_long",
+        before,
+    )
 
 
 def test_replayed_jti_rejected(client, rs384):
@@ -291,25 +330,31 @@ def test_replayed_jti_rejected(client, rs384):
     assert call(client, SERVICE, rs384.token(BASE + SERVICE, ISS, jti=jti)).status_code == 200
     before = rejections("replay")
     # The same token again, and a fresh token reusing the jti: both replays.
-    assert_rejected(call(client, SERVICE, rs384.token(BASE + SERVICE, ISS, jti=jti)),
-                    "replay", before)
+    assert_rejected(
+        call(client, SERVICE, rs384.token(BASE + SERVICE, ISS, jti=jti)), "replay", before
+    )
 
 
 @pytest.mark.parametrize("claim", ["jti", "exp", "iat", "aud"])
 def test_missing_claim_rejected(client, es384, claim):
     before = rejections("missing_claim")
-    assert_rejected(call(client, SERVICE, es384.token(BASE + SERVICE, ISS, drop=(claim,))),
-                    "missing_claim", before)
+    assert_rejected(
+        call(client, SERVICE, es384.token(BASE + SERVICE, ISS, drop=(claim,))),
+        "missing_claim",
+        before,
+    )
 
 
 def test_empty_jti_rejected(client, es384):
     before = rejections("missing_claim")
-    assert_rejected(call(client, SERVICE, es384.token(BASE + SERVICE, ISS, jti="")),
-                    "missing_claim", before)
+    assert_rejected(
+        call(client, SERVICE, es384.token(BASE + SERVICE, ISS, jti="")), "missing_claim", before
+    )
 
 
-@pytest.mark.parametrize("claims", [{"exp": str(int(time.time()) + 300)}, {"iat": True},
-                                    {"iss": [ISS]}, {"jti": 42}])
+@pytest.mark.parametrize(
+    "claims", [{"exp": str(int(time.time()) + 300)}, {"iat": True}, {"iss": [ISS]}, {"jti": 42}]
+)
 def test_claims_of_the_wrong_type_rejected(client, es384, claims):
     claims = {"iss": ISS, **claims}
     assert_rejected(call(client, SERVICE, es384.token(BASE + SERVICE, **claims)))
@@ -317,18 +362,23 @@ def test_claims_of_the_wrong_type_rejected(client, es384, claims):
 
 def test_untrusted_issuer_rejected(client, es384):
     before = rejections("untrusted_issuer")
-    assert_rejected(call(client, SERVICE, es384.token(BASE + SERVICE, "https://evil.example")),
-                    "untrusted_issuer", before)
+    assert_rejected(
+        call(client, SERVICE, es384.token(BASE + SERVICE, "https://evil.example")),
+        "untrusted_issuer",
+        before,
+    )
 
 
 def test_unknown_kid_without_jku_rejected(client):
     stranger = Signer.es384()
     before = rejections("unknown_key")
-    assert_rejected(call(client, SERVICE, stranger.token(BASE + SERVICE, ISS)),
-                    "unknown_key", before)
+    assert_rejected(
+        call(client, SERVICE, stranger.token(BASE + SERVICE, ISS)), "unknown_key", before
+    )
 
 
 # --- keys from a jku URL (a real HTTP server on loopback) ------------------------------
+
 
 @pytest.fixture
 def jwks_server(httpserver):
@@ -336,8 +386,9 @@ def jwks_server(httpserver):
     served = {"jwks": {"keys": []}, "status": 200}
 
     def handler(_request):
-        return Response(json.dumps(served["jwks"]), status=served["status"],
-                        content_type="application/json")
+        return Response(
+            json.dumps(served["jwks"]), status=served["status"], content_type="application/json"
+        )
 
     httpserver.expect_request("/jwks.json").respond_with_handler(handler)
     served["url"] = httpserver.url_for("/jwks.json")
@@ -359,8 +410,9 @@ def test_keys_from_a_trusted_jku(make_client, httpserver, jwks_server, es384, rs
 
 def test_jwks_cache_expires_after_ttl(make_client, httpserver, jwks_server, es384, clock):
     jwks_server["jwks"] = jwks(es384)
-    client = make_client(keys=(), jwks_file="", trusted_jku=(jwks_server["url"],),
-                         jwks_cache_ttl=600)
+    client = make_client(
+        keys=(), jwks_file="", trusted_jku=(jwks_server["url"],), jwks_cache_ttl=600
+    )
     header = {"jku": jwks_server["url"]}
     assert call(client, SERVICE, es384.token(BASE + SERVICE, ISS, header=header)).status_code == 200
     clock[0] += 601
@@ -382,8 +434,7 @@ def test_key_rotation_refetches_the_jwk_set(make_client, httpserver, jwks_server
     assert fetches(httpserver) == 2
 
 
-def test_unknown_kid_refetches_are_rate_limited(make_client, httpserver, jwks_server, es384,
-                                                clock):
+def test_unknown_kid_refetches_are_rate_limited(make_client, httpserver, jwks_server, es384, clock):
     jwks_server["jwks"] = jwks(es384)
     client = make_client(keys=(), jwks_file="", trusted_jku=(jwks_server["url"],))
     header = {"jku": jwks_server["url"]}
@@ -398,8 +449,9 @@ def test_unknown_kid_refetches_are_rate_limited(make_client, httpserver, jwks_se
     assert fetches(httpserver) == 1  # fetched 5 s ago at most: no refetch yet
     clock[0] += security.JWKS_REFETCH_MIN_INTERVAL
     for _ in range(3):
-        assert_rejected(call(client, SERVICE, Signer.es384().token(BASE + SERVICE, ISS,
-                                                                   header=header)))
+        assert_rejected(
+            call(client, SERVICE, Signer.es384().token(BASE + SERVICE, ISS, header=header))
+        )
     assert fetches(httpserver) == 2  # one refetch, then the limit applies again
 
 
@@ -452,10 +504,14 @@ def test_jwk_set_fetch_times_out(make_client, httpserver, es384):
 
 # --- configuration --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("missing", ["public_base_url", "trusted_issuers", "keys"])
 def test_jwt_mode_refuses_to_start_without_settings(make_client, missing):
-    overrides = {"public_base_url": "", "trusted_issuers": (),
-                 "keys": {"jwks_file": "", "trusted_jku": ()}}[missing]
+    overrides = {
+        "public_base_url": "",
+        "trusted_issuers": (),
+        "keys": {"jwks_file": "", "trusted_jku": ()},
+    }[missing]
     with pytest.raises(ConfigError):
         make_client(**(overrides if isinstance(overrides, dict) else {missing: overrides}))
 
@@ -478,6 +534,7 @@ def test_private_key_material_in_jwks_file_is_not_kept(tmp_path, es384):
 
 
 # --- replay cache ---------------------------------------------------------------------
+
 
 def test_replay_cache_is_thread_safe_and_forgets_expired_jtis():
     cache = ReplayCache()
@@ -504,10 +561,17 @@ def test_replay_cache_is_thread_safe_and_forgets_expired_jtis():
 def test_replay_is_refused_by_another_worker_sharing_the_database(tmp_path, es384):
     """Two app instances (two gunicorn workers) on one database: a token is used once."""
     from cds_service.storage import Store
+
     jwks_file = tmp_path / "jwks.json"
     jwks_file.write_text(json.dumps(jwks(es384)))
-    settings = Settings.from_env({}, auth_mode="jwt", jwks_file=str(jwks_file),
-                                 trusted_issuers=(ISS,), public_base_url=BASE, data_dir=tmp_path)
+    settings = Settings.from_env(
+        {},
+        auth_mode="jwt",
+        jwks_file=str(jwks_file),
+        trusted_issuers=(ISS,),
+        public_base_url=BASE,
+        data_dir=tmp_path,
+    )
     worker_1 = create_app(settings, store=Store(settings)).test_client()
     worker_2 = create_app(settings, store=Store(settings)).test_client()
     token = es384.token(BASE + DISCOVERY, ISS)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import statistics
@@ -26,7 +25,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-
 from conftest import minimal_request
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,22 +45,44 @@ class Gunicorn:
     def __init__(self, tmp: Path, **env):
         self.port = free_port()
         self.data = tmp
-        full = {k: v for k, v in os.environ.items()
-                if not k.startswith("CDS_") and k != "PROMETHEUS_MULTIPROC_DIR"}
-        full.update({"CDS_PORT": str(self.port), "CDS_HOST": "127.0.0.1", "CDS_WORKERS": "2",
-                     "CDS_TODAY": "2026-11-24", "CDS_AUTH_MODE": "off",
-                     "CDS_DATA_DIR": str(tmp), "CDS_FHIR_TIMEOUT": str(FHIR_TIMEOUT),
-                     "CDS_LOG_LEVEL": "WARNING"})
+        full = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("CDS_") and k != "PROMETHEUS_MULTIPROC_DIR"
+        }
+        full.update(
+            {
+                "CDS_PORT": str(self.port),
+                "CDS_HOST": "127.0.0.1",
+                "CDS_WORKERS": "2",
+                "CDS_TODAY": "2026-11-24",
+                "CDS_AUTH_MODE": "off",
+                "CDS_DATA_DIR": str(tmp),
+                "CDS_FHIR_TIMEOUT": str(FHIR_TIMEOUT),
+                "CDS_LOG_LEVEL": "WARNING",
+            }
+        )
         full.update(env)
         self.log = open(tmp.parent / f"gunicorn-{self.port}.log", "wb")
         gunicorn = Path(sys.executable).parent / "gunicorn"
-        self.process = subprocess.Popen([str(gunicorn), "-c", "python:cds_service.gunicorn_conf",
-                                         "cds_service.app:create_app()"], cwd=ROOT, env=full,
-                                        stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [
+                str(gunicorn),
+                "-c",
+                "python:cds_service.gunicorn_conf",
+                "cds_service.app:create_app()",
+            ],
+            cwd=ROOT,
+            env=full,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and self.process.poll() is None:
             try:
-                if self.get("/healthz")[0] == 200 and len(self.workers()) == int(full["CDS_WORKERS"]):
+                if self.get("/healthz")[0] == 200 and len(self.workers()) == int(
+                    full["CDS_WORKERS"]
+                ):
                     return
             except OSError:
                 time.sleep(0.1)
@@ -82,8 +102,12 @@ class Gunicorn:
         try:
             started = time.perf_counter()
             data = json.dumps(body).encode() if body is not None else None
-            conn.request(method, path, body=data,
-                         headers={"Content-Type": "application/json"} if data else {})
+            conn.request(
+                method,
+                path,
+                body=data,
+                headers={"Content-Type": "application/json"} if data else {},
+            )
             response = conn.getresponse()
             raw = response.read()
             return response.status, json.loads(raw) if raw else None, time.perf_counter() - started
@@ -129,6 +153,7 @@ def timed_calls(server: Gunicorn, n: int, pause: float = 0.02) -> list[float]:
 
 # -- slow clients ------------------------------------------------------------------------
 
+
 def test_slow_header_clients_cost_no_request_thread(server):
     """200 connections sending a header line every 2 s; ordinary calls keep p99 < 100 ms."""
     stop = threading.Event()
@@ -159,10 +184,13 @@ def test_slow_header_clients_cost_no_request_thread(server):
         for sock in sockets:
             sock.close()
     print(f"slow headers: 200 open, hook p99 {p99(times) * 1000:.1f} ms")
-    assert p99(times) < 0.100, f"p99 {p99(times) * 1000:.1f} ms, median {statistics.median(times) * 1000:.1f} ms"
+    assert p99(times) < 0.100, (
+        f"p99 {p99(times) * 1000:.1f} ms, median {statistics.median(times) * 1000:.1f} ms"
+    )
 
 
 # -- FHIR servers that misbehave ---------------------------------------------------------
+
 
 class BadFhir:
     """One loopback FHIR server, its behaviour chosen by the first path segment:
@@ -184,8 +212,9 @@ class BadFhir:
                     outer.release.wait(30)
                     self.close_connection = True
                 elif mode == "reset":
-                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                               struct.pack("ii", 1, 0))
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
                     self.close_connection = True
                 elif mode == "drip":
                     self.send_response(200)
@@ -207,10 +236,21 @@ class BadFhir:
                     if len(segments) == 2 and not parts.query:  # a read: Patient/p1
                         body = {"resourceType": segments[0], "id": segments[1]}
                     else:
-                        page = int(parts.query.rsplit("page=", 1)[1]) if "page=" in parts.query else 0
-                        body = {"resourceType": "Bundle", "type": "searchset", "entry": [],
-                                "link": [{"relation": "next", "url": f"http://127.0.0.1:"
-                                          f"{outer.port}/page/{segments[0]}?page={page + 1}"}]}
+                        page = (
+                            int(parts.query.rsplit("page=", 1)[1]) if "page=" in parts.query else 0
+                        )
+                        body = {
+                            "resourceType": "Bundle",
+                            "type": "searchset",
+                            "entry": [],
+                            "link": [
+                                {
+                                    "relation": "next",
+                                    "url": f"http://127.0.0.1:"
+                                    f"{outer.port}/page/{segments[0]}?page={page + 1}",
+                                }
+                            ],
+                        }
                     data = json.dumps(body).encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "application/fhir+json")
@@ -262,6 +302,7 @@ def test_misbehaving_fhir_server_under_concurrency(server, bad_fhir, mode, calls
     Paging forever costs real work (CDS_FHIR_MAX_PAGES pages of 5 keys, each fetched and
     parsed, 100 HTTP exchanges per call, with the fake server on the same CPUs), so that
     case runs 8 calls at once, not 32."""
+
     def fetching_call(_):
         return server.request("POST", HOOK, fetching_request(bad_fhir.base(mode)), timeout=15)
 
@@ -278,8 +319,10 @@ def test_misbehaving_fhir_server_under_concurrency(server, bad_fhir, mode, calls
     for _, body, _ in results:
         assert body["resourceType"] == "OperationOutcome"
     slowest = max(seconds for _, _, seconds in results)
-    print(f"{mode}: {calls} calls, slowest 412 {slowest:.2f} s, prefetched max "
-          f"{max(prefetched) * 1000:.1f} ms")
+    print(
+        f"{mode}: {calls} calls, slowest 412 {slowest:.2f} s, prefetched max "
+        f"{max(prefetched) * 1000:.1f} ms"
+    )
     assert slowest < FHIR_TIMEOUT + 0.5, f"slowest 412 after {slowest:.2f} s"
     assert wall < FHIR_TIMEOUT + 1.5
     assert max(prefetched) < 0.100, [round(t * 1000, 1) for t in prefetched]
@@ -289,10 +332,14 @@ def test_misbehaving_fhir_server_under_concurrency(server, bad_fhir, mode, calls
 
 # -- feedback under storage and process faults --------------------------------------------
 
+
 def feedback_item() -> dict:
-    return {"card": str(uuid.uuid4()), "outcome": "overridden",
-            "outcomeTimestamp": "2026-11-24T10:00:00Z",
-            "overrideReason": {"userComment": "fault test"}}
+    return {
+        "card": str(uuid.uuid4()),
+        "outcome": "overridden",
+        "outcomeTimestamp": "2026-11-24T10:00:00Z",
+        "overrideReason": {"userComment": "fault test"},
+    }
 
 
 class FeedbackClients:
@@ -308,8 +355,9 @@ class FeedbackClients:
     def post(self, timeout: float = 10.0) -> int:
         batch = [feedback_item(), feedback_item()]
         try:
-            status, body, _ = self.server.request("POST", FEEDBACK, {"feedback": batch},
-                                                  timeout=timeout)
+            status, body, _ = self.server.request(
+                "POST", FEEDBACK, {"feedback": batch}, timeout=timeout
+            )
         except (OSError, http.client.HTTPException):
             status, body = 0, None  # connection broken (a worker killed): not acknowledged
         with self.lock:
@@ -344,6 +392,7 @@ def assert_nothing_lost_or_doubled(stored: list[str], clients: FeedbackClients) 
 
 def sqlite_cards(data_dir: Path) -> list[str]:
     import sqlite3
+
     conn = sqlite3.connect(data_dir / "cds.sqlite3")
     try:
         return [row[0] for row in conn.execute("SELECT card_uuid FROM feedback")]
@@ -398,8 +447,11 @@ def _mount_tmpfs(path: Path, size: str) -> str | None:
     if os.geteuid() != 0:
         return "a full disk needs a small tmpfs, and mounting one needs root"
     path.mkdir(parents=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         return f"mount -t tmpfs failed: {result.stderr.strip()[:200]}"
     return None
@@ -468,7 +520,7 @@ class TcpProxy:
         while self.running:
             try:
                 client, _ = server.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -519,8 +571,11 @@ def test_postgres_stopped_and_restarted(tmp_path):
         pytest.skip("CDS_TEST_POSTGRES_URL is not set (.ci/run starts a PostgreSQL server)")
     parts = urlsplit(url)
     proxy = TcpProxy((parts.hostname, parts.port or 5432))
-    proxied = url.replace(f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname,
-                          f"127.0.0.1:{proxy.port}", 1)
+    proxied = url.replace(
+        f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname,
+        f"127.0.0.1:{proxy.port}",
+        1,
+    )
     try:
         server = Gunicorn(tmp_path / "data", CDS_DATABASE_URL=proxied)
         try:
@@ -542,12 +597,16 @@ def test_postgres_stopped_and_restarted(tmp_path):
     finally:
         proxy.stop()
     from sqlalchemy import create_engine, text
+
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
             wanted = set(clients.acked) | set(clients.unacked)
-            stored = [row[0] for row in conn.execute(text("SELECT card_uuid FROM feedback"))
-                      if row[0] in wanted]
+            stored = [
+                row[0]
+                for row in conn.execute(text("SELECT card_uuid FROM feedback"))
+                if row[0] in wanted
+            ]
     finally:
         engine.dispose()
     assert_nothing_lost_or_doubled(stored, clients)

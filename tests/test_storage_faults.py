@@ -28,9 +28,12 @@ RECOVERY_SECONDS = 10.0
 
 
 def item() -> dict:
-    return {"card": str(uuid.uuid4()), "outcome": "overridden",
-            "outcomeTimestamp": "2026-11-24T10:00:00Z",
-            "overrideReason": {"userComment": "fault test"}}
+    return {
+        "card": str(uuid.uuid4()),
+        "outcome": "overridden",
+        "outcomeTimestamp": "2026-11-24T10:00:00Z",
+        "overrideReason": {"userComment": "fault test"},
+    }
 
 
 class Client:
@@ -86,8 +89,7 @@ def data_dir(tmp_path) -> Path:
 
 @pytest.fixture
 def app(data_dir):
-    app = create_app(Settings.from_env({}, today="2026-11-24", data_dir=data_dir,
-                                       auth_mode="off"))
+    app = create_app(Settings.from_env({}, today="2026-11-24", data_dir=data_dir, auth_mode="off"))
     yield app
     app.extensions["cds_store"].close()
 
@@ -170,11 +172,15 @@ def test_wal_is_bounded_and_truncated(app, data_dir, monkeypatch):
     store = app.extensions["cds_store"]
     client = Client(app)
     with store.engine.connect() as conn:
-        pragmas = {name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
-                   for name in ("journal_mode", "wal_autocheckpoint", "journal_size_limit")}
-    assert pragmas == {"journal_mode": "wal",
-                       "wal_autocheckpoint": store_health.WAL_AUTOCHECKPOINT_PAGES,
-                       "journal_size_limit": store_health.JOURNAL_SIZE_LIMIT}
+        pragmas = {
+            name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+            for name in ("journal_mode", "wal_autocheckpoint", "journal_size_limit")
+        }
+    assert pragmas == {
+        "journal_mode": "wal",
+        "wal_autocheckpoint": store_health.WAL_AUTOCHECKPOINT_PAGES,
+        "journal_size_limit": store_health.JOURNAL_SIZE_LIMIT,
+    }
     for _ in range(20):
         assert client.post([item() for _ in range(50)]) == 200
     wal = data_dir / "cds.sqlite3-wal"
@@ -190,8 +196,14 @@ def test_wal_is_bounded_and_truncated(app, data_dir, monkeypatch):
 def test_readiness_is_503_while_the_database_cannot_be_reached(tmp_path):
     not_a_dir = tmp_path / "not-a-directory"
     not_a_dir.write_text("")
-    app = create_app(Settings.from_env({}, today="2026-11-24", data_dir=tmp_path / "data",
-                                       database_url=f"sqlite:///{not_a_dir / 'cds.sqlite3'}"))
+    app = create_app(
+        Settings.from_env(
+            {},
+            today="2026-11-24",
+            data_dir=tmp_path / "data",
+            database_url=f"sqlite:///{not_a_dir / 'cds.sqlite3'}",
+        )
+    )
     try:
         client = app.test_client()
         response = client.get("/readyz")
