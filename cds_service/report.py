@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 from datetime import date, datetime, time, timedelta
+from html import escape
 from pathlib import Path
 
 from sqlalchemy import and_, func, select, true
@@ -193,4 +194,153 @@ def format_table(data: dict) -> str:
                f"{totals['overridden']} overridden, {totals['suppressed']} suppressed")
     if data["feedback_for_unknown_cards"]:
         out.append(f"feedback for unknown cards: {data['feedback_for_unknown_cards']}")
+    return "\n".join(out)
+
+
+# -- HTML ---------------------------------------------------------------------------------
+
+_STYLE = """
+body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:60rem;padding:1rem;color:#1b1b1b}
+h1{font-size:1.4rem}h2{font-size:1.15rem;margin-top:2rem;border-top:1px solid #ccc;padding-top:1rem}
+table{border-collapse:collapse;width:100%;margin:.5rem 0;font-size:.9rem}
+th,td{border-bottom:1px solid #ddd;padding:.25rem .4rem;text-align:right;vertical-align:top}
+th:first-child,td:first-child{text-align:left;min-width:11rem;overflow-wrap:anywhere}
+.charts{display:flex;flex-wrap:wrap;gap:1rem}.charts figure{margin:0;flex:1 1 16rem;min-width:0}
+figcaption{font-size:.85rem;color:#444}svg{width:100%;height:auto}
+.issued{fill:#9db7d5}.accepted{fill:#2f7d32}.reason{fill:#c75c1d}
+.key span{display:inline-block;width:.8em;height:.8em;margin:0 .3em 0 .8em}
+.key .issued{background:#9db7d5}.key .accepted{background:#2f7d32}
+.muted{color:#555;font-size:.85rem}.scroll{overflow-x:auto;max-width:100%}
+"""
+
+
+def _route_summary(rows: list[dict]) -> dict:
+    """The rows of one route added up: totals, weeks and override reasons."""
+    weeks: dict[str, dict] = {}
+    reasons: dict[str, int] = {}
+    total = {"issued": 0, "accepted": 0, "overridden": 0, "suppressed": 0}
+    for r in rows:
+        for name in total:
+            total[name] += r[name]
+        for w in r["weekly"]:
+            entry = weeks.setdefault(w["week"], {"issued": 0, "accepted": 0})
+            entry["issued"] += w["issued"]
+            entry["accepted"] += w["accepted"]
+        for reason in r["override_reasons"]:
+            reasons[reason["code"]] = reasons.get(reason["code"], 0) + reason["cards"]
+    return {"total": total, "weeks": sorted(weeks.items()),
+            "reasons": sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))}
+
+
+def _weekly_svg(weeks: list[tuple[str, dict]], title: str) -> str:
+    """Grouped bars per week: issued (light) and accepted (dark)."""
+    width, height, left, bottom = 420, 200, 34, 36
+    if not weeks:
+        return '<p class="muted">No cards in this period.</p>'
+    top = max(max(w["issued"], w["accepted"]) for _, w in weeks) or 1
+    slot = (width - left - 6) / len(weeks)
+    bar = max(min(slot * 0.38, 28), 1.5)
+    scale = (height - bottom - 10) / top
+    parts = [f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
+             f"<title>{escape(title)}</title>",
+             f'<line x1="{left}" y1="{height - bottom}" x2="{width}" y2="{height - bottom}" '
+             'stroke="#888"/>',
+             f'<text x="{left - 4}" y="14" font-size="11" text-anchor="end">{top}</text>',
+             f'<text x="{left - 4}" y="{height - bottom}" font-size="11" '
+             'text-anchor="end">0</text>']
+    label_every = max(1, len(weeks) // 8)
+    for i, (week, w) in enumerate(weeks):
+        x = left + i * slot + slot / 2
+        for offset, name in ((-bar, "issued"), (0.0, "accepted")):
+            h = w[name] * scale
+            parts.append(f'<rect class="{name}" x="{x + offset:.1f}" '
+                         f'y="{height - bottom - h:.1f}" width="{bar:.1f}" height="{h:.1f}">'
+                         f"<title>week of {week}: {w[name]} {name}</title></rect>")
+        if i % label_every == 0:
+            parts.append(f'<text x="{x:.1f}" y="{height - bottom + 14}" font-size="10" '
+                         f'text-anchor="middle">{week[5:]}</text>')
+    parts.append(f'<text x="{left}" y="{height - 4}" font-size="10">week starting (MM-DD), '
+                 "UTC</text></svg>")
+    return "".join(parts)
+
+
+def _reasons_svg(reasons: list[tuple[str, int]], title: str) -> str:
+    """Horizontal bars: overridden cards per reason."""
+    if not reasons:
+        return '<p class="muted">No overrides.</p>'
+    row_h, label_w, width = 24, 190, 420
+    height = row_h * len(reasons) + 8
+    top = max(n for _, n in reasons) or 1
+    scale = (width - label_w - 40) / top
+    parts = [f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
+             f"<title>{escape(title)}</title>"]
+    for i, (code, n) in enumerate(reasons):
+        y = 4 + i * row_h
+        parts.append(f'<text x="{label_w - 6}" y="{y + 15}" font-size="11" '
+                     f'text-anchor="end">{escape(code[:32])}</text>')
+        parts.append(f'<rect class="reason" x="{label_w}" y="{y + 3}" '
+                     f'width="{max(n * scale, 1):.1f}" height="{row_h - 8}">'
+                     f"<title>{escape(code)}: {n}</title></rect>")
+        parts.append(f'<text x="{label_w + n * scale + 4:.1f}" y="{y + 15}" '
+                     f'font-size="11">{n}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def format_html(data: dict) -> str:
+    """A self-contained page (inline CSS and SVG, no scripts, no external resources): per
+    route, issued and accepted cards per week and the override reasons, then the table per
+    rule. Counts only: nothing about a patient, no free-text comments."""
+    by_route: dict[str, list[dict]] = {}
+    for r in data["rows"]:
+        by_route.setdefault(r["route"], []).append(r)
+    totals = data["totals"]
+    since = f" since {data['since']}" if data["since"] else ""
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           f"<title>Leg-cramp CDS: cards and feedback{escape(since)}</title>",
+           f"<style>{_STYLE}</style></head><body>",
+           f"<h1>Cards and feedback{escape(since)}</h1>",
+           f'<p class="muted">Generated {escape(data["generated_at"])}. One outcome per card '
+           "(the last feedback). Suppressed: cards left out because an override suppressed "
+           "them for that patient. No patient data is shown.</p>",
+           "<p>", f"{totals['issued']} issued, {totals['accepted']} accepted, "
+           f"{totals['overridden']} overridden, {totals['suppressed']} suppressed",
+           (f"; feedback for unknown cards: {data['feedback_for_unknown_cards']}"
+            if data["feedback_for_unknown_cards"] else ""), "</p>"]
+    if not by_route:
+        out.append("<p>(no cards issued)</p>")
+    for route, rows in by_route.items():
+        summary = _route_summary(rows)
+        t = summary["total"]
+        rate = t["accepted"] / t["issued"] if t["issued"] else None
+        out.append(f'<section id="route-{escape(route)}"><h2>{escape(route)}</h2>')
+        out.append(f"<p>{t['issued']} issued, {t['accepted']} accepted ({_rate(rate)}), "
+                   f"{t['overridden']} overridden, {t['suppressed']} suppressed</p>")
+        out.append('<div class="charts"><figure>'
+                   + _weekly_svg(summary["weeks"], f"{route}: issued and accepted per week")
+                   + '<figcaption class="key">Per week:<span class="issued"></span>issued'
+                   '<span class="accepted"></span>accepted</figcaption></figure><figure>'
+                   + _reasons_svg(summary["reasons"], f"{route}: override reasons")
+                   + "<figcaption>Override reasons (cards)</figcaption></figure></div>")
+        out.append("<div class=\"scroll\"><table><thead><tr><th>rule (criteria that fired)</th><th>issued</th>"
+                   "<th>accepted</th><th>overridden</th><th>suppressed</th><th>acceptance</th>"
+                   "</tr></thead><tbody>")
+        for r in rows:
+            reasons = "".join(f"<br><span class=\"muted\">{escape(x['code'])}: {x['cards']}"
+                              "</span>" for x in r["override_reasons"])
+            weekly = ", ".join(f"{w['week']}: {_rate(w['acceptance_rate'])}"
+                               for w in r["weekly"])
+            out.append(f"<tr><td>{escape(r['rule'] or '-')}"
+                       + (f'<br><span class="muted">acceptance per week: {escape(weekly)}'
+                          "</span>" if weekly else "")
+                       + f"</td><td>{r['issued']}</td><td>{r['accepted']}</td>"
+                       f"<td>{r['overridden']}{reasons}</td><td>{r['suppressed']}</td>"
+                       f"<td>{_rate(r['acceptance_rate'])}</td></tr>")
+        out.append("</tbody></table></div></section>")
+    out.append("</body></html>")
     return "\n".join(out)
