@@ -139,6 +139,9 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
     service = service or CdsService(settings)
     store = store or Store(settings)
     authenticator = Authenticator(settings, replay_store=store)
+    # Which override reasons suppress which route's card, from the rule files.
+    store.suppression_policy = getattr(service, "suppression_policy", {})
+    store.urgent_routes = getattr(service, "urgent_routes", set())
 
     app = Flask(__name__)
     # Never answer a redirect built from the Host header (``//x`` -> 308 to ``http://host/x``);
@@ -253,6 +256,8 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
         parsed = time.perf_counter()
         _note_request(payload)
         outcome = service.evaluate(payload)
+        if hasattr(service, "apply_suppressions"):
+            service.apply_suppressions(outcome, payload["context"]["patientId"], store)
         g.outcome = outcome
         request.environ[PHASES] = [("parse", (parsed - started) * 1000.0),
                                    ("evaluate", (time.perf_counter() - parsed) * 1000.0)]
@@ -262,12 +267,14 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
             for route in outcome.routes:
                 metrics.CARDS.labels(route).inc()
             store.record_cards(hook_instance, patient_id, outcome.response["cards"],
-                               outcome.rule_ids)
+                               outcome.rule_ids, getattr(outcome, "fingerprints", None),
+                               getattr(outcome, "suppressed", None))
 
         g.after_sent = [record_outcome]
         return json_response(outcome.response)
 
     _explain_pages(app, settings, service)
+    _admin_report(app, settings, store)
 
     @app.post("/cds-services/<service_id>/feedback")
     def post_feedback(service_id: str):
@@ -328,3 +335,23 @@ def _explain_pages(app: Flask, settings: Settings, service) -> None:
         if html is None:
             raise CdsError(404, "Unknown referral route.")
         return page(html)
+
+
+def _admin_report(app: Flask, settings: Settings, store: Store) -> None:
+    """``GET /admin/report``: the feedback report as HTML (counts per route and rule, no
+    patient data), only when CDS_ADMIN_REPORT is on (off by default)."""
+
+    @app.get("/admin/report")
+    def admin_report():
+        if not getattr(settings, "admin_report", False):
+            raise CdsError(404, "The admin report is disabled (CDS_ADMIN_REPORT=false).")
+        from cds_service import report
+        try:
+            if not store.ensure_schema():
+                raise StoreUnavailable("database unavailable")
+            html = report.format_html(report.build_report(store, None))
+        except Exception as exc:  # the message of a database error may hold row values
+            log.warning("admin report not built: %s", type(exc).__name__)
+            raise CdsError(503, "The report cannot be built right now.",
+                           headers={"Retry-After": "30"}) from None
+        return Response(html, mimetype="text/html", headers=EXPLAIN_HEADERS)

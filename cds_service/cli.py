@@ -39,6 +39,8 @@ def _evaluate(args, settings: Settings) -> int:
 def _check_rules(args, settings: Settings) -> int:
     cards_dir = Path(args.cards_dir) if args.cards_dir else settings.cards_dir
     ruleset = RuleSet.load(cards_dir)  # a RuleError is reported by main()
+    from cds_service.service import suppression_policy
+    suppression_policy(ruleset)  # unknown reason codes; urgent routes at most a day
     routes = ", ".join(r.code for r in ruleset.routes)
     if getattr(args, "explain", False):
         from cds_service.explain import decision_tables, rules_hash

@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     patient_hash_salt: SecretStr = SecretStr("")
     # Metrics.
     metrics_enabled: bool = True
+    # The feedback report as HTML at GET /admin/report (counts only, no patient data).
+    admin_report: bool = False
 
     @field_validator("cors_origins", "trusted_jku", "trusted_issuers", mode="before")
     @classmethod
@@ -103,7 +105,7 @@ class Settings(BaseSettings):
             return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
 
-    @field_validator("allow_http_fhir", "metrics_enabled", mode="before")
+    @field_validator("allow_http_fhir", "metrics_enabled", "admin_report", mode="before")
     @classmethod
     def _empty_is_false(cls, value: Any) -> Any:
         return False if isinstance(value, str) and not value.strip() else value

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import (JSON, Boolean, Column, Connection, DateTime, Engine, Index, Integer,
                         MetaData, String, Table, Text, UniqueConstraint, create_engine, event,
-                        insert)
+                        false, insert)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 
@@ -33,6 +33,11 @@ issued_card = Table(
     Column("hook_instance", String(128), nullable=False),
     Column("patient_hash", String(64), nullable=False),  # HMAC-SHA256 hex, never the id
     Column("issued_at", DateTime, nullable=False),  # UTC
+    # HMAC (salted like the patient hash) of the card's evidence fingerprint (service.py).
+    Column("fingerprint", String(64), nullable=True),
+    Column("indicator", String(16), nullable=True),
+    # True: the card was rendered but left out of the response by a suppression.
+    Column("suppressed", Boolean, nullable=False, server_default=false()),
     Index("ix_issued_card_issued_at", "issued_at"),
 )
 FEEDBACK_KEY = ["card_uuid", "outcome", "outcome_timestamp"]
@@ -56,6 +61,23 @@ jwt_replay = Table(
     Column("expires_at", DateTime, nullable=False),  # UTC
     Index("ix_jwt_replay_expires_at", "expires_at"),
 )
+# An override with a suppressing reason: the route's card is left out for this patient until
+# ``expires_at`` unless its evidence fingerprint changes or its indicator rises. One row per
+# (patient, route): the latest override wins. The primary key is the hot-path lookup index.
+suppression = Table(
+    "suppression", metadata,
+    Column("patient_hash", String(64), primary_key=True),
+    Column("route", String(64), primary_key=True),
+    Column("card_uuid", String(128), nullable=False),  # the overridden card
+    Column("reason_code", String(256), nullable=False),
+    Column("fingerprint", String(64), nullable=True),  # of the overridden card
+    Column("indicator", String(16), nullable=True),
+    Column("suppressed_at", DateTime, nullable=False),  # UTC, the override's time
+    Column("expires_at", DateTime, nullable=False),  # UTC
+)
+
+READ_ONLY = "cds_read"  # execution option: a read-only transaction (SQLite: deferred BEGIN)
+
 
 class StoreUnavailable(RuntimeError):
     """The database cannot be reached; feedback answers 503 so the client retries."""
@@ -132,7 +154,12 @@ def _sqlite_transactions(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Reads on the hook's path (execution option ``cds_read``) must not take the write
+        # lock: a deferred BEGIN. Everything else takes it up front.
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _make_data_dir(data_dir: Path) -> None:

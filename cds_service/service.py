@@ -6,15 +6,18 @@ file gives the same cards on the command line as over HTTP.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from cds_service import cards, fhir_json, hooks
 from cds_service.config import Settings
 from cds_service.prefetch import gather, prefetch_keys
 from cds_service.record import Record, parse_datetime
-from cds_service.rules import RuleSet
+from cds_service.criteria import RouteResult
+from cds_service.rules import RuleError, RuleSet
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +30,58 @@ class Outcome:
     routes: list[str]
     rule_ids: list[str]
     resource_counts: dict[str, int]  # received, by resource type, prefetched and fetched alike
+    fingerprints: list[str] = field(default_factory=list)  # per card, see ``fingerprint``
+    # Cards left out by a suppression: {"card", "rules", "fingerprint"} each (for the store).
+    suppressed: list[dict] = field(default_factory=list)
 
     @property
     def resource_count(self) -> int:
         return sum(self.resource_counts.values())
+
+
+INDICATOR_RANK = {"info": 0, "warning": 1, "critical": 2}
+URGENT_MAX_DAYS = 1  # a critical (urgent) route is never suppressed for longer than this
+
+
+def fingerprint(result: RouteResult, card: dict) -> str:
+    """What the card shows, as a SHA-256 hex digest: the route, the fired rule ids, the
+    indicator, and each evidence line (its text, which holds the values and dates, and the
+    FHIR references it rests on), context lines included. A new result, another rule firing
+    or a changed value gives another fingerprint; the same chart on another day the same one
+    (the evidence text has dates, not ages)."""
+    material = {
+        "route": result.route.code,
+        "rules": sorted(result.fired),
+        "indicator": card.get("indicator"),
+        "evidence": sorted([fact.text, sorted(fact.references)]
+                           for fact in result.facts + result.context),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False)
+                          .encode()).hexdigest()
+
+
+def suppression_policy(ruleset: RuleSet) -> dict[str, dict[str, int]]:
+    """Route code -> {override reason code: days} from each route's ``suppression`` block.
+
+    A RuleError names the file for an unknown reason code, and for a critical (urgent)
+    route that asks for more than a day: urgent cards are never suppressed longer."""
+    known = {reason["code"] for reason in ruleset.override_reasons}
+    policy: dict[str, dict[str, int]] = {}
+    for route in ruleset.routes:
+        reasons: dict[str, int] = {}
+        for i, entry in enumerate(route.data.get("suppression") or []):
+            days = int(entry["days"])
+            if route.indicator == "critical" and days > URGENT_MAX_DAYS:
+                raise RuleError(f"{route.source_file}: field suppression/{i}/days: a critical "
+                                f"route is suppressed at most {URGENT_MAX_DAYS} day, not {days}")
+            for code in entry["reasons"]:
+                if code not in known:
+                    raise RuleError(f"{route.source_file}: field suppression/{i}/reasons: "
+                                    f"unknown override reason {code!r}")
+                reasons[code] = max(days, reasons.get(code, 0))
+        if reasons:
+            policy[route.code] = reasons
+    return policy
 
 
 class CdsService:
@@ -43,6 +94,8 @@ class CdsService:
             fetcher = FhirFetcher(settings)
         self.fetcher = fetcher
         self._fixed_today = parse_datetime(settings.today) if settings.today else None
+        self.suppression_policy = suppression_policy(self.ruleset)
+        self.urgent_routes = {r.code for r in self.ruleset.routes if r.indicator == "critical"}
 
     def discovery(self) -> dict:
         return hooks.discovery({k.name: k.template for k in self.keys},
@@ -64,4 +117,39 @@ class CdsService:
             log.warning("left out %d resources the rules reached: malformed, or about another "
                         "patient", record.left_out)
         return Outcome({"cards": rendered}, [r.route.code for r in results],
-                       [",".join(r.fired) for r in results], record.counts())
+                       [",".join(r.fired) for r in results], record.counts(),
+                       [fingerprint(r, card) for r, card in zip(results, rendered)])
+
+    def apply_suppressions(self, outcome: Outcome, patient_id: str, store) -> None:
+        """Leave out the cards a clinician's override suppresses for this patient.
+
+        One indexed query, and only when there are cards of a route that can be suppressed.
+        A card comes back when its evidence fingerprint differs from the overridden card's
+        or its indicator is higher. If the store cannot be read, every card is shown (the
+        store logs it)."""
+        if not outcome.routes or not any(route in self.suppression_policy
+                                         for route in outcome.routes):
+            return
+        active = store.active_suppressions(patient_id, outcome.routes)
+        if not active:
+            return
+        cards = outcome.response["cards"]
+        keep = []
+        for i, route in enumerate(outcome.routes):
+            held = active.get(route)
+            card = cards[i]
+            if held is not None:
+                same = store.fingerprint_key(outcome.fingerprints[i]) == held["fingerprint"]
+                rank = INDICATOR_RANK.get(card.get("indicator"), 0)
+                higher = rank > INDICATOR_RANK.get(held["indicator"] or "", 0)
+                if same and not higher:
+                    outcome.suppressed.append({"card": card, "rules": outcome.rule_ids[i],
+                                               "fingerprint": outcome.fingerprints[i]})
+                    continue
+            keep.append(i)
+        if len(keep) == len(cards):
+            return
+        outcome.response["cards"] = [cards[i] for i in keep]
+        outcome.routes = [outcome.routes[i] for i in keep]
+        outcome.rule_ids = [outcome.rule_ids[i] for i in keep]
+        outcome.fingerprints = [outcome.fingerprints[i] for i in keep]

@@ -7,6 +7,10 @@
 - ``save_feedback`` writes a batch of feedback items in one transaction, ignoring items
   already stored (same card, outcome and outcomeTimestamp). A database failure raises
   ``StoreUnavailable`` so the app answers 503 and the EHR retries.
+- ``save_feedback`` also records a suppression when a card is overridden with a reason its
+  route's ``suppression`` block names; ``active_suppressions`` reads them on the hook's
+  path (one indexed query; if the database cannot be read, nothing is suppressed: fail
+  open, logged).
 - ``first_use`` remembers JWT ids for replay protection, shared by every worker.
 - The schema is created and upgraded by ``cds_service.migrations`` when the store starts,
   or at the first use after the database comes back (tables: ``cds_service.database``).
@@ -26,7 +30,7 @@ import queue
 import secrets
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from itertools import zip_longest
 from pathlib import Path
 
@@ -36,15 +40,17 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from cds_service import migrations
 from cds_service.card_writer import CLOSE_TIMEOUT, CardWriter
 from cds_service.config import Settings
-from cds_service.database import (FEEDBACK_KEY, StoreUnavailable, describe, feedback,
-                                  insert_ignore, issued_card, jwt_replay, make_engine,
-                                  parse_timestamp, utcnow)
+from cds_service.database import (FEEDBACK_KEY, READ_ONLY, StoreUnavailable, describe,
+                                  feedback, insert_ignore, issued_card, jwt_replay,
+                                  make_engine, parse_timestamp, suppression, utcnow)
 from cds_service.store_health import SqliteWatch
 
 log = logging.getLogger(__name__)
 
 SALT_FILE = "patient-hash-salt"
 REPLAY_PURGE_INTERVAL = 60.0  # seconds between deletions of expired JWT ids
+SUPPRESSION_RETRY = 30.0  # after a failed suppression lookup, seconds without lookups (fail open)
+URGENT_MAX_DAYS = 1  # a critical card is never suppressed for longer, whatever the policy
 
 
 def load_or_create_salt(data_dir: Path) -> bytes:
@@ -89,6 +95,12 @@ class Store:
         self._pid = os.getpid()
         self._closed = False
         self._last_replay_purge = 0.0
+        # Route code -> {override reason code: days}; set by the app from the rule files
+        # (service.suppression_policy). Critical routes are capped at URGENT_MAX_DAYS.
+        self.suppression_policy: dict[str, dict[str, int]] = {}
+        self.urgent_routes: set[str] = set()
+        self.clock = utcnow  # naive UTC now; tests may replace it
+        self._lookup_paused_until = 0.0
         if self.engine.dialect.name != "sqlite" and not settings.patient_hash_salt.get_secret_value():
             log.warning("CDS_PATIENT_HASH_SALT is not set: each instance hashes patient ids "
                         "with the salt in its own data directory, so hashes differ between "
@@ -130,28 +142,49 @@ class Store:
                                   else load_or_create_salt(self.settings.data_dir))
         return hmac.new(self._salt, patient_id.encode(), hashlib.sha256).hexdigest()
 
+    def fingerprint_key(self, fingerprint: str | None) -> str | None:
+        """The stored form of an evidence fingerprint: salted like the patient hash, so
+        the evidence cannot be guessed from the database."""
+        if not fingerprint:
+            return None
+        return self.patient_hash("fingerprint\x00" + fingerprint)
+
     def record_cards(self, hook_instance: str, patient_id: str, cards: list[dict],
-                     rule_ids: list[str]) -> None:
-        """Queue the issued cards for writing (card uuid, route, rule id, hashed patient)."""
+                     rule_ids: list[str], fingerprints: list[str] | None = None,
+                     suppressed: list[dict] | None = None) -> None:
+        """Queue the issued cards for writing (card uuid, route, rule id, hashed patient,
+        fingerprint); ``suppressed`` cards (left out of the response) are written too,
+        flagged, so the report can count them."""
         rows: list[dict] = []
         try:
-            if not cards:
+            suppressed = suppressed or []
+            entries = [(card, rules, fp, False) for card, rules, fp in
+                       zip_longest(cards or [], rule_ids or [], fingerprints or [],
+                                   fillvalue=None)]
+            entries += [(s.get("card"), s.get("rules"), s.get("fingerprint"), True)
+                        for s in suppressed]
+            cards = [entry[0] for entry in entries]
+            if not entries:
                 return
             if self._closed:
                 log.warning("store closed: %d issued-card records not written", len(cards))
                 return
             issued_at = utcnow()
             patient_hash = self.patient_hash(str(patient_id))
-            for card, rules in zip_longest(cards, rule_ids or [], fillvalue=None):
+            for card, rules, fp, left_out in entries:
                 if not isinstance(card, dict) or not card.get("uuid"):
                     continue
                 topic = (card.get("source") or {}).get("topic") or {}
+                indicator = card.get("indicator")
                 rows.append({"card_uuid": str(card["uuid"]),
                              "route": str(topic.get("code") or "unknown"),
                              "rule_ids": str(rules or ""),
                              "hook_instance": str(hook_instance),
                              "patient_hash": patient_hash,
-                             "issued_at": issued_at})
+                             "issued_at": issued_at,
+                             "fingerprint": self.fingerprint_key(fp),
+                             "indicator": str(indicator)[:16] if indicator else None,
+                             "suppressed": left_out})
             if rows:
                 if self._pid != os.getpid():  # forked: the parent's connections are not ours
                     self._pid = os.getpid()
@@ -189,6 +222,83 @@ class Store:
     def flush(self, timeout: float = CLOSE_TIMEOUT) -> bool:
         """Wait until every record queued so far has been written (or given up on)."""
         return self._writer.flush(timeout)
+
+    # -- suppression --------------------------------------------------------------------
+
+    def active_suppressions(self, patient_id: str, routes: list[str]) -> dict[str, dict]:
+        """Route -> {"fingerprint", "indicator"} of the suppressions holding now for this
+        patient and these routes: one query on the primary key. Empty (cards are shown)
+        when the database cannot be read; then lookups pause for SUPPRESSION_RETRY seconds
+        so an outage does not slow every hook call."""
+        wanted = sorted({r for r in routes if r in self.suppression_policy})
+        if not wanted or self._closed:
+            return {}
+        if time.monotonic() < self._lookup_paused_until:
+            return {}
+        try:
+            if not self._schema_ready and not self.ensure_schema():
+                raise StoreUnavailable("schema not ready")
+            key = self.patient_hash(str(patient_id))
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                self.engine.dispose(close=False)
+            with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+                found = conn.execute(
+                    select(suppression.c.route, suppression.c.fingerprint,
+                           suppression.c.indicator)
+                    .where(suppression.c.patient_hash == key,
+                           suppression.c.route.in_(wanted),
+                           suppression.c.expires_at > self.clock())).all()
+        except (SQLAlchemyError, StoreUnavailable, OSError, ValueError) as exc:
+            self._lookup_paused_until = time.monotonic() + SUPPRESSION_RETRY
+            log.warning("suppressions not read (cards shown unsuppressed for %.0f s): %s",
+                        SUPPRESSION_RETRY, describe(exc) if isinstance(exc, SQLAlchemyError)
+                        else type(exc).__name__)
+            return {}
+        return {route: {"fingerprint": fp, "indicator": indicator}
+                for route, fp, indicator in found}
+
+    def _suppress(self, conn, rows: list[dict], cards: dict[str, dict],
+                  received_at: datetime) -> None:
+        """Within save_feedback's transaction: an override with a suppressing reason
+        starts (or renews) a suppression; a later acceptance of that card ends it."""
+        for row in sorted(rows, key=lambda r: r["outcome_timestamp"]):
+            card = cards.get(row["card_uuid"])
+            if card is None:
+                continue
+            if row["outcome"] == "accepted":
+                conn.execute(delete(suppression).where(
+                    suppression.c.card_uuid == row["card_uuid"],
+                    suppression.c.suppressed_at <= row["outcome_timestamp"]))
+                continue
+            if row["outcome"] != "overridden":
+                continue
+            days = self.suppression_policy.get(card["route"], {}).get(
+                row["override_reason_code"] or "")
+            if not days:
+                continue
+            if card["route"] in self.urgent_routes or card["indicator"] == "critical":
+                days = min(days, URGENT_MAX_DAYS)
+            start = min(row["outcome_timestamp"], received_at)  # a client clock ahead: now
+            values = {"card_uuid": row["card_uuid"],
+                      "reason_code": row["override_reason_code"],
+                      "fingerprint": card["fingerprint"], "indicator": card["indicator"],
+                      "suppressed_at": row["outcome_timestamp"],
+                      "expires_at": start + timedelta(days=days)}
+            key = {"patient_hash": card["patient_hash"], "route": card["route"]}
+            name = conn.dialect.name
+            if name in {"postgresql", "sqlite"}:
+                if name == "postgresql":
+                    from sqlalchemy.dialects.postgresql import insert as dialect_insert
+                else:
+                    from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+                conn.execute(dialect_insert(suppression).values(**key, **values)
+                             .on_conflict_do_update(index_elements=list(key), set_=values))
+            else:
+                conn.execute(delete(suppression).where(
+                    suppression.c.patient_hash == key["patient_hash"],
+                    suppression.c.route == key["route"]))
+                conn.execute(insert(suppression).values(**key, **values))
 
     # -- JWT replay protection ----------------------------------------------------------
 
@@ -251,11 +361,16 @@ class Store:
             with self.engine.begin() as conn:
                 info = conn.connection.info
                 uuids = sorted({row["card_uuid"] for row in rows.values()})
-                known = set(conn.scalars(select(issued_card.c.card_uuid)
-                                         .where(issued_card.c.card_uuid.in_(uuids))))
+                known = {r.card_uuid: r._asdict() for r in conn.execute(
+                    select(issued_card.c.card_uuid, issued_card.c.route,
+                           issued_card.c.patient_hash, issued_card.c.fingerprint,
+                           issued_card.c.indicator)
+                    .where(issued_card.c.card_uuid.in_(uuids)))}
                 for row in rows.values():
                     row["unknown_card"] = row["card_uuid"] not in known
                 insert_ignore(conn, feedback, list(rows.values()), FEEDBACK_KEY)
+                if self.suppression_policy:
+                    self._suppress(conn, list(rows.values()), known, received_at)
         except SQLAlchemyError as exc:
             self._note_failure()
             log.warning("feedback batch of %d items not stored: %s", len(rows), describe(exc))

@@ -151,7 +151,8 @@ def test_database_made_by_the_hand_written_steps_is_adopted(settings, engine, le
             assert "schema_version" not in inspect(conn).get_table_names()
             assert schema_differences(conn) == []
             kept = conn.execute(select(database.issued_card)).one()._mapping
-            assert dict(kept) == ISSUED
+            assert {k: v for k, v in kept.items() if k in ISSUED} == ISSUED
+            assert kept["suppressed"] is False  # columns added by 0003 take their defaults
         # And the store works on it: feedback for the kept card, a JWT id.
         store.save_feedback(
             [{"card": "card-1", "outcome": "accepted", "outcomeTimestamp": "2026-11-24T10:05:00Z"}]
@@ -203,7 +204,7 @@ def test_workers_starting_together_migrate_once(settings, engine: Engine):
         thread.join(60)
     assert not any(thread.is_alive() for thread in threads), "migrations blocked each other"
     assert not errors
-    assert sorted(applied, key=len) == [[]] * (workers - 1) + [["0001", "0002"]]
+    assert sorted(applied, key=len) == [[]] * (workers - 1) + [["0001", "0002", "0003"]]
     with engine.connect() as conn:
         assert migrations.current_version(conn) == migrations.latest_version()
         assert schema_differences(conn) == []
@@ -229,4 +230,5 @@ def test_revisions_ship_inside_the_package():
     assert sorted(p.name for p in (location / "versions").glob("0*.py")) == [
         "0001_cards_and_feedback.py",
         "0002_jwt_replay.py",
+        "0003_suppression.py",
     ]

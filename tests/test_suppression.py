@@ -1,0 +1,283 @@
+"""Suppression after an override (issue 13, "Learning from feedback"), on SQLite and PostgreSQL.
+
+An override with a reason the route's ``suppression`` block names leaves that route's card
+out for the same patient (by the salted hash) for the stated days; the card comes back early
+when its evidence changes, at once for another patient, after at most a day for an urgent
+card, and the suppression holds across instances sharing the database. Cards left out are
+counted in the report; the report counts one outcome per card (the last).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from cds_service import database, report
+from cds_service.app import create_app
+from cds_service.database import utcnow
+from cds_service.rules import RuleError, RuleSet
+from cds_service.service import CdsService, suppression_policy
+from cds_service.storage import Store
+from test_storage import Backend, _postgres_backend, make_settings
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "fhir_examples"
+SERVICE = "/cds-services/leg-cramp-referral"
+FEEDBACK = SERVICE + "/feedback"
+OVERRIDE_SYSTEM = "urn:leg-cramp-cds:override-reason"
+NEPHROLOGY = "nephrology-egfr-22.json"
+URGENT = "urgent-care-critical-potassium.json"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend(request, tmp_path):
+    if request.param == "sqlite":
+        yield Backend("sqlite", "", "")
+    else:
+        yield from _postgres_backend()
+
+
+@pytest.fixture
+def settings(backend, tmp_path):
+    return make_settings(tmp_path, backend.url, patient_hash_salt="shared-secret")
+
+
+@pytest.fixture
+def app(settings):
+    app = create_app(settings)
+    yield app
+    app.extensions["cds_store"].close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def example(name: str, patient: str | None = None) -> dict:
+    request = json.loads((EXAMPLES / name).read_text())
+    if patient is not None:
+        request = json.loads(json.dumps(request).replace(request["context"]["patientId"], patient))
+    return request
+
+
+def with_new_egfr(request: dict, value: float = 20) -> dict:
+    request = copy.deepcopy(request)
+    patient = request["context"]["patientId"]
+    request["prefetch"]["observations"]["entry"].append({"resource": {
+        "resourceType": "Observation", "id": "new-egfr", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "98979-8"}]},
+        "subject": {"reference": f"Patient/{patient}"},
+        "effectiveDateTime": "2026-11-20",
+        "valueQuantity": {"value": value, "unit": "mL/min/{1.73_m2}",
+                          "system": "http://unitsofmeasure.org", "code": "mL/min/{1.73_m2}"}}})
+    return request
+
+
+def cards_by_route(client, request: dict) -> dict[str, dict]:
+    response = client.post(SERVICE, json=request)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return {c["source"]["topic"]["code"]: c for c in response.get_json()["cards"]}
+
+
+def store_of(app) -> Store:
+    return app.extensions["cds_store"]
+
+
+def timestamp(delta: timedelta = timedelta()) -> str:
+    return (utcnow() + delta).isoformat(timespec="seconds") + "Z"
+
+
+def override(client, store: Store, card: dict, code: str = "already-under-care",
+             at: timedelta = timedelta()) -> None:
+    assert store.flush()  # the issued card is in the database before its feedback
+    item = {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": timestamp(at),
+            "overrideReason": {"reason": {"system": OVERRIDE_SYSTEM, "code": code}}}
+    response = client.post(FEEDBACK, json={"feedback": [item]})
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def accept(client, store: Store, card: dict, at: timedelta = timedelta()) -> None:
+    assert store.flush()
+    item = {"card": card["uuid"], "outcome": "accepted", "outcomeTimestamp": timestamp(at),
+            "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}]}
+    response = client.post(FEEDBACK, json={"feedback": [item]})
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def later(store: Store, delta: timedelta) -> None:
+    store.clock = lambda: utcnow() + delta
+
+
+# -- suppression ------------------------------------------------------------------------
+
+def test_override_suppresses_until_evidence_changes_other_patients_unaffected(app, client):
+    store = store_of(app)
+    first = cards_by_route(client, example(NEPHROLOGY))
+    assert "nephrology" in first
+    override(client, store, first["nephrology"])
+
+    again = cards_by_route(client, example(NEPHROLOGY))
+    assert "nephrology" not in again
+    assert set(again) == set(first) - {"nephrology"}
+
+    # Another patient with the same chart still gets the card.
+    assert "nephrology" in cards_by_route(client, example(NEPHROLOGY, patient="p-other"))
+    # New evidence (a newer eGFR result): the card is back.
+    assert "nephrology" in cards_by_route(client, with_new_egfr(example(NEPHROLOGY)))
+    # The same evidence two months on: still suppressed; after 90 days: back.
+    later(store, timedelta(days=60))
+    assert "nephrology" not in cards_by_route(client, example(NEPHROLOGY))
+    later(store, timedelta(days=91))
+    assert "nephrology" in cards_by_route(client, example(NEPHROLOGY))
+
+
+def test_reason_that_does_not_suppress_and_acceptance_afterwards(app, client):
+    store = store_of(app)
+    card = cards_by_route(client, example(NEPHROLOGY))["nephrology"]
+    override(client, store, card, code="cds-not-applicable")
+    assert "nephrology" in cards_by_route(client, example(NEPHROLOGY))
+
+    card = cards_by_route(client, example(NEPHROLOGY))["nephrology"]
+    override(client, store, card, code="patient-declined")
+    assert "nephrology" not in cards_by_route(client, example(NEPHROLOGY))
+    # A change of mind recorded later (accepted after the override) ends the suppression.
+    accept(client, store, card, at=timedelta(minutes=1))
+    assert "nephrology" in cards_by_route(client, example(NEPHROLOGY))
+
+
+def test_urgent_card_comes_back_after_a_day(app, client):
+    store = store_of(app)
+    card = cards_by_route(client, example(URGENT))["urgent-care"]
+    assert card["indicator"] == "critical"
+    override(client, store, card, code="patient-declined")
+    assert "urgent-care" not in cards_by_route(client, example(URGENT))
+    later(store, timedelta(hours=23))
+    assert "urgent-care" not in cards_by_route(client, example(URGENT))
+    later(store, timedelta(days=1, minutes=1))
+    assert "urgent-care" in cards_by_route(client, example(URGENT))
+
+
+def test_urgent_card_is_capped_at_a_day_whatever_the_policy(app, client):
+    store = store_of(app)
+    store.suppression_policy = {**store.suppression_policy,
+                                "urgent-care": {"patient-declined": 90}}
+    card = cards_by_route(client, example(URGENT))["urgent-care"]
+    override(client, store, card, code="patient-declined")
+    assert "urgent-care" not in cards_by_route(client, example(URGENT))
+    later(store, timedelta(days=1, minutes=1))
+    assert "urgent-care" in cards_by_route(client, example(URGENT))
+
+
+def test_suppression_holds_across_instances(settings, tmp_path):
+    """Two apps (two instances) on one database: the override taken by one suppresses the
+    card the other renders."""
+    one, two = create_app(settings), create_app(settings)
+    try:
+        card = cards_by_route(one.test_client(), example(NEPHROLOGY))["nephrology"]
+        override(one.test_client(), store_of(one), card)
+        assert "nephrology" not in cards_by_route(two.test_client(), example(NEPHROLOGY))
+        assert "nephrology" in cards_by_route(two.test_client(),
+                                              with_new_egfr(example(NEPHROLOGY)))
+    finally:
+        store_of(one).close()
+        store_of(two).close()
+
+
+def test_store_unavailable_fails_open_and_logs(app, client, caplog):
+    store = store_of(app)
+    card = cards_by_route(client, example(NEPHROLOGY))["nephrology"]
+    override(client, store, card)
+    patient = example(NEPHROLOGY)["context"]["patientId"]
+
+    def broken(*_args, **_kwargs):
+        from sqlalchemy.exc import OperationalError
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    real_connect = store.engine.connect
+    store.engine.connect = broken  # type: ignore[method-assign]
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert "nephrology" in cards_by_route(client, example(NEPHROLOGY))
+    finally:
+        store.engine.connect = real_connect  # type: ignore[method-assign]
+    assert "suppressions not read" in caplog.text
+    assert patient not in caplog.text
+
+
+def test_suppressed_cards_are_recorded_and_reported(app, client):
+    store = store_of(app)
+    card = cards_by_route(client, example(NEPHROLOGY))["nephrology"]
+    override(client, store, card)
+    cards_by_route(client, example(NEPHROLOGY))
+    cards_by_route(client, example(NEPHROLOGY))
+    assert store.flush()
+    with store.engine.connect() as conn:
+        flagged = conn.execute(select(database.issued_card.c.route)
+                               .where(database.issued_card.c.suppressed.is_(True))).scalars().all()
+        (held,) = conn.execute(select(database.suppression)).all()
+    assert flagged == ["nephrology", "nephrology"]
+    assert held.route == "nephrology" and held.fingerprint and len(held.patient_hash) == 64
+    data = report.build_report(store, None)
+    (row,) = [r for r in data["rows"] if r["route"] == "nephrology"]
+    assert row["issued"] == 1 and row["suppressed"] == 2 and row["overridden"] == 1
+    assert data["totals"]["suppressed"] == 2
+
+
+# -- one outcome per card in the report -------------------------------------------------
+
+def test_report_counts_the_last_outcome_of_each_card(app, client):
+    store = store_of(app)
+    card = cards_by_route(client, example(URGENT))["urgent-care"]
+    # The sandbox: a click on a suggestion (accepted), then a dismissal (overridden).
+    accept(client, store, card, at=timedelta(minutes=-2))
+    override(client, store, card, code="cds-not-applicable", at=timedelta(minutes=-1))
+    other = cards_by_route(client, example(URGENT, patient="p-two"))["urgent-care"]
+    override(client, store, other, code="cds-not-applicable", at=timedelta(minutes=-2))
+    accept(client, store, other, at=timedelta(minutes=-1))
+    data = report.build_report(store, None)
+    (row,) = [r for r in data["rows"] if r["route"] == "urgent-care"]
+    assert (row["issued"], row["accepted"], row["overridden"]) == (2, 1, 1)
+    assert row["override_reasons"] == [{"system": OVERRIDE_SYSTEM, "code": "cds-not-applicable",
+                                        "cards": 1}]
+    assert row["acceptance_rate"] == 0.5
+    (week,) = row["weekly"]
+    assert (week["issued"], week["accepted"]) == (2, 1)
+
+
+# -- rule files -------------------------------------------------------------------------
+
+def test_every_route_declares_suppression_and_urgent_is_at_most_a_day(settings):
+    policy = CdsService(settings).suppression_policy
+    ruleset = RuleSet.load(settings.cards_dir)
+    assert set(policy) == {r.code for r in ruleset.routes}
+    assert policy["urgent-care"] == {"already-under-care": 1, "patient-declined": 1}
+    assert policy["nephrology"] == {"already-under-care": 90, "patient-declined": 90}
+
+
+def _cards_copy(tmp_path: Path, source: Path, old: str, new: str) -> Path:
+    target = tmp_path / "cards"
+    shutil.copytree(source, target)
+    path = target / "urgent-care.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    return target
+
+
+def test_rule_load_refuses_a_long_urgent_suppression_or_unknown_reason(settings, tmp_path):
+    line = "- {reasons: [already-under-care, patient-declined], days: 1}"
+    long = _cards_copy(tmp_path / "a", settings.cards_dir, line,
+                       line.replace("days: 1", "days: 90"))
+    with pytest.raises(RuleError, match="urgent-care.yaml: field suppression/0/days"):
+        suppression_policy(RuleSet.load(long))
+    unknown = _cards_copy(tmp_path / "b", settings.cards_dir, line,
+                          line.replace("patient-declined", "too-busy"))
+    with pytest.raises(RuleError, match="unknown override reason 'too-busy'"):
+        suppression_policy(RuleSet.load(unknown))
