@@ -27,7 +27,8 @@ run: $(STAMP)
 	$(BIN)/cds-service check-rules
 	$(BIN)/gunicorn -c python:cds_service.gunicorn_conf 'cds_service.app:create_app()'
 
-test: $(STAMP)
+# The linters run first: a style or type error fails `make test` like a failing test.
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

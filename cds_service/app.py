@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 JSON_TYPES = ("application/json", "application/fhir+json")
 STARTED = "cds.started"  # WSGI environ key: perf_counter() when the request reached the app
-PHASES = "cds.phases"    # WSGI environ key: [(phase, ms)] of a hook call, for Server-Timing
+PHASES = "cds.phases"  # WSGI environ key: [(phase, ms)] of a hook call, for Server-Timing
 
 
 class ServerTiming:
@@ -69,13 +69,15 @@ class ClosingTestClient(FlaskClient):
 
 
 def json_response(body: dict, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(orjson.dumps(body), status=status, headers=headers,
-                    mimetype="application/json")
+    return Response(orjson.dumps(body), status=status, headers=headers, mimetype="application/json")
 
 
 def error_response(error: CdsError) -> Response:
-    return json_response(operation_outcome(error.status, error.message, error.diagnostics),
-                         error.status, error.headers)
+    return json_response(
+        operation_outcome(error.status, error.message, error.diagnostics),
+        error.status,
+        error.headers,
+    )
 
 
 def read_json(decode=orjson.loads) -> object:
@@ -127,13 +129,16 @@ def _cors_only_for_browsers(app: Flask) -> None:
     hooks = app.after_request_funcs.get(None, [])
     for i, hook in enumerate(hooks):
         if getattr(hook, "__name__", "") == "cors_after_request":
+
             def cors_when_origin(response: Response, _cors=hook) -> Response:
                 return _cors(response) if "HTTP_ORIGIN" in request.environ else response
+
             hooks[i] = cors_when_origin
 
 
-def create_app(settings: Settings | None = None, service: CdsService | None = None,
-               store: Store | None = None) -> Flask:
+def create_app(
+    settings: Settings | None = None, service: CdsService | None = None, store: Store | None = None
+) -> Flask:
     settings = settings or Settings.from_env()
     logs.configure(settings.log_level)
     service = service or CdsService(settings)
@@ -151,14 +156,20 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["cds"] = service
     app.extensions["cds_store"] = store
-    CORS(app, origins=list(settings.cors_origins), allow_headers=["Authorization", "Content-Type"],
-         methods=["GET", "POST", "OPTIONS"], max_age=600)
+    CORS(
+        app,
+        origins=list(settings.cors_origins),
+        allow_headers=["Authorization", "Content-Type"],
+        methods=["GET", "POST", "OPTIONS"],
+        max_age=600,
+    )
     _cors_only_for_browsers(app)
 
     def authenticate() -> None:
         # The JWT's aud names the URL as called (before HttpGuard normalised the path).
-        authenticator.authenticate(request.headers.get("Authorization"),
-                                   request.environ.get(ORIGINAL_PATH, request.path))
+        authenticator.authenticate(
+            request.headers.get("Authorization"), request.environ.get(ORIGINAL_PATH, request.path)
+        )
 
     app.wsgi_app = ServerTiming(HttpGuard(app.wsgi_app, settings.max_body_bytes))
 
@@ -187,8 +198,9 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
             labels = (endpoint, method, str(status))
             tasks = [lambda: metrics.REQUESTS.labels(*labels).observe(elapsed)]
             if endpoint not in ("/metrics", "/healthz", "/readyz"):
-                tasks.append(lambda: logs.access(_access_line(state, method, endpoint, status,
-                                                              elapsed)))
+                tasks.append(
+                    lambda: logs.access(_access_line(state, method, endpoint, status, elapsed))
+                )
             for task in tasks + state.get("after_sent", []):
                 try:  # each on its own: a failed metric must not lose the card records
                     task()
@@ -209,8 +221,12 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):
         g.error = type(error).__name__
-        log.error("unexpected %s while handling %s %s", type(error).__name__, request.method,
-                  request.url_rule.rule if request.url_rule else "?")
+        log.error(
+            "unexpected %s while handling %s %s",
+            type(error).__name__,
+            request.method,
+            request.url_rule.rule if request.url_rule else "?",
+        )
         return error_response(CdsError(500, "Internal error."))
 
     @app.get("/healthz")
@@ -221,12 +237,14 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
     def readyz():
         """Readiness (not liveness): 503 while the store cannot take feedback."""
         ready, checks = store.health()
-        return json_response({"status": "ok" if ready else "unavailable", "checks": checks},
-                             200 if ready else 503)
+        return json_response(
+            {"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503
+        )
 
     @app.get("/openapi.json")
     def openapi_document():
         from cds_service import openapi
+
         return json_response(openapi.document())
 
     @app.get("/metrics")
@@ -259,16 +277,23 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
         if hasattr(service, "apply_suppressions"):
             service.apply_suppressions(outcome, payload["context"]["patientId"], store)
         g.outcome = outcome
-        request.environ[PHASES] = [("parse", (parsed - started) * 1000.0),
-                                   ("evaluate", (time.perf_counter() - parsed) * 1000.0)]
+        request.environ[PHASES] = [
+            ("parse", (parsed - started) * 1000.0),
+            ("evaluate", (time.perf_counter() - parsed) * 1000.0),
+        ]
         hook_instance, patient_id = payload["hookInstance"], payload["context"]["patientId"]
 
         def record_outcome() -> None:
             for route in outcome.routes:
                 metrics.CARDS.labels(route).inc()
-            store.record_cards(hook_instance, patient_id, outcome.response["cards"],
-                               outcome.rule_ids, getattr(outcome, "fingerprints", None),
-                               getattr(outcome, "suppressed", None))
+            store.record_cards(
+                hook_instance,
+                patient_id,
+                outcome.response["cards"],
+                outcome.rule_ids,
+                getattr(outcome, "fingerprints", None),
+                getattr(outcome, "suppressed", None),
+            )
 
         g.after_sent = [record_outcome]
         return json_response(outcome.response)
@@ -283,8 +308,11 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
         try:
             store.save_feedback(items)
         except StoreUnavailable:
-            raise CdsError(503, "Feedback could not be stored right now; please retry.",
-                           headers={"Retry-After": "30"}) from None
+            raise CdsError(
+                503,
+                "Feedback could not be stored right now; please retry.",
+                headers={"Retry-After": "30"},
+            ) from None
         return json_response({"status": "stored", "items": len(items)})
 
     return app
@@ -293,7 +321,7 @@ def create_app(settings: Settings | None = None, service: CdsService | None = No
 EXPLAIN_HEADERS = {
     # No patient data on these pages: cacheable by intent (HttpGuard still sends no-store).
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                               "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
 }
 
@@ -331,7 +359,9 @@ def _explain_pages(app: Flask, settings: Settings, service) -> None:
 
     @app.get("/explain/<route_code>")
     def explain_route(route_code: str):
-        html = explainer.route_html(route_code, request.args.get("rules", "")) if explainer else None
+        html = (
+            explainer.route_html(route_code, request.args.get("rules", "")) if explainer else None
+        )
         if html is None:
             raise CdsError(404, "Unknown referral route.")
         return page(html)
@@ -346,12 +376,14 @@ def _admin_report(app: Flask, settings: Settings, store: Store) -> None:
         if not getattr(settings, "admin_report", False):
             raise CdsError(404, "The admin report is disabled (CDS_ADMIN_REPORT=false).")
         from cds_service import report
+
         try:
             if not store.ensure_schema():
                 raise StoreUnavailable("database unavailable")
             html = report.format_html(report.build_report(store, None))
         except Exception as exc:  # the message of a database error may hold row values
             log.warning("admin report not built: %s", type(exc).__name__)
-            raise CdsError(503, "The report cannot be built right now.",
-                           headers={"Retry-After": "30"}) from None
+            raise CdsError(
+                503, "The report cannot be built right now.", headers={"Retry-After": "30"}
+            ) from None
         return Response(html, mimetype="text/html", headers=EXPLAIN_HEADERS)

@@ -13,14 +13,14 @@ import logging
 import os
 import queue
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 2000         # most issued-card rows per write transaction (a backlog: fewer commits)
-WRITE_DELAY = 0.5         # seconds a quiet-time write waits for more calls to join it
-QUEUE_LIMIT = 10_000      # hook calls waiting to be written; beyond this, records are dropped
-CLOSE_TIMEOUT = 30.0      # seconds close() waits for the writer to drain the queue
+BATCH_SIZE = 2000  # most issued-card rows per write transaction (a backlog: fewer commits)
+WRITE_DELAY = 0.5  # seconds a quiet-time write waits for more calls to join it
+QUEUE_LIMIT = 10_000  # hook calls waiting to be written; beyond this, records are dropped
+CLOSE_TIMEOUT = 30.0  # seconds close() waits for the writer to drain the queue
 
 _STOP = object()
 
@@ -51,8 +51,9 @@ class CardWriter:
                 self._hurry = threading.Event()
                 self._thread = None
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, daemon=True,
-                                                name="cds-card-writer")
+                self._thread = threading.Thread(
+                    target=self._loop, daemon=True, name="cds-card-writer"
+                )
                 self._thread.start()
 
     def _loop(self) -> None:

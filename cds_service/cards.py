@@ -20,14 +20,18 @@ LINK_LIMIT = 2
 DETAIL_LIMIT = 900
 
 
-def render(results: list[RouteResult], ruleset: RuleSet, patient_id: str,
-           settings=None) -> list[dict]:
+def render(
+    results: list[RouteResult], ruleset: RuleSet, patient_id: str, settings=None
+) -> list[dict]:
     return [render_card(result, ruleset, patient_id, settings) for result in results]
 
 
 def _coding(entry: dict) -> dict:
-    return {"system": canonical_system(entry["system"]), "code": str(entry["code"]),
-            "display": entry["display"]}
+    return {
+        "system": canonical_system(entry["system"]),
+        "code": str(entry["code"]),
+        "display": entry["display"],
+    }
 
 
 def summary_for(result: RouteResult) -> str:
@@ -45,7 +49,7 @@ def summary_for(result: RouteResult) -> str:
         if len(summary) <= SUMMARY_LIMIT:
             return summary
     summary = template.replace("{finding}", findings[0])
-    return summary[:SUMMARY_LIMIT - 1].rstrip() + "…"
+    return summary[: SUMMARY_LIMIT - 1].rstrip() + "…"
 
 
 def detail_for(result: RouteResult) -> str:
@@ -57,8 +61,11 @@ def detail_for(result: RouteResult) -> str:
     if result.context:
         evidence += ["", "**Also on record**"] + [f"- {fact.text}" for fact in result.context]
     blocks = result.content
-    steps = [variant["action"].strip()] if variant.get("action") else [
-        b["next_step"].strip() for b in blocks]
+    steps = (
+        [variant["action"].strip()]
+        if variant.get("action")
+        else [b["next_step"].strip() for b in blocks]
+    )
     tail = []
     if result.existing_referral is not None:
         authored = result.existing_referral.get("authoredOn")
@@ -67,8 +74,9 @@ def detail_for(result: RouteResult) -> str:
     caveats: list[str] = []
     for block in blocks:
         caveats += [c.strip() for c in block.get("caveats", []) if c.strip() not in caveats]
-    for kept_caveats, kept_steps in [(caveats, steps)] + [([], steps[:n]) for n in
-                                                          range(len(steps), 0, -1)]:
+    for kept_caveats, kept_steps in [(caveats, steps)] + [
+        ([], steps[:n]) for n in range(len(steps), 0, -1)
+    ]:
         lines = evidence + ["", "**Next step**"]
         lines += kept_steps if len(kept_steps) == 1 else [f"- {s}" for s in kept_steps]
         if len(kept_steps) < len(steps):
@@ -102,13 +110,16 @@ def links_for(result: RouteResult, settings=None) -> list[dict]:
         for link in block.get("links", []):
             if link["url"] not in {other["url"] for other in links}:
                 links.append(link)
-    shown = [{"label": link["label"], "url": link["url"], "type": "absolute"}
-             for link in links[:LINK_LIMIT - 1]]
+    shown = [
+        {"label": link["label"], "url": link["url"], "type": "absolute"}
+        for link in links[: LINK_LIMIT - 1]
+    ]
     return shown + [explain.explain_link(result.route.code, result.fired, settings)]
 
 
-def _service_request(code: dict, patient_id: str, priority: str, reasons: list[str],
-                     note: str | None = None) -> dict:
+def _service_request(
+    code: dict, patient_id: str, priority: str, reasons: list[str], note: str | None = None
+) -> dict:
     resource = {
         "resourceType": "ServiceRequest",
         "status": "draft",
@@ -143,16 +154,20 @@ def suggestions_for(result: RouteResult, patient_id: str) -> list[dict]:
         code = _coding(referral["code"])
         priority = variant.get("priority") or referral["priority"]
         label = variant.get("referral_label") or referral["label"]
-        suggestions.append({
-            "label": label,
-            "uuid": str(uuid.uuid4()),
-            "isRecommended": True,
-            "actions": [{
-                "type": "create",
-                "description": f"{label} ({code['display']}, priority {priority})",
-                "resource": _service_request(code, patient_id, priority, reasons),
-            }],
-        })
+        suggestions.append(
+            {
+                "label": label,
+                "uuid": str(uuid.uuid4()),
+                "isRecommended": True,
+                "actions": [
+                    {
+                        "type": "create",
+                        "description": f"{label} ({code['display']}, priority {priority})",
+                        "resource": _service_request(code, patient_id, priority, reasons),
+                    }
+                ],
+            }
+        )
     orders = data.get("orders", {})
     wanted = []
     for fact in result.facts:
@@ -162,11 +177,21 @@ def suggestions_for(result: RouteResult, patient_id: str) -> list[dict]:
         actions = []
         for key in wanted:
             code = _coding(orders[key])
-            actions.append({"type": "create", "description": f"Order {code['display']}",
-                            "resource": _service_request(code, patient_id, "routine", [])})
-        suggestions.append({"label": data["orders_label"],
-                            "uuid": str(uuid.uuid4()), "isRecommended": True,
-                            "actions": actions})
+            actions.append(
+                {
+                    "type": "create",
+                    "description": f"Order {code['display']}",
+                    "resource": _service_request(code, patient_id, "routine", []),
+                }
+            )
+        suggestions.append(
+            {
+                "label": data["orders_label"],
+                "uuid": str(uuid.uuid4()),
+                "isRecommended": True,
+                "actions": actions,
+            }
+        )
     return suggestions
 
 

@@ -7,14 +7,15 @@ import json
 import sys
 from pathlib import Path
 
+from cds_service import report
 from cds_service.config import ConfigError, Settings
 from cds_service.errors import CdsError, operation_outcome
-from cds_service import report
 from cds_service.rules import RuleError, RuleSet
 
 
 def _serve(args, settings: Settings) -> int:
     from cds_service.app import create_app
+
     app = create_app(settings)
     app.run(host=args.host or settings.host, port=args.port or settings.port)
     return 0
@@ -22,6 +23,7 @@ def _serve(args, settings: Settings) -> int:
 
 def _evaluate(args, settings: Settings) -> int:
     from cds_service.service import CdsService
+
     try:
         payload = json.loads(Path(args.request).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -40,10 +42,12 @@ def _check_rules(args, settings: Settings) -> int:
     cards_dir = Path(args.cards_dir) if args.cards_dir else settings.cards_dir
     ruleset = RuleSet.load(cards_dir)  # a RuleError is reported by main()
     from cds_service.service import suppression_policy
+
     suppression_policy(ruleset)  # unknown reason codes; urgent routes at most a day
     routes = ", ".join(r.code for r in ruleset.routes)
     if getattr(args, "explain", False):
         from cds_service.explain import decision_tables, rules_hash
+
         print(decision_tables(ruleset, rules_hash(cards_dir)), end="")
     print(f"OK: {len(ruleset.routes)} route files in {cards_dir} ({routes})")
     return 0
@@ -59,9 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("request")
     check = sub.add_parser("check-rules", help="validate every file in cards/")
     check.add_argument("--cards-dir")
-    check.add_argument("--explain", action="store_true",
-                       help="also print each route as a plain-language decision table "
-                            "(the same content as the /explain pages)")
+    check.add_argument(
+        "--explain",
+        action="store_true",
+        help="also print each route as a plain-language decision table "
+        "(the same content as the /explain pages)",
+    )
     extra = report.register(sub)
     args = parser.parse_args(argv)
     try:

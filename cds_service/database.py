@@ -9,12 +9,28 @@ schema) are generated from and checked against them. Timestamps are naive UTC.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import (JSON, Boolean, Column, Connection, DateTime, Engine, Index, Integer,
-                        MetaData, String, Table, Text, UniqueConstraint, create_engine, event,
-                        false, insert)
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    false,
+    insert,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 
@@ -26,7 +42,8 @@ log = logging.getLogger(__name__)
 # tests/test_migrations.py checks that the upgraded database matches these tables.
 metadata = MetaData()
 issued_card = Table(
-    "issued_card", metadata,
+    "issued_card",
+    metadata,
     Column("card_uuid", String(128), primary_key=True),
     Column("route", String(64), nullable=False),
     Column("rule_ids", String(1024), nullable=False),  # fired criterion ids, comma-joined
@@ -42,7 +59,8 @@ issued_card = Table(
 )
 FEEDBACK_KEY = ["card_uuid", "outcome", "outcome_timestamp"]
 feedback = Table(
-    "feedback", metadata,
+    "feedback",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("card_uuid", String(128), nullable=False),
     Column("outcome", String(16), nullable=False),
@@ -56,7 +74,8 @@ feedback = Table(
     UniqueConstraint(*FEEDBACK_KEY, name="uq_feedback_card_outcome_time"),
 )
 jwt_replay = Table(
-    "jwt_replay", metadata,
+    "jwt_replay",
+    metadata,
     Column("token_key", String(64), primary_key=True),  # SHA-256 of iss + jti
     Column("expires_at", DateTime, nullable=False),  # UTC
     Index("ix_jwt_replay_expires_at", "expires_at"),
@@ -65,7 +84,8 @@ jwt_replay = Table(
 # ``expires_at`` unless its evidence fingerprint changes or its indicator rises. One row per
 # (patient, route): the latest override wins. The primary key is the hot-path lookup index.
 suppression = Table(
-    "suppression", metadata,
+    "suppression",
+    metadata,
     Column("patient_hash", String(64), primary_key=True),
     Column("route", String(64), primary_key=True),
     Column("card_uuid", String(128), nullable=False),  # the overridden card
@@ -85,15 +105,15 @@ class StoreUnavailable(RuntimeError):
 
 def utcnow() -> datetime:
     """Naive UTC: every timestamp column holds UTC without a zone, the same on every backend."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def parse_timestamp(value: str) -> datetime:
     """An RFC 3339 timestamp as naive UTC (sub-microsecond digits are dropped)."""
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc).replace(tzinfo=None)
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).replace(tzinfo=None)
 
 
 def describe(exc: BaseException) -> str:
@@ -145,6 +165,7 @@ def _sqlite_transactions(engine: Engine) -> None:
     lets two writers deadlock on lock upgrade; SQLAlchemy's documented recipe fixes both.
     WAL lets readers (the report) work while the service writes.
     """
+
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from cds_service import hooks
-from cds_service.errors import CdsError
 from cds_service.database import parse_timestamp
+from cds_service.errors import CdsError
 
 
 def validate(body: object) -> list[dict]:
@@ -19,6 +19,8 @@ def validate(body: object) -> list[dict]:
         try:
             parse_timestamp(item["outcomeTimestamp"])
         except (ValueError, OverflowError):
-            raise CdsError(400, f"Invalid feedback: $.feedback[{index}].outcomeTimestamp "
-                                "is not a valid date-time") from None
+            raise CdsError(
+                400,
+                f"Invalid feedback: $.feedback[{index}].outcomeTimestamp is not a valid date-time",
+            ) from None
     return items

@@ -10,13 +10,13 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cds_service import cards, fhir_json, hooks
 from cds_service.config import Settings
+from cds_service.criteria import RouteResult
 from cds_service.prefetch import gather, prefetch_keys
 from cds_service.record import Record, parse_datetime
-from cds_service.criteria import RouteResult
 from cds_service.rules import RuleError, RuleSet
 
 log = logging.getLogger(__name__)
@@ -53,11 +53,13 @@ def fingerprint(result: RouteResult, card: dict) -> str:
         "route": result.route.code,
         "rules": sorted(result.fired),
         "indicator": card.get("indicator"),
-        "evidence": sorted([fact.text, sorted(fact.references)]
-                           for fact in result.facts + result.context),
+        "evidence": sorted(
+            [fact.text, sorted(fact.references)] for fact in result.facts + result.context
+        ),
     }
-    return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False)
-                          .encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(material, sort_keys=True, ensure_ascii=False).encode()
+    ).hexdigest()
 
 
 def suppression_policy(ruleset: RuleSet) -> dict[str, dict[str, int]]:
@@ -72,12 +74,16 @@ def suppression_policy(ruleset: RuleSet) -> dict[str, dict[str, int]]:
         for i, entry in enumerate(route.data.get("suppression") or []):
             days = int(entry["days"])
             if route.indicator == "critical" and days > URGENT_MAX_DAYS:
-                raise RuleError(f"{route.source_file}: field suppression/{i}/days: a critical "
-                                f"route is suppressed at most {URGENT_MAX_DAYS} day, not {days}")
+                raise RuleError(
+                    f"{route.source_file}: field suppression/{i}/days: a critical "
+                    f"route is suppressed at most {URGENT_MAX_DAYS} day, not {days}"
+                )
             for code in entry["reasons"]:
                 if code not in known:
-                    raise RuleError(f"{route.source_file}: field suppression/{i}/reasons: "
-                                    f"unknown override reason {code!r}")
+                    raise RuleError(
+                        f"{route.source_file}: field suppression/{i}/reasons: "
+                        f"unknown override reason {code!r}"
+                    )
                 reasons[code] = max(days, reasons.get(code, 0))
         if reasons:
             policy[route.code] = reasons
@@ -91,6 +97,7 @@ class CdsService:
         self.keys = prefetch_keys(self.ruleset.observation_codes)
         if fetcher is None:
             from cds_service.fhir_client import FhirFetcher
+
             fetcher = FhirFetcher(settings)
         self.fetcher = fetcher
         self._fixed_today = parse_datetime(settings.today) if settings.today else None
@@ -98,12 +105,13 @@ class CdsService:
         self.urgent_routes = {r.code for r in self.ruleset.routes if r.indicator == "critical"}
 
     def discovery(self) -> dict:
-        return hooks.discovery({k.name: k.template for k in self.keys},
-                               [route.title for route in self.ruleset.routes])
+        return hooks.discovery(
+            {k.name: k.template for k in self.keys}, [route.title for route in self.ruleset.routes]
+        )
 
     def now(self) -> datetime:
         """The clinical 'today' for recency windows: CDS_TODAY when set, else the clock."""
-        return self._fixed_today or datetime.now(timezone.utc)
+        return self._fixed_today or datetime.now(UTC)
 
     def evaluate(self, request: dict) -> Outcome:
         """Validate a patient-view request, gather its data, run the rules, render cards."""
@@ -114,11 +122,17 @@ class CdsService:
         results = self.ruleset.evaluate(record)
         rendered = cards.render(results, self.ruleset, patient_id, self.settings)
         if record.left_out:
-            log.warning("left out %d resources the rules reached: malformed, or about another "
-                        "patient", record.left_out)
-        return Outcome({"cards": rendered}, [r.route.code for r in results],
-                       [",".join(r.fired) for r in results], record.counts(),
-                       [fingerprint(r, card) for r, card in zip(results, rendered)])
+            log.warning(
+                "left out %d resources the rules reached: malformed, or about another patient",
+                record.left_out,
+            )
+        return Outcome(
+            {"cards": rendered},
+            [r.route.code for r in results],
+            [",".join(r.fired) for r in results],
+            record.counts(),
+            [fingerprint(r, card) for r, card in zip(results, rendered, strict=True)],
+        )
 
     def apply_suppressions(self, outcome: Outcome, patient_id: str, store) -> None:
         """Leave out the cards a clinician's override suppresses for this patient.
@@ -127,8 +141,9 @@ class CdsService:
         A card comes back when its evidence fingerprint differs from the overridden card's
         or its indicator is higher. If the store cannot be read, every card is shown (the
         store logs it)."""
-        if not outcome.routes or not any(route in self.suppression_policy
-                                         for route in outcome.routes):
+        if not outcome.routes or not any(
+            route in self.suppression_policy for route in outcome.routes
+        ):
             return
         active = store.active_suppressions(patient_id, outcome.routes)
         if not active:
@@ -143,8 +158,13 @@ class CdsService:
                 rank = INDICATOR_RANK.get(card.get("indicator"), 0)
                 higher = rank > INDICATOR_RANK.get(held["indicator"] or "", 0)
                 if same and not higher:
-                    outcome.suppressed.append({"card": card, "rules": outcome.rule_ids[i],
-                                               "fingerprint": outcome.fingerprints[i]})
+                    outcome.suppressed.append(
+                        {
+                            "card": card,
+                            "rules": outcome.rule_ids[i],
+                            "fingerprint": outcome.fingerprints[i],
+                        }
+                    )
                     continue
             keep.append(i)
         if len(keep) == len(cards):

@@ -30,7 +30,7 @@ import queue
 import secrets
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from itertools import zip_longest
 from pathlib import Path
 
@@ -40,9 +40,20 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from cds_service import migrations
 from cds_service.card_writer import CLOSE_TIMEOUT, CardWriter
 from cds_service.config import Settings
-from cds_service.database import (FEEDBACK_KEY, READ_ONLY, StoreUnavailable, describe,
-                                  feedback, insert_ignore, issued_card, jwt_replay,
-                                  make_engine, parse_timestamp, suppression, utcnow)
+from cds_service.database import (
+    FEEDBACK_KEY,
+    READ_ONLY,
+    StoreUnavailable,
+    describe,
+    feedback,
+    insert_ignore,
+    issued_card,
+    jwt_replay,
+    make_engine,
+    parse_timestamp,
+    suppression,
+    utcnow,
+)
 from cds_service.store_health import SqliteWatch
 
 log = logging.getLogger(__name__)
@@ -101,10 +112,15 @@ class Store:
         self.urgent_routes: set[str] = set()
         self.clock = utcnow  # naive UTC now; tests may replace it
         self._lookup_paused_until = 0.0
-        if self.engine.dialect.name != "sqlite" and not settings.patient_hash_salt.get_secret_value():
-            log.warning("CDS_PATIENT_HASH_SALT is not set: each instance hashes patient ids "
-                        "with the salt in its own data directory, so hashes differ between "
-                        "instances; set the same secret on every instance")
+        if (
+            self.engine.dialect.name != "sqlite"
+            and not settings.patient_hash_salt.get_secret_value()
+        ):
+            log.warning(
+                "CDS_PATIENT_HASH_SALT is not set: each instance hashes patient ids "
+                "with the salt in its own data directory, so hashes differ between "
+                "instances; set the same secret on every instance"
+            )
         self.ensure_schema()
         atexit.register(self.close)
 
@@ -138,8 +154,11 @@ class Store:
             with self._salt_lock:
                 if self._salt is None:
                     configured = self.settings.patient_hash_salt.get_secret_value()
-                    self._salt = (configured.encode() if configured
-                                  else load_or_create_salt(self.settings.data_dir))
+                    self._salt = (
+                        configured.encode()
+                        if configured
+                        else load_or_create_salt(self.settings.data_dir)
+                    )
         return hmac.new(self._salt, patient_id.encode(), hashlib.sha256).hexdigest()
 
     def fingerprint_key(self, fingerprint: str | None) -> str | None:
@@ -149,25 +168,34 @@ class Store:
             return None
         return self.patient_hash("fingerprint\x00" + fingerprint)
 
-    def record_cards(self, hook_instance: str, patient_id: str, cards: list[dict],
-                     rule_ids: list[str], fingerprints: list[str] | None = None,
-                     suppressed: list[dict] | None = None) -> None:
+    def record_cards(
+        self,
+        hook_instance: str,
+        patient_id: str,
+        cards: list[dict],
+        rule_ids: list[str],
+        fingerprints: list[str] | None = None,
+        suppressed: list[dict] | None = None,
+    ) -> None:
         """Queue the issued cards for writing (card uuid, route, rule id, hashed patient,
         fingerprint); ``suppressed`` cards (left out of the response) are written too,
         flagged, so the report can count them."""
         rows: list[dict] = []
         try:
             suppressed = suppressed or []
-            entries = [(card, rules, fp, False) for card, rules, fp in
-                       zip_longest(cards or [], rule_ids or [], fingerprints or [],
-                                   fillvalue=None)]
-            entries += [(s.get("card"), s.get("rules"), s.get("fingerprint"), True)
-                        for s in suppressed]
-            cards = [entry[0] for entry in entries]
+            entries = [
+                (card, rules, fp, False)
+                for card, rules, fp in zip_longest(
+                    cards or [], rule_ids or [], fingerprints or [], fillvalue=None
+                )
+            ]
+            entries += [
+                (s.get("card"), s.get("rules"), s.get("fingerprint"), True) for s in suppressed
+            ]
             if not entries:
                 return
             if self._closed:
-                log.warning("store closed: %d issued-card records not written", len(cards))
+                log.warning("store closed: %d issued-card records not written", len(entries))
                 return
             issued_at = utcnow()
             patient_hash = self.patient_hash(str(patient_id))
@@ -176,15 +204,19 @@ class Store:
                     continue
                 topic = (card.get("source") or {}).get("topic") or {}
                 indicator = card.get("indicator")
-                rows.append({"card_uuid": str(card["uuid"]),
-                             "route": str(topic.get("code") or "unknown"),
-                             "rule_ids": str(rules or ""),
-                             "hook_instance": str(hook_instance),
-                             "patient_hash": patient_hash,
-                             "issued_at": issued_at,
-                             "fingerprint": self.fingerprint_key(fp),
-                             "indicator": str(indicator)[:16] if indicator else None,
-                             "suppressed": left_out})
+                rows.append(
+                    {
+                        "card_uuid": str(card["uuid"]),
+                        "route": str(topic.get("code") or "unknown"),
+                        "rule_ids": str(rules or ""),
+                        "hook_instance": str(hook_instance),
+                        "patient_hash": patient_hash,
+                        "issued_at": issued_at,
+                        "fingerprint": self.fingerprint_key(fp),
+                        "indicator": str(indicator)[:16] if indicator else None,
+                        "suppressed": left_out,
+                    }
+                )
             if rows:
                 if self._pid != os.getpid():  # forked: the parent's connections are not ours
                     self._pid = os.getpid()
@@ -204,18 +236,25 @@ class Store:
                 info = conn.connection.info
                 insert_ignore(conn, issued_card, rows, ["card_uuid"])
                 # Feedback that arrived before its card was written is no longer unknown.
-                conn.execute(update(feedback)
-                             .where(feedback.c.card_uuid.in_([r["card_uuid"] for r in rows]),
-                                    feedback.c.unknown_card.is_(True))
-                             .values(unknown_card=False))
+                conn.execute(
+                    update(feedback)
+                    .where(
+                        feedback.c.card_uuid.in_([r["card_uuid"] for r in rows]),
+                        feedback.c.unknown_card.is_(True),
+                    )
+                    .values(unknown_card=False)
+                )
         except SQLAlchemyError as exc:
             self._note_failure()
             log.warning("could not write %d issued-card records: %s", len(rows), describe(exc))
             return
         if not self._watch.same_file(info):
             self._file_lost()
-            log.error("%d issued-card records went to a database file that is no longer at "
-                      "its path: lost", len(rows))
+            log.error(
+                "%d issued-card records went to a database file that is no longer at "
+                "its path: lost",
+                len(rows),
+            )
             return
         self._watch.maybe_checkpoint()
 
@@ -244,22 +283,29 @@ class Store:
                 self.engine.dispose(close=False)
             with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
                 found = conn.execute(
-                    select(suppression.c.route, suppression.c.fingerprint,
-                           suppression.c.indicator)
-                    .where(suppression.c.patient_hash == key,
-                           suppression.c.route.in_(wanted),
-                           suppression.c.expires_at > self.clock())).all()
+                    select(
+                        suppression.c.route, suppression.c.fingerprint, suppression.c.indicator
+                    ).where(
+                        suppression.c.patient_hash == key,
+                        suppression.c.route.in_(wanted),
+                        suppression.c.expires_at > self.clock(),
+                    )
+                ).all()
         except (SQLAlchemyError, StoreUnavailable, OSError, ValueError) as exc:
             self._lookup_paused_until = time.monotonic() + SUPPRESSION_RETRY
-            log.warning("suppressions not read (cards shown unsuppressed for %.0f s): %s",
-                        SUPPRESSION_RETRY, describe(exc) if isinstance(exc, SQLAlchemyError)
-                        else type(exc).__name__)
+            log.warning(
+                "suppressions not read (cards shown unsuppressed for %.0f s): %s",
+                SUPPRESSION_RETRY,
+                describe(exc) if isinstance(exc, SQLAlchemyError) else type(exc).__name__,
+            )
             return {}
-        return {route: {"fingerprint": fp, "indicator": indicator}
-                for route, fp, indicator in found}
+        return {
+            route: {"fingerprint": fp, "indicator": indicator} for route, fp, indicator in found
+        }
 
-    def _suppress(self, conn, rows: list[dict], cards: dict[str, dict],
-                  received_at: datetime) -> None:
+    def _suppress(
+        self, conn, rows: list[dict], cards: dict[str, dict], received_at: datetime
+    ) -> None:
         """Within save_feedback's transaction: an override with a suppressing reason
         starts (or renews) a suppression; a later acceptance of that card ends it."""
         for row in sorted(rows, key=lambda r: r["outcome_timestamp"]):
@@ -267,24 +313,31 @@ class Store:
             if card is None:
                 continue
             if row["outcome"] == "accepted":
-                conn.execute(delete(suppression).where(
-                    suppression.c.card_uuid == row["card_uuid"],
-                    suppression.c.suppressed_at <= row["outcome_timestamp"]))
+                conn.execute(
+                    delete(suppression).where(
+                        suppression.c.card_uuid == row["card_uuid"],
+                        suppression.c.suppressed_at <= row["outcome_timestamp"],
+                    )
+                )
                 continue
             if row["outcome"] != "overridden":
                 continue
             days = self.suppression_policy.get(card["route"], {}).get(
-                row["override_reason_code"] or "")
+                row["override_reason_code"] or ""
+            )
             if not days:
                 continue
             if card["route"] in self.urgent_routes or card["indicator"] == "critical":
                 days = min(days, URGENT_MAX_DAYS)
             start = min(row["outcome_timestamp"], received_at)  # a client clock ahead: now
-            values = {"card_uuid": row["card_uuid"],
-                      "reason_code": row["override_reason_code"],
-                      "fingerprint": card["fingerprint"], "indicator": card["indicator"],
-                      "suppressed_at": row["outcome_timestamp"],
-                      "expires_at": start + timedelta(days=days)}
+            values = {
+                "card_uuid": row["card_uuid"],
+                "reason_code": row["override_reason_code"],
+                "fingerprint": card["fingerprint"],
+                "indicator": card["indicator"],
+                "suppressed_at": row["outcome_timestamp"],
+                "expires_at": start + timedelta(days=days),
+            }
             key = {"patient_hash": card["patient_hash"], "route": card["route"]}
             name = conn.dialect.name
             if name in {"postgresql", "sqlite"}:
@@ -292,12 +345,18 @@ class Store:
                     from sqlalchemy.dialects.postgresql import insert as dialect_insert
                 else:
                     from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
-                conn.execute(dialect_insert(suppression).values(**key, **values)
-                             .on_conflict_do_update(index_elements=list(key), set_=values))
+                conn.execute(
+                    dialect_insert(suppression)
+                    .values(**key, **values)
+                    .on_conflict_do_update(index_elements=list(key), set_=values)
+                )
             else:
-                conn.execute(delete(suppression).where(
-                    suppression.c.patient_hash == key["patient_hash"],
-                    suppression.c.route == key["route"]))
+                conn.execute(
+                    delete(suppression).where(
+                        suppression.c.patient_hash == key["patient_hash"],
+                        suppression.c.route == key["route"],
+                    )
+                )
                 conn.execute(insert(suppression).values(**key, **values))
 
     # -- JWT replay protection ----------------------------------------------------------
@@ -310,7 +369,7 @@ class Store:
         """
         key = hashlib.sha256(f"{issuer}\x00{jti}".encode()).hexdigest()
         now = utcnow()
-        until = datetime.fromtimestamp(expires_at, timezone.utc).replace(tzinfo=None)
+        until = datetime.fromtimestamp(expires_at, UTC).replace(tzinfo=None)
         if not self.ensure_schema():
             raise StoreUnavailable("schema not ready")
         purge = time.monotonic() - self._last_replay_purge > REPLAY_PURGE_INTERVAL
@@ -324,10 +383,12 @@ class Store:
                         conn.execute(insert(jwt_replay).values(token_key=key, expires_at=until))
                 except IntegrityError:
                     # Used before: refused, unless that use has expired (not yet purged).
-                    reused = conn.execute(update(jwt_replay)
-                                          .where(jwt_replay.c.token_key == key)
-                                          .where(jwt_replay.c.expires_at < now)
-                                          .values(expires_at=until))
+                    reused = conn.execute(
+                        update(jwt_replay)
+                        .where(jwt_replay.c.token_key == key)
+                        .where(jwt_replay.c.expires_at < now)
+                        .values(expires_at=until)
+                    )
                     return reused.rowcount == 1
                 return True
         except SQLAlchemyError as exc:
@@ -344,14 +405,16 @@ class Store:
             override = item.get("overrideReason") or {}
             reason = override.get("reason") or {}
             accepted = [s["id"] for s in item.get("acceptedSuggestions") or []]
-            row = {"card_uuid": item["card"],
-                   "outcome": item["outcome"],
-                   "accepted_suggestions": accepted or None,
-                   "override_reason_system": reason.get("system"),
-                   "override_reason_code": reason.get("code"),
-                   "user_comment": override.get("userComment"),
-                   "outcome_timestamp": outcome_timestamp,
-                   "received_at": received_at}
+            row = {
+                "card_uuid": item["card"],
+                "outcome": item["outcome"],
+                "accepted_suggestions": accepted or None,
+                "override_reason_system": reason.get("system"),
+                "override_reason_code": reason.get("code"),
+                "user_comment": override.get("userComment"),
+                "outcome_timestamp": outcome_timestamp,
+                "received_at": received_at,
+            }
             rows.setdefault((row["card_uuid"], row["outcome"], outcome_timestamp), row)
         if not rows:
             return
@@ -361,11 +424,18 @@ class Store:
             with self.engine.begin() as conn:
                 info = conn.connection.info
                 uuids = sorted({row["card_uuid"] for row in rows.values()})
-                known = {r.card_uuid: r._asdict() for r in conn.execute(
-                    select(issued_card.c.card_uuid, issued_card.c.route,
-                           issued_card.c.patient_hash, issued_card.c.fingerprint,
-                           issued_card.c.indicator)
-                    .where(issued_card.c.card_uuid.in_(uuids)))}
+                known = {
+                    r.card_uuid: r._asdict()
+                    for r in conn.execute(
+                        select(
+                            issued_card.c.card_uuid,
+                            issued_card.c.route,
+                            issued_card.c.patient_hash,
+                            issued_card.c.fingerprint,
+                            issued_card.c.indicator,
+                        ).where(issued_card.c.card_uuid.in_(uuids))
+                    )
+                }
                 for row in rows.values():
                     row["unknown_card"] = row["card_uuid"] not in known
                 insert_ignore(conn, feedback, list(rows.values()), FEEDBACK_KEY)
@@ -377,8 +447,11 @@ class Store:
             raise StoreUnavailable("database unavailable") from None
         if not self._watch.same_file(info):  # committed into a deleted or replaced file
             self._file_lost()
-            log.error("feedback batch of %d items not stored: the database file is no longer "
-                      "at its path (data directory removed or file replaced)", len(rows))
+            log.error(
+                "feedback batch of %d items not stored: the database file is no longer "
+                "at its path (data directory removed or file replaced)",
+                len(rows),
+            )
             raise StoreUnavailable("database file missing")
         self._watch.maybe_checkpoint()
 
@@ -404,16 +477,18 @@ class Store:
             return
         try:
             data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            log.warning("data directory %s was missing: recreated (a new, empty database)",
-                        data_dir)
+            log.warning(
+                "data directory %s was missing: recreated (a new, empty database)", data_dir
+            )
             if self._salt is not None and not self.settings.patient_hash_salt:
                 path = data_dir / SALT_FILE
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "w", encoding="ascii") as out:
                     out.write(self._salt.decode() + "\n")
         except OSError as exc:
-            log.error("data directory %s is missing and cannot be created: %s", data_dir,
-                      exc.strerror)
+            log.error(
+                "data directory %s is missing and cannot be created: %s", data_dir, exc.strerror
+            )
 
     def health(self) -> tuple[bool, dict[str, str]]:
         """(ready, checks) for the readiness endpoint: can feedback be stored right now?"""

@@ -14,12 +14,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from test_storage import make_settings
+from test_suppression import NEPHROLOGY, URGENT, accept, cards_by_route, example, override, store_of
 
 from cds_service import cli
 from cds_service.app import create_app
-from test_storage import make_settings
-from test_suppression import (NEPHROLOGY, URGENT, accept, cards_by_route, example, override,
-                              store_of)
 
 CHROMIUM = "/usr/bin/chromium"
 PATIENT = "p-routes"
@@ -90,8 +89,10 @@ def test_admin_report_when_enabled(app):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
-                    reason=f"{CHROMIUM} is missing")
+@pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
+    reason=f"{CHROMIUM} is missing",
+)
 def test_report_renders_in_chromium(app, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     from werkzeug.serving import make_server
@@ -103,9 +104,16 @@ def test_report_renders_in_chromium(app, tmp_path):
     try:
         with sync_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(
-                executable_path=CHROMIUM, headless=True,
-                args=["--headless", "--no-sandbox", "--disable-gpu",
-                      "--disable-background-networking", "--no-first-run"])
+                executable_path=CHROMIUM,
+                headless=True,
+                args=[
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--no-first-run",
+                ],
+            )
             try:
                 page = browser.new_page(viewport={"width": 375, "height": 800})
                 errors: list[str] = []

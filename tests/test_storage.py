@@ -24,13 +24,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import MetaData, create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
+from synthea import SYNTHEA_DIR, hook_request
 
 from cds_service import cli, database, migrations
 from cds_service.app import create_app
 from cds_service.config import Settings
 from cds_service.service import CdsService
 from cds_service.storage import SALT_FILE, Store
-from synthea import SYNTHEA_DIR, hook_request
 
 GABRIEL = SYNTHEA_DIR / "Gabriel_Blanda_95f1227c.json"
 SERVICE = "/cds-services/leg-cramp-referral"
@@ -41,11 +41,12 @@ PG_ENV = "CDS_TEST_POSTGRES_URL"
 
 # -- backends ---------------------------------------------------------------------------
 
+
 @dataclass
 class Backend:
     name: str
-    url: str          # "" = the default SQLite file in the data dir
-    down_url: str     # a database that cannot be reached
+    url: str  # "" = the default SQLite file in the data dir
+    down_url: str  # a database that cannot be reached
 
 
 def _postgres_backend():
@@ -63,8 +64,11 @@ def _postgres_backend():
     url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
     down = make_url(base).set(host="127.0.0.1", port=1).update_query_dict({"connect_timeout": "2"})
     try:
-        yield Backend("postgresql", url.render_as_string(hide_password=False),
-                      down.render_as_string(hide_password=False))
+        yield Backend(
+            "postgresql",
+            url.render_as_string(hide_password=False),
+            down.render_as_string(hide_password=False),
+        )
     finally:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -82,8 +86,9 @@ def backend(request, tmp_path):
 
 
 def make_settings(tmp_path: Path, database_url: str, **extra) -> Settings:
-    return Settings.from_env({}, today="2026-11-24", data_dir=tmp_path / "data",
-                             database_url=database_url, **extra)
+    return Settings.from_env(
+        {}, today="2026-11-24", data_dir=tmp_path / "data", database_url=database_url, **extra
+    )
 
 
 @pytest.fixture
@@ -126,16 +131,24 @@ def call_hook(client, path: Path = GABRIEL) -> tuple[dict, list[dict]]:
 def expected_rules(settings: Settings, request: dict) -> dict[str, str]:
     """Route -> comma-joined fired criteria, as the service computes them for ``request``."""
     outcome = CdsService(settings).evaluate(request)
-    return dict(zip(outcome.routes, outcome.rule_ids))
+    return dict(zip(outcome.routes, outcome.rule_ids, strict=True))
 
 
 def accepted(card: dict, at: str = "2026-11-24T10:00:00Z") -> dict:
-    return {"card": card["uuid"], "outcome": "accepted", "outcomeTimestamp": at,
-            "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}]}
+    return {
+        "card": card["uuid"],
+        "outcome": "accepted",
+        "outcomeTimestamp": at,
+        "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}],
+    }
 
 
-def overridden(card_uuid: str, code: str | None = "already-under-care",
-               at: str = "2026-11-24T10:05:00Z", comment: str | None = None) -> dict:
+def overridden(
+    card_uuid: str,
+    code: str | None = "already-under-care",
+    at: str = "2026-11-24T10:05:00Z",
+    comment: str | None = None,
+) -> dict:
     reason = {}
     if code:
         reason["reason"] = {"system": OVERRIDE_SYSTEM, "code": code}
@@ -148,6 +161,7 @@ def overridden(card_uuid: str, code: str | None = "already-under-care",
 
 
 # -- issued cards -----------------------------------------------------------------------
+
 
 def test_hook_call_records_cards_with_hashed_patient_only(app, client, settings, backend):
     request, cards = call_hook(client)
@@ -166,7 +180,9 @@ def test_hook_call_records_cards_with_hashed_patient_only(app, client, settings,
         assert row["route"] == card["source"]["topic"]["code"]
         assert row["rule_ids"] == rules[row["route"]] != ""
         assert row["hook_instance"] == request["hookInstance"]
-        assert row["patient_hash"] == hmac.new(salt, patient_id.encode(), hashlib.sha256).hexdigest()
+        assert (
+            row["patient_hash"] == hmac.new(salt, patient_id.encode(), hashlib.sha256).hexdigest()
+        )
 
     # The raw patient id appears nowhere: not in any column of any table ...
     engine = create_engine(store.engine.url)
@@ -223,13 +239,15 @@ def test_record_cards_never_raises(backend, tmp_path):
     store.record_cards("h", "p", [{"uuid": "u2"}], ["r"])  # after close: logged, not raised
 
 
-def test_cards_of_calls_close_together_are_written_in_one_transaction(backend, tmp_path,
-                                                                    monkeypatch):
+def test_cards_of_calls_close_together_are_written_in_one_transaction(
+    backend, tmp_path, monkeypatch
+):
     store = Store(make_settings(tmp_path, backend.url))
     writes = []
     original = store._write_cards
-    monkeypatch.setattr(store, "_write_cards", lambda batch: (writes.append(len(batch)),
-                                                              original(batch)))
+    monkeypatch.setattr(
+        store, "_write_cards", lambda batch: (writes.append(len(batch)), original(batch))
+    )
     try:
         for i in range(5):
             store.record_cards(f"h{i}", "p", [{"uuid": f"u{i}"}], ["r"])
@@ -273,6 +291,7 @@ def test_migrations_create_the_schema_the_store_queries(backend, tmp_path):
 
 # -- feedback ---------------------------------------------------------------------------
 
+
 def test_feedback_round_trip_and_duplicates_stored_once(app, client):
     _, cards = call_hook(client)
     card = cards[0]
@@ -288,13 +307,17 @@ def test_feedback_round_trip_and_duplicates_stored_once(app, client):
 
     stored = sorted(rows(store, database.feedback), key=lambda r: r["outcome_timestamp"])
     assert [(r["outcome"], r["outcome_timestamp"].isoformat()) for r in stored] == [
-        ("accepted", "2026-11-24T10:00:00"), ("overridden", "2026-11-24T10:30:00")]
+        ("accepted", "2026-11-24T10:00:00"),
+        ("overridden", "2026-11-24T10:30:00"),
+    ]
     first, second = stored
     assert first["card_uuid"] == second["card_uuid"] == card["uuid"]
     assert first["accepted_suggestions"] == [card["suggestions"][0]["uuid"]]
     assert first["unknown_card"] is False and second["unknown_card"] is False
     assert (second["override_reason_system"], second["override_reason_code"]) == (
-        OVERRIDE_SYSTEM, "already-under-care")
+        OVERRIDE_SYSTEM,
+        "already-under-care",
+    )
     assert second["user_comment"] == "seen last week"
     assert first["received_at"] is not None
 
@@ -302,7 +325,11 @@ def test_feedback_round_trip_and_duplicates_stored_once(app, client):
 def test_invalid_item_rejects_the_whole_batch(app, client):
     _, cards = call_hook(client)
     good = accepted(cards[0])
-    bad = {"card": cards[0]["uuid"], "outcome": "ignored", "outcomeTimestamp": "2026-11-24T10:00:00Z"}
+    bad = {
+        "card": cards[0]["uuid"],
+        "outcome": "ignored",
+        "outcomeTimestamp": "2026-11-24T10:00:00Z",
+    }
     response = client.post(FEEDBACK, json={"feedback": [good, bad]})
     assert response.status_code == 400
     assert response.get_json()["resourceType"] == "OperationOutcome"
@@ -326,8 +353,9 @@ def test_feedback_before_its_card_is_written_loses_the_unknown_flag(backend, tmp
     try:
         store.save_feedback([overridden("card-x")])
         assert rows(store, database.feedback)[0]["unknown_card"] is True
-        store.record_cards("h", "p", [{"uuid": "card-x", "source": {"topic": {"code": "nephrology"}}}],
-                           ["r1"])
+        store.record_cards(
+            "h", "p", [{"uuid": "card-x", "source": {"topic": {"code": "nephrology"}}}], ["r1"]
+        )
         assert store.flush()
         assert rows(store, database.feedback)[0]["unknown_card"] is False
     finally:
@@ -342,9 +370,12 @@ def test_concurrent_feedback_from_several_threads(app):
     def post_all(worker: int) -> None:
         try:
             client = app.test_client()
-            for i, card_id in enumerate(card_ids):
+            for _i, card_id in enumerate(card_ids):
                 # Every thread posts every item (duplicates across threads) plus its own one.
-                batch = [overridden(card_id), overridden(card_id, at=f"2026-11-24T12:{worker:02d}:00Z")]
+                batch = [
+                    overridden(card_id),
+                    overridden(card_id, at=f"2026-11-24T12:{worker:02d}:00Z"),
+                ]
                 statuses.append(client.post(FEEDBACK, json={"feedback": batch}).status_code)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
@@ -363,6 +394,7 @@ def test_concurrent_feedback_from_several_threads(app):
 
 
 # -- report -----------------------------------------------------------------------------
+
 
 def run_cli(monkeypatch, settings: Settings, *argv: str) -> tuple[int, str]:
     monkeypatch.setenv("CDS_DATA_DIR", str(settings.data_dir))
@@ -397,19 +429,33 @@ def test_report_counts_per_route_and_rule(app, client, settings, monkeypatch):
     nephrology = [r for r in report["rows"] if r["route"] == "nephrology"]
     # One outcome per card, the last: card 1 was accepted, then overridden (overridden).
     weekly = nephrology[0].pop("weekly")
-    assert nephrology == [{
-        "route": "nephrology", "rule": rule, "issued": 4, "accepted": 1,
-        "overridden": 2, "suppressed": 0, "acceptance_rate": 0.25,
-        "override_reasons": [
-            {"system": OVERRIDE_SYSTEM, "code": "already-under-care", "cards": 1},
-            {"system": OVERRIDE_SYSTEM, "code": "patient-declined", "cards": 1}],
-    }]
+    assert nephrology == [
+        {
+            "route": "nephrology",
+            "rule": rule,
+            "issued": 4,
+            "accepted": 1,
+            "overridden": 2,
+            "suppressed": 0,
+            "acceptance_rate": 0.25,
+            "override_reasons": [
+                {"system": OVERRIDE_SYSTEM, "code": "already-under-care", "cards": 1},
+                {"system": OVERRIDE_SYSTEM, "code": "patient-declined", "cards": 1},
+            ],
+        }
+    ]
     assert [(w["issued"], w["accepted"], w["overridden"]) for w in weekly] == [(4, 1, 2)]
     others = [r for r in report["rows"] if r["route"] != "nephrology"]
-    assert all(r["issued"] == 4 and r["accepted"] == r["overridden"] == 0
-               and r["acceptance_rate"] == 0 for r in others)
-    assert report["totals"] == {"issued": 4 * len(calls[0][1]), "accepted": 1,
-                                "overridden": 2, "suppressed": 0}
+    assert all(
+        r["issued"] == 4 and r["accepted"] == r["overridden"] == 0 and r["acceptance_rate"] == 0
+        for r in others
+    )
+    assert report["totals"] == {
+        "issued": 4 * len(calls[0][1]),
+        "accepted": 1,
+        "overridden": 2,
+        "suppressed": 0,
+    }
     assert report["feedback_for_unknown_cards"] == 1
 
     code, out = run_cli(monkeypatch, settings, "report", "--since", "2999-01-01", "--json")
@@ -426,6 +472,7 @@ def test_report_rejects_a_bad_date(monkeypatch, settings, capsys):
 
 
 # -- database down ----------------------------------------------------------------------
+
 
 def test_database_down_hook_still_answers_and_feedback_gets_503(backend, tmp_path, caplog):
     caplog.set_level(logging.INFO)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from test_storage import Backend, _postgres_backend, make_settings
 
 from cds_service import database, report
 from cds_service.app import create_app
@@ -25,7 +26,6 @@ from cds_service.database import utcnow
 from cds_service.rules import RuleError, RuleSet
 from cds_service.service import CdsService, suppression_policy
 from cds_service.storage import Store
-from test_storage import Backend, _postgres_backend, make_settings
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "fhir_examples"
 SERVICE = "/cds-services/leg-cramp-referral"
@@ -70,13 +70,24 @@ def example(name: str, patient: str | None = None) -> dict:
 def with_new_egfr(request: dict, value: float = 20) -> dict:
     request = copy.deepcopy(request)
     patient = request["context"]["patientId"]
-    request["prefetch"]["observations"]["entry"].append({"resource": {
-        "resourceType": "Observation", "id": "new-egfr", "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "98979-8"}]},
-        "subject": {"reference": f"Patient/{patient}"},
-        "effectiveDateTime": "2026-11-20",
-        "valueQuantity": {"value": value, "unit": "mL/min/{1.73_m2}",
-                          "system": "http://unitsofmeasure.org", "code": "mL/min/{1.73_m2}"}}})
+    request["prefetch"]["observations"]["entry"].append(
+        {
+            "resource": {
+                "resourceType": "Observation",
+                "id": "new-egfr",
+                "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "98979-8"}]},
+                "subject": {"reference": f"Patient/{patient}"},
+                "effectiveDateTime": "2026-11-20",
+                "valueQuantity": {
+                    "value": value,
+                    "unit": "mL/min/{1.73_m2}",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "mL/min/{1.73_m2}",
+                },
+            }
+        }
+    )
     return request
 
 
@@ -94,19 +105,28 @@ def timestamp(delta: timedelta = timedelta()) -> str:
     return (utcnow() + delta).isoformat(timespec="seconds") + "Z"
 
 
-def override(client, store: Store, card: dict, code: str = "already-under-care",
-             at: timedelta = timedelta()) -> None:
+def override(
+    client, store: Store, card: dict, code: str = "already-under-care", at: timedelta = timedelta()
+) -> None:
     assert store.flush()  # the issued card is in the database before its feedback
-    item = {"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": timestamp(at),
-            "overrideReason": {"reason": {"system": OVERRIDE_SYSTEM, "code": code}}}
+    item = {
+        "card": card["uuid"],
+        "outcome": "overridden",
+        "outcomeTimestamp": timestamp(at),
+        "overrideReason": {"reason": {"system": OVERRIDE_SYSTEM, "code": code}},
+    }
     response = client.post(FEEDBACK, json={"feedback": [item]})
     assert response.status_code == 200, response.get_data(as_text=True)
 
 
 def accept(client, store: Store, card: dict, at: timedelta = timedelta()) -> None:
     assert store.flush()
-    item = {"card": card["uuid"], "outcome": "accepted", "outcomeTimestamp": timestamp(at),
-            "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}]}
+    item = {
+        "card": card["uuid"],
+        "outcome": "accepted",
+        "outcomeTimestamp": timestamp(at),
+        "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}],
+    }
     response = client.post(FEEDBACK, json={"feedback": [item]})
     assert response.status_code == 200, response.get_data(as_text=True)
 
@@ -116,6 +136,7 @@ def later(store: Store, delta: timedelta) -> None:
 
 
 # -- suppression ------------------------------------------------------------------------
+
 
 def test_override_suppresses_until_evidence_changes_other_patients_unaffected(app, client):
     store = store_of(app)
@@ -166,8 +187,7 @@ def test_urgent_card_comes_back_after_a_day(app, client):
 
 def test_urgent_card_is_capped_at_a_day_whatever_the_policy(app, client):
     store = store_of(app)
-    store.suppression_policy = {**store.suppression_policy,
-                                "urgent-care": {"patient-declined": 90}}
+    store.suppression_policy = {**store.suppression_policy, "urgent-care": {"patient-declined": 90}}
     card = cards_by_route(client, example(URGENT))["urgent-care"]
     override(client, store, card, code="patient-declined")
     assert "urgent-care" not in cards_by_route(client, example(URGENT))
@@ -183,8 +203,7 @@ def test_suppression_holds_across_instances(settings, tmp_path):
         card = cards_by_route(one.test_client(), example(NEPHROLOGY))["nephrology"]
         override(one.test_client(), store_of(one), card)
         assert "nephrology" not in cards_by_route(two.test_client(), example(NEPHROLOGY))
-        assert "nephrology" in cards_by_route(two.test_client(),
-                                              with_new_egfr(example(NEPHROLOGY)))
+        assert "nephrology" in cards_by_route(two.test_client(), with_new_egfr(example(NEPHROLOGY)))
     finally:
         store_of(one).close()
         store_of(two).close()
@@ -198,6 +217,7 @@ def test_store_unavailable_fails_open_and_logs(app, client, caplog):
 
     def broken(*_args, **_kwargs):
         from sqlalchemy.exc import OperationalError
+
         raise OperationalError("SELECT", {}, Exception("connection refused"))
 
     real_connect = store.engine.connect
@@ -219,8 +239,15 @@ def test_suppressed_cards_are_recorded_and_reported(app, client):
     cards_by_route(client, example(NEPHROLOGY))
     assert store.flush()
     with store.engine.connect() as conn:
-        flagged = conn.execute(select(database.issued_card.c.route)
-                               .where(database.issued_card.c.suppressed.is_(True))).scalars().all()
+        flagged = (
+            conn.execute(
+                select(database.issued_card.c.route).where(
+                    database.issued_card.c.suppressed.is_(True)
+                )
+            )
+            .scalars()
+            .all()
+        )
         (held,) = conn.execute(select(database.suppression)).all()
     assert flagged == ["nephrology", "nephrology"]
     assert held.route == "nephrology" and held.fingerprint and len(held.patient_hash) == 64
@@ -231,6 +258,7 @@ def test_suppressed_cards_are_recorded_and_reported(app, client):
 
 
 # -- one outcome per card in the report -------------------------------------------------
+
 
 def test_report_counts_the_last_outcome_of_each_card(app, client):
     store = store_of(app)
@@ -244,14 +272,16 @@ def test_report_counts_the_last_outcome_of_each_card(app, client):
     data = report.build_report(store, None)
     (row,) = [r for r in data["rows"] if r["route"] == "urgent-care"]
     assert (row["issued"], row["accepted"], row["overridden"]) == (2, 1, 1)
-    assert row["override_reasons"] == [{"system": OVERRIDE_SYSTEM, "code": "cds-not-applicable",
-                                        "cards": 1}]
+    assert row["override_reasons"] == [
+        {"system": OVERRIDE_SYSTEM, "code": "cds-not-applicable", "cards": 1}
+    ]
     assert row["acceptance_rate"] == 0.5
     (week,) = row["weekly"]
     assert (week["issued"], week["accepted"]) == (2, 1)
 
 
 # -- rule files -------------------------------------------------------------------------
+
 
 def test_every_route_declares_suppression_and_urgent_is_at_most_a_day(settings):
     policy = CdsService(settings).suppression_policy
@@ -273,11 +303,13 @@ def _cards_copy(tmp_path: Path, source: Path, old: str, new: str) -> Path:
 
 def test_rule_load_refuses_a_long_urgent_suppression_or_unknown_reason(settings, tmp_path):
     line = "- {reasons: [already-under-care, patient-declined], days: 1}"
-    long = _cards_copy(tmp_path / "a", settings.cards_dir, line,
-                       line.replace("days: 1", "days: 90"))
+    long = _cards_copy(
+        tmp_path / "a", settings.cards_dir, line, line.replace("days: 1", "days: 90")
+    )
     with pytest.raises(RuleError, match="urgent-care.yaml: field suppression/0/days"):
         suppression_policy(RuleSet.load(long))
-    unknown = _cards_copy(tmp_path / "b", settings.cards_dir, line,
-                          line.replace("patient-declined", "too-busy"))
+    unknown = _cards_copy(
+        tmp_path / "b", settings.cards_dir, line, line.replace("patient-declined", "too-busy")
+    )
     with pytest.raises(RuleError, match="unknown override reason 'too-busy'"):
         suppression_policy(RuleSet.load(unknown))

@@ -21,8 +21,9 @@ def upgrade() -> None:
     with op.batch_alter_table("issued_card") as batch:
         batch.add_column(sa.Column("fingerprint", sa.String(64), nullable=True))
         batch.add_column(sa.Column("indicator", sa.String(16), nullable=True))
-        batch.add_column(sa.Column("suppressed", sa.Boolean, nullable=False,
-                                   server_default=sa.false()))
+        batch.add_column(
+            sa.Column("suppressed", sa.Boolean, nullable=False, server_default=sa.false())
+        )
     op.create_table(
         "suppression",
         sa.Column("patient_hash", sa.String(64), primary_key=True),
