@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 from datetime import date, datetime, time, timedelta
+from typing import Any
 from html import escape
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def build_report(store: Store, since: date | None) -> dict:
             item[name] += count
             week(item, _week(on))[name] += count
         # One outcome per card: the last feedback item (by outcome time, then arrival).
-        last: dict[str, tuple] = {}
+        last: dict[str, Any] = {}
         for fb in conn.execute(
                 select(feedback.c.card_uuid, feedback.c.outcome,
                        feedback.c.override_reason_system, feedback.c.override_reason_code,

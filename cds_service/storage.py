@@ -158,16 +158,16 @@ class Store:
         rows: list[dict] = []
         try:
             suppressed = suppressed or []
-            entries = [(card, rules, fp, False) for card, rules, fp in
+            entries: list[tuple] = [(card, rules, fp, False) for card, rules, fp in
                        zip_longest(cards or [], rule_ids or [], fingerprints or [],
                                    fillvalue=None)]
             entries += [(s.get("card"), s.get("rules"), s.get("fingerprint"), True)
                         for s in suppressed]
-            cards = [entry[0] for entry in entries]
+            count = len(entries)
             if not entries:
                 return
             if self._closed:
-                log.warning("store closed: %d issued-card records not written", len(cards))
+                log.warning("store closed: %d issued-card records not written", count)
                 return
             issued_at = utcnow()
             patient_hash = self.patient_hash(str(patient_id))
