@@ -22,7 +22,6 @@ import argparse
 import json
 import sys
 from datetime import date, datetime, time, timedelta
-from typing import Any
 from html import escape
 from pathlib import Path
 from typing import Any
