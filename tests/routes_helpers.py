@@ -18,6 +18,18 @@ from cds_service.fhir_json import decode_request
 from cds_service.service import CdsService
 
 TODAY = date(2026, 11, 24)
+# Every referral route (design.md: card.source.topic codes), in the order cards are ranked.
+ROUTES = (
+    "urgent-care",
+    "nephrology",
+    "endocrinology",
+    "vascular",
+    "neurology",
+    "orthopedics",
+    "physiatry",
+    "primary-care-workup",
+    "medication-review",
+)
 PATIENT_ID = "p-routes"
 SYSTEMS = {
     "snomed": "http://snomed.info/sct",

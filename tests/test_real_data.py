@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
+from routes_helpers import ROUTES as ALL_ROUTES
 from synthea import SYNTHEA_DIR, hook_request, newest_date, synthea_files
 
 from cds_service.config import Settings
@@ -57,17 +58,7 @@ EXPECTED = {
     "Santina_Lind_49d2ef3d.json": ({"primary-care-workup"}, {"urgent-care", "nephrology"}),
 }
 
-ROUTES = {
-    "urgent-care",
-    "nephrology",
-    "endocrinology",
-    "vascular",
-    "neurology",
-    "orthopedics",
-    "physiatry",
-    "primary-care-workup",
-    "medication-review",
-}
+ROUTES = frozenset(ALL_ROUTES)
 # Set B (Java Synthea, published by others; see ../shared/fhir-real/README.md). Their data
 # ends in 2020-2021, so each chart is read as if opened a week after its newest entry
 # (``shifted_today``), with a leg-cramp problem recorded that day. The README's "routes to

@@ -16,7 +16,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from routes_helpers import (
+from routes_helpers import (  # noqa: E402
+    ROUTES,
     TODAY,
     condition,
     cramp,
@@ -38,17 +39,6 @@ from cds_service.app import create_app  # noqa: E402
 from cds_service.config import Settings  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "fhir_examples"
-ROUTES = [
-    "urgent-care",
-    "nephrology",
-    "endocrinology",
-    "vascular",
-    "neurology",
-    "orthopedics",
-    "physiatry",
-    "primary-care-workup",
-    "medication-review",
-]
 RANK = {"critical": 2, "warning": 1, "info": 0}
 
 
