@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 import jsonschema
+import jsonschema_rs
 import yaml
 
 from cds_service import units
@@ -102,9 +103,14 @@ def _schema(name: str) -> dict:
     return json.loads(resources.files("cds_service.schemas").joinpath(name).read_text())
 
 
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's parser (PyYAML's wheels carry it): the pure-Python one takes over a second
+        # for the rule files, most of the service's start-up.
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
     except (OSError, yaml.YAMLError) as exc:
         raise RuleError(f"{path.name}: cannot read: {exc}") from None
     if not isinstance(data, dict):
@@ -113,6 +119,10 @@ def _read(path: Path) -> dict:
 
 
 def _validate(path: Path, data: dict, schema: dict) -> None:
+    # jsonschema-rs answers yes or no in milliseconds; jsonschema, ten times slower, is only
+    # asked for the message when a file is wrong (its messages name the field).
+    if jsonschema_rs.validator_for(schema).is_valid(data):
+        return
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
@@ -255,8 +265,8 @@ class RuleSet:
         concepts = {
             name: _concept(name, spec, common_path) for name, spec in common["observations"].items()
         }
-        shared = _shared_medications(cards_dir)
-        gate = {GATE_VALUE_SET: common["gate"]["value_set"]}
+        shared, shared_sets = _shared_definitions(cards_dir)
+        gate = {GATE_VALUE_SET: common["gate"]["value_set"], **shared_sets}
         routes = []
         seen = {}
         for path in sorted(cards_dir.glob("*.yaml")):
@@ -380,20 +390,33 @@ def _concept(name: str, spec: dict, path: Path) -> ObservationConcept:
     return concept
 
 
-def _shared_medications(cards_dir: Path) -> list[dict]:
-    """Medication classes defined once in cards/valuesets/ for every route."""
+def _shared_definitions(cards_dir: Path) -> tuple[list[dict], dict[str, list]]:
+    """Medication classes and coded value sets defined once in cards/valuesets/ for every
+    route: (classes, {value set name: entries})."""
     route_schema = _schema("rules-route.json")
     schema = {
         "type": "object",
         "additionalProperties": False,
         "$defs": route_schema["$defs"],
-        "properties": {"medications": route_schema["properties"]["medications"]},
+        "properties": {
+            "medications": route_schema["properties"]["medications"],
+            "value_sets": route_schema["properties"]["value_sets"],
+        },
     }
     classes: list[dict] = []
+    value_sets: dict[str, list] = {}
     seen: dict[str, str] = {}
     for path in sorted((cards_dir / SHARED_DIR).glob("*.yaml")):
         data = _read(path)
         _validate(path, data, schema)
+        for name, entries in data.get("value_sets", {}).items():
+            if name in value_sets or name == GATE_VALUE_SET:
+                raise RuleError(
+                    f"{path.name}: field value_sets/{name}: already defined "
+                    f"in {seen.get('value set ' + name, COMMON_FILE)}"
+                )
+            seen["value set " + name] = path.name
+            value_sets[name] = entries
         for drug_class in data.get("medications", []):
             if drug_class["class"] in seen:
                 raise RuleError(
@@ -402,7 +425,7 @@ def _shared_medications(cards_dir: Path) -> list[dict]:
                 )
             seen[drug_class["class"]] = path.name
             classes.append(drug_class)
-    return classes
+    return classes, value_sets
 
 
 def _compile_route(
@@ -416,6 +439,12 @@ def _compile_route(
         )
     data = {**data, "medications": shared_medications + data.get("medications", [])}
     used = {name for c in data["criteria"] for name in c.get("value_sets", [])}
+    redefined = sorted(set(data.get("value_sets", {})) & set(gate))
+    if redefined:
+        raise RuleError(
+            f"{path.name}: field value_sets: {redefined} already defined in {SHARED_DIR}/ "
+            "(or the gate): use the shared definition, or give a different set its own name"
+        )
     shared = {name: entries for name, entries in gate.items() if name in used}
     value_sets = {
         name: ValueSet.from_entries(name, entries)
