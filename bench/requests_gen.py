@@ -49,9 +49,9 @@ def _when(resource: dict) -> str:
 
 def _rule_codes() -> set[tuple[str, str]]:
     from cds_service.config import Settings
-    from cds_service.rules import RuleSet
+    from cds_service.engine import load_rules
 
-    ruleset = RuleSet.load(Settings.from_env({}).cards_dir)
+    ruleset = load_rules(Settings.from_env({}).cards_dir)
     return {(c.system, c.code) for c in ruleset.observation_codes}
 
 

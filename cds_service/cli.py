@@ -9,8 +9,8 @@ from pathlib import Path
 
 from cds_service import report
 from cds_service.config import ConfigError, Settings
+from cds_service.engine import RuleError, load_rules
 from cds_service.errors import CdsError, operation_outcome
-from cds_service.rules import RuleError, RuleSet
 
 
 def _serve(args, settings: Settings) -> int:
@@ -40,7 +40,7 @@ def _evaluate(args, settings: Settings) -> int:
 
 def _check_rules(args, settings: Settings) -> int:
     cards_dir = Path(args.cards_dir) if args.cards_dir else settings.cards_dir
-    ruleset = RuleSet.load(cards_dir)  # a RuleError is reported by main()
+    ruleset = load_rules(cards_dir)  # a RuleError is reported by main()
     from cds_service.service import suppression_policy
 
     suppression_policy(ruleset)  # unknown reason codes; urgent routes at most a day

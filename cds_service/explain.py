@@ -29,9 +29,9 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote
 
-from cds_service import units
-from cds_service.criteria import format_number
-from cds_service.terminology import SHORT_NAMES
+from cds_service.engine import units
+from cds_service.engine.terminology import SHORT_NAMES
+from cds_service.render.evidence import format_number
 
 EXPLAIN_PATH = "/explain"
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
@@ -414,14 +414,14 @@ def _concept_list(ruleset, name: str) -> CodeList:
             f"{format_number(c['factor'], 2)} x ({format_number(c['reference'], 2)} - "
             "albumin g/dL)"
         )
-    spec = ruleset.common.get("observations", {}).get(name, {})
+    spec = ruleset.spec.get("observations", {}).get(name, {})
     if spec.get("note"):
         facts.append(" ".join(spec["note"].split()))
     return CodeList("lab concept", name, concept.label, codes, facts)
 
 
 def _medication_lists(route, classes: list[str]) -> list[CodeList]:
-    by_class = {c["class"]: c for c in route.data.get("medications", [])}
+    by_class = route.medications.specs if route.medications else {}
     lists = []
     for name in classes:
         spec = by_class.get(name)
@@ -469,7 +469,7 @@ def _content(route, criterion: dict) -> tuple[str | None, list[str], list[dict]]
     block: dict = {}
     name = criterion.get("content")
     if isinstance(name, str):
-        block = route.data.get("content", {}).get(name, {}) or {}
+        block = route.spec.get("content", {}).get(name, {}) or {}
     next_step = criterion.get("next_step", block.get("next_step"))
     caveats = list(criterion.get("caveats", block.get("caveats", [])) or [])
     links = [
@@ -586,7 +586,7 @@ def _when(criterion: dict, route, ruleset) -> tuple[str, list[str], list[str], l
             for name in group["concepts"]:
                 if name in ruleset.concepts and all(r.name != name for r in reads):
                     reads.append(_concept_list(ruleset, name))
-            order = route.data.get("orders", {}).get(group.get("order"))
+            order = route.spec.get("orders", {}).get(group.get("order"))
             if order:
                 details.append(
                     f"Missing {group['label']}: offers to order {order['display']} "
@@ -637,17 +637,17 @@ def _when(criterion: dict, route, ruleset) -> tuple[str, list[str], list[str], l
 
 
 def _short_system_name(system: str) -> str:
-    from cds_service.terminology import canonical_system
+    from cds_service.engine.terminology import canonical_system
 
     return _short_system(canonical_system(system) or system)
 
 
 def explain_route(route, ruleset, fired: Iterable[str] = ()) -> RouteExplanation:
     """The plain-words model of one route; ``fired``: rule ids to highlight (others ignored)."""
-    data = route.data
-    fired_ids = set(clean_rule_ids(fired)) & set(route.by_id)
+    data = route.spec
+    fired_ids = set(clean_rule_ids(fired)) & set(route.criteria)
     used_by: dict[str, list[str]] = {}
-    for c in route.criteria:
+    for c in route.spec["criteria"]:
         for ref in list(c.get("of", [])) + list(c.get("unless", [])):
             used_by.setdefault(ref, []).append(c["id"])
         if c.get("started_on_or_after"):
@@ -666,7 +666,7 @@ def explain_route(route, ruleset, fired: Iterable[str] = ()) -> RouteExplanation
         for i, v in enumerate(data.get("variants", []))
     ]
     rules = []
-    for criterion in route.criteria:
+    for criterion in route.spec["criteria"]:
         when, details, general, reads = _when(criterion, route, ruleset)
         unless = list(criterion.get("unless", []))
         if unless:
@@ -750,13 +750,13 @@ class SourceAttributes:
 
 
 def source_attributes(ruleset, content_hash: str, routes: list | None = None) -> SourceAttributes:
-    block = ruleset.common.get("source_attributes") or {}
+    block = ruleset.spec.get("source_attributes") or {}
     citation = block.get("citation") or {}
     seen: dict[str, dict] = {}
     for route in routes if routes is not None else ruleset.routes:
-        for link in route.data.get("links", []):
+        for link in route.spec.get("links", []):
             seen.setdefault(link["url"], link)
-        for criterion in route.criteria:
+        for criterion in route.spec["criteria"]:
             for link in _content(route, criterion)[2]:
                 seen.setdefault(link["url"], link)
     missing = "not declared in cards/common.yaml"
@@ -809,7 +809,7 @@ class Explainer:
         route = self.routes.get(code)
         if route is None:
             return None
-        ids = tuple(sorted(set(clean_rule_ids(fired)) & set(route.by_id)))
+        ids = tuple(sorted(set(clean_rule_ids(fired)) & set(route.criteria)))
         return self._route_page(code, ids)
 
     def _render_index(self) -> str:
@@ -833,7 +833,7 @@ class Explainer:
         )
 
     def _gate(self) -> dict:
-        gate = self.ruleset.common.get("gate", {})
+        gate = self.ruleset.spec.get("gate", {})
         codes = [
             Code(_short_system(c.system), c.code, c.display)
             for c in self.ruleset.gate.exact.values()

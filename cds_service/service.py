@@ -12,12 +12,12 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from cds_service import cards, fhir_json, hooks
+from cds_service import fhir_json, hooks
 from cds_service.config import Settings
-from cds_service.criteria import RouteResult
+from cds_service.engine import Record, RouteResult, RuleError, RuleSet, evaluate, load_rules
+from cds_service.engine.fhir_status import parse_datetime
 from cds_service.prefetch import gather, prefetch_keys
-from cds_service.record import Record, parse_datetime
-from cds_service.rules import RuleError, RuleSet
+from cds_service.render import cards, evidence
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def fingerprint(result: RouteResult, card: dict) -> str:
         "rules": sorted(result.fired),
         "indicator": card.get("indicator"),
         "evidence": sorted(
-            [fact.text, sorted(fact.references)] for fact in result.facts + result.context
+            [evidence.text(fact), sorted(fact.references)] for fact in result.facts + result.context
         ),
     }
     return hashlib.sha256(
@@ -71,14 +71,14 @@ def suppression_policy(ruleset: RuleSet) -> dict[str, dict[str, int]]:
     policy: dict[str, dict[str, int]] = {}
     for route in ruleset.routes:
         reasons: dict[str, int] = {}
-        for i, entry in enumerate(route.data.get("suppression") or []):
-            days = int(entry["days"])
+        for i, entry in enumerate(route.suppression):
+            days = entry.days
             if route.indicator == "critical" and days > URGENT_MAX_DAYS:
                 raise RuleError(
                     f"{route.source_file}: field suppression/{i}/days: a critical "
                     f"route is suppressed at most {URGENT_MAX_DAYS} day, not {days}"
                 )
-            for code in entry["reasons"]:
+            for code in entry.reasons:
                 if code not in known:
                     raise RuleError(
                         f"{route.source_file}: field suppression/{i}/reasons: "
@@ -93,7 +93,7 @@ def suppression_policy(ruleset: RuleSet) -> dict[str, dict[str, int]]:
 class CdsService:
     def __init__(self, settings: Settings, ruleset: RuleSet | None = None, fetcher=None):
         self.settings = settings
-        self.ruleset = ruleset or RuleSet.load(settings.cards_dir)
+        self.ruleset = ruleset or load_rules(settings.cards_dir)
         self.keys = prefetch_keys(self.ruleset.observation_codes)
         if fetcher is None:
             from cds_service.fhir_client import FhirFetcher
@@ -119,7 +119,7 @@ class CdsService:
         resources = gather(request, self.keys, self.fetcher)
         patient_id = request["context"]["patientId"]
         record = Record(patient_id, resources, self.now(), self.ruleset.codes)
-        results = self.ruleset.evaluate(record)
+        results = evaluate(self.ruleset, record)
         rendered = cards.render(results, self.ruleset, patient_id, self.settings)
         if record.left_out:
             log.warning(

@@ -14,8 +14,8 @@ import yaml
 from cds_service.app import create_app
 from cds_service.cli import main
 from cds_service.config import Settings
+from cds_service.engine import RuleError
 from cds_service.hooks import validator
-from cds_service.rules import RuleError
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "fhir_examples" / "nephrology-ckd-stage-4.json"

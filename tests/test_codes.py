@@ -10,7 +10,7 @@ import pytest
 import simple_icd_10_cm as icd
 import yaml
 
-from cds_service.terminology import ICD10CM, canonical_system
+from cds_service.engine.terminology import ICD10CM, canonical_system
 
 ROOT = Path(__file__).resolve().parents[1]
 CLINICAL = ROOT.parent / "shared" / "clinical"

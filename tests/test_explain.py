@@ -13,7 +13,7 @@ import yaml
 from cds_service import explain
 from cds_service.cli import main
 from cds_service.config import Settings
-from cds_service.rules import RuleError, RuleSet
+from cds_service.engine import RuleError, load_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 CARDS = ROOT / "cards"
@@ -21,7 +21,7 @@ CARDS = ROOT / "cards"
 
 @pytest.fixture(scope="module")
 def ruleset():
-    return RuleSet.load(CARDS)
+    return load_rules(CARDS)
 
 
 @pytest.fixture(scope="module")
@@ -146,11 +146,11 @@ def test_every_route_page_shows_every_rule_and_what_it_reads(client, ruleset):
         assert response.status_code == 200, route.code
         html = response.get_data(as_text=True)
         assert route.title in html
-        for criterion in route.criteria:
+        for criterion in route.spec["criteria"]:
             assert f'id="rule-{criterion["id"]}"' in html, (route.code, criterion["id"])
             if "threshold" in criterion:
                 assert ruleset.concepts[criterion["concept"]].label in html
-        for link in route.data["links"]:
+        for link in route.spec["links"]:
             assert link["url"] in html
         for name, value_set in route.value_sets.items():
             for concept in list(value_set.exact.values())[:3]:
@@ -234,7 +234,7 @@ def test_text_is_escaped(ruleset, tmp_path):
     data["criteria"][0]["links"] = [{"label": "A <link>", "url": "https://example.org/a?b=1&c=2"}]
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     try:
-        rules = RuleSet.load(cards)
+        rules = load_rules(cards)
     except RuleError:
         pytest.skip("this rules schema does not take next_step/caveats/links on a criterion")
     html = explain.Explainer(rules, cards).route_html("nephrology")
@@ -248,13 +248,13 @@ def test_per_rule_content_from_a_named_content_block(ruleset):
     """The lead's rule model names a ``content`` block per criterion; its next step, caveats
     and links are shown under that rule."""
     route = next(r for r in ruleset.routes if r.code == "nephrology")
-    criterion = {**route.by_id["ckd-stage-4-5"], "content": "advanced-ckd"}
+    criterion = {**route.criteria["ckd-stage-4-5"].spec, "content": "advanced-ckd"}
     fake = type(
         "R",
         (),
         {
-            "data": {
-                **route.data,
+            "spec": {
+                **route.spec,
                 "content": {
                     "advanced-ckd": {
                         "next_step": "Refer to nephrology.",
@@ -277,12 +277,12 @@ def test_per_rule_content_from_a_named_content_block(ruleset):
 
 def test_source_attributes_come_from_the_rule_files(explainer, ruleset):
     source = explain.source_attributes(ruleset, explainer.content_hash)
-    block = ruleset.common["source_attributes"]
+    block = ruleset.spec["source_attributes"]
     assert source.developer == block["developer"]
     assert source.release_date == block["release_date"]
     assert source.citation_title == "What Type of Doctor Treats Leg Cramps?"
     urls = {link["url"] for link in source.links}
-    assert all(link["url"] in urls for route in ruleset.routes for link in route.data["links"])
+    assert all(link["url"] in urls for route in ruleset.routes for link in route.spec["links"])
     html = explainer.index_html()
     for text in (block["version"], explainer.content_hash, "Funding source", "Revision date"):
         assert text in html
@@ -326,7 +326,7 @@ def test_check_rules_explain_prints_a_decision_table_per_route(capsys, ruleset):
     out = capsys.readouterr().out
     for route in ruleset.routes:
         assert f"{route.title} [{route.code}]" in out
-        for criterion in route.criteria:
+        for criterion in route.spec["criteria"]:
             assert f"[{criterion['id']}]" in out, criterion["id"]
     assert "IF (rule makes a card) ... THEN" in out
     assert "UNLESS kidney-disease-known" in out

@@ -22,9 +22,9 @@ from werkzeug import Response
 from cds_service import metrics
 from cds_service.app import create_app
 from cds_service.config import Settings
+from cds_service.engine import load_rules
 from cds_service.fhir_client import FetchFailure, FhirFetcher, expected_type
 from cds_service.prefetch import resolve
-from cds_service.rules import RuleSet
 from cds_service.service import CdsService
 
 TODAY = "2026-11-24"
@@ -35,8 +35,8 @@ URL = "/cds-services/leg-cramp-referral"
 
 
 @pytest.fixture(scope="module")
-def ruleset() -> RuleSet:
-    return RuleSet.load(Settings.from_env({}).cards_dir)
+def ruleset():
+    return load_rules(Settings.from_env({}).cards_dir)
 
 
 @pytest.fixture(scope="module")

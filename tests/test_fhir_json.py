@@ -10,8 +10,8 @@ import pytest
 from conftest import minimal_request
 from synthea import SYNTHEA_DIR, hook_request, synthea_files
 
-from cds_service import record
 from cds_service.config import Settings
+from cds_service.engine import validation as record
 from cds_service.fhir_json import FhirNode, decode_request, schema_view
 from cds_service.service import CdsService
 

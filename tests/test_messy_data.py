@@ -121,7 +121,7 @@ def test_a_medicine_not_linked_to_cramps_is_not_reviewed():
 def test_a_route_that_crashes_on_a_malformed_resource_skips_that_resource(monkeypatch):
     """Should a malformed resource get past screening and crash a criterion, the route is
     evaluated again with every resource R4B-validated: the DVT card is not lost."""
-    from cds_service import criteria
+    from cds_service.engine.criteria import coded as criteria
 
     real = criteria.condition_fact
 

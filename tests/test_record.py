@@ -8,16 +8,16 @@ from datetime import UTC, datetime
 import pytest
 
 from cds_service.config import Settings
-from cds_service.record import Record
-from cds_service.rules import RuleSet
-from cds_service.terminology import ICD10CM, LOINC, CodeIndex, Concept, ValueSet
+from cds_service.engine import load_rules
+from cds_service.engine.record import Record
+from cds_service.engine.terminology import ICD10CM, LOINC, CodeIndex, Concept, ValueSet
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def ruleset() -> RuleSet:
-    return RuleSet.load(Settings.from_env({}).cards_dir)
+def ruleset():
+    return load_rules(Settings.from_env({}).cards_dir)
 
 
 def _potassium(rid: str, value: float, day: str, **extra) -> dict:
@@ -65,7 +65,7 @@ def test_a_malformed_or_foreign_result_is_skipped_and_the_next_newest_decides(ru
         _potassium("broken", 2.1, "2026-11-22", status=["final"]),
     ]
     record = Record("p1", resources, NOW, ruleset.codes)
-    results = record.results_in(potassium, {"final"}, None)
+    results = record.labs.results_in(potassium, {"final"}, None)
     assert [r[2]["id"] for r in results] == ["old"] and results[0][1] == 4.0
     assert record.left_out == 2
 
@@ -74,9 +74,9 @@ def test_results_are_read_lazily_newest_first(ruleset):
     potassium = ruleset.concepts["potassium"]
     resources = [_potassium(f"k{day}", 4.0, f"2026-11-{day:02d}") for day in range(1, 21)]
     record = Record("p1", resources, NOW, ruleset.codes)
-    newest = record.newest_result(potassium, {"final"})
+    newest = record.labs.newest_result(potassium, {"final"})
     assert newest[2]["id"] == "k20"
-    assert len(record._values["potassium"]) == 1  # only the result a rule reached
+    assert len(record.labs._values["potassium"]) == 1  # only the result a rule reached
     assert record.left_out == 0
 
 

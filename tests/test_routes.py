@@ -1167,19 +1167,19 @@ def test_medication_review_lists_cramp_associated_drugs(med, text):
 
 
 def test_combination_product_counts_for_both_classes():
-    from cds_service.rules import RuleSet
+    from cds_service.engine import RuleSet
 
     ruleset = service().ruleset
     assert isinstance(ruleset, RuleSet)
     route = next(r for r in ruleset.routes if r.code == "medication-review")
     shared = [
         code
-        for code, infos in route.medications.info.items()
-        if len({i["class"] for i in infos}) > 1
+        for code, infos in route.medications.codes.items()
+        if len({i.drug_class for i in infos}) > 1
     ]
     assert shared, "the research lists combination products under two ingredients"
     code = shared[0][1]
-    classes = {i["class"] for i in route.medications.info[shared[0]]}
+    classes = {i.drug_class for i in route.medications.codes[shared[0]]}
     assert len(classes) == 2, "the shared code belongs to two classes"
     card = run(medication(code, "combination product"), *normal_workup())["medication-review"]
     evidence = card["detail"].split("**Evidence**")[1].split("**Next step**")[0]

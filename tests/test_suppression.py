@@ -23,7 +23,7 @@ from test_storage import Backend, _postgres_backend, make_settings
 from cds_service import database, report
 from cds_service.app import create_app
 from cds_service.database import utcnow
-from cds_service.rules import RuleError, RuleSet
+from cds_service.engine import RuleError, load_rules
 from cds_service.service import CdsService, suppression_policy
 from cds_service.storage import Store
 
@@ -285,7 +285,7 @@ def test_report_counts_the_last_outcome_of_each_card(app, client):
 
 def test_every_route_declares_suppression_and_urgent_is_at_most_a_day(settings):
     policy = CdsService(settings).suppression_policy
-    ruleset = RuleSet.load(settings.cards_dir)
+    ruleset = load_rules(settings.cards_dir)
     assert set(policy) == {r.code for r in ruleset.routes}
     assert policy["urgent-care"] == {"already-under-care": 1, "patient-declined": 1}
     assert policy["nephrology"] == {"already-under-care": 90, "patient-declined": 90}
@@ -307,9 +307,9 @@ def test_rule_load_refuses_a_long_urgent_suppression_or_unknown_reason(settings,
         tmp_path / "a", settings.cards_dir, line, line.replace("days: 1", "days: 90")
     )
     with pytest.raises(RuleError, match="urgent-care.yaml: field suppression/0/days"):
-        suppression_policy(RuleSet.load(long))
+        suppression_policy(load_rules(long))
     unknown = _cards_copy(
         tmp_path / "b", settings.cards_dir, line, line.replace("patient-declined", "too-busy")
     )
     with pytest.raises(RuleError, match="unknown override reason 'too-busy'"):
-        suppression_policy(RuleSet.load(unknown))
+        suppression_policy(load_rules(unknown))

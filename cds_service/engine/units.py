@@ -107,9 +107,20 @@ def convert(
     scale: str | None = None,
 ) -> float | None:
     """Convert ``value`` from UCUM ``unit`` to ``target``; None when not convertible."""
-    unit, target = ucum_code(unit), ucum_code(target)
-    if unit is None or target is None:
+    source, goal = ucum_code(unit), ucum_code(target)
+    if source is None or goal is None:
         return None
+    return _convert(value, source, goal, molar_mass, valence, scale)
+
+
+def _convert(
+    value: float,
+    unit: str,
+    target: str,
+    molar_mass: float | None,
+    valence: int | None,
+    scale: str | None,
+) -> float | None:
     if unit == target:
         return float(value)
     if unit in _TEMPERATURE and target in _TEMPERATURE:
@@ -119,12 +130,10 @@ def convert(
     if unit not in _LINEAR or target not in _LINEAR:
         return None
     (dim_from, f_from), (dim_to, f_to) = _LINEAR[unit], _LINEAR[target]
-    base = value * f_from
+    base: float | None = value * f_from
     if dim_from != dim_to:
-        base = _bridge(base, dim_from, dim_to, molar_mass, valence)
-        if base is None:
-            return None
-    return base / f_to
+        base = _bridge(value * f_from, dim_from, dim_to, molar_mass, valence)
+    return None if base is None else base / f_to
 
 
 def _bridge(base: float, dim_from: str, dim_to: str, molar_mass, valence) -> float | None:

@@ -99,9 +99,6 @@ class Concept:
     code: str
     display: str
 
-    def as_coding(self) -> dict:
-        return {"system": self.system, "code": self.code, "display": self.display}
-
     @property
     def label(self) -> str:
         return f"{SHORT_NAMES.get(self.system, self.system)} {self.code}"
@@ -124,18 +121,14 @@ class ValueSet:
                 return prefix
         return None
 
-    def keys(self):
-        return self.exact.keys()
-
-    def __len__(self) -> int:
-        return len(self.exact) + len(self.prefixes)
-
     @classmethod
     def from_entries(cls, name: str, entries: list[dict]) -> ValueSet:
-        members, prefixes = [], []
+        members: list[Concept] = []
+        prefixes: list[Concept] = []
         for entry in entries:
-            system = canonical_system(entry["system"])
-            concept = Concept(system, normalise_code(system, str(entry["code"])), entry["display"])
+            system = canonical_system(entry["system"]) or str(entry["system"])
+            code = normalise_code(system, str(entry["code"])) or str(entry["code"])
+            concept = Concept(system, code, entry["display"])
             (prefixes if entry.get("match") == "prefix" else members).append(concept)
         return cls(name, members, prefixes)
 
@@ -148,7 +141,7 @@ class CodeIndex:
     each. Lookups are memoised on the raw (system, code) strings a resource carries.
     """
 
-    MEMO_LIMIT = 65536  # distinct raw codings remembered; the memo is reset when full
+    MEMO_SIZE = 65536  # distinct raw codings remembered (least recently used dropped)
 
     def __init__(self, value_sets):
         self.value_sets = tuple(dict.fromkeys(value_sets))  # registered, in order, once each
@@ -160,21 +153,18 @@ class CodeIndex:
                 self._exact.setdefault(key, []).append(value_set)
             for prefix in value_set.prefixes:
                 self._prefixes.setdefault((prefix.system, prefix.code), []).append(value_set)
-        self._memo: dict[tuple[str, str], tuple] = {}
+        self._remembered = lru_cache(maxsize=self.MEMO_SIZE)(self._owners_of_raw)
 
     def owners(self, system: object, code: object) -> tuple:
         """((value set, matched concept), ...) for a coding's raw system and code."""
         if type(system) is not str or type(code) is not str:
             return ()
-        key = (system, code)
-        found = self._memo.get(key)
-        if found is None:
-            found = self._owners(*_normalised(system, code))
-            if len(self._memo) >= self.MEMO_LIMIT:
-                self._memo = {}
-            if len(system) <= MAX_CODE_LENGTH and len(code) <= MAX_CODE_LENGTH:
-                self._memo[key] = found
-        return found
+        if len(system) <= MAX_CODE_LENGTH and len(code) <= MAX_CODE_LENGTH:
+            return self._remembered(system, code)
+        return self._owners_of_raw(system, code)  # odd and long: not worth remembering
+
+    def _owners_of_raw(self, system: str, code: str) -> tuple:
+        return self._owners(*_normalised(system, code))
 
     def _owners(self, system: str | None, code: str | None) -> tuple:
         if not system or not code:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from cds_service.rules import ObservationConcept
+    from cds_service.engine.concepts import ObservationConcept
 
 USABLE = "usable"
 UNREADABLE = "unreadable"

@@ -10,9 +10,10 @@ from __future__ import annotations
 import uuid
 
 from cds_service import explain
-from cds_service.criteria import Fact, RouteResult
-from cds_service.rules import RuleSet
-from cds_service.terminology import canonical_system
+from cds_service.engine.facts import Fact, RouteResult
+from cds_service.engine.model import Link, RuleSet
+from cds_service.engine.terminology import Concept
+from cds_service.render import evidence
 
 ROUTE_SYSTEM = "urn:leg-cramp-cds:referral-route"
 SUMMARY_LIMIT = 99
@@ -26,22 +27,20 @@ def render(
     return [render_card(result, ruleset, patient_id, settings) for result in results]
 
 
-def _coding(entry: dict) -> dict:
-    return {
-        "system": canonical_system(entry["system"]),
-        "code": str(entry["code"]),
-        "display": entry["display"],
-    }
+def _coding(concept: Concept) -> dict:
+    return {"system": concept.system, "code": concept.code, "display": concept.display}
 
 
 def summary_for(result: RouteResult) -> str:
     """The route's summary with as many findings as fit in SUMMARY_LIMIT characters, then
     '(+N more)': the most severe finding comes first."""
-    template = (result.variant or {}).get("summary") or result.route.data["summary"]
-    findings = []
+    variant = result.variant
+    template = (variant.summary if variant else None) or result.route.summary
+    findings: list[str] = []
     for fact in result.facts:
-        if fact.short not in findings:
-            findings.append(fact.short)
+        brief = evidence.short(fact)
+        if brief not in findings:
+            findings.append(brief)
     for shown in range(len(findings), 0, -1):
         rest = len(findings) - shown
         text = "; ".join(findings[:shown]) + (f" (+{rest} more)" if rest else "")
@@ -56,16 +55,11 @@ def detail_for(result: RouteResult) -> str:
     """Evidence, then the next step and caveats of the rules that fired, nothing else: the
     route's background is on its explanation page. Within DETAIL_LIMIT characters, the
     evidence always stays whole; caveats go first, then the later (less severe) next steps."""
-    variant = result.variant or {}
-    evidence = ["**Evidence**"] + _evidence_lines(result.facts)
+    shown = ["**Evidence**"] + _evidence_lines(result.facts)
     if result.context:
-        evidence += ["", "**Also on record**"] + [f"- {fact.text}" for fact in result.context]
+        shown += ["", "**Also on record**"] + [f"- {evidence.text(f)}" for f in result.context]
     blocks = result.content
-    steps = (
-        [variant["action"].strip()]
-        if variant.get("action")
-        else [b["next_step"].strip() for b in blocks]
-    )
+    steps = [b.next_step for b in blocks]
     tail = []
     if result.existing_referral is not None:
         authored = result.existing_referral.get("authoredOn")
@@ -73,11 +67,11 @@ def detail_for(result: RouteResult) -> str:
         tail = ["", f"An open referral for this already exists{when}: no new referral is offered."]
     caveats: list[str] = []
     for block in blocks:
-        caveats += [c.strip() for c in block.get("caveats", []) if c.strip() not in caveats]
+        caveats += [c for c in block.caveats if c not in caveats]
     for kept_caveats, kept_steps in [(caveats, steps)] + [
         ([], steps[:n]) for n in range(len(steps), 0, -1)
     ]:
-        lines = evidence + ["", "**Next step**"]
+        lines = shown + ["", "**Next step**"]
         lines += kept_steps if len(kept_steps) == 1 else [f"- {s}" for s in kept_steps]
         if len(kept_steps) < len(steps):
             lines.append("- More next steps for the other findings: see the explanation page.")
@@ -92,26 +86,27 @@ def detail_for(result: RouteResult) -> str:
 
 def _evidence_lines(facts: list[Fact]) -> list[str]:
     """One line per fact; the missing results together on one line, where the first was."""
-    missing = [fact.missing for fact in facts if fact.missing]
+    missing = [evidence.missing(fact) for fact in facts]
+    first = next((m for m in missing if m), None)
     lines = []
-    for fact in facts:
-        if not fact.missing:
-            lines.append(f"- {fact.text}")
-        elif fact.missing == missing[0]:
-            lines.append("- No recent result: " + "; ".join(missing))
+    for fact, gap in zip(facts, missing, strict=True):
+        if not gap:
+            lines.append(f"- {evidence.text(fact)}")
+        elif gap == first:
+            lines.append("- No recent result: " + "; ".join(m for m in missing if m))
     return lines
 
 
 def links_for(result: RouteResult, settings=None) -> list[dict]:
     """The guideline link of the most severe rule that fired, then the card's explanation
     page (its route and fired rules, no patient data): LINK_LIMIT in all."""
-    links: list[dict] = []
+    links: list[Link] = []
     for block in result.content:
-        for link in block.get("links", []):
-            if link["url"] not in {other["url"] for other in links}:
+        for link in block.links:
+            if link.url not in {other.url for other in links}:
                 links.append(link)
     shown = [
-        {"label": link["label"], "url": link["url"], "type": "absolute"}
+        {"label": link.label, "url": link.url, "type": "absolute"}
         for link in links[: LINK_LIMIT - 1]
     ]
     return shown + [explain.explain_link(result.route.code, result.fired, settings)]
@@ -120,7 +115,7 @@ def links_for(result: RouteResult, settings=None) -> list[dict]:
 def _service_request(
     code: dict, patient_id: str, priority: str, reasons: list[str], note: str | None = None
 ) -> dict:
-    resource = {
+    resource: dict[str, object] = {
         "resourceType": "ServiceRequest",
         "status": "draft",
         "intent": "proposal",
@@ -145,15 +140,16 @@ def _reasons(facts: list[Fact]) -> list[str]:
 
 
 def suggestions_for(result: RouteResult, patient_id: str) -> list[dict]:
-    data = result.route.data
-    variant = result.variant or {}
+    route = result.route
+    variant = result.variant
     reasons = _reasons(result.facts)
     suggestions = []
-    if "referral" in data and result.existing_referral is None and not variant.get("no_referral"):
-        referral = data["referral"]
-        code = _coding(referral["code"])
-        priority = variant.get("priority") or referral["priority"]
-        label = variant.get("referral_label") or referral["label"]
+    referral = route.referral
+    no_referral = variant is not None and variant.no_referral
+    if referral is not None and result.existing_referral is None and not no_referral:
+        code = _coding(referral.code)
+        priority = (variant.priority if variant else None) or referral.priority
+        label = (variant.referral_label if variant else None) or referral.label
         suggestions.append(
             {
                 "label": label,
@@ -168,15 +164,14 @@ def suggestions_for(result: RouteResult, patient_id: str) -> list[dict]:
                 ],
             }
         )
-    orders = data.get("orders", {})
-    wanted = []
+    wanted: list[str] = []
     for fact in result.facts:
         if fact.order and fact.order not in wanted:
             wanted.append(fact.order)
     if wanted:
         actions = []
         for key in wanted:
-            code = _coding(orders[key])
+            code = _coding(route.orders[key].code)
             actions.append(
                 {
                     "type": "create",
@@ -186,7 +181,7 @@ def suggestions_for(result: RouteResult, patient_id: str) -> list[dict]:
             )
         suggestions.append(
             {
-                "label": data["orders_label"],
+                "label": route.orders_label,
                 "uuid": str(uuid.uuid4()),
                 "isRecommended": True,
                 "actions": actions,
@@ -204,7 +199,7 @@ def render_card(result: RouteResult, ruleset: RuleSet, patient_id: str, settings
         "detail": detail_for(result),
         "source": {
             "label": f"Leg-cramp referral guidance: {route.title}",
-            "url": route.data["links"][0]["url"],
+            "url": route.links[0].url,
             "topic": {"system": ROUTE_SYSTEM, "code": route.code, "display": route.title},
         },
         "overrideReasons": ruleset.override_reasons,

@@ -1,0 +1,183 @@
+"""Criteria on coded problems and procedures: a code of a value set, in a look-back window."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from cds_service.engine.criteria.base import Criterion, Definitions, Need
+from cds_service.engine.facts import CodedProblem, Fact, ProcedureDone, RecordedFinding
+from cds_service.engine.fhir_status import (
+    OBSERVATION_FINAL,
+    PROCEDURE_DONE,
+    condition_counts,
+    condition_dates,
+    observation_date,
+    procedure_date,
+)
+from cds_service.engine.terminology import ICD10CM, Concept, ValueSet, codings_of
+
+if TYPE_CHECKING:
+    from cds_service.engine.evaluation import Evaluation
+
+FINDING_STATUSES = OBSERVATION_FINAL | {"preliminary"}  # a sign recorded as an Observation
+
+
+@dataclass
+class ConditionCriterion(Criterion):
+    """Coded problems (and, with ``also_observations``, findings recorded as Observations)
+    whose onset or recorded date lies in the window.
+
+    ``undated: recent``: an active problem with no usable date counts as recent (an acute
+    DVT on a problem list often has none), and the card says so.
+    """
+
+    type_name = "condition"
+
+    value_sets: tuple[ValueSet, ...]
+    undated_counts: bool
+    persisting: timedelta | None
+    also_observations: bool
+
+    @classmethod
+    def own_fields(cls, spec: dict, defs: Definitions, where: str) -> dict[str, Any]:
+        days = spec.get("persisting_days")
+        return dict(
+            value_sets=tuple(defs.value_set(n, where) for n in spec["value_sets"]),
+            undated_counts=spec.get("undated") == "recent",
+            persisting=timedelta(days=days) if days is not None else None,
+            also_observations=spec.get("also_observations", False),
+        )
+
+    @property
+    def resource_types(self) -> tuple[str, ...]:
+        return ("Condition", "Observation") if self.also_observations else ("Condition",)
+
+    def need(self) -> Need:
+        return Need(
+            "data", frozenset((t, vs) for t in self.resource_types for vs in self.value_sets)
+        )
+
+    def evaluate(self, ev: Evaluation) -> list[Fact]:
+        record = ev.record
+        since = ev.window_start(self)
+        persisting = record.now - self.persisting if self.persisting is not None else None
+        latest = record.now + timedelta(days=1)
+        facts, seen = [], set()
+        for rtype in self.resource_types:
+            for value_set in self.value_sets:
+                for resource, concept in record.find(rtype, value_set):
+                    if id(resource) in seen or record.known_invalid(resource):
+                        continue
+                    dates = _dates(rtype, resource)
+                    if dates is None:
+                        continue
+                    known = [d for d in dates if d is not None and d <= latest]
+                    undated = not known
+                    if persisting is not None and (undated or min(known) > persisting):
+                        continue
+                    if since is not None and (
+                        undated and not self.undated_counts or known and max(known) < since
+                    ):
+                        continue
+                    seen.add(id(resource))
+                    facts.append(
+                        condition_fact(
+                            self.id,
+                            resource,
+                            concept,
+                            undated_counted=undated and since is not None,
+                        )
+                    )
+        return keep_newest_per_item(facts)
+
+
+def _dates(rtype: str, resource: dict) -> tuple[datetime | None, datetime | None] | None:
+    """(onset, recorded) of a problem that counts, (date, None) of a finding; None if not."""
+    if rtype == "Condition":
+        return condition_dates(resource) if condition_counts(resource) else None
+    if resource.get("status") in FINDING_STATUSES:
+        return (observation_date(resource), None)
+    return None
+
+
+@dataclass
+class ProcedureCriterion(Criterion):
+    """A completed (or in-progress) procedure in the window; the newest per code."""
+
+    type_name = "procedure"
+
+    value_sets: tuple[ValueSet, ...]
+
+    @classmethod
+    def own_fields(cls, spec: dict, defs: Definitions, where: str) -> dict[str, Any]:
+        return dict(value_sets=tuple(defs.value_set(n, where) for n in spec["value_sets"]))
+
+    def need(self) -> Need:
+        return Need("data", frozenset(("Procedure", vs) for vs in self.value_sets))
+
+    def evaluate(self, ev: Evaluation) -> list[Fact]:
+        record = ev.record
+        since = ev.window_start(self)
+        best: dict[str, tuple] = {}
+        for value_set in self.value_sets:
+            for resource, concept in record.find("Procedure", value_set):
+                if resource.get("status") not in PROCEDURE_DONE:
+                    continue
+                when = procedure_date(resource)
+                if when is None or (since is not None and when < since) or when > record.now:
+                    continue
+                current = best.get(concept.code)
+                if current is None or when > current[0]:
+                    if not record.known_invalid(resource):
+                        best[concept.code] = (when, resource, concept)
+        return [
+            Fact(self.id, ProcedureDone(concept, when), (resource,), when)
+            for when, resource, concept in sorted(best.values(), key=lambda t: t[0], reverse=True)
+        ]
+
+
+def keep_newest_per_item(facts: list[Fact]) -> list[Fact]:
+    """One fact per coded problem or medicine (the newest), as problem lists repeat entries."""
+    newest: dict[str, Fact] = {}
+    for fact in facts:
+        current = newest.get(fact.item)
+        if current is None or (fact.when and (current.when is None or fact.when > current.when)):
+            newest[fact.item] = fact
+    return list(newest.values())
+
+
+def _actual_code(resource: dict, concept: Concept) -> Concept:
+    """For an ICD-10-CM prefix match (e.g. I82.4*), the code the resource really carries."""
+    for system, code, display in codings_of(resource.get("code")):
+        if (
+            system == ICD10CM == concept.system
+            and code != concept.code
+            and code.startswith(concept.code)
+        ):
+            return Concept(system, code, display or concept.display)
+    return concept
+
+
+def condition_fact(
+    criterion_id: str, resource: dict, concept: Concept, undated_counted: bool = False
+) -> Fact:
+    """The evidence of a coded problem: code, clinical status and dates as recorded (an
+    onset is never inferred from the date the entry was recorded)."""
+    concept = _actual_code(resource, concept)
+    if resource.get("resourceType") == "Observation":
+        when = observation_date(resource)
+        return Fact(criterion_id, RecordedFinding(concept, when), (resource,), when)
+    onset, recorded = condition_dates(resource)
+    status = "active"
+    for _s, code, _d in codings_of(resource.get("clinicalStatus")):
+        status = code
+    evidence = CodedProblem(
+        concept,
+        status,
+        onset.date() if onset else None,
+        recorded.date() if recorded else None,
+        undated_counted,
+    )
+    return Fact(criterion_id, evidence, (resource,), onset or recorded)

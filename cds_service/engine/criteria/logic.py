@@ -1,0 +1,51 @@
+"""Criteria made of other criteria: all of them, or any of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cds_service.engine.criteria.base import Criterion, Definitions, Need
+from cds_service.engine.facts import Fact
+
+if TYPE_CHECKING:
+    from cds_service.engine.evaluation import Evaluation
+
+
+@dataclass
+class AllOf(Criterion):
+    """Holds when every part holds; its facts are all of theirs."""
+
+    type_name = "all"
+
+    of: tuple[str, ...]
+
+    @classmethod
+    def own_fields(cls, spec: dict, defs: Definitions, where: str) -> dict[str, Any]:
+        return dict(of=tuple(defs.criterion(ref, where) for ref in spec["of"]))
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return self.of
+
+    def need(self) -> Need:
+        return Need("all", parts=self.of)
+
+    def evaluate(self, ev: Evaluation) -> list[Fact]:
+        found = [ev.check(ref) for ref in self.of]
+        if not all(found):
+            return []
+        return [fact for part in found for fact in part]
+
+
+@dataclass
+class AnyOf(AllOf):
+    """Holds when any part holds; its facts are those of every part that holds."""
+
+    type_name = "any"
+
+    def need(self) -> Need:
+        return Need("any", parts=self.of)
+
+    def evaluate(self, ev: Evaluation) -> list[Fact]:
+        return [fact for ref in self.of for fact in ev.check(ref)]

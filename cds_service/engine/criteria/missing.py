@@ -1,0 +1,107 @@
+"""Lab results that are missing or cannot be used: what the primary-care workup asks for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from cds_service.engine.criteria.base import Criterion, Definitions, Need
+from cds_service.engine.criteria.observation import DEFAULT_STATUSES
+from cds_service.engine.facts import Fact, LastResult, MissingResult, Quantity, UnusableResult
+from cds_service.engine.model import RuleError
+from cds_service.engine.quality import IMPLAUSIBLE
+
+if TYPE_CHECKING:
+    from cds_service.engine.concepts import ObservationConcept
+    from cds_service.engine.evaluation import Evaluation
+
+
+@dataclass(frozen=True)
+class TestGroup:
+    """Tests that answer one question (kidney function: creatinine or eGFR)."""
+
+    label: str
+    concepts: tuple[ObservationConcept, ...]
+    window: timedelta
+    order: str | None  # the lab order offered for it
+
+
+@dataclass
+class ObservationMissingCriterion(Criterion):
+    """Each group of tests with no usable newest result in its window: a result that cannot
+    be read or is implausible is listed for review, never counted as measured."""
+
+    type_name = "observation-missing"
+
+    groups: tuple[TestGroup, ...]
+    statuses: frozenset[str]
+    report: str  # missing, unusable (review) or both
+
+    @classmethod
+    def own_fields(cls, spec: dict, defs: Definitions, where: str) -> dict[str, Any]:
+        groups = []
+        for group in spec["groups"]:
+            order = group.get("order")
+            if order is not None and order not in defs.orders:
+                raise RuleError(f"{where}/groups: unknown order {order!r}")
+            concepts = tuple(defs.concept(n, where) for n in group["concepts"])
+            window = timedelta(days=group["lookback_days"])
+            groups.append(TestGroup(group["label"], concepts, window, order))
+        return dict(
+            groups=tuple(groups),
+            statuses=defs.statuses(spec, where, DEFAULT_STATUSES),
+            report=spec.get("report", "both"),
+        )
+
+    def need(self) -> Need:
+        return Need("always")
+
+    def evaluate(self, ev: Evaluation) -> list[Fact]:
+        facts = []
+        labs = ev.record.labs
+        for group in self.groups:
+            since = ev.record.now - group.window
+            newest = [
+                (c, r) for c in group.concepts for r in labs.newest_results(c, self.statuses, since)
+            ]
+            if any(r[1] is not None for _c, r in newest):
+                continue
+            if newest:
+                if self.report != "missing":
+                    facts.append(self._unusable(ev, group, newest))
+                continue
+            if self.report != "unusable":
+                facts.append(self._missing(ev, group))
+        return facts
+
+    def _missing(self, ev: Evaluation, group: TestGroup) -> Fact:
+        labs = ev.record.labs
+        newest_ever = [
+            (c, r)
+            for c in group.concepts
+            if (r := labs.newest_result(c, self.statuses)) is not None and r[1] is not None
+        ]
+        last = None
+        sources: tuple[dict, ...] = ()
+        if newest_ever:
+            _concept, (when, value, resource, code) = max(newest_ever, key=lambda cr: cr[1][0])
+            owner = next(c for c in group.concepts if c.value_set.match(code.system, code.code))
+            last = LastResult(owner, value, when, code)
+            sources = (resource,)
+        months = round(group.window.days / 30.4)
+        evidence = MissingResult(group.label, months, last)
+        return Fact(self.id, evidence, sources, None, group.order)
+
+    def _unusable(self, ev: Evaluation, group: TestGroup, newest: list[tuple]) -> Fact:
+        concept, (when, _value, resource, code) = max(newest, key=lambda cr: cr[1][0])
+        reading = ev.record.labs.reading(concept, resource)
+        evidence = UnusableResult(
+            concept,
+            when,
+            code,
+            reading.status == IMPLAUSIBLE,
+            reading.reason,
+            Quantity.of(resource),
+        )
+        return Fact(self.id, evidence, (resource,), when, group.order)

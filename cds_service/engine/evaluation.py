@@ -1,0 +1,209 @@
+"""Run a rule set over one patient record: which routes fire, with which facts.
+
+Each route is evaluated on its own (a route that fails costs itself, not the other cards);
+answers several routes ask of the record (the deciding result of a concept in a window)
+are computed once per record.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import datetime
+
+from cds_service.engine.criteria import Criterion
+from cds_service.engine.criteria.coded import condition_fact
+from cds_service.engine.criteria.medication import active_medications
+from cds_service.engine.criteria.observation import deciding
+from cds_service.engine.facts import INDICATOR_RANK, Fact, Found, RouteResult
+from cds_service.engine.fhir_status import REFERRAL_OPEN, condition_counts
+from cds_service.engine.model import Route, RuleSet
+from cds_service.engine.record import Record
+
+log = logging.getLogger(__name__)
+VALIDATION_ATTEMPTS = 5  # evaluations of a route whose evidence fails R4B validation
+
+
+def evaluate(ruleset: RuleSet, record: Record) -> list[RouteResult]:
+    """The routes that fire for this record, most severe first; none without an active
+    leg-cramp problem or for a patient recorded as deceased."""
+    if not gate_facts(ruleset, record):
+        return []
+    if record.deceased:
+        log.info("no cards: the patient is recorded as deceased")
+        return []
+    results = []
+    shared: dict[tuple, list[Found]] = {}
+    strict: Record | None = None
+    for route in ruleset.routes:
+        try:
+            result = Evaluation(ruleset, route, record, shared).run()
+        except Exception as exc:  # malformed data the screening let through, or a defect
+            log.warning(
+                "route %s failed (%s); evaluated again with every resource validated",
+                route.code,
+                type(exc).__name__,
+            )
+            strict = strict or record.strict_copy()
+            try:
+                result = Evaluation(ruleset, route, strict, {}).run()
+            except Exception as again:  # a defect must cost one route, not every card
+                log.error(
+                    "route %s failed (%s); its card is left out", route.code, type(again).__name__
+                )
+                continue
+        if result is not None:
+            results.append(result)
+    results.sort(key=lambda r: (-INDICATOR_RANK[r.indicator], r.route.order))
+    return results
+
+
+def gate_facts(ruleset: RuleSet, record: Record) -> list[Fact]:
+    """The active leg-cramp problems; no cards without one."""
+    return [
+        condition_fact("gate", resource, concept)
+        for resource, concept in record.find("Condition", ruleset.gate)
+        if condition_counts(resource) and record.is_valid(resource)
+    ]
+
+
+class Evaluation:
+    """Evaluates one route for one record; criteria results are memoised by id."""
+
+    def __init__(
+        self, ruleset: RuleSet, route: Route, record: Record, shared: dict[tuple, list[Found]]
+    ):
+        self.ruleset = ruleset
+        self.route = route
+        self.record = record
+        self.shared = shared
+        self.results: dict[str, list[Fact]] = {}
+        self.present = record.present()
+        self._medications: list[tuple[dict, list]] | None = None
+
+    def run(self) -> RouteResult | None:
+        """The route's result, after FHIR-validating the resources its facts rest on.
+
+        Criteria skip resources already known to be invalid; only the evidence of a result
+        is validated (R4B models are costly), and if any of it fails, the route is evaluated
+        again without it.
+        """
+        for _attempt in range(VALIDATION_ATTEMPTS):
+            result = self._run_once()
+            facts = result.facts + result.context if result else []
+            if all([self.record.is_valid(r) for fact in facts for r in fact.sources]):
+                return result
+            self.results.clear()
+        log.warning("route %s left out: its evidence kept failing FHIR validation", self.route.code)
+        return None
+
+    def _run_once(self) -> RouteResult | None:
+        """The rules that fired, most severe first (their indicator, then their place in the
+        file), so the card's summary leads with the most severe finding."""
+        context: list[Fact] = []
+        hits = []
+        for position, criterion in enumerate(self.route.shown):  # building blocks on demand
+            found = self.check(criterion.id)
+            if not found:
+                continue
+            if criterion.context:
+                context.extend(found)
+                continue
+            level = criterion.indicator or self.route.indicator
+            hits.append((-INDICATOR_RANK[level], position, criterion.id, level, found))
+        if not hits:
+            return None
+        hits.sort(key=lambda hit: hit[:3])
+        facts: list[Fact] = []
+        for *_rank, found in hits:
+            facts.extend(f for f in found if not f.hidden and not _already_shown(f, facts))
+        fired = [hit[2] for hit in hits]
+        return RouteResult(
+            self.route,
+            facts,
+            context,
+            fired,
+            hits[0][3],
+            self.route.variant_for(fired),
+            self._existing_referral(),
+        )
+
+    def check(self, criterion_id: str) -> list[Fact]:
+        """The criterion's facts (empty: it does not hold); memoised for this route."""
+        found = self.results.get(criterion_id)
+        if found is not None:
+            return found
+        self.results[criterion_id] = found = []  # guards against reference cycles
+        if self.possible(criterion_id):
+            criterion = self.route.criteria[criterion_id]
+            if not (criterion.unless and any(map(self.check, criterion.unless))):
+                found = self.results[criterion_id] = _shown(criterion, criterion.evaluate(self))
+        return found
+
+    def possible(self, criterion_id: str) -> bool:
+        """False when the record lacks every code the criterion could hold on (see
+        ``criteria.Need``): most criteria of most routes are settled by this set lookup."""
+        need = self.route.needs[criterion_id]
+        if need.kind == "data":
+            return not self.present.isdisjoint(need.data)
+        if need.kind == "always":
+            return True
+        parts = map(self.possible, need.parts)
+        return all(parts) if need.kind == "all" else any(parts)
+
+    def window_start(self, criterion: Criterion) -> datetime | None:
+        return self.record.now - criterion.window if criterion.window is not None else None
+
+    def deciding(self, concept, since, statuses, aggregate) -> list[Found]:
+        """``observation.deciding``, answered once per record for every route that asks."""
+        key = (concept.name, since, statuses, aggregate, self.record.invalid_count)
+        found = self.shared.get(key)
+        if found is None:
+            found = self.shared[key] = deciding(self, concept, since, statuses, aggregate)
+        return found
+
+    def active_medications(self) -> list[tuple[dict, list]]:
+        if self._medications is None:
+            self._medications = active_medications(self)
+        return self._medications
+
+    def _existing_referral(self) -> dict | None:
+        """An open ServiceRequest for this route's referral, so no duplicate is offered."""
+        if self.route.referral_set is None:
+            return None
+        for resource, _ in self.record.find("ServiceRequest", self.route.referral_set):
+            if resource.get("status") in REFERRAL_OPEN:
+                return resource
+        return None
+
+
+def _shown(criterion: Criterion, found: list[Fact]) -> list[Fact]:
+    """Facts in a fixed order (never the bundle's), hidden or trimmed as the rule asks."""
+    if not criterion.parts:  # a composed criterion's parts are already ordered
+        found.sort(key=_fact_order)
+    if criterion.evidence == "hidden":  # e.g. the cramps being new
+        return [replace(fact, hidden=True) for fact in found]
+    if criterion.evidence == "newest" and found:  # one example is enough (a risk factor)
+        return [found[0]] + [replace(fact, hidden=True) for fact in found[1:]]
+    return found
+
+
+def _fact_order(fact: Fact) -> tuple:
+    """Newest evidence first, then by what it says: the same chart gives the same card
+    whatever the order of its resources."""
+    return (-fact.when.timestamp() if fact.when else float("inf"), fact.name, repr(fact.evidence))
+
+
+def _already_shown(fact: Fact, facts: list[Fact]) -> bool:
+    """The same evidence reached through two criteria is listed once: the same finding, or
+    the same coded problem matched by two value sets (a CKD entry with SNOMED and ICD codes)."""
+    for other in facts:
+        if other == fact:
+            return True
+        if (
+            len(fact.sources) == 1
+            and other.sources == fact.sources
+            and fact.sources[0].get("resourceType") == "Condition"
+        ):
+            return True
+    return False

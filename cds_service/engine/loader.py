@@ -1,0 +1,189 @@
+"""Read the rule files once at start-up and build the rule model from them.
+
+``common.yaml`` holds the leg-cramp gate, the lab concepts, the named status sets and the
+override reasons; ``valuesets/*.yaml`` the coded value sets and medication classes every
+route shares; one file per route its rules and card content. Files are validated against
+the JSON Schemas in ``schemas/`` and cross-checked (names, units, references, cycles), so a
+bad file stops the service with a message naming the file and field.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import jsonschema_rs
+import yaml
+
+from cds_service.engine import units
+from cds_service.engine.concepts import ObservationConcept
+from cds_service.engine.medications import MedicationClassifier
+from cds_service.engine.model import RuleError, RuleSet
+from cds_service.engine.route_loader import Shared, compile_route
+from cds_service.engine.terminology import ValueSet, canonical_system
+
+COMMON_FILE = "common.yaml"
+SHARED_DIR = "valuesets"  # cards/valuesets/*.yaml: definitions every route may use
+GATE_VALUE_SET = "leg-cramps"  # the gate's codes, for routes that ask how new the cramps are
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load(cards_dir: Path) -> RuleSet:
+    """The rule set of a cards directory; RuleError names the file and field at fault."""
+    cards_dir = Path(cards_dir)
+    common_path = cards_dir / COMMON_FILE
+    if not common_path.is_file():
+        raise RuleError(f"{COMMON_FILE}: missing from {cards_dir}")
+    common = read(common_path)
+    validate(common_path, common, schema("rules-common.json"))
+    concepts = {
+        name: _concept(name, spec, common_path) for name, spec in common["observations"].items()
+    }
+    status_sets = {name: frozenset(codes) for name, codes in common["status_sets"].items()}
+    shared = _shared_definitions(cards_dir, common, concepts, status_sets)
+    routes = []
+    seen: dict[str, str] = {}
+    for path in sorted(cards_dir.glob("*.yaml")):
+        if path.name == COMMON_FILE:
+            continue
+        data = read(path)
+        validate(path, data, schema("rules-route.json"))
+        if data["route"] in seen:
+            raise RuleError(
+                f"{path.name}: field route: '{data['route']}' is already "
+                f"defined in {seen[data['route']]}"
+            )
+        seen[data["route"]] = path.name
+        routes.append(compile_route(path.name, data, shared))
+    if not routes:
+        raise RuleError(f"no route files (*.yaml) in {cards_dir}")
+    return RuleSet(
+        routes=routes,
+        concepts=concepts,
+        gate=ValueSet.from_entries("gate", common["gate"]["value_set"]),
+        override_reasons=[
+            {
+                "system": canonical_system(r["system"]),
+                "code": str(r["code"]),
+                "display": r["display"],
+            }
+            for r in common["override_reasons"]
+        ],
+        source_attributes=common.get("source_attributes") or {},
+        status_sets=status_sets,
+        spec=common,
+    )
+
+
+@cache
+def schema(name: str) -> dict:
+    return json.loads(resources.files("cds_service.schemas").joinpath(name).read_text())
+
+
+def read(path: Path) -> dict:
+    try:
+        # libyaml's parser (PyYAML's wheels carry it): the pure-Python one takes over a second
+        # for the rule files, most of the service's start-up.
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
+    except (OSError, yaml.YAMLError) as exc:
+        raise RuleError(f"{path.name}: cannot read: {exc}") from None
+    if not isinstance(data, dict):
+        raise RuleError(f"{path.name}: must be a mapping at the top level")
+    return data
+
+
+def validate(path: Path, data: dict, file_schema: dict) -> None:
+    # jsonschema-rs answers yes or no in milliseconds; jsonschema, ten times slower, is only
+    # asked for the message when a file is wrong (its messages name the field).
+    if jsonschema_rs.validator_for(file_schema).is_valid(data):
+        return
+    validator = jsonschema.Draft202012Validator(file_schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise RuleError(f"{path.name}: field {where}: {err.message}")
+
+
+def _shared_definitions(cards_dir: Path, common: dict, concepts: dict, status_sets: dict) -> Shared:
+    """Medication classes and coded value sets defined once in cards/valuesets/."""
+    route_schema = schema("rules-route.json")
+    file_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "$defs": route_schema["$defs"],
+        "properties": {
+            "medications": route_schema["properties"]["medications"],
+            "value_sets": route_schema["properties"]["value_sets"],
+        },
+    }
+    classes: list[dict] = []
+    value_sets: dict[str, list] = {GATE_VALUE_SET: common["gate"]["value_set"]}
+    where_defined = {GATE_VALUE_SET: COMMON_FILE}
+    for path in sorted((cards_dir / SHARED_DIR).glob("*.yaml")):
+        data = read(path)
+        validate(path, data, file_schema)
+        for name, entries in data.get("value_sets", {}).items():
+            if name in value_sets:
+                raise RuleError(
+                    f"{path.name}: field value_sets/{name}: already defined "
+                    f"in {where_defined[name]}"
+                )
+            where_defined[name] = path.name
+            value_sets[name] = entries
+        for drug_class in data.get("medications", []):
+            key = "medication class " + drug_class["class"]
+            if key in where_defined:
+                raise RuleError(
+                    f"{path.name}: field medications: class {drug_class['class']!r} "
+                    f"is already defined in {where_defined[key]}"
+                )
+            where_defined[key] = path.name
+            classes.append(drug_class)
+    return Shared(
+        value_sets={name: ValueSet.from_entries(name, e) for name, e in value_sets.items()},
+        medication_classes=classes,
+        medications=MedicationClassifier(classes) if classes else None,
+        concepts=concepts,
+        status_sets=status_sets,
+    )
+
+
+def _concept(name: str, spec: dict, path: Path) -> ObservationConcept:
+    concept = ObservationConcept(
+        name=name,
+        label=spec["label"],
+        unit=spec["unit"],
+        display_unit=spec.get("display_unit", spec["unit"]),
+        value_set=ValueSet.from_entries(name, spec["codes"]),
+        molar_mass=spec.get("molar_mass"),
+        valence=spec.get("valence"),
+        scale=spec.get("scale"),
+        unit_aliases=spec.get("unit_aliases", {}),
+        decimals=spec.get("decimals", 1),
+        paired_within=spec.get("paired_within"),
+        unitless=spec.get("unitless", False),
+        correction=spec.get("albumin_correction"),
+    )
+    where = f"{path.name}: field observations/{name}"
+    plausible = spec["plausible"]
+    bounds = [
+        concept.convert(plausible[end], plausible["unit"], concept.unit) for end in ("low", "high")
+    ]
+    if bounds[0] is None or bounds[1] is None:
+        raise RuleError(
+            f"{where}/plausible/unit: {plausible['unit']!r} cannot be converted to {concept.unit!r}"
+        )
+    concept.plausible = (bounds[0], bounds[1])
+    for unit in (concept.unit, concept.display_unit, *concept.unit_aliases.values()):
+        if units.ucum_code(unit) is None:
+            raise RuleError(f"{where}: unknown UCUM unit {unit!r}")
+    if concept.convert(1.0, concept.display_unit, concept.unit) is None:
+        raise RuleError(
+            f"{where}: display_unit {concept.display_unit!r} cannot be converted "
+            f"to {concept.unit!r}"
+        )
+    return concept

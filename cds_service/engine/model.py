@@ -1,0 +1,140 @@
+"""The rule model the loader builds once at start-up: routes, their rules and card content.
+
+Every field is typed and checked when the files are loaded; nothing here reads YAML while a
+request is evaluated. Criterion types live in ``criteria/`` (one class each).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from cds_service.engine.terminology import CodeIndex, Concept, ValueSet
+
+if TYPE_CHECKING:
+    from cds_service.engine.concepts import ObservationConcept
+    from cds_service.engine.criteria.base import Criterion, Need
+    from cds_service.engine.medications import MedicationClassifier
+
+
+class RuleError(ValueError):
+    """A rule file is wrong; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Link:
+    label: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Content:
+    """What a card says for one rule that fired: its next step, caveats and links."""
+
+    next_step: str
+    caveats: tuple[str, ...] = ()
+    links: tuple[Link, ...] = ()
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Card wording for a subset of a route's rules; among the variants whose ``when``
+    matches, the one with the lowest ``precedence`` number is chosen."""
+
+    index: int  # place in the file
+    when: frozenset[str]
+    precedence: int
+    only: bool = False  # applies only when every fired rule is in ``when``
+    summary: str | None = None
+    referral_label: str | None = None
+    priority: str | None = None
+    no_referral: bool = False
+
+    def matches(self, fired: list[str]) -> bool:
+        return set(fired) <= self.when if self.only else bool(self.when & set(fired))
+
+
+@dataclass(frozen=True)
+class Referral:
+    label: str
+    code: Concept
+    priority: str
+
+
+@dataclass(frozen=True)
+class Order:
+    """A lab test the workup card offers to order."""
+
+    code: Concept
+
+
+@dataclass(frozen=True)
+class Suppression:
+    reasons: tuple[str, ...]
+    days: int
+
+
+@dataclass
+class Route:
+    """One referral route (one rule file), compiled."""
+
+    code: str
+    title: str
+    indicator: str
+    order: int
+    source_file: str
+    summary: str
+    links: tuple[Link, ...]
+    criteria: dict[str, Criterion]  # by id, in file order
+    content: dict[str, Content]
+    content_of: dict[str, str]  # criterion id -> content name
+    variants: tuple[Variant, ...]
+    value_sets: dict[str, ValueSet]
+    needs: dict[str, Need]
+    referral: Referral | None = None
+    orders: dict[str, Order] = field(default_factory=dict)
+    orders_label: str | None = None
+    suppression: tuple[Suppression, ...] = ()
+    medications: MedicationClassifier | None = None
+    spec: dict = field(default_factory=dict, repr=False)  # as written: explanation pages only
+    referral_set: ValueSet | None = None  # to find an open referral
+
+    def __post_init__(self) -> None:
+        self.shown = [c for c in self.criteria.values() if c.fires or c.context]
+        if self.referral is not None:
+            self.referral_set = ValueSet("referral", [self.referral.code], [])
+
+    def variant_for(self, fired: list[str]) -> Variant | None:
+        return next((v for v in self.variants if v.matches(fired)), None)
+
+
+@dataclass
+class RuleSet:
+    """Every route, the gate (the leg-cramp problem) and the lab concepts, compiled once."""
+
+    routes: list[Route]
+    concepts: dict[str, ObservationConcept]
+    gate: ValueSet
+    override_reasons: list[dict]
+    source_attributes: dict
+    status_sets: dict[str, frozenset[str]]
+    spec: dict = field(default_factory=dict, repr=False)  # common.yaml as written: explain only
+    codes: CodeIndex = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.routes = sorted(self.routes, key=lambda r: r.order)
+        self.codes = CodeIndex(
+            [self.gate]
+            + [c.value_set for c in self.concepts.values()]
+            + [vs for route in self.routes for vs in route.value_sets.values()]
+            + [r.referral_set for r in self.routes if r.referral_set]
+        )
+
+    @property
+    def observation_codes(self) -> list[Concept]:
+        """Every observation code a rule reads, for the prefetch template."""
+        seen = {}
+        for concept in self.concepts.values():
+            for member in concept.value_set.exact.values():
+                seen[(member.system, member.code)] = member
+        return list(seen.values())

@@ -1,0 +1,260 @@
+"""The patient record: every resource from prefetch or the FHIR server, read on demand.
+
+Resources stay as decoded: plain dicts, or ``fhir_json.FhirNode`` structs that read the same
+way. A resource type is indexed when a rule first asks for it, and only under the value sets
+the rules use (``terminology.CodeIndex``), so the codes no rule reads cost one lookup. Only
+the resources a rule actually uses as evidence are validated with the ``fhir.resources.R4B``
+models (``Record.is_valid``), which keeps the hot path near the cost of JSON parsing.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from cds_service.engine.fhir_status import parse_datetime
+from cds_service.engine.results import LabResults
+from cds_service.engine.terminology import CodeIndex, Concept, ValueSet
+from cds_service.engine.validation import (
+    CHOICE_VARIANTS,
+    ELEMENTS_READ,
+    VALIDATED_TYPES,
+    validates,
+    well_formed,
+)
+
+log = logging.getLogger(__name__)
+
+INDEXED_TYPES = ("Condition", "Observation", "Procedure", "ServiceRequest")  # coded, by value set
+
+
+class Record:
+    """One patient's resources, grouped by type; coded ones filed under the rules' value sets.
+
+    Nothing is checked or indexed up front: a resource is screened (``well_formed``, about
+    this patient) when a rule first reaches it, and a resource type is indexed when a rule
+    first asks for it. A chart without a leg-cramp problem only has its Conditions read.
+    """
+
+    def __init__(
+        self, patient_id: str, resources, now: datetime, codes: CodeIndex, strict: bool = False
+    ):
+        self.patient_id = patient_id
+        self.now = now
+        self.codes = codes
+        self.strict = strict  # every resource a rule reaches must pass R4B validation
+        self.patient: dict | None = None
+        self.received: dict[str, list[dict]] = {}  # as sent, unscreened
+        self.left_out = 0  # malformed, or about another patient (among those a rule reached)
+        self._screened: dict[int, bool] = {}
+        self._by_type: dict[str, list[dict]] = {}
+        self._indexes: dict[str, dict[ValueSet, list[tuple[dict, Concept]]]] = {}
+        self._found: dict[tuple[str, ValueSet], list[tuple[dict, Concept]]] = {}
+        self._medications: dict[str, dict] | None = None
+        self._present: frozenset | None = None
+        self._valid: dict[int, bool] = {}
+        self.invalid_count = 0  # resources found invalid so far: part of every shared answer's key
+        received = self.received
+        for resource in resources:
+            kind = type(resource)
+            rtype = (
+                resource.get("resourceType")
+                if kind is dict
+                else getattr(resource, "resourceType", None)  # a decoded FhirNode
+            )
+            if type(rtype) is str:
+                group = received.get(rtype)
+                if group is None:
+                    group = received[rtype] = []
+                group.append(resource)
+        self.labs = LabResults(self)
+        for resource in self.received.get("Patient", ()):
+            if self.screen(resource):
+                self.patient = resource
+                break
+
+    def screen(self, resource: dict) -> bool:
+        """Well formed and about this patient; decided once per resource."""
+        key = id(resource)
+        verdict = self._screened.get(key)
+        if verdict is None:
+            verdict = (
+                well_formed(resource)
+                and self._about_patient(resource)
+                and (not self.strict or self.is_valid(resource))
+            )
+            self._screened[key] = verdict
+            if not verdict:
+                self.left_out += 1
+        return verdict
+
+    def _about_patient(self, resource: dict) -> bool:
+        """False for a resource whose subject is another patient (or not a patient)."""
+        if resource.get("resourceType") == "Patient":
+            return resource.get("id") in (None, self.patient_id)
+        subject = resource.get("subject") or resource.get("patient")
+        ref = subject.get("reference") if isinstance(subject, dict) else None
+        if not isinstance(ref, str):
+            return True  # no reference to check: prefetch is per patient by definition
+        wanted = f"Patient/{self.patient_id}"
+        return ref == wanted or ref.endswith("/" + wanted)
+
+    def resources(self, rtype: str) -> list[dict]:
+        """Every screened resource of a type (for rules that read them all: medications)."""
+        found = self._by_type.get(rtype)
+        if found is None:
+            found = self._by_type[rtype] = [
+                r for r in self.received.get(rtype, ()) if self.screen(r)
+            ]
+        return found
+
+    def find(self, rtype: str, value_set: ValueSet) -> list[tuple[dict, Concept]]:
+        """Screened resources of ``rtype`` with a coding in ``value_set``, each with the
+        concept it matched. Memoised: several routes ask for the same value sets."""
+        key = (rtype, value_set)
+        found = self._found.get(key)
+        if found is None:
+            found = self._found[key] = [
+                pair for pair in self._candidates(rtype, value_set) if self.screen(pair[0])
+            ]
+        return found
+
+    def present(self) -> frozenset:
+        """Every (resource type, value set) with candidates, and (type, None) for each type
+        received: what ``rules.Need`` is checked against. Computed once, indexing the types."""
+        if self._present is None:
+            found: set[tuple[str, ValueSet | None]] = {(rtype, None) for rtype in self.received}
+            for rtype in INDEXED_TYPES:
+                index = self._indexes.get(rtype)
+                if index is None:
+                    index = self._indexes[rtype] = self._index(rtype)
+                found.update((rtype, value_set) for value_set in index)
+            self._present = frozenset(found)
+        return self._present
+
+    def _candidates(self, rtype: str, value_set: ValueSet) -> list[tuple[dict, Concept]]:
+        """Like ``find``, before screening (lab results are screened one by one, lazily)."""
+        index = self._indexes.get(rtype)
+        if index is None:
+            index = self._indexes[rtype] = self._index(rtype)
+        if value_set not in self.codes.registered:
+            raise KeyError(f"value set {value_set.name!r} is not in the rules' code index")
+        return index.get(value_set, [])
+
+    def _index(self, rtype: str) -> dict[ValueSet, list[tuple[dict, Concept]]]:
+        """File each resource of a type under the value sets its codes belong to.
+
+        One pass over ``code.coding``: a resource is listed once per value set, with its
+        first coding in it; codes outside every value set cost one dict lookup.
+        """
+        index: dict[ValueSet, list[tuple[dict, Concept]]] = {}
+        owners_of = self.codes.owners
+        for resource in self.received.get(rtype, ()):
+            concept = (
+                resource.get("code") if type(resource) is dict else resource.code  # type: ignore[attr-defined]
+            )
+            codings = concept.get("coding") if type(concept) is dict else None
+            if type(codings) is not list:
+                continue
+            if len(codings) == 1:  # the usual case: no value set can be reached twice
+                coding = codings[0]
+                if type(coding) is dict:
+                    for value_set, matched in owners_of(coding.get("system"), coding.get("code")):
+                        found = index.get(value_set)
+                        if found is None:
+                            found = index[value_set] = []
+                        found.append((resource, matched))
+                continue
+            filed = set()
+            for coding in codings:
+                if type(coding) is not dict:
+                    continue
+                for value_set, matched in owners_of(coding.get("system"), coding.get("code")):
+                    if value_set not in filed:
+                        filed.add(value_set)
+                        index.setdefault(value_set, []).append((resource, matched))
+        return index
+
+    def medication_of(self, resource: dict) -> dict | None:
+        """The Medication a medicationReference points at (contained or in the record)."""
+        ref = resource.get("medicationReference")
+        ref = ref.get("reference") if isinstance(ref, dict) else None
+        if not isinstance(ref, str):
+            return None
+        if ref.startswith("#"):
+            for contained in resource.get("contained") or []:
+                if isinstance(contained, dict) and contained.get("id") == ref[1:]:
+                    return contained
+            return None
+        if self._medications is None:
+            self._medications = {
+                "Medication/" + m["id"]: m
+                for m in self.resources("Medication")
+                if isinstance(m.get("id"), str)
+            }
+        return self._medications.get(ref)
+
+    def strict_copy(self) -> Record:
+        """The same resources, each one R4B-validated before a rule reads it: for a route
+        that failed on malformed data, so the malformed resource costs itself, not the route."""
+        resources = [r for group in self.received.values() for r in group]
+        return Record(self.patient_id, resources, self.now, self.codes, strict=True)
+
+    def counts(self) -> dict[str, int]:
+        """Resources received, by type (for the access log)."""
+        return {rtype: len(items) for rtype, items in self.received.items()}
+
+    def known_invalid(self, resource: dict) -> bool:
+        """True once validation has failed for this resource (see ``is_valid``)."""
+        return self._valid.get(id(resource)) is False
+
+    def is_valid(self, resource: dict) -> bool:
+        """Validate what the rules read of a resource against the FHIR R4B model.
+
+        Only the elements in ``ELEMENTS_READ`` are validated: a lab value is not dropped
+        because of a malformed element no rule looks at, and validation costs half as much.
+        """
+        key = id(resource)
+        verdict = self._valid.get(key)
+        if verdict is None:
+            rtype = resource.get("resourceType")
+            verdict = self._valid[key] = rtype not in VALIDATED_TYPES or validates(
+                rtype,
+                {
+                    k: v
+                    for k, v in resource.items()
+                    if v is not None and (k in ELEMENTS_READ[rtype] or k in CHOICE_VARIANTS)
+                },
+            )
+            if not verdict:
+                self.invalid_count += 1
+                log.warning("ignored an invalid %s resource", rtype)
+        return verdict
+
+    # Patient demographics used by the rules (CKD-EPI needs age and sex).
+    @property
+    def sex(self) -> str | None:
+        gender = (self.patient or {}).get("gender")
+        return gender if gender in {"male", "female"} else None
+
+    @property
+    def deceased(self) -> bool:
+        """Recorded as deceased on or before today: no referral advice for such a chart.
+
+        A death date that cannot be read still says the patient died; a death date after
+        the clinical today (a replayed chart) does not yet apply.
+        """
+        patient = self.patient or {}
+        if patient.get("deceasedBoolean") is True:
+            return True
+        died = patient.get("deceasedDateTime")
+        if died is None:
+            return False
+        when = parse_datetime(died)
+        return when is None or when <= self.now + timedelta(days=1)
+
+    def age_on(self, when: datetime) -> float | None:
+        birth = parse_datetime((self.patient or {}).get("birthDate"))
+        if birth is None or birth > when:
+            return None
+        return (when - birth).days / 365.25

@@ -1,0 +1,150 @@
+"""A record's lab results by concept: dated, ordered newest first, each read once.
+
+Kept apart from ``record.Record`` (which owns the resources and their screening) because
+results have their own rules: an unreadable newest result is never replaced by an older one,
+and same-instant results are ordered by rule, never by the bundle.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from cds_service.engine.fhir_status import instant, observation_date
+from cds_service.engine.quality import Reading, assess
+
+if TYPE_CHECKING:
+    from cds_service.engine.record import Record
+
+log = logging.getLogger(__name__)
+
+# (when, value in the concept's unit or None when unusable, resource, code matched)
+Result = tuple
+
+
+class LabResults:
+    """The results of one record, per observation concept."""
+
+    def __init__(self, record: Record):
+        self.record = record
+        self._dated: dict[str, list[tuple]] = {}
+        self._values: dict[str, dict[int, Reading]] = {}
+
+    def newest_result(self, concept, statuses, since: datetime | None = None) -> tuple | None:
+        """The newest result of a lab concept with one of ``statuses`` (from ``since`` on):
+        (when, canonical value, resource, code), or None.
+
+        The value is ``None`` when it cannot be converted to the concept's unit: an
+        unreadable newest result is not silently replaced by an older one. Results are
+        screened and converted only when reached (most rules stop at the newest one); a
+        plain loop, as abandoning a generator part-way costs more than the rest.
+        """
+        record = self.record
+        oldest = since.timestamp() if since is not None else None
+        for stamp, when, resource, code in self._dated_of(concept):
+            if oldest is not None and stamp < oldest:
+                return None  # newest first: the rest are older still
+            if (
+                record.screen(resource)
+                and resource.get("status") in statuses
+                and not record.known_invalid(resource)
+            ):
+                return when, self._value(concept, resource), resource, code
+        return None
+
+    def results_in(self, concept, statuses, since: datetime | None) -> list[tuple]:
+        """Every such result from ``since`` on, newest first (see ``newest_result``)."""
+        record = self.record
+        oldest = since.timestamp() if since is not None else None
+        found = []
+        for stamp, when, resource, code in self._dated_of(concept):
+            if oldest is not None and stamp < oldest:
+                break
+            if (
+                record.screen(resource)
+                and resource.get("status") in statuses
+                and not record.known_invalid(resource)
+            ):
+                found.append((when, self._value(concept, resource), resource, code))
+        return found
+
+    def newest_results(
+        self, concept, statuses, since: datetime | None = None, same_day: bool = False
+    ) -> list[tuple]:
+        """Every result at the newest instant (``same_day``: on the newest day) from
+        ``since`` on, usable or not: several results of one instant are decided by rule
+        (the worse value), never by which came first in the bundle."""
+        record = self.record
+        oldest = since.timestamp() if since is not None else None
+        found: list[tuple] = []
+        first = None
+        for stamp, when, resource, code in self._dated_of(concept):
+            if oldest is not None and stamp < oldest:
+                break
+            if first is not None and (
+                when.date() != first[1].date() if same_day else stamp != first[0]
+            ):
+                break
+            if (
+                record.screen(resource)
+                and resource.get("status") in statuses
+                and not record.known_invalid(resource)
+            ):
+                first = first or (stamp, when)
+                found.append((when, self._value(concept, resource), resource, code))
+        return found
+
+    def _dated_of(self, concept) -> list[tuple]:
+        dated = self._dated.get(concept.name)
+        if dated is None:
+            dated = self._dated[concept.name] = self._dated_results(concept)
+        return dated
+
+    def _value(self, concept, resource) -> float | None:
+        """The result's value in the concept's canonical unit when usable, else None."""
+        return self.reading(concept, resource).value
+
+    def reading(self, concept, resource) -> Reading:
+        """The result as the rules may use it (``quality.assess``), decided once per record."""
+        readings = self._values.setdefault(concept.name, {})
+        key = id(resource)
+        found = readings.get(key)
+        if found is None:
+            found = readings[key] = assess(concept, resource)
+            if not found.usable:
+                log.info("a %s result is %s: %s", concept.name, found.status, found.reason)
+        return found
+
+    def _dated_results(self, concept) -> list[tuple]:
+        """(POSIX timestamp, when, resource, code), newest first. Sorted and compared on
+        timestamps: comparing datetimes that carry UTC offsets is several times slower."""
+        latest_allowed = (self.record.now + timedelta(days=1)).timestamp()
+        dated = []
+        for resource, code in self.record._candidates("Observation", concept.value_set):
+            effective = (
+                resource.get("effectiveDateTime")
+                if type(resource) is dict
+                else resource.effectiveDateTime  # type: ignore[attr-defined]  # a FhirNode
+            )
+            stamped = (
+                instant(effective) if type(effective) is str and 4 <= len(effective) <= 64 else None
+            )
+            if stamped is None:
+                when = observation_date(resource)
+                if when is None:
+                    continue
+                stamped = (when.timestamp(), when)
+            if stamped[0] <= latest_allowed:
+                dated.append((*stamped, resource, code))
+        # Newest first; results of one instant in a fixed order whatever the bundle's: the
+        # concept's codes as listed (serum or plasma before blood), then the resource id.
+        rank = {key: i for i, key in enumerate(concept.value_set.exact)}
+        dated.sort(
+            key=lambda r: (
+                -r[0],
+                rank.get((r[3].system, r[3].code), len(rank)),
+                str(r[2].get("id")),
+            )
+        )
+        return dated

@@ -1,0 +1,184 @@
+"""Compile one route file into a ``model.Route``: its criteria (one typed object each), the
+card content they name, variants, referral, orders and suppression, every name resolved."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cds_service.engine.concepts import ObservationConcept
+from cds_service.engine.criteria import Criterion, Definitions, Need
+from cds_service.engine.medications import MedicationClassifier
+from cds_service.engine.model import (
+    Content,
+    Link,
+    Order,
+    Referral,
+    Route,
+    RuleError,
+    Suppression,
+    Variant,
+)
+from cds_service.engine.terminology import Concept, ValueSet, canonical_system
+
+
+@dataclass
+class Shared:
+    """What every route may use: the shared value sets, medication classes and concepts."""
+
+    value_sets: dict[str, ValueSet]
+    medication_classes: list[dict]
+    medications: MedicationClassifier | None
+    concepts: dict[str, ObservationConcept]
+    status_sets: dict[str, frozenset[str]]
+
+
+def compile_route(file: str, data: dict, shared: Shared) -> Route:
+    value_sets = _value_sets(file, data, shared)
+    medications = shared.medications
+    if data.get("medications"):  # a route's own classes, on top of the shared ones
+        _check_no_clash(file, data, shared)
+        medications = MedicationClassifier(shared.medication_classes + data["medications"])
+    ids = [c["id"] for c in data["criteria"]]
+    duplicate = next((i for i, c in enumerate(ids) if c in ids[:i]), None)
+    if duplicate is not None:
+        raise RuleError(f"{file}: field criteria/{duplicate}/id: duplicate id {ids[duplicate]!r}")
+    defs = Definitions(
+        file=file,
+        value_sets=value_sets,
+        concepts=shared.concepts,
+        status_sets=shared.status_sets,
+        orders=frozenset(data.get("orders", {})),
+        medications=medications,
+        ids=frozenset(ids),
+    )
+    criteria = {
+        spec["id"]: Criterion.build(spec, defs, f"{file}: field criteria/{i}")
+        for i, spec in enumerate(data["criteria"])
+    }
+    content = {name: _content(block) for name, block in data.get("content", {}).items()}
+    used = {name for c in criteria.values() for name in _value_set_names(c)}
+    return Route(
+        code=data["route"],
+        title=data["title"],
+        indicator=data["indicator"],
+        order=data.get("order", 100),
+        source_file=file,
+        summary=data["summary"],
+        links=tuple(Link(link["label"], link["url"]) for link in data.get("links", [])),
+        criteria=criteria,
+        content=content,
+        content_of=_content_of(file, criteria, content),
+        variants=_variants(file, data, defs),
+        value_sets={name: vs for name, vs in value_sets.items() if name in used},
+        needs=_needs(file, criteria),
+        referral=_referral(data),
+        orders={key: Order(_concept(entry)) for key, entry in data.get("orders", {}).items()},
+        orders_label=data.get("orders_label"),
+        suppression=tuple(
+            Suppression(tuple(s["reasons"]), int(s["days"])) for s in data.get("suppression") or []
+        ),
+        medications=medications,
+        spec=data,
+    )
+
+
+def _value_sets(file: str, data: dict, shared: Shared) -> dict[str, ValueSet]:
+    local = data.get("value_sets", {})
+    redefined = sorted(set(local) & set(shared.value_sets))
+    if redefined:
+        raise RuleError(
+            f"{file}: field value_sets: {redefined} already defined in valuesets/ (or the "
+            "gate): use the shared definition, or give a different set its own name"
+        )
+    return {
+        **shared.value_sets,
+        **{name: ValueSet.from_entries(name, entries) for name, entries in local.items()},
+    }
+
+
+def _value_set_names(criterion: Criterion) -> list[str]:
+    return [vs.name for vs in getattr(criterion, "value_sets", ())]
+
+
+def _check_no_clash(file: str, data: dict, shared: Shared) -> None:
+    clash = {c["class"] for c in data["medications"]} & {
+        c["class"] for c in shared.medication_classes
+    }
+    if clash:
+        raise RuleError(f"{file}: field medications: {sorted(clash)} already defined in valuesets/")
+
+
+def _content(block: dict) -> Content:
+    return Content(
+        next_step=block["next_step"].strip(),
+        caveats=tuple(c.strip() for c in block.get("caveats", [])),
+        links=tuple(Link(link["label"], link["url"]) for link in block.get("links", [])),
+    )
+
+
+def _content_of(file: str, criteria: dict[str, Criterion], content: dict) -> dict[str, str]:
+    """Which content block each rule shows; a rule that makes a card must name one."""
+    content_of = {}
+    for i, criterion in enumerate(criteria.values()):
+        name = criterion.content
+        if name is not None and name not in content:
+            raise RuleError(f"{file}: field criteria/{i}/content: unknown content {name!r}")
+        if criterion.fires and not criterion.context and name is None:
+            raise RuleError(
+                f"{file}: field criteria/{i}/content: a criterion that makes "
+                "a card needs its next step (content)"
+            )
+        if name is not None:
+            content_of[criterion.id] = name
+    return content_of
+
+
+def _variants(file: str, data: dict, defs: Definitions) -> tuple[Variant, ...]:
+    variants = []
+    for i, spec in enumerate(data.get("variants", [])):
+        where = f"{file}: field variants/{i}/when"
+        variants.append(
+            Variant(
+                index=i,
+                when=frozenset(defs.criterion(ref, where) for ref in spec["when"]),
+                precedence=spec.get("precedence", i + 1),
+                only=spec.get("only", False),
+                summary=spec.get("summary"),
+                referral_label=spec.get("referral_label"),
+                priority=spec.get("priority"),
+                no_referral=spec.get("no_referral", False),
+            )
+        )
+    precedences = [v.precedence for v in variants]
+    if len(set(precedences)) != len(precedences):
+        raise RuleError(f"{file}: field variants: two variants have the same precedence")
+    return tuple(sorted(variants, key=lambda v: v.precedence))
+
+
+def _concept(entry: dict) -> Concept:
+    return Concept(canonical_system(entry["system"]) or "", str(entry["code"]), entry["display"])
+
+
+def _referral(data: dict) -> Referral | None:
+    if "referral" not in data:
+        return None
+    spec = data["referral"]
+    return Referral(spec["label"], _concept(spec["code"]), spec["priority"])
+
+
+def _needs(file: str, criteria: dict[str, Criterion]) -> dict[str, Need]:
+    """Each criterion's Need; a cycle of references is a rule file error."""
+    needs: dict[str, Need] = {}
+
+    def need(criterion_id: str, path: tuple[str, ...]) -> None:
+        if criterion_id in path:
+            raise RuleError(f"{file}: criteria {' -> '.join(path + (criterion_id,))} form a cycle")
+        if criterion_id not in needs:
+            criterion = criteria[criterion_id]
+            for part in criterion.parts:
+                need(part, path + (criterion_id,))
+            needs[criterion_id] = criterion.need()
+
+    for criterion_id in criteria:
+        need(criterion_id, ())
+    return needs

@@ -1,0 +1,1 @@
+"""Rendering: the engine's facts as words, CDS Hooks cards and explanation pages."""

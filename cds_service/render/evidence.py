@@ -1,0 +1,278 @@
+"""The engine's facts in words: one line for the card's evidence, a few words for its
+summary. Every wording of a finding lives here (the engine returns structured facts)."""
+
+from __future__ import annotations
+
+import re
+from functools import singledispatch
+
+from cds_service.engine import units
+from cds_service.engine.concepts import ObservationConcept
+from cds_service.engine.facts import (
+    CodedProblem,
+    Discordance,
+    Fact,
+    FlaggedResult,
+    LabResult,
+    MedicationOrder,
+    MissingResult,
+    ProcedureDone,
+    Quantity,
+    RecordedFinding,
+    UnusableResult,
+)
+from cds_service.engine.quality import CRITICAL_FLAGS
+
+
+def format_number(value: float, decimals: int) -> str:
+    """At most ``decimals`` decimals, without trailing zeros (4.10 -> "4.1", 80.0 -> "80")."""
+    text = f"{value:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def value_text(concept: ObservationConcept, canonical_value: float) -> str:
+    """A value in the concept's unit, shown in its display unit ("2.9 mmol/L")."""
+    shown = format_number(concept.in_display_unit(canonical_value), concept.decimals)
+    # A dimensionless ratio (ABI) has no unit label: no trailing space.
+    return f"{shown} {units.display_label(concept.display_unit)}".rstrip()
+
+
+def day(when) -> str:
+    return when.date().isoformat() if when else "date not recorded"
+
+
+def text(fact: Fact) -> str:
+    """The fact's line in the card's evidence."""
+    return _text(fact.evidence)
+
+
+def short(fact: Fact) -> str:
+    """The fact in a few words, for the card's summary."""
+    return _short(fact.evidence)
+
+
+def missing(fact: Fact) -> str:
+    """For a missing result, "potassium (3 months; last ...)"; otherwise ""."""
+    evidence = fact.evidence
+    if not isinstance(evidence, MissingResult):
+        return ""
+    if evidence.last is None:
+        brief = "none on record"
+    else:
+        last = evidence.last
+        brief = (
+            f"last {value_text(last.concept, last.value)} on {day(last.when)}, {last.code.label}"
+        )
+    return f"{_bare(evidence.label)} ({evidence.months} months; {brief})"
+
+
+def _bare(label: str) -> str:
+    return re.sub(r" \(.*\)", "", label)
+
+
+@singledispatch
+def _text(evidence) -> str:
+    raise TypeError(f"no wording for {type(evidence).__name__}")
+
+
+@singledispatch
+def _short(evidence) -> str:
+    raise TypeError(f"no wording for {type(evidence).__name__}")
+
+
+@_text.register
+def _(e: CodedProblem) -> str:
+    if e.onset and e.recorded and e.recorded != e.onset:
+        dates = f"onset {e.onset.isoformat()}, recorded {e.recorded.isoformat()}"
+    elif e.onset:
+        dates = f"onset {e.onset.isoformat()}"
+    elif e.recorded:
+        dates = f"recorded {e.recorded.isoformat()} (onset not recorded)"
+    else:
+        dates = "onset and recorded date not recorded"
+    if e.undated_counted:
+        dates += ": counted as recent, check when it began"
+    return f"{e.code.display} ({e.code.label}), {e.status}, {dates}"
+
+
+@_short.register
+def _(e: CodedProblem) -> str:
+    return e.code.display
+
+
+@_text.register
+def _(e: RecordedFinding) -> str:
+    return f"{e.code.display} ({e.code.label}), recorded as a finding on {day(e.when)}"
+
+
+@_short.register
+def _(e: RecordedFinding) -> str:
+    return e.code.display
+
+
+@_text.register
+def _(e: ProcedureDone) -> str:
+    return f"{e.code.display} ({e.code.label}), performed {day(e.when)}"
+
+
+@_short.register
+def _(e: ProcedureDone) -> str:
+    return f"{e.code.display.lower()} on {day(e.when)}"
+
+
+@_text.register
+def _(e: LabResult) -> str:
+    concept, shown, on = e.concept, value_text(e.concept, e.value), day(e.when)
+    if e.estimate is not None:
+        derived = _estimate(e.estimate)
+        line = f"{concept.label} {shown} on {on}, **estimated** with CKD-EPI 2021 from {derived}"
+    elif e.correction is not None:
+        c = e.correction
+        derived = (
+            f"measured {value_text(concept, c.measured)}, corrected for albumin "
+            f"{value_text(c.albumin, c.albumin_value)} ({day(c.albumin_when)})"
+        )
+        line = f"{concept.label} {shown} on {on} ({e.code.label}; {derived})"
+    else:
+        line = f"{concept.label} {shown} on {on} ({e.code.label}{as_reported(concept, e.reported)})"
+    t = e.threshold
+    limit = f"{t.comparator} {format_number(t.value, 2)} {units.display_label(t.unit)}"
+    line += f"; threshold {limit}{_discordance(concept, e.discordance)}"
+    if e.earlier is not None:
+        line += (
+            f"; also {value_text(concept, e.earlier.value)} on {day(e.earlier.when)} "
+            f"({e.earlier.code.label}), {(e.when - e.earlier.when).days} days earlier: "
+            "**sustained**"
+        )
+    return line
+
+
+@_short.register
+def _(e: LabResult) -> str:
+    concept, shown, on = e.concept, value_text(e.concept, e.value), day(e.when)
+    if e.estimate is not None:
+        brief = f"estimated {concept.label} {shown} on {on}"
+    elif e.correction is not None:
+        brief = f"{concept.label} {shown} (corrected) on {on}"
+    else:
+        brief = f"{concept.label} {shown} on {on}"
+    return f"{brief}, sustained" if e.earlier is not None else brief
+
+
+def _estimate(estimate) -> str:
+    creatinine = value_text(estimate.creatinine, estimate.value)
+    return f"creatinine {creatinine} ({estimate.code.label}), age {estimate.age}, {estimate.sex}"
+
+
+def _discordance(concept: ObservationConcept, d: Discordance | None) -> str:
+    if d is None:
+        return ""
+    if d.other_estimate is None:
+        reported = as_reported(concept, d.other_reported or Quantity())
+        other = (
+            f"reported {concept.label} {value_text(concept, d.other_value)} "
+            f"({d.other_code.label}{reported})"
+        )
+    else:
+        other = (
+            f"{concept.label} {value_text(concept, d.other_value)} estimated from "
+            f"{_estimate(d.other_estimate)}"
+        )
+    return (
+        f". **Discordant**: the same-day {other} differs by more than "
+        f"{round(d.margin * 100)} %; the lower value is used, check both"
+    )
+
+
+@_text.register
+def _(e: FlaggedResult) -> str:
+    return (
+        f"{e.concept.label} flagged {CRITICAL_FLAGS[e.flag]} ({e.flag}) by the laboratory "
+        f"on {day(e.when)} ({e.code.label}), with {e.reason}: no number to confirm it, "
+        "treated as critical"
+    )
+
+
+@_short.register
+def _(e: FlaggedResult) -> str:
+    return f"{e.concept.label} flagged {CRITICAL_FLAGS[e.flag]} on {day(e.when)}"
+
+
+@_text.register
+def _(e: UnusableResult) -> str:
+    recorded = as_recorded(e.recorded)
+    if e.implausible:
+        return (
+            f"{e.concept.label} {recorded} on {day(e.when)} ({e.code.label}) is implausible: "
+            "check the result (not used by any rule)"
+        )
+    return (
+        f"{e.concept.label} result on {day(e.when)} ({e.code.label}) cannot be read "
+        f"({e.reason}{': ' + recorded if recorded else ''}): review this result"
+    )
+
+
+@_short.register
+def _(e: UnusableResult) -> str:
+    return f"review {e.concept.label.lower()} result"
+
+
+@_text.register
+def _(e: MissingResult) -> str:
+    if e.last is None:
+        tail = "none on record"
+    else:
+        last = e.last
+        tail = (
+            f"last: {last.concept.label} {value_text(last.concept, last.value)} on "
+            f"{day(last.when)}, {last.code.label}"
+        )
+    return f"No {e.label} result in the last {e.months} months ({tail})"
+
+
+@_short.register
+def _(e: MissingResult) -> str:
+    return "no recent " + _bare(e.label)
+
+
+@_text.register
+def _(e: MedicationOrder) -> str:
+    since = f"ordered {e.started.date().isoformat()}" if e.started else "order date not recorded"
+    link = f"; link with cramps: {e.link_with_cramps}" if e.link_with_cramps else ""
+    ingredient = "" if e.ingredient.lower() in e.name.lower() else f" ({e.ingredient})"
+    return f"{e.name[:60]}: {e.class_label}{ingredient}, {e.status}, {since} ({e.how}{link})"
+
+
+@_short.register
+def _(e: MedicationOrder) -> str:
+    return e.ingredient
+
+
+def as_recorded(q: Quantity) -> str:
+    """The value as the laboratory sent it ("45 mmol/L", "<2.5 mmol/L"), for review lines."""
+    if q.text is not None:
+        return f'"{q.text[:40]}"'
+    value = q.value
+    if isinstance(value, float):
+        value = format_number(value, 3)
+    parts = [value, q.unit or q.code]
+    shown = " ".join(str(p) for p in parts if p is not None and not isinstance(p, bool))
+    prefix = q.comparator if isinstance(q.comparator, str) else ""
+    return (prefix + shown)[:40]
+
+
+def as_reported(concept: ObservationConcept, q: Quantity) -> str:
+    """'; reported as 78 mmol/mol' when the lab used another unit than the one shown, and
+    '; reported as 4.26 mL/min, used as mL/min/1.73m²' when a unit was read as another."""
+    raw, value = q.code or q.unit, q.value
+    if raw in concept.unit_aliases and not isinstance(value, bool):
+        return (
+            f"; reported as {format_number(float(value), 2)} {raw}, used as "
+            f"{units.display_label(concept.unit_aliases[raw])}"
+        )
+    unit = units.ucum_code(raw)
+    if unit is None or unit == units.ucum_code(concept.display_unit) or isinstance(value, bool):
+        return ""
+    if units.display_label(unit) == units.display_label(concept.display_unit):
+        return ""
+    return f"; reported as {format_number(float(value), 2)} {units.display_label(unit)}"
