@@ -16,11 +16,16 @@ ROOT = Path(__file__).resolve().parents[1]
 CLINICAL = ROOT.parent / "shared" / "clinical"
 
 
+CARDS = ROOT / "cards"
+RULE_FILES = sorted(CARDS.rglob("*.yaml"))  # route files, common.yaml and cards/valuesets/*.yaml
+SHARED_FILES = sorted((CARDS / "valuesets").glob("*.yaml"))
+
+
 def coded_entries():
     """(file, system, code, display, entry) for every coding in every rule file."""
-    for path in sorted((ROOT / "cards").rglob("*.yaml")):
+    for path in RULE_FILES:
         data = yaml.safe_load(path.read_text())
-        yield from _walk(path.name, data)
+        yield from _walk(path.relative_to(CARDS).as_posix(), data)
 
 
 def _walk(name, node):
@@ -56,13 +61,33 @@ def _walk(name, node):
 ENTRIES = list(coded_entries())
 
 
+ICD_ENTRIES = [(n, c, e) for n, s, c, _d, e in ENTRIES if s == ICD10CM]
+
+
 def test_rule_files_have_codes():
     assert len(ENTRIES) > 100
+    assert len(ICD_ENTRIES) > 100  # the parametrized ICD-10-CM check below is never empty
+
+
+def test_every_shared_value_set_entry_is_checked():
+    """The coded value sets live in cards/valuesets/ (issue 11): each of their entries must be
+    among the codes checked here, so a moved or renamed file cannot drop out unnoticed."""
+    assert len(SHARED_FILES) > 5, "no shared value set files found in cards/valuesets/"
+    checked = {(name, str(entry["code"])) for name, _s, _c, _d, entry in ENTRIES if "code" in entry}
+    total = 0
+    for path in SHARED_FILES:
+        name = path.relative_to(CARDS).as_posix()
+        for set_name, entries in (yaml.safe_load(path.read_text()).get("value_sets") or {}).items():
+            assert entries, f"{name}: value set {set_name} is empty"
+            for entry in entries:
+                total += 1
+                assert (name, str(entry["code"])) in checked, f"{name}: {entry} not checked"
+    assert total > 200, f"only {total} value set entries in cards/valuesets/"
 
 
 @pytest.mark.parametrize(
     "name, code, entry",
-    [(n, c, e) for n, s, c, _d, e in ENTRIES if s == ICD10CM],
+    ICD_ENTRIES,
     ids=lambda v: v if isinstance(v, str) else "",
 )
 def test_icd10cm_code_is_in_the_official_set(name, code, entry):
