@@ -29,13 +29,41 @@ def _evaluate(args, settings: Settings) -> int:
     except (OSError, ValueError) as exc:
         print(f"cannot read {args.request}: {exc}", file=sys.stderr)
         return 2
+    service = CdsService(settings)
     try:
-        outcome = CdsService(settings).evaluate(payload)
+        outcome = service.evaluate(payload)
     except CdsError as error:
         print(json.dumps(operation_outcome(error.status, error.message), indent=2))
         return 1
+    store = None if args.no_suppressions else _configured_store(settings)
+    if store is not None:
+        try:
+            # As the HTTP path does: cards an override suppresses for this patient are left
+            # out. Read only: nothing is recorded, so a replay never counts as issued.
+            store.suppression_policy = service.suppression_policy
+            store.urgent_routes = service.urgent_routes
+            service.apply_suppressions(outcome, payload["context"]["patientId"], store)
+        finally:
+            store.close()
+    for left_out in outcome.suppressed:  # route and rule ids only: no patient data
+        route = left_out["card"]["source"]["topic"]["code"]
+        print(
+            f"suppressed by an earlier override: {route} (rules {left_out['rules']})",
+            file=sys.stderr,
+        )
     print(json.dumps(outcome.response, indent=2, ensure_ascii=False))
     return 0
+
+
+def _configured_store(settings: Settings):
+    """The feedback store when one is configured: CDS_DATABASE_URL, or the default SQLite
+    database once a service has created it in CDS_DATA_DIR (never created from here)."""
+    default = settings.data_dir / "cds.sqlite3"
+    if not settings.database_url.get_secret_value() and not default.exists():
+        return None
+    from cds_service.storage import Store
+
+    return Store(settings)
 
 
 def _check_rules(args, settings: Settings) -> int:
@@ -61,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int)
     evaluate = sub.add_parser("evaluate", help="print the CDS Hooks response for a request file")
     evaluate.add_argument("request")
+    evaluate.add_argument(
+        "--no-suppressions",
+        action="store_true",
+        help="show every card, also those an override suppresses for this patient",
+    )
     check = sub.add_parser("check-rules", help="validate every file in cards/")
     check.add_argument("--cards-dir")
     check.add_argument(

@@ -251,6 +251,9 @@ class RuleExplanation:
     links: list[dict] = field(default_factory=list)
     note: str | None = None
     fired: bool = False  # named in ?rules= (highlighted, listed first)
+    # {"level", "source"} of the rule's recommendation, from the rule files; "not graded"
+    # where the references give no grade.
+    evidence_level: dict | None = None
 
     @property
     def role_words(self) -> str:
@@ -480,6 +483,19 @@ def _content(route, criterion: dict) -> tuple[str | None, list[str], list[dict]]
     return _clean(next_step), [t for c in caveats if (t := _clean(c))], links
 
 
+def _evidence_level(route, criterion: dict) -> dict | None:
+    """The rule's evidence level and source: on the criterion itself, or on the content
+    block it names (the schema requires one on every block)."""
+    found = criterion.get("evidence_level")
+    name = criterion.get("content")
+    if found is None and isinstance(name, str):
+        found = (route.data.get("content", {}).get(name) or {}).get("evidence_level")
+    if not isinstance(found, dict):
+        return None
+    level, source = _clean(found.get("level")), _clean(found.get("source"))
+    return {"level": level, "source": source} if level and source else None
+
+
 def _when(criterion: dict, route, ruleset) -> tuple[str, list[str], list[str], list[CodeList]]:
     """(one sentence, details, general data rules, what it reads) for one criterion."""
     kind = criterion["type"]
@@ -701,6 +717,7 @@ def explain_route(route, ruleset, fired: Iterable[str] = ()) -> RouteExplanation
                 links=links,
                 note=_clean(criterion.get("note")) or _clean(criterion.get("finding")),
                 fired=criterion["id"] in fired_ids,
+                evidence_level=_evidence_level(route, criterion) if role == "fires" else None,
             )
         )
     referral = data.get("referral")
@@ -896,6 +913,9 @@ def decision_tables(ruleset, content_hash: str, width: int = 100) -> str:
             out += para("      THEN ", then, "           ")
             if rule.next_step:
                 out += para("      NEXT STEP ", rule.next_step, "           ")
+            if rule.evidence_level:
+                graded = f"{rule.evidence_level['level']} (source: {rule.evidence_level['source']})"
+                out += para("      EVIDENCE ", graded, "           ")
         blocks = [rule for rule in r.rules if rule.role != "fires"]
         if blocks:
             out.append("")

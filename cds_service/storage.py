@@ -10,7 +10,10 @@
 - ``save_feedback`` also records a suppression when a card is overridden with a reason its
   route's ``suppression`` block names; ``active_suppressions`` reads them on the hook's
   path (one indexed query; if the database cannot be read, nothing is suppressed: fail
-  open, logged).
+  open, logged). Feedback may arrive before its card's record is written: it first waits
+  briefly for this process's queued records, and feedback still unknown then (the card came
+  from another instance, or its write was slow) is adopted when the card is written, its
+  suppression included.
 - ``first_use`` remembers JWT ids for replay protection, shared by every worker.
 - The schema is created and upgraded by ``cds_service.migrations`` when the store starts,
   or at the first use after the database comes back (tables: ``cds_service.database``).
@@ -61,6 +64,7 @@ log = logging.getLogger(__name__)
 SALT_FILE = "patient-hash-salt"
 REPLAY_PURGE_INTERVAL = 60.0  # seconds between deletions of expired JWT ids
 SUPPRESSION_RETRY = 30.0  # after a failed suppression lookup, seconds without lookups (fail open)
+FEEDBACK_FLUSH_WAIT = 2.0  # seconds feedback waits for this process's queued card records
 URGENT_MAX_DAYS = 1  # a critical card is never suppressed for longer, whatever the policy
 
 
@@ -235,15 +239,7 @@ class Store:
             with self.engine.begin() as conn:
                 info = conn.connection.info
                 insert_ignore(conn, issued_card, rows, ["card_uuid"])
-                # Feedback that arrived before its card was written is no longer unknown.
-                conn.execute(
-                    update(feedback)
-                    .where(
-                        feedback.c.card_uuid.in_([r["card_uuid"] for r in rows]),
-                        feedback.c.unknown_card.is_(True),
-                    )
-                    .values(unknown_card=False)
-                )
+                self._adopt_early_feedback(conn, rows)
         except SQLAlchemyError as exc:
             self._note_failure()
             log.warning("could not write %d issued-card records: %s", len(rows), describe(exc))
@@ -257,6 +253,34 @@ class Store:
             )
             return
         self._watch.maybe_checkpoint()
+
+    def _adopt_early_feedback(self, conn, rows: list[dict]) -> None:
+        """Within the card write's transaction: feedback that arrived before its card was
+        written (another instance, or a write slower than the feedback's wait) is no longer
+        unknown, and a suppressing override among it takes effect now, as it would have had
+        the card been known (its expiry still counts from the override)."""
+        uuids = [r["card_uuid"] for r in rows]
+        early = [
+            r._asdict()
+            for r in conn.execute(
+                select(
+                    feedback.c.card_uuid,
+                    feedback.c.outcome,
+                    feedback.c.override_reason_code,
+                    feedback.c.outcome_timestamp,
+                    feedback.c.received_at,
+                ).where(feedback.c.card_uuid.in_(uuids), feedback.c.unknown_card.is_(True))
+            )
+        ]
+        if not early:
+            return
+        conn.execute(
+            update(feedback)
+            .where(feedback.c.card_uuid.in_(uuids), feedback.c.unknown_card.is_(True))
+            .values(unknown_card=False)
+        )
+        if self.suppression_policy:
+            self._suppress(conn, early, {r["card_uuid"]: r for r in rows}, utcnow())
 
     def flush(self, timeout: float = CLOSE_TIMEOUT) -> bool:
         """Wait until every record queued so far has been written (or given up on)."""
@@ -329,7 +353,8 @@ class Store:
                 continue
             if card["route"] in self.urgent_routes or card["indicator"] == "critical":
                 days = min(days, URGENT_MAX_DAYS)
-            start = min(row["outcome_timestamp"], received_at)  # a client clock ahead: now
+            # A client clock ahead: from the receipt (of this item, when adopted late).
+            start = min(row["outcome_timestamp"], row.get("received_at") or received_at)
             values = {
                 "card_uuid": row["card_uuid"],
                 "reason_code": row["override_reason_code"],
@@ -345,10 +370,14 @@ class Store:
                     from sqlalchemy.dialects.postgresql import insert as dialect_insert
                 else:
                     from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+                statement = dialect_insert(suppression).values(**key, **values)
                 conn.execute(
-                    dialect_insert(suppression)
-                    .values(**key, **values)
-                    .on_conflict_do_update(index_elements=list(key), set_=values)
+                    statement.on_conflict_do_update(
+                        index_elements=list(key),
+                        set_=values,
+                        # Only a later override replaces one (feedback can be adopted late).
+                        where=suppression.c.suppressed_at <= statement.excluded.suppressed_at,
+                    )
                 )
             else:
                 conn.execute(
@@ -420,6 +449,11 @@ class Store:
             return
         if not self.ensure_schema():
             raise StoreUnavailable("database unavailable")
+        # The record of a card this process issued a moment ago may still be queued (the
+        # writer batches in the background): let it reach the database first, so the
+        # override applies at once. Bounded; if the wait runs out, or the card was issued by
+        # another instance, the card write adopts the feedback (_adopt_early_feedback).
+        self._writer.flush(FEEDBACK_FLUSH_WAIT)
         try:
             with self.engine.begin() as conn:
                 info = conn.connection.info

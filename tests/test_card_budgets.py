@@ -68,11 +68,13 @@ def test_published_charts_get_few_cards():
     """Each Java-Synthea chart read a week after its newest entry, with a leg-cramp problem
     recorded that day: at most 1.5 cards per chart on average.
 
-    The issue also asks for a workup card on at most half of them (5 of 10); the charts give
-    6, each for a reason the issue itself lists: no result at all for over a year (Tamatha,
-    Weston, David, who also has a stale TSH), thyroid disease without TSH (Louie), diabetes
-    without magnesium (Clarine) and an implausible HbA1c to review (Josue). We keep them and
-    check that no other chart gets one.
+    The issue also asks for a workup card on at most half of them (5 of 10). The five that
+    keep one each have a trigger the issue lists: no basic result on record for over a year
+    with new cramps (Tamatha, Weston, and David, whose TSH is also years old), thyroid
+    disease without TSH (Louie) and diabetes without magnesium (Clarine). Josue's only
+    trigger was an implausible HbA1c beside a usable glucose; it is now shown where the
+    HbA1c is used (the endocrinology card), not as a workup of its own
+    (cards/primary-care-workup.yaml, `hba1c-missing`).
     """
     counts, workups = [], set()
     for name in sorted(EXPECTED_SHIFTED):
@@ -81,7 +83,8 @@ def test_published_charts_get_few_cards():
         if "primary-care-workup" in routes:
             workups.add(name.split("_")[0])
     assert sum(counts) / len(counts) <= 1.5
-    assert workups <= {"Tamatha", "Weston", "David", "Louie", "Clarine", "Josue"}
+    assert len(workups) <= len(counts) / 2
+    assert workups == {"Tamatha", "Weston", "David", "Louie", "Clarine"}
 
 
 def test_summary_leads_with_the_most_severe_finding():

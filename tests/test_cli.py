@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,78 @@ def test_invalid_yaml_is_reported(tmp_path, capsys):
     (cards / "nephrology.yaml").write_text("route: [unclosed\n")
     assert main(["check-rules", "--cards-dir", str(cards)]) == 1
     assert "nephrology.yaml" in capsys.readouterr().err
+
+
+# -- evaluate applies suppressions when a store is configured (issue 13) -------------------
+
+NEPHROLOGY = ROOT / "fhir_examples" / "nephrology-egfr-22.json"
+
+
+def _override_in_a_store(tmp_path: Path, patient: str | None = None) -> None:
+    """A service on tmp_path/data issues the nephrology card and it is overridden with a
+    suppressing reason."""
+    settings = Settings.from_env(
+        {}, today="2026-11-24", data_dir=tmp_path / "data", patient_hash_salt="cli-secret"
+    )
+    app = create_app(settings)
+    try:
+        client = app.test_client()
+        request = json.loads(NEPHROLOGY.read_text())
+        [card] = [
+            c
+            for c in client.post("/cds-services/leg-cramp-referral", json=request).get_json()[
+                "cards"
+            ]
+            if c["source"]["topic"]["code"] == "nephrology"
+        ]
+        assert app.extensions["cds_store"].flush()
+        item = {
+            "card": card["uuid"],
+            "outcome": "overridden",
+            "outcomeTimestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+            "overrideReason": {
+                "reason": {
+                    "system": "urn:leg-cramp-cds:override-reason",
+                    "code": "patient-declined",
+                }
+            },
+        }
+        response = client.post(
+            "/cds-services/leg-cramp-referral/feedback", json={"feedback": [item]}
+        )
+        assert response.status_code == 200
+    finally:
+        app.extensions["cds_store"].close()
+
+
+def _evaluate(capsys, path: Path, *extra: str) -> tuple[set[str], str]:
+    assert main(["evaluate", str(path), *extra]) == 0
+    captured = capsys.readouterr()
+    routes = {c["source"]["topic"]["code"] for c in json.loads(captured.out)["cards"]}
+    return routes, captured.err
+
+
+def test_evaluate_leaves_out_suppressed_cards_and_says_so(tmp_path, capsys, monkeypatch):
+    _override_in_a_store(tmp_path)
+    monkeypatch.setenv("CDS_TODAY", "2026-11-24")
+    monkeypatch.setenv("CDS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CDS_PATIENT_HASH_SALT", "cli-secret")
+    routes, err = _evaluate(capsys, NEPHROLOGY)
+    assert "nephrology" not in routes
+    assert "suppressed by an earlier override: nephrology (rules " in err
+    patient = json.loads(NEPHROLOGY.read_text())["context"]["patientId"]
+    assert patient not in err and "eGFR" not in err  # route and rule ids only
+    # Near misses: another patient, and --no-suppressions, get the card and no message.
+    other = tmp_path / "other.json"
+    other.write_text(NEPHROLOGY.read_text().replace(patient, "someone-else"))
+    for path, extra in ((other, ()), (NEPHROLOGY, ("--no-suppressions",))):
+        routes, err = _evaluate(capsys, path, *extra)
+        assert "nephrology" in routes and "suppressed" not in err
+
+
+def test_evaluate_without_a_store_creates_none(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CDS_TODAY", "2026-11-24")
+    monkeypatch.setenv("CDS_DATA_DIR", str(tmp_path / "data"))
+    routes, err = _evaluate(capsys, NEPHROLOGY)
+    assert "nephrology" in routes and "suppressed" not in err
+    assert not (tmp_path / "data").exists()

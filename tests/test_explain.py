@@ -343,3 +343,81 @@ def test_html_and_text_share_the_rule_sentences(explainer, ruleset, capsys):
         words = rule.when.split(" ")[:6]
         assert " ".join(words) in text.replace("\n      ", " ")
         assert rule.when.replace("<", "&lt;").replace(">", "&gt;").replace("'", "&#39;") in html
+
+
+# --------------------------------------------------------------------------- evidence levels
+
+
+def _escaped(text: str) -> str:
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("'", "&#39;")
+    )
+
+
+def test_every_rule_that_makes_a_card_shows_its_evidence_level_and_source(client, ruleset):
+    """Generated from the rule files: each firing rule's level and source on its route page;
+    building blocks and context have none. The references grade none of them, so every
+    level is "not graded" with its source named (never an invented grade)."""
+    for route in ruleset.routes:
+        html = client.get(f"/explain/{route.code}").get_data(as_text=True)
+        sections = html.split('<section id="rule-')[1:]
+        for criterion in route.criteria:
+            [section] = [s for s in sections if s.startswith(criterion["id"] + '"')]
+            model = explain.explain_route(route, ruleset).by_id[criterion["id"]]
+            if model.role != "fires":
+                assert model.evidence_level is None and "Evidence level" not in section
+                continue
+            level = model.evidence_level
+            assert level is not None, (route.code, criterion["id"])
+            assert level["level"] == "not graded"
+            assert f"<strong>Evidence level:</strong> {level['level']}" in section
+            assert _escaped(level["source"]) in section, (route.code, criterion["id"])
+
+
+def test_evidence_level_comes_from_the_named_content_block_or_the_rule(ruleset, tmp_path):
+    cards = tmp_path / "cards"
+    shutil.copytree(CARDS, cards)
+    path = cards / "nephrology.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["content"]["dialysis"]["evidence_level"] = {"level": "level X", "source": "Test 2026"}
+    rule = next(c for c in data["criteria"] if c["id"] == "dialysis-recent")
+    rule["evidence_level"] = {"level": "level Y", "source": "Override 2026"}
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    loaded = load_rules(cards)
+    route = next(r for r in loaded.routes if r.code == "nephrology")
+    model = explain.explain_route(route, loaded, ["dialysis-recent"]).by_id
+    assert model["dialysis-dependence"].evidence_level == {
+        "level": "level X",
+        "source": "Test 2026",
+    }
+    assert model["dialysis-recent"].evidence_level == {
+        "level": "level Y",
+        "source": "Override 2026",
+    }
+    html = explain.Explainer(loaded, cards).route_html("nephrology", "dialysis-recent")
+    fired = html.split('id="fired"')[1].split("</section>")[0]
+    assert "evidence level: level Y; Override 2026" in fired  # the fired list shows it too
+    text = explain.Explainer(loaded, cards).text()
+    assert "EVIDENCE level X (source: Test 2026)" in text
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda b: b.pop("evidence_level"), "evidence_level"),
+        (lambda b: b["evidence_level"].pop("source"), "source"),
+        (lambda b: b["evidence_level"].update(level=""), "level"),
+    ],
+)
+def test_check_rules_requires_an_evidence_level_on_every_content_block(
+    tmp_path, capsys, edit, field
+):
+    cards = tmp_path / "cards"
+    shutil.copytree(CARDS, cards)
+    path = cards / "vascular.yaml"
+    data = yaml.safe_load(path.read_text())
+    edit(data["content"]["pad"])
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    assert main(["check-rules", "--cards-dir", str(cards)]) == 1
+    err = capsys.readouterr().err
+    assert "vascular.yaml: field content/pad" in err and field in err

@@ -204,11 +204,35 @@ def test_implausible_potassium_is_no_emergency_and_is_shown_for_checking():
 
 
 def test_implausible_hba1c_is_not_a_result():
-    cards = cards_of(condition("E11.9"), observation("4548-4", 2.9, "%", 10), *normal_workup())
-    assert "HbA1c 2.9 %" in cards["primary-care-workup"]["detail"]
-    assert "implausible" in cards["primary-care-workup"]["detail"]
+    """An implausible HbA1c never counts as measured, and on its own (a usable glucose beside
+    it, diabetes known) it is not a workup (issue 13): it is shown where the HbA1c is used."""
+    implausible = observation("4548-4", 2.9, "%", 10)
+    cards = cards_of(condition("E11.9"), implausible, *normal_workup())
+    assert "primary-care-workup" not in cards and "endocrinology" not in cards
+    # Where the HbA1c is used: listed on the endocrinology card when that card fires.
+    cards = cards_of(condition("E11.9"), condition("E05.90"), implausible, *normal_workup())
+    detail = cards["endocrinology"]["detail"]
+    assert "**Also on record**" in detail
+    assert "HbA1c 2.9 %" in detail and "implausible" in detail
     near = cards_of(condition("E11.9"), observation("4548-4", 10.2, "%", 10), *normal_workup())
     assert "endocrinology" in near  # a plausible poorly controlled HbA1c still refers
+    assert "implausible" not in near["endocrinology"]["detail"]  # a usable one: not for review
+
+
+def test_a_diabetic_with_no_hba1c_at_all_is_asked_for_one():
+    cards = cards_of(condition("E11.9"), *normal_workup())
+    assert "Order HbA1c" in cards["primary-care-workup"]["detail"]
+    measured = cards_of(condition("E11.9"), observation("4548-4", 6.8, "%", 10), *normal_workup())
+    assert "primary-care-workup" not in measured
+
+
+def test_an_implausible_hba1c_that_is_the_only_glucose_result_is_reviewed():
+    workup = [o for o in normal_workup() if o["code"]["coding"][0]["code"] != "2345-7"]
+    cards = cards_of(observation("4548-4", 2.9, "%", 10), *workup)
+    detail = cards["primary-care-workup"]["detail"]
+    assert "HbA1c 2.9 %" in detail and "implausible" in detail
+    plausible = cards_of(observation("4548-4", 5.4, "%", 10), *workup)
+    assert "primary-care-workup" not in plausible
 
 
 # ------------------------------------------------------------------ conflicting results

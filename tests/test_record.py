@@ -87,7 +87,7 @@ def test_an_invalid_resource_is_reported_on_every_call_although_its_verdict_is_m
     for _ in range(2):
         caplog.clear()
         record = Record("p1", [dict(broken)], NOW, ruleset.codes)
-        with caplog.at_level(logging.WARNING, logger="cds_service.record"):
+        with caplog.at_level(logging.WARNING, logger="cds_service.engine.record"):
             assert record.is_valid(record.received["Observation"][0]) is False
         assert "invalid Observation" in caplog.text
     fixed = _potassium("k1", 2.1, "2026-11-23")

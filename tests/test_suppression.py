@@ -13,6 +13,7 @@ import copy
 import json
 import logging
 import shutil
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -313,3 +314,99 @@ def test_rule_load_refuses_a_long_urgent_suppression_or_unknown_reason(settings,
     )
     with pytest.raises(RuleError, match="unknown override reason 'too-busy'"):
         suppression_policy(load_rules(unknown))
+
+
+# -- feedback that arrives before its card's record is written ------------------------------
+
+
+def post_override(client, card: dict, code: str = "already-under-care") -> None:
+    """The override, posted without waiting for the card record (unlike ``override``)."""
+    item = {
+        "card": card["uuid"],
+        "outcome": "overridden",
+        "outcomeTimestamp": timestamp(),
+        "overrideReason": {"reason": {"system": OVERRIDE_SYSTEM, "code": code}},
+    }
+    response = client.post(FEEDBACK, json={"feedback": [item]})
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def hold_card_writes(store: Store) -> threading.Event:
+    """Stall this store's background card writer until the returned event is set."""
+    gate = threading.Event()
+    write = store._writer._write
+    store._writer._write = lambda rows: (gate.wait(30), write(rows))[1]  # type: ignore[method-assign]
+    return gate
+
+
+def feedback_rows(store: Store) -> list:
+    with store.engine.connect() as conn:
+        return list(
+            conn.execute(select(database.feedback.c.card_uuid, database.feedback.c.unknown_card))
+        )
+
+
+def test_override_posted_while_the_card_record_is_queued_suppresses_at_once(app, client):
+    """The card record is still in this process's queue (written in the background): the
+    feedback waits for it, so the next call already leaves the card out."""
+    first = cards_by_route(client, example(NEPHROLOGY))
+    post_override(client, first["nephrology"])
+    assert "nephrology" not in cards_by_route(client, example(NEPHROLOGY))
+    # Near miss: the same race with a reason that does not suppress keeps the card.
+    card = cards_by_route(client, example(NEPHROLOGY, patient="p-other"))["nephrology"]
+    post_override(client, card, code="cds-not-applicable")
+    assert "nephrology" in cards_by_route(client, example(NEPHROLOGY, patient="p-other"))
+
+
+@pytest.mark.parametrize(
+    "code, suppressed", [("patient-declined", True), ("cds-not-applicable", False)]
+)
+def test_override_that_reaches_another_instance_first_is_adopted_with_the_card(
+    settings, monkeypatch, code, suppressed
+):
+    """Instance one issues the card but has not written its record when instance two gets
+    the override: the feedback is acknowledged and stored as for an unknown card, and the
+    suppression starts when instance one writes the card record."""
+    one, two = create_app(settings), create_app(settings)
+    try:
+        gate = hold_card_writes(store_of(one))
+        card = cards_by_route(one.test_client(), example(NEPHROLOGY))["nephrology"]
+        post_override(two.test_client(), card, code=code)
+        assert feedback_rows(store_of(two)) == [(card["uuid"], True)]  # acknowledged, kept
+        assert "nephrology" in cards_by_route(two.test_client(), example(NEPHROLOGY))
+        gate.set()
+        assert store_of(one).flush()
+        assert feedback_rows(store_of(two)) == [(card["uuid"], False)]
+        again = cards_by_route(two.test_client(), example(NEPHROLOGY))
+        assert ("nephrology" not in again) is suppressed
+    finally:
+        store_of(one).close()
+        store_of(two).close()
+
+
+def test_a_late_adopted_override_never_replaces_a_later_one(settings, monkeypatch):
+    """An older override adopted late does not shorten or replace a newer suppression."""
+    one, two = create_app(settings), create_app(settings)
+    try:
+        gate = hold_card_writes(store_of(one))
+        old_card = cards_by_route(one.test_client(), example(NEPHROLOGY))["nephrology"]
+        item = {
+            "card": old_card["uuid"],
+            "outcome": "overridden",
+            "outcomeTimestamp": timestamp(timedelta(days=-30)),
+            "overrideReason": {"reason": {"system": OVERRIDE_SYSTEM, "code": "patient-declined"}},
+        }
+        assert two.test_client().post(FEEDBACK, json={"feedback": [item]}).status_code == 200
+        new_card = cards_by_route(two.test_client(), example(NEPHROLOGY))["nephrology"]
+        override(two.test_client(), store_of(two), new_card)
+        gate.set()
+        assert store_of(one).flush()
+        with store_of(two).engine.connect() as conn:
+            [row] = conn.execute(select(database.suppression.c.card_uuid))
+        assert row.card_uuid == new_card["uuid"]
+        # 70 days on, the old override (30 days ago + 90) would have ended; the new one holds.
+        later(store_of(two), timedelta(days=70))
+        assert "nephrology" not in cards_by_route(two.test_client(), example(NEPHROLOGY))
+    finally:
+        store_of(one).close()
+        store_of(two).close()
