@@ -489,7 +489,7 @@ def _evidence_level(route, criterion: dict) -> dict | None:
     found = criterion.get("evidence_level")
     name = criterion.get("content")
     if found is None and isinstance(name, str):
-        found = (route.data.get("content", {}).get(name) or {}).get("evidence_level")
+        found = (route.spec.get("content", {}).get(name) or {}).get("evidence_level")
     if not isinstance(found, dict):
         return None
     level, source = _clean(found.get("level")), _clean(found.get("source"))

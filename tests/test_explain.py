@@ -361,7 +361,7 @@ def test_every_rule_that_makes_a_card_shows_its_evidence_level_and_source(client
     for route in ruleset.routes:
         html = client.get(f"/explain/{route.code}").get_data(as_text=True)
         sections = html.split('<section id="rule-')[1:]
-        for criterion in route.criteria:
+        for criterion in route.spec["criteria"]:
             [section] = [s for s in sections if s.startswith(criterion["id"] + '"')]
             model = explain.explain_route(route, ruleset).by_id[criterion["id"]]
             if model.role != "fires":

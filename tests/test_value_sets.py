@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cds_service.terminology import canonical_system, normalise_code
+from cds_service.engine.terminology import canonical_system, normalise_code
 
 CARDS = Path(__file__).resolve().parents[1] / "cards"
 
