@@ -28,12 +28,20 @@ class Link:
 
 
 @dataclass(frozen=True)
+class EvidenceLevel:
+    level: str  # "not graded" where the references give no grade
+    source: str
+
+
+@dataclass(frozen=True)
 class Content:
-    """What a card says for one rule that fired: its next step, caveats and links."""
+    """What a card says for one rule that fired: its next step, caveats and links, and the
+    strength of the evidence behind it (for the explanation page)."""
 
     next_step: str
     caveats: tuple[str, ...] = ()
     links: tuple[Link, ...] = ()
+    evidence_level: EvidenceLevel | None = None
 
 
 @dataclass(frozen=True)

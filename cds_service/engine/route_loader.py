@@ -10,6 +10,7 @@ from cds_service.engine.criteria import Criterion, Definitions, Need
 from cds_service.engine.medications import MedicationClassifier
 from cds_service.engine.model import (
     Content,
+    EvidenceLevel,
     Link,
     Order,
     Referral,
@@ -109,10 +110,12 @@ def _check_no_clash(file: str, data: dict, shared: Shared) -> None:
 
 
 def _content(block: dict) -> Content:
+    level = block.get("evidence_level")
     return Content(
         next_step=block["next_step"].strip(),
         caveats=tuple(c.strip() for c in block.get("caveats", [])),
         links=tuple(Link(link["label"], link["url"]) for link in block.get("links", [])),
+        evidence_level=EvidenceLevel(level["level"], level["source"]) if level else None,
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cds_service.engine.model import RuleError
+from cds_service.engine.model import EvidenceLevel, RuleError
 
 if TYPE_CHECKING:
     from cds_service.engine.concepts import ObservationConcept
@@ -87,6 +87,8 @@ class Criterion:
     evidence: str  # shown, hidden (counts, not listed) or newest (only the newest listed)
     unless: tuple[str, ...]
     window: timedelta | None  # look-back from today
+    evidence_level: EvidenceLevel | None  # overrides its content block's (explanation pages)
+    note: str | None  # the rule author's explanation, shown on the explanation pages
     spec: dict = field(repr=False)  # as written, for the explanation pages
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -98,6 +100,7 @@ class Criterion:
     def build(cls, spec: dict, defs: Definitions, where: str) -> Criterion:
         """The criterion of a rule file entry (already schema-valid), its names resolved."""
         days = spec.get("lookback_days", spec.get("recent_days"))
+        level = spec.get("evidence_level")
         common = dict(
             id=spec["id"],
             fires=spec.get("fires", True),
@@ -107,6 +110,8 @@ class Criterion:
             evidence=spec.get("evidence", "shown"),
             unless=tuple(defs.criterion(u, where) for u in spec.get("unless", ())),
             window=timedelta(days=days) if days is not None else None,
+            evidence_level=EvidenceLevel(level["level"], level["source"]) if level else None,
+            note=spec.get("note"),
             spec=spec,
         )
         kind = TYPES[spec["type"]]
