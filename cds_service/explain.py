@@ -84,7 +84,6 @@ KNOWN_KEYS = {
     "unless",
     "note",
     "value_sets",
-    "recent_days",
     "undated",
     "also_observations",
     "lookback_days",
@@ -511,10 +510,10 @@ def _when(criterion: dict, route, ruleset) -> tuple[str, list[str], list[str], l
             if criterion.get("also_observations"):
                 what += " or a finding recorded as an Observation"
             when = f"The record holds {what} coded in value set {sets}"
-            if criterion.get("recent_days"):
+            if criterion.get("lookback_days"):
                 when += (
                     f", with its onset or recorded date in the last "
-                    f"{_days(criterion['recent_days'])}"
+                    f"{_days(criterion['lookback_days'])}"
                 )
             if criterion.get("persisting_days"):
                 when += f", that began at least {_days(criterion['persisting_days'])} ago"
@@ -530,7 +529,7 @@ def _when(criterion: dict, route, ruleset) -> tuple[str, list[str], list[str], l
                     "A problem with no onset or recorded date counts as recent, and "
                     "the card says the date is missing."
                 )
-            elif criterion.get("recent_days"):
+            elif criterion.get("lookback_days"):
                 details.append("A problem with no usable date does not count.")
         else:
             when = (
@@ -658,12 +657,27 @@ def _short_system_name(system: str) -> str:
     return _short_system(canonical_system(system) or system)
 
 
+def _specs(route) -> list[dict]:
+    """Each criterion as written, with its type and role made explicit (a ``when:`` rule is
+    an ``all``; building blocks never fire)."""
+    return [
+        {
+            **c.spec,
+            "type": type(c).type_name,
+            "of": list(c.parts),
+            "fires": c.fires,
+            **({"lookback_days": c.window.days} if c.window is not None else {}),
+        }
+        for c in route.criteria.values()
+    ]
+
+
 def explain_route(route, ruleset, fired: Iterable[str] = ()) -> RouteExplanation:
     """The plain-words model of one route; ``fired``: rule ids to highlight (others ignored)."""
     data = route.spec
     fired_ids = set(clean_rule_ids(fired)) & set(route.criteria)
     used_by: dict[str, list[str]] = {}
-    for c in route.spec["criteria"]:
+    for c in _specs(route):
         for ref in list(c.get("of", [])) + list(c.get("unless", [])):
             used_by.setdefault(ref, []).append(c["id"])
         if c.get("started_on_or_after"):
@@ -682,7 +696,7 @@ def explain_route(route, ruleset, fired: Iterable[str] = ()) -> RouteExplanation
         for i, v in enumerate(data.get("variants", []))
     ]
     rules = []
-    for criterion in route.spec["criteria"]:
+    for criterion in _specs(route):
         when, details, general, reads = _when(criterion, route, ruleset)
         unless = list(criterion.get("unless", []))
         if unless:
@@ -773,7 +787,7 @@ def source_attributes(ruleset, content_hash: str, routes: list | None = None) ->
     for route in routes if routes is not None else ruleset.routes:
         for link in route.spec.get("links", []):
             seen.setdefault(link["url"], link)
-        for criterion in route.spec["criteria"]:
+        for criterion in _specs(route):
             for link in _content(route, criterion)[2]:
                 seen.setdefault(link["url"], link)
     missing = "not declared in cards/common.yaml"

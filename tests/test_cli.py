@@ -69,19 +69,27 @@ def _broken_cards(tmp_path: Path, edit) -> Path:
         (lambda d: d.pop("summary"), "summary"),
         (lambda d: d["criteria"][0].update(value_sets=["no-such-set"]), "criteria/0/value_sets"),
         (
-            lambda d: d["criteria"][4]["threshold"].update(unit="furlongs"),
-            "criteria/4/threshold/unit",
+            lambda d: d["building_blocks"][0]["threshold"].update(unit="furlongs"),
+            "building_blocks/0/threshold/unit",
         ),
         (
             lambda d: d["criteria"].append({"id": "x", "type": "all", "of": ["missing-id"]}),
             "criteria/",
         ),
         (lambda d: d.update(indicator="urgent"), "indicator"),
+        # The old rule language is refused, not silently read another way.
+        (lambda d: d["building_blocks"][0].update(fires=False), "building_blocks/0/fires"),
+        (lambda d: d["criteria"][0].update(recent_days=30), "criteria/0/recent_days"),
+        (lambda d: d["criteria"][0].update(when="egfr-below-30"), "criteria/0"),
         (
-            lambda d: d["criteria"].extend(
+            lambda d: d["variants"][1].update(precedence=d["variants"][0]["precedence"]),
+            "same precedence",
+        ),
+        (
+            lambda d: d["building_blocks"].extend(
                 [
-                    {"id": "a", "type": "any", "of": ["b"], "fires": False},
-                    {"id": "b", "type": "all", "of": ["a"], "fires": False},
+                    {"id": "a", "type": "any", "of": ["b"]},
+                    {"id": "b", "type": "all", "of": ["a"]},
                 ]
             ),
             "a -> b -> a",

@@ -146,7 +146,7 @@ def test_every_route_page_shows_every_rule_and_what_it_reads(client, ruleset):
         assert response.status_code == 200, route.code
         html = response.get_data(as_text=True)
         assert route.title in html
-        for criterion in route.spec["criteria"]:
+        for criterion in (c.spec for c in route.criteria.values()):
             assert f'id="rule-{criterion["id"]}"' in html, (route.code, criterion["id"])
             if "threshold" in criterion:
                 assert ruleset.concepts[criterion["concept"]].label in html
@@ -326,7 +326,7 @@ def test_check_rules_explain_prints_a_decision_table_per_route(capsys, ruleset):
     out = capsys.readouterr().out
     for route in ruleset.routes:
         assert f"{route.title} [{route.code}]" in out
-        for criterion in route.spec["criteria"]:
+        for criterion in (c.spec for c in route.criteria.values()):
             assert f"[{criterion['id']}]" in out, criterion["id"]
     assert "IF (rule makes a card) ... THEN" in out
     assert "UNLESS kidney-disease-known" in out
@@ -361,7 +361,7 @@ def test_every_rule_that_makes_a_card_shows_its_evidence_level_and_source(client
     for route in ruleset.routes:
         html = client.get(f"/explain/{route.code}").get_data(as_text=True)
         sections = html.split('<section id="rule-')[1:]
-        for criterion in route.spec["criteria"]:
+        for criterion in (c.spec for c in route.criteria.values()):
             [section] = [s for s in sections if s.startswith(criterion["id"] + '"')]
             model = explain.explain_route(route, ruleset).by_id[criterion["id"]]
             if model.role != "fires":

@@ -34,15 +34,17 @@ class Shared:
 
 
 def compile_route(file: str, data: dict, shared: Shared) -> Route:
+    data = {**data, "_file": file}
     value_sets = _value_sets(file, data, shared)
     medications = shared.medications
     if data.get("medications"):  # a route's own classes, on top of the shared ones
         _check_no_clash(file, data, shared)
         medications = MedicationClassifier(shared.medication_classes + data["medications"])
-    ids = [c["id"] for c in data["criteria"]]
+    entries = _entries(data)
+    ids = [spec["id"] for _where, spec, _fires in entries]
     duplicate = next((i for i, c in enumerate(ids) if c in ids[:i]), None)
     if duplicate is not None:
-        raise RuleError(f"{file}: field criteria/{duplicate}/id: duplicate id {ids[duplicate]!r}")
+        raise RuleError(f"{entries[duplicate][0]}/id: duplicate id {ids[duplicate]!r}")
     defs = Definitions(
         file=file,
         value_sets=value_sets,
@@ -53,8 +55,7 @@ def compile_route(file: str, data: dict, shared: Shared) -> Route:
         ids=frozenset(ids),
     )
     criteria = {
-        spec["id"]: Criterion.build(spec, defs, f"{file}: field criteria/{i}")
-        for i, spec in enumerate(data["criteria"])
+        spec["id"]: Criterion.build(spec, defs, where, fires) for where, spec, fires in entries
     }
     content = {name: _content(block) for name, block in data.get("content", {}).items()}
     used = {name for c in criteria.values() for name in _value_set_names(c)}
@@ -81,6 +82,16 @@ def compile_route(file: str, data: dict, shared: Shared) -> Route:
         medications=medications,
         spec=data,
     )
+
+
+def _entries(data: dict) -> list[tuple[str, dict, bool]]:
+    """(where, spec, makes a card) of every rule, then every building block."""
+    file = data["_file"]
+    return [
+        (f"{file}: field {section}/{i}", spec, section == "criteria")
+        for section in ("criteria", "building_blocks")
+        for i, spec in enumerate(data.get(section, []))
+    ]
 
 
 def _value_sets(file: str, data: dict, shared: Shared) -> dict[str, ValueSet]:

@@ -97,13 +97,18 @@ class Criterion:
             TYPES[cls.type_name] = cls
 
     @classmethod
-    def build(cls, spec: dict, defs: Definitions, where: str) -> Criterion:
-        """The criterion of a rule file entry (already schema-valid), its names resolved."""
-        days = spec.get("lookback_days", spec.get("recent_days"))
+    def build(cls, spec: dict, defs: Definitions, where: str, fires: bool) -> Criterion:
+        """The criterion of a rule file entry (already schema-valid), its names resolved;
+        ``fires``: listed under ``criteria`` (makes a card), not ``building_blocks``.
+        ``when: [ids]`` is an ``all`` of those criteria."""
+        if "when" in spec:
+            when = spec["when"]
+            spec = {**spec, "type": "all", "of": [when] if isinstance(when, str) else when}
+        days = spec.get("lookback_days")
         level = spec.get("evidence_level")
         common = dict(
             id=spec["id"],
-            fires=spec.get("fires", True),
+            fires=fires,
             context=spec.get("context", False),
             indicator=spec.get("indicator"),
             content=spec.get("content"),
