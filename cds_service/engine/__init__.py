@@ -5,6 +5,7 @@ with one typed object per criterion (``criteria/``); ``evaluation`` runs them ov
 ``record.Record`` and returns ``facts`` (structured evidence; ``render`` words them).
 """
 
+from cds_service.engine import loader
 from cds_service.engine.evaluation import evaluate, gate_facts
 from cds_service.engine.facts import Fact, RouteResult
 from cds_service.engine.loader import load as load_rules
