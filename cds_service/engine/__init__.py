@@ -21,5 +21,6 @@ __all__ = [
     "RuleSet",
     "evaluate",
     "gate_facts",
+    "loader",
     "load_rules",
 ]
