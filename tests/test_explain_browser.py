@@ -173,10 +173,10 @@ def test_every_route_page_renders_in_chromium(server, page):
     for route in _ruleset(app).routes:
         _check_page(page, base, f"{base}/explain/{route.code}")
         assert route.title in page.inner_text("h1")
-        for criterion in route.spec["criteria"]:
-            rule = page.locator(f"[id='rule-{criterion['id']}']")
-            assert rule.count() == 1, f"{route.code}: rule {criterion['id']} missing"
-            assert criterion["id"] in rule.inner_text()
+        for criterion in route.criteria.values():
+            rule = page.locator(f"[id='rule-{criterion.id}']")
+            assert rule.count() == 1, f"{route.code}: rule {criterion.id} missing"
+            assert criterion.id in rule.inner_text()
         footer = page.inner_text("footer")
         for attribute in (
             "Bibliographic citation",
@@ -192,7 +192,7 @@ def test_every_route_page_renders_in_chromium(server, page):
 def test_fired_rules_come_first_and_are_marked(server, page):
     base, app = server
     route = next(r for r in _ruleset(app).routes if r.code == "nephrology")
-    fired = [c["id"] for c in route.spec["criteria"] if c.get("fires", True)][-1]
+    fired = [c.id for c in route.criteria.values() if c.fires][-1]
     _check_page(page, base, f"{base}/explain/nephrology?rules={fired},no-such-rule")
     first = page.locator("section.rule").first
     assert first.get_attribute("id") == f"rule-{fired}"
