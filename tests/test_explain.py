@@ -418,3 +418,54 @@ def test_check_rules_requires_an_evidence_level_on_every_content_block(
     assert main(["check-rules", "--cards-dir", str(cards)]) == 1
     err = capsys.readouterr().err
     assert "vascular.yaml: field content/pad" in err and field in err
+
+
+# --------------------------------------------------------------------------- the typed model
+
+
+def test_a_named_status_set_is_listed_status_by_status(client):
+    html = client.get("/explain/urgent-care").get_data(as_text=True)
+    assert "Result statuses counted: final, amended, corrected or preliminary." in html
+    assert "r, e, s, u, l, t" not in html
+
+
+def _without_written_structure(route):
+    """The route as the typed model has it, with the YAML keys whose form is about to change
+    (the ``criteria`` list, ``type``, ``fires``, ``recent_days``/``lookback_days``) removed."""
+    dropped = {"type", "fires", "recent_days", "lookback_days"}
+    criteria = {
+        cid: dataclasses.replace(c, spec={k: v for k, v in c.spec.items() if k not in dropped})
+        for cid, c in route.criteria.items()
+    }
+    spec = {k: v for k, v in route.spec.items() if k != "criteria"}
+    return dataclasses.replace(route, criteria=criteria, spec=spec)
+
+
+def test_pages_come_from_the_typed_model_not_the_criteria_as_written(ruleset, explainer):
+    """The rule file syntax changes (building_blocks:, lookback_days, when/unless): the pages
+    read each criterion's class, fires, context and window, never those keys."""
+    routes = [_without_written_structure(route) for route in ruleset.routes]
+    typed = dataclasses.replace(ruleset, routes=routes)
+    pages = explain.Explainer(typed, CARDS)
+    for route in ruleset.routes:
+        assert pages.route_html(route.code) == explainer.route_html(route.code), route.code
+    assert pages.index_html() == explainer.index_html()
+    assert pages.text() == explainer.text()
+
+
+def test_pages_are_built_once_per_rule_set(ruleset, monkeypatch):
+    """A request only marks the rules that fired on the model built at start-up."""
+    from cds_service.render.explain import pages
+
+    built = explain.Explainer(ruleset, CARDS)
+
+    def fail(*_args, **_kwargs):
+        raise AssertionError("a page model was rebuilt from the rules")
+
+    monkeypatch.setattr(pages, "explain_route", fail)
+    monkeypatch.setattr(pages, "source_attributes", fail)
+    html = built.route_html("nephrology", "ckd-stage-4-5")
+    assert 'class="rule fires fired"' in html
+    assert built.route_html("nephrology") != html
+    assert not any(r.fired for r in built.models["nephrology"].rules)  # the model is unchanged
+    assert built.index_html() and built.text()
