@@ -330,7 +330,7 @@ def _explain_pages(app: Flask, settings: Settings, service) -> None:
     """``GET /explain`` (the rule catalogue) and ``GET /explain/<route>?rules=a,b`` (one
     route, the rules that fired first): HTML generated from the loaded rules, no patient
     data, no authentication (a clinician opens them from a card link in a browser)."""
-    from cds_service import explain
+    from cds_service.render import explain
 
     ruleset = getattr(service, "ruleset", None)
     cards_dir = getattr(getattr(service, "settings", None), "cards_dir", settings.cards_dir)

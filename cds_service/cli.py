@@ -74,7 +74,7 @@ def _check_rules(args, settings: Settings) -> int:
     suppression_policy(ruleset)  # unknown reason codes; urgent routes at most a day
     routes = ", ".join(r.code for r in ruleset.routes)
     if getattr(args, "explain", False):
-        from cds_service.explain import decision_tables, rules_hash
+        from cds_service.render.explain import decision_tables, rules_hash
 
         print(decision_tables(ruleset, rules_hash(cards_dir)), end="")
     print(f"OK: {len(ruleset.routes)} route files in {cards_dir} ({routes})")

@@ -4,16 +4,19 @@ unescaped text, unknown rule ids)."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from cds_service import explain
 from cds_service.cli import main
 from cds_service.config import Settings
-from cds_service.engine import RuleError, load_rules
+from cds_service.engine import load_rules
+from cds_service.engine.criteria.observation import ObservationCriterion
+from cds_service.engine.model import Content, Link
+from cds_service.render import explain
 
 ROOT = Path(__file__).resolve().parents[1]
 CARDS = ROOT / "cards"
@@ -146,12 +149,12 @@ def test_every_route_page_shows_every_rule_and_what_it_reads(client, ruleset):
         assert response.status_code == 200, route.code
         html = response.get_data(as_text=True)
         assert route.title in html
-        for criterion in (c.spec for c in route.criteria.values()):
-            assert f'id="rule-{criterion["id"]}"' in html, (route.code, criterion["id"])
-            if "threshold" in criterion:
-                assert ruleset.concepts[criterion["concept"]].label in html
-        for link in route.spec["links"]:
-            assert link["url"] in html
+        for criterion in route.criteria.values():
+            assert f'id="rule-{criterion.id}"' in html, (route.code, criterion.id)
+            if isinstance(criterion, ObservationCriterion):
+                assert criterion.concept.label in html
+        for link in route.links:
+            assert link.url in html
         for name, value_set in route.value_sets.items():
             for concept in list(value_set.exact.values())[:3]:
                 assert f"<code>{concept.code}</code>" in html, (route.code, name, concept.code)
@@ -229,14 +232,13 @@ def test_text_is_escaped(ruleset, tmp_path):
     path = cards / "nephrology.yaml"
     data = yaml.safe_load(path.read_text())
     data["why"] = "Kidneys <script>alert('x')</script> & more"
-    data["criteria"][0]["next_step"] = "Call <b>nephrology</b>"
-    data["criteria"][0]["caveats"] = ["One <i>caveat</i>"]
-    data["criteria"][0]["links"] = [{"label": "A <link>", "url": "https://example.org/a?b=1&c=2"}]
+    # A rule's next step, caveats and links live in the content block it names.
+    name = next(c["content"] for c in data["criteria"] if c.get("content"))
+    data["content"][name]["next_step"] = "Call <b>nephrology</b>"
+    data["content"][name]["caveats"] = ["One <i>caveat</i>"]
+    data["content"][name]["links"] = [{"label": "A <link>", "url": "https://example.org/a?b=1&c=2"}]
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    try:
-        rules = load_rules(cards)
-    except RuleError:
-        pytest.skip("this rules schema does not take next_step/caveats/links on a criterion")
+    rules = load_rules(cards)
     html = explain.Explainer(rules, cards).route_html("nephrology")
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "Next step:</strong> Call &lt;b&gt;nephrology&lt;/b&gt;" in html
@@ -248,24 +250,19 @@ def test_per_rule_content_from_a_named_content_block(ruleset):
     """The lead's rule model names a ``content`` block per criterion; its next step, caveats
     and links are shown under that rule."""
     route = next(r for r in ruleset.routes if r.code == "nephrology")
-    criterion = {**route.criteria["ckd-stage-4-5"].spec, "content": "advanced-ckd"}
-    fake = type(
-        "R",
-        (),
-        {
-            "spec": {
-                **route.spec,
-                "content": {
-                    "advanced-ckd": {
-                        "next_step": "Refer to nephrology.",
-                        "caveats": ["Check the stage."],
-                        "links": [{"label": "KDIGO", "url": "https://kdigo.org/"}],
-                    }
-                },
-            }
+    criterion = route.criteria["ckd-stage-4-5"]
+    fake = dataclasses.replace(
+        route,
+        content={
+            "advanced-ckd": Content(
+                "Refer to nephrology.",
+                ("Check the stage.",),
+                (Link("KDIGO", "https://kdigo.org/"),),
+            )
         },
-    )()
-    assert explain._content(fake, criterion) == (
+        content_of={**route.content_of, criterion.id: "advanced-ckd"},
+    )
+    assert explain.rule_content(fake, criterion) == (
         "Refer to nephrology.",
         ["Check the stage."],
         [{"label": "KDIGO", "url": "https://kdigo.org/"}],
@@ -277,12 +274,12 @@ def test_per_rule_content_from_a_named_content_block(ruleset):
 
 def test_source_attributes_come_from_the_rule_files(explainer, ruleset):
     source = explain.source_attributes(ruleset, explainer.content_hash)
-    block = ruleset.spec["source_attributes"]
+    block = ruleset.source_attributes
     assert source.developer == block["developer"]
     assert source.release_date == block["release_date"]
     assert source.citation_title == "What Type of Doctor Treats Leg Cramps?"
     urls = {link["url"] for link in source.links}
-    assert all(link["url"] in urls for route in ruleset.routes for link in route.spec["links"])
+    assert all(link.url in urls for route in ruleset.routes for link in route.links)
     html = explainer.index_html()
     for text in (block["version"], explainer.content_hash, "Funding source", "Revision date"):
         assert text in html
@@ -326,8 +323,8 @@ def test_check_rules_explain_prints_a_decision_table_per_route(capsys, ruleset):
     out = capsys.readouterr().out
     for route in ruleset.routes:
         assert f"{route.title} [{route.code}]" in out
-        for criterion in (c.spec for c in route.criteria.values()):
-            assert f"[{criterion['id']}]" in out, criterion["id"]
+        for criterion in route.criteria.values():
+            assert f"[{criterion.id}]" in out, criterion.id
     assert "IF (rule makes a card) ... THEN" in out
     assert "UNLESS kidney-disease-known" in out
     assert "What Type of Doctor Treats Leg Cramps?" in out
@@ -361,17 +358,17 @@ def test_every_rule_that_makes_a_card_shows_its_evidence_level_and_source(client
     for route in ruleset.routes:
         html = client.get(f"/explain/{route.code}").get_data(as_text=True)
         sections = html.split('<section id="rule-')[1:]
-        for criterion in (c.spec for c in route.criteria.values()):
-            [section] = [s for s in sections if s.startswith(criterion["id"] + '"')]
-            model = explain.explain_route(route, ruleset).by_id[criterion["id"]]
+        for criterion in route.criteria.values():
+            [section] = [s for s in sections if s.startswith(criterion.id + '"')]
+            model = explain.explain_route(route, ruleset).by_id[criterion.id]
             if model.role != "fires":
                 assert model.evidence_level is None and "Evidence level" not in section
                 continue
             level = model.evidence_level
-            assert level is not None, (route.code, criterion["id"])
+            assert level is not None, (route.code, criterion.id)
             assert level["level"] == "not graded"
             assert f"<strong>Evidence level:</strong> {level['level']}" in section
-            assert _escaped(level["source"]) in section, (route.code, criterion["id"])
+            assert _escaped(level["source"]) in section, (route.code, criterion.id)
 
 
 def test_evidence_level_comes_from_the_named_content_block_or_the_rule(ruleset, tmp_path):
@@ -421,3 +418,54 @@ def test_check_rules_requires_an_evidence_level_on_every_content_block(
     assert main(["check-rules", "--cards-dir", str(cards)]) == 1
     err = capsys.readouterr().err
     assert "vascular.yaml: field content/pad" in err and field in err
+
+
+# --------------------------------------------------------------------------- the typed model
+
+
+def test_a_named_status_set_is_listed_status_by_status(client):
+    html = client.get("/explain/urgent-care").get_data(as_text=True)
+    assert "Result statuses counted: final, amended, corrected or preliminary." in html
+    assert "r, e, s, u, l, t" not in html
+
+
+def _without_written_structure(route):
+    """The route as the typed model has it, with the YAML keys whose form is about to change
+    (the ``criteria`` list, ``type``, ``fires``, ``recent_days``/``lookback_days``) removed."""
+    dropped = {"type", "fires", "recent_days", "lookback_days"}
+    criteria = {
+        cid: dataclasses.replace(c, spec={k: v for k, v in c.spec.items() if k not in dropped})
+        for cid, c in route.criteria.items()
+    }
+    spec = {k: v for k, v in route.spec.items() if k != "criteria"}
+    return dataclasses.replace(route, criteria=criteria, spec=spec)
+
+
+def test_pages_come_from_the_typed_model_not_the_criteria_as_written(ruleset, explainer):
+    """The rule file syntax changes (building_blocks:, lookback_days, when/unless): the pages
+    read each criterion's class, fires, context and window, never those keys."""
+    routes = [_without_written_structure(route) for route in ruleset.routes]
+    typed = dataclasses.replace(ruleset, routes=routes)
+    pages = explain.Explainer(typed, CARDS)
+    for route in ruleset.routes:
+        assert pages.route_html(route.code) == explainer.route_html(route.code), route.code
+    assert pages.index_html() == explainer.index_html()
+    assert pages.text() == explainer.text()
+
+
+def test_pages_are_built_once_per_rule_set(ruleset, monkeypatch):
+    """A request only marks the rules that fired on the model built at start-up."""
+    from cds_service.render.explain import pages
+
+    built = explain.Explainer(ruleset, CARDS)
+
+    def fail(*_args, **_kwargs):
+        raise AssertionError("a page model was rebuilt from the rules")
+
+    monkeypatch.setattr(pages, "explain_route", fail)
+    monkeypatch.setattr(pages, "source_attributes", fail)
+    html = built.route_html("nephrology", "ckd-stage-4-5")
+    assert 'class="rule fires fired"' in html
+    assert built.route_html("nephrology") != html
+    assert not any(r.fired for r in built.models["nephrology"].rules)  # the model is unchanged
+    assert built.index_html() and built.text()

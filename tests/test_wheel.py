@@ -125,3 +125,17 @@ def test_installed_package_reads_its_own_copy_of_the_rules(installed, tmp_path):
     assert result.stdout.strip() == migrations.latest_version()  # the revisions are shipped
     result = run(installed / "bin" / "cds-service", "check-rules", cwd=tmp_path, env=clean_env())
     assert result.stdout.startswith("OK: ")
+
+
+def test_installed_package_renders_the_explanation_pages(installed, tmp_path):
+    """The templates ship with the package (package data of cds_service.render.explain)."""
+    code = (
+        "from cds_service.config import Settings; from cds_service.engine import load_rules; "
+        "from cds_service.render.explain import Explainer; "
+        "cards = Settings.from_env({}).cards_dir; "
+        "e = Explainer(load_rules(cards), cards); "
+        "print(len(e.index_html()), 'nephrology' in e.route_html('nephrology'))"
+    )
+    result = run(installed / "bin" / "python", "-c", code, cwd=tmp_path, env=clean_env())
+    size, found = result.stdout.split()
+    assert int(size) > 1000 and found == "True"

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import uuid
 
-from cds_service import explain
 from cds_service.engine.facts import Fact, RouteResult
 from cds_service.engine.model import Link, RuleSet
 from cds_service.engine.terminology import Concept
-from cds_service.render import evidence
+from cds_service.render import evidence, explain
 
 ROUTE_SYSTEM = "urn:leg-cramp-cds:referral-route"
 SUMMARY_LIMIT = 99
