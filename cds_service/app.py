@@ -17,12 +17,11 @@ from werkzeug.exceptions import HTTPException
 
 from cds_service import SERVICE_ID, feedback, fhir_json, logs, metrics
 from cds_service.config import Settings
-from cds_service.database import StoreUnavailable
 from cds_service.errors import CdsError, from_http_exception, operation_outcome
 from cds_service.http_guard import BODY_ERROR, ORIGINAL_PATH, HttpGuard
 from cds_service.security import Authenticator
 from cds_service.service import CdsService
-from cds_service.storage import Store
+from cds_service.storage import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from cds_service import hooks
-from cds_service.database import parse_timestamp
 from cds_service.errors import CdsError
+from cds_service.storage.database import parse_timestamp
 
 
 def validate(body: object) -> list[dict]:

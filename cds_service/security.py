@@ -23,9 +23,9 @@ import requests
 
 from cds_service import metrics
 from cds_service.config import ConfigError, Settings
-from cds_service.database import StoreUnavailable
 from cds_service.errors import CdsError
 from cds_service.lazy import lazy_module
+from cds_service.storage import StoreUnavailable
 
 jwt = lazy_module("jwt")  # PyJWT + cryptography load on the first token (CDS_AUTH_MODE=jwt)
 

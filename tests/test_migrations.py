@@ -35,10 +35,9 @@ from sqlalchemy import (
 )
 from test_storage import _postgres_backend, make_settings
 
-from cds_service import database, migrations
 from cds_service.config import Settings
-from cds_service.database import make_engine
-from cds_service.storage import Store
+from cds_service.storage import Store, database, migrations
+from cds_service.storage.database import make_engine
 
 ISSUED = {
     "card_uuid": "card-1",
@@ -73,7 +72,7 @@ def schema_differences(conn: Connection) -> list:
 
 
 def legacy_migrate(conn: Connection, up_to: int) -> None:
-    """The hand-written steps of ``cds_service.migrations`` before Alembic, verbatim."""
+    """The hand-written steps of ``cds_service.storage.migrations`` before Alembic, verbatim."""
     meta = MetaData()
     Table(
         "issued_card",

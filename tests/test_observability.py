@@ -21,9 +21,10 @@ import requests
 from sqlalchemy import select
 from synthea import SYNTHEA_DIR, hook_request
 
-from cds_service import database, logs, metrics
+from cds_service import logs, metrics
 from cds_service.app import create_app
 from cds_service.config import Settings
+from cds_service.storage import database
 
 ROOT = Path(__file__).resolve().parents[1]
 GABRIEL = SYNTHEA_DIR / "Gabriel_Blanda_95f1227c.json"

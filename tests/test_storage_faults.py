@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from cds_service import database, store_health
 from cds_service.app import create_app
 from cds_service.config import Settings
-from cds_service.storage import Store
+from cds_service.storage import Store, database, health
 
 FEEDBACK = "/cds-services/leg-cramp-referral/feedback"
 RECOVERY_SECONDS = 10.0
@@ -178,14 +177,14 @@ def test_wal_is_bounded_and_truncated(app, data_dir, monkeypatch):
         }
     assert pragmas == {
         "journal_mode": "wal",
-        "wal_autocheckpoint": store_health.WAL_AUTOCHECKPOINT_PAGES,
-        "journal_size_limit": store_health.JOURNAL_SIZE_LIMIT,
+        "wal_autocheckpoint": health.WAL_AUTOCHECKPOINT_PAGES,
+        "journal_size_limit": health.JOURNAL_SIZE_LIMIT,
     }
     for _ in range(20):
         assert client.post([item() for _ in range(50)]) == 200
     wal = data_dir / "cds.sqlite3-wal"
     assert wal.stat().st_size > 0
-    monkeypatch.setattr(store_health, "CHECKPOINT_INTERVAL", 0.0)
+    monkeypatch.setattr(health, "CHECKPOINT_INTERVAL", 0.0)
     assert client.post() == 200  # a write past the interval checkpoints (TRUNCATE)
     assert wal.stat().st_size == 0
     with store.engine.connect() as conn:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cds_service import migrations
+from cds_service.storage import migrations
 
 ROOT = Path(__file__).resolve().parent.parent
 # What the build reads: the package, the rules, and the metadata files.
@@ -120,7 +120,7 @@ def test_installed_package_reads_its_own_copy_of_the_rules(installed, tmp_path):
     assert shipped == sorted(
         p.relative_to(ROOT / "cards") for p in (ROOT / "cards").rglob("*.yaml")
     )
-    code = "from cds_service import migrations; print(migrations.latest_version())"
+    code = "from cds_service.storage import migrations; print(migrations.latest_version())"
     result = run(installed / "bin" / "python", "-c", code, cwd=tmp_path, env=clean_env())
     assert result.stdout.strip() == migrations.latest_version()  # the revisions are shipped
     result = run(installed / "bin" / "cds-service", "check-rules", cwd=tmp_path, env=clean_env())

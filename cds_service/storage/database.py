@@ -2,7 +2,7 @@
 
 SQLite (the default, a file in ``CDS_DATA_DIR``) or PostgreSQL (``CDS_DATABASE_URL``).
 The tables here are the current schema, the only definition of it: queries are built from
-them, and the Alembic revisions in ``cds_service.migrations`` (which create and upgrade the
+them, and the Alembic revisions in ``cds_service.storage.migrations`` (which create and upgrade the
 schema) are generated from and checked against them. Timestamps are naive UTC.
 """
 
@@ -38,7 +38,7 @@ from cds_service.config import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
-# The current schema. A change here needs an Alembic revision (cds_service/migrations);
+# The current schema. A change here needs an Alembic revision (cds_service/storage/migrations);
 # tests/test_migrations.py checks that the upgraded database matches these tables.
 metadata = MetaData()
 issued_card = Table(

@@ -9,7 +9,7 @@ from alembic import context
 from alembic.runtime.migration import MigrationContext, MigrationInfo
 from sqlalchemy import Connection
 
-from cds_service.database import metadata
+from cds_service.storage.database import metadata
 
 config = context.config
 
@@ -39,9 +39,9 @@ def _run(connection: Connection) -> None:
 
 def _run_from_command_line() -> None:
     """``alembic upgrade head`` etc.: the database of CDS_DATABASE_URL, under the lock."""
-    from cds_service import migrations
     from cds_service.config import Settings
-    from cds_service.database import make_engine
+    from cds_service.storage import migrations
+    from cds_service.storage.database import make_engine
 
     engine = make_engine(Settings.from_env())
     try:

@@ -2,7 +2,7 @@
 
 The revisions live in ``versions/`` inside the package (an installed wheel has them); the
 current schema, for queries and for comparing with the revisions, is
-``cds_service.database.metadata``. ``migrate`` upgrades to the newest revision inside the
+``cds_service.storage.database.metadata``. ``migrate`` upgrades to the newest revision inside the
 caller's transaction, holding a lock so that several workers or instances starting
 together do not race: on PostgreSQL an advisory lock, on SQLite the write lock the store
 takes at ``BEGIN IMMEDIATE``. The others wait, then find nothing left to do.
@@ -10,7 +10,7 @@ takes at ``BEGIN IMMEDIATE``. The others wait, then find nothing left to do.
 A database made by the hand-written steps this replaced (table ``schema_version``) is
 adopted: stamped at the revision matching its version, then upgraded like any other.
 
-To change the schema: change ``cds_service.database``, then
+To change the schema: change ``cds_service.storage.database``, then
 ``.venv/bin/alembic revision --autogenerate -m "what and why"`` (``alembic.ini`` at the
 repository root; it uses ``CDS_DATABASE_URL``), review the file, and never edit a revision
 that has shipped.

@@ -1,0 +1,108 @@
+"""Clinician feedback: a batch of validated items stored in one transaction.
+
+Items already stored (same card, outcome and outcomeTimestamp) are ignored. A database
+failure raises ``StoreUnavailable`` so the app answers 503 and the EHR retries. Feedback for
+a card not recorded yet is stored as for an unknown card; the card's write adopts it.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from cds_service.storage.base import StoreBase
+from cds_service.storage.database import (
+    FEEDBACK_KEY,
+    StoreUnavailable,
+    describe,
+    feedback,
+    insert_ignore,
+    issued_card,
+    parse_timestamp,
+    utcnow,
+)
+from cds_service.storage.suppressions import suppress
+
+log = logging.getLogger(__package__)  # "cds_service.storage", as before the split
+
+FEEDBACK_FLUSH_WAIT = 2.0  # seconds feedback waits for this process's queued card records
+
+
+def feedback_rows(items: list[dict], received_at: datetime) -> list[dict]:
+    """The feedback rows of the items, one per (card, outcome, outcomeTimestamp)."""
+    rows: dict[tuple, dict] = {}
+    for item in items:
+        outcome_timestamp = parse_timestamp(item["outcomeTimestamp"])  # checked by feedback.py
+        override = item.get("overrideReason") or {}
+        reason = override.get("reason") or {}
+        accepted = [s["id"] for s in item.get("acceptedSuggestions") or []]
+        row = {
+            "card_uuid": item["card"],
+            "outcome": item["outcome"],
+            "accepted_suggestions": accepted or None,
+            "override_reason_system": reason.get("system"),
+            "override_reason_code": reason.get("code"),
+            "user_comment": override.get("userComment"),
+            "outcome_timestamp": outcome_timestamp,
+            "received_at": received_at,
+        }
+        rows.setdefault((row["card_uuid"], row["outcome"], outcome_timestamp), row)
+    return list(rows.values())
+
+
+def _issued_cards(conn: Connection, uuids: list[str]) -> dict[str, dict]:
+    """The recorded cards among ``uuids``, by uuid (what a suppression needs of them)."""
+    return {
+        r.card_uuid: r._asdict()
+        for r in conn.execute(
+            select(
+                issued_card.c.card_uuid,
+                issued_card.c.route,
+                issued_card.c.patient_hash,
+                issued_card.c.fingerprint,
+                issued_card.c.indicator,
+            ).where(issued_card.c.card_uuid.in_(uuids))
+        )
+    }
+
+
+class FeedbackStore(StoreBase):
+    def save_feedback(self, items: list[dict]) -> None:
+        """Store a batch of validated feedback items in one transaction."""
+        received_at = utcnow()
+        rows = feedback_rows(items, received_at)
+        if not rows:
+            return
+        if not self.ensure_schema():
+            raise StoreUnavailable("database unavailable")
+        # The record of a card this process issued a moment ago may still be queued (the
+        # writer batches in the background): let it reach the database first, so the
+        # override applies at once. Bounded; if the wait runs out, or the card was issued by
+        # another instance, the card write adopts the feedback (issued.py).
+        self._writer.flush(FEEDBACK_FLUSH_WAIT)
+        try:
+            with self.engine.begin() as conn:
+                info = conn.connection.info
+                known = _issued_cards(conn, sorted({row["card_uuid"] for row in rows}))
+                for row in rows:
+                    row["unknown_card"] = row["card_uuid"] not in known
+                insert_ignore(conn, feedback, rows, FEEDBACK_KEY)
+                if self.suppression_policy:
+                    policy, urgent = self.suppression_policy, self.urgent_routes
+                    suppress(conn, rows, known, received_at, policy, urgent)
+        except SQLAlchemyError as exc:
+            self._note_failure()
+            log.warning("feedback batch of %d items not stored: %s", len(rows), describe(exc))
+            raise StoreUnavailable("database unavailable") from None
+        if not self._watch.same_file(info):  # committed into a deleted or replaced file
+            self._file_lost()
+            log.error(
+                "feedback batch of %d items not stored: the database file is no longer "
+                "at its path (data directory removed or file replaced)",
+                len(rows),
+            )
+            raise StoreUnavailable("database file missing")
+        self._watch.maybe_checkpoint()

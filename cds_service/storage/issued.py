@@ -1,0 +1,143 @@
+"""Issued cards: queued on the hook's path, written in batches by the card writer.
+
+``record_cards`` never raises into the hook and never blocks it: if the database is down the
+rows are dropped and the loss is logged (counts only, never patient data). Writing a card
+also adopts feedback that arrived before it (another instance's card, or a slow write).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from itertools import zip_longest
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from cds_service.storage.base import StoreBase
+from cds_service.storage.card_writer import CLOSE_TIMEOUT
+from cds_service.storage.database import describe, feedback, insert_ignore, issued_card, utcnow
+from cds_service.storage.suppressions import suppress
+
+log = logging.getLogger(__package__)  # "cds_service.storage", as before the split
+
+
+class IssuedCards(StoreBase):
+    def record_cards(
+        self,
+        hook_instance: str,
+        patient_id: str,
+        cards: list[dict],
+        rule_ids: list[str],
+        fingerprints: list[str] | None = None,
+        suppressed: list[dict] | None = None,
+    ) -> None:
+        """Queue the issued cards for writing (card uuid, route, rule id, hashed patient,
+        fingerprint); ``suppressed`` cards (left out of the response) are written too,
+        flagged, so the report can count them."""
+        rows: list[dict] = []
+        try:
+            entries = [
+                (card, rules, fp, False)
+                for card, rules, fp in zip_longest(
+                    cards or [], rule_ids or [], fingerprints or [], fillvalue=None
+                )
+            ]
+            entries += [
+                (s.get("card"), s.get("rules"), s.get("fingerprint"), True)
+                for s in suppressed or []
+            ]
+            if not entries:
+                return
+            if self._closed:
+                log.warning("store closed: %d issued-card records not written", len(entries))
+                return
+            rows = self._card_rows(hook_instance, patient_id, entries)
+            if rows:
+                self._after_fork()
+                self._writer.put(rows)
+        except queue.Full:
+            log.warning("issued-card queue full: %d records dropped", len(rows))
+        except Exception as exc:  # never break the hook
+            log.warning("issued-card records not queued: %s", type(exc).__name__)
+
+    def _card_rows(self, hook_instance: str, patient_id: str, entries: list[tuple]) -> list[dict]:
+        """The issued_card rows of (card, rule ids, fingerprint, left out) entries."""
+        issued_at = utcnow()
+        patient_hash = self.patient_hash(str(patient_id))
+        rows = []
+        for card, rules, fp, left_out in entries:
+            if not isinstance(card, dict) or not card.get("uuid"):
+                continue
+            topic = (card.get("source") or {}).get("topic") or {}
+            indicator = card.get("indicator")
+            rows.append(
+                {
+                    "card_uuid": str(card["uuid"]),
+                    "route": str(topic.get("code") or "unknown"),
+                    "rule_ids": str(rules or ""),
+                    "hook_instance": str(hook_instance),
+                    "patient_hash": patient_hash,
+                    "issued_at": issued_at,
+                    "fingerprint": self.fingerprint_key(fp),
+                    "indicator": str(indicator)[:16] if indicator else None,
+                    "suppressed": left_out,
+                }
+            )
+        return rows
+
+    def _write_cards(self, rows: list[dict]) -> None:
+        if not self.ensure_schema():
+            log.warning("could not write %d issued-card records: database unavailable", len(rows))
+            return
+        try:
+            with self.engine.begin() as conn:
+                info = conn.connection.info
+                insert_ignore(conn, issued_card, rows, ["card_uuid"])
+                self._adopt_early_feedback(conn, rows)
+        except SQLAlchemyError as exc:
+            self._note_failure()
+            log.warning("could not write %d issued-card records: %s", len(rows), describe(exc))
+            return
+        if not self._watch.same_file(info):
+            self._file_lost()
+            log.error(
+                "%d issued-card records went to a database file that is no longer at "
+                "its path: lost",
+                len(rows),
+            )
+            return
+        self._watch.maybe_checkpoint()
+
+    def _adopt_early_feedback(self, conn: Connection, rows: list[dict]) -> None:
+        """Within the card write's transaction: feedback that arrived before its card was
+        written (another instance, or a write slower than the feedback's wait) is no longer
+        unknown, and a suppressing override among it takes effect now, as it would have had
+        the card been known (its expiry still counts from the override)."""
+        uuids = [r["card_uuid"] for r in rows]
+        early = [
+            r._asdict()
+            for r in conn.execute(
+                select(
+                    feedback.c.card_uuid,
+                    feedback.c.outcome,
+                    feedback.c.override_reason_code,
+                    feedback.c.outcome_timestamp,
+                    feedback.c.received_at,
+                ).where(feedback.c.card_uuid.in_(uuids), feedback.c.unknown_card.is_(True))
+            )
+        ]
+        if not early:
+            return
+        conn.execute(
+            update(feedback)
+            .where(feedback.c.card_uuid.in_(uuids), feedback.c.unknown_card.is_(True))
+            .values(unknown_card=False)
+        )
+        if self.suppression_policy:
+            cards = {r["card_uuid"]: r for r in rows}
+            suppress(conn, early, cards, utcnow(), self.suppression_policy, self.urgent_routes)
+
+    def flush(self, timeout: float = CLOSE_TIMEOUT) -> bool:
+        """Wait until every record queued so far has been written (or given up on)."""
+        return self._writer.flush(timeout)
