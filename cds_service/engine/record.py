@@ -161,7 +161,7 @@ class Record:
         owners_of = self.codes.owners
         for resource in self.received.get(rtype, ()):
             concept = (
-                resource.get("code") if type(resource) is dict else resource.code  # type: ignore[attr-defined]
+                resource.get("code") if type(resource) is dict else resource.code  # type: ignore[attr-defined]  # a FhirNode
             )
             codings = concept.get("coding") if type(concept) is dict else None
             if type(codings) is not list:
