@@ -4,6 +4,7 @@ the rules compare it in, with what converting it needs (molar mass, valence, sca
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from cds_service.engine import units
 from cds_service.engine.terminology import ValueSet
@@ -24,7 +25,7 @@ class ObservationConcept:
     paired_within: str | None = None  # "day": same-day results are read together (ABI legs)
     unitless: bool = False  # a ratio may come without any unit
     plausible: tuple[float, float] | None = None  # in ``unit``; outside it a result is not used
-    correction: dict | None = None  # albumin correction of total calcium (see common.yaml)
+    correction: dict[str, Any] | None = None  # albumin correction of total calcium (common.yaml)
 
     def convert(self, value: float, unit: str, target: str) -> float | None:
         """``value`` in ``unit`` expressed in ``target``, or None (not convertible)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from cds_service.engine.criteria import Criterion
 from cds_service.engine.criteria.coded import condition_fact
@@ -19,9 +20,17 @@ from cds_service.engine.facts import INDICATOR_RANK, Fact, Found, RouteResult
 from cds_service.engine.fhir_status import REFERRAL_OPEN, condition_counts
 from cds_service.engine.model import Route, RuleSet
 from cds_service.engine.record import Record
+from cds_service.engine.shapes import Resource
+
+if TYPE_CHECKING:
+    from cds_service.engine.concepts import ObservationConcept
+    from cds_service.engine.medications import Matches
 
 log = logging.getLogger(__name__)
 VALIDATION_ATTEMPTS = 5  # evaluations of a route whose evidence fails R4B validation
+# What ``Evaluation.deciding`` is asked, for every route: concept name, window start, statuses,
+# aggregate, and the record's count of invalid resources (an answer holds until one is found).
+Question = tuple[str, datetime | None, frozenset[str], str | None, int]
 
 
 def evaluate(ruleset: RuleSet, record: Record) -> list[RouteResult]:
@@ -33,7 +42,7 @@ def evaluate(ruleset: RuleSet, record: Record) -> list[RouteResult]:
         log.info("no cards: the patient is recorded as deceased")
         return []
     results = []
-    shared: dict[tuple, list[Found]] = {}
+    shared: dict[Question, list[Found]] = {}
     strict: Record | None = None
     for route in ruleset.routes:
         try:
@@ -71,15 +80,19 @@ class Evaluation:
     """Evaluates one route for one record; criteria results are memoised by id."""
 
     def __init__(
-        self, ruleset: RuleSet, route: Route, record: Record, shared: dict[tuple, list[Found]]
-    ):
+        self,
+        ruleset: RuleSet,
+        route: Route,
+        record: Record,
+        shared: dict[Question, list[Found]],
+    ) -> None:
         self.ruleset = ruleset
         self.route = route
         self.record = record
         self.shared = shared
         self.results: dict[str, list[Fact]] = {}
         self.present = record.present()
-        self._medications: list[tuple[dict, list]] | None = None
+        self._medications: list[tuple[Resource, Matches]] | None = None
 
     def run(self) -> RouteResult | None:
         """The route's result, after FHIR-validating the resources its facts rest on.
@@ -154,20 +167,26 @@ class Evaluation:
     def window_start(self, criterion: Criterion) -> datetime | None:
         return self.record.now - criterion.window if criterion.window is not None else None
 
-    def deciding(self, concept, since, statuses, aggregate) -> list[Found]:
+    def deciding(
+        self,
+        concept: ObservationConcept,
+        since: datetime | None,
+        statuses: frozenset[str],
+        aggregate: str | None,
+    ) -> list[Found]:
         """``observation.deciding``, answered once per record for every route that asks."""
-        key = (concept.name, since, statuses, aggregate, self.record.invalid_count)
+        key: Question = (concept.name, since, statuses, aggregate, self.record.invalid_count)
         found = self.shared.get(key)
         if found is None:
             found = self.shared[key] = deciding(self, concept, since, statuses, aggregate)
         return found
 
-    def active_medications(self) -> list[tuple[dict, list]]:
+    def active_medications(self) -> list[tuple[Resource, Matches]]:
         if self._medications is None:
             self._medications = active_medications(self)
         return self._medications
 
-    def _existing_referral(self) -> dict | None:
+    def _existing_referral(self) -> Resource | None:
         """An open ServiceRequest for this route's referral, so no duplicate is offered."""
         if self.route.referral_set is None:
             return None
@@ -188,7 +207,7 @@ def _shown(criterion: Criterion, found: list[Fact]) -> list[Fact]:
     return found
 
 
-def _fact_order(fact: Fact) -> tuple:
+def _fact_order(fact: Fact) -> tuple[float, str, str]:
     """Newest evidence first, then by what it says: the same chart gives the same card
     whatever the order of its resources."""
     return (-fact.when.timestamp() if fact.when else float("inf"), fact.name, repr(fact.evidence))

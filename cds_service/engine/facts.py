@@ -13,11 +13,12 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from cds_service.engine.fhir_status import reference_to
+from cds_service.engine.shapes import Resource
 from cds_service.engine.terminology import Concept
 
 if TYPE_CHECKING:
     from cds_service.engine.concepts import ObservationConcept
-    from cds_service.engine.model import Route, Variant
+    from cds_service.engine.model import Content, Route, Variant
 
 INDICATOR_RANK = {"info": 0, "warning": 1, "critical": 2}
 
@@ -33,7 +34,7 @@ class Quantity:
     text: str | None = None  # valueString
 
     @classmethod
-    def of(cls, resource: dict) -> Quantity:
+    def of(cls, resource: Resource) -> Quantity:
         quantity = resource.get("valueQuantity")
         if isinstance(quantity, dict):
             return cls(
@@ -208,7 +209,7 @@ class Fact:
 
     criterion: str = field(compare=False)
     evidence: Evidence
-    sources: tuple[dict, ...] = field(default=(), compare=False)  # the resources it rests on
+    sources: tuple[Resource, ...] = field(default=(), compare=False)  # the resources it rests on
     when: datetime | None = field(default=None, compare=False)
     order: str | None = field(default=None, compare=False)  # lab order for a missing result
     hidden: bool = field(default=False, compare=False)  # counts, not listed (``evidence``)
@@ -249,7 +250,7 @@ class Found:
 
     when: datetime
     value: float
-    resource: dict
+    resource: Resource
     code: Concept
     estimate: Estimate | None = None
     correction: Correction | None = None
@@ -267,12 +268,13 @@ class RouteResult:
     fired: list[str]
     indicator: str
     variant: Variant | None
-    existing_referral: dict | None
+    existing_referral: Resource | None
 
     @property
-    def content(self) -> list:
+    def content(self) -> list[Content]:
         """The content blocks (next step, caveats, links) of each rule that fired."""
-        seen, blocks = set(), []
+        seen: set[str] = set()
+        blocks: list[Content] = []
         for criterion_id in self.fired:
             name = self.route.content_of.get(criterion_id)
             if name is not None and name not in seen:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
 from functools import lru_cache
+from typing import Any
 
+from cds_service.engine.shapes import Resource
 from cds_service.engine.terminology import codings_of
 from cds_service.engine.validation import ABATEMENT_VARIANTS
 
@@ -51,12 +53,12 @@ def _status_code(concept: object) -> str | None:
         return code
     codings = concept.get("coding") if isinstance(concept, dict) else None
     for coding in codings if isinstance(codings, list) else ():
-        if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-            return coding["code"]
+        if isinstance(coding, dict) and isinstance(raw := coding.get("code"), str):
+            return raw
     return None
 
 
-def condition_counts(resource: dict) -> bool:
+def condition_counts(resource: Resource) -> bool:
     """Active (or no status), not abated, and neither refuted nor entered in error.
 
     An abatement date contradicts an "active" status (FHIR invariant con-4): such a
@@ -71,19 +73,19 @@ def condition_counts(resource: dict) -> bool:
     return clinical is None or clinical in CONDITION_ACTIVE
 
 
-def condition_dates(resource: dict) -> tuple[datetime | None, datetime | None]:
+def condition_dates(resource: Resource) -> tuple[datetime | None, datetime | None]:
     """(onset, recorded date): problem lists often carry only one, or a late recording."""
     onset = resource.get("onsetDateTime") or (resource.get("onsetPeriod") or {}).get("start")
     return parse_datetime(onset), parse_datetime(resource.get("recordedDate"))
 
 
-def condition_date(resource: dict) -> datetime | None:
+def condition_date(resource: Resource) -> datetime | None:
     """When the condition started, or failing that, when it was recorded."""
     onset, recorded = condition_dates(resource)
     return onset or recorded
 
 
-def observation_date(resource: dict) -> datetime | None:
+def observation_date(resource: Resource) -> datetime | None:
     period = _period(resource, "effectivePeriod")
     return (
         parse_datetime(resource.get("effectiveDateTime"))
@@ -94,7 +96,7 @@ def observation_date(resource: dict) -> datetime | None:
     )
 
 
-def procedure_date(resource: dict) -> datetime | None:
+def procedure_date(resource: Resource) -> datetime | None:
     period = _period(resource, "performedPeriod")
     return (
         parse_datetime(resource.get("performedDateTime"))
@@ -103,7 +105,7 @@ def procedure_date(resource: dict) -> datetime | None:
     )
 
 
-def medication_date(resource: dict) -> datetime | None:
+def medication_date(resource: Resource) -> datetime | None:
     period = _period(resource, "effectivePeriod")
     return (
         parse_datetime(resource.get("authoredOn"))
@@ -112,12 +114,12 @@ def medication_date(resource: dict) -> datetime | None:
     )
 
 
-def _period(resource: dict, name: str) -> dict:
+def _period(resource: Resource, name: str) -> dict[str, Any]:
     period = resource.get(name)
     return period if isinstance(period, dict) else {}
 
 
-def reference_to(resource: dict) -> str | None:
+def reference_to(resource: Resource) -> str | None:
     rid = resource.get("id")
     if isinstance(rid, str) and rid:
         return f"{resource['resourceType']}/{rid}"

@@ -13,6 +13,7 @@ import json
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import jsonschema_rs
@@ -21,8 +22,9 @@ import yaml
 from cds_service.engine import units
 from cds_service.engine.concepts import ObservationConcept
 from cds_service.engine.medications import MedicationClassifier
-from cds_service.engine.model import RuleError, RuleSet
+from cds_service.engine.model import Route, RuleError, RuleSet
 from cds_service.engine.route_loader import Shared, compile_route
+from cds_service.engine.shapes import Spec
 from cds_service.engine.terminology import ValueSet, canonical_system
 
 COMMON_FILE = "common.yaml"
@@ -44,7 +46,7 @@ def load(cards_dir: Path) -> RuleSet:
     }
     status_sets = {name: frozenset(codes) for name, codes in common["status_sets"].items()}
     shared = _shared_definitions(cards_dir, common, concepts, status_sets)
-    routes = []
+    routes: list[Route] = []
     seen: dict[str, str] = {}
     for path in sorted(cards_dir.glob("*.yaml")):
         if path.name == COMMON_FILE:
@@ -79,11 +81,14 @@ def load(cards_dir: Path) -> RuleSet:
 
 
 @cache
-def schema(name: str) -> dict:
-    return json.loads(resources.files("cds_service.schemas").joinpath(name).read_text())
+def schema(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(
+        resources.files("cds_service.schemas").joinpath(name).read_text()
+    )
+    return loaded
 
 
-def read(path: Path) -> dict:
+def read(path: Path) -> Spec:
     try:
         # libyaml's parser (PyYAML's wheels carry it): the pure-Python one takes over a second
         # for the rule files, most of the service's start-up.
@@ -95,7 +100,7 @@ def read(path: Path) -> dict:
     return data
 
 
-def validate(path: Path, data: dict, file_schema: dict) -> None:
+def validate(path: Path, data: Spec, file_schema: dict[str, Any]) -> None:
     # jsonschema-rs answers yes or no in milliseconds; jsonschema, ten times slower, is only
     # asked for the message when a file is wrong (its messages name the field).
     if jsonschema_rs.validator_for(file_schema).is_valid(data):
@@ -108,7 +113,12 @@ def validate(path: Path, data: dict, file_schema: dict) -> None:
         raise RuleError(f"{path.name}: field {where}: {err.message}")
 
 
-def _shared_definitions(cards_dir: Path, common: dict, concepts: dict, status_sets: dict) -> Shared:
+def _shared_definitions(
+    cards_dir: Path,
+    common: Spec,
+    concepts: dict[str, ObservationConcept],
+    status_sets: dict[str, frozenset[str]],
+) -> Shared:
     """Medication classes and coded value sets defined once in cards/valuesets/."""
     route_schema = schema("rules-route.json")
     file_schema = {
@@ -120,8 +130,8 @@ def _shared_definitions(cards_dir: Path, common: dict, concepts: dict, status_se
             "value_sets": route_schema["properties"]["value_sets"],
         },
     }
-    classes: list[dict] = []
-    value_sets: dict[str, list] = {GATE_VALUE_SET: common["gate"]["value_set"]}
+    classes: list[Spec] = []
+    value_sets: dict[str, list[Spec]] = {GATE_VALUE_SET: common["gate"]["value_set"]}
     where_defined = {GATE_VALUE_SET: COMMON_FILE}
     for path in sorted((cards_dir / SHARED_DIR).glob("*.yaml")):
         data = read(path)
@@ -152,12 +162,12 @@ def _shared_definitions(cards_dir: Path, common: dict, concepts: dict, status_se
     )
 
 
-def _concept(name: str, spec: dict, path: Path) -> ObservationConcept:
+def _concept(name: str, spec: Spec, path: Path) -> ObservationConcept:
     concept = ObservationConcept(
         name=name,
         label=spec["label"],
         unit=spec["unit"],
-        display_unit=spec.get("display_unit", spec["unit"]),
+        display_unit=spec["display_unit"] if "display_unit" in spec else spec["unit"],
         value_set=ValueSet.from_entries(name, spec["codes"]),
         molar_mass=spec.get("molar_mass"),
         valence=spec.get("valence"),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from cds_service.engine.shapes import Resource, Spec
 from cds_service.engine.terminology import RXNORM, ValueSet, codings_of
 
 if TYPE_CHECKING:
@@ -34,6 +35,9 @@ class DrugInfo:
     verified: bool = True  # the RxNorm code is verified (names: always)
 
 
+Matches = list[tuple[DrugInfo, str]]  # the classes a medication is in, each with how matched
+
+
 class NameMatcher:
     """Finds ingredient and brand names (whole words, any case) in medication texts with one
     regex, and failing that a close misspelling ("Simvistatin") with ``difflib``.
@@ -47,7 +51,7 @@ class NameMatcher:
     # "levalbuterol"/"albuterol" (another drug) 0.86
     SHORTEST_FUZZY = 6  # shorter words are only matched exactly
 
-    def __init__(self, names: dict[str, list[DrugInfo]]):
+    def __init__(self, names: dict[str, list[DrugInfo]]) -> None:
         self.infos = names
         alternatives = sorted(names, key=len, reverse=True)  # longest name wins
         self.pattern = re.compile(
@@ -93,11 +97,11 @@ class NameMatcher:
 class MedicationClassifier:
     """The cramp-drug classes of a route: RxNorm codes -> ingredients, and their names."""
 
-    def __init__(self, classes: list[dict]):
+    def __init__(self, classes: list[Spec]) -> None:
         self.specs = {c["class"]: c for c in classes}  # as written: explanation pages only
         self.classes = set(self.specs)
         self.codes: dict[tuple[str, str], list[DrugInfo]] = {}
-        entries = []
+        entries: list[Spec] = []  # the RxNorm codes, as value set entries
         names: dict[str, list[DrugInfo]] = {}
         for drug_class in classes:
             for ingredient in drug_class["ingredients"]:
@@ -128,7 +132,7 @@ class MedicationClassifier:
         self.names = NameMatcher(names) if names else None
         self._remembered = lru_cache(maxsize=CLASSIFY_CACHE_SIZE)(self._classify_key)
 
-    def classify(self, resource: dict, record: Record) -> list[tuple[DrugInfo, str]]:
+    def classify(self, resource: Resource, record: Record) -> Matches:
         """Every cramp-drug class a medication belongs to, with how it was matched.
         Remembered by the medication's codes and names (charts repeat the same products)."""
         concept = resource.get("medicationCodeableConcept")
@@ -144,10 +148,12 @@ class MedicationClassifier:
             return self._classify(concept, code, ingredients, reference)
         return self._remembered(key)
 
-    def _classify_key(self, key: bytes) -> list[tuple[DrugInfo, str]]:
+    def _classify_key(self, key: bytes) -> Matches:
         return self._classify(*orjson.loads(key))
 
-    def _classify(self, concept, code, ingredients, reference) -> list[tuple[DrugInfo, str]]:
+    def _classify(
+        self, concept: object, code: object, ingredients: object, reference: object
+    ) -> Matches:
         concepts = [concept, code]
         for ingredient in ingredients if isinstance(ingredients, list) else ():
             if isinstance(ingredient, dict):
@@ -157,7 +163,8 @@ class MedicationClassifier:
             if isinstance(reference, dict) and isinstance(reference.get("display"), str)
             else []
         )
-        matches, classes = [], set()
+        matches: Matches = []
+        classes: set[str] = set()
         for c in concepts:
             for system, rx_code, display in codings_of(c):
                 if system == RXNORM:

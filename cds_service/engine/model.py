@@ -7,8 +7,9 @@ request is evaluated. Criterion types live in ``criteria/`` (one class each).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from cds_service.engine.shapes import Spec
 from cds_service.engine.terminology import CodeIndex, Concept, ValueSet
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ class Route:
     orders_label: str | None = None
     suppression: tuple[Suppression, ...] = ()
     medications: MedicationClassifier | None = None
-    spec: dict = field(default_factory=dict, repr=False)  # as written: explanation pages only
+    spec: Spec = field(default_factory=dict, repr=False)  # as written: explanation pages only
     referral_set: ValueSet | None = None  # to find an open referral
 
     def __post_init__(self) -> None:
@@ -123,10 +124,10 @@ class RuleSet:
     routes: list[Route]
     concepts: dict[str, ObservationConcept]
     gate: ValueSet
-    override_reasons: list[dict]
-    source_attributes: dict
+    override_reasons: list[dict[str, str | None]]  # system (canonical), code, display
+    source_attributes: dict[str, Any]
     status_sets: dict[str, frozenset[str]]
-    spec: dict = field(default_factory=dict, repr=False)  # common.yaml as written: explain only
+    spec: Spec = field(default_factory=dict, repr=False)  # common.yaml as written: explain only
     codes: CodeIndex = field(init=False)
 
     def __post_init__(self) -> None:
@@ -141,7 +142,7 @@ class RuleSet:
     @property
     def observation_codes(self) -> list[Concept]:
         """Every observation code a rule reads, for the prefetch template."""
-        seen = {}
+        seen: dict[tuple[str, str], Concept] = {}
         for concept in self.concepts.values():
             for member in concept.value_set.exact.values():
                 seen[(member.system, member.code)] = member

@@ -9,7 +9,9 @@ urgent rules can act on a flagged result whose number cannot be read.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
+
+from cds_service.engine.shapes import Resource
 
 if TYPE_CHECKING:
     from cds_service.engine.concepts import ObservationConcept
@@ -35,7 +37,7 @@ class Reading:
         return self.status == USABLE
 
 
-def assess(concept: ObservationConcept, resource: dict) -> Reading:
+def assess(concept: ObservationConcept, resource: Resource) -> Reading:
     """Read one Observation of ``concept``: usable, unreadable (and why) or implausible."""
     flag = critical_flag(resource)
     quantity = resource.get("valueQuantity")
@@ -63,7 +65,7 @@ def assess(concept: ObservationConcept, resource: dict) -> Reading:
     return Reading(USABLE, value, flag=flag)
 
 
-def critical_flag(resource: dict) -> str | None:
+def critical_flag(resource: Resource) -> str | None:
     """LL, HH or AA from ``Observation.interpretation`` (v3 ObservationInterpretation)."""
     interpretations = resource.get("interpretation")
     if not isinstance(interpretations, list):
@@ -75,5 +77,5 @@ def critical_flag(resource: dict) -> str | None:
                 continue
             code, system = coding.get("code"), coding.get("system")
             if code in CRITICAL_FLAGS and system in (None, INTERPRETATION):
-                return code
+                return cast(str, code)  # a key of CRITICAL_FLAGS
     return None

@@ -10,10 +10,12 @@ models (``Record.is_valid``), which keeps the hot path near the cost of JSON par
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from cds_service.engine.fhir_status import parse_datetime
 from cds_service.engine.results import LabResults
+from cds_service.engine.shapes import Resource
 from cds_service.engine.terminology import CodeIndex, Concept, ValueSet
 from cds_service.engine.validation import (
     CHOICE_VARIANTS,
@@ -26,6 +28,9 @@ from cds_service.engine.validation import (
 log = logging.getLogger(__name__)
 
 INDEXED_TYPES = ("Condition", "Observation", "Procedure", "ServiceRequest")  # coded, by value set
+# What ``Record.present`` holds: (resource type, value set), or (type, None) for a type received.
+Presence = tuple[str, ValueSet | None]
+Matched = list[tuple[Resource, Concept]]  # resources, each with the concept it matched
 
 
 class Record:
@@ -37,21 +42,26 @@ class Record:
     """
 
     def __init__(
-        self, patient_id: str, resources, now: datetime, codes: CodeIndex, strict: bool = False
-    ):
+        self,
+        patient_id: str,
+        resources: Iterable[Resource],
+        now: datetime,
+        codes: CodeIndex,
+        strict: bool = False,
+    ) -> None:
         self.patient_id = patient_id
         self.now = now
         self.codes = codes
         self.strict = strict  # every resource a rule reaches must pass R4B validation
-        self.patient: dict | None = None
-        self.received: dict[str, list[dict]] = {}  # as sent, unscreened
+        self.patient: Resource | None = None
+        self.received: dict[str, list[Resource]] = {}  # as sent, unscreened
         self.left_out = 0  # malformed, or about another patient (among those a rule reached)
         self._screened: dict[int, bool] = {}
-        self._by_type: dict[str, list[dict]] = {}
-        self._indexes: dict[str, dict[ValueSet, list[tuple[dict, Concept]]]] = {}
-        self._found: dict[tuple[str, ValueSet], list[tuple[dict, Concept]]] = {}
-        self._medications: dict[str, dict] | None = None
-        self._present: frozenset | None = None
+        self._by_type: dict[str, list[Resource]] = {}
+        self._indexes: dict[str, dict[ValueSet, Matched]] = {}
+        self._found: dict[tuple[str, ValueSet], Matched] = {}
+        self._medications: dict[str, Resource] | None = None
+        self._present: frozenset[Presence] | None = None
         self._valid: dict[int, bool] = {}
         self.invalid_count = 0  # resources found invalid so far: part of every shared answer's key
         received = self.received
@@ -73,7 +83,7 @@ class Record:
                 self.patient = resource
                 break
 
-    def screen(self, resource: dict) -> bool:
+    def screen(self, resource: Resource) -> bool:
         """Well formed and about this patient; decided once per resource."""
         key = id(resource)
         verdict = self._screened.get(key)
@@ -88,7 +98,7 @@ class Record:
                 self.left_out += 1
         return verdict
 
-    def _about_patient(self, resource: dict) -> bool:
+    def _about_patient(self, resource: Resource) -> bool:
         """False for a resource whose subject is another patient (or not a patient)."""
         if resource.get("resourceType") == "Patient":
             return resource.get("id") in (None, self.patient_id)
@@ -99,7 +109,7 @@ class Record:
         wanted = f"Patient/{self.patient_id}"
         return ref == wanted or ref.endswith("/" + wanted)
 
-    def resources(self, rtype: str) -> list[dict]:
+    def resources(self, rtype: str) -> list[Resource]:
         """Every screened resource of a type (for rules that read them all: medications)."""
         found = self._by_type.get(rtype)
         if found is None:
@@ -108,7 +118,7 @@ class Record:
             ]
         return found
 
-    def find(self, rtype: str, value_set: ValueSet) -> list[tuple[dict, Concept]]:
+    def find(self, rtype: str, value_set: ValueSet) -> Matched:
         """Screened resources of ``rtype`` with a coding in ``value_set``, each with the
         concept it matched. Memoised: several routes ask for the same value sets."""
         key = (rtype, value_set)
@@ -119,11 +129,11 @@ class Record:
             ]
         return found
 
-    def present(self) -> frozenset:
+    def present(self) -> frozenset[Presence]:
         """Every (resource type, value set) with candidates, and (type, None) for each type
         received: what ``rules.Need`` is checked against. Computed once, indexing the types."""
         if self._present is None:
-            found: set[tuple[str, ValueSet | None]] = {(rtype, None) for rtype in self.received}
+            found: set[Presence] = {(rtype, None) for rtype in self.received}
             for rtype in INDEXED_TYPES:
                 index = self._indexes.get(rtype)
                 if index is None:
@@ -132,7 +142,7 @@ class Record:
             self._present = frozenset(found)
         return self._present
 
-    def _candidates(self, rtype: str, value_set: ValueSet) -> list[tuple[dict, Concept]]:
+    def _candidates(self, rtype: str, value_set: ValueSet) -> Matched:
         """Like ``find``, before screening (lab results are screened one by one, lazily)."""
         index = self._indexes.get(rtype)
         if index is None:
@@ -141,17 +151,17 @@ class Record:
             raise KeyError(f"value set {value_set.name!r} is not in the rules' code index")
         return index.get(value_set, [])
 
-    def _index(self, rtype: str) -> dict[ValueSet, list[tuple[dict, Concept]]]:
+    def _index(self, rtype: str) -> dict[ValueSet, Matched]:
         """File each resource of a type under the value sets its codes belong to.
 
         One pass over ``code.coding``: a resource is listed once per value set, with its
         first coding in it; codes outside every value set cost one dict lookup.
         """
-        index: dict[ValueSet, list[tuple[dict, Concept]]] = {}
+        index: dict[ValueSet, Matched] = {}
         owners_of = self.codes.owners
         for resource in self.received.get(rtype, ()):
             concept = (
-                resource.get("code") if type(resource) is dict else resource.code  # type: ignore[attr-defined]
+                resource.get("code") if type(resource) is dict else resource.code  # type: ignore[attr-defined]  # a FhirNode
             )
             codings = concept.get("coding") if type(concept) is dict else None
             if type(codings) is not list:
@@ -165,7 +175,7 @@ class Record:
                             found = index[value_set] = []
                         found.append((resource, matched))
                 continue
-            filed = set()
+            filed: set[ValueSet] = set()
             for coding in codings:
                 if type(coding) is not dict:
                     continue
@@ -175,7 +185,7 @@ class Record:
                         index.setdefault(value_set, []).append((resource, matched))
         return index
 
-    def medication_of(self, resource: dict) -> dict | None:
+    def medication_of(self, resource: Resource) -> Resource | None:
         """The Medication a medicationReference points at (contained or in the record)."""
         ref = resource.get("medicationReference")
         ref = ref.get("reference") if isinstance(ref, dict) else None
@@ -204,11 +214,11 @@ class Record:
         """Resources received, by type (for the access log)."""
         return {rtype: len(items) for rtype, items in self.received.items()}
 
-    def known_invalid(self, resource: dict) -> bool:
+    def known_invalid(self, resource: Resource) -> bool:
         """True once validation has failed for this resource (see ``is_valid``)."""
         return self._valid.get(id(resource)) is False
 
-    def is_valid(self, resource: dict) -> bool:
+    def is_valid(self, resource: Resource) -> bool:
         """Validate what the rules read of a resource against the FHIR R4B model.
 
         Only the elements in ``ELEMENTS_READ`` are validated: a lab value is not dropped

@@ -13,25 +13,36 @@ from typing import TYPE_CHECKING
 
 from cds_service.engine.fhir_status import instant, observation_date
 from cds_service.engine.quality import Reading, assess
+from cds_service.engine.shapes import Resource
+from cds_service.engine.terminology import Concept
 
 if TYPE_CHECKING:
+    from cds_service.engine.concepts import ObservationConcept
     from cds_service.engine.record import Record
 
 log = logging.getLogger(__name__)
 
 # (when, value in the concept's unit or None when unusable, resource, code matched)
-Result = tuple
+Result = tuple[datetime, float | None, Resource, Concept]
+ValuedResult = tuple[datetime, float, Resource, Concept]  # a Result whose value is usable
+# (POSIX timestamp, when, resource, code matched): how results are kept, newest first
+Dated = tuple[float, datetime, Resource, Concept]
 
 
 class LabResults:
     """The results of one record, per observation concept."""
 
-    def __init__(self, record: Record):
+    def __init__(self, record: Record) -> None:
         self.record = record
-        self._dated: dict[str, list[tuple]] = {}
+        self._dated: dict[str, list[Dated]] = {}
         self._values: dict[str, dict[int, Reading]] = {}
 
-    def newest_result(self, concept, statuses, since: datetime | None = None) -> tuple | None:
+    def newest_result(
+        self,
+        concept: ObservationConcept,
+        statuses: frozenset[str],
+        since: datetime | None = None,
+    ) -> Result | None:
         """The newest result of a lab concept with one of ``statuses`` (from ``since`` on):
         (when, canonical value, resource, code), or None.
 
@@ -53,11 +64,13 @@ class LabResults:
                 return when, self._value(concept, resource), resource, code
         return None
 
-    def results_in(self, concept, statuses, since: datetime | None) -> list[tuple]:
+    def results_in(
+        self, concept: ObservationConcept, statuses: frozenset[str], since: datetime | None
+    ) -> list[Result]:
         """Every such result from ``since`` on, newest first (see ``newest_result``)."""
         record = self.record
         oldest = since.timestamp() if since is not None else None
-        found = []
+        found: list[Result] = []
         for stamp, when, resource, code in self._dated_of(concept):
             if oldest is not None and stamp < oldest:
                 break
@@ -70,15 +83,19 @@ class LabResults:
         return found
 
     def newest_results(
-        self, concept, statuses, since: datetime | None = None, same_day: bool = False
-    ) -> list[tuple]:
+        self,
+        concept: ObservationConcept,
+        statuses: frozenset[str],
+        since: datetime | None = None,
+        same_day: bool = False,
+    ) -> list[Result]:
         """Every result at the newest instant (``same_day``: on the newest day) from
         ``since`` on, usable or not: several results of one instant are decided by rule
         (the worse value), never by which came first in the bundle."""
         record = self.record
         oldest = since.timestamp() if since is not None else None
-        found: list[tuple] = []
-        first = None
+        found: list[Result] = []
+        first: tuple[float, datetime] | None = None
         for stamp, when, resource, code in self._dated_of(concept):
             if oldest is not None and stamp < oldest:
                 break
@@ -95,17 +112,17 @@ class LabResults:
                 found.append((when, self._value(concept, resource), resource, code))
         return found
 
-    def _dated_of(self, concept) -> list[tuple]:
+    def _dated_of(self, concept: ObservationConcept) -> list[Dated]:
         dated = self._dated.get(concept.name)
         if dated is None:
             dated = self._dated[concept.name] = self._dated_results(concept)
         return dated
 
-    def _value(self, concept, resource) -> float | None:
+    def _value(self, concept: ObservationConcept, resource: Resource) -> float | None:
         """The result's value in the concept's canonical unit when usable, else None."""
         return self.reading(concept, resource).value
 
-    def reading(self, concept, resource) -> Reading:
+    def reading(self, concept: ObservationConcept, resource: Resource) -> Reading:
         """The result as the rules may use it (``quality.assess``), decided once per record."""
         readings = self._values.setdefault(concept.name, {})
         key = id(resource)
@@ -116,11 +133,11 @@ class LabResults:
                 log.info("a %s result is %s: %s", concept.name, found.status, found.reason)
         return found
 
-    def _dated_results(self, concept) -> list[tuple]:
+    def _dated_results(self, concept: ObservationConcept) -> list[Dated]:
         """(POSIX timestamp, when, resource, code), newest first. Sorted and compared on
         timestamps: comparing datetimes that carry UTC offsets is several times slower."""
         latest_allowed = (self.record.now + timedelta(days=1)).timestamp()
-        dated = []
+        dated: list[Dated] = []
         for resource, code in self.record._candidates("Observation", concept.value_set):
             effective = (
                 resource.get("effectiveDateTime")

@@ -19,6 +19,7 @@ from cds_service.engine.model import (
     Suppression,
     Variant,
 )
+from cds_service.engine.shapes import Spec
 from cds_service.engine.terminology import Concept, ValueSet, canonical_system
 
 
@@ -27,13 +28,13 @@ class Shared:
     """What every route may use: the shared value sets, medication classes and concepts."""
 
     value_sets: dict[str, ValueSet]
-    medication_classes: list[dict]
+    medication_classes: list[Spec]
     medications: MedicationClassifier | None
     concepts: dict[str, ObservationConcept]
     status_sets: dict[str, frozenset[str]]
 
 
-def compile_route(file: str, data: dict, shared: Shared) -> Route:
+def compile_route(file: str, data: Spec, shared: Shared) -> Route:
     data = {**data, "_file": file}
     value_sets = _value_sets(file, data, shared)
     medications = shared.medications
@@ -84,7 +85,7 @@ def compile_route(file: str, data: dict, shared: Shared) -> Route:
     )
 
 
-def _entries(data: dict) -> list[tuple[str, dict, bool]]:
+def _entries(data: Spec) -> list[tuple[str, Spec, bool]]:
     """(where, spec, makes a card) of every rule, then every building block."""
     file = data["_file"]
     return [
@@ -94,7 +95,7 @@ def _entries(data: dict) -> list[tuple[str, dict, bool]]:
     ]
 
 
-def _value_sets(file: str, data: dict, shared: Shared) -> dict[str, ValueSet]:
+def _value_sets(file: str, data: Spec, shared: Shared) -> dict[str, ValueSet]:
     local = data.get("value_sets", {})
     redefined = sorted(set(local) & set(shared.value_sets))
     if redefined:
@@ -112,7 +113,7 @@ def _value_set_names(criterion: Criterion) -> list[str]:
     return [vs.name for vs in getattr(criterion, "value_sets", ())]
 
 
-def _check_no_clash(file: str, data: dict, shared: Shared) -> None:
+def _check_no_clash(file: str, data: Spec, shared: Shared) -> None:
     clash = {c["class"] for c in data["medications"]} & {
         c["class"] for c in shared.medication_classes
     }
@@ -120,7 +121,7 @@ def _check_no_clash(file: str, data: dict, shared: Shared) -> None:
         raise RuleError(f"{file}: field medications: {sorted(clash)} already defined in valuesets/")
 
 
-def _content(block: dict) -> Content:
+def _content(block: Spec) -> Content:
     level = block.get("evidence_level")
     return Content(
         next_step=block["next_step"].strip(),
@@ -130,9 +131,11 @@ def _content(block: dict) -> Content:
     )
 
 
-def _content_of(file: str, criteria: dict[str, Criterion], content: dict) -> dict[str, str]:
+def _content_of(
+    file: str, criteria: dict[str, Criterion], content: dict[str, Content]
+) -> dict[str, str]:
     """Which content block each rule shows; a rule that makes a card must name one."""
-    content_of = {}
+    content_of: dict[str, str] = {}
     for i, criterion in enumerate(criteria.values()):
         name = criterion.content
         if name is not None and name not in content:
@@ -147,8 +150,8 @@ def _content_of(file: str, criteria: dict[str, Criterion], content: dict) -> dic
     return content_of
 
 
-def _variants(file: str, data: dict, defs: Definitions) -> tuple[Variant, ...]:
-    variants = []
+def _variants(file: str, data: Spec, defs: Definitions) -> tuple[Variant, ...]:
+    variants: list[Variant] = []
     for i, spec in enumerate(data.get("variants", [])):
         where = f"{file}: field variants/{i}/when"
         variants.append(
@@ -169,11 +172,11 @@ def _variants(file: str, data: dict, defs: Definitions) -> tuple[Variant, ...]:
     return tuple(sorted(variants, key=lambda v: v.precedence))
 
 
-def _concept(entry: dict) -> Concept:
+def _concept(entry: Spec) -> Concept:
     return Concept(canonical_system(entry["system"]) or "", str(entry["code"]), entry["display"])
 
 
-def _referral(data: dict) -> Referral | None:
+def _referral(data: Spec) -> Referral | None:
     if "referral" not in data:
         return None
     spec = data["referral"]

@@ -7,8 +7,10 @@ canonical URI and, for ICD-10-CM, to the dotted upper-case code before comparing
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -77,7 +79,7 @@ def _normalised_cached(system: str, code: str) -> tuple[str | None, str | None]:
     return canonical, normalise_code(canonical, code)
 
 
-def codings_of(concept: object):
+def codings_of(concept: object) -> Iterator[tuple[str, str, str | None]]:
     """Yield (system, code, display) for every usable coding of a CodeableConcept dict."""
     if not isinstance(concept, dict):
         return
@@ -122,7 +124,7 @@ class ValueSet:
         return None
 
     @classmethod
-    def from_entries(cls, name: str, entries: list[dict]) -> ValueSet:
+    def from_entries(cls, name: str, entries: list[dict[str, Any]]) -> ValueSet:
         members: list[Concept] = []
         prefixes: list[Concept] = []
         for entry in entries:
@@ -131,6 +133,9 @@ class ValueSet:
             concept = Concept(system, code, entry["display"])
             (prefixes if entry.get("match") == "prefix" else members).append(concept)
         return cls(name, members, prefixes)
+
+
+Owners = tuple[tuple[ValueSet, Concept], ...]  # the value sets a code is in, each with its match
 
 
 class CodeIndex:
@@ -143,7 +148,7 @@ class CodeIndex:
 
     MEMO_SIZE = 65536  # distinct raw codings remembered (least recently used dropped)
 
-    def __init__(self, value_sets):
+    def __init__(self, value_sets: Iterable[ValueSet]) -> None:
         self.value_sets = tuple(dict.fromkeys(value_sets))  # registered, in order, once each
         self.registered = frozenset(self.value_sets)
         self._exact: dict[tuple[str, str], list[ValueSet]] = {}
@@ -155,7 +160,7 @@ class CodeIndex:
                 self._prefixes.setdefault((prefix.system, prefix.code), []).append(value_set)
         self._remembered = lru_cache(maxsize=self.MEMO_SIZE)(self._owners_of_raw)
 
-    def owners(self, system: object, code: object) -> tuple:
+    def owners(self, system: object, code: object) -> Owners:
         """((value set, matched concept), ...) for a coding's raw system and code."""
         if type(system) is not str or type(code) is not str:
             return ()
@@ -163,16 +168,16 @@ class CodeIndex:
             return self._remembered(system, code)
         return self._owners_of_raw(system, code)  # odd and long: not worth remembering
 
-    def _owners_of_raw(self, system: str, code: str) -> tuple:
+    def _owners_of_raw(self, system: str, code: str) -> Owners:
         return self._owners(*_normalised(system, code))
 
-    def _owners(self, system: str | None, code: str | None) -> tuple:
+    def _owners(self, system: str | None, code: str | None) -> Owners:
         if not system or not code:
             return ()
         candidates = list(self._exact.get((system, code), ()))
         for end in range(1, len(code) + 1):
             candidates += self._prefixes.get((system, code[:end]), ())
-        owners = []
+        owners: list[tuple[ValueSet, Concept]] = []
         for value_set in dict.fromkeys(candidates):
             concept = value_set.match(system, code)  # an exact member wins over a prefix
             if concept is not None:

@@ -136,7 +136,9 @@ def _convert(
     return None if base is None else base / f_to
 
 
-def _bridge(base: float, dim_from: str, dim_to: str, molar_mass, valence) -> float | None:
+def _bridge(
+    base: float, dim_from: str, dim_to: str, molar_mass: float | None, valence: int | None
+) -> float | None:
     """Cross between mass, molar and equivalent concentrations using analyte facts."""
     if dim_from == "equiv":
         if not valence:

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from cds_service.engine.shapes import Resource
+
 log = logging.getLogger(__name__)
 
 # Resource type -> the module of its R4B model (fhir.resources.R4B.<module>.<type>).
@@ -136,7 +138,7 @@ _SHAPES = {
 _QUANTITY_SHAPES = {"code": str, "unit": str, "comparator": str, "system": str}
 
 
-def well_formed(resource: dict) -> bool:
+def well_formed(resource: Resource) -> bool:
     """Every element the rules read has the JSON type FHIR gives it."""
     if type(resource) is dict:  # a decoded FhirNode already has these types
         for name, value in resource.items():  # a resource has fewer members than _SHAPES
@@ -161,7 +163,7 @@ def _model(rtype: str) -> Any:
     return getattr(module, rtype)
 
 
-def validates(rtype: str, elements: dict) -> bool:
+def validates(rtype: str, elements: dict[str, Any]) -> bool:
     """Whether the R4B model accepts these elements of a resource.
 
     The verdict is remembered by content (the exact JSON of the elements validated): the
@@ -182,7 +184,7 @@ def _validates_content(rtype: str, content: bytes) -> bool:
     return _model_accepts(rtype, orjson.loads(content))
 
 
-def _model_accepts(rtype: str, elements: dict) -> bool:
+def _model_accepts(rtype: str, elements: dict[str, Any]) -> bool:
     try:
         _model(rtype).model_validate(elements)
     except Exception as exc:  # pydantic.ValidationError and friends

@@ -8,25 +8,30 @@ override reasons, no empty members).
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING, Any
 
 from cds_service.engine.facts import Fact, RouteResult
 from cds_service.engine.model import Link, RuleSet
 from cds_service.engine.terminology import Concept
 from cds_service.render import evidence, explain
 
+if TYPE_CHECKING:
+    from cds_service.config import Settings
+
 ROUTE_SYSTEM = "urn:leg-cramp-cds:referral-route"
 SUMMARY_LIMIT = 99
 LINK_LIMIT = 2
 DETAIL_LIMIT = 900
+Card = dict[str, Any]  # a CDS Hooks card, as JSON
 
 
 def render(
-    results: list[RouteResult], ruleset: RuleSet, patient_id: str, settings=None
-) -> list[dict]:
+    results: list[RouteResult], ruleset: RuleSet, patient_id: str, settings: Settings | None = None
+) -> list[Card]:
     return [render_card(result, ruleset, patient_id, settings) for result in results]
 
 
-def _coding(concept: Concept) -> dict:
+def _coding(concept: Concept) -> dict[str, str]:
     return {"system": concept.system, "code": concept.code, "display": concept.display}
 
 
@@ -96,7 +101,7 @@ def _evidence_lines(facts: list[Fact]) -> list[str]:
     return lines
 
 
-def links_for(result: RouteResult, settings=None) -> list[dict]:
+def links_for(result: RouteResult, settings: Settings | None = None) -> list[dict[str, str]]:
     """The guideline link of the most severe rule that fired, then the card's explanation
     page (its route and fired rules, no patient data): LINK_LIMIT in all."""
     links: list[Link] = []
@@ -112,8 +117,12 @@ def links_for(result: RouteResult, settings=None) -> list[dict]:
 
 
 def _service_request(
-    code: dict, patient_id: str, priority: str, reasons: list[str], note: str | None = None
-) -> dict:
+    code: dict[str, str],
+    patient_id: str,
+    priority: str,
+    reasons: list[str],
+    note: str | None = None,
+) -> dict[str, object]:
     resource: dict[str, object] = {
         "resourceType": "ServiceRequest",
         "status": "draft",
@@ -130,7 +139,7 @@ def _service_request(
 
 
 def _reasons(facts: list[Fact]) -> list[str]:
-    seen = []
+    seen: list[str] = []
     for fact in facts:
         for ref in fact.references:
             if ref not in seen:
@@ -138,11 +147,11 @@ def _reasons(facts: list[Fact]) -> list[str]:
     return seen
 
 
-def suggestions_for(result: RouteResult, patient_id: str) -> list[dict]:
+def suggestions_for(result: RouteResult, patient_id: str) -> list[dict[str, Any]]:
     route = result.route
     variant = result.variant
     reasons = _reasons(result.facts)
-    suggestions = []
+    suggestions: list[dict[str, Any]] = []
     referral = route.referral
     no_referral = variant is not None and variant.no_referral
     if referral is not None and result.existing_referral is None and not no_referral:
@@ -168,7 +177,7 @@ def suggestions_for(result: RouteResult, patient_id: str) -> list[dict]:
         if fact.order and fact.order not in wanted:
             wanted.append(fact.order)
     if wanted:
-        actions = []
+        actions: list[dict[str, Any]] = []
         for key in wanted:
             code = _coding(route.orders[key].code)
             actions.append(
@@ -189,9 +198,11 @@ def suggestions_for(result: RouteResult, patient_id: str) -> list[dict]:
     return suggestions
 
 
-def render_card(result: RouteResult, ruleset: RuleSet, patient_id: str, settings=None) -> dict:
+def render_card(
+    result: RouteResult, ruleset: RuleSet, patient_id: str, settings: Settings | None = None
+) -> Card:
     route = result.route
-    card = {
+    card: Card = {
         "uuid": str(uuid.uuid4()),
         "summary": summary_for(result),
         "indicator": result.indicator,

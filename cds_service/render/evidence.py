@@ -4,6 +4,7 @@ summary. Every wording of a finding lives here (the engine returns structured fa
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from functools import singledispatch
 
 from cds_service.engine import units
@@ -11,6 +12,7 @@ from cds_service.engine.concepts import ObservationConcept
 from cds_service.engine.facts import (
     CodedProblem,
     Discordance,
+    Estimate,
     Fact,
     FlaggedResult,
     LabResult,
@@ -37,7 +39,7 @@ def value_text(concept: ObservationConcept, canonical_value: float) -> str:
     return f"{shown} {units.display_label(concept.display_unit)}".rstrip()
 
 
-def day(when) -> str:
+def day(when: datetime | None) -> str:
     return when.date().isoformat() if when else "date not recorded"
 
 
@@ -71,12 +73,12 @@ def _bare(label: str) -> str:
 
 
 @singledispatch
-def _text(evidence) -> str:
+def _text(evidence: object) -> str:
     raise TypeError(f"no wording for {type(evidence).__name__}")
 
 
 @singledispatch
-def _short(evidence) -> str:
+def _short(evidence: object) -> str:
     raise TypeError(f"no wording for {type(evidence).__name__}")
 
 
@@ -159,7 +161,7 @@ def _(e: LabResult) -> str:
     return f"{brief}, sustained" if e.earlier is not None else brief
 
 
-def _estimate(estimate) -> str:
+def _estimate(estimate: Estimate) -> str:
     creatinine = value_text(estimate.creatinine, estimate.value)
     return f"creatinine {creatinine} ({estimate.code.label}), age {estimate.age}, {estimate.sex}"
 

@@ -13,12 +13,14 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cds_service.engine.model import EvidenceLevel, RuleError
+from cds_service.engine.shapes import Spec
 
 if TYPE_CHECKING:
     from cds_service.engine.concepts import ObservationConcept
     from cds_service.engine.evaluation import Evaluation
     from cds_service.engine.facts import Fact
     from cds_service.engine.medications import MedicationClassifier
+    from cds_service.engine.record import Presence
     from cds_service.engine.terminology import ValueSet
 
 TYPES: dict[str, type[Criterion]] = {}
@@ -35,7 +37,7 @@ class Need:
     """
 
     kind: str
-    data: frozenset = frozenset()
+    data: frozenset[Presence] = frozenset()
     parts: tuple[str, ...] = ()
 
 
@@ -66,7 +68,7 @@ class Definitions:
             raise RuleError(f"{where}: unknown criterion {name!r}")
         return name
 
-    def statuses(self, spec: dict, where: str, default: str) -> frozenset[str]:
+    def statuses(self, spec: Spec, where: str, default: str) -> frozenset[str]:
         name = spec.get("statuses", default)
         if name not in self.status_sets:
             raise RuleError(f"{where}/statuses: unknown status set {name!r}")
@@ -89,7 +91,7 @@ class Criterion:
     window: timedelta | None  # look-back from today
     evidence_level: EvidenceLevel | None  # overrides its content block's (explanation pages)
     note: str | None  # the rule author's explanation, shown on the explanation pages
-    spec: dict = field(repr=False)  # as written, for the explanation pages
+    spec: Spec = field(repr=False)  # as written, for the explanation pages
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -97,7 +99,7 @@ class Criterion:
             TYPES[cls.type_name] = cls
 
     @classmethod
-    def build(cls, spec: dict, defs: Definitions, where: str, fires: bool) -> Criterion:
+    def build(cls, spec: Spec, defs: Definitions, where: str, fires: bool) -> Criterion:
         """The criterion of a rule file entry (already schema-valid), its names resolved;
         ``fires``: listed under ``criteria`` (makes a card), not ``building_blocks``.
         ``when: [ids]`` is an ``all`` of those criteria."""
@@ -106,7 +108,7 @@ class Criterion:
             spec = {**spec, "type": "all", "of": [when] if isinstance(when, str) else when}
         days = spec.get("lookback_days")
         level = spec.get("evidence_level")
-        common = dict(
+        common: dict[str, Any] = dict(
             id=spec["id"],
             fires=fires,
             context=spec.get("context", False),
@@ -123,7 +125,7 @@ class Criterion:
         return kind(**common, **kind.own_fields(spec, defs, where))
 
     @classmethod
-    def own_fields(cls, spec: dict, defs: Definitions, where: str) -> dict[str, Any]:
+    def own_fields(cls, spec: Spec, defs: Definitions, where: str) -> dict[str, Any]:
         """The type's own fields, read from its rule file entry."""
         raise NotImplementedError
 

@@ -16,6 +16,7 @@ from cds_service.engine.fhir_status import (
     observation_date,
     procedure_date,
 )
+from cds_service.engine.shapes import Resource, Spec
 from cds_service.engine.terminology import ICD10CM, Concept, ValueSet, codings_of
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class ConditionCriterion(Criterion):
     also_observations: bool
 
     @classmethod
-    def own_fields(cls, spec: dict, defs: Definitions, where: str) -> dict[str, Any]:
+    def own_fields(cls, spec: Spec, defs: Definitions, where: str) -> dict[str, Any]:
         days = spec.get("persisting_days")
         return dict(
             value_sets=tuple(defs.value_set(n, where) for n in spec["value_sets"]),
@@ -64,7 +65,8 @@ class ConditionCriterion(Criterion):
         since = ev.window_start(self)
         persisting = record.now - self.persisting if self.persisting is not None else None
         latest = record.now + timedelta(days=1)
-        facts, seen = [], set()
+        facts: list[Fact] = []
+        seen: set[int] = set()
         for rtype in self.resource_types:
             for value_set in self.value_sets:
                 for resource, concept in record.find(rtype, value_set):
@@ -93,7 +95,7 @@ class ConditionCriterion(Criterion):
         return keep_newest_per_item(facts)
 
 
-def _dates(rtype: str, resource: dict) -> tuple[datetime | None, datetime | None] | None:
+def _dates(rtype: str, resource: Resource) -> tuple[datetime | None, datetime | None] | None:
     """(onset, recorded) of a problem that counts, (date, None) of a finding; None if not."""
     if rtype == "Condition":
         return condition_dates(resource) if condition_counts(resource) else None
@@ -111,7 +113,7 @@ class ProcedureCriterion(Criterion):
     value_sets: tuple[ValueSet, ...]
 
     @classmethod
-    def own_fields(cls, spec: dict, defs: Definitions, where: str) -> dict[str, Any]:
+    def own_fields(cls, spec: Spec, defs: Definitions, where: str) -> dict[str, Any]:
         return dict(value_sets=tuple(defs.value_set(n, where) for n in spec["value_sets"]))
 
     def need(self) -> Need:
@@ -120,7 +122,7 @@ class ProcedureCriterion(Criterion):
     def evaluate(self, ev: Evaluation) -> list[Fact]:
         record = ev.record
         since = ev.window_start(self)
-        best: dict[str, tuple] = {}
+        best: dict[str, tuple[datetime, Resource, Concept]] = {}
         for value_set in self.value_sets:
             for resource, concept in record.find("Procedure", value_set):
                 if resource.get("status") not in PROCEDURE_DONE:
@@ -148,7 +150,7 @@ def keep_newest_per_item(facts: list[Fact]) -> list[Fact]:
     return list(newest.values())
 
 
-def _actual_code(resource: dict, concept: Concept) -> Concept:
+def _actual_code(resource: Resource, concept: Concept) -> Concept:
     """For an ICD-10-CM prefix match (e.g. I82.4*), the code the resource really carries."""
     for system, code, display in codings_of(resource.get("code")):
         if (
@@ -161,7 +163,7 @@ def _actual_code(resource: dict, concept: Concept) -> Concept:
 
 
 def condition_fact(
-    criterion_id: str, resource: dict, concept: Concept, undated_counted: bool = False
+    criterion_id: str, resource: Resource, concept: Concept, undated_counted: bool = False
 ) -> Fact:
     """The evidence of a coded problem: code, clinical status and dates as recorded (an
     onset is never inferred from the date the entry was recorded)."""

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from cds_service.engine.criteria.base import Criterion, Definitions, Need
 from cds_service.engine.facts import Fact
+from cds_service.engine.shapes import Spec
 
 if TYPE_CHECKING:
     from cds_service.engine.evaluation import Evaluation
@@ -21,7 +22,7 @@ class AllOf(Criterion):
     of: tuple[str, ...]
 
     @classmethod
-    def own_fields(cls, spec: dict, defs: Definitions, where: str) -> dict[str, Any]:
+    def own_fields(cls, spec: Spec, defs: Definitions, where: str) -> dict[str, Any]:
         return dict(of=tuple(defs.criterion(ref, where) for ref in spec["of"]))
 
     @property

@@ -10,11 +10,12 @@ from cds_service.engine.criteria.coded import keep_newest_per_item
 from cds_service.engine.facts import Fact, MedicationOrder
 from cds_service.engine.fhir_status import MEDICATION_ACTIVE, medication_date
 from cds_service.engine.model import RuleError
+from cds_service.engine.shapes import Resource, Spec
 from cds_service.engine.terminology import codings_of
 
 if TYPE_CHECKING:
     from cds_service.engine.evaluation import Evaluation
-    from cds_service.engine.medications import DrugInfo
+    from cds_service.engine.medications import DrugInfo, Matches
 
 
 @dataclass
@@ -25,7 +26,7 @@ class MedicationCriterion(Criterion):
     started_on_or_after: str | None  # a criterion: only medicines ordered on or after it
 
     @classmethod
-    def own_fields(cls, spec: dict, defs: Definitions, where: str) -> dict[str, Any]:
+    def own_fields(cls, spec: Spec, defs: Definitions, where: str) -> dict[str, Any]:
         known = defs.medications.classes if defs.medications else set()
         for name in spec["classes"]:
             if name not in known:
@@ -46,7 +47,7 @@ class MedicationCriterion(Criterion):
             if not dates:
                 return []
             since = min(dates)
-        facts = []
+        facts: list[Fact] = []
         for resource, matches in ev.active_medications():
             if ev.record.known_invalid(resource):  # found out on an earlier attempt
                 continue
@@ -61,10 +62,10 @@ class MedicationCriterion(Criterion):
         return keep_newest_per_item(facts)  # repeated orders of one medicine: the newest
 
 
-def active_medications(ev: Evaluation) -> list[tuple[dict, list]]:
+def active_medications(ev: Evaluation) -> list[tuple[Resource, Matches]]:
     """Active medication orders and statements with the cramp-drug classes they belong to."""
     classifier = ev.route.medications
-    found: list[tuple[dict, list]] = []
+    found: list[tuple[Resource, Matches]] = []
     if classifier is None:
         return found
     for rtype in ("MedicationRequest", "MedicationStatement"):
@@ -79,7 +80,7 @@ def active_medications(ev: Evaluation) -> list[tuple[dict, list]]:
     return found
 
 
-def medication_fact(criterion_id: str, resource: dict, info: DrugInfo, how: str) -> Fact:
+def medication_fact(criterion_id: str, resource: Resource, info: DrugInfo, how: str) -> Fact:
     """One medicine: name as ordered, class, status, date, how it was matched and the
     strength of its link with cramps (the class's ``evidence``)."""
     name = None

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cds_service.engine.criteria.base import Criterion, Definitions, Need
 from cds_service.engine.criteria.observation import DEFAULT_STATUSES
 from cds_service.engine.facts import Fact, LastResult, MissingResult, Quantity, UnusableResult
 from cds_service.engine.model import RuleError
 from cds_service.engine.quality import IMPLAUSIBLE
+from cds_service.engine.shapes import Resource, Spec
 
 if TYPE_CHECKING:
     from cds_service.engine.concepts import ObservationConcept
     from cds_service.engine.evaluation import Evaluation
+    from cds_service.engine.results import Result, ValuedResult
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,8 @@ class ObservationMissingCriterion(Criterion):
     report: str  # missing, unusable (review) or both
 
     @classmethod
-    def own_fields(cls, spec: dict, defs: Definitions, where: str) -> dict[str, Any]:
-        groups = []
+    def own_fields(cls, spec: Spec, defs: Definitions, where: str) -> dict[str, Any]:
+        groups: list[TestGroup] = []
         for group in spec["groups"]:
             order = group.get("order")
             if order is not None and order not in defs.orders:
@@ -58,7 +60,7 @@ class ObservationMissingCriterion(Criterion):
         return Need("always")
 
     def evaluate(self, ev: Evaluation) -> list[Fact]:
-        facts = []
+        facts: list[Fact] = []
         labs = ev.record.labs
         for group in self.groups:
             since = ev.record.now - group.window
@@ -77,13 +79,16 @@ class ObservationMissingCriterion(Criterion):
 
     def _missing(self, ev: Evaluation, group: TestGroup) -> Fact:
         labs = ev.record.labs
-        newest_ever = [
-            (c, r)
-            for c in group.concepts
-            if (r := labs.newest_result(c, self.statuses)) is not None and r[1] is not None
-        ]
+        newest_ever = cast(  # each value checked usable
+            "list[tuple[ObservationConcept, ValuedResult]]",
+            [
+                (c, r)
+                for c in group.concepts
+                if (r := labs.newest_result(c, self.statuses)) is not None and r[1] is not None
+            ],
+        )
         last = None
-        sources: tuple[dict, ...] = ()
+        sources: tuple[Resource, ...] = ()
         if newest_ever:
             _concept, (when, value, resource, code) = max(newest_ever, key=lambda cr: cr[1][0])
             owner = next(c for c in group.concepts if c.value_set.match(code.system, code.code))
@@ -93,7 +98,9 @@ class ObservationMissingCriterion(Criterion):
         evidence = MissingResult(group.label, months, last)
         return Fact(self.id, evidence, sources, None, group.order)
 
-    def _unusable(self, ev: Evaluation, group: TestGroup, newest: list[tuple]) -> Fact:
+    def _unusable(
+        self, ev: Evaluation, group: TestGroup, newest: list[tuple[ObservationConcept, Result]]
+    ) -> Fact:
         concept, (when, _value, resource, code) = max(newest, key=lambda cr: cr[1][0])
         reading = ev.record.labs.reading(concept, resource)
         evidence = UnusableResult(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cds_service.engine import egfr
 from cds_service.engine.criteria.base import Criterion, Definitions, Need
@@ -27,10 +27,12 @@ from cds_service.engine.facts import (
 )
 from cds_service.engine.model import RuleError
 from cds_service.engine.quality import UNREADABLE
+from cds_service.engine.shapes import Resource, Spec
 
 if TYPE_CHECKING:
     from cds_service.engine.concepts import ObservationConcept
     from cds_service.engine.evaluation import Evaluation
+    from cds_service.engine.results import ValuedResult
 
 DEFAULT_STATUSES = "result-final"
 
@@ -52,7 +54,7 @@ class ObservationCriterion(Criterion):
     age_below: float | None
 
     @classmethod
-    def own_fields(cls, spec: dict, defs: Definitions, where: str) -> dict[str, Any]:
+    def own_fields(cls, spec: Spec, defs: Definitions, where: str) -> dict[str, Any]:
         concept = defs.concept(spec["concept"], where)
         threshold = Threshold(**spec["threshold"])
         limit = concept.convert(threshold.value, threshold.unit, concept.unit)
@@ -111,7 +113,7 @@ class ObservationCriterion(Criterion):
         # Among same-instant results that meet the threshold, report the most extreme.
         latest = (min if comparator in {"<", "<="} else max)(hits, key=lambda r: r.value)
         earlier = None
-        sources: tuple[dict, ...] = (latest.resource,)
+        sources: tuple[Resource, ...] = (latest.resource,)
         if self.sustained is not None:
             found = self._earlier_hit(ev, since, latest)
             if found is None:
@@ -132,16 +134,18 @@ class ObservationCriterion(Criterion):
         )
         return [Fact(self.id, evidence, sources, latest.when)]
 
-    def _earlier_hit(self, ev: Evaluation, since: datetime | None, latest: Found) -> tuple | None:
+    def _earlier_hit(
+        self, ev: Evaluation, since: datetime | None, latest: Found
+    ) -> ValuedResult | None:
         """The newest usable result at least ``sustained`` before ``latest`` that also
         meets the threshold (KDIGO: a finding persisting more than 3 months)."""
         assert self.sustained is not None
-        for result in ev.record.labs.results_in(self.concept, self.statuses, since):
-            if result[0] <= latest.when - self.sustained and result[1] is not None:
-                if meets(
-                    result[1], comparator_of(result[2]), self.threshold.comparator, self.limit
-                ):
-                    return result
+        for when, value, resource, code in ev.record.labs.results_in(
+            self.concept, self.statuses, since
+        ):
+            if when <= latest.when - self.sustained and value is not None:
+                if meets(value, comparator_of(resource), self.threshold.comparator, self.limit):
+                    return when, value, resource, code
                 return None  # the earlier result was normal: not sustained
         return None
 
@@ -199,9 +203,11 @@ class ObservationCriterion(Criterion):
         creatinine = self.estimate_from
         assert creatinine is not None
         latest = ev.record.labs.newest_result(creatinine, self.statuses, ev.window_start(self))
-        if latest is None or latest[1] is None:
+        if latest is None:
             return None
         when, value, resource, code = latest
+        if value is None:
+            return None
         mg_dl = creatinine.convert(value, creatinine.unit, "mg/dL")
         age, sex = ev.record.age_on(when), ev.record.sex
         if mg_dl is None or mg_dl <= 0 or age is None or sex is None or age < 18:
@@ -226,16 +232,22 @@ def deciding(
     """
     labs = ev.record.labs
     if aggregate:
-        readable = [r for r in labs.results_in(concept, statuses, since) if r[1] is not None]
+        readable = cast(  # each value checked usable
+            "list[ValuedResult]",
+            [r for r in labs.results_in(concept, statuses, since) if r[1] is not None],
+        )
         pick = max if aggregate == "max" else min
         chosen = [pick(readable, key=lambda r: r[1])] if readable else []
     else:
         same_day = concept.paired_within == "day"
-        chosen = [
-            r
-            for r in labs.newest_results(concept, statuses, since, same_day=same_day)
-            if r[1] is not None
-        ]
+        chosen = cast(  # each value checked usable
+            "list[ValuedResult]",
+            [
+                r
+                for r in labs.newest_results(concept, statuses, since, same_day=same_day)
+                if r[1] is not None
+            ],
+        )
     return [_corrected(ev, concept, Found(*r), statuses) for r in chosen]
 
 
@@ -267,7 +279,7 @@ def _compare(value: float, comparator: str, limit: float) -> bool:
     ]
 
 
-def comparator_of(resource: dict) -> str | None:
+def comparator_of(resource: Resource) -> str | None:
     quantity = resource.get("valueQuantity")
     comparator = quantity.get("comparator") if isinstance(quantity, dict) else None
     return comparator if comparator in {"<", "<=", ">", ">="} else None
