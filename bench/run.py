@@ -9,7 +9,9 @@
    the client round trip, and the ratio of the server-time medians.
 3. Load: 16 concurrent connections on the 200-resource request, with ``wrk`` (installed
    with apt-get when missing and possible) or else a Python client in separate processes.
-4. Memory: RSS of the service workers after warm-up, at working size (after the load run
+4. Fetch path: hook calls without prefetch, the six keys fetched from a loopback fake FHIR
+   server (bench/fake_fhir.py) answering after 50 ms, with wrk at 16 connections.
+5. Memory: RSS of the service workers after warm-up, at working size (after the load run
    and 20,000 more requests), and after 20,000 more hook requests; growth over those.
 
 Prints a table and writes bench/RESULTS.md. Loopback only; every loop is bounded.
@@ -56,7 +58,11 @@ TARGET_RPS = 300
 TARGET_P99_MS = 100.0
 MEMORY_SLACK_MIB = 2.0
 PEER_SECONDS = 10
-TARGET_STARTUP_S = 0.5  # RSS moves by an arena or two without any leak
+TARGET_STARTUP_S = 0.5
+FETCH_LATENCY_S = 0.05  # the fake FHIR server's answer time, per read or search
+FETCH_SIZE = 20  # resources the fake FHIR server holds for the patient
+FETCH_SECONDS = 10
+TARGET_FETCH_RPS = 150
 
 
 # --------------------------------------------------------------------------- servers
@@ -471,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
             "CDS_TODAY": TODAY,
             "CDS_WORKERS": "2",
             "CDS_LOG_LEVEL": "INFO",
+            # The fetch path's fake FHIR server is plain http on loopback.
+            "CDS_ALLOW_HTTP_FHIR": "true",
         }
     )
     (workdir / "data").mkdir()
@@ -522,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
 
     service = Server("service", "cds_service.app:create_app()", env, workdir)
     baseline = Server("baseline", "baseline:app", env, workdir, chdir=ROOT / "bench")
-    rows, load, base_load, memory, cards = [], {}, {}, {}, {}
+    rows, load, base_load, memory, cards, fetch = [], {}, {}, {}, {}, {}
     try:
         service.wait_ready()
         baseline.wait_ready()
@@ -629,6 +637,10 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 node.stop()
 
+        # Fetch path: no prefetch, so the service fetches its six keys from a loopback FHIR
+        # server that answers each after FETCH_LATENCY_S.
+        fetch = run_fetch_path(wrk, service, workdir)
+
         # Memory: the workers reach their working size (lru caches full, SQLite's page cache
         # filled by ~45,000 card writes) during the load run and a settling run of 20,000
         # more requests; from there, 20,000 more requests must not grow them.
@@ -671,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         baseline.stop()
 
     report = render(
-        rows, load, base_load, memory, log_lines, wrk, rounds, load_seconds, peer, startup
+        rows, load, base_load, memory, log_lines, wrk, rounds, load_seconds, peer, startup, fetch
     )
     notes = ROOT / "bench" / "NOTES.md"
     if notes.is_file():
@@ -685,8 +697,52 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run_fetch_path(wrk, service: Server, workdir: Path) -> dict:
+    """wrk on hook calls without prefetch against a fake FHIR server (bench/fake_fhir.py)."""
+    import fake_fhir
+
+    source = build_request(FETCH_SIZE)
+    fhir = fake_fhir.FakeFhir(source, FETCH_LATENCY_S)
+    try:
+        request = fake_fhir.fetch_request(source, fhir.base)
+        request["hookInstance"] = PLACEHOLDER
+        body = orjson.dumps(request)
+        path = workdir / "request-fetch.json"
+        path.write_bytes(body)
+        for _ in range(20):  # warm-up: connection pools to the FHIR server filled
+            status, data, _ = request_once(service.port, "POST", PATH, fresh_body(body))
+            if status != 200:
+                raise SystemExit(f"fetch path answered {status}: {data[:300]!r}")
+        cards = [c["source"]["topic"]["code"] for c in orjson.loads(data)["cards"]]
+        print(
+            f"fetch path: {CONCURRENCY} connections, {FETCH_SECONDS}s, FHIR latency "
+            f"{FETCH_LATENCY_S * 1000:.0f} ms ...",
+            flush=True,
+        )
+        result = run_load(wrk, service.port, body, path, workdir, FETCH_SECONDS)
+        result["cards"] = cards
+        print(
+            f"  fetch path: {result['rps']:.0f} req/s, p50 {result['p50']:.1f} ms, "
+            f"p99 {result['p99']:.1f} ms, errors {result['errors']}",
+            flush=True,
+        )
+        return result
+    finally:
+        fhir.stop()
+
+
 def render(
-    rows, load, base_load, memory, log_lines, wrk, rounds, load_seconds, peer=(), startup=None
+    rows,
+    load,
+    base_load,
+    memory,
+    log_lines,
+    wrk,
+    rounds,
+    load_seconds,
+    peer=(),
+    startup=None,
+    fetch=None,
 ) -> str:
     m = machine()
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -781,6 +837,22 @@ def render(
             "Not run: give a checkout of cds-hooks/sandbox-cds-services with "
             "`--node-peer DIR` or `BENCH_NODE_PEER=DIR`."
         )
+    if fetch:
+        lines += [
+            "",
+            "## Fetch path: no prefetch, data fetched from a FHIR server",
+            "",
+            f"wrk, {CONCURRENCY} connections, {FETCH_SECONDS}s; hook calls without prefetch, so "
+            "the service fetches its six keys (Patient, Condition, Observation, Procedure, "
+            "MedicationRequest, ServiceRequest) from a loopback fake FHIR server "
+            f"(bench/fake_fhir.py) that answers each after {FETCH_LATENCY_S * 1000:.0f} ms, "
+            f"with the {FETCH_SIZE}-resource chart; cards: {', '.join(fetch['cards']) or '-'}.",
+            "",
+            "| requests | req/s (target >= 150) | p50 ms | p99 ms | errors |",
+            "|---:|---:|---:|---:|---:|",
+            f"| {fetch['requests']} | **{fetch['rps']:.0f}** | {fetch['p50']:.1f} "
+            f"| {fetch['p99']:.1f} | {fetch['errors']} |",
+        ]
     lines += ["", "## Start-up to the first answer", ""]
     for name, values in (startup or {}).items():
         lines.append(
@@ -864,6 +936,13 @@ def render(
         verdict.append(
             f"vs Node at {row['size']}: {'met' if got >= want else 'MISSED'} "
             f"({got:.2f}x vs >= {want}x)"
+        )
+    if fetch:
+        fetch_met = fetch["rps"] >= TARGET_FETCH_RPS and not fetch["errors"]
+        verdict.append(
+            f"fetch path: {'met' if fetch_met else 'MISSED'} "
+            f"({fetch['rps']:.0f} req/s vs >= {TARGET_FETCH_RPS}, {fetch['errors']} errors, "
+            f"{FETCH_LATENCY_S * 1000:.0f} ms FHIR latency)"
         )
     if startup and startup.get("service"):
         first = min(startup["service"])

@@ -295,6 +295,9 @@ def create_app(
             )
 
         g.after_sent = [record_outcome]
+        # Freed with ``g`` once the response is sent (the bookkeeping holds it), so the EHR
+        # does not wait while the decoded request is taken apart (~8% of a call).
+        g.request_payload = payload
         return json_response(outcome.response)
 
     _explain_pages(app, settings, service)
@@ -336,10 +339,27 @@ def _explain_pages(app: Flask, settings: Settings, service) -> None:
     explainer = explain.Explainer(ruleset, cards_dir) if ruleset is not None else None
     app.extensions["cds_explainer"] = explainer
 
+    # request.host_url by what it is computed from; werkzeug rebuilds and re-decodes it on
+    # every request (~2% of a small hook call). Bounded: the Host header is the client's.
+    base_urls: dict[tuple, str] = {}
+
     @app.before_request
     def _note_base_url():
         """Card links need an absolute URL: this request's, unless CDS_PUBLIC_BASE_URL is set."""
-        g.explain_token = explain.REQUEST_BASE_URL.set(request.host_url)
+        environ = request.environ
+        key = (
+            environ.get("wsgi.url_scheme"),
+            environ.get("HTTP_HOST"),
+            environ.get("SERVER_NAME"),
+            environ.get("SERVER_PORT"),
+            environ.get("SCRIPT_NAME"),
+        )
+        url = base_urls.get(key)
+        if url is None:
+            url = request.host_url
+            if len(base_urls) < 64:
+                base_urls[key] = url
+        g.explain_token = explain.REQUEST_BASE_URL.set(url)
 
     @app.teardown_request
     def _forget_base_url(_error=None):

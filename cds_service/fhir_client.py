@@ -10,14 +10,18 @@ up in the 412 body and in logs.
 
 from __future__ import annotations
 
-import http.cookiejar
 import logging
+import os
+import sys
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor, wait
 from urllib.parse import urljoin, urlsplit
 
 import orjson
-import requests
+import urllib3
+from urllib3.exceptions import HTTPError, NewConnectionError, SSLError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from cds_service import metrics
 from cds_service.config import Settings
@@ -31,6 +35,12 @@ class FetchFailure(str):
 
 
 TIMED_OUT = FetchFailure("timed out")
+# What a client of the FHIR server sees of us; gzip as requests sent it.
+BASE_HEADERS = {
+    "Accept": "application/fhir+json",
+    "Accept-Encoding": "gzip, deflate",
+    "User-Agent": "leg-cramp-cds",
+}
 
 
 def expected_type(relative_url: str) -> str:
@@ -43,34 +53,63 @@ def expected_type(relative_url: str) -> str:
     return "Bundle"
 
 
-class BearerAuth(requests.auth.AuthBase):
-    """Sends the token as ``Authorization: Bearer``; as an explicit ``auth`` it also stops
-    requests from replacing the header with credentials from a ``.netrc`` file."""
+def _ca_bundle() -> str:
+    """The CA file requests used: REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, else certifi's."""
+    found = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if found:
+        return found
+    import certifi
 
-    def __init__(self, token: str):
-        self._token = token
-
-    def __call__(self, request):
-        request.headers["Authorization"] = f"Bearer {self._token}"
-        return request
-
-    def __repr__(self) -> str:
-        return "BearerAuth(<redacted>)"
+    return certifi.where()
 
 
-def new_session(pool_size: int) -> requests.Session:
-    """One session per fetcher: keep-alive connections reused across keys, pages and calls.
+def _cooperative() -> bool:
+    """True in a gevent worker (threading monkey-patched): greenlets, not thread pools."""
+    monkey = sys.modules.get("gevent.monkey")
+    return bool(monkey and monkey.is_module_patched("threading"))
 
-    Cookies are refused so no state from one EHR user's call leaks into the next; redirects
-    are not followed (see ``_get``), so the token only goes where ``fhirServer`` points.
+
+class Transport:
+    """Keep-alive connection pools to the FHIR servers, on urllib3 directly.
+
+    requests (used before) re-read the whole process environment for proxy settings and
+    a .netrc file on every request, and a hook call makes six of them: about half the CPU
+    time of a fetch here (bench/NOTES.md). The environment is read once instead: proxies
+    (``HTTPS_PROXY``, ``NO_PROXY`` ...) and the CA bundle as requests read them. No cookies
+    are kept and no redirect is followed, so the token only goes where ``fhirServer``
+    points; no .netrc credentials are ever sent.
     """
-    session = requests.Session()
-    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    # Each worker thread may run a hook call with ``pool_size`` fetches at once.
-    adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=max(1, pool_size) * 4)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
+
+    def __init__(self, pool_size: int):
+        # Concurrent calls of a worker (greenlets) each fetch up to pool_size keys at once.
+        self._kwargs = {
+            "num_pools": 16,
+            "maxsize": max(1, pool_size) * 16,
+            "block": False,
+            "ca_certs": _ca_bundle(),
+            "cert_reqs": "CERT_REQUIRED",
+        }
+        self._proxies = urllib.request.getproxies()
+        self._direct = urllib3.PoolManager(**self._kwargs)
+        self._managers: dict[tuple[str, str], urllib3.PoolManager] = {}
+
+    def manager(self, url: str) -> urllib3.PoolManager:
+        parts = urlsplit(url)
+        origin = (parts.scheme, parts.netloc)
+        found = self._managers.get(origin)
+        if found is None:
+            proxy = self._proxies.get(parts.scheme) or self._proxies.get("all")
+            if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+                found = urllib3.ProxyManager(proxy, **self._kwargs)
+            else:
+                found = self._direct
+            if len(self._managers) < 256:  # EHR servers are few; never an unbounded cache
+                self._managers[origin] = found
+        return found
+
+    def close(self) -> None:
+        for manager in {id(m): m for m in [self._direct, *self._managers.values()]}.values():
+            manager.clear()
 
 
 class FhirFetcher:
@@ -78,10 +117,10 @@ class FhirFetcher:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._session = new_session(settings.fhir_pool_size)
+        self._transport = Transport(settings.fhir_pool_size)
 
     def close(self) -> None:
-        self._session.close()
+        self._transport.close()
 
     def check_server(self, server: str) -> str | None:
         """Why ``server`` may not be used, or None when it may."""
@@ -103,6 +142,29 @@ class FhirFetcher:
             return {key: self._record(key, FetchFailure(refused), 0.0) for key in queries}
         deadline = started + self.settings.fhir_timeout
         base = server.rstrip("/") + "/"
+        if _cooperative():
+            futures = self._spawn_greenlets(queries, base, token, deadline)
+        else:
+            futures = self._spawn_threads(queries, base, token, deadline)
+        results = {}
+        for key, outcome in futures.items():
+            result, ended = outcome if outcome is not None else (TIMED_OUT, time.monotonic())
+            results[key] = self._record(key, result, ended - started)
+        return results
+
+    def _spawn_greenlets(self, queries, base, token, deadline) -> dict:
+        """Each key in its own greenlet (a gevent worker): no thread to start, and a hung
+        server holds only its own greenlets, which end once their socket timeout expires."""
+        import gevent
+
+        jobs = {
+            key: gevent.spawn(self._fetch_key, key, base, token, url, deadline)
+            for key, url in queries.items()
+        }
+        gevent.joinall(list(jobs.values()), timeout=max(0.0, deadline - time.monotonic()))
+        return {key: job.value if job.successful() else None for key, job in jobs.items()}
+
+    def _spawn_threads(self, queries, base, token, deadline) -> dict:
         # A pool per call: a hung server can only hold its own call's threads, never delay
         # another EHR's call; stragglers end on their own once their socket timeout expires.
         pool = ThreadPoolExecutor(
@@ -117,14 +179,10 @@ class FhirFetcher:
             wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()))
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
-        results = {}
-        for key, future in futures.items():
-            if future.done() and not future.cancelled():
-                result, ended = future.result()
-            else:
-                result, ended = TIMED_OUT, time.monotonic()
-            results[key] = self._record(key, result, ended - started)
-        return results
+        return {
+            key: future.result() if future.done() and not future.cancelled() else None
+            for key, future in futures.items()
+        }
 
     @staticmethod
     def _record(key: str, result, seconds: float):
@@ -148,8 +206,9 @@ class FhirFetcher:
         return result, time.monotonic()
 
     def _fetch_pages(self, key: str, base: str, token: str | None, url: str, deadline: float):
-        headers = {"Accept": "application/fhir+json"}
-        auth = BearerAuth(token) if token else None
+        headers = dict(BASE_HEADERS)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         origin = urlsplit(base)[:2]
         page_url = urljoin(base, url)
         if urlsplit(url).scheme:  # the next link of a prefetched bundle: a search page
@@ -166,7 +225,7 @@ class FhirFetcher:
             if pages >= self.settings.fhir_max_pages:
                 log.warning("%s has more than %d pages (CDS_FHIR_MAX_PAGES)", key, pages)
                 return FetchFailure(f"more than {pages} pages")
-            body = self._get(page_url, headers, auth, deadline)
+            body = self._get(page_url, headers, deadline)
             if isinstance(body, FetchFailure):
                 return body
             if not isinstance(body, dict) or body.get("resourceType") != wanted:
@@ -194,40 +253,55 @@ class FhirFetcher:
             page_url = urljoin(page_url, more) if more else None
         return resources
 
-    def _get(self, url: str, headers: dict, auth, deadline: float):
+    def _get(self, url: str, headers: dict, deadline: float):
         """One page as parsed JSON, or a FetchFailure; no step waits past ``deadline``."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return TIMED_OUT
         limit = self.settings.max_body_bytes
+        response = None
+        complete = False
         try:
-            with self._session.get(
+            response = self._transport.manager(url).request(
+                "GET",
                 url,
                 headers=headers,
-                auth=auth,
-                timeout=(remaining, remaining),
-                stream=True,
-                allow_redirects=False,
-            ) as response:
-                status = response.status_code
-                if status in (401, 403):
-                    return FetchFailure(f"server refused the access token (HTTP {status})")
-                if status != 200:
-                    return FetchFailure(f"server answered HTTP {status}")
-                data = bytearray()
-                # read1: whatever one receive brings, so a server dripping a byte at a time
-                # meets the deadline check below (iter_content waits for a full 64 KiB).
-                raw = response.raw
-                while chunk := raw.read1(64 * 1024, decode_content=True):
-                    data += chunk
-                    if len(data) > limit:
-                        return FetchFailure(f"page larger than {limit} bytes")
-                    if time.monotonic() > deadline:
-                        return TIMED_OUT
-        except requests.RequestException as exc:
-            if isinstance(exc, requests.Timeout) or time.monotonic() >= deadline:
+                timeout=urllib3.Timeout(connect=remaining, read=remaining),
+                preload_content=False,
+                redirect=False,
+                retries=False,
+            )
+            status = response.status
+            if status in (401, 403):
+                return FetchFailure(f"server refused the access token (HTTP {status})")
+            if status != 200:
+                return FetchFailure(f"server answered HTTP {status}")
+            data = bytearray()
+            # read1: whatever one receive brings, so a server dripping a byte at a time
+            # meets the deadline check below (a plain read waits for the whole amount).
+            while chunk := response.read1(64 * 1024, decode_content=True):
+                data += chunk
+                if len(data) > limit:
+                    return FetchFailure(f"page larger than {limit} bytes")
+                if time.monotonic() > deadline:
+                    return TIMED_OUT
+            complete = True
+        except (HTTPError, OSError) as exc:
+            # (urllib3's NewConnectionError, a refused connection, is a kind of its timeout)
+            timed_out = isinstance(exc, (Urllib3Timeout, TimeoutError)) and not isinstance(
+                exc, NewConnectionError
+            )
+            if timed_out or time.monotonic() >= deadline:
                 return TIMED_OUT
-            return FetchFailure(f"server unreachable ({type(exc).__name__})")
+            # The names requests gave these, which clients and tests already know.
+            kind = "SSLError" if isinstance(exc, SSLError) else "ConnectionError"
+            return FetchFailure(f"server unreachable ({kind})")
+        finally:
+            if response is not None:
+                if complete:
+                    response.release_conn()  # read to the end: the connection is reused
+                else:
+                    response.close()  # unread bytes left: the connection is dropped
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
