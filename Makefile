@@ -25,7 +25,7 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/cds-service check-rules
-	$(BIN)/gunicorn -c python:cds_service.gunicorn_conf 'cds_service.app:create_app()'
+	$(BIN)/gunicorn -c python:cds_service.web.gunicorn_conf 'cds_service.web.app:create_app()'
 
 # The linters run first: a style or type error fails `make test` like a failing test.
 test: $(STAMP) lint

@@ -1,7 +1,7 @@
 """The yardstick: a minimal Flask endpoint that only reads and parses the JSON body.
 
 Served by ``bench/run.py`` under gunicorn with the service's own gunicorn settings
-(``cds_service.gunicorn_conf``) and the same ``Server-Timing`` middleware, so the ratio
+(``cds_service.web.gunicorn_conf``) and the same ``Server-Timing`` middleware, so the ratio
 "service time / baseline time" isolates what the service adds on top of receiving and
 parsing the same request.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import orjson
 from flask import Flask, Response, request
 
-from cds_service.app import ServerTiming
+from cds_service.web.app import ServerTiming
 
 
 def create_baseline() -> Flask:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cds_service.config import Settings  # noqa: E402
-from cds_service.fhir_client import FhirFetcher  # noqa: E402
+from cds_service.protocol.fhir_client import FhirFetcher  # noqa: E402
 
 TOKEN = "bench-token"
 

@@ -1,7 +1,7 @@
 """`make bench`: how fast the service answers, next to a parse-only Flask baseline.
 
 1. Starts two gunicorn servers on free loopback ports with the same settings
-   (``cds_service.gunicorn_conf``, 2 workers): the service (CDS_AUTH_MODE=off, a temporary
+   (``cds_service.web.gunicorn_conf``, 2 workers): the service (CDS_AUTH_MODE=off, a temporary
    CDS_DATA_DIR, CDS_TODAY fixed so the Synthea chart yields cards) and bench/baseline.py,
    a Flask endpoint that only parses the JSON body.
 2. Side by side: for 20, 200 and 2,000 resources, one client alternates identical requests
@@ -51,7 +51,7 @@ LOAD_SECONDS = 30
 MEMORY_REQUESTS = 20_000
 TODAY = "2026-11-24"
 PLACEHOLDER = "00000000-0000-4000-8000-000000000000"  # hookInstance, replaced per request
-THREADS = 2  # as in cds_service/gunicorn_conf.py (reported only)
+THREADS = 2  # as in cds_service/web/gunicorn_conf.py (reported only)
 TARGET_RATIO = 2.0
 TARGET_SIZE = 200  # resources: the size the 2x target is stated for
 TARGET_RPS = 300
@@ -99,7 +99,7 @@ class Server:
             or [
                 str(gunicorn),
                 "-c",
-                "python:cds_service.gunicorn_conf",
+                "python:cds_service.web.gunicorn_conf",
                 "--chdir",
                 str(chdir),
                 app,
@@ -503,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     # Start-up to the first answer: a fresh server, polled with a hook call every 2 ms.
     startup = {}
     for _attempt in range(2):  # the second run has the OS file cache warm, as after a deploy
-        probe = Server("startup-service", "cds_service.app:create_app()", env, workdir)
+        probe = Server("startup-service", "cds_service.web.app:create_app()", env, workdir)
         try:
             startup.setdefault("service", []).append(probe.first_answer(PATH, bodies[20]))
         finally:
@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    service = Server("service", "cds_service.app:create_app()", env, workdir)
+    service = Server("service", "cds_service.web.app:create_app()", env, workdir)
     baseline = Server("baseline", "baseline:app", env, workdir, chdir=ROOT / "bench")
     rows, load, base_load, memory, cards, fetch = [], {}, {}, {}, {}, {}
     try:
@@ -752,7 +752,7 @@ def render(
         f"- Date: {now}",
         f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['platform']}; load average at the end "
         f"{m['load']} (other work on the machine shares the CPUs and skews load results)",
-        f"- Python {m['python']}; gunicorn with cds_service/gunicorn_conf.py (gevent worker, "
+        f"- Python {m['python']}; gunicorn with cds_service/web/gunicorn_conf.py (gevent worker, "
         f"CDS_WORKERS=2"
         + (
             f", GUNICORN_CMD_ARGS={os.environ['GUNICORN_CMD_ARGS']!r}"

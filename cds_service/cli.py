@@ -10,11 +10,12 @@ from pathlib import Path
 from cds_service import report
 from cds_service.config import ConfigError, Settings
 from cds_service.engine import RuleError, load_rules
-from cds_service.errors import CdsError, operation_outcome
+from cds_service.errors import CdsError
+from cds_service.web.http_errors import operation_outcome, status_of
 
 
 def _serve(args, settings: Settings) -> int:
-    from cds_service.app import create_app
+    from cds_service.web.app import create_app
 
     app = create_app(settings)
     app.run(host=args.host or settings.host, port=args.port or settings.port)
@@ -33,7 +34,7 @@ def _evaluate(args, settings: Settings) -> int:
     try:
         outcome = service.evaluate(payload)
     except CdsError as error:
-        print(json.dumps(operation_outcome(error.status, error.message), indent=2))
+        print(json.dumps(operation_outcome(status_of(error), error.message), indent=2))
         return 1
     store = None if args.no_suppressions else _configured_store(settings)
     if store is not None:

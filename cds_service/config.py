@@ -27,12 +27,14 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from cds_service.errors import CdsError
+
 ENV_PREFIX = "CDS_"
 CARDS_PACKAGE = "cds_service.bundled_cards"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-class ConfigError(ValueError):
+class ConfigError(CdsError, ValueError):
     """A setting has a value the service cannot use; raised at start-up."""
 
 

@@ -12,11 +12,11 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from cds_service import fhir_json, hooks
 from cds_service.config import Settings
 from cds_service.engine import Record, RouteResult, RuleError, RuleSet, evaluate, load_rules
 from cds_service.engine.fhir_status import parse_datetime
-from cds_service.prefetch import gather, prefetch_keys
+from cds_service.protocol import fhir_json, hooks
+from cds_service.protocol.prefetch import gather, prefetch_keys
 from cds_service.render import cards, evidence
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class CdsService:
         self.ruleset = ruleset or load_rules(settings.cards_dir)
         self.keys = prefetch_keys(self.ruleset.observation_codes)
         if fetcher is None:
-            from cds_service.fhir_client import FhirFetcher
+            from cds_service.protocol.fhir_client import FhirFetcher
 
             fetcher = FhirFetcher(settings)
         self.fetcher = fetcher

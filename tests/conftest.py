@@ -7,11 +7,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cds_service.app import create_app  # noqa: E402
 from cds_service.config import Settings  # noqa: E402
+from cds_service.web.app import create_app  # noqa: E402
 
 TODAY = "2026-11-24"
 
@@ -62,3 +64,15 @@ def minimal_request(patient_id: str = "p1", resources: list[dict] | None = None)
         "context": {"userId": "Practitioner/example", "patientId": patient_id},
         "prefetch": prefetch,
     }
+
+
+class ClosingTestClient(FlaskClient):
+    """Flask's test client, closing each response as a WSGI server does once it is sent, so
+    the bookkeeping done then (metrics, access line, card records) has happened when a test
+    looks."""
+
+    def open(self, *args, buffered: bool = True, **kwargs):
+        return super().open(*args, buffered=buffered, **kwargs)
+
+
+Flask.test_client_class = ClosingTestClient

@@ -14,7 +14,7 @@ from datetime import date, timedelta
 import orjson
 
 from cds_service.config import Settings
-from cds_service.fhir_json import decode_request
+from cds_service.protocol.fhir_json import decode_request
 from cds_service.service import CdsService
 
 TODAY = date(2026, 11, 24)

@@ -15,7 +15,7 @@ from synthea import SYNTHEA_DIR, hook_request, synthea_files  # noqa: E402
 from test_real_data import EXPECTED_SHIFTED, shifted_outcome  # noqa: E402
 
 from cds_service.config import Settings  # noqa: E402
-from cds_service.fhir_json import decode_request  # noqa: E402
+from cds_service.protocol.fhir_json import decode_request  # noqa: E402
 from cds_service.service import CdsService  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "fhir_examples"

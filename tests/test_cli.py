@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cds_service.app import create_app
 from cds_service.cli import main
 from cds_service.config import Settings
 from cds_service.engine import RuleError
-from cds_service.hooks import validator
+from cds_service.protocol.hooks import validator
+from cds_service.web.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "fhir_examples" / "nephrology-ckd-stage-4.json"

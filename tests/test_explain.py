@@ -206,7 +206,7 @@ def test_pages_need_no_authentication(tmp_path):
     from jwt_helpers import Signer
     from jwt_helpers import jwks as jwk_set
 
-    from cds_service.app import create_app
+    from cds_service.web.app import create_app
 
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps(jwk_set(Signer.es384())))

@@ -22,8 +22,8 @@ from urllib.parse import urldefrag, urlsplit
 
 import pytest
 
-from cds_service.app import create_app
 from cds_service.config import Settings
+from cds_service.web.app import create_app
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -20,12 +20,12 @@ from synthea import SYNTHEA_DIR, hook_request, patient_resources
 from werkzeug import Response
 
 from cds_service import metrics
-from cds_service.app import create_app
 from cds_service.config import Settings
 from cds_service.engine import load_rules
-from cds_service.fhir_client import FetchFailure, FhirFetcher, expected_type
-from cds_service.prefetch import resolve
+from cds_service.protocol.fhir_client import FetchError, FhirFetcher, expected_type
+from cds_service.protocol.prefetch import resolve
 from cds_service.service import CdsService
+from cds_service.web.app import create_app
 
 TODAY = "2026-11-24"
 TOKEN = "s3cret-token-e9f1"
@@ -280,7 +280,7 @@ def test_server_that_hangs_mid_paging_gives_up_and_does_not_delay_the_next_call(
     started = time.monotonic()
     result = fetcher(fhir.base, TOKEN, queries)
     assert time.monotonic() - started < budget + 0.2
-    assert result["conditions"] == FetchFailure("timed out")
+    assert result["conditions"] == FetchError("timed out")
     assert [r["resourceType"] for r in result["patient"]] == ["Patient"]
     # The stuck worker belongs to that call only: the next call is not queued behind it.
     started = time.monotonic()
@@ -391,7 +391,7 @@ def test_query_cannot_leave_the_base_url(tmp_path, fhir):
     fetcher = FhirFetcher(make_settings(tmp_path))
     result = fetcher(fhir.base, TOKEN, {"a": "../other/Patient/1", "b": "//evil.example/Patient/1"})
     assert result == {
-        "a": FetchFailure("query leaves the fhirServer base URL"),
-        "b": FetchFailure("query leaves the fhirServer base URL"),
+        "a": FetchError("query leaves the fhirServer base URL"),
+        "b": FetchError("query leaves the fhirServer base URL"),
     }
     assert fhir.requests == []

@@ -12,7 +12,7 @@ from synthea import SYNTHEA_DIR, hook_request, synthea_files
 
 from cds_service.config import Settings
 from cds_service.engine import validation as record
-from cds_service.fhir_json import FhirNode, decode_request, schema_view
+from cds_service.protocol.fhir_json import FhirNode, decode_request, schema_view
 from cds_service.service import CdsService
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,9 +22,9 @@ from sqlalchemy import select
 from synthea import SYNTHEA_DIR, hook_request
 
 from cds_service import logs, metrics
-from cds_service.app import create_app
 from cds_service.config import Settings
 from cds_service.storage import database
+from cds_service.web.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 GABRIEL = SYNTHEA_DIR / "Gabriel_Blanda_95f1227c.json"
@@ -359,8 +359,8 @@ def test_metrics_aggregate_two_gunicorn_workers(tmp_path, gabriel_request):
             [
                 str(gunicorn),
                 "-c",
-                "python:cds_service.gunicorn_conf",
-                "cds_service.app:create_app()",
+                "python:cds_service.web.gunicorn_conf",
+                "cds_service.web.app:create_app()",
             ],
             cwd=ROOT,
             env=env,

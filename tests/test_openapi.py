@@ -23,9 +23,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from cds_service import hooks, openapi
-from cds_service.app import create_app
 from cds_service.config import Settings
+from cds_service.protocol import hooks
+from cds_service.web import openapi
+from cds_service.web.app import create_app
 
 CHECKS = [
     not_a_server_error,

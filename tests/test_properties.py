@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cds_service.app import create_app
 from cds_service.config import Settings
-from cds_service.fhir_json import decode_request
+from cds_service.protocol.fhir_json import decode_request
 from cds_service.service import CdsService
+from cds_service.web.app import create_app
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "fhir_examples"
 REQUESTS = {p.stem: json.loads(p.read_text()) for p in sorted(EXAMPLES.glob("*.json"))}

@@ -11,7 +11,7 @@ from routes_helpers import ROUTES as ALL_ROUTES
 from synthea import SYNTHEA_DIR, hook_request, newest_date, synthea_files
 
 from cds_service.config import Settings
-from cds_service.hooks import validator
+from cds_service.protocol.hooks import validator
 from cds_service.service import CdsService
 
 pytestmark = pytest.mark.skipif(not SYNTHEA_DIR.exists(), reason="shared/fhir-real not present")

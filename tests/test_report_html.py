@@ -18,7 +18,7 @@ from test_storage import make_settings
 from test_suppression import NEPHROLOGY, URGENT, accept, cards_by_route, example, override, store_of
 
 from cds_service import cli
-from cds_service.app import create_app
+from cds_service.web.app import create_app
 
 CHROMIUM = "/usr/bin/chromium"
 PATIENT = "p-routes"

@@ -34,9 +34,9 @@ from routes_helpers import (  # noqa: E402
     service_request,
 )
 
-from cds_service import hooks  # noqa: E402
-from cds_service.app import create_app  # noqa: E402
 from cds_service.config import Settings  # noqa: E402
+from cds_service.protocol import hooks  # noqa: E402
+from cds_service.web.app import create_app  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "fhir_examples"
 RANK = {"critical": 2, "warning": 1, "info": 0}

@@ -18,10 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from jwt_helpers import Signer, jwks, unsigned_token  # noqa: E402
 
-from cds_service import security  # noqa: E402
-from cds_service.app import create_app  # noqa: E402
 from cds_service.config import ConfigError, Settings  # noqa: E402
-from cds_service.security import ReplayCache  # noqa: E402
+from cds_service.web import security  # noqa: E402
+from cds_service.web.app import create_app  # noqa: E402
+from cds_service.web.security import ReplayCache  # noqa: E402
 
 BASE = "https://cds.example.org/base"
 ISS = "https://ehr.example.org"

@@ -16,7 +16,7 @@ import pytest
 import requests
 from conftest import minimal_request
 
-from cds_service.hooks import validator
+from cds_service.protocol.hooks import validator
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 1024 * 1024  # CDS_MAX_BODY_BYTES of the server under test
@@ -44,7 +44,12 @@ def server(tmp_path_factory):
     }
     gunicorn = Path(sys.executable).parent / "gunicorn"
     process = subprocess.Popen(
-        [str(gunicorn), "-c", "python:cds_service.gunicorn_conf", "cds_service.app:create_app()"],
+        [
+            str(gunicorn),
+            "-c",
+            "python:cds_service.web.gunicorn_conf",
+            "cds_service.web.app:create_app()",
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

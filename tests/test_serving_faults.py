@@ -69,8 +69,8 @@ class Gunicorn:
             [
                 str(gunicorn),
                 "-c",
-                "python:cds_service.gunicorn_conf",
-                "cds_service.app:create_app()",
+                "python:cds_service.web.gunicorn_conf",
+                "cds_service.web.app:create_app()",
             ],
             cwd=ROOT,
             env=full,

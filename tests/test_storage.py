@@ -27,10 +27,10 @@ from sqlalchemy.engine import make_url
 from synthea import SYNTHEA_DIR, hook_request
 
 from cds_service import cli
-from cds_service.app import create_app
 from cds_service.config import Settings
 from cds_service.service import CdsService
 from cds_service.storage import SALT_FILE, Store, database, migrations
+from cds_service.web.app import create_app
 
 GABRIEL = SYNTHEA_DIR / "Gabriel_Blanda_95f1227c.json"
 SERVICE = "/cds-services/leg-cramp-referral"

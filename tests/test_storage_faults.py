@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from cds_service.app import create_app
 from cds_service.config import Settings
 from cds_service.storage import Store, database, health
+from cds_service.web.app import create_app
 
 FEEDBACK = "/cds-services/leg-cramp-referral/feedback"
 RECOVERY_SECONDS = 10.0

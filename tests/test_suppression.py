@@ -22,11 +22,11 @@ from sqlalchemy import select
 from test_storage import Backend, _postgres_backend, make_settings
 
 from cds_service import report
-from cds_service.app import create_app
 from cds_service.engine import RuleError, load_rules
 from cds_service.service import CdsService, suppression_policy
 from cds_service.storage import Store, database
 from cds_service.storage.database import utcnow
+from cds_service.web.app import create_app
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "fhir_examples"
 SERVICE = "/cds-services/leg-cramp-referral"

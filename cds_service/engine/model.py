@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from cds_service.engine.shapes import Spec
 from cds_service.engine.terminology import CodeIndex, Concept, ValueSet
+from cds_service.errors import CdsError
 
 if TYPE_CHECKING:
     from cds_service.engine.concepts import ObservationConcept
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from cds_service.engine.medications import MedicationClassifier
 
 
-class RuleError(ValueError):
+class RuleError(CdsError, ValueError):
     """A rule file is wrong; the message names the file and the field."""
 
 

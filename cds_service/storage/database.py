@@ -35,6 +35,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 
 from cds_service.config import ConfigError, Settings
+from cds_service.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ suppression = Table(
 READ_ONLY = "cds_read"  # execution option: a read-only transaction (SQLite: deferred BEGIN)
 
 
-class StoreUnavailable(RuntimeError):
+class StoreUnavailable(Unavailable, RuntimeError):
     """The database cannot be reached; feedback answers 503 so the client retries."""
 
 

@@ -11,17 +11,25 @@ import time
 
 import orjson
 from flask import Flask, Response, g, request
-from flask.testing import FlaskClient
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
-from cds_service import SERVICE_ID, feedback, fhir_json, logs, metrics
+from cds_service import SERVICE_ID, logs, metrics
 from cds_service.config import Settings
-from cds_service.errors import CdsError, from_http_exception, operation_outcome
-from cds_service.http_guard import BODY_ERROR, ORIGINAL_PATH, HttpGuard
-from cds_service.security import Authenticator
+from cds_service.errors import (
+    CdsError,
+    HttpError,
+    InvalidRequest,
+    NotFound,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from cds_service.protocol import feedback, fhir_json
 from cds_service.service import CdsService
 from cds_service.storage import Store, StoreUnavailable
+from cds_service.web.http_errors import from_http_exception, operation_outcome, status_of
+from cds_service.web.http_guard import BODY_ERROR, ORIGINAL_PATH, HttpGuard
+from cds_service.web.security import Authenticator
 
 log = logging.getLogger(__name__)
 
@@ -58,24 +66,14 @@ class ServerTiming:
         return self.wsgi_app(environ, timed_start_response)
 
 
-class ClosingTestClient(FlaskClient):
-    """Flask's test client, closing each response as a WSGI server does once it is sent, so
-    the bookkeeping done then (metrics, access line, card records) has happened when a test
-    looks."""
-
-    def open(self, *args, buffered: bool = True, **kwargs):
-        return super().open(*args, buffered=buffered, **kwargs)
-
-
 def json_response(body: dict, status: int = 200, headers: dict | None = None) -> Response:
     return Response(orjson.dumps(body), status=status, headers=headers, mimetype="application/json")
 
 
 def error_response(error: CdsError) -> Response:
+    status = status_of(error)
     return json_response(
-        operation_outcome(error.status, error.message, error.diagnostics),
-        error.status,
-        error.headers,
+        operation_outcome(status, error.message, error.diagnostics), status, error.headers
     )
 
 
@@ -83,12 +81,12 @@ def read_json(decode=orjson.loads) -> object:
     """The request body as JSON, after the size and content-type checks."""
     mimetype = (request.mimetype or "").lower()
     if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
-        raise CdsError(415, "Content-Type must be application/json.")
+        raise UnsupportedMediaType("Content-Type must be application/json.")
     data = request.get_data(cache=False)  # 413 above MAX_CONTENT_LENGTH (CDS_MAX_BODY_BYTES)
     try:
         return decode(data)
     except orjson.JSONDecodeError:
-        raise CdsError(400, "Request body is not valid JSON.") from None
+        raise InvalidRequest("Request body is not valid JSON.") from None
 
 
 def _note_request(payload: object) -> None:
@@ -117,24 +115,6 @@ def _access_line(state, method: str, endpoint: str, status: int, elapsed: float)
     }
 
 
-def _cors_only_for_browsers(app: Flask) -> None:
-    """Run flask-cors only on requests that carry an ``Origin`` header.
-
-    Browsers (the CDS Hooks sandbox) always send one on cross-origin calls; EHRs calling
-    server to server do not, and no client without an Origin reads CORS headers (flask-cors
-    would still add ``Access-Control-Allow-Origin: *`` for them, at ~25 us per call). If
-    flask-cors ever renames its hook, it simply keeps running on every request.
-    """
-    hooks = app.after_request_funcs.get(None, [])
-    for i, hook in enumerate(hooks):
-        if getattr(hook, "__name__", "") == "cors_after_request":
-
-            def cors_when_origin(response: Response, _cors=hook) -> Response:
-                return _cors(response) if "HTTP_ORIGIN" in request.environ else response
-
-            hooks[i] = cors_when_origin
-
-
 def create_app(
     settings: Settings | None = None, service: CdsService | None = None, store: Store | None = None
 ) -> Flask:
@@ -151,7 +131,6 @@ def create_app(
     # Never answer a redirect built from the Host header (``//x`` -> 308 to ``http://host/x``);
     # HttpGuard merges slashes before routing instead.
     app.url_map.merge_slashes = False
-    app.test_client_class = ClosingTestClient
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["cds"] = service
     app.extensions["cds_store"] = store
@@ -161,8 +140,10 @@ def create_app(
         allow_headers=["Authorization", "Content-Type"],
         methods=["GET", "POST", "OPTIONS"],
         max_age=600,
+        # Browsers (the CDS Hooks sandbox) always send Origin on cross-origin calls; EHRs
+        # calling server to server do not, and read no CORS headers.
+        always_send=False,
     )
-    _cors_only_for_browsers(app)
 
     def authenticate() -> None:
         # The JWT's aud names the URL as called (before HttpGuard normalised the path).
@@ -180,7 +161,7 @@ def create_app(
         if problem is not None:
             status, message = problem
             g.error = "body"
-            raise CdsError(status, message)
+            raise HttpError(status, message)
 
     @app.after_request
     def _observe(response: Response):
@@ -226,7 +207,7 @@ def create_app(
             request.method,
             request.url_rule.rule if request.url_rule else "?",
         )
-        return error_response(CdsError(500, "Internal error."))
+        return error_response(HttpError(500, "Internal error."))
 
     @app.get("/healthz")
     def healthz():
@@ -242,14 +223,14 @@ def create_app(
 
     @app.get("/openapi.json")
     def openapi_document():
-        from cds_service import openapi
+        from cds_service.web import openapi
 
         return json_response(openapi.document())
 
     @app.get("/metrics")
     def metrics_endpoint():
         if not settings.metrics_enabled:
-            raise CdsError(404, "Metrics are disabled (CDS_METRICS_ENABLED=false).")
+            raise NotFound("Metrics are disabled (CDS_METRICS_ENABLED=false).")
         body, content_type = metrics.exposition()
         return Response(body, content_type=content_type)
 
@@ -261,7 +242,7 @@ def create_app(
     def known_service(service_id: str) -> None:
         """404 for an id we do not serve; otherwise authenticate the client."""
         if service_id != SERVICE_ID:
-            raise CdsError(404, "Unknown CDS service id.")
+            raise NotFound("Unknown CDS service id.")
         g.service_id = SERVICE_ID
         authenticate()
 
@@ -310,8 +291,7 @@ def create_app(
         try:
             store.save_feedback(items)
         except StoreUnavailable:
-            raise CdsError(
-                503,
+            raise Unavailable(
                 "Feedback could not be stored right now; please retry.",
                 headers={"Retry-After": "30"},
             ) from None
@@ -373,7 +353,7 @@ def _explain_pages(app: Flask, settings: Settings, service) -> None:
     @app.get("/explain")
     def explain_index():
         if explainer is None:
-            raise CdsError(404, "No rules are loaded.")
+            raise NotFound("No rules are loaded.")
         return page(explainer.index_html())
 
     @app.get("/explain/<route_code>")
@@ -382,7 +362,7 @@ def _explain_pages(app: Flask, settings: Settings, service) -> None:
             explainer.route_html(route_code, request.args.get("rules", "")) if explainer else None
         )
         if html is None:
-            raise CdsError(404, "Unknown referral route.")
+            raise NotFound("Unknown referral route.")
         return page(html)
 
 
@@ -393,7 +373,7 @@ def _admin_report(app: Flask, settings: Settings, store: Store) -> None:
     @app.get("/admin/report")
     def admin_report():
         if not getattr(settings, "admin_report", False):
-            raise CdsError(404, "The admin report is disabled (CDS_ADMIN_REPORT=false).")
+            raise NotFound("The admin report is disabled (CDS_ADMIN_REPORT=false).")
         from cds_service import report
 
         try:
@@ -402,7 +382,7 @@ def _admin_report(app: Flask, settings: Settings, store: Store) -> None:
             html = report.format_html(report.build_report(store, None))
         except Exception as exc:  # the message of a database error may hold row values
             log.warning("admin report not built: %s", type(exc).__name__)
-            raise CdsError(
-                503, "The report cannot be built right now.", headers={"Retry-After": "30"}
+            raise Unavailable(
+                "The report cannot be built right now.", headers={"Retry-After": "30"}
             ) from None
         return Response(html, mimetype="text/html", headers=EXPLAIN_HEADERS)

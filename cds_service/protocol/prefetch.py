@@ -11,8 +11,8 @@ import logging
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from cds_service.errors import CdsError
-from cds_service.fhir_json import FhirNode, is_object
+from cds_service.errors import MissingData
+from cds_service.protocol.fhir_json import FhirNode, is_object
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def gather(request: dict, keys: list[PrefetchKey], fetcher) -> list[dict]:
 
     ``fetcher`` runs the queries for missing keys and the next pages of prefetched
     bundles: ``fetcher(fhir_server, token, {key: relative_or_absolute_url}) ->
-    {key: list_of_resources | FetchFailure}``.
+    {key: list_of_resources | FetchError}``.
     """
     prefetch = request.get("prefetch") or {}
     resources: list[dict] = []
@@ -154,5 +154,5 @@ def gather(request: dict, keys: list[PrefetchKey], fetcher) -> list[dict]:
             "Required prefetch data could not be obtained: " + "; ".join(sorted(failures)) + "."
         )
         log.warning("%s", message)
-        raise CdsError(412, message)
+        raise MissingData(message)
     return resources

@@ -16,7 +16,8 @@ from __future__ import annotations
 import copy
 from functools import cache
 
-from cds_service import SERVICE_ID, hooks
+from cds_service import SERVICE_ID
+from cds_service.protocol import hooks
 
 SCHEMA_PREFIX = "urn:leg-cramp-cds:schema:"
 JSON_TYPES = ("application/json", "application/fhir+json")

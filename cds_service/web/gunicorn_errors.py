@@ -20,8 +20,8 @@ import types
 
 import orjson
 
-from cds_service.errors import operation_outcome
-from cds_service.http_guard import ALWAYS_HEADERS
+from cds_service.web.http_errors import operation_outcome
+from cds_service.web.http_guard import ALWAYS_HEADERS
 
 log = logging.getLogger(__name__)
 

@@ -25,16 +25,27 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from cds_service import metrics
 from cds_service.config import Settings
-from cds_service.prefetch import next_link, resources_in
+from cds_service.errors import CdsError
+from cds_service.protocol.prefetch import next_link, resources_in
 
 log = logging.getLogger(__name__)
 
 
-class FetchFailure(str):
-    """Why a key could not be fetched (safe to show to the client)."""
+class FetchError(CdsError):
+    """Why a key could not be fetched (safe to show to the client). Raised while fetching;
+    the fetcher answers it, per key, beside the keys that were fetched."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FetchError) and other.message == self.message
+
+    def __hash__(self) -> int:
+        return hash(self.message)
+
+    def __str__(self) -> str:
+        return self.message
 
 
-TIMED_OUT = FetchFailure("timed out")
+TIMED_OUT = "timed out"
 # What a client of the FHIR server sees of us; gzip as requests sent it.
 BASE_HEADERS = {
     "Accept": "application/fhir+json",
@@ -139,7 +150,9 @@ class FhirFetcher:
         started = time.monotonic()
         refused = self.check_server(server)
         if refused or not queries:
-            return {key: self._record(key, FetchFailure(refused), 0.0) for key in queries}
+            return {
+                key: self._record(key, FetchError(refused or "no query"), 0.0) for key in queries
+            }
         deadline = started + self.settings.fhir_timeout
         base = server.rstrip("/") + "/"
         if _cooperative():
@@ -148,7 +161,9 @@ class FhirFetcher:
             futures = self._spawn_threads(queries, base, token, deadline)
         results = {}
         for key, outcome in futures.items():
-            result, ended = outcome if outcome is not None else (TIMED_OUT, time.monotonic())
+            result, ended = (
+                outcome if outcome is not None else (FetchError(TIMED_OUT), time.monotonic())
+            )
             results[key] = self._record(key, result, ended - started)
         return results
 
@@ -188,7 +203,7 @@ class FhirFetcher:
     def _record(key: str, result, seconds: float):
         """Metrics per key; the key (not the URL) names it, so labels stay few and PHI-free."""
         name = key.split("#")[0]
-        if isinstance(result, FetchFailure):
+        if isinstance(result, FetchError):
             metrics.FHIR_FETCH.labels("error").observe(seconds)
             metrics.FHIR_FETCH_ERRORS.labels(name).inc()
             log.info("FHIR fetch of %s failed after %.3f s: %s", key, seconds, result)
@@ -197,12 +212,14 @@ class FhirFetcher:
         return result
 
     def _fetch_key(self, key: str, base: str, token: str | None, url: str, deadline: float):
-        """(every resource of one query | FetchFailure, monotonic end time); never raises."""
+        """(every resource of one query | FetchError, monotonic end time); never raises."""
         try:
             result = self._fetch_pages(key, base, token, url, deadline)
+        except FetchError as failure:
+            result = failure
         except Exception as exc:  # a bug here must not turn into a 500 with a traceback
             log.error("unexpected %s while fetching %s", type(exc).__name__, key)
-            result = FetchFailure(f"unexpected error ({type(exc).__name__})")
+            result = FetchError(f"unexpected error ({type(exc).__name__})")
         return result, time.monotonic()
 
     def _fetch_pages(self, key: str, base: str, token: str | None, url: str, deadline: float):
@@ -216,18 +233,16 @@ class FhirFetcher:
         elif page_url.startswith(base):
             wanted = expected_type(url)
         else:  # an id with "../" or "//host" must not take the token elsewhere
-            return FetchFailure("query leaves the fhirServer base URL")
+            raise FetchError("query leaves the fhirServer base URL")
         resources: list[dict] = []
         pages = 0
         while page_url:
             if urlsplit(page_url)[:2] != origin:
-                return FetchFailure("next page link points at another server or scheme (refused)")
+                raise FetchError("next page link points at another server or scheme (refused)")
             if pages >= self.settings.fhir_max_pages:
                 log.warning("%s has more than %d pages (CDS_FHIR_MAX_PAGES)", key, pages)
-                return FetchFailure(f"more than {pages} pages")
+                raise FetchError(f"more than {pages} pages")
             body = self._get(page_url, headers, deadline)
-            if isinstance(body, FetchFailure):
-                return body
             if not isinstance(body, dict) or body.get("resourceType") != wanted:
                 got = body.get("resourceType") if isinstance(body, dict) else None
                 if not (isinstance(got, str) and got.isalnum() and len(got) <= 64):
@@ -237,9 +252,9 @@ class FhirFetcher:
                     if got == "OperationOutcome"
                     else f"{got or 'no resource'}"
                 )
-                return FetchFailure(f"server answered with {what} where a {wanted} was expected")
+                raise FetchError(f"server answered with {what} where a {wanted} was expected")
             if wanted == "Bundle" and body.get("type", "searchset") != "searchset":
-                return FetchFailure("server answered with a Bundle that is not a searchset")
+                raise FetchError("server answered with a Bundle that is not a searchset")
             resources.extend(resources_in(body))
             pages += 1
             if len(resources) > self.settings.fhir_max_resources:
@@ -248,16 +263,16 @@ class FhirFetcher:
                     key,
                     self.settings.fhir_max_resources,
                 )
-                return FetchFailure(f"more than {self.settings.fhir_max_resources} resources")
+                raise FetchError(f"more than {self.settings.fhir_max_resources} resources")
             more = next_link(body) if wanted == "Bundle" else None
             page_url = urljoin(page_url, more) if more else None
         return resources
 
     def _get(self, url: str, headers: dict, deadline: float):
-        """One page as parsed JSON, or a FetchFailure; no step waits past ``deadline``."""
+        """One page as parsed JSON (FetchError if not); no step waits past ``deadline``."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return TIMED_OUT
+            raise FetchError(TIMED_OUT)
         limit = self.settings.max_body_bytes
         response = None
         complete = False
@@ -273,18 +288,18 @@ class FhirFetcher:
             )
             status = response.status
             if status in (401, 403):
-                return FetchFailure(f"server refused the access token (HTTP {status})")
+                raise FetchError(f"server refused the access token (HTTP {status})")
             if status != 200:
-                return FetchFailure(f"server answered HTTP {status}")
+                raise FetchError(f"server answered HTTP {status}")
             data = bytearray()
             # read1: whatever one receive brings, so a server dripping a byte at a time
             # meets the deadline check below (a plain read waits for the whole amount).
             while chunk := response.read1(64 * 1024, decode_content=True):
                 data += chunk
                 if len(data) > limit:
-                    return FetchFailure(f"page larger than {limit} bytes")
+                    raise FetchError(f"page larger than {limit} bytes")
                 if time.monotonic() > deadline:
-                    return TIMED_OUT
+                    raise FetchError(TIMED_OUT)
             complete = True
         except (HTTPError, OSError) as exc:
             # (urllib3's NewConnectionError, a refused connection, is a kind of its timeout)
@@ -292,10 +307,10 @@ class FhirFetcher:
                 exc, NewConnectionError
             )
             if timed_out or time.monotonic() >= deadline:
-                return TIMED_OUT
+                raise FetchError(TIMED_OUT) from None
             # The names requests gave these, which clients and tests already know.
             kind = "SSLError" if isinstance(exc, SSLError) else "ConnectionError"
-            return FetchFailure(f"server unreachable ({kind})")
+            raise FetchError(f"server unreachable ({kind})") from None
         finally:
             if response is not None:
                 if complete:
@@ -305,4 +320,4 @@ class FhirFetcher:
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
-            return FetchFailure("server answered with malformed JSON")
+            raise FetchError("server answered with malformed JSON") from None

@@ -23,8 +23,8 @@ workers = _settings.workers
 # time per worker, as with one thread. Measured against gthread in bench/NOTES.md
 # ("Choosing the server"); GUNICORN_CMD_ARGS="--worker-class gthread --threads 2" restores
 # the previous setup. Our subclass of gunicorn's gevent worker starts faster and sends each
-# answer in one write (cds_service/gevent_worker.py); "--worker-class gevent" is the stock one.
-worker_class = "cds_service.gevent_worker.GeventWorker"
+# answer in one write (cds_service/web/gevent_worker.py); "--worker-class gevent" is the stock one.
+worker_class = "cds_service.web.gevent_worker.GeventWorker"
 worker_connections = 1000  # open connections per worker (slow, idle and active)
 threads = 2  # used by gthread only
 timeout = 30
@@ -60,7 +60,7 @@ def post_worker_init(worker):
     No ``gc.collect()`` before freezing: it walks every start-up object (0.1-0.2 s of the
     worker's start here) to free a few hundred cyclic leftovers (~100 KiB), which are
     simply frozen with the rest."""
-    from cds_service import gunicorn_errors
+    from cds_service.web import gunicorn_errors
 
     gunicorn_errors.install(worker)  # 400/414/431 ... from gunicorn as OperationOutcome JSON
     gc.freeze()

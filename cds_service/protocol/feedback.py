@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from cds_service import hooks
-from cds_service.errors import CdsError
+from cds_service.errors import InvalidRequest
+from cds_service.protocol import hooks
 from cds_service.storage.database import parse_timestamp
 
 
 def validate(body: object) -> list[dict]:
-    """The feedback items of a valid body; raises a 400 CdsError naming the bad field.
+    """The feedback items of a valid body; raises an InvalidRequest (400) naming the bad field.
 
     The schema checks the shape of ``outcomeTimestamp``; here it must also be a real
     instant (no month 13), so a whole batch is refused before anything is stored.
@@ -19,8 +19,7 @@ def validate(body: object) -> list[dict]:
         try:
             parse_timestamp(item["outcomeTimestamp"])
         except (ValueError, OverflowError):
-            raise CdsError(
-                400,
+            raise InvalidRequest(
                 f"Invalid feedback: $.feedback[{index}].outcomeTimestamp is not a valid date-time",
             ) from None
     return items

@@ -23,7 +23,7 @@ import requests
 
 from cds_service import metrics
 from cds_service.config import ConfigError, Settings
-from cds_service.errors import CdsError
+from cds_service.errors import NotAuthenticated
 from cds_service.lazy import lazy_module
 from cds_service.storage import StoreUnavailable
 
@@ -44,7 +44,6 @@ KEY_TYPE_FOR_ALGORITHM = {
     "PS384": ("RSA", None),
     "PS512": ("RSA", None),
 }
-ALLOWED_ALGORITHMS = tuple(KEY_TYPE_FOR_ALGORITHM)
 
 # Label values of metrics.JWT_REJECTIONS: a small fixed set, so dashboards stay stable.
 REASONS = frozenset(
@@ -111,7 +110,7 @@ class Authenticator:
         )
 
     def authenticate(self, authorization: str | None, endpoint_path: str) -> dict | None:
-        """The verified claims; raises a 401 CdsError unless a trusted client signed them.
+        """The verified claims; raises NotAuthenticated (401) unless a trusted client signed them.
 
         ``endpoint_path`` is the request path; the token's ``aud`` must be the public URL
         of that endpoint, so a token stolen from one service cannot be replayed at another.
@@ -128,8 +127,7 @@ class Authenticator:
                 "CDS client JWT rejected on %s: %s (%s)", endpoint_path, failure.reason, detail
             )
             metrics.JWT_REJECTIONS.labels(failure.reason).inc()
-            raise CdsError(
-                401,
+            raise NotAuthenticated(
                 "Authentication failed.",
                 headers={"WWW-Authenticate": 'Bearer realm="cds-services"'},
             ) from None

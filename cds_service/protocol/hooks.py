@@ -15,7 +15,7 @@ import jsonschema_rs
 from referencing import Registry, Resource
 
 from cds_service import SERVICE_ID
-from cds_service.errors import CdsError
+from cds_service.errors import InvalidRequest
 
 SCHEMA_FILES = ("coding", "card", "cds-response", "discovery", "hook-request", "feedback")
 SPEC_VERSION = "2.0"
@@ -78,29 +78,29 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 
 def check(name: str, document: object, what: str) -> None:
-    """Raise a 400 CdsError naming the first field that breaks schema ``name``."""
+    """Raise an InvalidRequest (400) naming the first field that breaks schema ``name``."""
     try:
         if _fast_validator(name).is_valid(document):  # the common case
             return
     except ValueError:  # jsonschema-rs gives up on values nested too deeply to convert
-        raise CdsError(400, f"Invalid {what}: nested too deeply") from None
+        raise InvalidRequest(f"Invalid {what}: nested too deeply") from None
     try:
         error = jsonschema.exceptions.best_match(validator(name).iter_errors(document))
     except RecursionError:  # its messages repr() the value: too deeply nested to print
         error = None
     if error is not None:
-        raise CdsError(400, f"Invalid {what}: {_describe(error)}")
+        raise InvalidRequest(f"Invalid {what}: {_describe(error)}")
     # jsonschema-rs is stricter in one place: a pattern's "$" does not match before a
     # trailing newline (as in JSON Schema's ECMA-262 dialect; Python's re does). Name it.
     try:
         fast_error = next(_fast_validator(name).iter_errors(document))
     except (ValueError, StopIteration):
-        raise CdsError(400, f"Invalid {what}: nested too deeply") from None
+        raise InvalidRequest(f"Invalid {what}: nested too deeply") from None
     path = "$" + "".join(
         f"[{p}]" if isinstance(p, int) else f".{p}" for p in fast_error.instance_path
     )
     keyword = type(fast_error.kind).__name__
-    raise CdsError(400, f"Invalid {what}: {path}: violates '{keyword[:1].lower() + keyword[1:]}'")
+    raise InvalidRequest(f"Invalid {what}: {path}: violates '{keyword[:1].lower() + keyword[1:]}'")
 
 
 def discovery(prefetch: dict[str, str], routes: list[str]) -> dict:

@@ -78,7 +78,7 @@ class CoalescingResponse(wsgi.Response):
 
 
 class GeventWorker(ggevent.GeventWorker):
-    """``worker_class`` of cds_service.gunicorn_conf."""
+    """``worker_class`` of cds_service.web.gunicorn_conf."""
 
     def patch(self) -> None:
         with entry_points_read_once():
