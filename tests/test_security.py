@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jwt_helpers import Signer, jwks, unsigned_token  # noqa: E402
 
 from cds_service.config import ConfigError, Settings  # noqa: E402
+from cds_service.web import jwks as web_jwks
 from cds_service.web import security  # noqa: E402
 from cds_service.web.app import create_app  # noqa: E402
 from cds_service.web.security import ReplayCache  # noqa: E402
@@ -161,7 +162,7 @@ def client(make_client):
 def clock(monkeypatch):
     """The monotonic clock of the JWK Set cache, moved by hand."""
     now = [1000.0]
-    monkeypatch.setattr(security, "monotonic", lambda: now[0])
+    monkeypatch.setattr(web_jwks, "monotonic", lambda: now[0])
     return now
 
 
@@ -429,7 +430,7 @@ def test_key_rotation_refetches_the_jwk_set(make_client, httpserver, jwks_server
     assert fetches(httpserver) == 1
 
     jwks_server["jwks"] = jwks(old, new)  # the client rotates its keys
-    clock[0] += security.JWKS_REFETCH_MIN_INTERVAL
+    clock[0] += web_jwks.JWKS_REFETCH_MIN_INTERVAL
     assert call(client, SERVICE, new.token(BASE + SERVICE, ISS, header=header)).status_code == 200
     assert fetches(httpserver) == 2
 
@@ -447,7 +448,7 @@ def test_unknown_kid_refetches_are_rate_limited(make_client, httpserver, jwks_se
         clock[0] += 1
     assert rejections("unknown_key") == before + 5
     assert fetches(httpserver) == 1  # fetched 5 s ago at most: no refetch yet
-    clock[0] += security.JWKS_REFETCH_MIN_INTERVAL
+    clock[0] += web_jwks.JWKS_REFETCH_MIN_INTERVAL
     for _ in range(3):
         assert_rejected(
             call(client, SERVICE, Signer.es384().token(BASE + SERVICE, ISS, header=header))

@@ -122,6 +122,98 @@ def _errors(*statuses: int) -> dict:
     return {str(s): _answer(ERROR_TEXTS[s], "OperationOutcome") for s in statuses}
 
 
+def _cds_paths(service: str, bearer: list, feedback_link: dict) -> dict:
+    """Discovery, the service and its feedback."""
+    return {
+        "/cds-services": {
+            "get": {
+                "operationId": "discovery",
+                "summary": "CDS Hooks discovery",
+                "security": bearer,
+                "responses": {
+                    "200": _answer("The services offered", "discovery"),
+                    **_errors(401, 503),
+                },
+            }
+        },
+        service: {
+            "post": {
+                "operationId": "callHook",
+                "summary": "Call the patient-view hook",
+                "security": bearer,
+                "requestBody": {"required": True, "content": _json("hook-request", JSON_TYPES)},
+                "responses": {
+                    "200": _answer(
+                        "Cards (an empty list when there is no advice)",
+                        "cds-response",
+                        links={"FeedbackOnFirstCard": feedback_link},
+                    ),
+                    **_errors(400, 401, 412, 413, 415, 503),
+                },
+            }
+        },
+        service + "/feedback": {
+            "post": {
+                "operationId": "postFeedback",
+                "summary": "Card outcomes (accepted / overridden)",
+                "security": bearer,
+                "requestBody": {"required": True, "content": _json("feedback", JSON_TYPES)},
+                "responses": {
+                    "200": _answer("Stored", "FeedbackAck"),
+                    **_errors(400, 401, 413, 415, 503),
+                },
+            }
+        },
+    }
+
+
+def _operations_paths() -> dict:
+    """Liveness, readiness, metrics and this document."""
+    return {
+        "/healthz": {
+            "get": {
+                "operationId": "liveness",
+                "summary": "Liveness: the process answers",
+                "responses": {"200": _answer("Alive", "Health")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readiness",
+                "summary": "Readiness: the store can be written",
+                "responses": {
+                    "200": _answer("Ready", "Health"),
+                    "503": _answer("Not ready: the store is unavailable", "Health"),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics (text format)",
+                "responses": {
+                    "200": _answer(
+                        "Metrics", content={"text/plain": {"schema": {"type": "string"}}}
+                    ),
+                    **_errors(404),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "responses": {
+                    "200": _answer(
+                        "OpenAPI 3.1",
+                        content={"application/json": {"schema": {"type": "object"}}},
+                    )
+                },
+            }
+        },
+    }
+
+
 @cache
 def _document() -> dict:
     schemas = {
@@ -162,86 +254,8 @@ def _document() -> dict:
             ),
         },
         "paths": {
-            "/cds-services": {
-                "get": {
-                    "operationId": "discovery",
-                    "summary": "CDS Hooks discovery",
-                    "security": bearer,
-                    "responses": {
-                        "200": _answer("The services offered", "discovery"),
-                        **_errors(401, 503),
-                    },
-                }
-            },
-            service: {
-                "post": {
-                    "operationId": "callHook",
-                    "summary": "Call the patient-view hook",
-                    "security": bearer,
-                    "requestBody": {"required": True, "content": _json("hook-request", JSON_TYPES)},
-                    "responses": {
-                        "200": _answer(
-                            "Cards (an empty list when there is no advice)",
-                            "cds-response",
-                            links={"FeedbackOnFirstCard": feedback_link},
-                        ),
-                        **_errors(400, 401, 412, 413, 415, 503),
-                    },
-                }
-            },
-            service + "/feedback": {
-                "post": {
-                    "operationId": "postFeedback",
-                    "summary": "Card outcomes (accepted / overridden)",
-                    "security": bearer,
-                    "requestBody": {"required": True, "content": _json("feedback", JSON_TYPES)},
-                    "responses": {
-                        "200": _answer("Stored", "FeedbackAck"),
-                        **_errors(400, 401, 413, 415, 503),
-                    },
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "operationId": "liveness",
-                    "summary": "Liveness: the process answers",
-                    "responses": {"200": _answer("Alive", "Health")},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "operationId": "readiness",
-                    "summary": "Readiness: the store can be written",
-                    "responses": {
-                        "200": _answer("Ready", "Health"),
-                        "503": _answer("Not ready: the store is unavailable", "Health"),
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "operationId": "metrics",
-                    "summary": "Prometheus metrics (text format)",
-                    "responses": {
-                        "200": _answer(
-                            "Metrics", content={"text/plain": {"schema": {"type": "string"}}}
-                        ),
-                        **_errors(404),
-                    },
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "operationId": "openapi",
-                    "summary": "This document",
-                    "responses": {
-                        "200": _answer(
-                            "OpenAPI 3.1",
-                            content={"application/json": {"schema": {"type": "object"}}},
-                        )
-                    },
-                }
-            },
+            **_cds_paths(service, bearer, feedback_link),
+            **_operations_paths(),
         },
         "components": {
             "schemas": schemas,

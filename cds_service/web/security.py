@@ -10,22 +10,15 @@ the precise reason goes to the log (never the token) and to a metric.
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from time import monotonic
 from urllib.parse import urlsplit
-
-import requests
 
 from cds_service import metrics
 from cds_service.config import ConfigError, Settings
 from cds_service.errors import NotAuthenticated
 from cds_service.lazy import lazy_module
-from cds_service.storage import StoreUnavailable
+from cds_service.web.jwks import JwksCache, load_jwks_file, shown
+from cds_service.web.replay_cache import ReplayCache, SharedReplayCache
 
 jwt = lazy_module("jwt")  # PyJWT + cryptography load on the first token (CDS_AUTH_MODE=jwt)
 
@@ -66,12 +59,6 @@ REASONS = frozenset(
 )
 
 REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]
-# Least time between two fetches of one JWK Set (unknown kid, or a failed fetch), so a
-# stream of tokens with made-up kids cannot make us hammer the client's key server.
-JWKS_REFETCH_MIN_INTERVAL = 30.0
-JWKS_MAX_BYTES = 256 * 1024
-# JWK members that carry public key material or metadata; private parts are dropped.
-_PUBLIC_JWK_MEMBERS = ("kty", "crv", "x", "y", "n", "e", "kid", "alg", "use", "key_ops")
 
 
 class Rejected(Exception):
@@ -137,7 +124,7 @@ class Authenticator:
         header = unverified_header(token)
         issuer = unverified_issuer(token)
         if not isinstance(issuer, str) or issuer not in self.issuers:
-            raise Rejected("untrusted_issuer", f"iss {_show(issuer)} is not trusted")
+            raise Rejected("untrusted_issuer", f"iss {shown(issuer)} is not trusted")
         jwk = self.find_key(header)
         claims = decode(
             token,
@@ -151,7 +138,7 @@ class Authenticator:
         if not self.seen.first_use(
             claims["iss"], claims["jti"], claims["exp"] + self.settings.jwt_leeway
         ):
-            raise Rejected("replay", f"jti {_show(claims['jti'])} from {_show(issuer)} seen before")
+            raise Rejected("replay", f"jti {shown(claims['jti'])} from {shown(issuer)} seen before")
         return claims
 
     def find_key(self, header: dict) -> dict:
@@ -164,15 +151,15 @@ class Authenticator:
         if kid in self.file_keys:
             return self.file_keys[kid]
         if jku is None:
-            raise Rejected("unknown_key", f"kid {_show(kid)} not in the JWKS file, and no jku")
+            raise Rejected("unknown_key", f"kid {shown(kid)} not in the JWKS file, and no jku")
         if jku not in self.trusted_jku:
-            raise Rejected("untrusted_jku", f"jku {_show(jku)} is not in CDS_TRUSTED_JKU")
+            raise Rejected("untrusted_jku", f"jku {shown(jku)} is not in CDS_TRUSTED_JKU")
         jwk = self.jwks.key(jku, kid)
         if jwk is not None:
             return jwk
         if not self.jwks.has_keys(jku):
-            raise Rejected("jwks_unavailable", f"JWK Set {_show(jku)} could not be fetched")
-        raise Rejected("unknown_key", f"kid {_show(kid)} not in JWK Set {_show(jku)}")
+            raise Rejected("jwks_unavailable", f"JWK Set {shown(jku)} could not be fetched")
+        raise Rejected("unknown_key", f"kid {shown(kid)} not in JWK Set {shown(jku)}")
 
 
 def _check_jwt_settings(settings: Settings) -> None:
@@ -223,9 +210,9 @@ def unverified_header(token: str) -> dict:
         raise Rejected("malformed", f"unreadable header: {exc}") from None
     alg = header.get("alg")
     if alg not in KEY_TYPE_FOR_ALGORITHM:
-        raise Rejected("bad_algorithm", f"alg {_show(alg)} is not allowed")
+        raise Rejected("bad_algorithm", f"alg {shown(alg)} is not allowed")
     if str(header.get("typ", "JWT")).upper() != "JWT":
-        raise Rejected("malformed", f"typ {_show(header.get('typ'))} is not JWT")
+        raise Rejected("malformed", f"typ {shown(header.get('typ'))} is not JWT")
     if "crit" in header:
         raise Rejected("malformed", "crit header extensions are not supported")
     if not isinstance(header.get("kid"), str) or not header["kid"]:
@@ -252,13 +239,13 @@ def verification_key(jwk: dict, alg: str):
     """
     kty, crv = KEY_TYPE_FOR_ALGORITHM[alg]
     if jwk.get("kty") != kty or (crv and jwk.get("crv") != crv):
-        raise Rejected("bad_algorithm", f"alg {alg} does not fit key {_show(jwk.get('kid'))}")
+        raise Rejected("bad_algorithm", f"alg {alg} does not fit key {shown(jwk.get('kid'))}")
     if jwk.get("alg") not in (None, alg):
-        raise Rejected("bad_algorithm", f"key {_show(jwk.get('kid'))} is for {_show(jwk['alg'])}")
+        raise Rejected("bad_algorithm", f"key {shown(jwk.get('kid'))} is for {shown(jwk['alg'])}")
     try:
         return jwt.PyJWK(jwk, algorithm=alg).key
     except (jwt.PyJWKError, jwt.InvalidKeyError) as exc:
-        raise Rejected("unknown_key", f"key {_show(jwk.get('kid'))} unusable: {exc}") from None
+        raise Rejected("unknown_key", f"key {shown(jwk.get('kid'))} unusable: {exc}") from None
 
 
 def decode(token: str, key, alg: str, audience: str, issuers: frozenset[str], leeway: int) -> dict:
@@ -302,182 +289,3 @@ def check_lifetime(claims: dict, max_lifetime: int) -> None:
     lifetime = claims["exp"] - claims["iat"]
     if lifetime > max_lifetime:
         raise Rejected("lifetime_too_long", f"exp - iat = {lifetime}s > {max_lifetime}s")
-
-
-def load_jwks_file(path: str) -> dict[str, dict]:
-    """The keys of the local JWK Set file, by kid; a bad file stops the service at start."""
-    try:
-        jwks = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"CDS_JWKS_FILE {path}: cannot read a JWK Set: {exc}") from None
-    keys = usable_keys(jwks, path)
-    if not keys:
-        raise ConfigError(f"CDS_JWKS_FILE {path}: no usable EC or RSA signing key with a kid")
-    return keys
-
-
-def usable_keys(jwks: object, source: str) -> dict[str, dict]:
-    """Public EC/RSA signing keys of a JWK Set, by kid; others are skipped with a log line."""
-    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
-        log.warning("JWK Set %s has no 'keys' array", source)
-        return {}
-    keys = {}
-    for jwk in jwks["keys"]:
-        if not isinstance(jwk, dict):
-            continue
-        kid = jwk.get("kid")
-        if (
-            jwk.get("kty") not in {"EC", "RSA"}
-            or jwk.get("use", "sig") != "sig"
-            or "verify" not in jwk.get("key_ops", ["verify"])
-            or not isinstance(kid, str)
-            or not kid
-        ):
-            log.info(
-                "JWK Set %s: skipping key %s (not an EC/RSA signing key with a kid)",
-                source,
-                _show(kid),
-            )
-            continue
-        if "d" in jwk:
-            log.warning(
-                "JWK Set %s: key %s includes private key material; only its public "
-                "part is used (publish public keys only)",
-                source,
-                _show(kid),
-            )
-        keys[kid] = {name: jwk[name] for name in _PUBLIC_JWK_MEMBERS if name in jwk}
-    return keys
-
-
-@dataclass
-class _CachedJwkSet:
-    keys: dict[str, dict] = field(default_factory=dict)
-    fetched_at: float | None = None  # last successful fetch (monotonic)
-    attempted_at: float | None = None  # last attempt, successful or not
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-class JwksCache:
-    """JWK Sets fetched from allow-listed jku URLs, kept ``ttl`` seconds.
-
-    An unknown kid triggers a refetch (the client rotated its keys), at most once per
-    ``JWKS_REFETCH_MIN_INTERVAL``. If a refetch fails the keys already known stay in use.
-    One lock per URL: concurrent requests wait for a single fetch instead of each fetching.
-    """
-
-    def __init__(self, ttl: float, timeout: float):
-        self.ttl = ttl
-        self.timeout = timeout
-        self._sets: dict[str, _CachedJwkSet] = {}
-        self._lock = threading.Lock()
-
-    def key(self, url: str, kid: str) -> dict | None:
-        with self._lock:
-            cached = self._sets.setdefault(url, _CachedJwkSet())
-        with cached.lock:
-            now = monotonic()
-            fresh = cached.fetched_at is not None and now - cached.fetched_at < self.ttl
-            if fresh and kid in cached.keys:
-                return cached.keys[kid]
-            may_fetch = (
-                cached.attempted_at is None
-                or now - cached.attempted_at >= JWKS_REFETCH_MIN_INTERVAL
-            )
-            if may_fetch:
-                cached.attempted_at = now
-                keys = self._fetch(url)
-                if keys is not None:
-                    cached.keys, cached.fetched_at = keys, now
-            return cached.keys.get(kid)
-
-    def has_keys(self, url: str) -> bool:
-        cached = self._sets.get(url)
-        return bool(cached and cached.keys)
-
-    def _fetch(self, url: str) -> dict[str, dict] | None:
-        """The keys at ``url``; None (and a log line) if it cannot be had in time."""
-        started = time.perf_counter()
-        try:
-            with requests.get(
-                url,
-                timeout=self.timeout,
-                allow_redirects=False,
-                stream=True,
-                headers={"Accept": "application/json"},
-            ) as response:
-                if response.status_code != 200:
-                    log.warning("JWK Set %s: HTTP %s", url, response.status_code)
-                    return None
-                body = response.raw.read(JWKS_MAX_BYTES + 1, decode_content=True)
-            if len(body) > JWKS_MAX_BYTES:
-                log.warning("JWK Set %s is larger than %d bytes", url, JWKS_MAX_BYTES)
-                return None
-            keys = usable_keys(json.loads(body), url)
-        except (requests.RequestException, ValueError) as exc:
-            log.warning("JWK Set %s could not be fetched: %s", url, type(exc).__name__)
-            return None
-        log.info(
-            "JWK Set %s fetched: %d key(s) in %.0f ms",
-            url,
-            len(keys),
-            (time.perf_counter() - started) * 1000,
-        )
-        return keys
-
-
-class ReplayCache:
-    """Each (iss, jti) is accepted once until the token expires; thread-safe, in-process.
-
-    Behind several processes or instances a replay can reach another worker: see the
-    README for the shared cache a multi-instance deployment needs.
-    """
-
-    PURGE_INTERVAL = 10.0
-
-    def __init__(self):
-        self._expiry: dict[tuple[str, str], float] = {}
-        self._lock = threading.Lock()
-        self._last_purge = 0.0
-
-    def first_use(self, issuer: str, jti: str, expires_at: float) -> bool:
-        """Remember the jti; False if it was already seen and has not yet expired."""
-        now = time.time()
-        with self._lock:
-            if now - self._last_purge >= self.PURGE_INTERVAL:
-                self._expiry = {k: t for k, t in self._expiry.items() if t > now}
-                self._last_purge = now
-            seen_until = self._expiry.get((issuer, jti))
-            if seen_until is not None and seen_until > now:
-                return False
-            self._expiry[(issuer, jti)] = expires_at
-            return True
-
-    def __len__(self) -> int:
-        return len(self._expiry)
-
-
-class SharedReplayCache:
-    """Token ids remembered in the database, so every worker and instance refuses a replay.
-
-    If the database is down, the in-process cache keeps protecting this worker (and the
-    log says so) rather than refusing every client.
-    """
-
-    def __init__(self, store):
-        self.store = store
-        self.local = ReplayCache()
-
-    def first_use(self, issuer: str, jti: str, expires_at: float) -> bool:
-        if not self.local.first_use(issuer, jti, expires_at):
-            return False
-        try:
-            return self.store.first_use(issuer, jti, expires_at)
-        except StoreUnavailable:
-            log.warning("shared JWT replay cache unavailable; this worker's cache is used")
-            return True
-
-
-def _show(value: object) -> str:
-    """A header or claim value as it may appear in a log line: quoted, short, one line."""
-    return repr(value)[:100]
