@@ -39,7 +39,7 @@ SENT: list[str] = []
 class NullStore:
     """The tests are about authentication, not storage."""
 
-    def record_cards(self, *args, **kwargs):
+    def save_issued_cards(self, *args, **kwargs):
         pass
 
     def save_feedback(self, items):

@@ -206,7 +206,7 @@ def test_configured_salt_is_used_and_no_salt_file_is_written(backend, tmp_path):
     settings = make_settings(tmp_path, backend.url, patient_hash_salt="s3cret")
     store = Store(settings)
     try:
-        store.record_cards("hook-1", "patient-1", [{"uuid": "card-1", "source": {}}], [""])
+        store.save_issued_cards("hook-1", "patient-1", [{"uuid": "card-1", "source": {}}], [""])
         assert store.flush()
         (row,) = rows(store, database.issued_card)
         assert row["patient_hash"] == hmac.new(b"s3cret", b"patient-1", hashlib.sha256).hexdigest()
@@ -229,14 +229,14 @@ def test_generated_salt_is_kept_across_restarts(backend, tmp_path):
 def test_record_cards_never_raises(backend, tmp_path):
     store = Store(make_settings(tmp_path, backend.url))
     try:
-        store.record_cards("h", "p", None, None)
-        store.record_cards("h", "p", ["not a card", {"no": "uuid"}], ["a", "b", "c"])
-        store.record_cards("h", None, [{"uuid": "u1", "source": {"topic": None}}], [])
+        store.save_issued_cards("h", "p", None, None)
+        store.save_issued_cards("h", "p", ["not a card", {"no": "uuid"}], ["a", "b", "c"])
+        store.save_issued_cards("h", None, [{"uuid": "u1", "source": {"topic": None}}], [])
         assert store.flush()
         assert [r["card_uuid"] for r in rows(store, database.issued_card)] == ["u1"]
     finally:
         store.close()
-    store.record_cards("h", "p", [{"uuid": "u2"}], ["r"])  # after close: logged, not raised
+    store.save_issued_cards("h", "p", [{"uuid": "u2"}], ["r"])  # after close: logged, not raised
 
 
 def test_cards_of_calls_close_together_are_written_in_one_transaction(
@@ -250,7 +250,7 @@ def test_cards_of_calls_close_together_are_written_in_one_transaction(
     )
     try:
         for i in range(5):
-            store.record_cards(f"h{i}", "p", [{"uuid": f"u{i}"}], ["r"])
+            store.save_issued_cards(f"h{i}", "p", [{"uuid": f"u{i}"}], ["r"])
         assert store.flush()
         assert writes == [5]
         assert len(rows(store, database.issued_card)) == 5
@@ -262,7 +262,7 @@ def test_a_busy_queue_is_written_without_waiting(backend, tmp_path):
     store = Store(make_settings(tmp_path, backend.url))
     try:
         for i in range(2000):  # far more than one batch: no half-second pause per batch
-            store.record_cards(f"h{i}", "p", [{"uuid": f"u{i}-a"}, {"uuid": f"u{i}-b"}], ["r"])
+            store.save_issued_cards(f"h{i}", "p", [{"uuid": f"u{i}-a"}, {"uuid": f"u{i}-b"}], ["r"])
         started = time.monotonic()
         assert store.flush()
         assert time.monotonic() - started < 5.0
@@ -353,7 +353,7 @@ def test_feedback_before_its_card_is_written_loses_the_unknown_flag(backend, tmp
     try:
         store.save_feedback([overridden("card-x")])
         assert rows(store, database.feedback)[0]["unknown_card"] is True
-        store.record_cards(
+        store.save_issued_cards(
             "h", "p", [{"uuid": "card-x", "source": {"topic": {"code": "nephrology"}}}], ["r1"]
         )
         assert store.flush()
@@ -483,7 +483,7 @@ def test_database_down_hook_still_answers_and_feedback_gets_503(backend, tmp_pat
     try:
         request, cards = call_hook(client)  # 200 with the nephrology card
         started = time.perf_counter()
-        store.record_cards("h", "p", cards, ["r"] * len(cards))
+        store.save_issued_cards("h", "p", cards, ["r"] * len(cards))
         assert time.perf_counter() - started < 0.1  # only queued: no wait for the database
 
         response = client.post(FEEDBACK, json={"feedback": [accepted(cards[0])]})

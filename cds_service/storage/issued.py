@@ -1,6 +1,6 @@
 """Issued cards: queued on the hook's path, written in batches by the card writer.
 
-``record_cards`` never raises into the hook and never blocks it: if the database is down the
+``save_issued_cards`` never raises into the hook and never blocks it: if the database is down the
 rows are dropped and the loss is logged (counts only, never patient data). Writing a card
 also adopts feedback that arrived before it (another instance's card, or a slow write).
 """
@@ -23,7 +23,7 @@ log = logging.getLogger(__package__)  # "cds_service.storage", as before the spl
 
 
 class IssuedCards(StoreBase):
-    def record_cards(
+    def save_issued_cards(
         self,
         hook_instance: str,
         patient_id: str,

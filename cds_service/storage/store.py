@@ -26,7 +26,7 @@ log = logging.getLogger(__package__)  # "cds_service.storage", as before the spl
 
 
 class Store(IssuedCards, Suppressions, FeedbackStore, ReplayGuard):
-    """Interface used by the app. ``record_cards`` must never raise or block the hook."""
+    """Interface used by the app. ``save_issued_cards`` must never raise or block the hook."""
 
     def __init__(self, settings: Settings):
         super().__init__(settings)

@@ -284,10 +284,10 @@ def _cds_endpoints(app: Flask, service: CdsService, store: Store, authenticate) 
         ]
         hook_instance, patient_id = payload["hookInstance"], payload["context"]["patientId"]
 
-        def record_outcome() -> None:
+        def store_outcome() -> None:
             for route in outcome.routes:
                 metrics.CARDS.labels(route).inc()
-            store.record_cards(
+            store.save_issued_cards(
                 hook_instance,
                 patient_id,
                 outcome.response["cards"],
@@ -296,7 +296,7 @@ def _cds_endpoints(app: Flask, service: CdsService, store: Store, authenticate) 
                 getattr(outcome, "suppressed", None),
             )
 
-        g.after_sent = [record_outcome]
+        g.after_sent = [store_outcome]
         # Freed with ``g`` once the response is sent (the bookkeeping holds it), so the EHR
         # does not wait while the decoded request is taken apart (~8% of a call).
         g.request_payload = payload
