@@ -49,23 +49,14 @@ def _text(path: str) -> bytes:
 
 @cache
 def _load(path: str) -> tuple[dict, tuple[dict, ...]]:
-    bundle = json.loads(Path(path).read_text())
-    ids = {}
-    for entry in bundle["entry"]:
-        resource = entry["resource"]
-        if entry.get("fullUrl", "").startswith("urn:uuid:"):
-            ids[entry["fullUrl"]] = f"{resource['resourceType']}/{resource['id']}"
-    text = json.dumps([e["resource"] for e in bundle["entry"]])
-    text = re.sub(
-        r'"(urn:uuid:[0-9a-fA-F-]+)"', lambda m: f'"{ids.get(m.group(1), m.group(1))}"', text
-    )
-    resources = tuple(json.loads(text))
+    """(Patient, every resource), parsed once: for reading only (never changed)."""
+    resources = tuple(orjson.loads(_text(path)))
     patient = next(r for r in resources if r["resourceType"] == "Patient")
     return patient, resources
 
 
 def patient_resources(path: Path) -> tuple[dict, list[dict]]:
-    """(Patient, every resource) with references rewritten; a deep copy per call."""
+    """(Patient, every resource) with references rewritten; a fresh copy per call."""
     resources = orjson.loads(_text(str(path)))
     patient = next(r for r in resources if r["resourceType"] == "Patient")
     return patient, resources

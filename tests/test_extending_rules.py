@@ -70,6 +70,17 @@ RULE = {
 }
 
 
+def _cards_with_the_rule(tmp_path: Path) -> Path:
+    """A copy of the shipped rules with the new rule added to nephrology.yaml."""
+    cards = tmp_path / "cards"
+    shutil.copytree(ROOT / "cards", cards)
+    path = cards / "nephrology.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["criteria"].append(RULE)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return cards
+
+
 @pytest.fixture
 def extended(tmp_path, monkeypatch):
     """The shipped rules plus the new rule in nephrology.yaml, with the schema entry."""
@@ -81,12 +92,7 @@ def extended(tmp_path, monkeypatch):
     monkeypatch.setattr(
         loader, "schema", lambda name: schema if name == "rules-route.json" else shipped(name)
     )
-    cards = tmp_path / "cards"
-    shutil.copytree(ROOT / "cards", cards)
-    path = cards / "nephrology.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["criteria"].append(RULE)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    cards = _cards_with_the_rule(tmp_path)
     settings = Settings.from_env({"CDS_CARDS_DIR": str(cards)}, today=TODAY.isoformat())
     return CdsService(settings, fetcher=lambda *a: {})
 
@@ -111,11 +117,6 @@ def test_the_new_rule_fires_with_two_problems_and_not_with_one(extended):
 
 
 def test_without_its_schema_entry_the_rule_file_is_refused(tmp_path):
-    cards = tmp_path / "cards"
-    shutil.copytree(ROOT / "cards", cards)
-    path = cards / "nephrology.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["criteria"].append(RULE)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    cards = _cards_with_the_rule(tmp_path)
     with pytest.raises(RuleError, match="nephrology.yaml: field criteria"):
         loader.load(cards)
