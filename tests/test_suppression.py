@@ -410,3 +410,82 @@ def test_a_late_adopted_override_never_replaces_a_later_one(settings, monkeypatc
     finally:
         store_of(one).close()
         store_of(two).close()
+
+
+# -- the per-process copy (issue 14: no suppression query on every hook call) -------------
+
+
+def suppression_queries(store: Store) -> list[str]:
+    """The statements on the suppression table from now on (the change token is read on the
+    DB-API connection, outside SQLAlchemy, so it is not among them)."""
+    seen: list[str] = []
+
+    def note(_conn, _cursor, statement, *_args):
+        if "FROM suppression " in statement + " ":
+            seen.append(statement)
+
+    from sqlalchemy import event
+
+    event.listen(store.engine, "before_cursor_execute", note)
+    return seen
+
+
+def test_lookups_use_the_copy_until_a_change_anywhere_moves_the_token(settings):
+    """Repeated calls for a patient query the suppressions once; an override stored by
+    another instance moves the token, so the next call reads them again and suppresses."""
+    one, two = create_app(settings), create_app(settings)
+    try:
+        queries = suppression_queries(store_of(one))
+        card = cards_by_route(one.test_client(), example(NEPHROLOGY))["nephrology"]
+        for _ in range(3):
+            assert "nephrology" in cards_by_route(one.test_client(), example(NEPHROLOGY))
+        assert len(queries) == 1
+        assert store_of(one).flush()  # the card record, so instance two knows the card
+        override(two.test_client(), store_of(two), card)
+        assert "nephrology" not in cards_by_route(one.test_client(), example(NEPHROLOGY))
+        assert "nephrology" not in cards_by_route(one.test_client(), example(NEPHROLOGY))
+        assert len(queries) == 2
+        # Another patient's first call reads that patient's rows: one query more.
+        cards_by_route(one.test_client(), example(NEPHROLOGY, patient="p-other"))
+        assert len(queries) == 3
+    finally:
+        store_of(one).close()
+        store_of(two).close()
+
+
+def test_expiry_is_checked_on_every_lookup_of_the_copy(app, client):
+    store = store_of(app)
+    card = cards_by_route(client, example(URGENT))["urgent-care"]
+    override(client, store, card, code="patient-declined")
+    assert "urgent-care" not in cards_by_route(client, example(URGENT))  # copy filled
+    later(store, timedelta(days=1, minutes=1))
+    assert "urgent-care" in cards_by_route(client, example(URGENT))  # same copy, expired
+
+
+def test_without_the_token_row_every_call_reads_the_table(app, client):
+    """A token row removed by hand: no copy can be trusted, so each call queries (and
+    suppressions still hold)."""
+    store = store_of(app)
+    with store.engine.begin() as conn:
+        conn.execute(database.suppression_generation.delete())
+    queries = suppression_queries(store)
+    card = cards_by_route(client, example(NEPHROLOGY))["nephrology"]
+    override(client, store, card)
+    assert "nephrology" not in cards_by_route(client, example(NEPHROLOGY))
+    assert "nephrology" not in cards_by_route(client, example(NEPHROLOGY))
+    assert len(queries) == 3
+
+
+def test_a_token_that_cannot_be_read_fails_open_and_recovers(app, client, caplog):
+    store = store_of(app)
+    card = cards_by_route(client, example(NEPHROLOGY))["nephrology"]
+    override(client, store, card)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE suppression_generation RENAME TO kept_aside")
+    with caplog.at_level(logging.WARNING):
+        assert "nephrology" in cards_by_route(client, example(NEPHROLOGY))  # shown: fail open
+    assert "suppressions not read" in caplog.text
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE kept_aside RENAME TO suppression_generation")
+    store._lookup_paused_until = 0.0  # the pause after a failure (30 s), skipped here
+    assert "nephrology" not in cards_by_route(client, example(NEPHROLOGY))

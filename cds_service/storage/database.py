@@ -97,6 +97,16 @@ suppression = Table(
     Column("expires_at", DateTime, nullable=False),  # UTC
 )
 
+# One row (id 1): a random token every change of ``suppression`` replaces in its transaction,
+# so a process can keep a copy of the suppressions and refresh it only when the token moves.
+suppression_generation = Table(
+    "suppression_generation",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("token", String(32), nullable=False),
+)
+GENERATION_ROW = 1
+
 READ_ONLY = "cds_read"  # execution option: a read-only transaction (SQLite: deferred BEGIN)
 
 

@@ -9,30 +9,66 @@ indexed query, and if the database cannot be read nothing is suppressed (fail op
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
+import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from cds_service.config import Settings
 from cds_service.storage.base import StoreBase
-from cds_service.storage.database import READ_ONLY, StoreUnavailable, describe, suppression
+from cds_service.storage.database import (
+    GENERATION_ROW,
+    READ_ONLY,
+    StoreUnavailable,
+    describe,
+    suppression,
+    suppression_generation,
+)
 
 log = logging.getLogger(__package__)  # "cds_service.storage", as before the split
 
 SUPPRESSION_RETRY = 30.0  # after a failed suppression lookup, seconds without lookups (fail open)
 URGENT_MAX_DAYS = 1  # a critical card is never suppressed for longer, whatever the policy
+CACHED_PATIENTS = 10_000  # patients whose suppressions a process keeps (then starts afresh)
+_SUPPRESSIONS_OF_PATIENT = select(
+    suppression.c.route,
+    suppression.c.fingerprint,
+    suppression.c.indicator,
+    suppression.c.expires_at,
+).where(suppression.c.patient_hash == bindparam("key"))
+# Plain SQL on the DB-API connection: the statement machinery would cost 50x the read.
+_TOKEN_SQL = f"SELECT token FROM suppression_generation WHERE id = {GENERATION_ROW}"
 
 
 class Suppressions(StoreBase):
-    _lookup_paused_until = 0.0
+    """The suppressions holding now, answered from this process's copy of the table.
+
+    The copy is read patient by patient and dropped whenever the change token of
+    ``suppression_generation`` moves: every transaction that starts, renews or ends a
+    suppression (in any process or instance) writes a new token, and each lookup reads it
+    (one primary-key row on a connection kept for it, ~2 us on SQLite) before trusting the
+    copy. Expiry is compared on every lookup, so the copy never outlives a suppression."""
+
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self._lookup_paused_until = 0.0
+        self._copy: dict[str, tuple[Row, ...]] = {}  # patient hash -> its suppression rows
+        self._copy_token: str | None = None  # the change token the copy was read under
+        self._token_lock = threading.Lock()
+        self._token_connection: tuple[int, Any] | None = None  # (pid, pooled connection)
+        self._inherited: list[tuple[int, Any]] = []  # a parent's, kept open (see below)
 
     def active_suppressions(self, patient_id: str, routes: list[str]) -> dict[str, dict]:
         """Route -> {"fingerprint", "indicator"} of the suppressions holding now for this
-        patient and these routes: one query on the primary key. Empty (cards are shown)
-        when the database cannot be read; then lookups pause for SUPPRESSION_RETRY seconds
-        so an outage does not slow every hook call."""
-        wanted = sorted({r for r in routes if r in self.suppression_policy})
+        patient and these routes. Empty (cards are shown) when the database cannot be read;
+        then lookups pause for SUPPRESSION_RETRY seconds so an outage does not slow every
+        hook call."""
+        wanted = {r for r in routes if r in self.suppression_policy}
         if not wanted or self._closed:
             return {}
         if time.monotonic() < self._lookup_paused_until:
@@ -40,19 +76,10 @@ class Suppressions(StoreBase):
         try:
             if not self._schema_ready and not self.ensure_schema():
                 raise StoreUnavailable("schema not ready")
-            key = self.patient_hash(str(patient_id))
             self._after_fork()
-            with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
-                found = conn.execute(
-                    select(
-                        suppression.c.route, suppression.c.fingerprint, suppression.c.indicator
-                    ).where(
-                        suppression.c.patient_hash == key,
-                        suppression.c.route.in_(wanted),
-                        suppression.c.expires_at > self.clock(),
-                    )
-                ).all()
+            rows = self._suppressions_of(self.patient_hash(str(patient_id)))
         except (SQLAlchemyError, StoreUnavailable, OSError, ValueError) as exc:
+            self._drop_copy()
             self._lookup_paused_until = time.monotonic() + SUPPRESSION_RETRY
             log.warning(
                 "suppressions not read (cards shown unsuppressed for %.0f s): %s",
@@ -60,9 +87,78 @@ class Suppressions(StoreBase):
                 describe(exc) if isinstance(exc, SQLAlchemyError) else type(exc).__name__,
             )
             return {}
+        now = self.clock()
         return {
-            route: {"fingerprint": fp, "indicator": indicator} for route, fp, indicator in found
+            route: {"fingerprint": fp, "indicator": indicator}
+            for route, fp, indicator, expires_at in rows
+            if route in wanted and expires_at > now
         }
+
+    def _suppressions_of(self, key: str) -> tuple[Row, ...]:
+        """Every suppression row of the patient (expired ones too), from the copy when the
+        token has not moved since it was read. Rows are queried after the token, so they are
+        at least as new as the token they are kept under."""
+        token = self._change_token()
+        if token is None:  # no token row to compare with: never trust a copy
+            return self._query_suppressions(key)
+        copy = self._copy
+        if token != self._copy_token:
+            copy.clear()
+            self._copy_token = token
+        rows = copy.get(key)
+        if rows is None:
+            rows = self._query_suppressions(key)
+            if self._copy_token == token:  # not moved on meanwhile (another thread)
+                if len(copy) >= CACHED_PATIENTS:
+                    copy.clear()
+                copy[key] = rows
+        return rows
+
+    def _query_suppressions(self, key: str) -> tuple[Row, ...]:
+        with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+            return tuple(conn.execute(_SUPPRESSIONS_OF_PATIENT, {"key": key}).all())
+
+    def _change_token(self) -> str | None:
+        """The current token, read on a pooled connection kept for this (dropped when it
+        fails, when the SQLite file at the path is another one, or in a forked child)."""
+        with self._token_lock:
+            held = self._token_connection
+            if held is not None and (
+                held[0] != os.getpid() or not self._watch.same_file(held[1].info)
+            ):
+                self._forget_token_connection()
+                held = None
+            if held is None:
+                held = self._token_connection = (os.getpid(), self.engine.raw_connection())
+            connection = held[1]
+            try:
+                cursor = connection.cursor()
+                try:
+                    cursor.execute(_TOKEN_SQL)
+                    row = cursor.fetchone()
+                finally:
+                    cursor.close()
+                connection.rollback()  # no transaction left open (PostgreSQL)
+            except Exception as exc:  # the DB-API's own errors: not SQLAlchemy's
+                self._forget_token_connection()
+                raise StoreUnavailable(f"change token not read ({type(exc).__name__})") from None
+        return row[0] if row else None
+
+    def _forget_token_connection(self) -> None:
+        held, self._token_connection = self._token_connection, None
+        if held is None:
+            return
+        if held[0] != os.getpid():  # the parent's: closing it here would close theirs
+            self._inherited.append(held)
+            return
+        try:
+            held[1].invalidate()
+        except Exception:  # already broken: nothing more to release
+            pass
+
+    def _drop_copy(self) -> None:
+        self._copy.clear()
+        self._copy_token = None
 
 
 def suppress(
@@ -75,12 +171,15 @@ def suppress(
 ) -> None:
     """Within the feedback's transaction: an override with a suppressing reason starts (or
     renews) a suppression; a later acceptance of that card ends it. ``cards``: the issued
-    cards of the feedback ``rows`` by uuid (those unknown are skipped)."""
+    cards of the feedback ``rows`` by uuid (those unknown are skipped). Any change moves
+    the change token, in the same transaction, so every process's copy is dropped."""
+    changed = False
     for row in sorted(rows, key=lambda r: r["outcome_timestamp"]):
         card = cards.get(row["card_uuid"])
         if card is None:
             continue
         if row["outcome"] == "accepted":
+            changed = True
             conn.execute(
                 delete(suppression).where(
                     suppression.c.card_uuid == row["card_uuid"],
@@ -106,6 +205,13 @@ def suppress(
             "expires_at": start + timedelta(days=days),
         }
         _upsert(conn, {"patient_hash": card["patient_hash"], "route": card["route"]}, values)
+        changed = True
+    if changed:
+        conn.execute(
+            update(suppression_generation)
+            .where(suppression_generation.c.id == GENERATION_ROW)
+            .values(token=uuid.uuid4().hex)
+        )
 
 
 def _upsert(conn: Connection, key: dict, values: dict) -> None:
