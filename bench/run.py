@@ -52,8 +52,8 @@ MEMORY_REQUESTS = 20_000
 TODAY = "2026-11-24"
 PLACEHOLDER = "00000000-0000-4000-8000-000000000000"  # hookInstance, replaced per request
 THREADS = 2  # as in cds_service/web/gunicorn_conf.py (reported only)
-TARGET_RATIO = 2.0
-TARGET_SIZE = 200  # resources: the size the 2x target is stated for
+TARGET_RATIO = 1.5  # issue 14: server time at most 1.5x the parse-only baseline at 200
+TARGET_SIZE = 200  # resources: the size the ratio target is stated for
 TARGET_RPS = 300
 TARGET_P99_MS = 100.0
 MEMORY_SLACK_MIB = 2.0
@@ -774,7 +774,8 @@ def render(
         f"alternated; rounds per size: {', '.join(f'{k}: {v}' for k, v in rounds.items())}.",
         "",
         "| resources | body KiB | cards | service median ms | service p99 ms | baseline median ms "
-        "| baseline p99 ms | ratio (target <= 2) | service - baseline ms | client round trip "
+        f"| baseline p99 ms | ratio (target <= {TARGET_RATIO} at {TARGET_SIZE}) "
+        "| service - baseline ms | client round trip "
         "service / baseline ms |",
         "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -888,7 +889,7 @@ def render(
         "",
     ]
     verdict = []
-    for r in rows:  # the issue states the 2x target for 200 resources; 20 and 2,000 are
+    for r in rows:  # the issue states the ratio target for 200 resources; 20 and 2,000 are
         # the same comparison, for the growth (see "linear growth" below)
         if r["size"] == TARGET_SIZE:
             verdict.append(
