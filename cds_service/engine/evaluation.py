@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from cds_service.engine.criteria import Criterion
@@ -19,7 +20,7 @@ from cds_service.engine.criteria.observation import deciding
 from cds_service.engine.facts import INDICATOR_RANK, Fact, Found, RouteResult
 from cds_service.engine.fhir_status import REFERRAL_OPEN, condition_counts
 from cds_service.engine.model import Route, RuleSet
-from cds_service.engine.record import Record
+from cds_service.engine.record import Presence, Record
 from cds_service.engine.shapes import Resource
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ class Evaluation:
         self.shared = shared
         self.results: dict[str, list[Fact]] = {}
         self.present = record.present()
+        self.reachable = reachable(route, self.present & route.presences)
         self._medications: list[tuple[Resource, Matches]] | None = None
 
     def run(self) -> RouteResult | None:
@@ -115,7 +117,10 @@ class Evaluation:
         file), so the card's summary leads with the most severe finding."""
         context: list[Fact] = []
         hits = []
+        reachable = self.reachable
         for position, criterion in enumerate(self.route.shown):  # building blocks on demand
+            if criterion.id not in reachable:
+                continue
             found = self.check(criterion.id)
             if not found:
                 continue
@@ -147,22 +152,11 @@ class Evaluation:
         if found is not None:
             return found
         self.results[criterion_id] = found = []  # guards against reference cycles
-        if self.possible(criterion_id):
+        if criterion_id in self.reachable:
             criterion = self.route.criteria[criterion_id]
             if not (criterion.unless and any(map(self.check, criterion.unless))):
                 found = self.results[criterion_id] = _shown(criterion, criterion.evaluate(self))
         return found
-
-    def possible(self, criterion_id: str) -> bool:
-        """False when the record lacks every code the criterion could hold on (see
-        ``criteria.Need``): most criteria of most routes are settled by this set lookup."""
-        need = self.route.needs[criterion_id]
-        if need.kind == "data":
-            return not self.present.isdisjoint(need.data)
-        if need.kind == "always":
-            return True
-        parts = map(self.possible, need.parts)
-        return all(parts) if need.kind == "all" else any(parts)
 
     def window_start(self, criterion: Criterion) -> datetime | None:
         return self.record.now - criterion.window if criterion.window is not None else None
@@ -194,6 +188,25 @@ class Evaluation:
             if resource.get("status") in REFERRAL_OPEN:
                 return resource
         return None
+
+
+@lru_cache(maxsize=4096)
+def reachable(route: Route, present: frozenset[Presence]) -> frozenset[str]:
+    """The criteria of ``route`` that can hold given what a record holds (``present``, cut to
+    what the route reads, so that records alike share the answer): every other criterion is
+    settled without running it. Worked out once per route and kind of record."""
+    needs = route.needs
+
+    def possible(criterion_id: str) -> bool:
+        need = needs[criterion_id]
+        if need.kind == "data":
+            return not present.isdisjoint(need.data)
+        if need.kind == "always":
+            return True
+        parts = map(possible, need.parts)
+        return all(parts) if need.kind == "all" else any(parts)
+
+    return frozenset(filter(possible, needs))
 
 
 def _shown(criterion: Criterion, found: list[Fact]) -> list[Fact]:
