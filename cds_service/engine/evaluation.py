@@ -8,9 +8,10 @@ are computed once per record.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from datetime import datetime
 from functools import lru_cache
+from itertools import groupby
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from cds_service.engine.criteria import Criterion
@@ -211,19 +212,30 @@ def reachable(route: Route, present: frozenset[Presence]) -> frozenset[str]:
 
 def _shown(criterion: Criterion, found: list[Fact]) -> list[Fact]:
     """Facts in a fixed order (never the bundle's), hidden or trimmed as the rule asks."""
-    if not criterion.parts:  # a composed criterion's parts are already ordered
-        found.sort(key=_fact_order)
+    if not criterion.parts and len(found) > 1:  # a composed criterion's are ordered
+        _order_facts(found)
     if criterion.evidence == "hidden":  # e.g. the cramps being new
-        return [replace(fact, hidden=True) for fact in found]
+        return [fact.as_hidden() for fact in found]
     if criterion.evidence == "newest" and found:  # one example is enough (a risk factor)
-        return [found[0]] + [replace(fact, hidden=True) for fact in found[1:]]
+        return [found[0]] + [fact.as_hidden() for fact in found[1:]]
     return found
 
 
-def _fact_order(fact: Fact) -> tuple[float, str, str]:
-    """Newest evidence first, then by what it says: the same chart gives the same card
-    whatever the order of its resources."""
-    return (-fact.when.timestamp() if fact.when else float("inf"), fact.name, repr(fact.evidence))
+def _order_facts(found: list[Fact]) -> None:
+    """Newest evidence first, then by what it says (its name, then all of it): the same
+    chart gives the same card whatever the order of its resources. The full evidence
+    (``repr``) is only compared among facts of one instant and name, which are rare."""
+    ranked = sorted([(_fact_order(fact), i, fact) for i, fact in enumerate(found)])
+    found.clear()
+    for _key, group in groupby(ranked, key=itemgetter(0)):
+        alike = [fact for _k, _i, fact in group]
+        if len(alike) > 1:
+            alike.sort(key=lambda fact: repr(fact.evidence))
+        found.extend(alike)
+
+
+def _fact_order(fact: Fact) -> tuple[float, str]:
+    return (-fact.when.timestamp() if fact.when else float("inf"), fact.name)
 
 
 def _already_shown(fact: Fact, facts: list[Fact]) -> bool:

@@ -7,7 +7,7 @@ canonical URI and, for ICD-10-CM, to the dotted upper-case code before comparing
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any
@@ -79,20 +79,24 @@ def _normalised_cached(system: str, code: str) -> tuple[str | None, str | None]:
     return canonical, normalise_code(canonical, code)
 
 
-def codings_of(concept: object) -> Iterator[tuple[str, str, str | None]]:
-    """Yield (system, code, display) for every usable coding of a CodeableConcept dict."""
-    if not isinstance(concept, dict):
-        return
+def codings_of(concept: object) -> list[tuple[str, str, str | None]]:
+    """(system, code, display) for every usable coding of a CodeableConcept dict. A list,
+    not a generator: concepts carry one or two codings, and a generator costs more."""
+    if type(concept) is not dict:
+        if not isinstance(concept, dict):
+            return []
     codings = concept.get("coding")
-    if not isinstance(codings, list):
-        return
+    if type(codings) is not list:
+        return []
+    found = []
     for coding in codings:
-        if not isinstance(coding, dict):
+        if type(coding) is not dict and not isinstance(coding, dict):
             continue
         system, code = _normalised(coding.get("system"), coding.get("code"))
         if system and code:
             display = coding.get("display")
-            yield system, code, display if isinstance(display, str) else None
+            found.append((system, code, display if isinstance(display, str) else None))
+    return found
 
 
 @dataclass(frozen=True)
