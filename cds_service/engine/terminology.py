@@ -171,11 +171,11 @@ class CodeIndex:
 
     def owners(self, system: object, code: object) -> Owners:
         """((value set, matched concept), ...) for a coding's raw system and code."""
-        if type(system) is not str or type(code) is not str:
-            return ()
-        if len(system) <= MAX_CODE_LENGTH and len(code) <= MAX_CODE_LENGTH:
-            return self._remembered(system, code)
-        return self._owners_of_raw(system, code)  # odd and long: not worth remembering
+        if type(system) is str and type(code) is str:
+            if len(system) <= MAX_CODE_LENGTH and len(code) <= MAX_CODE_LENGTH:
+                return self._remembered(system, code)
+            return self._owners_of_raw(system, code)  # odd and long: not worth remembering
+        return ()  # odd and long: not worth remembering
 
     def _owners_of_raw(self, system: str, code: str) -> Owners:
         return self._owners(*_normalised(system, code))
