@@ -8,6 +8,7 @@ are computed once per record.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from itertools import groupby
@@ -35,6 +36,16 @@ VALIDATION_ATTEMPTS = 5  # evaluations of a route whose evidence fails R4B valid
 Question = tuple[str, datetime | None, frozenset[str], str | None, int]
 
 
+@dataclass
+class Shared:
+    """What the routes of one record ask alike, answered once: the deciding results of a
+    concept (by ``Question``), and the active medications by classifier (most routes use
+    the shared one)."""
+
+    deciding: dict[Question, list[Found]] = field(default_factory=dict)
+    medications: dict[int, list[tuple[Resource, Matches]]] = field(default_factory=dict)
+
+
 def evaluate(ruleset: RuleSet, record: Record) -> list[RouteResult]:
     """The routes that fire for this record, most severe first; none without an active
     leg-cramp problem or for a patient recorded as deceased."""
@@ -44,7 +55,7 @@ def evaluate(ruleset: RuleSet, record: Record) -> list[RouteResult]:
         log.info("no cards: the patient is recorded as deceased")
         return []
     results = []
-    shared: dict[Question, list[Found]] = {}
+    shared = Shared()
     strict: Record | None = None
     for route in ruleset.routes:
         try:
@@ -57,7 +68,7 @@ def evaluate(ruleset: RuleSet, record: Record) -> list[RouteResult]:
             )
             strict = strict or record.strict_copy()
             try:
-                result = Evaluation(ruleset, route, strict, {}).run()
+                result = Evaluation(ruleset, route, strict, Shared()).run()
             except Exception as again:  # a defect must cost one route, not every card
                 log.error(
                     "route %s failed (%s); its card is left out", route.code, type(again).__name__
@@ -86,7 +97,7 @@ class Evaluation:
         ruleset: RuleSet,
         route: Route,
         record: Record,
-        shared: dict[Question, list[Found]],
+        shared: Shared,
     ) -> None:
         self.ruleset = ruleset
         self.route = route
@@ -95,7 +106,6 @@ class Evaluation:
         self.results: dict[str, list[Fact]] = {}
         self.present = record.present()
         self.reachable = reachable(route, self.present & route.presences)
-        self._medications: list[tuple[Resource, Matches]] | None = None
 
     def run(self) -> RouteResult | None:
         """The route's result, after FHIR-validating the resources its facts rest on.
@@ -171,15 +181,19 @@ class Evaluation:
     ) -> list[Found]:
         """``observation.deciding``, answered once per record for every route that asks."""
         key: Question = (concept.name, since, statuses, aggregate, self.record.invalid_count)
-        found = self.shared.get(key)
+        answers = self.shared.deciding
+        found = answers.get(key)
         if found is None:
-            found = self.shared[key] = deciding(self, concept, since, statuses, aggregate)
+            found = answers[key] = deciding(self, concept, since, statuses, aggregate)
         return found
 
     def active_medications(self) -> list[tuple[Resource, Matches]]:
-        if self._medications is None:
-            self._medications = active_medications(self)
-        return self._medications
+        """``medication.active_medications``, once per record and medication classifier."""
+        key = id(self.route.medications)
+        found = self.shared.medications.get(key)
+        if found is None:
+            found = self.shared.medications[key] = active_medications(self)
+        return found
 
     def _existing_referral(self) -> Resource | None:
         """An open ServiceRequest for this route's referral, so no duplicate is offered."""

@@ -196,7 +196,7 @@ class LabResults:
                     continue
                 stamped = (when.timestamp(), when)
             if stamped[0] <= latest_allowed:
-                dated.append((*stamped, resource, code))
+                dated.append((stamped[0], stamped[1], resource, code))
         dated.sort(key=_stamp, reverse=True)  # newest first, stable: ties keep their order
         _order_ties(dated, concept)
         return dated
@@ -207,8 +207,10 @@ def _order_ties(dated: list[Dated], concept: ObservationConcept) -> None:
     listed (serum or plasma before blood), then the resource id. Only the runs of equal
     timestamps are sorted again (they are rare), which orders the list as sorting all of it
     on (-timestamp, code rank, id) would."""
-    start = 0
     count = len(dated)
+    if len(set(map(_stamp, dated))) == count:  # no two of one instant: the usual case
+        return
+    start = 0
     while start < count - 1:
         end = start + 1
         stamp = dated[start][0]
