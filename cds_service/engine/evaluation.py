@@ -8,8 +8,11 @@ are computed once per record.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
+from itertools import groupby
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from cds_service.engine.criteria import Criterion
@@ -19,7 +22,7 @@ from cds_service.engine.criteria.observation import deciding
 from cds_service.engine.facts import INDICATOR_RANK, Fact, Found, RouteResult
 from cds_service.engine.fhir_status import REFERRAL_OPEN, condition_counts
 from cds_service.engine.model import Route, RuleSet
-from cds_service.engine.record import Record
+from cds_service.engine.record import Presence, Record
 from cds_service.engine.shapes import Resource
 
 if TYPE_CHECKING:
@@ -33,6 +36,16 @@ VALIDATION_ATTEMPTS = 5  # evaluations of a route whose evidence fails R4B valid
 Question = tuple[str, datetime | None, frozenset[str], str | None, int]
 
 
+@dataclass
+class Shared:
+    """What the routes of one record ask alike, answered once: the deciding results of a
+    concept (by ``Question``), and the active medications by classifier (most routes use
+    the shared one)."""
+
+    deciding: dict[Question, list[Found]] = field(default_factory=dict)
+    medications: dict[int, list[tuple[Resource, Matches]]] = field(default_factory=dict)
+
+
 def evaluate(ruleset: RuleSet, record: Record) -> list[RouteResult]:
     """The routes that fire for this record, most severe first; none without an active
     leg-cramp problem or for a patient recorded as deceased."""
@@ -42,7 +55,7 @@ def evaluate(ruleset: RuleSet, record: Record) -> list[RouteResult]:
         log.info("no cards: the patient is recorded as deceased")
         return []
     results = []
-    shared: dict[Question, list[Found]] = {}
+    shared = Shared()
     strict: Record | None = None
     for route in ruleset.routes:
         try:
@@ -55,7 +68,7 @@ def evaluate(ruleset: RuleSet, record: Record) -> list[RouteResult]:
             )
             strict = strict or record.strict_copy()
             try:
-                result = Evaluation(ruleset, route, strict, {}).run()
+                result = Evaluation(ruleset, route, strict, Shared()).run()
             except Exception as again:  # a defect must cost one route, not every card
                 log.error(
                     "route %s failed (%s); its card is left out", route.code, type(again).__name__
@@ -84,7 +97,7 @@ class Evaluation:
         ruleset: RuleSet,
         route: Route,
         record: Record,
-        shared: dict[Question, list[Found]],
+        shared: Shared,
     ) -> None:
         self.ruleset = ruleset
         self.route = route
@@ -92,7 +105,7 @@ class Evaluation:
         self.shared = shared
         self.results: dict[str, list[Fact]] = {}
         self.present = record.present()
-        self._medications: list[tuple[Resource, Matches]] | None = None
+        self.reachable = reachable(route, self.present & route.presences)
 
     def run(self) -> RouteResult | None:
         """The route's result, after FHIR-validating the resources its facts rest on.
@@ -115,7 +128,10 @@ class Evaluation:
         file), so the card's summary leads with the most severe finding."""
         context: list[Fact] = []
         hits = []
+        reachable = self.reachable
         for position, criterion in enumerate(self.route.shown):  # building blocks on demand
+            if criterion.id not in reachable:
+                continue
             found = self.check(criterion.id)
             if not found:
                 continue
@@ -147,22 +163,11 @@ class Evaluation:
         if found is not None:
             return found
         self.results[criterion_id] = found = []  # guards against reference cycles
-        if self.possible(criterion_id):
+        if criterion_id in self.reachable:
             criterion = self.route.criteria[criterion_id]
             if not (criterion.unless and any(map(self.check, criterion.unless))):
                 found = self.results[criterion_id] = _shown(criterion, criterion.evaluate(self))
         return found
-
-    def possible(self, criterion_id: str) -> bool:
-        """False when the record lacks every code the criterion could hold on (see
-        ``criteria.Need``): most criteria of most routes are settled by this set lookup."""
-        need = self.route.needs[criterion_id]
-        if need.kind == "data":
-            return not self.present.isdisjoint(need.data)
-        if need.kind == "always":
-            return True
-        parts = map(self.possible, need.parts)
-        return all(parts) if need.kind == "all" else any(parts)
 
     def window_start(self, criterion: Criterion) -> datetime | None:
         return self.record.now - criterion.window if criterion.window is not None else None
@@ -176,15 +181,19 @@ class Evaluation:
     ) -> list[Found]:
         """``observation.deciding``, answered once per record for every route that asks."""
         key: Question = (concept.name, since, statuses, aggregate, self.record.invalid_count)
-        found = self.shared.get(key)
+        answers = self.shared.deciding
+        found = answers.get(key)
         if found is None:
-            found = self.shared[key] = deciding(self, concept, since, statuses, aggregate)
+            found = answers[key] = deciding(self, concept, since, statuses, aggregate)
         return found
 
     def active_medications(self) -> list[tuple[Resource, Matches]]:
-        if self._medications is None:
-            self._medications = active_medications(self)
-        return self._medications
+        """``medication.active_medications``, once per record and medication classifier."""
+        key = id(self.route.medications)
+        found = self.shared.medications.get(key)
+        if found is None:
+            found = self.shared.medications[key] = active_medications(self)
+        return found
 
     def _existing_referral(self) -> Resource | None:
         """An open ServiceRequest for this route's referral, so no duplicate is offered."""
@@ -196,21 +205,51 @@ class Evaluation:
         return None
 
 
+@lru_cache(maxsize=4096)
+def reachable(route: Route, present: frozenset[Presence]) -> frozenset[str]:
+    """The criteria of ``route`` that can hold given what a record holds (``present``, cut to
+    what the route reads, so that records alike share the answer): every other criterion is
+    settled without running it. Worked out once per route and kind of record."""
+    needs = route.needs
+
+    def possible(criterion_id: str) -> bool:
+        need = needs[criterion_id]
+        if need.kind == "data":
+            return not present.isdisjoint(need.data)
+        if need.kind == "always":
+            return True
+        parts = map(possible, need.parts)
+        return all(parts) if need.kind == "all" else any(parts)
+
+    return frozenset(filter(possible, needs))
+
+
 def _shown(criterion: Criterion, found: list[Fact]) -> list[Fact]:
     """Facts in a fixed order (never the bundle's), hidden or trimmed as the rule asks."""
-    if not criterion.parts:  # a composed criterion's parts are already ordered
-        found.sort(key=_fact_order)
+    if not criterion.parts and len(found) > 1:  # a composed criterion's are ordered
+        _order_facts(found)
     if criterion.evidence == "hidden":  # e.g. the cramps being new
-        return [replace(fact, hidden=True) for fact in found]
+        return [fact.as_hidden() for fact in found]
     if criterion.evidence == "newest" and found:  # one example is enough (a risk factor)
-        return [found[0]] + [replace(fact, hidden=True) for fact in found[1:]]
+        return [found[0]] + [fact.as_hidden() for fact in found[1:]]
     return found
 
 
-def _fact_order(fact: Fact) -> tuple[float, str, str]:
-    """Newest evidence first, then by what it says: the same chart gives the same card
-    whatever the order of its resources."""
-    return (-fact.when.timestamp() if fact.when else float("inf"), fact.name, repr(fact.evidence))
+def _order_facts(found: list[Fact]) -> None:
+    """Newest evidence first, then by what it says (its name, then all of it): the same
+    chart gives the same card whatever the order of its resources. The full evidence
+    (``repr``) is only compared among facts of one instant and name, which are rare."""
+    ranked = sorted([(_fact_order(fact), i, fact) for i, fact in enumerate(found)])
+    found.clear()
+    for _key, group in groupby(ranked, key=itemgetter(0)):
+        alike = [fact for _k, _i, fact in group]
+        if len(alike) > 1:
+            alike.sort(key=lambda fact: repr(fact.evidence))
+        found.extend(alike)
+
+
+def _fact_order(fact: Fact) -> tuple[float, str]:
+    return (-fact.when.timestamp() if fact.when else float("inf"), fact.name)
 
 
 def _already_shown(fact: Fact, facts: list[Fact]) -> bool:

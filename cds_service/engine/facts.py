@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from cds_service.engine.fhir_status import reference_to
@@ -213,10 +214,18 @@ class Fact:
     when: datetime | None = field(default=None, compare=False)
     order: str | None = field(default=None, compare=False)  # lab order for a missing result
     hidden: bool = field(default=False, compare=False)  # counts, not listed (``evidence``)
+    # The fact's words, kept by ``render.evidence`` once made: a card's detail and its
+    # fingerprint both word every fact, and the engine never reads this.
+    wording: dict[str, str] = field(default_factory=dict, init=False, compare=False, repr=False)
 
-    @property
-    def references(self) -> list[str]:
-        return [ref for ref in map(reference_to, self.sources) if ref]
+    def as_hidden(self) -> Fact:
+        """The same fact, counted but not listed (``dataclasses.replace`` costs 3x more)."""
+        return Fact(self.criterion, self.evidence, self.sources, self.when, self.order, True)
+
+    @cached_property
+    def references(self) -> tuple[str, ...]:
+        """``Type/id`` of each source with an id (the card's reasons and its fingerprint)."""
+        return tuple(ref for ref in map(reference_to, self.sources) if ref)
 
     @property
     def name(self) -> str:

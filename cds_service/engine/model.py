@@ -109,8 +109,12 @@ class Route:
     spec: Spec = field(default_factory=dict, repr=False)  # as written: explanation pages only
     referral_set: ValueSet | None = None  # to find an open referral
 
+    __hash__ = object.__hash__  # one route, one identity: evaluation.reachable memoises by it
+
     def __post_init__(self) -> None:
         self.shown = [c for c in self.criteria.values() if c.fires or c.context]
+        # Every (resource type, value set) a criterion of the route can be decided on.
+        self.presences = frozenset(p for need in self.needs.values() for p in need.data)
         if self.referral is not None:
             self.referral_set = ValueSet("referral", [self.referral.code], [])
 

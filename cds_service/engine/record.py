@@ -155,7 +155,7 @@ class Record:
         """File each resource of a type under the value sets its codes belong to.
 
         One pass over ``code.coding``: a resource is listed once per value set, with its
-        first coding in it; codes outside every value set cost one dict lookup.
+        first coding in it; codes outside every value set cost one memoised lookup.
         """
         index: dict[ValueSet, Matched] = {}
         owners_of = self.codes.owners
@@ -163,16 +163,23 @@ class Record:
             concept = (
                 resource.get("code") if type(resource) is dict else resource.code  # type: ignore[attr-defined]  # a FhirNode
             )
-            codings = concept.get("coding") if type(concept) is dict else None
+            if type(concept) is not dict:
+                continue
+            codings = concept.get("coding")
             if type(codings) is not list:
                 continue
             if len(codings) == 1:  # the usual case: no value set can be reached twice
                 coding = codings[0]
-                if type(coding) is dict:
-                    for value_set, matched in owners_of(coding.get("system"), coding.get("code")):
-                        found = index.get(value_set)
-                        if found is None:
-                            found = index[value_set] = []
+                if type(coding) is not dict:
+                    continue
+                owners = owners_of(coding.get("system"), coding.get("code"))
+                if not owners:  # most codes: no rule reads them
+                    continue
+                for value_set, matched in owners:
+                    found = index.get(value_set)
+                    if found is None:
+                        index[value_set] = [(resource, matched)]
+                    else:
                         found.append((resource, matched))
                 continue
             filed: set[ValueSet] = set()

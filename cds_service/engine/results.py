@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from cds_service.engine.fhir_status import instant, observation_date
@@ -27,6 +28,10 @@ Result = tuple[datetime, float | None, Resource, Concept]
 ValuedResult = tuple[datetime, float, Resource, Concept]  # a Result whose value is usable
 # (POSIX timestamp, when, resource, code matched): how results are kept, newest first
 Dated = tuple[float, datetime, Resource, Concept]
+# What a list of results is asked by: which list, concept name, statuses, window start, same
+# day, and the record's count of invalid resources (an answer holds until one is found).
+Question = tuple[str, str, frozenset[str], datetime | None, bool, int]
+_stamp = itemgetter(0)
 
 
 class LabResults:
@@ -36,6 +41,20 @@ class LabResults:
         self.record = record
         self._dated: dict[str, list[Dated]] = {}
         self._values: dict[str, dict[int, Reading]] = {}
+        self._answers: dict[Question, list[Result]] = {}
+        self._latest_allowed = (record.now + timedelta(days=1)).timestamp()
+
+    def _question(
+        self,
+        kind: str,
+        concept: ObservationConcept,
+        statuses: frozenset[str],
+        since: datetime | None,
+        same_day: bool = False,
+    ) -> Question:
+        if type(statuses) is not frozenset:
+            statuses = frozenset(statuses)
+        return (kind, concept.name, statuses, since, same_day, self.record.invalid_count)
 
     def newest_result(
         self,
@@ -67,7 +86,17 @@ class LabResults:
     def results_in(
         self, concept: ObservationConcept, statuses: frozenset[str], since: datetime | None
     ) -> list[Result]:
-        """Every such result from ``since`` on, newest first (see ``newest_result``)."""
+        """Every such result from ``since`` on, newest first (see ``newest_result``).
+        Answered once per question and record (several rules ask it): not to be changed."""
+        key = self._question("in", concept, statuses, since)
+        found = self._answers.get(key)
+        if found is None:
+            found = self._answers[key] = self._results_in(concept, statuses, since)
+        return found
+
+    def _results_in(
+        self, concept: ObservationConcept, statuses: frozenset[str], since: datetime | None
+    ) -> list[Result]:
         record = self.record
         oldest = since.timestamp() if since is not None else None
         found: list[Result] = []
@@ -91,7 +120,21 @@ class LabResults:
     ) -> list[Result]:
         """Every result at the newest instant (``same_day``: on the newest day) from
         ``since`` on, usable or not: several results of one instant are decided by rule
-        (the worse value), never by which came first in the bundle."""
+        (the worse value), never by which came first in the bundle. Answered once per
+        question and record, like ``results_in``."""
+        key = self._question("newest", concept, statuses, since, same_day)
+        found = self._answers.get(key)
+        if found is None:
+            found = self._answers[key] = self._newest_results(concept, statuses, since, same_day)
+        return found
+
+    def _newest_results(
+        self,
+        concept: ObservationConcept,
+        statuses: frozenset[str],
+        since: datetime | None,
+        same_day: bool,
+    ) -> list[Result]:
         record = self.record
         oldest = since.timestamp() if since is not None else None
         found: list[Result] = []
@@ -136,7 +179,7 @@ class LabResults:
     def _dated_results(self, concept: ObservationConcept) -> list[Dated]:
         """(POSIX timestamp, when, resource, code), newest first. Sorted and compared on
         timestamps: comparing datetimes that carry UTC offsets is several times slower."""
-        latest_allowed = (self.record.now + timedelta(days=1)).timestamp()
+        latest_allowed = self._latest_allowed
         dated: list[Dated] = []
         for resource, code in self.record._candidates("Observation", concept.value_set):
             effective = (
@@ -153,15 +196,31 @@ class LabResults:
                     continue
                 stamped = (when.timestamp(), when)
             if stamped[0] <= latest_allowed:
-                dated.append((*stamped, resource, code))
-        # Newest first; results of one instant in a fixed order whatever the bundle's: the
-        # concept's codes as listed (serum or plasma before blood), then the resource id.
-        rank = {key: i for i, key in enumerate(concept.value_set.exact)}
-        dated.sort(
-            key=lambda r: (
-                -r[0],
-                rank.get((r[3].system, r[3].code), len(rank)),
-                str(r[2].get("id")),
-            )
-        )
+                dated.append((stamped[0], stamped[1], resource, code))
+        dated.sort(key=_stamp, reverse=True)  # newest first, stable: ties keep their order
+        _order_ties(dated, concept)
         return dated
+
+
+def _order_ties(dated: list[Dated], concept: ObservationConcept) -> None:
+    """Results of one instant in a fixed order whatever the bundle's: the concept's codes as
+    listed (serum or plasma before blood), then the resource id. Only the runs of equal
+    timestamps are sorted again (they are rare), which orders the list as sorting all of it
+    on (-timestamp, code rank, id) would."""
+    count = len(dated)
+    if len(set(map(_stamp, dated))) == count:  # no two of one instant: the usual case
+        return
+    start = 0
+    while start < count - 1:
+        end = start + 1
+        stamp = dated[start][0]
+        while end < count and dated[end][0] == stamp:
+            end += 1
+        if end - start > 1:
+            rank = concept.value_set.rank
+            other = len(rank)
+            dated[start:end] = sorted(
+                dated[start:end],
+                key=lambda r: (rank.get((r[3].system, r[3].code), other), str(r[2].get("id"))),
+            )
+        start = end

@@ -7,9 +7,9 @@ canonical URI and, for ICD-10-CM, to the dotted upper-case code before comparing
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 SNOMED = "http://snomed.info/sct"
@@ -79,20 +79,24 @@ def _normalised_cached(system: str, code: str) -> tuple[str | None, str | None]:
     return canonical, normalise_code(canonical, code)
 
 
-def codings_of(concept: object) -> Iterator[tuple[str, str, str | None]]:
-    """Yield (system, code, display) for every usable coding of a CodeableConcept dict."""
-    if not isinstance(concept, dict):
-        return
+def codings_of(concept: object) -> list[tuple[str, str, str | None]]:
+    """(system, code, display) for every usable coding of a CodeableConcept dict. A list,
+    not a generator: concepts carry one or two codings, and a generator costs more."""
+    if type(concept) is not dict:
+        if not isinstance(concept, dict):
+            return []
     codings = concept.get("coding")
-    if not isinstance(codings, list):
-        return
+    if type(codings) is not list:
+        return []
+    found = []
     for coding in codings:
-        if not isinstance(coding, dict):
+        if type(coding) is not dict and not isinstance(coding, dict):
             continue
         system, code = _normalised(coding.get("system"), coding.get("code"))
         if system and code:
             display = coding.get("display")
-            yield system, code, display if isinstance(display, str) else None
+            found.append((system, code, display if isinstance(display, str) else None))
+    return found
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,11 @@ class ValueSet:
         self.name = name
         self.exact = {(m.system, m.code): m for m in members}
         self.prefixes = tuple(prefixes)
+
+    @cached_property
+    def rank(self) -> dict[tuple[str, str], int]:
+        """Each exact member's place in the list, for ordering results of one instant."""
+        return {key: i for i, key in enumerate(self.exact)}
 
     def match(self, system: str, code: str) -> Concept | None:
         hit = self.exact.get((system, code))
@@ -162,11 +171,11 @@ class CodeIndex:
 
     def owners(self, system: object, code: object) -> Owners:
         """((value set, matched concept), ...) for a coding's raw system and code."""
-        if type(system) is not str or type(code) is not str:
-            return ()
-        if len(system) <= MAX_CODE_LENGTH and len(code) <= MAX_CODE_LENGTH:
-            return self._remembered(system, code)
-        return self._owners_of_raw(system, code)  # odd and long: not worth remembering
+        if type(system) is str and type(code) is str:
+            if len(system) <= MAX_CODE_LENGTH and len(code) <= MAX_CODE_LENGTH:
+                return self._remembered(system, code)
+            return self._owners_of_raw(system, code)  # odd and long: not worth remembering
+        return ()  # odd and long: not worth remembering
 
     def _owners_of_raw(self, system: str, code: str) -> Owners:
         return self._owners(*_normalised(system, code))

@@ -44,8 +44,12 @@ def day(when: datetime | None) -> str:
 
 
 def text(fact: Fact) -> str:
-    """The fact's line in the card's evidence."""
-    return _text(fact.evidence)
+    """The fact's line in the card's evidence; worded once per fact (the card's detail and
+    its fingerprint both ask)."""
+    line = fact.wording.get("text")
+    if line is None:
+        line = fact.wording["text"] = _text(fact.evidence)
+    return line
 
 
 def short(fact: Fact) -> str:

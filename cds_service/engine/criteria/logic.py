@@ -33,10 +33,16 @@ class AllOf(Criterion):
         return Need("all", parts=self.of)
 
     def evaluate(self, ev: Evaluation) -> list[Fact]:
-        found = [ev.check(ref) for ref in self.of]
-        if not all(found):
-            return []
-        return [fact for part in found for fact in part]
+        """Stops at the first part that does not hold, trying first the parts that need
+        data (a coded trigger) and last those that cannot be ruled out up front (a missing
+        result, which reads every test of its groups). The facts keep the order of ``of``."""
+        needs = ev.route.needs
+        found: dict[str, list[Fact]] = {}
+        for ref in sorted(self.of, key=lambda ref: needs[ref].kind == "always"):
+            part = found[ref] = ev.check(ref)
+            if not part:
+                return []
+        return [fact for ref in self.of for fact in found[ref]]
 
 
 @dataclass
