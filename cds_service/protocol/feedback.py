@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from cds_service.errors import InvalidRequest
 from cds_service.protocol import hooks
-from cds_service.storage.database import parse_timestamp
 
 
 def validate(body: object) -> list[dict]:
@@ -13,6 +12,8 @@ def validate(body: object) -> list[dict]:
     The schema checks the shape of ``outcomeTimestamp``; here it must also be a real
     instant (no month 13), so a whole batch is refused before anything is stored.
     """
+    from cds_service.storage import parse_timestamp  # with SQLAlchemy: not at start-up
+
     hooks.check("feedback", body, "feedback")
     items = body["feedback"]
     for index, item in enumerate(items):

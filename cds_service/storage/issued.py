@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import queue
+from datetime import datetime
 from itertools import zip_longest
 
 from sqlalchemy import Connection, select, update
@@ -31,10 +32,12 @@ class IssuedCards(StoreBase):
         rule_ids: list[str],
         fingerprints: list[str] | None = None,
         suppressed: list[dict] | None = None,
+        issued_at: datetime | None = None,
     ) -> None:
         """Queue the issued cards for writing (card uuid, route, rule id, hashed patient,
         fingerprint); ``suppressed`` cards (left out of the response) are written too,
-        flagged, so the report can count them."""
+        flagged, so the report can count them. ``issued_at``: when the cards were issued,
+        if not now (kept by the starting store while the database opened)."""
         rows: list[dict] = []
         try:
             entries = [
@@ -52,7 +55,7 @@ class IssuedCards(StoreBase):
             if self._closed:
                 log.warning("store closed: %d issued-card records not written", len(entries))
                 return
-            rows = self._card_rows(hook_instance, patient_id, entries)
+            rows = self._card_rows(hook_instance, patient_id, entries, issued_at or utcnow())
             if rows:
                 self._after_fork()
                 self._writer.put(rows)
@@ -61,9 +64,10 @@ class IssuedCards(StoreBase):
         except Exception as exc:  # never break the hook
             log.warning("issued-card records not queued: %s", type(exc).__name__)
 
-    def _card_rows(self, hook_instance: str, patient_id: str, entries: list[tuple]) -> list[dict]:
+    def _card_rows(
+        self, hook_instance: str, patient_id: str, entries: list[tuple], issued_at: datetime
+    ) -> list[dict]:
         """The issued_card rows of (card, rule ids, fingerprint, left out) entries."""
-        issued_at = utcnow()
         patient_hash = self.patient_hash(str(patient_id))
         rows = []
         for card, rules, fp, left_out in entries:

@@ -14,7 +14,7 @@ from flask import Flask, Response, g, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
-from cds_service import SERVICE_ID, logs, metrics
+from cds_service import SERVICE_ID, logs, metrics, storage
 from cds_service.config import Settings
 from cds_service.errors import (
     CdsError,
@@ -26,7 +26,6 @@ from cds_service.errors import (
 )
 from cds_service.protocol import feedback, fhir_json
 from cds_service.service import CdsService
-from cds_service.storage import Store, StoreUnavailable
 from cds_service.web.http_errors import from_http_exception, operation_outcome, status_of
 from cds_service.web.http_guard import BODY_ERROR, ORIGINAL_PATH, HttpGuard
 from cds_service.web.pages import admin_report_page, explain_pages
@@ -117,12 +116,15 @@ def _access_line(state, method: str, endpoint: str, status: int, elapsed: float)
 
 
 def create_app(
-    settings: Settings | None = None, service: CdsService | None = None, store: Store | None = None
+    settings: Settings | None = None,
+    service: CdsService | None = None,
+    store: storage.AnyStore | None = None,
 ) -> Flask:
     settings = settings or Settings.from_env()
     logs.configure(settings.log_level)
     service = service or CdsService(settings)
-    store = store or Store(settings)
+    # The database opens off the first answer's path (cds_service/storage/starting.py).
+    store = store or storage.StartingStore(settings)
     authenticator = Authenticator(settings, replay_store=store)
     # Which override reasons suppress which route's card, from the rule files.
     store.suppression_policy = getattr(service, "suppression_policy", {})
@@ -223,7 +225,7 @@ def _observe_every_request(app: Flask) -> None:
         return error_response(HttpError(500, "Internal error."))
 
 
-def _operations_endpoints(app: Flask, settings: Settings, store: Store) -> None:
+def _operations_endpoints(app: Flask, settings: Settings, store: storage.AnyStore) -> None:
     """Liveness, readiness, the OpenAPI document and metrics."""
 
     @app.get("/healthz")
@@ -252,7 +254,7 @@ def _operations_endpoints(app: Flask, settings: Settings, store: Store) -> None:
         return Response(body, content_type=content_type)
 
 
-def _cds_endpoints(app: Flask, service: CdsService, store: Store, authenticate) -> None:
+def _cds_endpoints(app: Flask, service: CdsService, store: storage.AnyStore, authenticate) -> None:
     """Discovery, the service and its feedback (CDS Hooks)."""
 
     @app.get("/cds-services")
@@ -305,14 +307,14 @@ def _cds_endpoints(app: Flask, service: CdsService, store: Store, authenticate) 
     _feedback_endpoint(app, store, known_service)
 
 
-def _feedback_endpoint(app: Flask, store: Store, known_service) -> None:
+def _feedback_endpoint(app: Flask, store: storage.AnyStore, known_service) -> None:
     @app.post("/cds-services/<service_id>/feedback")
     def post_feedback(service_id: str):
         known_service(service_id)
         items = feedback.validate(read_json())
         try:
             store.save_feedback(items)
-        except StoreUnavailable:
+        except storage.StoreUnavailable:
             raise Unavailable(
                 "Feedback could not be stored right now; please retry.",
                 headers={"Retry-After": "30"},

@@ -7,12 +7,12 @@ import logging
 
 from flask import Flask, Response, g, request
 
+from cds_service import storage
 from cds_service.config import Settings
 from cds_service.errors import (
     NotFound,
     Unavailable,
 )
-from cds_service.storage import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def explain_pages(app: Flask, settings: Settings, service) -> None:
         return page(html)
 
 
-def admin_report_page(app: Flask, settings: Settings, store: Store) -> None:
+def admin_report_page(app: Flask, settings: Settings, store: storage.AnyStore) -> None:
     """``GET /admin/report``: the feedback report as HTML (counts per route and rule, no
     patient data), only when CDS_ADMIN_REPORT is on (off by default)."""
 
@@ -97,7 +97,7 @@ def admin_report_page(app: Flask, settings: Settings, store: Store) -> None:
 
         try:
             if not store.ensure_schema():
-                raise StoreUnavailable("database unavailable")
+                raise storage.StoreUnavailable("database unavailable")
             html = report.format_html(report.build_report(store, None))
         except Exception as exc:  # the message of a database error may hold row values
             log.warning("admin report not built: %s", type(exc).__name__)

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from cds_service.storage import StoreUnavailable
+from cds_service import storage
 
 log = logging.getLogger("cds_service.web.security")
 
@@ -58,6 +58,6 @@ class SharedReplayCache:
             return False
         try:
             return self.store.first_use(issuer, jti, expires_at)
-        except StoreUnavailable:
+        except storage.StoreUnavailable:  # imported with the store (lazy)
             log.warning("shared JWT replay cache unavailable; this worker's cache is used")
             return True

@@ -1,0 +1,177 @@
+"""The store the app starts with: the database is opened off the first answer's path.
+
+Opening the store means importing SQLAlchemy and Alembic and checking (on a fresh data
+directory: creating) the schema, ~0.2-0.5 s of a worker's start-up that no hook answer
+needs. ``StartingStore`` answers the hook's path at once and opens the real ``Store``
+(store.py) in the background: right after the first answer is sent, when something needs
+the database, or ``OPEN_DELAY`` seconds after the app was created, whichever comes first.
+
+Nothing is lost or acknowledged early while it opens: issued cards are kept in memory
+(with the time they were issued) and handed to the store once it is open; feedback and JWT
+replay checks wait for it (``OPEN_WAIT``, then 503); readiness says "starting"; a
+suppression lookup waits too, unless no database file exists yet (then none can hold).
+Everything else is passed to the open store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from cds_service.config import Settings
+
+if TYPE_CHECKING:
+    from cds_service.storage.store import Store
+
+log = logging.getLogger(__package__)
+
+OPEN_DELAY = 1.0  # seconds after start-up the store opens at the latest (no traffic)
+OPEN_WAIT = 10.0  # seconds feedback, JWT replay checks and lookups wait for the open
+READY_WAIT = 1.0  # seconds /readyz waits for the open before answering "starting"
+PENDING_LIMIT = 10_000  # hook calls whose cards wait for the open; beyond, dropped (logged)
+_POLICY = ("suppression_policy", "urgent_routes")  # set by the app, passed to the store
+# One open at a time in a process: Alembic keeps the migration being run in module globals
+# (``alembic.context``), so two stores migrating at once (tests create many apps) collide.
+_OPEN_LOCK = threading.Lock()
+
+
+class StartingStore:
+    """``Store``'s interface; the real store is opened once, in the background."""
+
+    def __init__(self, settings: Settings, open_delay: float | None = OPEN_DELAY):
+        self.settings = settings
+        self.suppression_policy: dict[str, dict[str, int]] = {}
+        self.urgent_routes: set[str] = set()
+        self._store: Store | None = None
+        self._failure: str | None = None
+        self._lock = threading.Lock()
+        self._opened = threading.Event()  # set when the open finished (or failed)
+        self._opener: threading.Thread | None = None
+        self._pending: list[tuple] = []  # save_issued_cards calls made before the open
+        self._timer: threading.Timer | None = None
+        if open_delay is not None:
+            self._timer = threading.Timer(open_delay, self.start)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name in _POLICY and self.__dict__.get("_store") is not None:
+            setattr(self._store, name, value)
+
+    # ------------------------------------------------------------------ opening
+
+    def start(self) -> None:
+        """Open the store in the background (once; later calls do nothing)."""
+        with self._lock:
+            if self._opener is not None:
+                return
+            self._opener = threading.Thread(target=self._open, daemon=True, name="cds-store-open")
+            self._opener.start()
+
+    def _open(self) -> None:
+        try:
+            from cds_service.storage.store import Store
+
+            with _OPEN_LOCK:
+                store = Store(self.settings)
+            for name in _POLICY:
+                setattr(store, name, getattr(self, name))
+        except Exception as exc:  # ConfigError (an unusable CDS_DATABASE_URL) and the like
+            self._failure = f"{type(exc).__name__}: {exc}"
+            log.error("the store could not be opened: %s", self._failure)
+            self._opened.set()
+            return
+        with self._lock:  # cards issued meanwhile go first, in the order they were issued
+            pending, self._pending = self._pending, []
+            for args, kwargs in pending:
+                store.save_issued_cards(*args, **kwargs)
+            self._store = store
+        self._opened.set()
+
+    def wait(self, timeout: float | None = OPEN_WAIT) -> Store | None:
+        """The open store, waiting up to ``timeout`` for it (None: not open, or it failed)."""
+        if self._store is None:
+            self.start()
+            self._opened.wait(timeout)
+        return self._store
+
+    def _open_store(self, timeout: float | None = OPEN_WAIT) -> Store:
+        from cds_service.storage.database import StoreUnavailable
+
+        store = self.wait(timeout)
+        if store is None:
+            raise StoreUnavailable(self._failure or "store still starting")
+        return store
+
+    def __getattr__(self, name: str) -> Any:
+        """Anything else (the engine, ``ensure_schema``, ``patient_hash``, ``clock`` ...)
+        is the open store's: waits for the open, as the eager store did at start-up."""
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self._open_store(None), name)
+
+    # ------------------------------------------------------------------ the app's calls
+
+    def save_issued_cards(self, *args: Any, **kwargs: Any) -> None:
+        """Never raises or blocks; before the open the call is kept for the store."""
+        store = self._store
+        if store is None:
+            from cds_service.storage.database import utcnow
+
+            with self._lock:
+                store = self._store
+                if store is None:
+                    if len(self._pending) >= PENDING_LIMIT or self._failure is not None:
+                        log.warning("store not open: issued-card records of a call dropped")
+                    else:
+                        kwargs.setdefault("issued_at", utcnow())
+                        self._pending.append((args, kwargs))
+            if store is None:
+                self.start()  # after the first answer: the database opens now
+                return
+        store.save_issued_cards(*args, **kwargs)
+
+    def active_suppressions(self, patient_id: str, routes: list[str]) -> dict[str, dict]:
+        store = self._store
+        if store is None:
+            if not any(r in self.suppression_policy for r in routes) or self._no_database():
+                return {}
+            store = self.wait()
+            if store is None:
+                log.warning("suppressions not read (cards shown unsuppressed): store not open")
+                return {}
+        return store.active_suppressions(patient_id, routes)
+
+    def _no_database(self) -> bool:
+        """True when the default SQLite file does not exist yet: nothing can be suppressed."""
+        if self.settings.database_url.get_secret_value():
+            return False
+        return not (self.settings.data_dir / "cds.sqlite3").exists()
+
+    def save_feedback(self, items: list[dict]) -> None:
+        self._open_store().save_feedback(items)
+
+    def first_use(self, issuer: str, jti: str, expires_at: float) -> bool:
+        return self._open_store().first_use(issuer, jti, expires_at)
+
+    def health(self) -> tuple[bool, dict[str, str]]:
+        store = self.wait(READY_WAIT)
+        if store is None:
+            return False, {"store": self._failure or "starting"}
+        return store.health()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        store = self.wait(timeout)
+        return store.flush(timeout) if store is not None else not self._pending
+
+    def close(self) -> None:
+        """Write what is queued (opening the store for it if need be) and close it."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._store is None and self._opener is None and not self._pending:
+            return
+        store = self.wait(None)
+        if store is not None:
+            store.close()

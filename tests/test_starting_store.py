@@ -1,0 +1,88 @@
+"""The starting store (issue 14, start-up): the hook's path never waits for the database,
+and nothing issued or acknowledged while it opens is lost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime, timedelta
+
+from sqlalchemy import create_engine, select
+
+from cds_service.config import Settings
+from cds_service.storage import StartingStore, database
+
+
+def settings(tmp_path, **overrides) -> Settings:
+    return Settings.from_env({}, today="2026-11-24", data_dir=tmp_path / "data", **overrides)
+
+
+def card(uuid: str) -> dict:
+    return {"uuid": uuid, "indicator": "info", "source": {"topic": {"code": "route-a"}}}
+
+
+def test_app_import_and_creation_leave_sqlalchemy_out(tmp_path):
+    code = (
+        "import sys\n"
+        "from cds_service.web.app import create_app\n"
+        "from cds_service.config import Settings\n"
+        f"create_app(Settings.from_env({{}}, data_dir={str(tmp_path)!r}, auth_mode='off'))\n"
+        "print('sqlalchemy' in sys.modules, 'alembic' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_cards_issued_before_the_open_are_written_with_their_time(tmp_path):
+    store = StartingStore(settings(tmp_path), open_delay=None)
+    before = database.utcnow()
+    store.save_issued_cards("hook-1", "patient-1", [card("c1")], ["r1"], ["fp"])
+    assert store._store is None and len(store._pending) == 1  # kept; the open has started
+    assert store.flush()
+    engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'cds.sqlite3'}")
+    with engine.connect() as conn:
+        rows = conn.execute(select(database.issued_card)).all()
+    engine.dispose()
+    assert [r.card_uuid for r in rows] == ["c1"]
+    assert before <= rows[0].issued_at < before + timedelta(seconds=5)
+    assert rows[0].patient_hash == store.patient_hash("patient-1")
+    store.close()
+
+
+def test_feedback_waits_for_the_open_and_readiness_follows_it(tmp_path):
+    store = StartingStore(settings(tmp_path), open_delay=None)
+    item = {"card": "c9", "outcome": "accepted", "outcomeTimestamp": "2026-11-24T10:00:00Z"}
+    store.save_feedback([item])  # opens the store, then stores
+    assert store.health() == (True, {"store": "ok"})
+    store.close()
+
+
+def test_no_database_file_means_no_suppression_and_no_wait(tmp_path):
+    store = StartingStore(settings(tmp_path), open_delay=None)
+    store.suppression_policy = {"route-a": {"patient-declined": 30}}
+    assert store.active_suppressions("p1", ["route-a"]) == {}
+    assert store._opener is None  # the lookup did not open the store
+    store.close()
+
+
+def test_policy_set_after_the_open_reaches_the_store(tmp_path):
+    store = StartingStore(settings(tmp_path), open_delay=0.0)
+    assert store.wait() is not None
+    store.urgent_routes = {"route-u"}
+    assert store._store.urgent_routes == {"route-u"}
+    assert isinstance(store.clock(), datetime)  # anything else: the open store's
+    store.close()
+
+
+def test_a_store_that_cannot_open_refuses_feedback_and_is_not_ready(tmp_path):
+    broken = settings(tmp_path, database_url="nosuchdialect://x")
+    store = StartingStore(broken, open_delay=None)
+    ready, checks = store.health()
+    assert not ready and "ConfigError" in checks["store"]
+    try:
+        store.save_feedback([{"card": "c", "outcome": "accepted", "outcomeTimestamp": "x"}])
+    except database.StoreUnavailable:
+        pass
+    else:
+        raise AssertionError("feedback acknowledged without a store")
+    store.close()
