@@ -86,3 +86,11 @@ def test_a_store_that_cannot_open_refuses_feedback_and_is_not_ready(tmp_path):
     else:
         raise AssertionError("feedback acknowledged without a store")
     store.close()
+
+
+def test_other_attributes_are_set_on_the_open_store(tmp_path):
+    store = StartingStore(settings(tmp_path), open_delay=None)
+    fixed = datetime(2030, 1, 1)
+    store.clock = lambda: fixed
+    assert store._store is not None and store._store.clock() == fixed
+    store.close()

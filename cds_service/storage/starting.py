@@ -31,6 +31,7 @@ OPEN_WAIT = 10.0  # seconds feedback, JWT replay checks and lookups wait for the
 READY_WAIT = 1.0  # seconds /readyz waits for the open before answering "starting"
 PENDING_LIMIT = 10_000  # hook calls whose cards wait for the open; beyond, dropped (logged)
 _POLICY = ("suppression_policy", "urgent_routes")  # set by the app, passed to the store
+_OWN = {"settings", "_store", "_failure", "_lock", "_opened", "_opener", "_pending", "_timer"}
 # One open at a time in a process: Alembic keeps the migration being run in module globals
 # (``alembic.context``), so two stores migrating at once (tests create many apps) collide.
 _OPEN_LOCK = threading.Lock()
@@ -56,8 +57,16 @@ class StartingStore:
             self._timer.start()
 
     def __setattr__(self, name: str, value: Any) -> None:
+        """The policy is kept here and passed on; anything else (a test's ``clock``) is
+        set on the open store."""
+        if name in _OWN:
+            object.__setattr__(self, name, value)
+            return
+        if name not in _POLICY:
+            setattr(self._open_store(None), name, value)
+            return
         object.__setattr__(self, name, value)
-        if name in _POLICY and self.__dict__.get("_store") is not None:
+        if self.__dict__.get("_store") is not None:
             setattr(self._store, name, value)
 
     # ------------------------------------------------------------------ opening
