@@ -26,44 +26,18 @@ from cds_service.errors import (
 )
 from cds_service.protocol import feedback, fhir_json
 from cds_service.service import CdsService
+from cds_service.web import gc_policy
 from cds_service.web.http_errors import from_http_exception, operation_outcome, status_of
 from cds_service.web.http_guard import BODY_ERROR, ORIGINAL_PATH, HttpGuard
 from cds_service.web.pages import admin_report_page, explain_pages
 from cds_service.web.security import Authenticator
+from cds_service.web.timing import PHASES, STARTED, ServerTiming
+
+__all__ = ["ServerTiming", "create_app"]  # bench/baseline.py times its app the same way
 
 log = logging.getLogger(__name__)
 
 JSON_TYPES = ("application/json", "application/fhir+json")
-STARTED = "cds.started"  # WSGI environ key: perf_counter() when the request reached the app
-PHASES = "cds.phases"  # WSGI environ key: [(phase, ms)] of a hook call, for Server-Timing
-
-
-class ServerTiming:
-    """WSGI middleware: ``Server-Timing: app;dur=<ms>`` on every response (a hook call adds
-    ``parse`` and ``evaluate``, so an integrator sees where the time went).
-
-    The clock starts when the WSGI server hands over the request and stops when the
-    response headers are sent (for our non-streamed responses, after the body is built),
-    so it covers routing, parsing, the rules, rendering and serialising. Benchmarks compare
-    this server time, free of client and network overhead; bench/baseline.py uses the
-    same middleware so both sides are measured the same way.
-    """
-
-    def __init__(self, wsgi_app):
-        self.wsgi_app = wsgi_app
-
-    def __call__(self, environ, start_response):
-        started = time.perf_counter()
-        environ[STARTED] = started
-
-        def timed_start_response(status, headers, exc_info=None):
-            elapsed_ms = (time.perf_counter() - started) * 1000.0
-            parts = [f"app;dur={elapsed_ms:.3f}"]
-            parts += [f"{name};dur={ms:.3f}" for name, ms in environ.get(PHASES, ())]
-            headers.append(("Server-Timing", ", ".join(parts)))
-            return start_response(status, headers, exc_info)
-
-        return self.wsgi_app(environ, timed_start_response)
 
 
 def json_response(body: dict, status: int = 200, headers: dict | None = None) -> Response:
@@ -196,7 +170,7 @@ def _observe_every_request(app: Flask) -> None:
                 tasks.append(
                     lambda: logs.access(_access_line(state, method, endpoint, status, elapsed))
                 )
-            for task in tasks + state.get("after_sent", []):
+            for task in [*tasks, *state.get("after_sent", ()), gc_policy.after_response]:
                 try:  # each on its own: a failed metric must not lose the card records
                     task()
                 except Exception as exc:

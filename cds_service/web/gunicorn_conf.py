@@ -60,11 +60,12 @@ def post_worker_init(worker):
     No ``gc.collect()`` before freezing: it walks every start-up object (0.1-0.2 s of the
     worker's start here) to free a few hundred cyclic leftovers (~100 KiB), which are
     simply frozen with the rest."""
-    from cds_service.web import gunicorn_errors
+    from cds_service.web import gc_policy, gunicorn_errors
 
     gunicorn_errors.install(worker)  # 400/414/431 ... from gunicorn as OperationOutcome JSON
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    gc_policy.enable()  # and the young generation once each answer is sent (gc_policy.py)
 
 
 def child_exit(server, worker):
