@@ -17,38 +17,58 @@ Exposed (all prefixed ``cds_``):
 from __future__ import annotations
 
 import os
+import threading
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-    multiprocess,
-)
+if TYPE_CHECKING:
+    from prometheus_client import Counter, Histogram
 
-disable_created_metrics()  # same series in the test client as under gunicorn (multiprocess)
+    REQUESTS: Histogram
+    CARDS: Counter
+    FHIR_FETCH: Histogram
+    FHIR_FETCH_ERRORS: Counter
+    JWT_REJECTIONS: Counter
 
-REQUESTS = Histogram(
-    "cds_http_request_duration_seconds",
-    "HTTP request latency",
-    ["endpoint", "method", "status"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-)
-CARDS = Counter("cds_cards_issued_total", "Cards returned, by referral route", ["route"])
-FHIR_FETCH = Histogram(
-    "cds_fhir_fetch_duration_seconds",
-    "Time to fetch one missing prefetch key",
-    ["outcome"],
-    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5),
-)
-FHIR_FETCH_ERRORS = Counter(
-    "cds_fhir_fetch_errors_total", "Failed fetches of prefetch keys", ["key"]
-)
-JWT_REJECTIONS = Counter(
-    "cds_jwt_rejections_total", "Requests refused by JWT verification", ["reason"]
-)
+_NAMES = ("REQUESTS", "CARDS", "FHIR_FETCH", "FHIR_FETCH_ERRORS", "JWT_REJECTIONS")
+_lock = threading.Lock()
+
+
+def __getattr__(name: str) -> Any:
+    """The metrics are made on first use (PEP 562): the first is counted after the first
+    answer is sent, so importing prometheus-client (~25 ms) is off start-up's path."""
+    if name not in _NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    with _lock:
+        if name not in globals():
+            globals().update(_make())
+    return globals()[name]
+
+
+def _make() -> dict[str, Any]:
+    from prometheus_client import Counter, Histogram, disable_created_metrics
+
+    disable_created_metrics()  # same series in the test client as under gunicorn (multiprocess)
+    return {
+        "REQUESTS": Histogram(
+            "cds_http_request_duration_seconds",
+            "HTTP request latency",
+            ["endpoint", "method", "status"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        ),
+        "CARDS": Counter("cds_cards_issued_total", "Cards returned, by referral route", ["route"]),
+        "FHIR_FETCH": Histogram(
+            "cds_fhir_fetch_duration_seconds",
+            "Time to fetch one missing prefetch key",
+            ["outcome"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5),
+        ),
+        "FHIR_FETCH_ERRORS": Counter(
+            "cds_fhir_fetch_errors_total", "Failed fetches of prefetch keys", ["key"]
+        ),
+        "JWT_REJECTIONS": Counter(
+            "cds_jwt_rejections_total", "Requests refused by JWT verification", ["reason"]
+        ),
+    }
 
 
 def multiprocess_dir() -> str | None:
@@ -58,16 +78,25 @@ def multiprocess_dir() -> str | None:
 
 def exposition() -> tuple[bytes, str]:
     """The metrics text; aggregates all gunicorn workers when multiprocess mode is on."""
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        REGISTRY,
+        CollectorRegistry,
+        generate_latest,
+        multiprocess,
+    )
+
+    __getattr__("REQUESTS")  # this process's series exist (zero) even before any request
     if multiprocess_dir():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
-    from prometheus_client import REGISTRY
-
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
 def mark_process_dead(pid: int) -> None:
     """Called by gunicorn when a worker exits (``child_exit`` hook)."""
     if multiprocess_dir():
+        from prometheus_client import multiprocess
+
         multiprocess.mark_process_dead(pid)

@@ -9,13 +9,20 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
+from typing import TYPE_CHECKING
 
-import jsonschema
 import jsonschema_rs
-from referencing import Registry, Resource
 
 from cds_service import SERVICE_ID
 from cds_service.errors import InvalidRequest
+from cds_service.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import jsonschema
+    import referencing
+else:  # only to describe what is wrong with a document (~50 ms of start-up otherwise)
+    jsonschema = lazy_module("jsonschema")
+    referencing = lazy_module("referencing")
 
 SCHEMA_FILES = ("coding", "card", "cds-response", "discovery", "hook-request", "feedback")
 SPEC_VERSION = "2.0"
@@ -34,10 +41,10 @@ def _schemas() -> dict[str, dict]:
 
 
 @cache
-def _registry() -> Registry:
-    registry = Registry()
+def _registry() -> referencing.Registry:
+    registry = referencing.Registry()
     for uri, schema in _schemas().items():
-        registry = registry.with_resource(uri, Resource.from_contents(schema))
+        registry = registry.with_resource(uri, referencing.Resource.from_contents(schema))
     return registry
 
 
