@@ -71,6 +71,13 @@ def configure(level: str = "INFO", stream=None) -> logging.Handler:
     handler._cds_json = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # No line carries the caller's file and line, thread, process or multiprocessing name,
+    # so records need not look them up (logging's documented optimisation flags): a
+    # walk up the stack and gevent's patched current_thread() on every access line.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     # Third-party request logs carry FHIR query URLs (patient ids) at DEBUG: keep them quiet.
     for noisy in ("urllib3", "requests"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

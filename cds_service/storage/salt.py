@@ -13,6 +13,7 @@ from pathlib import Path
 from cds_service.config import Settings
 
 SALT_FILE = "patient-hash-salt"
+RECENT_HASHES = 256  # hashes remembered per process (patients and fingerprints of late)
 
 
 def load_or_create_salt(data_dir: Path) -> bytes:
@@ -48,8 +49,14 @@ class PatientHasher:
         self.settings = settings
         self._salt: bytes | None = None
         self._lock = threading.Lock()
+        self._recent: dict[str, str] = {}  # patient id (or fingerprint) -> its hash
 
     def patient_hash(self, patient_id: str) -> str:
+        """HMAC-SHA256(salt, patient id), hex; the last few are remembered, since one hook
+        call hashes its patient twice (suppression lookup, card records)."""
+        known = self._recent.get(patient_id)
+        if known is not None:
+            return known
         if self._salt is None:
             with self._lock:
                 if self._salt is None:
@@ -59,7 +66,11 @@ class PatientHasher:
                         if configured
                         else load_or_create_salt(self.settings.data_dir)
                     )
-        return hmac.new(self._salt, patient_id.encode(), hashlib.sha256).hexdigest()
+        digest = hmac.new(self._salt, patient_id.encode(), hashlib.sha256).hexdigest()
+        if len(self._recent) >= RECENT_HASHES:
+            self._recent.clear()
+        self._recent[patient_id] = digest
+        return digest
 
     def fingerprint_key(self, fingerprint: str | None) -> str | None:
         """The stored form of an evidence fingerprint: salted like the patient hash, so

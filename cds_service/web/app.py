@@ -11,7 +11,6 @@ import time
 
 import orjson
 from flask import Flask, Response, g, request
-from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
 from cds_service import SERVICE_ID, logs, metrics, storage
@@ -26,7 +25,7 @@ from cds_service.errors import (
 )
 from cds_service.protocol import feedback, fhir_json
 from cds_service.service import CdsService
-from cds_service.web import gc_policy
+from cds_service.web import cors, gc_policy
 from cds_service.web.http_errors import from_http_exception, operation_outcome, status_of
 from cds_service.web.http_guard import BODY_ERROR, ORIGINAL_PATH, HttpGuard
 from cds_service.web.pages import admin_report_page, explain_pages
@@ -111,16 +110,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["cds"] = service
     app.extensions["cds_store"] = store
-    CORS(
-        app,
-        origins=list(settings.cors_origins),
-        allow_headers=["Authorization", "Content-Type"],
-        methods=["GET", "POST", "OPTIONS"],
-        max_age=600,
-        # Browsers (the CDS Hooks sandbox) always send Origin on cross-origin calls; EHRs
-        # calling server to server do not, and read no CORS headers.
-        always_send=False,
-    )
+    cors.install(app, settings)  # for the sandbox (browsers); EHRs send no Origin
 
     def authenticate() -> None:
         # The JWT's aud names the URL as called (before HttpGuard normalised the path).
