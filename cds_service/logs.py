@@ -74,7 +74,7 @@ def configure(level: str = "INFO", stream=None) -> logging.Handler:
     # No line carries the caller's file and line, thread, process or multiprocessing name,
     # so records need not look them up (logging's documented optimisation flags): a
     # walk up the stack and gevent's patched current_thread() on every access line.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

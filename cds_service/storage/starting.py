@@ -15,6 +15,7 @@ Everything else is passed to the open store.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,7 @@ class StartingStore:
             self._timer = threading.Timer(open_delay, self.start)
             self._timer.daemon = True
             self._timer.start()
+        atexit.register(self.close)  # cards kept for a store not open yet are written too
 
     def __setattr__(self, name: str, value: Any) -> None:
         """The policy is kept here and passed on; anything else (a test's ``clock``) is
@@ -177,6 +179,7 @@ class StartingStore:
 
     def close(self) -> None:
         """Write what is queued (opening the store for it if need be) and close it."""
+        atexit.unregister(self.close)
         if self._timer is not None:
             self._timer.cancel()
         if self._store is None and self._opener is None and not self._pending:
