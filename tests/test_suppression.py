@@ -489,3 +489,12 @@ def test_a_token_that_cannot_be_read_fails_open_and_recovers(app, client, caplog
         conn.exec_driver_sql("ALTER TABLE kept_aside RENAME TO suppression_generation")
     store._lookup_paused_until = 0.0  # the pause after a failure (30 s), skipped here
     assert "nephrology" not in cards_by_route(client, example(NEPHROLOGY))
+
+
+def test_close_releases_the_connection_kept_for_the_token(settings):
+    app = create_app(settings)
+    store = store_of(app).wait()  # the open store behind the one the app starts with
+    cards_by_route(app.test_client(), example(NEPHROLOGY))
+    assert store._token_connection is not None
+    store_of(app).close()
+    assert store._token_connection is None

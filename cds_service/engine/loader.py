@@ -15,7 +15,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import jsonschema_rs
 import yaml
 
@@ -105,6 +104,8 @@ def validate(path: Path, data: Spec, file_schema: dict[str, Any]) -> None:
     # asked for the message when a file is wrong (its messages name the field).
     if jsonschema_rs.validator_for(file_schema).is_valid(data):
         return
+    import jsonschema  # ~50 ms of start-up otherwise, for the message of a wrong file only
+
     validator = jsonschema.Draft202012Validator(file_schema)
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:

@@ -77,4 +77,5 @@ class Store(IssuedCards, Suppressions, FeedbackStore, ReplayGuard):
         self._closed = True
         atexit.unregister(self.close)
         self._writer.close()
+        self.release_token_connection()
         self.engine.dispose()

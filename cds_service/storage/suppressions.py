@@ -144,6 +144,12 @@ class Suppressions(StoreBase):
                 raise StoreUnavailable(f"change token not read ({type(exc).__name__})") from None
         return row[0] if row else None
 
+    def release_token_connection(self) -> None:
+        """At close: the connection kept for the change token goes back (invalidated)."""
+        with self._token_lock:
+            self._forget_token_connection()
+        self._drop_copy()
+
     def _forget_token_connection(self) -> None:
         held, self._token_connection = self._token_connection, None
         if held is None:
