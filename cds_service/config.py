@@ -53,7 +53,10 @@ MESSAGES = {
     "auth_mode": "must be 'off' or 'jwt'",
     "log_level": "must be " + ", ".join(LOG_LEVELS[:-1]) + " or " + LOG_LEVELS[-1],
     "today": "must be an ISO date (YYYY-MM-DD)",
+    "database_url": "must be a sqlite:/// or postgresql+psycopg:// URL",
 }
+# The backends the store and its migrations support (the URL's scheme, before "://").
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 
 Csv = Annotated[tuple[str, ...], NoDecode]  # comma-separated in the environment
 
@@ -134,6 +137,16 @@ class Settings(BaseSettings):
                 date.fromisoformat(value[:10])
             except ValueError:
                 raise ValueError(MESSAGES["today"]) from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr) -> SecretStr:
+        """Refused at start-up, not when the store opens in the background (after the first
+        answer): a mistyped URL must stop the service, not leave it running without one."""
+        url = value.get_secret_value()
+        if url and url.partition("://")[0].lower() not in DATABASE_SCHEMES:
+            raise ValueError(MESSAGES["database_url"])
         return value
 
     @property

@@ -96,6 +96,8 @@ def test_default_database_is_sqlite_in_the_data_dir(tmp_path):
         ("CDS_AUTH_MODE", "maybe", "CDS_AUTH_MODE must be 'off' or 'jwt'"),
         ("CDS_LOG_LEVEL", "loud", "CDS_LOG_LEVEL must be DEBUG"),
         ("CDS_TODAY", "2026-13-01", "CDS_TODAY must be an ISO date"),
+        ("CDS_DATABASE_URL", "mysql://cds:pw@db/cds", "CDS_DATABASE_URL must be a sqlite"),
+        ("CDS_DATABASE_URL", "nosuchdialect://x", "CDS_DATABASE_URL must be a sqlite"),
     ],
 )
 def test_unusable_values_raise_config_error_naming_the_variable(variable, value, message):
@@ -127,3 +129,12 @@ def test_settings_are_immutable():
     settings = Settings.from_env({})
     with pytest.raises(Exception):  # noqa: B017 (pydantic's ValidationError)
         settings.port = 1  # type: ignore[misc]
+
+
+def test_a_database_url_sqlalchemy_cannot_parse_is_a_config_error_without_its_secret():
+    from cds_service.storage.database import make_engine
+
+    settings = Settings.from_env({}, database_url="postgresql+psycopg://cds:s3cret@db:notaport/x")
+    with pytest.raises(ConfigError) as caught:
+        make_engine(settings)
+    assert "s3cret" not in str(caught.value)

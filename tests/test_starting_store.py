@@ -75,7 +75,7 @@ def test_policy_set_after_the_open_reaches_the_store(tmp_path):
 
 
 def test_a_store_that_cannot_open_refuses_feedback_and_is_not_ready(tmp_path):
-    broken = settings(tmp_path, database_url="nosuchdialect://x")
+    broken = settings(tmp_path, database_url="sqlite://user:pass@/a")  # passes the config check
     store = StartingStore(broken, open_delay=None)
     ready, checks = store.health()
     assert not ready and "ConfigError" in checks["store"]

@@ -147,7 +147,7 @@ def make_engine(settings: Settings) -> Engine:
     """The engine for ``settings.effective_database_url``; ConfigError if it is unusable."""
     try:
         url = make_url(settings.effective_database_url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError("CDS_DATABASE_URL is not a valid SQLAlchemy database URL") from None
     backend = url.get_backend_name()
     kwargs: dict = {"pool_pre_ping": True}
