@@ -94,3 +94,43 @@ def test_other_attributes_are_set_on_the_open_store(tmp_path):
     store.clock = lambda: fixed
     assert store._store is not None and store._store.clock() == fixed
     store.close()
+
+
+def test_before_the_open_a_restart_reads_suppressions_from_the_sqlite_file(tmp_path):
+    """A restart with a database already there: the first calls answer suppressions from
+    the file (standard-library sqlite3) without waiting for the store, and give what the
+    open store gives."""
+    from test_suppression import NEPHROLOGY, cards_by_route, example, override, store_of
+
+    from cds_service.web.app import create_app
+
+    config = settings(tmp_path)
+    first = create_app(config)
+    card = cards_by_route(first.test_client(), example(NEPHROLOGY))["nephrology"]
+    override(first.test_client(), store_of(first), card)
+    patient = example(NEPHROLOGY)["context"]["patientId"]
+    opened = store_of(first).wait()
+    expected = opened.active_suppressions(patient, ["nephrology", "urgent-care"])
+    assert set(expected) == {"nephrology"}
+    policy = opened.suppression_policy
+    store_of(first).close()
+
+    restarted = StartingStore(config, open_delay=None)
+    restarted.suppression_policy = policy
+    assert restarted.active_suppressions(patient, ["nephrology", "urgent-care"]) == expected
+    assert restarted.active_suppressions("someone-else", ["nephrology"]) == {}
+    assert restarted._opener is None  # answered without opening the store
+    restarted.close()
+
+
+def test_a_file_without_the_tables_yet_means_no_suppression(tmp_path):
+    import sqlite3
+
+    config = settings(tmp_path)
+    config.data_dir.mkdir(parents=True)
+    sqlite3.connect(config.data_dir / "cds.sqlite3").close()  # empty: not migrated yet
+    store = StartingStore(config, open_delay=None)
+    store.suppression_policy = {"route-a": {"patient-declined": 30}}
+    assert store.active_suppressions("p1", ["route-a"]) == {}
+    assert store._opener is None
+    store.close()

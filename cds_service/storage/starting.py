@@ -18,9 +18,12 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+from contextlib import closing
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from cds_service.config import Settings
+from cds_service.storage.salt import PatientHasher
 
 if TYPE_CHECKING:
     from cds_service.storage.store import Store
@@ -31,8 +34,23 @@ OPEN_DELAY = 1.0  # seconds after start-up the store opens at the latest (no tra
 OPEN_WAIT = 10.0  # seconds feedback, JWT replay checks and lookups wait for the open
 READY_WAIT = 1.0  # seconds /readyz waits for the open before answering "starting"
 PENDING_LIMIT = 10_000  # hook calls whose cards wait for the open; beyond, dropped (logged)
+SQLITE_FILE = "cds.sqlite3"  # the default database in CDS_DATA_DIR (config.effective_database_url)
+# The query of ``Suppressions._query_suppressions``, on the table ``database.suppression``.
+_PEEK_SQL = (
+    "SELECT route, fingerprint, indicator, expires_at FROM suppression WHERE patient_hash = ?"
+)
 _POLICY = ("suppression_policy", "urgent_routes")  # set by the app, passed to the store
-_OWN = {"settings", "_store", "_failure", "_lock", "_opened", "_opener", "_pending", "_timer"}
+_OWN = {
+    "settings",
+    "_hasher",
+    "_store",
+    "_failure",
+    "_lock",
+    "_opened",
+    "_opener",
+    "_pending",
+    "_timer",
+}
 # One open at a time in a process: Alembic keeps the migration being run in module globals
 # (``alembic.context``), so two stores migrating at once (tests create many apps) collide.
 _OPEN_LOCK = threading.Lock()
@@ -43,6 +61,7 @@ class StartingStore:
 
     def __init__(self, settings: Settings, open_delay: float | None = OPEN_DELAY):
         self.settings = settings
+        self._hasher = PatientHasher(settings)  # the same salt as the store's (salt.py)
         self.suppression_policy: dict[str, dict[str, int]] = {}
         self.urgent_routes: set[str] = set()
         self._store: Store | None = None
@@ -149,17 +168,45 @@ class StartingStore:
         if store is None:
             if not any(r in self.suppression_policy for r in routes) or self._no_database():
                 return {}
+            if not self.settings.database_url.get_secret_value():
+                found = self._peek(patient_id, routes)
+                if found is not None:
+                    return found
             store = self.wait()
             if store is None:
                 log.warning("suppressions not read (cards shown unsuppressed): store not open")
                 return {}
         return store.active_suppressions(patient_id, routes)
 
+    def _peek(self, patient_id: str, routes: list[str]) -> dict[str, dict] | None:
+        """Before the store is open, the default SQLite file read with the standard library
+        (a few ms; the store needs SQLAlchemy, ~0.2 s, so a restart's first answers would
+        wait for it): what the open store would answer (``Suppressions``). None when the
+        file cannot be read this way; then the caller waits for the store."""
+        import sqlite3
+
+        wanted = {r for r in routes if r in self.suppression_policy}
+        uri = (self.settings.data_dir / SQLITE_FILE).resolve().as_uri() + "?mode=ro"
+        try:
+            key = self._hasher.patient_hash(str(patient_id))
+            with closing(sqlite3.connect(uri, uri=True, timeout=1.0)) as conn:
+                rows = conn.execute(_PEEK_SQL, (key,)).fetchall()
+            now = datetime.now(UTC).replace(tzinfo=None)  # naive UTC, as stored
+            return {
+                route: {"fingerprint": fingerprint, "indicator": indicator}
+                for route, fingerprint, indicator, expires_at in rows
+                if route in wanted and datetime.fromisoformat(expires_at) > now
+            }
+        except sqlite3.OperationalError as exc:
+            return {} if "no such table" in str(exc) else None  # no table: none can hold
+        except (sqlite3.Error, OSError, ValueError, TypeError):
+            return None
+
     def _no_database(self) -> bool:
         """True when the default SQLite file does not exist yet: nothing can be suppressed."""
         if self.settings.database_url.get_secret_value():
             return False
-        return not (self.settings.data_dir / "cds.sqlite3").exists()
+        return not (self.settings.data_dir / SQLITE_FILE).exists()
 
     def save_feedback(self, items: list[dict]) -> None:
         self._open_store().save_feedback(items)
