@@ -25,7 +25,9 @@ def settings(tmp_path) -> Settings:
 
 @pytest.fixture
 def app(settings):
-    return create_app(settings)
+    app = create_app(settings)
+    yield app
+    app.extensions["cds_store"].close()  # no store left opening in the background
 
 
 @pytest.fixture

@@ -28,6 +28,8 @@ def install(app: Flask, settings: Settings) -> None:
         always_send=False,
     )
     hooks = app.after_request_funcs.setdefault(None, [])
+    if not hooks or getattr(hooks[-1], "__name__", "") != "cors_after_request":
+        return  # another flask-cors: its hook is left as it is (correct, a little slower)
     cors_hook = cast(Callable[[Response], Response], hooks[-1])  # the one CORS() registered
 
     def cors_when_asked(response: Response) -> Response:
