@@ -16,6 +16,7 @@ from datetime import date
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -53,7 +54,7 @@ MESSAGES = {
     "auth_mode": "must be 'off' or 'jwt'",
     "log_level": "must be " + ", ".join(LOG_LEVELS[:-1]) + " or " + LOG_LEVELS[-1],
     "today": "must be an ISO date (YYYY-MM-DD)",
-    "database_url": "must be a sqlite:/// or postgresql+psycopg:// URL",
+    "database_url": "must be a sqlite:/// or postgresql+psycopg:// URL, any port a number",
 }
 # The backends the store and its migrations support (the URL's scheme, before "://").
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
@@ -145,8 +146,14 @@ class Settings(BaseSettings):
         """Refused at start-up, not when the store opens in the background (after the first
         answer): a mistyped URL must stop the service, not leave it running without one."""
         url = value.get_secret_value()
-        if url and url.partition("://")[0].lower() not in DATABASE_SCHEMES:
+        if not url:
+            return value
+        if url.partition("://")[0].lower() not in DATABASE_SCHEMES:
             raise ValueError(MESSAGES["database_url"])
+        try:
+            _ = urlsplit(url).port  # a port that is not a number (SQLAlchemy would refuse it)
+        except ValueError:
+            raise ValueError(MESSAGES["database_url"]) from None
         return value
 
     @property

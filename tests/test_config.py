@@ -131,10 +131,10 @@ def test_settings_are_immutable():
         settings.port = 1  # type: ignore[misc]
 
 
-def test_a_database_url_sqlalchemy_cannot_parse_is_a_config_error_without_its_secret():
-    from cds_service.storage.database import make_engine
-
-    settings = Settings.from_env({}, database_url="postgresql+psycopg://cds:s3cret@db:notaport/x")
+def test_a_database_url_with_a_port_that_is_not_a_number_stops_start_up_without_its_secret():
+    """Checked with the configuration: the store opens in the background, after the first
+    answer, where a ConfigError would leave the service running without one."""
     with pytest.raises(ConfigError) as caught:
-        make_engine(settings)
+        Settings.from_env({"CDS_DATABASE_URL": "postgresql+psycopg://cds:s3cret@db:notaport/x"})
+    assert str(caught.value).startswith("CDS_DATABASE_URL must be a sqlite:///")
     assert "s3cret" not in str(caught.value)

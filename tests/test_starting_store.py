@@ -134,3 +134,51 @@ def test_a_file_without_the_tables_yet_means_no_suppression(tmp_path):
     assert store.active_suppressions("p1", ["route-a"]) == {}
     assert store._opener is None
     store.close()
+
+
+def _restart_with_a_suppression(tmp_path):
+    from test_suppression import NEPHROLOGY, cards_by_route, example, override, store_of
+
+    from cds_service.web.app import create_app
+
+    config = settings(tmp_path)
+    first = create_app(config)
+    card = cards_by_route(first.test_client(), example(NEPHROLOGY))["nephrology"]
+    override(first.test_client(), store_of(first), card)
+    store_of(first).close()
+    return config, example(NEPHROLOGY)
+
+
+def test_a_restart_leaves_out_a_suppressed_card_without_waiting_for_the_store(tmp_path):
+    from test_suppression import SERVICE
+
+    from cds_service.web.app import create_app
+
+    config, request = _restart_with_a_suppression(tmp_path)
+    app = create_app(config)
+    response = app.test_client().post(SERVICE, json=request)
+    topics = [c["source"]["topic"]["code"] for c in response.get_json()["cards"]]
+    assert response.status_code == 200 and "nephrology" not in topics
+    assert app.extensions["cds_store"]._store is None  # compared without opening the store
+    app.extensions["cds_store"].close()
+
+
+def test_a_store_that_fails_to_open_never_turns_a_hook_call_into_an_error(tmp_path, monkeypatch):
+    from test_suppression import SERVICE
+
+    from cds_service.storage import store as store_module
+    from cds_service.web.app import create_app
+
+    config, request = _restart_with_a_suppression(tmp_path)
+
+    def cannot_open(self, _settings):
+        raise RuntimeError("schema newer than this release")
+
+    monkeypatch.setattr(store_module.Store, "__init__", cannot_open)
+    app = create_app(config)
+    starting = app.extensions["cds_store"]
+    starting.start()
+    assert starting.wait(5) is None
+    response = app.test_client().post(SERVICE, json=request)
+    assert response.status_code == 200
+    starting.close()

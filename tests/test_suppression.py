@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -498,3 +499,54 @@ def test_close_releases_the_connection_kept_for_the_token(settings):
     assert store._token_connection is not None
     store_of(app).close()
     assert store._token_connection is None
+
+
+def test_a_change_made_outside_this_release_moves_the_token_too(app, client):
+    """An older release during a rolling upgrade, or an operator, changes the table without
+    knowing of the token: the table's triggers move it, so no copy keeps a stale answer."""
+    store = store_of(app)
+    card = cards_by_route(client, example(NEPHROLOGY))["nephrology"]
+    override(client, store, card)
+    assert "nephrology" not in cards_by_route(client, example(NEPHROLOGY))  # copy filled
+    with store.engine.begin() as conn:
+        conn.execute(database.suppression.delete())
+    assert "nephrology" in cards_by_route(client, example(NEPHROLOGY))
+
+
+def test_an_entry_read_under_another_token_is_never_used(settings):
+    """Each patient's entry keeps the token it was read under: an entry a slow thread
+    stored under an older token is read again, whatever the interleaving."""
+    store = Store(settings)
+    store.suppression_policy = {"nephrology": {"already-under-care": 30}}
+    try:
+        store._change_token = lambda: "T2"  # type: ignore[method-assign]
+        store._copy["key"] = ("T1", time.monotonic(), (("stale",),))  # fresh, other token
+        queried: list[str] = []
+        store._query_suppressions = lambda key: queried.append(key) or ()  # type: ignore[method-assign]
+        assert store._suppressions_of("key") == ()
+        assert store._suppressions_of("key") == ()  # now kept under T2
+        assert queried == ["key"]
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_kept_token_connection_cut_by_the_server_is_replaced(app, client):
+    """PostgreSQL restarted or an idle connection cut: the kept connection is never
+    pre-pinged, so the read is tried once more on a fresh one (no fail-open window)."""
+    from sqlalchemy import text
+
+    store = store_of(app)
+    card = cards_by_route(client, example(NEPHROLOGY))["nephrology"]
+    override(client, store, card)
+    assert "nephrology" not in cards_by_route(client, example(NEPHROLOGY))
+    kept = store.wait()._token_connection[1]
+    cursor = kept.cursor()
+    cursor.execute("SELECT pg_backend_pid()")
+    backend_pid = cursor.fetchone()[0]
+    cursor.close()
+    kept.rollback()
+    with store.engine.begin() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend_pid})
+    assert "nephrology" not in cards_by_route(client, example(NEPHROLOGY))

@@ -82,9 +82,14 @@ class StoreBase:
             self.engine.dispose(close=False)
 
     def _note_failure(self) -> None:
-        """After a failed operation: re-check the schema (the file may be new) next time."""
+        """After a failed operation: re-check the schema (the file may be new) next time,
+        and trust no copy of its rows."""
         self._failed = True
         self._schema_ready = False
+        self._drop_copy()
+
+    def _drop_copy(self) -> None:
+        """Parts that keep a copy of database rows (suppressions.py) drop it here."""
 
     def _file_lost(self) -> None:
         self._note_failure()

@@ -33,6 +33,7 @@ log = logging.getLogger(__package__)
 OPEN_DELAY = 1.0  # seconds after start-up the store opens at the latest (no traffic)
 OPEN_WAIT = 10.0  # seconds feedback, JWT replay checks and lookups wait for the open
 READY_WAIT = 1.0  # seconds /readyz waits for the open before answering "starting"
+CLOSE_WAIT = 20.0  # seconds shutdown waits for an open still under way (gunicorn: 30 s)
 PENDING_LIMIT = 10_000  # hook calls whose cards wait for the open; beyond, dropped (logged)
 SQLITE_FILE = "cds.sqlite3"  # the default database in CDS_DATA_DIR (config.effective_database_url)
 # The query of ``Suppressions._query_suppressions``, on the table ``database.suppression``.
@@ -178,6 +179,11 @@ class StartingStore:
                 return {}
         return store.active_suppressions(patient_id, routes)
 
+    def fingerprint_key(self, fingerprint: str | None) -> str | None:
+        """As the store's (same salt), so a suppression found by ``_peek`` is compared
+        without waiting for the open, and a failed open cannot turn a hook call into 503."""
+        return self._hasher.fingerprint_key(fingerprint)
+
     def _peek(self, patient_id: str, routes: list[str]) -> dict[str, dict] | None:
         """Before the store is open, the default SQLite file read with the standard library
         (a few ms; the store needs SQLAlchemy, ~0.2 s, so a restart's first answers would
@@ -231,6 +237,11 @@ class StartingStore:
             self._timer.cancel()
         if self._store is None and self._opener is None and not self._pending:
             return
-        store = self.wait(None)
+        store = self.wait(CLOSE_WAIT)
         if store is not None:
             store.close()
+        elif self._pending:  # the open failed or hangs (a migration lock, say): say so
+            log.error(
+                "store not open at shutdown: issued-card records of %d calls not written",
+                len(self._pending),
+            )

@@ -12,11 +12,10 @@ import logging
 import os
 import threading
 import time
-import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.config import Settings
@@ -27,7 +26,6 @@ from cds_service.storage.database import (
     StoreUnavailable,
     describe,
     suppression,
-    suppression_generation,
 )
 
 log = logging.getLogger(__package__)  # "cds_service.storage", as before the split
@@ -35,6 +33,7 @@ log = logging.getLogger(__package__)  # "cds_service.storage", as before the spl
 SUPPRESSION_RETRY = 30.0  # after a failed suppression lookup, seconds without lookups (fail open)
 URGENT_MAX_DAYS = 1  # a critical card is never suppressed for longer, whatever the policy
 CACHED_PATIENTS = 10_000  # patients whose suppressions a process keeps (then starts afresh)
+COPY_MAX_AGE = 60.0  # seconds a patient's copy is used even while the token stays (backstop)
 _SUPPRESSIONS_OF_PATIENT = select(
     suppression.c.route,
     suppression.c.fingerprint,
@@ -48,17 +47,19 @@ _TOKEN_SQL = f"SELECT token FROM suppression_generation WHERE id = {GENERATION_R
 class Suppressions(StoreBase):
     """The suppressions holding now, answered from this process's copy of the table.
 
-    The copy is read patient by patient and dropped whenever the change token of
-    ``suppression_generation`` moves: every transaction that starts, renews or ends a
-    suppression (in any process or instance) writes a new token, and each lookup reads it
-    (one primary-key row on a connection kept for it, ~2 us on SQLite) before trusting the
-    copy. Expiry is compared on every lookup, so the copy never outlives a suppression."""
+    The copy is read patient by patient and used only while the change token of
+    ``suppression_generation`` stays: triggers on ``suppression`` (revision 0004) write a new
+    token in every transaction that changes a row, by this service in any process or
+    instance, by an older release during a rolling upgrade, or by hand. Each lookup reads
+    the token (one primary-key row on a connection kept for it, ~2 us on SQLite) before
+    trusting the copy, which is also never older than COPY_MAX_AGE. Expiry is compared on
+    every lookup, so the copy never outlives a suppression."""
 
     def __init__(self, settings: Settings):
         super().__init__(settings)
         self._lookup_paused_until = 0.0
-        self._copy: dict[str, tuple[Row, ...]] = {}  # patient hash -> its suppression rows
-        self._copy_token: str | None = None  # the change token the copy was read under
+        # patient hash -> (change token, monotonic time read, its suppression rows)
+        self._copy: dict[str, tuple[str, float, tuple[Row, ...]]] = {}
         self._token_lock = threading.Lock()
         self._token_connection: tuple[int, Any] | None = None  # (pid, pooled connection)
         self._inherited: list[tuple[int, Any]] = []  # a parent's, kept open (see below)
@@ -95,53 +96,62 @@ class Suppressions(StoreBase):
         }
 
     def _suppressions_of(self, key: str) -> tuple[Row, ...]:
-        """Every suppression row of the patient (expired ones too), from the copy when the
-        token has not moved since it was read. Rows are queried after the token, so they are
-        at least as new as the token they are kept under."""
+        """Every suppression row of the patient (expired ones too), from the copy when it
+        was read under the token read now, less than COPY_MAX_AGE ago. Each entry keeps its
+        own token, and rows are queried after the token, so an entry is never older than
+        the token it is kept under, whatever the threads interleave."""
         token = self._change_token()
         if token is None:  # no token row to compare with: never trust a copy
             return self._query_suppressions(key)
-        copy = self._copy
-        if token != self._copy_token:
-            copy.clear()
-            self._copy_token = token
-        rows = copy.get(key)
-        if rows is None:
-            rows = self._query_suppressions(key)
-            if self._copy_token == token:  # not moved on meanwhile (another thread)
-                if len(copy) >= CACHED_PATIENTS:
-                    copy.clear()
-                copy[key] = rows
+        now = time.monotonic()
+        entry = self._copy.get(key)
+        if entry is not None and entry[0] == token and now - entry[1] < COPY_MAX_AGE:
+            return entry[2]
+        rows = self._query_suppressions(key)
+        if len(self._copy) >= CACHED_PATIENTS:
+            self._copy.clear()
+        self._copy[key] = (token, now, rows)
         return rows
 
     def _query_suppressions(self, key: str) -> tuple[Row, ...]:
         with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
-            return tuple(conn.execute(_SUPPRESSIONS_OF_PATIENT, {"key": key}).all())
+            rows = tuple(conn.execute(_SUPPRESSIONS_OF_PATIENT, {"key": key}).all())
+            info = conn.connection.info
+        if not self._watch.same_file(info):  # an unlinked file's rows: never kept or used
+            self._file_lost()
+            raise StoreUnavailable("database file is no longer at its path")
+        return rows
 
     def _change_token(self) -> str | None:
-        """The current token, read on a pooled connection kept for this (dropped when it
-        fails, when the SQLite file at the path is another one, or in a forked child)."""
+        """The current token, read on a pooled connection kept for this. A kept connection
+        is never pre-pinged, so one that fails (a PostgreSQL restart, an idle connection
+        cut) is replaced and the read tried once more before the lookup fails open."""
         with self._token_lock:
-            held = self._token_connection
-            if held is not None and (
-                held[0] != os.getpid() or not self._watch.same_file(held[1].info)
-            ):
-                self._forget_token_connection()
-                held = None
-            if held is None:
-                held = self._token_connection = (os.getpid(), self.engine.raw_connection())
-            connection = held[1]
             try:
-                cursor = connection.cursor()
-                try:
-                    cursor.execute(_TOKEN_SQL)
-                    row = cursor.fetchone()
-                finally:
-                    cursor.close()
-                connection.rollback()  # no transaction left open (PostgreSQL)
-            except Exception as exc:  # the DB-API's own errors: not SQLAlchemy's
+                return self._read_token()
+            except Exception:  # the DB-API's own errors: not SQLAlchemy's
+                self._forget_token_connection()
+            try:
+                return self._read_token()
+            except Exception as exc:
                 self._forget_token_connection()
                 raise StoreUnavailable(f"change token not read ({type(exc).__name__})") from None
+
+    def _read_token(self) -> str | None:
+        held = self._token_connection
+        if held is not None and (held[0] != os.getpid() or not self._watch.same_file(held[1].info)):
+            self._forget_token_connection()  # a forked child, or the file was replaced
+            held = None
+        if held is None:
+            held = self._token_connection = (os.getpid(), self.engine.raw_connection())
+        connection = held[1]
+        cursor = connection.cursor()
+        try:
+            cursor.execute(_TOKEN_SQL)
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        connection.rollback()  # no transaction left open (PostgreSQL)
         return row[0] if row else None
 
     def release_token_connection(self) -> None:
@@ -164,7 +174,6 @@ class Suppressions(StoreBase):
 
     def _drop_copy(self) -> None:
         self._copy.clear()
-        self._copy_token = None
 
 
 def suppress(
@@ -177,15 +186,13 @@ def suppress(
 ) -> None:
     """Within the feedback's transaction: an override with a suppressing reason starts (or
     renews) a suppression; a later acceptance of that card ends it. ``cards``: the issued
-    cards of the feedback ``rows`` by uuid (those unknown are skipped). Any change moves
-    the change token, in the same transaction, so every process's copy is dropped."""
-    changed = False
+    cards of the feedback ``rows`` by uuid (those unknown are skipped). Every change moves
+    the change token in the same transaction (the table's triggers, revision 0004)."""
     for row in sorted(rows, key=lambda r: r["outcome_timestamp"]):
         card = cards.get(row["card_uuid"])
         if card is None:
             continue
         if row["outcome"] == "accepted":
-            changed = True
             conn.execute(
                 delete(suppression).where(
                     suppression.c.card_uuid == row["card_uuid"],
@@ -211,13 +218,6 @@ def suppress(
             "expires_at": start + timedelta(days=days),
         }
         _upsert(conn, {"patient_hash": card["patient_hash"], "route": card["route"]}, values)
-        changed = True
-    if changed:
-        conn.execute(
-            update(suppression_generation)
-            .where(suppression_generation.c.id == GENERATION_ROW)
-            .values(token=uuid.uuid4().hex)
-        )
 
 
 def _upsert(conn: Connection, key: dict, values: dict) -> None:
