@@ -34,7 +34,9 @@ OPEN_DELAY = 1.0  # seconds after start-up the store opens at the latest (no tra
 OPEN_WAIT = 10.0  # seconds feedback, JWT replay checks and lookups wait for the open
 READY_WAIT = 1.0  # seconds /readyz waits for the open before answering "starting"
 CLOSE_WAIT = 20.0  # seconds shutdown waits for an open still under way (gunicorn: 30 s)
-PENDING_LIMIT = 10_000  # hook calls whose cards wait for the open; beyond, dropped (logged)
+PENDING_LIMIT = (
+    2_000  # hook calls whose cards wait for the open (~10 MB at most); beyond, dropped (logged)
+)
 SQLITE_FILE = "cds.sqlite3"  # the default database in CDS_DATA_DIR (config.effective_database_url)
 # The query of ``Suppressions._query_suppressions``, on the table ``database.suppression``.
 _PEEK_SQL = (
