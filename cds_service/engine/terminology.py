@@ -82,15 +82,14 @@ def _normalised_cached(system: str, code: str) -> tuple[str | None, str | None]:
 def codings_of(concept: object) -> list[tuple[str, str, str | None]]:
     """(system, code, display) for every usable coding of a CodeableConcept dict. A list,
     not a generator: concepts carry one or two codings, and a generator costs more."""
-    if type(concept) is not dict:
-        if not isinstance(concept, dict):
-            return []
+    if not isinstance(concept, dict):
+        return []
     codings = concept.get("coding")
     if type(codings) is not list:
         return []
     found = []
     for coding in codings:
-        if type(coding) is not dict and not isinstance(coding, dict):
+        if not isinstance(coding, dict):
             continue
         system, code = _normalised(coding.get("system"), coding.get("code"))
         if system and code:
@@ -175,7 +174,7 @@ class CodeIndex:
             if len(system) <= MAX_CODE_LENGTH and len(code) <= MAX_CODE_LENGTH:
                 return self._remembered(system, code)
             return self._owners_of_raw(system, code)  # odd and long: not worth remembering
-        return ()  # odd and long: not worth remembering
+        return ()  # a system or code that is not a string matches nothing
 
     def _owners_of_raw(self, system: str, code: str) -> Owners:
         return self._owners(*_normalised(system, code))
