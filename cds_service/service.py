@@ -119,7 +119,10 @@ class CdsService:
         resources = gather(request, self.keys, self.fetcher)
         patient_id = request["context"]["patientId"]
         record = Record(patient_id, resources, self.now(), self.ruleset.codes)
-        results = evaluate(self.ruleset, record)
+        try:
+            results = evaluate(self.ruleset, record)
+        finally:
+            record.release()
         rendered = cards.render(results, self.ruleset, patient_id, self.settings)
         if record.left_out:
             log.warning(

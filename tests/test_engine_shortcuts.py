@@ -16,7 +16,13 @@ import pytest
 
 from cds_service.config import Settings
 from cds_service.engine import load_rules
-from cds_service.engine.evaluation import Shared, _order_facts, evaluate, reachable
+from cds_service.engine.evaluation import (
+    Shared,
+    _order_facts,
+    evaluate,
+    reachable,
+    shown_reachable,
+)
 from cds_service.engine.facts import CodedProblem, Fact
 from cds_service.engine.record import Record
 from cds_service.engine.results import _order_ties
@@ -172,3 +178,73 @@ def test_routes_of_one_record_classify_its_medications_once_per_classifier(rules
     assert len(readers) > len(shared)  # routes do share a classifier: the memo matters
     assert calls and len(calls) == len(set(calls))  # classified once per classifier
     assert Shared().medications == {}  # a fresh record starts with nothing shared
+
+
+def test_shown_reachable_is_the_shown_criteria_that_can_hold_in_file_order(ruleset):
+    """``Evaluation`` walks only these: every other shown criterion is settled unrun."""
+    every = sorted(
+        {p for route in ruleset.routes for p in route.presences},
+        key=lambda p: (p[0], p[1].name if p[1] else ""),
+    )
+    rng = random.Random(15)
+    for present in [frozenset(), frozenset(every)] + [
+        frozenset(rng.sample(every, rng.randint(1, len(every)))) for _ in range(20)
+    ]:
+        for route in ruleset.routes:
+            cut = present & route.presences
+            can_hold = reachable(route, cut)
+            expected = [(i, c) for i, c in enumerate(route.shown) if c.id in can_hold]
+            assert list(shown_reachable(route, cut)) == expected, route.code
+
+
+def test_the_code_memo_answers_as_the_value_sets_do_and_stays_bounded(ruleset, monkeypatch):
+    """``Record._index`` reads ``CodeIndex.memo`` directly: what it holds must be what
+    ``owners`` computes, odd codings (not strings, too long) are never kept, and it starts
+    afresh when full instead of growing with every code a chart carries."""
+    codes = ruleset.codes
+    codes.memo.clear()
+    member = next(iter(ruleset.concepts["potassium"].value_set.exact.values()))
+    raw = ("http://loinc.org", member.code)
+    assert codes.owners(*raw) == codes._owners_of_raw(*raw) != ()
+    assert codes.memo[raw] == codes.owners(*raw)
+    assert codes.owners(["not", "a string"], member.code) == ()
+    assert codes.owners(raw[0], "9" * 300) == ()
+    assert list(codes.memo) == [raw]
+    monkeypatch.setattr(type(codes), "MEMO_SIZE", 3)
+    for i in range(7):
+        codes.owners("http://loinc.org", f"{i}-0")
+    assert 1 <= len(codes.memo) <= 3
+    codes.memo.clear()
+
+
+def test_a_record_indexed_through_the_memo_files_resources_as_owners_does(ruleset):
+    """The same value sets for each resource with a warm memo, a cold one, and odd codings
+    (a list as a code is looked up without being hashed)."""
+    potassium = next(iter(ruleset.concepts["potassium"].value_set.exact.values()))
+    resources = [
+        {
+            "resourceType": "Observation",
+            "id": "k",
+            "code": {"coding": [{"system": "http://loinc.org", "code": potassium.code}]},
+        },
+        {
+            "resourceType": "Observation",
+            "id": "odd",
+            "code": {"coding": [{"system": "http://loinc.org", "code": ["2823-3"]}]},
+        },
+        {
+            "resourceType": "Observation",
+            "id": "none",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]},
+        },
+    ]
+
+    def filed(record: Record) -> dict:
+        index = record._index("Observation")
+        return {vs.name: [r["id"] for r, _ in found] for vs, found in index.items()}
+
+    ruleset.codes.memo.clear()
+    cold = filed(Record("p", resources, NOW, ruleset.codes))
+    warm = filed(Record("p", resources, NOW, ruleset.codes))
+    assert cold == warm
+    assert all(ids == ["k"] for ids in cold.values()) and cold

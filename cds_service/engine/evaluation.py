@@ -76,6 +76,8 @@ def evaluate(ruleset: RuleSet, record: Record) -> list[RouteResult]:
                 continue
         if result is not None:
             results.append(result)
+    if strict is not None:
+        strict.release()
     results.sort(key=lambda r: (-INDICATOR_RANK[r.indicator], r.route.order))
     return results
 
@@ -104,8 +106,9 @@ class Evaluation:
         self.record = record
         self.shared = shared
         self.results: dict[str, list[Fact]] = {}
-        self.present = record.present()
-        self.reachable = reachable(route, self.present & route.presences)
+        present = record.present() & route.presences
+        self.reachable = reachable(route, present)
+        self.shown = shown_reachable(route, present)
 
     def run(self) -> RouteResult | None:
         """The route's result, after FHIR-validating the resources its facts rest on.
@@ -128,10 +131,7 @@ class Evaluation:
         file), so the card's summary leads with the most severe finding."""
         context: list[Fact] = []
         hits = []
-        reachable = self.reachable
-        for position, criterion in enumerate(self.route.shown):  # building blocks on demand
-            if criterion.id not in reachable:
-                continue
+        for position, criterion in self.shown:  # building blocks on demand
             found = self.check(criterion.id)
             if not found:
                 continue
@@ -222,6 +222,20 @@ def reachable(route: Route, present: frozenset[Presence]) -> frozenset[str]:
         return all(parts) if need.kind == "all" else any(parts)
 
     return frozenset(filter(possible, needs))
+
+
+@lru_cache(maxsize=4096)
+def shown_reachable(
+    route: Route, present: frozenset[Presence]
+) -> tuple[tuple[int, Criterion], ...]:
+    """The rules and context criteria of ``route`` that can hold (``reachable``), each with
+    its place among the route's shown criteria: the rest are never looked at."""
+    can_hold = reachable(route, present)
+    return tuple(
+        (position, criterion)
+        for position, criterion in enumerate(route.shown)
+        if criterion.id in can_hold
+    )
 
 
 def _shown(criterion: Criterion, found: list[Fact]) -> list[Fact]:

@@ -159,6 +159,7 @@ class Record:
         """
         index: dict[ValueSet, Matched] = {}
         owners_of = self.codes.owners
+        memo = self.codes.memo  # read directly: one lookup per resource, no call
         for resource in self.received.get(rtype, ()):
             concept = (
                 resource.get("code") if type(resource) is dict else resource.code  # type: ignore[attr-defined]  # a FhirNode
@@ -172,7 +173,11 @@ class Record:
                 coding = codings[0]
                 if type(coding) is not dict:
                     continue
-                owners = owners_of(coding.get("system"), coding.get("code"))
+                key = (coding.get("system"), coding.get("code"))
+                try:
+                    owners = memo[key]
+                except (KeyError, TypeError):  # not seen yet, or not strings
+                    owners = owners_of(*key)
                 if not owners:  # most codes: no rule reads them
                     continue
                 for value_set, matched in owners:
@@ -210,6 +215,12 @@ class Record:
                 if isinstance(m.get("id"), str)
             }
         return self._medications.get(ref)
+
+    def release(self) -> None:
+        """Drop the lab results, which refer back to the record: once a call is answered,
+        its record is then freed by reference counting, not left to the cycle collector
+        (a collection walks every object of the call still alive). Not read afterwards."""
+        self.__dict__.pop("labs", None)
 
     def strict_copy(self) -> Record:
         """The same resources, each one R4B-validated before a rule reads it: for a route

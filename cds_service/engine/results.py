@@ -38,7 +38,7 @@ class LabResults:
     """The results of one record, per observation concept."""
 
     def __init__(self, record: Record) -> None:
-        self.record = record
+        self.record = record  # a cycle (the record holds its results): ``Record.release``
         self._dated: dict[str, list[Dated]] = {}
         self._values: dict[str, dict[int, Reading]] = {}
         self._answers: dict[Question, list[Result]] = {}
@@ -70,9 +70,14 @@ class LabResults:
         screened and converted only when reached (most rules stop at the newest one); a
         plain loop, as abandoning a generator part-way costs more than the rest.
         """
+        dated = self._dated.get(concept.name)
+        if dated is None:
+            dated = self._dated_of(concept)
+        if not dated:  # most concepts on most charts: no question to ask
+            return None
         record = self.record
         oldest = since.timestamp() if since is not None else None
-        for stamp, when, resource, code in self._dated_of(concept):
+        for stamp, when, resource, code in dated:
             if oldest is not None and stamp < oldest:
                 return None  # newest first: the rest are older still
             if (
@@ -88,6 +93,8 @@ class LabResults:
     ) -> list[Result]:
         """Every such result from ``since`` on, newest first (see ``newest_result``).
         Answered once per question and record (several rules ask it): not to be changed."""
+        if not self._has_results(concept):
+            return []
         key = self._question("in", concept, statuses, since)
         found = self._answers.get(key)
         if found is None:
@@ -122,6 +129,8 @@ class LabResults:
         ``since`` on, usable or not: several results of one instant are decided by rule
         (the worse value), never by which came first in the bundle. Answered once per
         question and record, like ``results_in``."""
+        if not self._has_results(concept):
+            return []
         key = self._question("newest", concept, statuses, since, same_day)
         found = self._answers.get(key)
         if found is None:
@@ -154,6 +163,10 @@ class LabResults:
                 first = first or (stamp, when)
                 found.append((when, self._value(concept, resource), resource, code))
         return found
+
+    def _has_results(self, concept: ObservationConcept) -> bool:
+        dated = self._dated.get(concept.name)
+        return bool(dated if dated is not None else self._dated_of(concept))
 
     def _dated_of(self, concept: ObservationConcept) -> list[Dated]:
         dated = self._dated.get(concept.name)

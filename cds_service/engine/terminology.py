@@ -154,7 +154,7 @@ class CodeIndex:
     each. Lookups are memoised on the raw (system, code) strings a resource carries.
     """
 
-    MEMO_SIZE = 65536  # distinct raw codings remembered (least recently used dropped)
+    MEMO_SIZE = 65536  # distinct raw codings remembered (then the memo starts afresh)
 
     def __init__(self, value_sets: Iterable[ValueSet]) -> None:
         self.value_sets = tuple(dict.fromkeys(value_sets))  # registered, in order, once each
@@ -166,14 +166,23 @@ class CodeIndex:
                 self._exact.setdefault(key, []).append(value_set)
             for prefix in value_set.prefixes:
                 self._prefixes.setdefault((prefix.system, prefix.code), []).append(value_set)
-        self._remembered = lru_cache(maxsize=self.MEMO_SIZE)(self._owners_of_raw)
+        # (raw system, raw code) -> owners: a plain dict, which ``Record`` reads directly in
+        # its indexing loop (a lookup per resource, no call); filled by ``owners``.
+        self.memo: dict[tuple[Any, Any], Owners] = {}
 
     def owners(self, system: object, code: object) -> Owners:
         """((value set, matched concept), ...) for a coding's raw system and code."""
         if type(system) is str and type(code) is str:
+            key = (system, code)
+            found = self.memo.get(key)
+            if found is not None:
+                return found
+            found = self._owners_of_raw(system, code)
             if len(system) <= MAX_CODE_LENGTH and len(code) <= MAX_CODE_LENGTH:
-                return self._remembered(system, code)
-            return self._owners_of_raw(system, code)  # odd and long: not worth remembering
+                if len(self.memo) >= self.MEMO_SIZE:
+                    self.memo.clear()
+                self.memo[key] = found  # odd and long ones are not worth remembering
+            return found
         return ()  # a system or code that is not a string matches nothing
 
     def _owners_of_raw(self, system: str, code: str) -> Owners:

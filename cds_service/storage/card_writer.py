@@ -33,6 +33,7 @@ class CardWriter:
         self._write = write
         self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_LIMIT)
         self._thread: threading.Thread | None = None
+        self._running = False  # the thread is in its loop (cheaper to read than is_alive)
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._hurry = threading.Event()  # set by flush() and close(): write without waiting
@@ -43,7 +44,7 @@ class CardWriter:
         self._queue.put_nowait(rows)
 
     def _start(self) -> None:
-        if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
+        if self._running and self._pid == os.getpid():
             return
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's thread is not ours
@@ -52,12 +53,19 @@ class CardWriter:
                 self._hurry = threading.Event()
                 self._thread = None
             if self._thread is None or not self._thread.is_alive():
+                self._running = True
                 self._thread = threading.Thread(
                     target=self._loop, daemon=True, name="cds-card-writer"
                 )
                 self._thread.start()
 
     def _loop(self) -> None:
+        try:
+            self._drain()
+        finally:
+            self._running = False
+
+    def _drain(self) -> None:
         while True:
             try:
                 item = self._queue.get()

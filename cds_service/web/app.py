@@ -160,11 +160,12 @@ def _observe_every_request(app: Flask) -> None:
                 tasks.append(
                     lambda: logs.access(_access_line(state, method, endpoint, status, elapsed))
                 )
-            for task in [*tasks, *state.get("after_sent", ()), gc_policy.after_response]:
-                try:  # each on its own: a failed metric must not lose the card records
-                    task()
-                except Exception as exc:
-                    log.error("bookkeeping after a response failed: %s", type(exc).__name__)
+            _run_each([*tasks, *state.get("after_sent", ())])
+            # The call's request and outcome are freed now, so the collection only walks
+            # what is left, not every decoded resource of the call.
+            tasks.clear()
+            vars(state).clear()
+            gc_policy.after_response()
 
         response.call_on_close(bookkeeping)
         return response
@@ -187,6 +188,15 @@ def _observe_every_request(app: Flask) -> None:
             request.url_rule.rule if request.url_rule else "?",
         )
         return error_response(HttpError(500, "Internal error."))
+
+
+def _run_each(tasks: list) -> None:
+    """Each task on its own: a failed metric must not lose the card records."""
+    for task in tasks:
+        try:
+            task()
+        except Exception as exc:
+            log.error("bookkeeping after a response failed: %s", type(exc).__name__)
 
 
 def _operations_endpoints(app: Flask, settings: Settings, store: storage.AnyStore) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cds_service.engine.criteria.base import Criterion, Definitions, Need
@@ -20,6 +20,9 @@ class AllOf(Criterion):
     type_name = "all"
 
     of: tuple[str, ...]
+    # ``of`` in the order parts are tried: worked out on the first evaluation (a criterion
+    # belongs to one route, whose needs do not change).
+    _tried: tuple[str, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def own_fields(cls, spec: Spec, defs: Definitions, where: str) -> dict[str, Any]:
@@ -36,9 +39,12 @@ class AllOf(Criterion):
         """Stops at the first part that does not hold, trying first the parts that need
         data (a coded trigger) and last those that cannot be ruled out up front (a missing
         result, which reads every test of its groups). The facts keep the order of ``of``."""
-        needs = ev.route.needs
+        tried = self._tried
+        if tried is None:
+            needs = ev.route.needs
+            tried = self._tried = tuple(sorted(self.of, key=lambda r: needs[r].kind == "always"))
         found: dict[str, list[Fact]] = {}
-        for ref in sorted(self.of, key=lambda ref: needs[ref].kind == "always"):
+        for ref in tried:
             part = found[ref] = ev.check(ref)
             if not part:
                 return []
