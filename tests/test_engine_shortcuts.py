@@ -16,6 +16,7 @@ import pytest
 
 from cds_service.config import Settings
 from cds_service.engine import load_rules
+from cds_service.engine import record as record_module
 from cds_service.engine.evaluation import (
     Shared,
     _order_facts,
@@ -237,6 +238,21 @@ def test_a_record_indexed_through_the_memo_files_resources_as_owners_does(rulese
             "id": "none",
             "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]},
         },
+        {
+            "resourceType": "Observation",
+            "id": "two",
+            "code": {
+                "coding": [
+                    {"system": "http://loinc.org", "code": "8302-2"},
+                    {"system": "http://loinc.org", "code": potassium.code},
+                ]
+            },
+        },
+        {"resourceType": "Observation", "id": "nosystem", "code": {"coding": [{"code": "x"}]}},
+        {"resourceType": "Observation", "id": "notalist", "code": {"coding": {"0": {}}}},
+        {"resourceType": "Observation", "id": "strcoding", "code": {"coding": ["x"]}},
+        {"resourceType": "Observation", "id": "nocode"},
+        {"resourceType": "Observation", "id": "strcode", "code": "2823-3"},
     ]
 
     def filed(record: Record) -> dict:
@@ -247,4 +263,23 @@ def test_a_record_indexed_through_the_memo_files_resources_as_owners_does(rulese
     cold = filed(Record("p", resources, NOW, ruleset.codes))
     warm = filed(Record("p", resources, NOW, ruleset.codes))
     assert cold == warm
-    assert all(ids == ["k"] for ids in cold.values()) and cold
+    assert all(ids == ["k", "two"] for ids in cold.values()) and cold
+
+
+def test_resources_are_grouped_by_type_in_order_whatever_their_kind():
+    """Runs of one type are filed at once; decoded nodes and plain dicts alike, and a
+    resource whose type is not a string is left out."""
+    from cds_service.protocol.fhir_json import FhirNode
+
+    nodes = [FhirNode(resourceType="Condition", id=str(i)) for i in range(3)]
+    dicts = [{"resourceType": "Observation", "id": "o1"}, {"resourceType": 5, "id": "bad"}]
+    mixed = [nodes[0], dicts[0], nodes[1], dicts[1], {"id": "untyped"}, nodes[2], dicts[0]]
+    for resources in (nodes, mixed, iter(mixed)):
+        received: dict = {}
+        record_module._group_by_type(resources, received)
+        expected: dict = {}
+        for r in resources if isinstance(resources, list) else mixed:
+            rtype = r.get("resourceType")
+            if isinstance(rtype, str):
+                expected.setdefault(rtype, []).append(r)
+        assert received == expected

@@ -240,7 +240,7 @@ def shown_reachable(
 
 def _shown(criterion: Criterion, found: list[Fact]) -> list[Fact]:
     """Facts in a fixed order (never the bundle's), hidden or trimmed as the rule asks."""
-    if not criterion.parts and len(found) > 1:  # a composed criterion's are ordered
+    if len(found) > 1 and not criterion.parts:  # a composed criterion's are ordered
         _order_facts(found)
     if criterion.evidence == "hidden":  # e.g. the cramps being new
         return [fact.as_hidden() for fact in found]

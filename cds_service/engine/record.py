@@ -10,13 +10,15 @@ models (``Record.is_valid``), which keeps the hot path near the cost of JSON par
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
+from itertools import groupby
+from operator import attrgetter, itemgetter
 
 from cds_service.engine.fhir_status import parse_datetime
 from cds_service.engine.results import LabResults
 from cds_service.engine.shapes import Resource
-from cds_service.engine.terminology import CodeIndex, Concept, ValueSet
+from cds_service.engine.terminology import CodeIndex, Concept, Owners, ValueSet
 from cds_service.engine.validation import (
     CHOICE_VARIANTS,
     ELEMENTS_READ,
@@ -31,6 +33,55 @@ INDEXED_TYPES = ("Condition", "Observation", "Procedure", "ServiceRequest")  # c
 # What ``Record.present`` holds: (resource type, value set), or (type, None) for a type received.
 Presence = tuple[str, ValueSet | None]
 Matched = list[tuple[Resource, Concept]]  # resources, each with the concept it matched
+
+
+_type_attribute = attrgetter("resourceType")  # a decoded FhirNode's, read in C
+_second = itemgetter(1)
+
+
+def _resource_type(resource: Resource) -> object:
+    if type(resource) is dict:
+        return resource.get("resourceType")
+    return getattr(resource, "resourceType", None)  # a decoded FhirNode
+
+
+def _group_by_type(resources: Iterable[Resource], received: dict[str, list[Resource]]) -> None:
+    """File each resource under its ``resourceType`` (a string; others are dropped).
+
+    The types are read in C when every resource is a decoded ``FhirNode`` (the prefetch
+    path), and resources come in runs of one type (a Bundle per prefetch key), so the
+    Python work is per run, not per resource: a tenth of a per-resource loop at 200.
+    """
+    resources = resources if isinstance(resources, list) else list(resources)
+    try:
+        kinds = list(map(_type_attribute, resources))
+    except AttributeError:  # plain dicts among them (fetched data, the lenient decode)
+        kinds = list(map(_resource_type, resources))
+    for rtype, run in groupby(zip(kinds, resources, strict=True), key=itemgetter(0)):
+        if type(rtype) is str:
+            group = received.get(rtype)
+            if group is None:
+                group = received[rtype] = []
+            group.extend(map(_second, run))
+
+
+_code_attribute = attrgetter("code")
+
+
+def _owners_of_concept(concept: object, owners_of: Callable[[object, object], Owners]) -> Owners:
+    """The value sets a CodeableConcept's codings belong to, each once with the first
+    coding in it; nothing for a concept or coding that is not a JSON object."""
+    if type(concept) is not dict:
+        return ()
+    codings = concept.get("coding")
+    if type(codings) is not list:
+        return ()
+    owners: dict[ValueSet, Concept] = {}
+    for coding in codings:
+        if type(coding) is dict:
+            for value_set, matched in owners_of(coding.get("system"), coding.get("code")):
+                owners.setdefault(value_set, matched)
+    return tuple(owners.items())
 
 
 class Record:
@@ -64,19 +115,7 @@ class Record:
         self._present: frozenset[Presence] | None = None
         self._valid: dict[int, bool] = {}
         self.invalid_count = 0  # resources found invalid so far: part of every shared answer's key
-        received = self.received
-        for resource in resources:
-            kind = type(resource)
-            rtype = (
-                resource.get("resourceType")
-                if kind is dict
-                else getattr(resource, "resourceType", None)  # a decoded FhirNode
-            )
-            if type(rtype) is str:
-                group = received.get(rtype)
-                if group is None:
-                    group = received[rtype] = []
-                group.append(resource)
+        _group_by_type(resources, self.received)
         self.labs = LabResults(self)
         for resource in self.received.get("Patient", ()):
             if self.screen(resource):
@@ -160,41 +199,28 @@ class Record:
         index: dict[ValueSet, Matched] = {}
         owners_of = self.codes.owners
         memo = self.codes.memo  # read directly: one lookup per resource, no call
-        for resource in self.received.get(rtype, ()):
-            concept = (
-                resource.get("code") if type(resource) is dict else resource.code  # type: ignore[attr-defined]  # a FhirNode
-            )
-            if type(concept) is not dict:
-                continue
-            codings = concept.get("coding")
-            if type(codings) is not list:
-                continue
-            if len(codings) == 1:  # the usual case: no value set can be reached twice
-                coding = codings[0]
-                if type(coding) is not dict:
-                    continue
-                key = (coding.get("system"), coding.get("code"))
-                try:
-                    owners = memo[key]
-                except (KeyError, TypeError):  # not seen yet, or not strings
-                    owners = owners_of(*key)
-                if not owners:  # most codes: no rule reads them
-                    continue
-                for value_set, matched in owners:
-                    found = index.get(value_set)
-                    if found is None:
-                        index[value_set] = [(resource, matched)]
-                    else:
-                        found.append((resource, matched))
-                continue
-            filed: set[ValueSet] = set()
-            for coding in codings:
-                if type(coding) is not dict:
-                    continue
-                for value_set, matched in owners_of(coding.get("system"), coding.get("code")):
-                    if value_set not in filed:
-                        filed.add(value_set)
-                        index.setdefault(value_set, []).append((resource, matched))
+        group = self.received.get(rtype, [])
+        try:
+            concepts = list(map(_code_attribute, group))  # decoded FhirNodes: read in C
+        except AttributeError:  # plain dicts among them
+            concepts = [r.get("code") if type(r) is dict else r.code for r in group]  # type: ignore[attr-defined]
+        for resource, concept in zip(group, concepts, strict=True):
+            # The usual shape (one coding, of a code seen before) in a few steps; anything
+            # else (several codings, an odd type, a code not looked up yet) the long way.
+            try:
+                codings = concept["coding"]
+                coding = codings[0] if type(codings) is list and len(codings) == 1 else None
+                owners = memo[(coding["system"], coding["code"])] if coding is not None else None
+            except Exception:
+                owners = None
+            if owners is None:
+                owners = _owners_of_concept(concept, owners_of)
+            for value_set, matched in owners:
+                found = index.get(value_set)
+                if found is None:
+                    index[value_set] = [(resource, matched)]
+                else:
+                    found.append((resource, matched))
         return index
 
     def medication_of(self, resource: Resource) -> Resource | None:

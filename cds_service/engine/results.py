@@ -93,21 +93,28 @@ class LabResults:
     ) -> list[Result]:
         """Every such result from ``since`` on, newest first (see ``newest_result``).
         Answered once per question and record (several rules ask it): not to be changed."""
-        if not self._has_results(concept):
+        dated = self._dated.get(concept.name)
+        if dated is None:
+            dated = self._dated_of(concept)
+        if not dated:  # most concepts on most charts: nothing to answer
             return []
         key = self._question("in", concept, statuses, since)
         found = self._answers.get(key)
         if found is None:
-            found = self._answers[key] = self._results_in(concept, statuses, since)
+            found = self._answers[key] = self._results_in(dated, concept, statuses, since)
         return found
 
     def _results_in(
-        self, concept: ObservationConcept, statuses: frozenset[str], since: datetime | None
+        self,
+        dated: list[Dated],
+        concept: ObservationConcept,
+        statuses: frozenset[str],
+        since: datetime | None,
     ) -> list[Result]:
         record = self.record
         oldest = since.timestamp() if since is not None else None
         found: list[Result] = []
-        for stamp, when, resource, code in self._dated_of(concept):
+        for stamp, when, resource, code in dated:
             if oldest is not None and stamp < oldest:
                 break
             if (
@@ -129,16 +136,22 @@ class LabResults:
         ``since`` on, usable or not: several results of one instant are decided by rule
         (the worse value), never by which came first in the bundle. Answered once per
         question and record, like ``results_in``."""
-        if not self._has_results(concept):
+        dated = self._dated.get(concept.name)
+        if dated is None:
+            dated = self._dated_of(concept)
+        if not dated:
             return []
         key = self._question("newest", concept, statuses, since, same_day)
         found = self._answers.get(key)
         if found is None:
-            found = self._answers[key] = self._newest_results(concept, statuses, since, same_day)
+            found = self._answers[key] = self._newest_results(
+                dated, concept, statuses, since, same_day
+            )
         return found
 
     def _newest_results(
         self,
+        dated: list[Dated],
         concept: ObservationConcept,
         statuses: frozenset[str],
         since: datetime | None,
@@ -148,7 +161,7 @@ class LabResults:
         oldest = since.timestamp() if since is not None else None
         found: list[Result] = []
         first: tuple[float, datetime] | None = None
-        for stamp, when, resource, code in self._dated_of(concept):
+        for stamp, when, resource, code in dated:
             if oldest is not None and stamp < oldest:
                 break
             if first is not None and (
@@ -163,10 +176,6 @@ class LabResults:
                 first = first or (stamp, when)
                 found.append((when, self._value(concept, resource), resource, code))
         return found
-
-    def _has_results(self, concept: ObservationConcept) -> bool:
-        dated = self._dated.get(concept.name)
-        return bool(dated if dated is not None else self._dated_of(concept))
 
     def _dated_of(self, concept: ObservationConcept) -> list[Dated]:
         dated = self._dated.get(concept.name)
