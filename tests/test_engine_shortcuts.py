@@ -269,9 +269,9 @@ def test_a_record_indexed_through_the_memo_files_resources_as_owners_does(rulese
 def test_resources_are_grouped_by_type_in_order_whatever_their_kind():
     """Runs of one type are filed at once; decoded nodes and plain dicts alike, and a
     resource whose type is not a string is left out."""
-    from cds_service.protocol.fhir_json import FhirNode
+    from cds_service.protocol.fhir_json import ConditionNode
 
-    nodes = [FhirNode(resourceType="Condition", id=str(i)) for i in range(3)]
+    nodes = [ConditionNode(id=str(i)) for i in range(3)]
     dicts = [{"resourceType": "Observation", "id": "o1"}, {"resourceType": 5, "id": "bad"}]
     mixed = [nodes[0], dicts[0], nodes[1], dicts[1], {"id": "untyped"}, nodes[2], dicts[0]]
     for resources in (nodes, mixed, iter(mixed)):

@@ -12,7 +12,7 @@ from synthea import SYNTHEA_DIR, hook_request, synthea_files
 
 from cds_service.config import Settings
 from cds_service.engine import validation as record
-from cds_service.protocol.fhir_json import FhirNode, decode_request, schema_view
+from cds_service.protocol.fhir_json import NODE_TYPES, FhirNode, decode_request, schema_view
 from cds_service.service import CdsService
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,11 +47,26 @@ def test_typed_and_plain_decoding_give_the_same_cards(service, name, body):
 
 
 def test_every_element_the_engine_reads_is_decoded():
-    fields = set(FhirNode.__struct_fields__)
-    assert set(record._SHAPES) <= fields
-    for elements in record.ELEMENTS_READ.values():
-        assert elements <= fields
-    assert record.CHOICE_VARIANTS <= fields  # every variant the R4B validation reads
+    """Each resource type's class holds what the rules and the R4B validation read of it."""
+    classes = {node.resourceType: node for node in NODE_TYPES}
+    for rtype, elements in record.ELEMENTS_READ.items():
+        fields = classes[rtype]._fields
+        assert elements <= fields, rtype
+        assert record.CHOICE_VARIANTS_OF.get(rtype, frozenset()) <= fields, rtype
+    every = set().union(*(node._fields for node in NODE_TYPES))
+    assert set(record._SHAPES) <= every
+    assert record.CHOICE_VARIANTS <= every
+
+
+def test_a_resource_of_another_type_decodes_the_request_as_plain_dicts():
+    """Only the types the prefetch carries have a class: any other (an Encounter in a
+    Bundle, a resource with no type) makes the whole request fall back, never a crash."""
+    for odd in ({"resourceType": "Encounter", "id": "e1"}, {"id": "untyped"}):
+        body = orjson.dumps(
+            {"prefetch": {"conditions": {"resourceType": "Bundle", "entry": [{"resource": odd}]}}}
+        )
+        decoded = decode_request(body)
+        assert decoded == orjson.loads(body)
 
 
 def test_a_node_reads_like_the_dict_it_replaces():

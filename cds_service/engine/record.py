@@ -20,7 +20,7 @@ from cds_service.engine.results import LabResults
 from cds_service.engine.shapes import Resource
 from cds_service.engine.terminology import CodeIndex, Concept, Owners, ValueSet
 from cds_service.engine.validation import (
-    CHOICE_VARIANTS,
+    CHOICE_VARIANTS_OF,
     ELEMENTS_READ,
     VALIDATED_TYPES,
     validates,
@@ -265,19 +265,21 @@ class Record:
     def is_valid(self, resource: Resource) -> bool:
         """Validate what the rules read of a resource against the FHIR R4B model.
 
-        Only the elements in ``ELEMENTS_READ`` are validated: a lab value is not dropped
+        Only the elements in ``ELEMENTS_READ`` and the type's own choice elements
+        (``CHOICE_VARIANTS_OF``) are validated: a lab value is not dropped
         because of a malformed element no rule looks at, and validation costs half as much.
         """
         key = id(resource)
         verdict = self._valid.get(key)
         if verdict is None:
             rtype = resource.get("resourceType")
+            choices = CHOICE_VARIANTS_OF.get(rtype, ()) if type(rtype) is str else ()
             verdict = self._valid[key] = rtype not in VALIDATED_TYPES or validates(
                 rtype,
                 {
                     k: v
                     for k, v in resource.items()
-                    if v is not None and (k in ELEMENTS_READ[rtype] or k in CHOICE_VARIANTS)
+                    if v is not None and (k in ELEMENTS_READ[rtype] or k in choices)
                 },
             )
             if not verdict:

@@ -100,6 +100,21 @@ CHOICE_VARIANTS = frozenset(
     }
 )
 ABATEMENT_VARIANTS = tuple(sorted(v for v in CHOICE_VARIANTS if v.startswith("abatement")))
+# The choice elements of each resource type (FHIR R4): only these are validated with its
+# ELEMENTS_READ, so a variant a type does not have (an onsetDateTime on an Observation) is
+# ignored like any other element no rule reads, whichever decoder gave the resource.
+_CHOICES_BY_PREFIX = {
+    "Condition": ("onset", "abatement"),
+    "Observation": ("effective",),
+    "Procedure": ("performed",),
+    "MedicationRequest": ("medication",),
+    "MedicationStatement": ("medication", "effectiveDateTime", "effectivePeriod"),
+    "Patient": ("deceased",),
+}
+CHOICE_VARIANTS_OF = {
+    rtype: frozenset(v for v in CHOICE_VARIANTS if v.startswith(prefixes))
+    for rtype, prefixes in _CHOICES_BY_PREFIX.items()
+}
 
 # The JSON type each element the engine reads must have; a resource where one is of the
 # wrong type is left out whole (malformed input must never reach the rules as a crash).

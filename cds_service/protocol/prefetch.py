@@ -53,7 +53,7 @@ def resources_in(value: dict) -> list[dict]:
         entries = value.get("entry")
         if type(entries) is not list:
             return []
-        if type(value) is FhirNode:  # typed entries: each resource is a FhirNode or None
+        if isinstance(value, FhirNode):  # typed entries: each resource is a FhirNode or None
             return [entry.resource for entry in entries if entry.resource is not None]
         resources = [entry.get("resource") for entry in entries if type(entry) is dict]
         return [resource for resource in resources if type(resource) is dict]
