@@ -47,13 +47,18 @@ def test_typed_and_plain_decoding_give_the_same_cards(service, name, body):
 
 
 def test_every_element_the_engine_reads_is_decoded():
-    """Each resource type's class holds what the rules and the R4B validation read of it."""
+    """Each resource type's class holds what the rules, the shape checks and the R4B
+    validation read of it (``validation.ELEMENTS_OF``), no more and no less."""
     classes = {node.resourceType: node for node in NODE_TYPES}
+    assert set(classes) == set(record.ELEMENTS_OF)
+    for rtype, node in classes.items():
+        assert node._fields == record.ELEMENTS_OF[rtype], rtype
     for rtype, elements in record.ELEMENTS_READ.items():
-        fields = classes[rtype]._fields
-        assert elements <= fields, rtype
-        assert record.CHOICE_VARIANTS_OF.get(rtype, frozenset()) <= fields, rtype
-    every = set().union(*(node._fields for node in NODE_TYPES))
+        assert (
+            elements | record.CHOICE_VARIANTS_OF.get(rtype, frozenset())
+            <= (record.ELEMENTS_OF[rtype])
+        ), rtype
+    every = set().union(*record.ELEMENTS_OF.values())
     assert set(record._SHAPES) <= every
     assert record.CHOICE_VARIANTS <= every
 
@@ -197,3 +202,39 @@ def test_a_trailing_newline_in_the_patient_id_is_named(client):
     response = client.post("/cds-services/leg-cramp-referral", json=request)
     assert response.status_code == 400
     assert "$.context.patientId: violates 'pattern'" in response.get_data(as_text=True)
+
+
+def _dvt_with(extra: dict, *, add_encounter: bool = False) -> bytes:
+    """The same-day DVT example, its DVT Condition given ``extra`` elements."""
+    body = orjson.loads((ROOT / "fhir_examples" / "urgent-care-dvt.json").read_bytes())
+    entries = body["prefetch"]["conditions"]["entry"]
+    dvt = next(e["resource"] for e in entries if "I82" in orjson.dumps(e["resource"]).decode())
+    dvt.update(extra)
+    if add_encounter:  # an unrelated resource of a type with no class: the dict path
+        entries.append({"resource": {"resourceType": "Encounter", "id": "e1"}})
+    return orjson.dumps(body)
+
+
+def _indicators(service, request) -> list[str]:
+    return [card["indicator"] for card in service.evaluate(request).response["cards"]]
+
+
+@pytest.mark.parametrize("odd", [{"status": 5}, {"effectiveDateTime": 7}, {"gender": []}])
+def test_a_wrongly_typed_element_of_another_type_costs_nothing_on_either_path(service, odd):
+    """A Condition carrying a malformed element Conditions do not have (found in review):
+    the typed decoder does not read it, so the plain path must not leave the problem out
+    for it either, and the urgent DVT card is there on both, with or without an unrelated
+    Encounter that sends the whole request down the plain path."""
+    body = _dvt_with(odd)
+    typed = _indicators(service, decode_request(body))
+    assert typed == _indicators(service, orjson.loads(body))
+    assert "critical" in typed
+    assert _indicators(service, decode_request(_dvt_with(odd, add_encounter=True))) == typed
+
+
+def test_a_wrongly_typed_element_of_its_own_type_still_leaves_the_resource_out(service):
+    """The other side: a Condition whose own element is malformed is left out on both
+    paths (the typed decoder falls back to plain dicts for it)."""
+    body = _dvt_with({"clinicalStatus": "active"})
+    assert _indicators(service, decode_request(body)) == _indicators(service, orjson.loads(body))
+    assert "critical" not in _indicators(service, orjson.loads(body))

@@ -81,3 +81,19 @@ def test_the_bookkeeping_frees_the_call_before_collecting(app, monkeypatch):
     assert response.status_code == 200
     response.close()
     assert outcomes and alive_at_collection == [False]
+
+
+def test_the_bookkeeping_leaves_an_enclosing_app_context_alone(app):
+    """A request served inside an app context its caller pushed (a script, a command) shares
+    that context's ``g``: only the call's own state is let go (found in review)."""
+    from conftest import minimal_request
+    from flask import g
+
+    with app.app_context():
+        g.caller_value = 1
+        response = app.test_client().post(
+            "/cds-services/leg-cramp-referral", json=minimal_request()
+        )
+        assert response.status_code == 200
+        response.close()
+        assert g.get("caller_value") == 1

@@ -512,3 +512,33 @@ def test_sqlite_database_that_comes_back_is_migrated_then(tmp_path):
         assert len(rows(store, database.feedback)) == 1
     finally:
         store.close()
+
+
+def test_the_card_writer_starts_again_after_a_failed_thread_start(monkeypatch):
+    """A thread that cannot be started (a thread or pid limit) is tried again on the next
+    put, not taken for running while rows pile up until the queue is full (found in review)."""
+    import threading
+
+    from cds_service.storage import card_writer as card_writer_module
+
+    written: list = []
+    writer = card_writer_module.CardWriter(written.extend)
+    real_start = threading.Thread.start
+    starts = {"n": 0}
+
+    def failing_once(self):
+        starts["n"] += 1
+        if starts["n"] == 1:
+            raise RuntimeError("can't start new thread")
+        return real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", failing_once)
+    monkeypatch.setattr(card_writer_module, "WRITE_DELAY", 0.01)
+    with pytest.raises(RuntimeError):
+        writer.put([{"row": 1}])
+    writer.put([{"row": 2}])
+    try:
+        assert writer.flush(timeout=2.0)
+        assert {"row": 2} in written
+    finally:
+        writer.close()

@@ -211,7 +211,7 @@ class Record:
                 codings = concept["coding"]
                 coding = codings[0] if type(codings) is list and len(codings) == 1 else None
                 owners = memo[(coding["system"], coding["code"])] if coding is not None else None
-            except Exception:
+            except (KeyError, TypeError):
                 owners = None
             if owners is None:
                 owners = _owners_of_concept(concept, owners_of)

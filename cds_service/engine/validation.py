@@ -30,7 +30,7 @@ _MODEL_MODULES = {
 }
 VALIDATED_TYPES = frozenset(_MODEL_MODULES)
 
-# The elements the rules read, per resource type (choice elements: CHOICE_VARIANTS); with the
+# The elements the rules read, per resource type (choice elements: CHOICE_VARIANTS_OF); with the
 # elements each R4B model requires, this is what ``Record.is_valid`` validates. Both
 # decoders (plain dicts, fhir_json.FhirNode) give it the same input: known names, no nulls.
 ELEMENTS_READ = {
@@ -70,7 +70,8 @@ ELEMENTS_READ = {
 }
 VERDICT_CONTENT_LIMIT = 8192  # bytes of validated elements remembered per verdict
 # Every FHIR R4 variant of the choice elements the rules read (onset[x], abatement[x],
-# effective[x], performed[x], medication[x]); validated with ELEMENTS_READ wherever present.
+# effective[x], performed[x], medication[x]); each type's own (CHOICE_VARIANTS_OF) are
+# validated with its ELEMENTS_READ.
 CHOICE_VARIANTS = frozenset(
     {
         "onsetDateTime",
@@ -116,8 +117,9 @@ CHOICE_VARIANTS_OF = {
     for rtype, prefixes in _CHOICES_BY_PREFIX.items()
 }
 
-# The JSON type each element the engine reads must have; a resource where one is of the
-# wrong type is left out whole (malformed input must never reach the rules as a crash).
+# The JSON type each element the engine reads must have; a resource where one of its type's
+# elements (ELEMENTS_OF) is of the wrong type is left out whole (malformed input must never
+# reach the rules as a crash; the typed decoder sends such a request down the dict path).
 _SHAPES = {
     "status": str,
     "intent": str,
@@ -153,11 +155,62 @@ _SHAPES = {
 _QUANTITY_SHAPES = {"code": str, "unit": str, "comparator": str, "system": str}
 
 
+# What the engine reads of each resource type a prefetch carries: exactly the fields of
+# fhir_json's class for the type (tests/test_fhir_json.py), and the only elements whose
+# JSON type ``well_formed`` checks, so both decoders keep or leave out the same resources
+# (an element a type does not have, such as a status on a Condition, is read by no rule).
+_READ_OF_EVERY_TYPE = frozenset({"resourceType", "id", "subject", "patient", "contained"})
+ELEMENTS_OF = {
+    rtype: _READ_OF_EVERY_TYPE | {"valueQuantity"} | frozenset(elements)
+    for rtype, elements in {
+        "Condition": {
+            "code",
+            "clinicalStatus",
+            "verificationStatus",
+            "recordedDate",
+            *CHOICE_VARIANTS_OF["Condition"],
+        },
+        "Observation": {
+            "status",
+            "code",
+            "issued",
+            "valueString",
+            "interpretation",
+            *CHOICE_VARIANTS_OF["Observation"],
+        },
+        "Procedure": {"status", "code", *CHOICE_VARIANTS_OF["Procedure"]},
+        # effective[x] of a MedicationRequest and authoredOn of a statement are not theirs
+        # in FHIR, but the medication date reads them where present.
+        "MedicationRequest": {
+            "status",
+            "intent",
+            "authoredOn",
+            "effectiveDateTime",
+            "effectivePeriod",
+            *CHOICE_VARIANTS_OF["MedicationRequest"],
+        },
+        "MedicationStatement": {"status", "authoredOn", *CHOICE_VARIANTS_OF["MedicationStatement"]},
+        "Medication": {"status", "code", "ingredient"},
+        "ServiceRequest": {"status", "intent", "code", "authoredOn"},
+        "Patient": {"gender", "birthDate", *CHOICE_VARIANTS_OF["Patient"]},
+        "OperationOutcome": set(),
+        "Bundle": {"link", "entry"},
+    }.items()
+}
+_SHAPES_OF = {
+    rtype: {name: kind for name, kind in _SHAPES.items() if name in elements}
+    for rtype, elements in ELEMENTS_OF.items()
+}
+
+
 def well_formed(resource: Resource) -> bool:
-    """Every element the rules read has the JSON type FHIR gives it."""
+    """Every element the rules read of the resource's type has the JSON type FHIR gives it
+    (any type the decoder has no class for: every element the rules read of any type)."""
     if type(resource) is dict:  # a decoded FhirNode already has these types
+        rtype = resource.get("resourceType")
+        shapes = _SHAPES_OF.get(rtype, _SHAPES) if type(rtype) is str else _SHAPES
         for name, value in resource.items():  # a resource has fewer members than _SHAPES
-            kind = _SHAPES.get(name)
+            kind = shapes.get(name)
             if kind is not None and value is not None and not isinstance(value, kind):
                 return False
     quantity = resource.get("valueQuantity")

@@ -53,11 +53,16 @@ class CardWriter:
                 self._hurry = threading.Event()
                 self._thread = None
             if self._thread is None or not self._thread.is_alive():
-                self._running = True
+                self._running = True  # before the start: a thread that ends at once clears it
                 self._thread = threading.Thread(
                     target=self._loop, daemon=True, name="cds-card-writer"
                 )
-                self._thread.start()
+                try:
+                    self._thread.start()
+                except BaseException:  # e.g. "can't start new thread": the next put tries again
+                    self._running = False
+                    self._thread = None
+                    raise
 
     def _loop(self) -> None:
         try:

@@ -161,10 +161,8 @@ def _observe_every_request(app: Flask) -> None:
                     lambda: logs.access(_access_line(state, method, endpoint, status, elapsed))
                 )
             _run_each([*tasks, *state.get("after_sent", ())])
-            # The call's request and outcome are freed now, so the collection only walks
-            # what is left, not every decoded resource of the call.
             tasks.clear()
-            vars(state).clear()
+            _forget_call(state)
             gc_policy.after_response()
 
         response.call_on_close(bookkeeping)
@@ -188,6 +186,18 @@ def _observe_every_request(app: Flask) -> None:
             request.url_rule.rule if request.url_rule else "?",
         )
         return error_response(HttpError(500, "Internal error."))
+
+
+# What a hook call keeps on ``g`` for the bookkeeping: its request, outcome and card records.
+CALL_STATE = ("outcome", "request_payload", "after_sent")
+
+
+def _forget_call(state) -> None:
+    """Free the call's request and outcome before the collection after the response, so it
+    walks what is left, not every decoded resource. Only the call's own: an app context
+    the caller pushed (a script, a command) shares ``g`` and keeps the rest."""
+    for name in CALL_STATE:
+        state.__dict__.pop(name, None)
 
 
 def _run_each(tasks: list) -> None:
