@@ -18,6 +18,7 @@ import contextlib
 import importlib.metadata
 from collections.abc import Iterator
 
+import gevent  # type: ignore[import-untyped]
 from gunicorn import util
 from gunicorn.http import wsgi
 from gunicorn.workers import ggevent
@@ -87,3 +88,11 @@ class GeventWorker(ggevent.GeventWorker):
     def init_process(self) -> None:
         wsgi.Response = CoalescingResponse  # what wsgi.create builds
         super().init_process()
+
+    def handle_request(self, listener_name, req, sock, addr) -> None:
+        super().handle_request(listener_name, req, sock, addr)
+        # Take turns: a keep-alive connection whose next request is already waiting would
+        # otherwise be served again at once, ahead of requests that came earlier on other
+        # connections (hook calls are CPU-bound and never wait): under load half the calls
+        # answered in 4 ms and a quarter after 0.3-2 s. One switch costs a few microseconds.
+        gevent.sleep(0)
