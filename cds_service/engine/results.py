@@ -70,9 +70,7 @@ class LabResults:
         screened and converted only when reached (most rules stop at the newest one); a
         plain loop, as abandoning a generator part-way costs more than the rest.
         """
-        dated = self._dated.get(concept.name)
-        if dated is None:
-            dated = self._dated_of(concept)
+        dated = self._dated_of(concept)
         if not dated:  # most concepts on most charts: no question to ask
             return None
         record = self.record
@@ -93,9 +91,7 @@ class LabResults:
     ) -> list[Result]:
         """Every such result from ``since`` on, newest first (see ``newest_result``).
         Answered once per question and record (several rules ask it): not to be changed."""
-        dated = self._dated.get(concept.name)
-        if dated is None:
-            dated = self._dated_of(concept)
+        dated = self._dated_of(concept)
         if not dated:  # most concepts on most charts: nothing to answer
             return []
         key = self._question("in", concept, statuses, since)
@@ -136,9 +132,7 @@ class LabResults:
         ``since`` on, usable or not: several results of one instant are decided by rule
         (the worse value), never by which came first in the bundle. Answered once per
         question and record, like ``results_in``."""
-        dated = self._dated.get(concept.name)
-        if dated is None:
-            dated = self._dated_of(concept)
+        dated = self._dated_of(concept)
         if not dated:
             return []
         key = self._question("newest", concept, statuses, since, same_day)

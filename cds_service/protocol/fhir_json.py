@@ -14,7 +14,7 @@ again as plain dicts with orjson, and the usual leniency and error messages appl
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 
 import msgspec
 import orjson
@@ -192,18 +192,7 @@ class BundleNode(FhirNode, tag="Bundle"):
     entry: list[BundleEntry] | None = None
 
 
-NODE_TYPES = (
-    ConditionNode,
-    ObservationNode,
-    ProcedureNode,
-    MedicationRequestNode,
-    MedicationStatementNode,
-    MedicationNode,
-    ServiceRequestNode,
-    PatientNode,
-    OperationOutcomeNode,
-    BundleNode,
-)
+NODE_TYPES = (*get_args(Resource), BundleNode)
 for _node_type in NODE_TYPES:
     _node_type._fields = frozenset(_node_type.__struct_fields__) | {"resourceType"}
 
