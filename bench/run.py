@@ -619,11 +619,15 @@ def main(argv: list[str] | None = None) -> int:
             node = Server(
                 "node", "", env, workdir, chdir=node_build, command=node_peer.command(node_build)
             )
+            # The service with no routes loaded: what the serving stack costs without the rules.
+            no_routes = Server("no-routes", "no_routes:app", env, workdir, chdir=ROOT / "bench")
             try:
                 node.wait_ready()
+                no_routes.wait_ready()
                 for size in (20, 200):
                     for _ in range(20):
                         request_once(node.port, "POST", node_peer.PATH, fresh_body(bodies[size]))
+                        request_once(no_routes.port, "POST", PATH, fresh_body(bodies[size]))
                 print(
                     f"peer: {CONCURRENCY} connections, {PEER_SECONDS}s each, systems "
                     "alternating ...",
@@ -635,6 +639,7 @@ def main(argv: list[str] | None = None) -> int:
                         ("service", service, PATH),
                         ("node", node, node_peer.PATH),
                         ("baseline", baseline, PATH),
+                        ("no_routes", no_routes, PATH),
                     ):
                         cpu = server.cpu_seconds()
                         row[name] = run_load(
@@ -652,11 +657,13 @@ def main(argv: list[str] | None = None) -> int:
                     peer.append(row)
                     print(
                         f"  {size}: service {row['service']['rps']:.0f}, node "
-                        f"{row['node']['rps']:.0f}, baseline {row['baseline']['rps']:.0f} req/s",
+                        f"{row['node']['rps']:.0f}, baseline {row['baseline']['rps']:.0f}, "
+                        f"no routes {row['no_routes']['rps']:.0f} req/s",
                         flush=True,
                     )
             finally:
                 node.stop()
+                no_routes.stop()
 
         # Fetch path: no prefetch, so the service fetches its six keys from a loopback FHIR
         # server that answers each after FETCH_LATENCY_S.
@@ -839,8 +846,9 @@ def render(
     if peer:
         lines += [
             f"wrk, {CONCURRENCY} connections, {PEER_SECONDS}s per system, systems alternating "
-            "(service, Node, parse-only baseline) on the same body; the Node copy's body limit "
-            f"raised from 100 kB to 50 MB (bench/node_peer.py). Node answers one greeting card "
+            "(service, Node, parse-only baseline, service with no routes) on the same body; "
+            "the Node copy's body limit raised from 100 kB to 50 MB (bench/node_peer.py). "
+            "Node answers one greeting card "
             "and does no clinical work.",
             "",
             "CPU per request is the servers' own (user + system, workers included), which "
@@ -858,6 +866,23 @@ def render(
                 f"| **{s_['rps'] / n_['rps']:.2f}** | {s_['rps'] / b_['rps']:.2f} "
                 f"| {s_['cpu_ms']:.2f} / {n_['cpu_ms']:.2f} / {b_['cpu_ms']:.2f} "
                 f"| {s_['p99']:.1f} | {n_['p99']:.1f} | {s_['errors']} / {n_['errors']} |"
+            )
+        lines += [
+            "",
+            "The same runs, with the service's routes taken out (bench/no_routes.py: the same "
+            "HTTP layer, decode, gate and bookkeeping; no route evaluated, no card): what the "
+            "rules and cards cost, apart from the serving stack.",
+            "",
+            "| resources | no-routes req/s | no routes / Node | CPU ms per request service / "
+            "no routes | rules and cards, share of the service's CPU | errors |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in peer:
+            s_, n_, r_ = row["service"], row["node"], row["no_routes"]
+            share = 1.0 - r_["cpu_ms"] / s_["cpu_ms"] if s_["cpu_ms"] else float("nan")
+            lines.append(
+                f"| {row['size']} | {r_['rps']:.0f} | {r_['rps'] / n_['rps']:.2f} "
+                f"| {s_['cpu_ms']:.2f} / {r_['cpu_ms']:.2f} | {share:.0%} | {r_['errors']} |"
             )
     else:
         lines.append(

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from cds_service.config import Settings
 from cds_service.engine import Record, RouteResult, RuleError, RuleSet, evaluate, load_rules
 from cds_service.engine.fhir_status import parse_datetime
+from cds_service.engine.model import URGENT_MAX_DAYS
 from cds_service.protocol import fhir_json, hooks
 from cds_service.protocol.prefetch import gather, prefetch_keys
 from cds_service.render import cards, evidence
@@ -40,7 +41,6 @@ class Outcome:
 
 
 INDICATOR_RANK = {"info": 0, "warning": 1, "critical": 2}
-URGENT_MAX_DAYS = 1  # a critical (urgent) route is never suppressed for longer than this
 
 
 def fingerprint(result: RouteResult, card: dict) -> str:

@@ -78,8 +78,15 @@ class Order:
     code: Concept
 
 
+URGENT_MAX_DAYS = 1  # a critical (urgent) card is never suppressed for longer, whatever the file
+
+
 @dataclass(frozen=True)
 class Suppression:
+    """A route's ``suppression`` block: overrides with these reasons hide its card for
+    ``days`` (at most URGENT_MAX_DAYS for a critical route: ``service.suppression_policy``
+    refuses more, and the store caps what it records)."""
+
     reasons: tuple[str, ...]
     days: int
 

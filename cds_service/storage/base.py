@@ -38,7 +38,7 @@ class StoreBase:
         self._pid = os.getpid()
         self._closed = False
         # Route code -> {override reason code: days}; set by the app from the rule files
-        # (service.suppression_policy). Critical routes are capped at URGENT_MAX_DAYS.
+        # (service.suppression_policy). Critical routes are capped at engine.model.URGENT_MAX_DAYS.
         self.suppression_policy: dict[str, dict[str, int]] = {}
         self.urgent_routes: set[str] = set()
         self.clock = utcnow  # naive UTC now; tests may replace it

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Row, bindparam, delete, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.config import Settings
+from cds_service.engine.model import URGENT_MAX_DAYS
 from cds_service.storage.base import StoreBase
 from cds_service.storage.database import (
     GENERATION_ROW,
@@ -31,7 +32,6 @@ from cds_service.storage.database import (
 log = logging.getLogger(__package__)  # "cds_service.storage", as before the split
 
 SUPPRESSION_RETRY = 30.0  # after a failed suppression lookup, seconds without lookups (fail open)
-URGENT_MAX_DAYS = 1  # a critical card is never suppressed for longer, whatever the policy
 CACHED_PATIENTS = 10_000  # patients whose suppressions a process keeps (then starts afresh)
 COPY_MAX_AGE = 60.0  # seconds a patient's copy is used even while the token stays (backstop)
 _SUPPRESSIONS_OF_PATIENT = select(
