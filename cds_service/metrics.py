@@ -12,6 +12,7 @@ Exposed (all prefixed ``cds_``):
   cds_fhir_fetch_duration_seconds{outcome}                   histogram
   cds_fhir_fetch_errors_total{key}                           counter
   cds_jwt_rejections_total{reason}                           counter
+  cds_request_plain_decodes_total                            counter
 """
 
 from __future__ import annotations
@@ -28,8 +29,16 @@ if TYPE_CHECKING:
     FHIR_FETCH: Histogram
     FHIR_FETCH_ERRORS: Counter
     JWT_REJECTIONS: Counter
+    PLAIN_DECODES: Counter
 
-_NAMES = ("REQUESTS", "CARDS", "FHIR_FETCH", "FHIR_FETCH_ERRORS", "JWT_REJECTIONS")
+_NAMES = (
+    "REQUESTS",
+    "CARDS",
+    "FHIR_FETCH",
+    "FHIR_FETCH_ERRORS",
+    "JWT_REJECTIONS",
+    "PLAIN_DECODES",
+)
 _lock = threading.Lock()
 
 
@@ -67,6 +76,12 @@ def _make() -> dict[str, Any]:
         ),
         "JWT_REJECTIONS": Counter(
             "cds_jwt_rejections_total", "Requests refused by JWT verification", ["reason"]
+        ),
+        # Correct but slower (an Encounter from _include, an odd shape): worth knowing when
+        # an EHR's prefetch makes most calls take this path.
+        "PLAIN_DECODES": Counter(
+            "cds_request_plain_decodes_total",
+            "Hook requests decoded as plain JSON: a resource type or shape the typed decoder lacks",
         ),
     }
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import minimal_request
 from sqlalchemy import select
 from synthea import SYNTHEA_DIR, hook_request
 
@@ -110,6 +111,25 @@ def test_metrics_count_requests_and_cards_by_route(obs_app, gabriel_request):
             f"# TYPE {family.removesuffix('_bucket').removesuffix('_total')}" in text
             or family in text
         )
+
+
+def test_requests_the_typed_decoder_cannot_take_are_counted(obs_app):
+    """An Encounter in a Bundle (an EHR's ``_include``) is decoded as plain JSON: correct,
+    slower, and counted, so an operator sees when most calls take that path."""
+    client = obs_app.test_client()
+    usual = minimal_request()
+    odd = minimal_request()
+    odd["prefetch"]["conditions"]["entry"] = [
+        {"resource": {"resourceType": "Encounter", "id": "e1", "status": "finished"}}
+    ]
+    name = "cds_request_plain_decodes_total"
+    before = metric(client.get("/metrics").get_data(as_text=True), name)
+    assert client.post(URL, json=usual).status_code == 200
+    assert metric(client.get("/metrics").get_data(as_text=True), name) == before
+    assert client.post(URL, json=odd).status_code == 200
+    assert metric(client.get("/metrics").get_data(as_text=True), name) == before + 1
+    assert client.post(URL, data="{", content_type="application/json").status_code == 400
+    assert metric(client.get("/metrics").get_data(as_text=True), name) == before + 1
 
 
 def test_error_statuses_are_counted(obs_app):

@@ -20,6 +20,8 @@ import msgspec
 import orjson
 from msgspec.structs import astuple
 
+from cds_service import metrics
+
 
 class FhirNode(msgspec.Struct, gc=False, tag_field="resourceType"):
     """A resource (or Bundle) reduced to the elements the service reads.
@@ -215,7 +217,9 @@ def decode_request(body: bytes) -> object:
     try:
         decoded = _DECODER.decode(body)
     except Exception:  # an unusual shape, invalid UTF-8, deep nesting ...: orjson decides
-        return orjson.loads(body)  # plain dicts, checked as usual (or "not valid JSON")
+        plain = orjson.loads(body)  # plain dicts, checked as usual (or "not valid JSON")
+        metrics.PLAIN_DECODES.inc()
+        return plain
     return {
         name: value
         for name in HookRequest.__struct_fields__
