@@ -1,10 +1,12 @@
 """The service with no routes loaded: the peer comparison's measure of the serving stack.
 
-Same HTTP layer, decode, gate (the leg-cramp problem is found and validated), record and
-bookkeeping as the service, under the same gunicorn settings, but no route is evaluated,
-so no card is made (and no suppression is looked up). Next to the service and the Node
-reference in ``make bench`` it shows how much of a call the rules and cards take and how
-much the rest (bench/NOTES.md, session 7). Served by ``bench/run.py`` only.
+The same gunicorn settings, HTTP layer, decode, gate (the leg-cramp problem is found and
+validated) and per-request bookkeeping (metrics, access line) as the service, but no route
+is evaluated. So everything a route costs is left out: its rules, the record's indexing of
+Observations, Procedures and ServiceRequests (only Conditions are read, for the gate), the
+cards and their fingerprints, the suppression lookup and the issued-card records. Next to
+the service and the Node reference in ``make bench`` it shows what the routes cost and what
+the rest does (bench/NOTES.md, session 7). Served by ``bench/run.py`` only.
 """
 
 from __future__ import annotations

@@ -870,11 +870,12 @@ def render(
         lines += [
             "",
             "The same runs, with the service's routes taken out (bench/no_routes.py: the same "
-            "HTTP layer, decode, gate and bookkeeping; no route evaluated, no card): what the "
-            "rules and cards cost, apart from the serving stack.",
+            "HTTP layer, decode, gate, metrics and access line; no route evaluated, so no "
+            "indexing beyond the gate, no card, suppression lookup or card record): what the "
+            "routes cost, apart from the serving stack.",
             "",
             "| resources | no-routes req/s | no routes / Node | CPU ms per request service / "
-            "no routes | rules and cards, share of the service's CPU | errors |",
+            "no routes | the routes' share of the service's CPU | errors |",
             "|---:|---:|---:|---:|---:|---:|",
         ]
         for row in peer:

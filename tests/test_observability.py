@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import orjson
 import pytest
 import requests
 from conftest import minimal_request
@@ -128,8 +129,50 @@ def test_requests_the_typed_decoder_cannot_take_are_counted(obs_app):
     assert metric(client.get("/metrics").get_data(as_text=True), name) == before
     assert client.post(URL, json=odd).status_code == 200
     assert metric(client.get("/metrics").get_data(as_text=True), name) == before + 1
-    assert client.post(URL, data="{", content_type="application/json").status_code == 400
+    rejected = minimal_request()
+    rejected["prefetch"] = "not an object"  # the typed decoder refuses it, and so do we (400)
+    for body in (b"{", b"[]", b'"x"', b"null", orjson.dumps(rejected)):
+        assert client.post(URL, data=body, content_type="application/json").status_code == 400
     assert metric(client.get("/metrics").get_data(as_text=True), name) == before + 1
+
+
+_PLAIN_CALL = """
+import io, logging, sys, tempfile
+from pathlib import Path
+import orjson
+from conftest import minimal_request
+from cds_service.config import Settings
+from cds_service.web.app import create_app
+logging.disable(logging.CRITICAL)
+settings = Settings.from_env({}, data_dir=Path(tempfile.mkdtemp()), auth_mode="off")
+request = minimal_request()
+request["prefetch"]["conditions"]["entry"] = [{"resource": {"resourceType": "Encounter"}}]
+body = orjson.dumps(request)
+environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/cds-services/leg-cramp-referral",
+           "SERVER_NAME": "x", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+           "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
+           "CONTENT_LENGTH": str(len(body)), "CONTENT_TYPE": "application/json"}
+statuses = []
+answer = create_app(settings)(environ, lambda status, headers, exc_info=None: statuses.append(status))
+b"".join(answer)
+print(statuses[0][:3], "prometheus_client" in sys.modules)
+answer.close()
+"""
+
+
+@pytest.mark.parametrize("metrics_dir", [None, "/nonexistent/cds-metrics"])
+def test_a_plain_decode_is_counted_after_the_answer_and_never_fails_it(metrics_dir):
+    """The counter is made and counted once the answer is sent (prometheus-client stays off
+    the first answer's path), and a metrics directory that cannot be written (removed under
+    a running worker) costs the count, not the answer."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    if metrics_dir:
+        env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), str(ROOT)])
+    out = subprocess.run(
+        [sys.executable, "-c", _PLAIN_CALL], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.split() == ["200", "False"], out.stderr[-2000:]
 
 
 def test_error_statuses_are_counted(obs_app):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import orjson
 from flask import Flask, Response, g, request
@@ -37,6 +39,7 @@ __all__ = ["ServerTiming", "create_app"]  # bench/baseline.py times its app the 
 log = logging.getLogger(__name__)
 
 JSON_TYPES = ("application/json", "application/fhir+json")
+T = TypeVar("T")
 
 
 def json_response(body: dict, status: int = 200, headers: dict | None = None) -> Response:
@@ -50,7 +53,7 @@ def error_response(error: CdsError) -> Response:
     )
 
 
-def read_json(decode=orjson.loads) -> object:
+def read_json(decode: Callable[[bytes], T] = orjson.loads) -> T:
     """The request body as JSON, after the size and content-type checks."""
     mimetype = (request.mimetype or "").lower()
     if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
@@ -257,7 +260,7 @@ def _cds_endpoints(app: Flask, service: CdsService, store: storage.AnyStore, aut
     def invoke(service_id: str):
         known_service(service_id)
         started = time.perf_counter()
-        payload = read_json(fhir_json.decode_request)
+        payload, typed = read_json(fhir_json.decode_noting_path)
         parsed = time.perf_counter()
         _note_request(payload)
         outcome = service.evaluate(payload)
@@ -283,6 +286,8 @@ def _cds_endpoints(app: Flask, service: CdsService, store: storage.AnyStore, aut
             )
 
         g.after_sent = [store_outcome]
+        if not typed:  # answered like any other; counted after the answer, never failing it
+            g.after_sent.append(lambda: metrics.PLAIN_DECODES.inc())
         # Freed with ``g`` once the response is sent (the bookkeeping holds it), so the EHR
         # does not wait while the decoded request is taken apart (~8% of a call).
         g.request_payload = payload
