@@ -137,9 +137,9 @@ def test_requests_the_typed_decoder_cannot_take_are_counted(obs_app):
 
 
 _PLAIN_CALL = """
-import io, logging, sys, tempfile
+import logging, sys, tempfile
 from pathlib import Path
-import orjson
+from werkzeug.test import EnvironBuilder
 from conftest import minimal_request
 from cds_service.config import Settings
 from cds_service.web.app import create_app
@@ -147,11 +147,8 @@ logging.disable(logging.CRITICAL)
 settings = Settings.from_env({}, data_dir=Path(tempfile.mkdtemp()), auth_mode="off")
 request = minimal_request()
 request["prefetch"]["conditions"]["entry"] = [{"resource": {"resourceType": "Encounter"}}]
-body = orjson.dumps(request)
-environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/cds-services/leg-cramp-referral",
-           "SERVER_NAME": "x", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
-           "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
-           "CONTENT_LENGTH": str(len(body)), "CONTENT_TYPE": "application/json"}
+environ = EnvironBuilder("/cds-services/leg-cramp-referral", method="POST", json=request)
+environ = environ.get_environ()
 statuses = []
 answer = create_app(settings)(environ, lambda status, headers, exc_info=None: statuses.append(status))
 b"".join(answer)
