@@ -190,6 +190,7 @@ class MedicationOrder:
     started: datetime | None
     how: str  # "RxNorm 83367", "matched by name" ...
     link_with_cramps: str | None  # the class's evidence
+    source_kind: str = "order"  # "order" (MedicationRequest) or "statement" (taken, as recorded)
 
 
 Evidence = (

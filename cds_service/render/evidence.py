@@ -241,9 +241,17 @@ def _(e: MissingResult) -> str:
     return "no recent " + _bare(e.label)
 
 
+def medication_since(e: MedicationOrder) -> str:
+    """How the medicine is known, and since when: an order ("ordered 2026-07-27") or a
+    MedicationStatement, which is no order ("recorded as taken since 2026-07-27")."""
+    if e.source_kind == "statement":
+        return f"recorded as taken since {day(e.started)}" if e.started else "recorded as taken"
+    return f"ordered {day(e.started)}" if e.started else "order date not recorded"
+
+
 @_text.register
 def _(e: MedicationOrder) -> str:
-    since = f"ordered {e.started.date().isoformat()}" if e.started else "order date not recorded"
+    since = medication_since(e)
     link = f"; link with cramps: {e.link_with_cramps}" if e.link_with_cramps else ""
     ingredient = "" if e.ingredient.lower() in e.name.lower() else f" ({e.ingredient})"
     return f"{e.name[:60]}: {e.class_label}{ingredient}, {e.status}, {since} ({e.how}{link})"
