@@ -1,13 +1,18 @@
-"""Command line: ``cds-service serve | evaluate REQUEST.json | check-rules [--explain]``."""
+"""Command line: ``cds-service serve | evaluate | check-rules | report | example``.
+
+The parser's description and help are plain text (no markup): they are what a new user
+reads first, with ``cds-service --help``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from datetime import date
 from pathlib import Path
 
-from cds_service import report
+from cds_service import examples, report
 from cds_service.config import ConfigError, Settings
 from cds_service.engine import RuleError, load_rules
 from cds_service.errors import CdsError
@@ -26,7 +31,12 @@ def _evaluate(args, settings: Settings) -> int:
     from cds_service.service import CdsService
 
     try:
-        payload = json.loads(Path(args.request).read_text(encoding="utf-8"))
+        text = (
+            sys.stdin.read()
+            if args.request == "-"
+            else Path(args.request).read_text(encoding="utf-8")
+        )
+        payload = json.loads(text)
     except (OSError, ValueError) as exc:
         print(f"cannot read {args.request}: {exc}", file=sys.stderr)
         return 2
@@ -82,14 +92,58 @@ def _check_rules(args, settings: Settings) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cds-service", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the development server")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    evaluate = sub.add_parser("evaluate", help="print the CDS Hooks response for a request file")
-    evaluate.add_argument("request")
+def _example(args, settings: Settings) -> int:
+    if args.list:
+        print("\n".join(examples.names()))
+        return 0
+    if not args.name:
+        print("name an example (cds-service example --list shows them)", file=sys.stderr)
+        return 2
+    today = args.today or (
+        date.fromisoformat(settings.today[:10]) if settings.today else examples.today_utc()
+    )
+    try:
+        sys.stdout.write(examples.render(args.name, today))
+    except examples.UnknownExample as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return 0
+
+
+def _iso_date(raw: str) -> date:
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {raw!r}") from None
+
+
+DESCRIPTION = "Leg-cramp referral CDS service (CDS Hooks patient-view)."
+EPILOG = """examples:
+  cds-service example --list
+  cds-service example nephrology-ckd-stage-4 | cds-service evaluate -
+  cds-service check-rules --explain
+  cds-service report --since 2026-11-01
+
+Settings come from CDS_* environment variables (see the README)."""
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict]:
+    parser = argparse.ArgumentParser(
+        prog="cds-service",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser(
+        "serve", help="run the Flask development server (make run starts gunicorn)"
+    )
+    serve.add_argument("--host", help="listen address (default: CDS_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default: CDS_PORT, 8080)")
+    evaluate = sub.add_parser(
+        "evaluate", help="print the CDS Hooks response for a hook request file (- for stdin)"
+    )
+    evaluate.add_argument("request", help="a hook request JSON file, or - to read stdin")
     evaluate.add_argument(
         "--no-suppressions",
         action="store_true",
@@ -104,13 +158,40 @@ def main(argv: list[str] | None = None) -> int:
         "(the same content as the /explain pages)",
     )
     extra = report.register(sub)
+    example = sub.add_parser(
+        "example",
+        help="print an example hook request with its dates moved to today",
+        description="Print one of the example hook requests (fhir_examples/) with every "
+        f"date moved so it is as recent today as it was on {examples.AUTHORED}, the day "
+        "it was written.",
+    )
+    example.add_argument("name", nargs="?", help="the example's name (see --list)")
+    example.add_argument("--list", action="store_true", help="list the examples' names")
+    example.add_argument(
+        "--today",
+        type=_iso_date,
+        metavar="DATE",
+        help="move the dates relative to this day instead (YYYY-MM-DD; default: CDS_TODAY, "
+        f"else today, UTC); --today {examples.AUTHORED} prints the file as it is",
+    )
+    handlers = {
+        "serve": _serve,
+        "evaluate": _evaluate,
+        "check-rules": _check_rules,
+        "example": _example,
+        **extra,
+    }
+    return parser, handlers
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, handlers = _parser()
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    handlers = {"serve": _serve, "evaluate": _evaluate, "check-rules": _check_rules, **extra}
     try:
         return handlers[args.command](args, settings)
     except RuleError as exc:

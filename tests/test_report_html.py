@@ -138,3 +138,36 @@ def test_report_renders_in_chromium(app, tmp_path):
         httpd.shutdown()
         thread.join(timeout=10)
         httpd.server_close()
+
+
+def _report(settings, monkeypatch, *argv: str) -> str:
+    monkeypatch.setattr(cli.Settings, "from_env", classmethod(lambda cls, *a, **k: settings))
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert cli.main(["report", *argv]) == 0
+    return out.getvalue()
+
+
+def test_no_feedback_yet_is_said_not_shown_as_zero_percent(app, settings, tmp_path, monkeypatch):
+    """Cards issued and nobody has answered: "no feedback", never a 0 % acceptance, and each
+    chart's caption above its chart (also "No overrides.")."""
+    client, store = app.test_client(), store_of(app)
+    assert "nephrology" in cards_by_route(client, example(NEPHROLOGY))
+    assert store.flush()
+    table = _report(settings, monkeypatch)
+    assert "rules fired" in table.splitlines()[1]
+    assert "no feedback yet" in table and "%" not in table
+    assert all(line.endswith("no feedback") for line in table.splitlines()[3:-2])
+    target = tmp_path / "report.html"
+    _report(settings, monkeypatch, "--html", str(target))
+    html = target.read_text()
+    check_page(html)
+    assert "No feedback yet" in html and "%" not in html.split("</style>")[1]
+    assert "<th>rules fired</th>" in html
+    caption, chart = html.index("Override reasons (cards)"), html.index("No overrides.")
+    assert caption < chart
+    # Near miss: one answer anywhere and the rates are shown.
+    accept(client, store, cards_by_route(client, example(NEPHROLOGY))["nephrology"])
+    assert store.flush()
+    table = _report(settings, monkeypatch)
+    assert "no feedback yet" not in table and "%" in table

@@ -1,8 +1,9 @@
 """``cds-service report [--since DATE] [--json | --html FILE]``: what clinicians did with
 the cards.
 
-One row per route and rule, where "rule" is the set of criteria that fired for the card
-(the comma-joined criterion ids recorded with it), so every card counts in exactly one row:
+One row per route and rules fired: "rule" (labelled "rules fired") is the set of criteria
+that fired together for the card (the comma-joined criterion ids recorded with it), so every
+card counts in exactly one row:
 
 - issued: cards issued (since DATE, UTC, when given), not counting suppressed ones;
 - accepted / overridden: of those cards, how many ended accepted / overridden. One outcome
@@ -10,7 +11,8 @@ One row per route and rule, where "rule" is the set of criteria that fired for t
   click on a suggestion and then "overridden" for the dismissal, which counts as overridden;
 - override reasons: overridden cards per reason (system + code; "(none)" when no reason);
 - suppressed: cards rendered but left out because an override suppressed them;
-- acceptance rate: accepted / issued, overall and per week (weeks start on Monday, UTC).
+- acceptance rate: accepted / issued, overall and per week (weeks start on Monday, UTC);
+  the table and page say "no feedback" where no card has an outcome yet, not 0 %.
 
 Feedback for cards this service has no record of is counted separately (unknown cards).
 Free-text comments are never printed, nor anything about a patient.
@@ -38,7 +40,7 @@ __all__ = ["build_report", "format_html", "format_table", "register", "run"]
 
 def register(subparsers) -> dict:
     parser = subparsers.add_parser(
-        "report", help="cards issued and clinicians' feedback, per route and rule"
+        "report", help="cards issued and clinicians' feedback, per route and rules fired"
     )
     parser.add_argument(
         "--since",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from html import escape
 
 from cds_service.report.charts import reasons_svg, weekly_svg
+from cds_service.report.text import NO_FEEDBACK, has_feedback
 
 _STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:60rem;padding:1rem;color:#1b1b1b}
@@ -42,7 +43,10 @@ def _route_summary(rows: list[dict]) -> dict:
     }
 
 
-def _rate(value: float | None) -> str:
+def _rate(value: float | None, counts: dict) -> str:
+    """The acceptance rate, or "no feedback" while no card counted has an outcome."""
+    if not has_feedback(counts):
+        return NO_FEEDBACK
     return "-" if value is None else f"{value:.0%}"
 
 
@@ -85,6 +89,11 @@ def _head(data: dict) -> list[str]:
             else ""
         ),
         "</p>",
+        *(
+            ["<p><strong>No feedback yet</strong>: no card has been accepted or overridden.</p>"]
+            if data["rows"] and not has_feedback(totals)
+            else []
+        ),
     ]
 
 
@@ -95,15 +104,18 @@ def _route_section(route: str, rows: list[dict]) -> list[str]:
     rate = t["accepted"] / t["issued"] if t["issued"] else None
     out = [
         f'<section id="route-{escape(route)}"><h2>{escape(route)}</h2>',
-        f"<p>{t['issued']} issued, {t['accepted']} accepted ({_rate(rate)}), "
+        f"<p>{t['issued']} issued, {t['accepted']} accepted ({_rate(rate, t)}), "
         f"{t['overridden']} overridden, {t['suppressed']} suppressed</p>",
+        # Each caption above its chart: it titles what follows, also "No overrides.".
         '<div class="charts"><figure>'
+        '<figcaption class="key">Per week:<span class="issued"></span>issued'
+        '<span class="accepted"></span>accepted</figcaption>'
         + weekly_svg(summary["weeks"], f"{route}: issued and accepted per week")
-        + '<figcaption class="key">Per week:<span class="issued"></span>issued'
-        '<span class="accepted"></span>accepted</figcaption></figure><figure>'
+        + "</figure><figure><figcaption>Override reasons (cards)</figcaption>"
         + reasons_svg(summary["reasons"], f"{route}: override reasons")
-        + "<figcaption>Override reasons (cards)</figcaption></figure></div>",
-        '<div class="scroll"><table><thead><tr><th>rule (criteria that fired)</th>'
+        + "</figure></div>",
+        # One row per combination of rules that fired together for a card.
+        '<div class="scroll"><table><thead><tr><th>rules fired</th>'
         "<th>issued</th>"
         "<th>accepted</th><th>overridden</th><th>suppressed</th><th>acceptance</th>"
         "</tr></thead><tbody>",
@@ -118,7 +130,9 @@ def _rule_row(r: dict) -> str:
         f'<br><span class="muted">{escape(x["code"])}: {x["cards"]}</span>'
         for x in r["override_reasons"]
     )
-    weekly = ", ".join(f"{w['week']}: {_rate(w['acceptance_rate'])}" for w in r["weekly"])
+    weekly = ", ".join(
+        f"{w['week']}: {_rate(w['acceptance_rate'], w)}" for w in r["weekly"] if has_feedback(w)
+    )
     return (
         f"<tr><td>{escape(r['rule'] or '-')}"
         + (
@@ -128,5 +142,5 @@ def _rule_row(r: dict) -> str:
         )
         + f"</td><td>{r['issued']}</td><td>{r['accepted']}</td>"
         f"<td>{r['overridden']}{reasons}</td><td>{r['suppressed']}</td>"
-        f"<td>{_rate(r['acceptance_rate'])}</td></tr>"
+        f"<td>{_rate(r['acceptance_rate'], r)}</td></tr>"
     )

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+NO_FEEDBACK = "no feedback"
+
+
+def has_feedback(counts: dict) -> bool:
+    """Whether any card counted here has an outcome: without one an acceptance rate of 0 %
+    would read as "always dismissed" when nobody has said anything yet."""
+    return bool(counts["accepted"] or counts["overridden"])
+
 
 def format_table(data: dict) -> str:
-    header = ("route", "rule", "issued", "accepted", "overridden", "suppressed", "acceptance")
+    header = (
+        "route",
+        "rules fired",
+        "issued",
+        "accepted",
+        "overridden",
+        "suppressed",
+        "acceptance",
+    )
     lines = [tuple(header)]
     for r in data["rows"]:
-        rate = "-" if r["acceptance_rate"] is None else f"{r['acceptance_rate']:.0%}"
+        if not has_feedback(r):
+            rate = NO_FEEDBACK
+        else:
+            rate = "-" if r["acceptance_rate"] is None else f"{r['acceptance_rate']:.0%}"
         lines.append(
             (
                 r["route"],
@@ -47,4 +66,6 @@ def format_table(data: dict) -> str:
     )
     if data["feedback_for_unknown_cards"]:
         out.append(f"feedback for unknown cards: {data['feedback_for_unknown_cards']}")
+    elif data["rows"] and not has_feedback(totals):
+        out.append("no feedback yet: no card has been accepted or overridden")
     return "\n".join(out)
