@@ -20,9 +20,10 @@ from cds_service.engine.criteria.coded import condition_fact
 from cds_service.engine.criteria.medication import active_medications
 from cds_service.engine.criteria.observation import deciding
 from cds_service.engine.facts import INDICATOR_RANK, Fact, Found, RouteResult
-from cds_service.engine.fhir_status import REFERRAL_OPEN, condition_counts
+from cds_service.engine.fhir_status import condition_counts
 from cds_service.engine.model import Route, RuleSet
 from cds_service.engine.record import Presence, Record
+from cds_service.engine.referrals import open_referral
 from cds_service.engine.shapes import Resource
 
 if TYPE_CHECKING:
@@ -197,12 +198,7 @@ class Evaluation:
 
     def _existing_referral(self) -> Resource | None:
         """An open ServiceRequest for this route's referral, so no duplicate is offered."""
-        if self.route.referral_set is None:
-            return None
-        for resource, _ in self.record.find("ServiceRequest", self.route.referral_set):
-            if resource.get("status") in REFERRAL_OPEN:
-                return resource
-        return None
+        return open_referral(self.record, self.route, self.ruleset.referral_words)
 
 
 @lru_cache(maxsize=4096)

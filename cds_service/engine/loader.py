@@ -2,9 +2,11 @@
 
 ``common.yaml`` holds the leg-cramp gate, the lab concepts, the named status sets and the
 override reasons; ``valuesets/*.yaml`` the coded value sets and medication classes every
-route shares; one file per route its rules and card content. Files are validated against
-the JSON Schemas in ``schemas/`` and cross-checked (names, units, references, cycles), so a
-bad file stops the service with a message naming the file and field.
+route shares; ``shared/*.yaml`` the criteria several routes read (thresholds, coded
+problems), defined once; one file per route its rules and card content. Files are validated
+against the JSON Schemas in ``schemas/`` and cross-checked (names, units, references,
+cycles, one definition per id), so a bad file stops the service with a message naming the
+file and field.
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ import yaml
 
 from cds_service.engine import units
 from cds_service.engine.concepts import ObservationConcept
+from cds_service.engine.criteria import Criterion
 from cds_service.engine.medications import MedicationClassifier
-from cds_service.engine.model import Route, RuleError, RuleSet
+from cds_service.engine.model import Route, RuleError, RuleSet, SharedCriterion
 from cds_service.engine.route_loader import Shared, compile_route
 from cds_service.engine.shapes import Spec
 from cds_service.engine.terminology import ValueSet, canonical_system
 
 COMMON_FILE = "common.yaml"
 SHARED_DIR = "valuesets"  # cards/valuesets/*.yaml: definitions every route may use
+CRITERIA_DIR = "shared"  # cards/shared/*.yaml: criteria defined once, used by id
 GATE_VALUE_SET = "leg-cramps"  # the gate's codes, for routes that ask how new the cramps are
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -45,8 +49,10 @@ def load(cards_dir: Path) -> RuleSet:
     }
     status_sets = {name: frozenset(codes) for name, codes in common["status_sets"].items()}
     shared = _shared_definitions(cards_dir, common, concepts, status_sets)
+    shared.criteria = _shared_criteria(cards_dir, shared)
     routes: list[Route] = []
     seen: dict[str, str] = {}
+    defined: dict[str, str] = {}  # criterion id -> "file: field ..." that defines it
     for path in sorted(cards_dir.glob("*.yaml")):
         if path.name == COMMON_FILE:
             continue
@@ -59,6 +65,7 @@ def load(cards_dir: Path) -> RuleSet:
             )
         seen[data["route"]] = path.name
         routes.append(compile_route(path.name, data, shared))
+        _check_defined_once(path.name, data, defined)
     if not routes:
         raise RuleError(f"no route files (*.yaml) in {cards_dir}")
     return RuleSet(
@@ -76,6 +83,8 @@ def load(cards_dir: Path) -> RuleSet:
         source_attributes=common.get("source_attributes") or {},
         status_sets=status_sets,
         spec=common,
+        shared_criteria=shared.criteria,
+        referral_words=tuple(common["referral_words"]),
     )
 
 
@@ -161,6 +170,50 @@ def _shared_definitions(
         concepts=concepts,
         status_sets=status_sets,
     )
+
+
+def _shared_criteria(cards_dir: Path, shared: Shared) -> dict[str, SharedCriterion]:
+    """The criteria of cards/shared/*.yaml, each id once; each is compiled here once, so a
+    wrong name or unit is reported against the shared file, not against a route using it."""
+    route_schema = schema("rules-route.json")
+    file_schema = {
+        **schema("rules-shared.json"),
+        "$defs": {
+            **route_schema["$defs"],
+            "criterion": route_schema["properties"]["criteria"]["items"],
+        },
+    }
+    found: dict[str, SharedCriterion] = {}
+    for path in sorted((cards_dir / CRITERIA_DIR).glob("*.yaml")):
+        data = read(path)
+        validate(path, data, file_schema)
+        file = f"{CRITERIA_DIR}/{path.name}"
+        for i, spec in enumerate(data["criteria"]):
+            where = f"{file}: field criteria/{i}"
+            if spec["id"] in found:
+                raise RuleError(
+                    f"{where}/id: {spec['id']!r} is already defined in {found[spec['id']].where}"
+                )
+            found[spec["id"]] = SharedCriterion(spec["id"], file, where, spec)
+    for item in found.values():
+        Criterion.build(item.spec, shared.definitions(item.file), item.where, fires=False)
+    return found
+
+
+def _check_defined_once(file: str, data: Spec, defined: dict[str, str]) -> None:
+    """A criterion id a route defines itself may be defined by no other route: a concept two
+    routes read lives in cards/shared/ (``compile_route`` refuses a local copy of those)."""
+    for section in ("criteria", "building_blocks"):
+        for i, spec in enumerate(data.get(section, [])):
+            if "id" not in spec:
+                continue  # ``use: <id>``: the shared definition
+            where = f"{file}: field {section}/{i}"
+            other = defined.setdefault(spec["id"], where)
+            if other != where:
+                raise RuleError(
+                    f"{where}/id: {spec['id']!r} is already defined in {other}: define it "
+                    f"once in {CRITERIA_DIR}/ and write `use: {spec['id']}` in both routes"
+                )
 
 
 def _concept(name: str, spec: Spec, path: Path) -> ObservationConcept:

@@ -66,9 +66,15 @@ class Variant:
 
 @dataclass(frozen=True)
 class Referral:
+    """The referral a route's card suggests, and how one already open is recognised: by its
+    code or ``also`` (other referral codes for the same specialist, any system), or by a
+    specialty word in its text or display (``referrals.open_referral``)."""
+
     label: str
     code: Concept
     priority: str
+    also: tuple[Concept, ...] = ()
+    words: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,18 @@ class Suppression:
 
     reasons: tuple[str, ...]
     days: int
+
+
+@dataclass(frozen=True)
+class SharedCriterion:
+    """A criterion defined once in ``cards/shared/`` (a threshold, a coded problem, a
+    medicine class), as written; each route that uses it compiles its own copy, adding
+    only its content, indicator, unless and evidence, under the same id."""
+
+    id: str
+    file: str  # e.g. "shared/criteria.yaml"
+    where: str  # "shared/criteria.yaml: field criteria/3", for messages
+    spec: Spec = field(repr=False)
 
 
 @dataclass
@@ -115,6 +133,7 @@ class Route:
     medications: MedicationClassifier | None = None
     spec: Spec = field(default_factory=dict, repr=False)  # as written: explanation pages only
     referral_set: ValueSet | None = None  # to find an open referral
+    shared: frozenset[str] = frozenset()  # ids of its criteria defined in cards/shared/
 
     __hash__ = object.__hash__  # one route, one identity: evaluation.reachable memoises by it
 
@@ -123,7 +142,7 @@ class Route:
         # Every (resource type, value set) a criterion of the route can be decided on.
         self.presences = frozenset(p for need in self.needs.values() for p in need.data)
         if self.referral is not None:
-            self.referral_set = ValueSet("referral", [self.referral.code], [])
+            self.referral_set = ValueSet("referral", [self.referral.code, *self.referral.also], [])
 
     def variant_for(self, fired: list[str]) -> Variant | None:
         return next((v for v in self.variants if v.matches(fired)), None)
@@ -140,6 +159,8 @@ class RuleSet:
     source_attributes: dict[str, Any]
     status_sets: dict[str, frozenset[str]]
     spec: Spec = field(default_factory=dict, repr=False)  # common.yaml as written: explain only
+    shared_criteria: dict[str, SharedCriterion] = field(default_factory=dict)
+    referral_words: tuple[str, ...] = ()  # an open referral's text must say it is one
     codes: CodeIndex = field(init=False)
 
     def __post_init__(self) -> None:

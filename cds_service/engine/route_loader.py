@@ -3,7 +3,7 @@ card content they name, variants, referral, orders and suppression, every name r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cds_service.engine.concepts import ObservationConcept
 from cds_service.engine.criteria import Criterion, Definitions, Need
@@ -16,6 +16,7 @@ from cds_service.engine.model import (
     Referral,
     Route,
     RuleError,
+    SharedCriterion,
     Suppression,
     Variant,
 )
@@ -32,10 +33,29 @@ class Shared:
     medications: MedicationClassifier | None
     concepts: dict[str, ObservationConcept]
     status_sets: dict[str, frozenset[str]]
+    criteria: dict[str, SharedCriterion] = field(default_factory=dict)  # cards/shared/
+
+    def definitions(self, file: str) -> Definitions:
+        """What a shared criterion may name: nothing route-local."""
+        return Definitions(
+            file=file,
+            value_sets=self.value_sets,
+            concepts=self.concepts,
+            status_sets=self.status_sets,
+            orders=frozenset(),
+            medications=self.medications,
+            ids=frozenset(),  # a shared criterion refers to no other criterion
+        )
+
+
+# What a route adds where it uses a shared criterion (as rules-route.json's $defs/use).
+ROUTE_LOCAL_KEYS = ("content", "indicator", "unless", "evidence", "evidence_level", "context")
 
 
 def compile_route(file: str, data: Spec, shared: Shared) -> Route:
     data = {**data, "_file": file}
+    expanded, uses = _uses_of_shared(file, data, shared)
+    data.update(expanded)
     value_sets = _value_sets(file, data, shared)
     medications = shared.medications
     if data.get("medications"):  # a route's own classes, on top of the shared ones
@@ -59,7 +79,7 @@ def compile_route(file: str, data: Spec, shared: Shared) -> Route:
         spec["id"]: Criterion.build(spec, defs, where, fires) for where, spec, fires in entries
     }
     content = {name: _content(block) for name, block in data.get("content", {}).items()}
-    used = {name for c in criteria.values() for name in _value_set_names(c)}
+    read = {name for c in criteria.values() for name in _value_set_names(c)}
     return Route(
         code=data["route"],
         title=data["title"],
@@ -72,7 +92,7 @@ def compile_route(file: str, data: Spec, shared: Shared) -> Route:
         content=content,
         content_of=_content_of(file, criteria, content),
         variants=_variants(file, data, defs),
-        value_sets={name: vs for name, vs in value_sets.items() if name in used},
+        value_sets={name: vs for name, vs in value_sets.items() if name in read},
         needs=_needs(file, criteria),
         referral=_referral(data),
         orders={key: Order(_concept(entry)) for key, entry in data.get("orders", {}).items()},
@@ -82,7 +102,41 @@ def compile_route(file: str, data: Spec, shared: Shared) -> Route:
         ),
         medications=medications,
         spec=data,
+        shared=uses,
     )
+
+
+def _uses_of_shared(file: str, data: Spec, shared: Shared) -> tuple[Spec, frozenset[str]]:
+    """The route's criteria and building blocks with each ``use: <id>`` replaced by the
+    shared definition plus the route's own keys, and the ids so used. An entry that defines
+    a shared id itself is refused: one definition per clinical concept."""
+    expanded: Spec = {}
+    uses: list[str] = []
+    for section in ("criteria", "building_blocks"):
+        if section not in data:
+            continue
+        entries: list[Spec] = []
+        for i, entry in enumerate(data.get(section, [])):
+            where = f"{file}: field {section}/{i}"
+            name = entry.get("use")
+            if name is None:
+                if entry["id"] in shared.criteria:
+                    defined = shared.criteria[entry["id"]]
+                    raise RuleError(
+                        f"{where}/id: {entry['id']!r} is defined in {defined.file}: write "
+                        f"`use: {entry['id']}` (adding only {', '.join(ROUTE_LOCAL_KEYS)}) "
+                        "instead of defining it again"
+                    )
+                entries.append(entry)
+                continue
+            definition = shared.criteria.get(name)
+            if definition is None:
+                raise RuleError(f"{where}/use: unknown shared criterion {name!r} (cards/shared/)")
+            local = {key: entry[key] for key in ROUTE_LOCAL_KEYS if key in entry}
+            entries.append({**definition.spec, **local})
+            uses.append(name)
+        expanded[section] = entries
+    return expanded, frozenset(uses)
 
 
 def _entries(data: Spec) -> list[tuple[str, Spec, bool]]:
@@ -180,7 +234,14 @@ def _referral(data: Spec) -> Referral | None:
     if "referral" not in data:
         return None
     spec = data["referral"]
-    return Referral(spec["label"], _concept(spec["code"]), spec["priority"])
+    recognised = spec.get("recognised_by") or {}
+    return Referral(
+        spec["label"],
+        _concept(spec["code"]),
+        spec["priority"],
+        also=tuple(_concept(entry) for entry in recognised.get("codes", [])),
+        words=tuple(recognised.get("words", [])),
+    )
 
 
 def _needs(file: str, criteria: dict[str, Criterion]) -> dict[str, Need]:
