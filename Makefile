@@ -15,16 +15,22 @@ LINT_PATHS ?= cds_service tests bench
 
 .PHONY: venv run test lint bench check-rules explain lock clean
 
+# A first run says what it is doing (about a minute from nothing, mostly downloads):
+# one line per step, then uv's own progress and the packages it installs.
 $(STAMP): pyproject.toml setup.py uv.lock requirements-uv.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-uv.txt
-	$(SYNC) --quiet
-	touch $(STAMP)
+	@test -x $(BIN)/python || { echo "make: creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	@echo "make: installing uv into $(VENV) (pinned with hashes: requirements-uv.txt)"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-uv.txt
+	@echo "make: installing the locked dependencies and this package (uv.lock; a first run downloads them)"
+	$(SYNC)
+	@touch $(STAMP)
+	@echo "make: $(VENV) is ready"
 
 venv: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/cds-service check-rules
+	@echo "make: starting gunicorn on http://$${CDS_HOST:-127.0.0.1}:$${CDS_PORT:-8080} (Ctrl-C stops it)"
 	$(BIN)/gunicorn -c python:cds_service.web.gunicorn_conf 'cds_service.web.app:create_app()'
 
 # The linters run first: a style or type error fails `make test` like a failing test.

@@ -6,6 +6,11 @@ logger (see ``access``). What those lines may hold is fixed here, so no patient 
 slip in: identifiers of the hook call and the service, HTTP status, duration, the routes
 and rules that fired, and counts of resources by type. Never names, patient or user ids,
 values or tokens.
+
+Under gunicorn, its own messages (start, workers booting and exiting, signals) go through
+the same formatter from the master's first line (``gunicorn_logconfig``, used by
+``cds_service/web/gunicorn_conf.py``): one JSON object per line from every process, and no
+``--- Logging error ---`` when a record has no process id (see ``configure``).
 """
 
 from __future__ import annotations
@@ -61,10 +66,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str = "INFO", stream=None) -> logging.Handler:
-    """Install the JSON handler on the root logger (replacing one installed before)."""
+    """Install the JSON handler on the root logger (replacing a JSON handler installed
+    before, ours or gunicorn's from ``gunicorn_logconfig``)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
-        if getattr(handler, "_cds_json", False):
+        if getattr(handler, "_cds_json", False) or isinstance(handler.formatter, JsonFormatter):
             root.removeHandler(handler)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -81,7 +87,40 @@ def configure(level: str = "INFO", stream=None) -> logging.Handler:
     # Third-party request logs carry FHIR query URLs (patient ids) at DEBUG: keep them quiet.
     for noisy in ("urllib3", "requests"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # gunicorn's own lines go to this handler too: a handler of its own would format
+    # "[%(process)d]", which is None from here on (a traceback per line, and the line lost).
+    for name in GUNICORN_LOGGERS:
+        gunicorn_log = logging.getLogger(name)
+        for own in list(gunicorn_log.handlers):
+            gunicorn_log.removeHandler(own)
+        gunicorn_log.propagate = True
     return handler
+
+
+GUNICORN_LOGGERS = ("gunicorn.error",)
+
+
+def gunicorn_logconfig(level: str = "INFO") -> dict:
+    """gunicorn's ``logconfig_dict``: its messages as JSON lines on stderr, through the root
+    logger, from the master's first line on. Its access log stays off (the app writes its
+    own access line)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
+        "loggers": {
+            "gunicorn.error": {"level": level.upper(), "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": False},
+        },
+    }
 
 
 def access(fields: dict) -> None:

@@ -4,13 +4,23 @@ Also sets up Prometheus multiprocess mode (one metrics directory shared by the w
 wiped at start) and tunes the garbage collector of each worker for a request-heavy,
 allocation-heavy workload (see ``post_worker_init``). ``bench/run.py`` serves the
 service and its parse-only baseline with this same file, so both get identical settings.
+
+A first run should talk plainly: gunicorn's own messages are JSON lines like the app's
+(``cds_service.logs.gunicorn_logconfig``), and a listen address already taken stops the
+start at once with one line naming ``CDS_PORT`` (``on_starting``) instead of gunicorn's
+five retries and "Can't connect".
 """
 
+import errno
 import gc
 import os
 import shutil
+import signal
+import socket
+import sys
 import tempfile
 
+from cds_service import logs
 from cds_service.config import Settings
 
 _settings = Settings.from_env()
@@ -30,6 +40,8 @@ threads = 2  # used by gthread only
 timeout = 30
 keepalive = 5
 accesslog = None  # the app writes its own JSON access line (logger cds_service.access)
+loglevel = _settings.log_level.lower()
+logconfig_dict = logs.gunicorn_logconfig(_settings.log_level)
 
 # Prometheus multiprocess mode. The variable must be set before a worker imports
 # prometheus_client (it picks its value class at import): here, in the master, it is.
@@ -46,8 +58,44 @@ def _wipe(path: str) -> None:
             os.remove(os.path.join(path, name))
 
 
+def _cannot_listen(host: str, port: int, error: OSError) -> str:
+    """What to do about an address gunicorn could not listen on, in one line."""
+    if error.errno == errno.EADDRINUSE:
+        return (
+            f"port {port} on {host} is already in use: stop the program holding it, or set "
+            f"CDS_PORT to a free port (e.g. CDS_PORT={port + 1} make run)"
+        )
+    if error.errno == errno.EACCES:
+        return f"port {port} needs privileges to listen on: set CDS_PORT to a port above 1023"
+    return f"cannot listen on {host}:{port} ({error.strerror}): check CDS_HOST and CDS_PORT"
+
+
+def _check_listen_addresses(server) -> None:
+    """Stop with one line when an address cannot be listened on (checked as gunicorn binds:
+    SO_REUSEADDR, so a port in TIME_WAIT is not taken for busy). Sockets handed over by
+    systemd or a re-executing master are not ours to check."""
+    if os.environ.get("LISTEN_FDS") or os.environ.get("GUNICORN_FD"):
+        return
+    for address in server.cfg.address:
+        if not isinstance(address, tuple):  # a unix socket path
+            continue
+        host, port = address[0], address[1]
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as error:
+                server.log.error(_cannot_listen(host, port, error))
+                if _created_metrics_dir:
+                    shutil.rmtree(_created_metrics_dir, ignore_errors=True)
+                sys.exit(1)
+
+
 def on_starting(server):
-    """Counters restart from zero with the server: stale worker files are removed."""
+    """The listen address is usable; counters restart from zero with the server (stale
+    worker files are removed)."""
+    _check_listen_addresses(server)
     _wipe(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 
@@ -63,9 +111,26 @@ def post_worker_init(worker):
     from cds_service.web import gc_policy, gunicorn_errors
 
     gunicorn_errors.install(worker)  # 400/414/431 ... from gunicorn as OperationOutcome JSON
+    _quit_once(worker)
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     gc_policy.enable()  # and the young generation once each answer is sent (gc_policy.py)
+
+
+def _quit_once(worker) -> None:
+    """Quit on the first SIGINT or SIGQUIT only. Ctrl-C in a terminal reaches each worker
+    twice (SIGINT from the terminal, SIGQUIT from the master); gunicorn's gevent worker
+    starts a greenlet per signal that calls ``sys.exit``, and the second one, run while the
+    interpreter is already exiting, printed a ``SystemExit`` traceback."""
+    quitting: list[int] = []
+
+    def handle(sig, frame):
+        if not quitting:
+            quitting.append(sig)
+            worker.handle_quit(sig, frame)
+
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, handle)
 
 
 def child_exit(server, worker):
