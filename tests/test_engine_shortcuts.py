@@ -96,7 +96,7 @@ def test_results_of_one_instant_are_ordered_as_the_full_sort_orders_them(ruleset
 def _problem(display: str, day: int | None, status: str = "active") -> Fact:
     when = NOW - timedelta(days=day) if day is not None else None
     code = Concept(SNOMED, str(abs(hash(display)) % 10**8), display)
-    evidence = CodedProblem(code, status, when.date() if when else None, None)
+    evidence = CodedProblem(code, status, when, None)
     return Fact("c", evidence, (), when)
 
 

@@ -125,14 +125,14 @@ def test_a_route_that_crashes_on_a_malformed_resource_skips_that_resource(monkey
 
     real = criteria.condition_fact
 
-    def fragile(criterion_id, resource, concept, **kwargs):
-        if resource.get("onsetDateTime") == "2026-99-99":  # invalid for R4B
+    def fragile(record, criterion_id, resource, concept, **kwargs):
+        if resource.get("code", {}).get("text") == 5:  # invalid for R4B (text is a string)
             raise TypeError("a defect reached by malformed data")
-        return real(criterion_id, resource, concept, **kwargs)
+        return real(record, criterion_id, resource, concept, **kwargs)
 
     monkeypatch.setattr(criteria, "condition_fact", fragile)
     broken = condition("I82.402", onset=None)
-    broken["onsetDateTime"] = "2026-99-99"
+    broken["code"]["text"] = 5
     cards = cards_of(condition(DVT, onset=2), broken, *normal_workup())
     assert "urgent-care" in cards
     assert DVT in cards["urgent-care"]["detail"]
@@ -165,12 +165,30 @@ def test_potassium_with_its_unit_is_the_urgent_card():  # near miss of the above
     assert urgent is not None and "Potassium 2.4 mmol/L" in urgent["detail"]
 
 
-def test_text_only_potassium_is_listed_for_review():
+def _as_text(value: str) -> dict:
     result = potassium(0)
     del result["valueQuantity"]
-    result["valueString"] = "<2.5 mmol/L"
-    _, workup = urgent_and_workup(result)
-    assert "a text value only" in workup["detail"] and '"<2.5 mmol/L"' in workup["detail"]
+    result["valueString"] = value
+    return result
+
+
+def test_a_number_with_its_unit_written_as_text_is_read_with_its_comparator():
+    urgent, _ = urgent_and_workup(_as_text("<2.5 mmol/L"))
+    assert urgent is not None
+    assert "Potassium <2.5 mmol/L" in urgent["detail"]  # never the point value "2.5"
+    assert 'read from the text "<2.5 mmol/L"' in urgent["detail"]
+
+
+def test_a_number_written_as_text_without_a_unit_is_listed_for_review():  # near miss
+    urgent, workup = urgent_and_workup(_as_text("2.9"))
+    assert urgent is None  # the unit is never guessed
+    assert "a number written as text, with no unit" in workup["detail"]
+
+
+def test_words_written_as_the_value_are_listed_for_review():
+    urgent, workup = urgent_and_workup(_as_text("hemolyzed"))
+    assert urgent is None
+    assert "a text value only" in workup["detail"] and '"hemolyzed"' in workup["detail"]
 
 
 @pytest.mark.parametrize(

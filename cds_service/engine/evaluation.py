@@ -86,7 +86,7 @@ def evaluate(ruleset: RuleSet, record: Record) -> list[RouteResult]:
 def gate_facts(ruleset: RuleSet, record: Record) -> list[Fact]:
     """The active leg-cramp problems; no cards without one."""
     return [
-        condition_fact("gate", resource, concept)
+        condition_fact(record, "gate", resource, concept)
         for resource, concept in record.find("Condition", ruleset.gate)
         if condition_counts(resource) and record.is_valid(resource)
     ]

@@ -9,11 +9,12 @@ corrected for albumin, a discordance). ``render.evidence`` turns these into text
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from cds_service.engine.fhir_status import reference_to
+from cds_service.engine.reading import Read, quantity_of
 from cds_service.engine.shapes import Resource
 from cds_service.engine.terminology import Concept
 
@@ -36,16 +37,19 @@ class Quantity:
 
     @classmethod
     def of(cls, resource: Resource) -> Quantity:
-        quantity = resource.get("valueQuantity")
-        if isinstance(quantity, dict):
+        """As sent; a number written in ``valueString`` keeps its text beside its value."""
+        text = resource.get("valueString")
+        text = text if isinstance(text, str) else None
+        quantity = quantity_of(resource)
+        if quantity is not None:
             return cls(
                 quantity.get("value"),
                 quantity.get("unit"),
                 quantity.get("code"),
                 quantity.get("comparator"),
+                text if quantity.get("from_text") else None,
             )
-        text = resource.get("valueString")
-        return cls(text=text if isinstance(text, str) else None)
+        return cls(text=text)
 
 
 # --- evidence records, one per kind of finding ------------------------------------------
@@ -53,12 +57,13 @@ class Quantity:
 
 @dataclass(frozen=True)
 class CodedProblem:
-    """A Condition: the code it carries, its clinical status and dates as recorded."""
+    """A Condition: the code it carries, its clinical status and dates as read (an onset
+    may be approximate, from an age or a text, or unreadable: ``reading``)."""
 
     code: Concept
     status: str
-    onset: date | None
-    recorded: date | None
+    onset: Read
+    recorded: Read
     undated_counted: bool = False  # no usable date, counted as recent (an acute DVT)
 
 
@@ -67,7 +72,7 @@ class RecordedFinding:
     """A sign recorded as an Observation coded like a problem (``also_observations``)."""
 
     code: Concept
-    when: datetime | None
+    when: Read
 
 
 @dataclass(frozen=True)

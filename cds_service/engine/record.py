@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import groupby
 from operator import attrgetter, itemgetter
 
-from cds_service.engine.fhir_status import parse_datetime
+from cds_service.engine.reading import Read, Reader, When
 from cds_service.engine.results import LabResults
 from cds_service.engine.shapes import Resource
 from cds_service.engine.terminology import CodeIndex, Concept, Owners, ValueSet
 from cds_service.engine.validation import (
-    CHOICE_VARIANTS_OF,
-    ELEMENTS_READ,
+    CHOICE_VARIANTS,
+    VALIDATED_OF,
     VALIDATED_TYPES,
     validates,
     well_formed,
@@ -84,6 +84,31 @@ def _owners_of_concept(concept: object, owners_of: Callable[[object, object], Ow
     return tuple(owners.items())
 
 
+# What a component's result shares with the Observation it is part of: whose it is, its
+# status and its dates (its own code, value and interpretation replace the panel's).
+_PANEL_ELEMENTS = frozenset(
+    {"resourceType", "id", "status", "subject", "patient", "issued"}
+    | {name for name in CHOICE_VARIANTS if name.startswith("effective")}
+)
+_COMPONENT_ELEMENTS = ("code", "valueQuantity", "valueString", "interpretation")
+
+
+def component_views(resource: Resource) -> list[Resource]:
+    """Each coded component of an Observation as a result of its own (a right and a left
+    ankle-brachial index sent as one panel): the rules read it like any result, and its
+    evidence refers to the panel."""
+    components = resource.get("component")
+    if type(components) is not list:
+        return []
+    panel = {name: value for name, value in resource.items() if name in _PANEL_ELEMENTS}
+    views = []
+    for component in components:
+        if type(component) is dict and type(component.get("code")) is dict:
+            own = {name: component[name] for name in _COMPONENT_ELEMENTS if name in component}
+            views.append({**panel, **own})
+    return views
+
+
 class Record:
     """One patient's resources, grouped by type; coded ones filed under the rules' value sets.
 
@@ -99,9 +124,12 @@ class Record:
         now: datetime,
         codes: CodeIndex,
         strict: bool = False,
+        local: tzinfo = UTC,
     ) -> None:
         self.patient_id = patient_id
         self.now = now
+        self.local = local
+        self.read = Reader(local)  # every date of the record is read through it
         self.codes = codes
         self.strict = strict  # every resource a rule reaches must pass R4B validation
         self.patient: Resource | None = None
@@ -200,6 +228,8 @@ class Record:
         owners_of = self.codes.owners
         memo = self.codes.memo  # read directly: one lookup per resource, no call
         group = self.received.get(rtype, [])
+        if rtype == "Observation":
+            group = group + [v for r in group if r.get("component") for v in component_views(r)]
         try:
             concepts = list(map(_code_attribute, group))  # decoded FhirNodes: read in C
         except AttributeError:  # plain dicts among them
@@ -252,7 +282,9 @@ class Record:
         """The same resources, each one R4B-validated before a rule reads it: for a route
         that failed on malformed data, so the malformed resource costs itself, not the route."""
         resources = [r for group in self.received.values() for r in group]
-        return Record(self.patient_id, resources, self.now, self.codes, strict=True)
+        return Record(
+            self.patient_id, resources, self.now, self.codes, strict=True, local=self.local
+        )
 
     def counts(self) -> dict[str, int]:
         """Resources received, by type (for the access log)."""
@@ -265,22 +297,17 @@ class Record:
     def is_valid(self, resource: Resource) -> bool:
         """Validate what the rules read of a resource against the FHIR R4B model.
 
-        Only the elements in ``ELEMENTS_READ`` and the type's own choice elements
-        (``CHOICE_VARIANTS_OF``) are validated: a lab value is not dropped
-        because of a malformed element no rule looks at, and validation costs half as much.
+        Only the elements the rules read, dates aside (``VALIDATED_OF``), are validated: a
+        lab value is not dropped because of a malformed element no rule looks at, nor for a
+        date in a form ``reading`` reads (or says it cannot), and validation costs less.
         """
         key = id(resource)
         verdict = self._valid.get(key)
         if verdict is None:
             rtype = resource.get("resourceType")
-            choices = CHOICE_VARIANTS_OF.get(rtype, ()) if type(rtype) is str else ()
             verdict = self._valid[key] = rtype not in VALIDATED_TYPES or validates(
                 rtype,
-                {
-                    k: v
-                    for k, v in resource.items()
-                    if v is not None and (k in ELEMENTS_READ[rtype] or k in choices)
-                },
+                {k: v for k, v in resource.items() if v is not None and k in VALIDATED_OF[rtype]},
             )
             if not verdict:
                 self.invalid_count += 1
@@ -306,11 +333,16 @@ class Record:
         died = patient.get("deceasedDateTime")
         if died is None:
             return False
-        when = parse_datetime(died)
-        return when is None or when <= self.now + timedelta(days=1)
+        when = self.read.date(died)
+        return not isinstance(when, When) or when < self.now + timedelta(days=1)
+
+    @property
+    def birth(self) -> Read:
+        """The birth date as read (onset ages are counted from it)."""
+        return self.read.date((self.patient or {}).get("birthDate"))
 
     def age_on(self, when: datetime) -> float | None:
-        birth = parse_datetime((self.patient or {}).get("birthDate"))
-        if birth is None or birth > when:
+        birth = self.birth
+        if not isinstance(birth, When) or birth > when:
             return None
         return (when - birth).days / 365.25

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
-from cds_service.engine.fhir_status import instant, observation_date
-from cds_service.engine.quality import Reading, assess
+from cds_service.engine.quality import UNREADABLE, Reading, assess
+from cds_service.engine.reading import Unreadable, observation_when, standing_in
 from cds_service.engine.shapes import Resource
 from cds_service.engine.terminology import Concept
 
@@ -42,6 +42,7 @@ class LabResults:
         self._dated: dict[str, list[Dated]] = {}
         self._values: dict[str, dict[int, Reading]] = {}
         self._answers: dict[Question, list[Result]] = {}
+        self._undated: dict[int, str] = {}  # results whose date cannot be read: what it says
         self._latest_allowed = (record.now + timedelta(days=1)).timestamp()
 
     def _question(
@@ -187,7 +188,12 @@ class LabResults:
         key = id(resource)
         found = readings.get(key)
         if found is None:
-            found = readings[key] = assess(concept, resource)
+            undated = self._undated.get(key)
+            found = readings[key] = (
+                assess(concept, resource)
+                if undated is None
+                else Reading(UNREADABLE, reason=f'a date that cannot be read ("{undated}")')
+            )
             if not found.usable:
                 log.info("a %s result is %s: %s", concept.name, found.status, found.reason)
         return found
@@ -196,23 +202,18 @@ class LabResults:
         """(POSIX timestamp, when, resource, code), newest first. Sorted and compared on
         timestamps: comparing datetimes that carry UTC offsets is several times slower."""
         latest_allowed = self._latest_allowed
+        record = self.record
         dated: list[Dated] = []
-        for resource, code in self.record._candidates("Observation", concept.value_set):
-            effective = (
-                resource.get("effectiveDateTime")
-                if type(resource) is dict
-                else resource.effectiveDateTime  # type: ignore[attr-defined]  # a FhirNode
-            )
-            stamped = (
-                instant(effective) if type(effective) is str and 4 <= len(effective) <= 64 else None
-            )
-            if stamped is None:
-                when = observation_date(resource)
-                if when is None:
-                    continue
-                stamped = (when.timestamp(), when)
-            if stamped[0] <= latest_allowed:
-                dated.append((stamped[0], stamped[1], resource, code))
+        for resource, code in record._candidates("Observation", concept.value_set):
+            when = observation_when(record.read, resource)
+            if when is None:
+                when = Unreadable("no date")
+            if isinstance(when, Unreadable):  # never dropped: it may be the newest
+                self._undated[id(resource)] = when.said
+                when = standing_in(when, record.now)
+            stamp = when.timestamp()
+            if stamp <= latest_allowed:
+                dated.append((stamp, when, resource, code))
         dated.sort(key=_stamp, reverse=True)  # newest first, stable: ties keep their order
         _order_ties(dated, concept)
         return dated

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from cds_service.engine.reading import TEMPORAL_ELEMENTS
 from cds_service.engine.shapes import Resource
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,12 @@ CHOICE_VARIANTS_OF = {
     rtype: frozenset(v for v in CHOICE_VARIANTS if v.startswith(prefixes))
     for rtype, prefixes in _CHOICES_BY_PREFIX.items()
 }
+# What ``Record.is_valid`` hands the R4B model of each type: the elements read, without the
+# dates (``reading`` owns them: an ``issued`` written as a date must not cost the result).
+VALIDATED_OF = {
+    rtype: frozenset(elements | CHOICE_VARIANTS_OF.get(rtype, frozenset())) - TEMPORAL_ELEMENTS
+    for rtype, elements in ELEMENTS_READ.items()
+}
 
 # The JSON type each element the engine reads must have; a resource where one of its type's
 # elements (ELEMENTS_OF) is of the wrong type is left out whole (malformed input must never
@@ -125,7 +132,6 @@ _SHAPES = {
     "intent": str,
     "id": str,
     "gender": str,
-    "birthDate": str,
     "code": dict,
     "clinicalStatus": dict,
     "verificationStatus": dict,
@@ -134,24 +140,15 @@ _SHAPES = {
     "valueQuantity": dict,
     "medicationCodeableConcept": dict,
     "medicationReference": dict,
-    "onsetPeriod": dict,
-    "effectivePeriod": dict,
-    "performedPeriod": dict,
     "contained": list,
     "ingredient": list,
     "interpretation": list,
+    "component": list,
     "valueString": str,
-    "onsetDateTime": str,
-    "recordedDate": str,
-    "effectiveDateTime": str,
-    "effectiveInstant": str,
-    "issued": str,
-    "performedDateTime": str,
-    "authoredOn": str,
-    "abatementDateTime": str,
-    "deceasedDateTime": str,
     "deceasedBoolean": bool,
 }
+# Dates are not among them: ``reading`` reads every form of them, a malformed one as
+# unreadable, so a date costs only itself, never the resource.
 _QUANTITY_SHAPES = {"code": str, "unit": str, "comparator": str, "system": str}
 
 
@@ -176,6 +173,7 @@ ELEMENTS_OF = {
             "issued",
             "valueString",
             "interpretation",
+            "component",
             *CHOICE_VARIANTS_OF["Observation"],
         },
         "Procedure": {"status", "code", *CHOICE_VARIANTS_OF["Procedure"]},

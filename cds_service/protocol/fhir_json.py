@@ -104,6 +104,7 @@ class ObservationNode(FhirNode, tag="Observation"):
     issued: str | None = None
     valueString: str | None = None
     interpretation: list | None = None
+    component: list | None = None  # a panel's results (record.component_views)
 
 
 class ProcedureNode(FhirNode, tag="Procedure"):

@@ -24,6 +24,7 @@ from cds_service.engine.facts import (
     UnusableResult,
 )
 from cds_service.engine.quality import CRITICAL_FLAGS
+from cds_service.engine.reading import APPROXIMATE, EXACT, UNREADABLE, Read, Unreadable
 
 
 def format_number(value: float, decimals: int) -> str:
@@ -39,8 +40,31 @@ def value_text(concept: ObservationConcept, canonical_value: float) -> str:
     return f"{shown} {units.display_label(concept.display_unit)}".rstrip()
 
 
-def day(when: datetime | None) -> str:
-    return when.date().isoformat() if when else "date not recorded"
+def day(when: Read | datetime) -> str:
+    """A date as it was written: at its precision ("2026-12", "2009"), approximate with
+    where it came from ("at age 31, about 1999"), or what could not be read."""
+    if when is None:
+        return "date not recorded"
+    if isinstance(when, Unreadable):
+        return f'date unreadable ("{when.said}")'
+    how, said = getattr(when, "how", EXACT), getattr(when, "said", "")
+    if how == UNREADABLE:
+        return f'date unreadable ("{said}")' if said != "no date" else "no date recorded"
+    precision = getattr(when, "precision", "time")
+    if how == APPROXIMATE:
+        about = f"about {when.year}" if precision == "year" else f"about {when.date().isoformat()}"
+        return f"at {said}, {about}" if said.startswith("age ") else f'"{said}", {about}'
+    if precision == "year":
+        return str(when.year)
+    if precision == "month":
+        return when.strftime("%Y-%m")
+    return when.date().isoformat()
+
+
+def on(when: Read | datetime) -> str:
+    """ "on 2026-12-06", or the date as written when it is not a plain day."""
+    shown = day(when)
+    return f"on {shown}" if shown[:1].isdigit() else f"({shown})"
 
 
 def text(fact: Fact) -> str:
@@ -66,9 +90,7 @@ def missing(fact: Fact) -> str:
         brief = "none on record"
     else:
         last = evidence.last
-        brief = (
-            f"last {value_text(last.concept, last.value)} on {day(last.when)}, {last.code.label}"
-        )
+        brief = f"last {value_text(last.concept, last.value)} {on(last.when)}, {last.code.label}"
     return f"{_bare(evidence.label)} ({evidence.months} months; {brief})"
 
 
@@ -88,12 +110,13 @@ def _short(evidence: object) -> str:
 
 @_text.register
 def _(e: CodedProblem) -> str:
-    if e.onset and e.recorded and e.recorded != e.onset:
-        dates = f"onset {e.onset.isoformat()}, recorded {e.recorded.isoformat()}"
-    elif e.onset:
-        dates = f"onset {e.onset.isoformat()}"
-    elif e.recorded:
-        dates = f"recorded {e.recorded.isoformat()} (onset not recorded)"
+    onset, recorded = (day(e.onset) if e.onset else None), (day(e.recorded) if e.recorded else None)
+    if onset and recorded and recorded != onset:
+        dates = f"onset {onset}, recorded {recorded}"
+    elif onset:
+        dates = f"onset {onset}"
+    elif recorded:
+        dates = f"recorded {recorded} (onset not recorded)"
     else:
         dates = "onset and recorded date not recorded"
     if e.undated_counted:
@@ -108,7 +131,7 @@ def _(e: CodedProblem) -> str:
 
 @_text.register
 def _(e: RecordedFinding) -> str:
-    return f"{e.code.display} ({e.code.label}), recorded as a finding on {day(e.when)}"
+    return f"{e.code.display} ({e.code.label}), recorded as a finding {on(e.when)}"
 
 
 @_short.register
@@ -123,30 +146,31 @@ def _(e: ProcedureDone) -> str:
 
 @_short.register
 def _(e: ProcedureDone) -> str:
-    return f"{e.code.display.lower()} on {day(e.when)}"
+    return f"{e.code.display.lower()} {on(e.when)}"
 
 
 @_text.register
 def _(e: LabResult) -> str:
-    concept, shown, on = e.concept, value_text(e.concept, e.value), day(e.when)
+    concept, shown, dated = e.concept, _lab_value(e), on(e.when)
     if e.estimate is not None:
         derived = _estimate(e.estimate)
-        line = f"{concept.label} {shown} on {on}, **estimated** with CKD-EPI 2021 from {derived}"
+        line = f"{concept.label} {shown} {dated}, **estimated** with CKD-EPI 2021 from {derived}"
     elif e.correction is not None:
         c = e.correction
         derived = (
             f"measured {value_text(concept, c.measured)}, corrected for albumin "
             f"{value_text(c.albumin, c.albumin_value)} ({day(c.albumin_when)})"
         )
-        line = f"{concept.label} {shown} on {on} ({e.code.label}; {derived})"
+        line = f"{concept.label} {shown} {dated} ({e.code.label}; {derived})"
     else:
-        line = f"{concept.label} {shown} on {on} ({e.code.label}{as_reported(concept, e.reported)})"
+        reported = as_reported(concept, e.reported) + read_note(e.reported)
+        line = f"{concept.label} {shown} {dated} ({e.code.label}{reported})"
     t = e.threshold
     limit = f"{t.comparator} {format_number(t.value, 2)} {units.display_label(t.unit)}"
     line += f"; threshold {limit}{_discordance(concept, e.discordance)}"
     if e.earlier is not None:
         line += (
-            f"; also {value_text(concept, e.earlier.value)} on {day(e.earlier.when)} "
+            f"; also {value_text(concept, e.earlier.value)} {on(e.earlier.when)} "
             f"({e.earlier.code.label}), {(e.when - e.earlier.when).days} days earlier: "
             "**sustained**"
         )
@@ -155,14 +179,31 @@ def _(e: LabResult) -> str:
 
 @_short.register
 def _(e: LabResult) -> str:
-    concept, shown, on = e.concept, value_text(e.concept, e.value), day(e.when)
+    concept, shown, dated = e.concept, _lab_value(e), on(e.when)
     if e.estimate is not None:
-        brief = f"estimated {concept.label} {shown} on {on}"
+        brief = f"estimated {concept.label} {shown} {dated}"
     elif e.correction is not None:
-        brief = f"{concept.label} {shown} (corrected) on {on}"
+        brief = f"{concept.label} {shown} (corrected) {dated}"
     else:
-        brief = f"{concept.label} {shown} on {on}"
+        brief = f"{concept.label} {shown} {dated}"
     return f"{brief}, sustained" if e.earlier is not None else brief
+
+
+def _lab_value(e: LabResult) -> str:
+    """The value with the comparator the laboratory reported ("<2.5 mmol/L"): a censored
+    result is never shown as a point value."""
+    comparator = e.reported.comparator if e.estimate is None and e.correction is None else None
+    prefix = comparator if comparator in {"<", "<=", ">", ">="} else ""
+    return prefix + value_text(e.concept, e.value)
+
+
+def read_note(q: Quantity) -> str:
+    """What was assumed to read the value: a number in a text, a unit given only as text."""
+    if q.text is not None:
+        return f'; read from the text "{q.text[:30]}"'
+    if not q.code and isinstance(q.unit, str) and q.unit:
+        return f'; unit given as text only ("{q.unit[:20]}")'
+    return ""
 
 
 def _estimate(estimate: Estimate) -> str:
@@ -194,14 +235,14 @@ def _discordance(concept: ObservationConcept, d: Discordance | None) -> str:
 def _(e: FlaggedResult) -> str:
     return (
         f"{e.concept.label} flagged {CRITICAL_FLAGS[e.flag]} ({e.flag}) by the laboratory "
-        f"on {day(e.when)} ({e.code.label}), with {e.reason}: no number to confirm it, "
+        f"{on(e.when)} ({e.code.label}), with {e.reason}: no number to confirm it, "
         "treated as critical"
     )
 
 
 @_short.register
 def _(e: FlaggedResult) -> str:
-    return f"{e.concept.label} flagged {CRITICAL_FLAGS[e.flag]} on {day(e.when)}"
+    return f"{e.concept.label} flagged {CRITICAL_FLAGS[e.flag]} {on(e.when)}"
 
 
 @_text.register
@@ -209,11 +250,11 @@ def _(e: UnusableResult) -> str:
     recorded = as_recorded(e.recorded)
     if e.implausible:
         return (
-            f"{e.concept.label} {recorded} on {day(e.when)} ({e.code.label}) is implausible: "
+            f"{e.concept.label} {recorded} {on(e.when)} ({e.code.label}) is implausible: "
             "check the result (not used by any rule)"
         )
     return (
-        f"{e.concept.label} result on {day(e.when)} ({e.code.label}) cannot be read "
+        f"{e.concept.label} result {on(e.when)} ({e.code.label}) cannot be read "
         f"({e.reason}{': ' + recorded if recorded else ''}): review this result"
     )
 

@@ -8,19 +8,21 @@ from typing import TYPE_CHECKING, Any
 
 from cds_service.engine.criteria.base import Criterion, Definitions, Need
 from cds_service.engine.facts import CodedProblem, Fact, ProcedureDone, RecordedFinding
-from cds_service.engine.fhir_status import (
-    OBSERVATION_FINAL,
-    PROCEDURE_DONE,
-    condition_counts,
-    condition_dates,
-    observation_date,
-    procedure_date,
+from cds_service.engine.fhir_status import OBSERVATION_FINAL, PROCEDURE_DONE, condition_counts
+from cds_service.engine.reading import (
+    Read,
+    When,
+    observation_when,
+    onset,
+    procedure_when,
+    when_of,
 )
 from cds_service.engine.shapes import Resource, Spec
 from cds_service.engine.terminology import ICD10CM, Concept, ValueSet, codings_of
 
 if TYPE_CHECKING:
     from cds_service.engine.evaluation import Evaluation
+    from cds_service.engine.record import Record
 
 FINDING_STATUSES = OBSERVATION_FINAL | {"preliminary"}  # a sign recorded as an Observation
 
@@ -72,20 +74,26 @@ class ConditionCriterion(Criterion):
                 for resource, concept in record.find(rtype, value_set):
                     if id(resource) in seen or record.known_invalid(resource):
                         continue
-                    dates = _dates(rtype, resource)
+                    dates = _dates(record, rtype, resource)
                     if dates is None:
                         continue
-                    known = [d for d in dates if d is not None and d <= latest]
+                    known = [d for d in dates if isinstance(d, When) and d <= latest]
                     undated = not known
                     if persisting is not None and (undated or min(known) > persisting):
                         continue
+                    # A partial or approximate date is in the window if any of it is (a DVT
+                    # of "2026-11" may be last week's): never missed for its precision.
                     if since is not None and (
-                        undated and not self.undated_counts or known and max(known) < since
+                        undated
+                        and not self.undated_counts
+                        or known
+                        and max(d.last for d in known) < since
                     ):
                         continue
                     seen.add(id(resource))
                     facts.append(
                         condition_fact(
+                            record,
                             self.id,
                             resource,
                             concept,
@@ -95,13 +103,23 @@ class ConditionCriterion(Criterion):
         return keep_newest_per_item(facts)
 
 
-def _dates(rtype: str, resource: Resource) -> tuple[datetime | None, datetime | None] | None:
+def _dates(record: Record, rtype: str, resource: Resource) -> tuple[Read, Read] | None:
     """(onset, recorded) of a problem that counts, (date, None) of a finding; None if not."""
     if rtype == "Condition":
-        return condition_dates(resource) if condition_counts(resource) else None
+        if not condition_counts(resource):
+            return None
+        return condition_dates(record, resource)
     if resource.get("status") in FINDING_STATUSES:
-        return (observation_date(resource), None)
+        return (observation_when(record.read, resource), None)
     return None
+
+
+def condition_dates(record: Record, resource: Resource) -> tuple[Read, Read]:
+    """(onset in any of its forms, recorded date): problem lists often carry only one."""
+    return (
+        onset(record.read, resource, record.birth),
+        record.read.date(resource.get("recordedDate")),
+    )
 
 
 @dataclass
@@ -127,7 +145,7 @@ class ProcedureCriterion(Criterion):
             for resource, concept in record.find("Procedure", value_set):
                 if resource.get("status") not in PROCEDURE_DONE:
                     continue
-                when = procedure_date(resource)
+                when = when_of(procedure_when(record.read, resource))
                 if when is None or (since is not None and when < since) or when > record.now:
                     continue
                 current = best.get(concept.code)
@@ -163,23 +181,22 @@ def _actual_code(resource: Resource, concept: Concept) -> Concept:
 
 
 def condition_fact(
-    criterion_id: str, resource: Resource, concept: Concept, undated_counted: bool = False
+    record: Record,
+    criterion_id: str,
+    resource: Resource,
+    concept: Concept,
+    undated_counted: bool = False,
 ) -> Fact:
     """The evidence of a coded problem: code, clinical status and dates as recorded (an
-    onset is never inferred from the date the entry was recorded)."""
+    onset is never inferred from the date the entry was recorded; one that cannot be read
+    is shown as written)."""
     concept = _actual_code(resource, concept)
     if resource.get("resourceType") == "Observation":
-        when = observation_date(resource)
-        return Fact(criterion_id, RecordedFinding(concept, when), (resource,), when)
-    onset, recorded = condition_dates(resource)
+        found = observation_when(record.read, resource)
+        return Fact(criterion_id, RecordedFinding(concept, found), (resource,), when_of(found))
+    began, recorded = condition_dates(record, resource)
     status = "active"
     for _s, code, _d in codings_of(resource.get("clinicalStatus")):
         status = code
-    evidence = CodedProblem(
-        concept,
-        status,
-        onset.date() if onset else None,
-        recorded.date() if recorded else None,
-        undated_counted,
-    )
-    return Fact(criterion_id, evidence, (resource,), onset or recorded)
+    evidence = CodedProblem(concept, status, began, recorded, undated_counted)
+    return Fact(criterion_id, evidence, (resource,), when_of(began) or when_of(recorded))

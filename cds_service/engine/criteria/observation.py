@@ -27,6 +27,7 @@ from cds_service.engine.facts import (
 )
 from cds_service.engine.model import RuleError
 from cds_service.engine.quality import UNREADABLE
+from cds_service.engine.reading import quantity_of
 from cds_service.engine.shapes import Resource, Spec
 
 if TYPE_CHECKING:
@@ -280,8 +281,8 @@ def _compare(value: float, comparator: str, limit: float) -> bool:
 
 
 def comparator_of(resource: Resource) -> str | None:
-    quantity = resource.get("valueQuantity")
-    comparator = quantity.get("comparator") if isinstance(quantity, dict) else None
+    quantity = quantity_of(resource)
+    comparator = quantity.get("comparator") if quantity is not None else None
     return comparator if comparator in {"<", "<=", ">", ">="} else None
 
 
