@@ -469,3 +469,58 @@ def test_pages_are_built_once_per_rule_set(ruleset, monkeypatch):
     assert built.route_html("nephrology") != html
     assert not any(r.fired for r in built.models["nephrology"].rules)  # the model is unchanged
     assert built.index_html() and built.text()
+
+
+# --------------------------------------------------------------- shared definitions
+
+
+def test_check_rules_explain_shows_each_shared_definition_once_with_its_users(capsys, ruleset):
+    """Issue 21: a concept two routes read is worded once, with every rule that uses it."""
+    assert main(["check-rules", "--explain"]) == 0
+    out = capsys.readouterr().out
+    routes, shared = out.split("Shared definitions (cards/shared/): each defined once")
+    for shared_id in ruleset.shared_criteria:
+        assert shared.count(f"[{shared_id}] ") == 1, shared_id
+    # The threshold is worded under Shared definitions only; each route points there.
+    assert "below (<) 2.5 mmol/L" in " ".join(shared.split())
+    assert "below (<) 2.5 mmol/L" not in " ".join(routes.split())
+    assert routes.count("[potassium-critical-low] the shared definition") == 2
+    entry = " ".join(shared.split()).split("[potassium-critical-low] ")[1]
+    users = entry.split("used by ")[1].split(" [")[0]
+    assert "urgent-care/potassium-critical-low (makes the card)" in users
+    assert "primary-care-workup/potassium-critical-low (building block)" in users
+    # What a route adds stays in its own section.
+    workup = routes.split("[primary-care-workup]")[1]
+    assert "[potassium-low] the shared definition" in workup
+    assert "UNLESS potassium-critical-low or ckd-stage-3-plus" in workup
+
+
+def test_explain_shared_names_every_route_that_uses_a_definition(ruleset):
+    found = {item.id: item for item in explain.explain_shared(ruleset)}
+    assert set(found) == set(ruleset.shared_criteria)
+    for route in ruleset.routes:
+        for criterion_id in route.shared:
+            assert route.code in [u.route for u in found[criterion_id].users]
+    diabetes = found["diabetes"]
+    assert [u.route for u in diabetes.users] == ["endocrinology", "primary-care-workup"]
+    assert diabetes.reads and diabetes.reads[0].name == "diabetes"
+
+
+def test_pages_say_where_a_shared_definition_lives(client):
+    index = client.get("/explain").get_data(as_text=True)
+    assert 'id="shared-potassium-critical-low"' in index
+    assert 'href="/explain/urgent-care#rule-potassium-critical-low"' in index
+    assert 'href="/explain/primary-care-workup#rule-potassium-critical-low"' in index
+    page = client.get("/explain/urgent-care").get_data(as_text=True)
+    section = page.split('id="rule-potassium-critical-low"')[1].split("</section>")[0]
+    assert "Defined once, in <code>cards/shared/criteria.yaml</code>" in section
+    assert "also used by primary-care-workup/potassium-critical-low" in section
+    assert "2.5" in section  # one route's page still reads whole: the definition is shown
+
+
+def test_route_pages_say_how_an_open_referral_is_recognised(client):
+    page = client.get("/explain/nephrology").get_data(as_text=True)
+    assert "An open (active or on-hold) referral already on record replaces" in page
+    assert "names nephrology, nephrologist, renal or kidney" in page
+    endocrinology = client.get("/explain/endocrinology").get_data(as_text=True)
+    assert "183530004" in endocrinology  # referral to diabetologist counts too

@@ -21,6 +21,7 @@ the rule files' version is that block's ``version`` and a content hash of ``card
 from cds_service.render.explain.build import (
     evidence_level,
     explain_route,
+    explain_shared,
     rule_content,
     source_attributes,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "evidence_level",
     "explain_link",
     "explain_route",
+    "explain_shared",
     "explain_url",
     "rule_content",
     "rules_hash",

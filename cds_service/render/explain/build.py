@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from cds_service.engine.criteria.missing import ObservationMissingCriterion
+from cds_service.engine.fhir_status import REFERRAL_OPEN
 from cds_service.render.explain.codes import code_of, concept_words
 from cds_service.render.explain.model import (
     Gate,
@@ -18,6 +19,8 @@ from cds_service.render.explain.model import (
     LinkData,
     RouteExplanation,
     RuleExplanation,
+    SharedExplanation,
+    SharedUse,
     SourceAttributes,
     VariantExplanation,
 )
@@ -26,7 +29,7 @@ from cds_service.render.explain.wording import criterion_words, join
 
 if TYPE_CHECKING:
     from cds_service.engine.criteria.base import Criterion
-    from cds_service.engine.model import Link, Route, RuleSet
+    from cds_service.engine.model import Link, Referral, Route, RuleSet
 
 TYPE_WORDS = {
     "condition": "problem on record",
@@ -133,12 +136,19 @@ def _variants(route: Route) -> list[VariantExplanation]:
 
 
 def _rule(
-    route: Route, criterion: Criterion, ruleset: RuleSet, used_by: list[str], variants: list[int]
+    route: Route,
+    criterion: Criterion,
+    ruleset: RuleSet,
+    used_by: list[str],
+    variants: list[int],
+    uses: dict[str, list[SharedUse]],
 ) -> RuleExplanation:
     words = criterion_words(criterion, route, ruleset)
     role = role_of(criterion)
     type_name = type(criterion).type_name
     next_step, caveats, links = rule_content(route, criterion)
+    own = _extra_details(criterion)
+    shared = ruleset.shared_criteria.get(criterion.id) if criterion.id in route.shared else None
     return RuleExplanation(
         id=criterion.id,
         type=type_name,
@@ -146,7 +156,7 @@ def _rule(
         role=role,
         indicator=(criterion.indicator or route.indicator) if role == "fires" else None,
         when=words.when,
-        details=words.details + _extra_details(criterion),
+        details=words.details + own,
         general=words.general,
         reads=words.reads,
         parts=list(criterion.parts),
@@ -159,13 +169,59 @@ def _rule(
         # ``finding`` (an older spelling of the note) has no typed field: read as written.
         note=clean(criterion.note) or clean(criterion.spec.get("finding")),
         evidence_level=evidence_level(route, criterion) if role == "fires" else None,
+        shared_file=shared.file if shared else None,
+        shared_with=[u.text for u in uses.get(criterion.id, []) if u.route != route.code],
+        own_details=own,
     )
+
+
+def shared_uses(ruleset: RuleSet) -> dict[str, list[SharedUse]]:
+    """Every route's rule that uses each shared criterion, in route order."""
+    uses: dict[str, list[SharedUse]] = {}
+    for route in ruleset.routes:
+        for criterion in route.criteria.values():
+            if criterion.id in route.shared:
+                use = SharedUse(route.code, criterion.id, role_of(criterion))
+                uses.setdefault(criterion.id, []).append(use)
+    return uses
+
+
+def explain_shared(ruleset: RuleSet) -> list[SharedExplanation]:
+    """Each shared criterion once, in words (as its first user compiles it: a route adds
+    no part of the definition), with every rule that uses it."""
+    uses = shared_uses(ruleset)
+    routes = {route.code: route for route in ruleset.routes}
+    found: list[SharedExplanation] = []
+    for shared in ruleset.shared_criteria.values():
+        users = uses.get(shared.id, [])
+        if not users:  # defined, used by no route: nothing the service reads
+            found.append(
+                SharedExplanation(shared.id, shared.file, "unused", "used by no rule", [], [], [])
+            )
+            continue
+        route = routes[users[0].route]
+        criterion = route.criteria[shared.id]
+        words = criterion_words(criterion, route, ruleset)
+        type_name = type(criterion).type_name
+        found.append(
+            SharedExplanation(
+                id=shared.id,
+                file=shared.file,
+                type_words=TYPE_WORDS.get(type_name, type_name),
+                when=words.when,
+                details=words.details,
+                reads=words.reads,
+                users=users,
+            )
+        )
+    return found
 
 
 def explain_route(route: Route, ruleset: RuleSet, fired: Iterable[str] = ()) -> RouteExplanation:
     """The plain-words model of one route; ``fired``: rule ids to highlight (others ignored)."""
     used_by = _used_by(route)
     variants = _variants(route)
+    uses = shared_uses(ruleset)
     rules = [
         _rule(
             route,
@@ -173,6 +229,7 @@ def explain_route(route: Route, ruleset: RuleSet, fired: Iterable[str] = ()) -> 
             ruleset,
             used_by.get(criterion.id, []),
             [v.index for v in variants if criterion.id in v.when],
+            uses,
         )
         for criterion in route.criteria.values()
     ]
@@ -190,6 +247,7 @@ def explain_route(route: Route, ruleset: RuleSet, fired: Iterable[str] = ()) -> 
             f"{concept_words(referral.code)}, suggested as '{referral.label}'" if referral else None
         ),
         referral_priority=referral.priority if referral else None,
+        referral_recognised=_recognised(referral, ruleset) if referral else None,
         orders=[concept_words(order.code) for order in route.orders.values()],
         caveats=[t for c in data.get("caveats", []) if (t := clean(c))],
         links=links_of(route.links),
@@ -198,6 +256,21 @@ def explain_route(route: Route, ruleset: RuleSet, fired: Iterable[str] = ()) -> 
         source_file=route.source_file,
     )
     return model.with_fired(set(clean_rule_ids(fired)) & set(route.criteria))
+
+
+def _recognised(referral: Referral, ruleset: RuleSet) -> str:
+    codes = [concept_words(c) for c in (referral.code, *referral.also)]
+    text = (
+        f"An open ({join(sorted(REFERRAL_OPEN), 'or')}) referral already on record replaces "
+        f"the suggestion: "
+        f"one coded {join(codes, 'or')}"
+    )
+    if referral.words and ruleset.referral_words:
+        text += (
+            f", or one whose text or display names {join(list(referral.words), 'or')} and "
+            f"says {join(list(ruleset.referral_words), 'or')} (whole words, any case)"
+        )
+    return text + "."
 
 
 def source_attributes(

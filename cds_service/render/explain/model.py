@@ -85,10 +85,38 @@ class RuleExplanation:
     # The level and source of the rule's recommendation, from the rule files; "not graded"
     # where the references give no grade.
     evidence_level: LevelData | None = None
+    # Defined once in cards/shared/ (its file), and the other routes' rules that use it.
+    shared_file: str | None = None
+    shared_with: list[str] = field(default_factory=list)  # "route/rule id"
+    own_details: list[str] = field(default_factory=list)  # what this route adds (unless ...)
 
     @property
     def role_words(self) -> str:
         return ROLE_WORDS[self.role]
+
+
+@dataclass
+class SharedExplanation:
+    """A criterion defined once in cards/shared/, in words, with every rule that uses it."""
+
+    id: str
+    file: str
+    type_words: str
+    when: str
+    details: list[str]
+    reads: list[CodeList]
+    users: list[SharedUse]
+
+
+@dataclass(frozen=True)
+class SharedUse:
+    route: str  # route code
+    rule: str  # rule id (the shared id: the id a card records)
+    role: str  # "fires" | "building block" | "context"
+
+    @property
+    def text(self) -> str:
+        return f"{self.route}/{self.rule} ({ROLE_WORDS[self.role].split(':')[0]})"
 
 
 @dataclass
@@ -120,6 +148,8 @@ class RouteExplanation:
     summary: str
     referral: str | None
     referral_priority: str | None
+    # How an open referral already on record is recognised (then no second one is offered).
+    referral_recognised: str | None
     orders: list[str]
     caveats: list[str]
     links: list[LinkData]

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cds_service.render.explain.build import explain_route, gate, source_attributes
+from cds_service.render.explain.build import explain_route, explain_shared, gate, source_attributes
 from cds_service.render.explain.tables import decision_tables
 from cds_service.render.explain.urls import EXPLAIN_PATH, clean_rule_ids, rules_hash
 
@@ -56,6 +56,7 @@ class Explainer:
         if self._index is None:
             self._index = self.env.get_template("index.html").render(
                 routes=list(self.models.values()),
+                shared=explain_shared(self.ruleset),
                 source=self.source,
                 gate=self.gate,
                 base=EXPLAIN_PATH,

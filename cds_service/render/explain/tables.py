@@ -6,8 +6,18 @@ from __future__ import annotations
 import textwrap
 from typing import TYPE_CHECKING
 
-from cds_service.render.explain.build import UNLESS_WORDS, explain_route, source_attributes
-from cds_service.render.explain.model import CodeList, RouteExplanation, RuleExplanation
+from cds_service.render.explain.build import (
+    UNLESS_WORDS,
+    explain_route,
+    explain_shared,
+    source_attributes,
+)
+from cds_service.render.explain.model import (
+    CodeList,
+    RouteExplanation,
+    RuleExplanation,
+    SharedExplanation,
+)
 from cds_service.render.explain.wording import CONDITION_COUNTS
 
 if TYPE_CHECKING:
@@ -32,15 +42,21 @@ class Table:
         self.lines: list[str] = []
 
     def para(self, prefix: str, text: str, indent: str = "      ") -> None:
+        # Never at a hyphen: rule ids ("potassium-critical-low") stay whole, for grep.
         self.lines += textwrap.wrap(
-            text, width=self.width, initial_indent=prefix, subsequent_indent=indent
+            text,
+            width=self.width,
+            initial_indent=prefix,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
         ) or [prefix.rstrip()]
 
     def add(self, *lines: str) -> None:
         self.lines += lines
 
     def details(self, rule: RuleExplanation) -> None:
-        for line in rule.details:
+        # A shared criterion's own words are printed once, under "Shared definitions".
+        for line in rule.own_details if rule.shared_file else rule.details:
             if line.startswith(UNLESS_WORDS):
                 self.para("      UNLESS ", line[len(UNLESS_WORDS) :], "             ")
             else:
@@ -60,6 +76,7 @@ def decision_tables(
     for route in ruleset.routes:
         model = models[route.code] if models is not None else explain_route(route, ruleset)
         _route(table, model)
+    _shared(table, explain_shared(ruleset))
     return "\n".join(table.lines).rstrip() + "\n"
 
 
@@ -86,6 +103,8 @@ def _route(table: Table, r: RouteExplanation) -> None:
     table.add("=" * table.width)
     table.para("Why:  ", r.why or "")
     table.para("Who:  ", r.referral or "no referral; " + (r.action or ""))
+    if r.referral_recognised:
+        table.para("      ", r.referral_recognised)
     table.add("", "IF (rule makes a card) ... THEN")
     for rule in r.firing:
         _firing_rule(table, r, rule)
@@ -93,7 +112,7 @@ def _route(table: Table, r: RouteExplanation) -> None:
     if blocks:
         table.add("", "Building blocks (never a card on their own) and context:")
         for rule in blocks:
-            table.para(f"  [{rule.id}] ", rule.when, "      ")
+            table.para(f"  [{rule.id}] ", _when(rule), "      ")
             table.details(rule)
             if rule.used_by:
                 table.para("      used by ", ", ".join(rule.used_by), "              ")
@@ -110,8 +129,32 @@ def _route(table: Table, r: RouteExplanation) -> None:
     table.add("")
 
 
+def _when(rule: RuleExplanation) -> str:
+    if rule.shared_file:
+        return f"the shared definition {rule.id} (see Shared definitions, {rule.shared_file})"
+    return rule.when
+
+
+def _shared(table: Table, shared: list[SharedExplanation]) -> None:
+    """Each criterion defined once in cards/shared/, with every rule that uses it."""
+    if not shared:
+        return
+    table.add("=" * table.width, "Shared definitions (cards/shared/): each defined once")
+    table.add("=" * table.width)
+    for item in shared:
+        table.para(f"  [{item.id}] ", item.when, "      ")
+        for line in item.details:
+            table.para("      - ", line, "        ")
+        for code_list in item.reads:
+            codes = "; ".join(c.text for c in code_list.codes)
+            table.para(f"      {code_list.kind} {code_list.name}: ", codes or "by name", "        ")
+        users = ", ".join(u.text for u in item.users) or "no rule"
+        table.para("      used by ", users, "              ")
+    table.add("")
+
+
 def _firing_rule(table: Table, r: RouteExplanation, rule: RuleExplanation) -> None:
-    table.para(f"  [{rule.id}] ", rule.when, "      ")
+    table.para(f"  [{rule.id}] ", _when(rule), "      ")
     table.details(rule)
     variant = next((v for v in r.variants if v.index in rule.variants), None)
     then = f"card {rule.indicator}"
