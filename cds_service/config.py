@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: Path.cwd() / "data")
     database_url: SecretStr = SecretStr("")
     patient_hash_salt: SecretStr = SecretStr("")
+    # Card records the store could not take yet wait on disk (CDS_DATA_DIR/card-spool), at
+    # most this many bytes per process; beyond, they are dropped (counted and logged).
+    card_spool_max_bytes: int = Field(64 * 1024 * 1024, gt=0)
     # Metrics.
     metrics_enabled: bool = True
     # The feedback report as HTML at GET /admin/report (counts only, no patient data).

@@ -104,7 +104,7 @@ def test_before_the_open_a_restart_reads_suppressions_from_the_sqlite_file(tmp_p
 
     from cds_service.web.app import create_app
 
-    config = settings(tmp_path)
+    config = settings(tmp_path, suppression_without_auth=True)  # clients without a JWT
     first = create_app(config)
     card = cards_by_route(first.test_client(), example(NEPHROLOGY))["nephrology"]
     override(first.test_client(), store_of(first), card)
@@ -141,7 +141,7 @@ def _restart_with_a_suppression(tmp_path):
 
     from cds_service.web.app import create_app
 
-    config = settings(tmp_path)
+    config = settings(tmp_path, suppression_without_auth=True)  # clients without a JWT
     first = create_app(config)
     card = cards_by_route(first.test_client(), example(NEPHROLOGY))["nephrology"]
     override(first.test_client(), store_of(first), card)

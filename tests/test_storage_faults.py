@@ -88,7 +88,17 @@ def data_dir(tmp_path) -> Path:
 
 @pytest.fixture
 def app(data_dir):
-    app = create_app(Settings.from_env({}, today="2026-11-24", data_dir=data_dir, auth_mode="off"))
+    # Every item here is for a card the store does not know: no cap on them in these tests.
+    app = create_app(
+        Settings.from_env(
+            {},
+            today="2026-11-24",
+            data_dir=data_dir,
+            auth_mode="off",
+            unknown_feedback_per_client=100_000,
+            unknown_feedback_total=100_000,
+        )
+    )
     yield app
     app.extensions["cds_store"].close()
 

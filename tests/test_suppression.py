@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select
 from test_storage import Backend, _postgres_backend, make_settings
 
@@ -332,6 +333,17 @@ def post_override(client, card: dict, code: str = "already-under-care") -> None:
     assert response.status_code == 200, response.get_data(as_text=True)
 
 
+def another_host(settings):
+    """The settings of an instance on another host: the same database, its own data
+    directory (so its own card spool, which another host's feedback cannot read)."""
+    return settings.model_copy(
+        update={
+            "data_dir": settings.data_dir.parent / "other-host",
+            "database_url": SecretStr(settings.effective_database_url),
+        }
+    )
+
+
 def hold_card_writes(store: Store) -> threading.Event:
     """Stall this store's background card writer until the returned event is set."""
     gate = threading.Event()
@@ -368,7 +380,7 @@ def test_override_that_reaches_another_instance_first_is_adopted_with_the_card(
     """Instance one issues the card but has not written its record when instance two gets
     the override: the feedback is acknowledged and stored as for an unknown card, and the
     suppression starts when instance one writes the card record."""
-    one, two = create_app(settings), create_app(settings)
+    one, two = create_app(settings), create_app(another_host(settings))
     try:
         gate = hold_card_writes(store_of(one))
         card = cards_by_route(one.test_client(), example(NEPHROLOGY))["nephrology"]
@@ -387,7 +399,7 @@ def test_override_that_reaches_another_instance_first_is_adopted_with_the_card(
 
 def test_a_late_adopted_override_never_replaces_a_later_one(settings, monkeypatch):
     """An older override adopted late does not shorten or replace a newer suppression."""
-    one, two = create_app(settings), create_app(settings)
+    one, two = create_app(settings), create_app(another_host(settings))
     try:
         gate = hold_card_writes(store_of(one))
         old_card = cards_by_route(one.test_client(), example(NEPHROLOGY))["nephrology"]

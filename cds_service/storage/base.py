@@ -19,6 +19,7 @@ from cds_service.storage.card_writer import CardWriter
 from cds_service.storage.database import describe, make_engine, utcnow
 from cds_service.storage.health import SqliteWatch
 from cds_service.storage.salt import PatientHasher
+from cds_service.storage.spool import CardSpool, directory_for
 
 log = logging.getLogger(__package__)  # "cds_service.storage", as before the split
 
@@ -34,7 +35,14 @@ class StoreBase:
         self._schema_ready = False
         self._schema_lock = threading.Lock()
         self._hasher = PatientHasher(settings)
-        self._writer = CardWriter(lambda rows: self._write_cards(rows))
+        # Card records wait in an on-disk spool (spool.py) until the database has them.
+        spool_dir = directory_for(
+            settings.data_dir, self.engine.url.render_as_string(hide_password=True)
+        )
+        self._writer = CardWriter(
+            lambda rows: self._write_cards(rows),
+            CardSpool(spool_dir, settings.card_spool_max_bytes),
+        )
         self._pid = os.getpid()
         self._closed = False
         # Route code -> {override reason code: days}; set by the app from the rule files
@@ -43,7 +51,7 @@ class StoreBase:
         self.urgent_routes: set[str] = set()
         self.clock = utcnow  # naive UTC now; tests may replace it
 
-    def _write_cards(self, rows: list[dict]) -> None:  # the card writer's work (issued.py)
+    def _write_cards(self, rows: list[dict]) -> bool:  # the card writer's work (issued.py)
         raise NotImplementedError
 
     def patient_hash(self, patient_id: str) -> str:

@@ -28,9 +28,6 @@ from cds_service.storage.suppressions import suppress
 
 log = logging.getLogger(__package__)  # "cds_service.storage", as before the split
 
-FEEDBACK_FLUSH_WAIT = 2.0  # seconds feedback waits for this process's queued card records
-
-
 def feedback_rows(items: list[dict], received_at: datetime) -> list[dict]:
     """The feedback rows of the items, one per (card, outcome, outcomeTimestamp)."""
     rows: dict[tuple, dict] = {}
@@ -78,11 +75,11 @@ class FeedbackStore(StoreBase):
             return
         if not self.ensure_schema():
             raise StoreUnavailable("database unavailable")
-        # The record of a card this process issued a moment ago may still be queued (the
-        # writer batches in the background): let it reach the database first, so the
-        # override applies at once. Bounded; if the wait runs out, or the card was issued by
-        # another instance, the card write adopts the feedback (issued.py).
-        self._writer.flush(FEEDBACK_FLUSH_WAIT)
+        # The record of a card issued a moment ago may still wait in a card spool (the
+        # writer batches in the background): any process's on this host is written now, so
+        # the override applies on the very next call. A card of another host's instance
+        # is adopted with the feedback when its record is written (issued.py).
+        self._writer.write_now({row["card_uuid"] for row in rows})
         try:
             with self.engine.begin() as conn:
                 info = conn.connection.info

@@ -1,7 +1,7 @@
 """Issued cards: queued on the hook's path, written in batches by the card writer.
 
 ``save_issued_cards`` never raises into the hook and never blocks it: if the database is down the
-rows are dropped and the loss is logged (counts only, never patient data). Writing a card
+rows wait in the card writer's on-disk spool until it is back (card_writer.py). Writing a card
 also adopts feedback that arrived before it (another instance's card, or a slow write).
 """
 
@@ -90,10 +90,12 @@ class IssuedCards(StoreBase):
             )
         return rows
 
-    def _write_cards(self, rows: list[dict]) -> None:
+    def _write_cards(self, rows: list[dict]) -> bool:
+        """Write the rows; False when the store did not take them (the writer keeps them
+        in its spool and tries again)."""
         if not self.ensure_schema():
             log.warning("could not write %d issued-card records: database unavailable", len(rows))
-            return
+            return False
         try:
             with self.engine.begin() as conn:
                 info = conn.connection.info
@@ -102,16 +104,17 @@ class IssuedCards(StoreBase):
         except SQLAlchemyError as exc:
             self._note_failure()
             log.warning("could not write %d issued-card records: %s", len(rows), describe(exc))
-            return
+            return False
         if not self._watch.same_file(info):
             self._file_lost()
             log.error(
                 "%d issued-card records went to a database file that is no longer at "
-                "its path: lost",
+                "its path: written again once the database is back",
                 len(rows),
             )
-            return
+            return False
         self._watch.maybe_checkpoint()
+        return True
 
     def _adopt_early_feedback(self, conn: Connection, rows: list[dict]) -> None:
         """Within the card write's transaction: feedback that arrived before its card was

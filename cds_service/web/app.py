@@ -128,6 +128,8 @@ def create_app(
     _cds_endpoints(app, service, store, authenticate)
     explain_pages(app, settings, service)
     admin_report_page(app, settings, store)
+    # The endpoint label's closed set: these route templates; any other path is "other".
+    metrics.known_endpoints(rule.rule for rule in app.url_map.iter_rules())
     return app
 
 
