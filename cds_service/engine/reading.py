@@ -326,6 +326,7 @@ TEMPORAL_ELEMENTS = frozenset(
         "abatementPeriod",
         "abatementRange",
         "abatementString",
+        "abatementBoolean",  # STU3's, not R4's: read as "abated", never costing the problem
         "recordedDate",
         "effectiveDateTime",
         "effectivePeriod",

@@ -1,0 +1,379 @@
+"""The fidelity matrix (issue 21): every element a rule reads, in every R4 form and in the
+invalid forms interfaces send, gives the card its canonical form gives, or an evidence line
+saying what could not be read. Never a silent loss, never an invented emergency.
+
+Today is fixed to 2026-11-24 (routes_helpers); the patient was born 1956-03-14.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from routes_helpers import (  # noqa: E402
+    TODAY,
+    cards_of,
+    condition,
+    cramp,
+    day,
+    evaluate,
+    hook_request,
+    medication,
+    normal_workup,
+    observation,
+    patient,
+    service,
+)
+
+from cds_service.engine.criteria.coded import condition_fact  # noqa: E402
+from cds_service.engine.record import Record  # noqa: E402
+from cds_service.engine.terminology import Concept  # noqa: E402
+from cds_service.render import evidence  # noqa: E402
+
+DVT = "I82.401"  # acute DVT of the right femoral vein: the urgent-care route
+POTASSIUM = "2823-3"
+ABI = "446841001"  # SNOMED CT ankle brachial pressure index (the `abi` concept)
+UCUM = "http://unitsofmeasure.org"
+NOW = datetime(TODAY.year, TODAY.month, TODAY.day, tzinfo=UTC)
+
+
+def route_codes(response: dict) -> list[str]:
+    return [card["source"]["topic"]["code"] for card in response["cards"]]
+
+
+def _without_potassium() -> list[dict]:
+    return [r for r in normal_workup() if r["code"]["coding"][0]["code"] != POTASSIUM]
+
+
+def _potassium(value: float = 2.3, **dates) -> dict:
+    """A critical potassium whose date elements are replaced by ``dates``."""
+    result = observation(POTASSIUM, value, "mmol/L", 1)
+    del result["effectiveDateTime"]
+    return {**result, **dates}
+
+
+def _older_normal_potassium() -> dict:
+    return observation(POTASSIUM, 4.1, "mmol/L", 40)
+
+
+# --------------------------------------------------------- Observation.effective[x], issued
+
+YESTERDAY = day(1)
+EFFECTIVE_FORMS = {
+    "canonical": {"effectiveDateTime": f"{YESTERDAY}T14:19:00Z"},
+    "offset": {"effectiveDateTime": f"{YESTERDAY}T09:19:00-05:00"},
+    "no seconds": {"effectiveDateTime": f"{YESTERDAY}T14:19Z"},
+    "no zone": {"effectiveDateTime": f"{YESTERDAY}T14:19:00"},
+    "no seconds, no zone": {"effectiveDateTime": f"{YESTERDAY}T14:19"},
+    "fractional seconds": {"effectiveDateTime": f"{YESTERDAY}T14:19:00.123456789Z"},
+    "date only": {"effectiveDateTime": YESTERDAY},
+    "HL7 v2 compact": {"effectiveDateTime": YESTERDAY.replace("-", "") + "1419"},
+    "space for T": {"effectiveDateTime": f"{YESTERDAY} 14:19:00"},
+    "instant": {"effectiveInstant": f"{YESTERDAY}T14:19:00Z"},
+    "period": {
+        "effectivePeriod": {"start": f"{YESTERDAY}T14:00:00Z", "end": f"{YESTERDAY}T14:19Z"}
+    },
+    "period start only": {"effectivePeriod": {"start": YESTERDAY}},
+    "timing": {"effectiveTiming": {"event": [f"{YESTERDAY}T14:19:00Z"]}},
+    "issued only": {"issued": f"{YESTERDAY}T15:00:00Z"},
+    "issued as a date only": {"issued": YESTERDAY},
+    "effective, and issued as a date": {
+        "effectiveDateTime": f"{YESTERDAY}T14:19:00Z",
+        "issued": YESTERDAY,  # invalid for an instant: costs only itself
+    },
+}
+
+
+@pytest.mark.parametrize("form", EFFECTIVE_FORMS)
+def test_a_critical_potassium_is_critical_whatever_the_form_of_its_date(form):
+    cards = cards_of(
+        _potassium(**EFFECTIVE_FORMS[form]), _older_normal_potassium(), *_without_potassium()
+    )
+    assert "urgent-care" in cards, form
+    assert "Potassium 2.3 mmol/L" in cards["urgent-care"]["detail"]
+
+
+@pytest.mark.parametrize(
+    "dates, shown",
+    [
+        ({"effectiveDateTime": "yesterday"}, 'date unreadable ("yesterday")'),
+        ({"effectiveDateTime": "2026-13-45"}, 'date unreadable ("2026-13-45")'),
+        ({"effectiveDateTime": 20261123}, 'date unreadable ("20261123")'),
+        ({"effectivePeriod": {"start": "soon"}}, 'date unreadable ("soon")'),
+        ({}, "no date recorded"),
+    ],
+)
+def test_a_result_whose_date_cannot_be_read_is_shown_never_replaced_by_an_older_one(dates, shown):
+    """A newer result of unknown date is never silently swapped for an older normal one,
+    and never read as "none on record"."""
+    cards = cards_of(_potassium(**dates), _older_normal_potassium(), *_without_potassium())
+    assert "urgent-care" not in cards  # its date is unknown: no emergency from it alone
+    workup = cards["primary-care-workup"]["detail"]
+    assert shown in workup and "cannot be read" in workup
+    assert "4.1" not in workup  # the older normal value is not used in its place
+    assert "none on record" not in workup
+
+
+def test_a_readable_issued_date_stands_in_for_an_unreadable_effective_date():  # near miss
+    cards = cards_of(
+        _potassium(effectiveDateTime="yesterday", issued=f"{YESTERDAY}T15:00:00Z"),
+        *_without_potassium(),
+    )
+    assert "urgent-care" in cards
+
+
+def test_a_result_dated_in_the_future_is_not_today_s_result():
+    cards = cards_of(
+        _potassium(effectiveDateTime=day(-30)), _older_normal_potassium(), *_without_potassium()
+    )
+    assert "urgent-care" not in cards
+
+
+# --------------------------------------------------------------- Condition.onset[x]
+
+DVT_ONSET_FORMS = {
+    "canonical": {"onsetDateTime": day(2)},
+    "time, no seconds": {"onsetDateTime": f"{day(2)}T14:19Z"},
+    "time, no zone": {"onsetDateTime": f"{day(2)}T14:19:00"},
+    "offset": {"onsetDateTime": f"{day(2)}T14:19:00+02:00"},
+    "month only": {"onsetDateTime": day(2)[:7]},  # 2026-11: may be last week
+    "period": {"onsetPeriod": {"start": day(3), "end": day(1)}},
+    "period end only": {"onsetPeriod": {"end": day(1)}},
+    "text with the date": {"onsetString": day(2)},
+}
+
+
+@pytest.mark.parametrize("form", DVT_ONSET_FORMS)
+def test_a_new_dvt_is_an_emergency_whatever_the_form_of_its_onset(form):
+    dvt = condition(DVT, onset=None)
+    cards = cards_of({**dvt, **DVT_ONSET_FORMS[form]}, *normal_workup())
+    assert "urgent-care" in cards, form
+    assert cards["urgent-care"]["indicator"] == "critical"
+
+
+def test_a_month_only_onset_is_shown_as_a_month():
+    cards = cards_of({**condition(DVT, onset=None), "onsetDateTime": "2026-11"}, *normal_workup())
+    detail = cards["urgent-care"]["detail"]
+    assert "onset 2026-11" in detail and "2026-11-01" not in detail
+
+
+OLD_DVT_FORMS = {
+    "age 31": {"onsetAge": {"value": 31, "unit": "years", "system": UCUM, "code": "a"}},
+    "age range": {
+        "onsetRange": {"low": {"value": 31, "code": "a"}, "high": {"value": 32, "code": "a"}}
+    },
+    "text with a year": {"onsetString": "2009, after knee surgery"},
+    "period": {"onsetPeriod": {"start": "2009-05-01", "end": "2009-06-01"}},
+    "year only": {"onsetDateTime": "1999"},
+}
+
+
+@pytest.mark.parametrize("form", OLD_DVT_FORMS)
+def test_an_old_dvt_in_any_form_is_no_emergency(form):
+    """A clot decades old, dated by the patient's age or a text, is not a same-day card."""
+    old = {**condition(DVT, onset=None), **OLD_DVT_FORMS[form]}
+    assert "urgent-care" not in cards_of(old, *normal_workup())
+
+
+@pytest.mark.parametrize(
+    "form, shown",
+    [
+        ("age 31", "onset at age 31, about 1987"),
+        ("age range", "onset at age 31, about 1987"),
+        ("text with a year", 'onset "2009, after knee surgery", about 2009'),
+        ("period", "onset 2009-05-01"),
+        ("year only", "onset 1999"),
+    ],
+)
+def test_an_onset_is_shown_as_it_was_read(form, shown):
+    """The evidence line says how an onset was read: an age with the year it gives, a text
+    with the year found in it, a year as a year."""
+    resource = {**condition(DVT, onset=None), **OLD_DVT_FORMS[form]}
+    record = Record("p-routes", [patient(), resource], NOW, service().ruleset.codes)
+    concept = Concept("http://hl7.org/fhir/sid/icd-10-cm", DVT, "DVT")
+    assert shown in evidence.text(condition_fact(record, "c", resource, concept))
+
+
+def test_an_onset_age_without_a_birth_date_is_unreadable_and_says_why():
+    resource = {**condition(DVT, onset=None), **OLD_DVT_FORMS["age 31"]}
+    who = {"resourceType": "Patient", "id": "p-routes"}
+    record = Record("p-routes", [who, resource], NOW, service().ruleset.codes)
+    concept = Concept("http://hl7.org/fhir/sid/icd-10-cm", DVT, "DVT")
+    line = evidence.text(condition_fact(record, "c", resource, concept))
+    assert 'date unreadable ("at age 31, no birth date on record")' in line
+
+
+def test_the_leg_cramp_gate_reads_an_onset_age():
+    gate = {**cramp(onset=None), "onsetAge": {"value": 70, "code": "a"}}
+    request = hook_request(gate, condition(DVT, onset=2), *normal_workup(), gate=False)
+    assert route_codes(evaluate(request)) == ["urgent-care"]
+
+
+@pytest.mark.parametrize("text", ["yesterday", "after the knee surgery", "some years ago"])
+def test_an_onset_text_without_a_date_counts_as_undated_and_says_so(text):
+    """An acute DVT whose onset cannot be read counts as recent (never missed), and the card
+    shows what was written instead of "not recorded"."""
+    dvt = {**condition(DVT, onset=None), "onsetString": text}
+    cards = cards_of(dvt, *normal_workup())
+    detail = cards["urgent-care"]["detail"]
+    assert f'date unreadable ("{text}")' in detail
+    assert "counted as recent" in detail
+
+
+@pytest.mark.parametrize(
+    "abatement",
+    [
+        {"abatementDateTime": day(1)},
+        {"abatementDateTime": f"{day(1)}T10:00"},
+        {"abatementAge": {"value": 70, "code": "a"}},
+        {"abatementPeriod": {"start": day(1)}},
+        {"abatementRange": {"low": {"value": 70, "code": "a"}}},
+        {"abatementString": "resolved after treatment"},
+        {"abatementBoolean": True},
+    ],
+)
+def test_an_abated_dvt_is_no_emergency_in_any_abatement_form(abatement):
+    dvt = {**condition(DVT, onset=2), **abatement}
+    assert "urgent-care" not in cards_of(dvt, *normal_workup())
+
+
+def test_a_false_abatement_boolean_is_not_an_abatement():  # near miss
+    dvt = {**condition(DVT, onset=2), "abatementBoolean": False}
+    assert "urgent-care" in cards_of(dvt, *normal_workup())
+
+
+@pytest.mark.parametrize(
+    "onset",
+    [f"{day(30)}T08:00", f"{day(30)}T08:00:00", "20261025", f"{day(30)}T08:00Z", day(30)[:7]],
+)
+def test_the_leg_cramp_gate_opens_whatever_the_form_of_its_onset(onset):
+    gate = {**cramp(onset=None), "onsetDateTime": onset}
+    request = hook_request(gate, condition(DVT, onset=2), *normal_workup(), gate=False)
+    assert route_codes(evaluate(request)) == ["urgent-care"], onset
+
+
+# ------------------------------------------------------------------- Observation.component
+
+
+def _abi_panel(right: float, left: float) -> dict:
+    """One Observation for both legs, each side a component (as many vascular labs send)."""
+
+    def side(name: str, value: float) -> dict:
+        return {
+            "code": {
+                "coding": [{"system": "http://snomed.info/sct", "code": ABI}],
+                "text": f"{name} ankle brachial index",
+            },
+            "valueQuantity": {
+                "value": value,
+                "unit": "{ratio}",
+                "system": "http://unitsofmeasure.org",
+                "code": "{ratio}",
+            },
+        }
+
+    return {
+        "resourceType": "Observation",
+        "id": "abi-panel",
+        "status": "final",
+        "code": {
+            "coding": [{"system": "urn:local:vascular-lab", "code": "ABI-PANEL"}],
+            "text": "ABI",
+        },
+        "subject": {"reference": "Patient/p-routes"},
+        "effectiveDateTime": day(10),
+        "component": [side("Right", right), side("Left", left)],
+    }
+
+
+def test_an_abi_sent_as_components_of_one_panel_fires_on_the_low_side():
+    cards = cards_of(_abi_panel(0.95, 0.62), *normal_workup())
+    assert "vascular" in cards
+    assert "0.62" in cards["vascular"]["detail"]
+    assert "Observation/abi-panel" in str(cards["vascular"])
+
+
+def test_an_abi_panel_with_both_sides_normal_gives_no_vascular_card():  # near miss
+    assert "vascular" not in cards_of(_abi_panel(1.05, 0.98), *normal_workup())
+
+
+# ---------------------------------------------------------- MedicationRequest.authoredOn
+
+
+@pytest.mark.parametrize(
+    "authored", [f"{day(60)}T10:00", f"{day(60)}T10:00:00", day(60)[:7], "yesterday", None]
+)
+def test_a_statin_is_reviewed_whatever_the_form_of_its_order_date(authored):
+    statin = medication("617312", "atorvastatin 10 MG Oral Tablet")
+    if authored is None:
+        del statin["authoredOn"]
+    else:
+        statin["authoredOn"] = authored
+    assert "medication-review" in cards_of(statin, *normal_workup())
+
+
+# ----------------------------------------------------------------- Patient.birthDate
+
+
+@pytest.mark.parametrize("birth", ["1956-03-14", "1956-03", "1956"])
+def test_an_egfr_is_estimated_from_a_birth_date_at_any_precision(birth):
+    """CKD-EPI needs an age: a partial birth date still gives one (to the year)."""
+    creatinine = observation("2160-0", 2.6, "mg/dL", 5)
+    workup = [r for r in normal_workup() if r["code"]["coding"][0]["code"] != "2160-0"]
+    cards = cards_of(creatinine, *workup, who=patient(birth=birth))
+    assert "nephrology" in cards
+    assert "estimated" in cards["nephrology"]["detail"]
+
+
+# ----------------------------------------------------------------------- value[x]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {
+            "valueQuantity": {
+                "value": 2.3,
+                "unit": "mmol/L",
+                "system": "http://unitsofmeasure.org",
+                "code": "mmol/L",
+            }
+        },
+        {"valueQuantity": {"value": 2.3, "unit": "mmol/L"}},  # unit as text only
+        {
+            "valueQuantity": {
+                "value": 2.3,
+                "unit": "mEq/L",
+                "system": "http://unitsofmeasure.org",
+                "code": "meq/L",
+            }
+        },
+        {"valueString": "2.3 mmol/L"},
+        {"valueString": "<2.5 mmol/L"},
+    ],
+)
+def test_a_critical_potassium_is_critical_whatever_the_form_of_its_value(value):
+    result = {
+        k: v for k, v in observation(POTASSIUM, 0, "mmol/L", 1).items() if k != "valueQuantity"
+    }
+    cards = cards_of({**result, **value}, _older_normal_potassium(), *_without_potassium())
+    assert "urgent-care" in cards, value
+
+
+def test_a_unit_given_only_as_text_is_said_on_the_card():
+    result = observation(POTASSIUM, 2.3, "mmol/L", 1)
+    result["valueQuantity"] = {"value": 2.3, "unit": "mmol/L"}
+    detail = cards_of(result, *_without_potassium())["urgent-care"]["detail"]
+    assert 'unit given as text only ("mmol/L")' in detail
+
+
+def test_a_censored_result_is_shown_with_its_comparator():
+    result = observation(POTASSIUM, 2.5, "mmol/L", 1)
+    result["valueQuantity"]["comparator"] = "<"
+    detail = cards_of(result, *_without_potassium())["urgent-care"]["detail"]
+    assert "Potassium <2.5 mmol/L" in detail
