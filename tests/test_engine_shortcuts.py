@@ -18,7 +18,6 @@ from cds_service.config import Settings
 from cds_service.engine import load_rules
 from cds_service.engine import record as record_module
 from cds_service.engine.evaluation import (
-    Shared,
     _order_facts,
     evaluate,
     reachable,
@@ -178,7 +177,30 @@ def test_routes_of_one_record_classify_its_medications_once_per_classifier(rules
     shared = {id(r.medications) for r in readers}
     assert len(readers) > len(shared)  # routes do share a classifier: the memo matters
     assert calls and len(calls) == len(set(calls))  # classified once per classifier
-    assert Shared().medications == {}  # a fresh record starts with nothing shared
+    fresh = Record("p1", _chart([order]), NOW, ruleset.codes)
+    assert fresh.memo == {}  # a fresh record (a new call) starts with nothing remembered
+
+
+def test_the_memo_forgets_what_rests_on_a_resource_found_invalid(ruleset):
+    """No answer is keyed on a counter: finding an invalid resource clears the call's memo,
+    so the next question is answered again without it."""
+    bad = {
+        "resourceType": "Observation",
+        "id": "k",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}], "text": 5},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2026-11-20",
+        "valueQuantity": {"value": 2.3, "unit": "mmol/L", "code": "mmol/L"},
+    }
+    record = Record("p1", _chart([bad]), NOW, ruleset.codes)
+    potassium = ruleset.concepts["potassium"]
+    statuses = frozenset({"final"})
+    assert [r[2] for r in record.labs.newest_results(potassium, statuses)] == [bad]
+    assert record.memo
+    assert not record.is_valid(bad)  # the code's text must be a string (R4B)
+    assert record.memo == {}
+    assert record.labs.newest_results(potassium, statuses) == []
 
 
 def test_shown_reachable_is_the_shown_criteria_that_can_hold_in_file_order(ruleset):

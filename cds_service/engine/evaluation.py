@@ -8,7 +8,6 @@ are computed once per record.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from itertools import groupby
@@ -33,18 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 VALIDATION_ATTEMPTS = 5  # evaluations of a route whose evidence fails R4B validation
 # What ``Evaluation.deciding`` is asked, for every route: concept name, window start, statuses,
-# aggregate, and the record's count of invalid resources (an answer holds until one is found).
-Question = tuple[str, datetime | None, frozenset[str], str | None, int]
-
-
-@dataclass
-class Shared:
-    """What the routes of one record ask alike, answered once: the deciding results of a
-    concept (by ``Question``), and the active medications by classifier (most routes use
-    the shared one)."""
-
-    deciding: dict[Question, list[Found]] = field(default_factory=dict)
-    medications: dict[int, list[tuple[Resource, Matches]]] = field(default_factory=dict)
+# aggregate (answered once in the record's memo).
+Question = tuple[str, str, datetime | None, frozenset[str], str | None]
 
 
 def evaluate(ruleset: RuleSet, record: Record) -> list[RouteResult]:
@@ -56,11 +45,10 @@ def evaluate(ruleset: RuleSet, record: Record) -> list[RouteResult]:
         log.info("no cards: the patient is recorded as deceased")
         return []
     results = []
-    shared = Shared()
     strict: Record | None = None
     for route in ruleset.routes:
         try:
-            result = Evaluation(ruleset, route, record, shared).run()
+            result = Evaluation(ruleset, route, record).run()
         except Exception as exc:  # malformed data the screening let through, or a defect
             log.warning(
                 "route %s failed (%s); evaluated again with every resource validated",
@@ -69,7 +57,7 @@ def evaluate(ruleset: RuleSet, record: Record) -> list[RouteResult]:
             )
             strict = strict or record.strict_copy()
             try:
-                result = Evaluation(ruleset, route, strict, Shared()).run()
+                result = Evaluation(ruleset, route, strict).run()
             except Exception as again:  # a defect must cost one route, not every card
                 log.error(
                     "route %s failed (%s); its card is left out", route.code, type(again).__name__
@@ -100,12 +88,10 @@ class Evaluation:
         ruleset: RuleSet,
         route: Route,
         record: Record,
-        shared: Shared,
     ) -> None:
         self.ruleset = ruleset
         self.route = route
         self.record = record
-        self.shared = shared
         self.results: dict[str, list[Fact]] = {}
         present = record.present() & route.presences
         self.reachable = reachable(route, present)
@@ -181,19 +167,20 @@ class Evaluation:
         aggregate: str | None,
     ) -> list[Found]:
         """``observation.deciding``, answered once per record for every route that asks."""
-        key: Question = (concept.name, since, statuses, aggregate, self.record.invalid_count)
-        answers = self.shared.deciding
-        found = answers.get(key)
+        key: Question = ("deciding", concept.name, since, statuses, aggregate)
+        memo = self.record.memo
+        found = memo.get(key)
         if found is None:
-            found = answers[key] = deciding(self, concept, since, statuses, aggregate)
+            found = memo[key] = deciding(self, concept, since, statuses, aggregate)
         return found
 
     def active_medications(self) -> list[tuple[Resource, Matches]]:
         """``medication.active_medications``, once per record and medication classifier."""
-        key = id(self.route.medications)
-        found = self.shared.medications.get(key)
+        key = ("medications", self.route.medications)  # most routes share one classifier
+        memo = self.record.memo
+        found = memo.get(key)
         if found is None:
-            found = self.shared.medications[key] = active_medications(self)
+            found = memo[key] = active_medications(self)
         return found
 
     def _existing_referral(self) -> Resource | None:

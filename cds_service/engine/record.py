@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import groupby
 from operator import attrgetter, itemgetter
+from typing import Any
 
 from cds_service.engine.reading import Read, Reader, When
 from cds_service.engine.results import LabResults
@@ -142,7 +143,10 @@ class Record:
         self._medications: dict[str, Resource] | None = None
         self._present: frozenset[Presence] | None = None
         self._valid: dict[int, bool] = {}
-        self.invalid_count = 0  # resources found invalid so far: part of every shared answer's key
+        # The one memo of the call: what the routes ask alike (results in a window, the
+        # deciding result of a concept, the active medicines). Forgotten whenever a resource
+        # proves invalid, as answers may rest on it; nothing in it outlives the call.
+        self.memo: dict[tuple[Any, ...], Any] = {}
         _group_by_type(resources, self.received)
         self.labs = LabResults(self)
         for resource in self.received.get("Patient", ()):
@@ -310,7 +314,7 @@ class Record:
                 {k: v for k, v in resource.items() if v is not None and k in VALIDATED_OF[rtype]},
             )
             if not verdict:
-                self.invalid_count += 1
+                self.memo.clear()
                 log.warning("ignored an invalid %s resource", rtype)
         return verdict
 

@@ -29,20 +29,17 @@ ValuedResult = tuple[datetime, float, Resource, Concept]  # a Result whose value
 # (POSIX timestamp, when, resource, code matched): how results are kept, newest first
 Dated = tuple[float, datetime, Resource, Concept]
 # What a list of results is asked by: which list, concept name, statuses, window start, same
-# day, and the record's count of invalid resources (an answer holds until one is found).
-Question = tuple[str, str, frozenset[str], datetime | None, bool, int]
+# day (answered once in the record's memo, which forgets when a resource proves invalid).
+Question = tuple[str, str, frozenset[str], datetime | None, bool]
 _stamp = itemgetter(0)
 
 
 class LabResults:
-    """The results of one record, per observation concept."""
+    """The results of one record, per observation concept. Every answer is kept in the
+    record's one memo (``Record.memo``), never here."""
 
     def __init__(self, record: Record) -> None:
         self.record = record  # a cycle (the record holds its results): ``Record.release``
-        self._dated: dict[str, list[Dated]] = {}
-        self._values: dict[str, dict[int, Reading]] = {}
-        self._answers: dict[Question, list[Result]] = {}
-        self._undated: dict[int, str] = {}  # results whose date cannot be read: what it says
         self._latest_allowed = (record.now + timedelta(days=1)).timestamp()
 
     def _question(
@@ -55,7 +52,7 @@ class LabResults:
     ) -> Question:
         if type(statuses) is not frozenset:
             statuses = frozenset(statuses)
-        return (kind, concept.name, statuses, since, same_day, self.record.invalid_count)
+        return (kind, concept.name, statuses, since, same_day)
 
     def newest_result(
         self,
@@ -96,9 +93,10 @@ class LabResults:
         if not dated:  # most concepts on most charts: nothing to answer
             return []
         key = self._question("in", concept, statuses, since)
-        found = self._answers.get(key)
+        memo = self.record.memo
+        found = memo.get(key)
         if found is None:
-            found = self._answers[key] = self._results_in(dated, concept, statuses, since)
+            found = memo[key] = self._results_in(dated, concept, statuses, since)
         return found
 
     def _results_in(
@@ -137,9 +135,10 @@ class LabResults:
         if not dated:
             return []
         key = self._question("newest", concept, statuses, since, same_day)
-        found = self._answers.get(key)
+        memo = self.record.memo
+        found = memo.get(key)
         if found is None:
-            found = self._answers[key] = self._newest_results(
+            found = memo[key] = self._newest_results(
                 dated, concept, statuses, since, same_day
             )
         return found
@@ -173,9 +172,11 @@ class LabResults:
         return found
 
     def _dated_of(self, concept: ObservationConcept) -> list[Dated]:
-        dated = self._dated.get(concept.name)
+        key = ("dated", concept.name)
+        memo = self.record.memo
+        dated = memo.get(key)
         if dated is None:
-            dated = self._dated[concept.name] = self._dated_results(concept)
+            dated = memo[key] = self._dated_results(concept)
         return dated
 
     def _value(self, concept: ObservationConcept, resource: Resource) -> float | None:
@@ -184,12 +185,12 @@ class LabResults:
 
     def reading(self, concept: ObservationConcept, resource: Resource) -> Reading:
         """The result as the rules may use it (``quality.assess``), decided once per record."""
-        readings = self._values.setdefault(concept.name, {})
-        key = id(resource)
-        found = readings.get(key)
+        memo = self.record.memo
+        key = ("reading", concept.name, id(resource))
+        found = memo.get(key)
         if found is None:
-            undated = self._undated.get(key)
-            found = readings[key] = (
+            undated = memo.get(("undated", id(resource)))
+            found = memo[key] = (
                 assess(concept, resource)
                 if undated is None
                 else Reading(UNREADABLE, reason=f'a date that cannot be read ("{undated}")')
@@ -209,7 +210,7 @@ class LabResults:
             if when is None:
                 when = Unreadable("no date")
             if isinstance(when, Unreadable):  # never dropped: it may be the newest
-                self._undated[id(resource)] = when.said
+                record.memo["undated", id(resource)] = when.said
                 when = standing_in(when, record.now)
             stamp = when.timestamp()
             if stamp <= latest_allowed:
