@@ -68,7 +68,17 @@ def test_the_concepts_defined_twice_before_are_shared_and_used_by_id():
     assert set(ONCE_DUPLICATED) <= shared
     ruleset = loader.load(CARDS)
     users = Counter(i for route in ruleset.routes for i in route.shared)
-    assert all(users[i] >= 2 for i in ONCE_DUPLICATED), users
+    assert set(users) == shared
+    assert all(n >= 2 for n in users.values()), "a definition one route reads belongs there"
+
+
+def test_what_a_route_may_add_is_the_same_in_the_loader_and_both_schemas():
+    route_schema = loader.schema("rules-route.json")
+    assert set(route_schema["$defs"]["use"]["properties"]) == {"use", *ROUTE_LOCAL_KEYS}
+    forbidden = loader.schema("rules-shared.json")["properties"]["criteria"]["items"]
+    assert set(ROUTE_LOCAL_KEYS) <= {
+        k for k, v in forbidden["properties"].items() if v["not"] == {}
+    }
 
 
 def test_every_route_compiles_a_shared_criterion_exactly_as_defined():
