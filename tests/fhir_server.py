@@ -142,7 +142,7 @@ class FhirServer:
             }
             for r in page
         ]
-        if args.get("_include") == "MedicationRequest:medication":
+        if args.get("_include") == f"{rtype}:medication":  # MedicationRequest or -Statement
             entries += [
                 {
                     "fullUrl": f"{self.base}/{m['resourceType']}/{m['id']}",
@@ -162,7 +162,7 @@ class FhirServer:
         )
 
     def included_medications(self, page: list[dict]) -> list[dict]:
-        """The Medication resources the page's requests reference (``_include``)."""
+        """The Medication resources the page's requests or statements reference (``_include``)."""
         wanted = {(r.get("medicationReference") or {}).get("reference") for r in page}
         return [
             m for m in self.by_type.get("Medication", []) if f"Medication/{m.get('id')}" in wanted

@@ -22,6 +22,7 @@ PREFETCH_TYPES = {
     "observations": "Observation",
     "procedures": "Procedure",
     "medications": "MedicationRequest",
+    "medicationstatements": "MedicationStatement",
     "servicerequests": "ServiceRequest",
 }
 
@@ -147,6 +148,8 @@ def hook_request(
         chosen = by_type.get(rtype, [])
         if key == "medications":
             chosen = [r for r in chosen if r.get("status") in {"active", "on-hold"}]
+        if key == "medicationstatements":
+            chosen = [r for r in chosen if r.get("status") == "active"]
         if key == "servicerequests":
             chosen = [r for r in chosen if r.get("status") == "active"]
         if key == "observations" and observation_codes is not None:

@@ -68,6 +68,7 @@ def test_discovery_is_schema_valid_and_lists_prefetch(client):
         "observations",
         "procedures",
         "medications",
+        "medicationstatements",
         "servicerequests",
     }
     assert "http://loinc.org|2823-3" in service["prefetch"]["observations"]

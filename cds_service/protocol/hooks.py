@@ -126,7 +126,7 @@ def discovery(prefetch: dict[str, str], routes: list[str]) -> dict:
                 "usageRequirements": (
                     "Send the prefetch keys listed here or give `fhirServer` with a "
                     "`fhirAuthorization` token that can read Patient, Condition, Observation, "
-                    "Procedure, MedicationRequest "
+                    "Procedure, MedicationRequest, MedicationStatement, Medication "
                     "and ServiceRequest for the patient. The patient must have an active leg-cramp "
                     "Condition (SNOMED CT or ICD-10-CM) for any card to appear."
                 ),

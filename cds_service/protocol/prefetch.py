@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from cds_service.engine.criteria.medication import STATEMENT_TAKEN
 from cds_service.errors import MissingData
 from cds_service.protocol.fhir_json import FhirNode, is_object
 
@@ -38,6 +39,15 @@ def prefetch_keys(observation_codes) -> list[PrefetchKey]:
             f"MedicationRequest?patient={patient}&status=active,on-hold"
             "&_include=MedicationRequest:medication",
             True,
+        ),
+        # What the patient is recorded as taking, whoever prescribed it (not an order), with
+        # the Medications the statements reference. Optional: US Core does not require the
+        # resource, so a client or server without it still gets every other card.
+        PrefetchKey(
+            "medicationstatements",
+            f"MedicationStatement?patient={patient}&status={','.join(STATEMENT_TAKEN)}"
+            "&_include=MedicationStatement:medication",
+            False,
         ),
         PrefetchKey("servicerequests", f"ServiceRequest?patient={patient}&status=active", False),
     ]
