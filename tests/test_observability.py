@@ -220,6 +220,99 @@ def test_metrics_can_be_disabled(tmp_path):
     assert create_app(settings).test_client().get("/metrics").status_code == 404
 
 
+def label_values(text: str, name: str, label: str) -> set[str]:
+    return {
+        dict(re.findall(r'(\w+)="([^"]*)"', line)).get(label, "")
+        for line in text.splitlines()
+        if line.startswith(name + "{")
+    }
+
+
+def invented_requests(send, count: int, offset: int = 0) -> None:
+    """Requests an attacker could send unauthenticated: invented methods and paths."""
+    for n in range(offset, offset + count):
+        method = ("X" + "".join(chr(65 + int(d)) for d in str(n)))[:20]
+        path = [f"/no/such/{n}", URL, "/metrics", f"/explain/{n}"][n % 4]
+        send(method if n % 5 else "GET", path)
+
+
+def test_metrics_stay_bounded_whatever_methods_and_paths_are_sent(obs_app):
+    """Issue 24: each invented method was a new series (3,000 requests: 49 KB to 5 MB).
+    Every label now comes from a closed set: the body stops growing."""
+    client = obs_app.test_client()
+
+    def send(method: str, path: str) -> None:
+        assert client.open(path, method=method).status_code < 500
+
+    invented_requests(send, 1000)
+    after_1000 = len(client.get("/metrics").get_data())
+    invented_requests(send, 2000, offset=1000)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert len(text) < 200_000
+    assert len(text) - after_1000 < 2_000  # only counts grow (a digit here and there)
+    name = "cds_http_request_duration_seconds_count"
+    assert label_values(text, name, "method") <= metrics.METHODS | {"other"}
+    known = {rule.rule for rule in obs_app.url_map.iter_rules()}
+    assert label_values(text, name, "endpoint") <= known | {"other"}
+    assert metric(text, name, method="other", endpoint="other") >= 1000
+
+
+def test_metrics_stay_bounded_under_gunicorn(tmp_path):
+    """The same through gunicorn (methods as raw tokens, workers' metrics aggregated)."""
+    import http.client
+
+    from test_serving_faults import Gunicorn
+
+    server = Gunicorn(tmp_path / "data")
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+
+    def send(method: str, path: str) -> None:
+        connection.request(method, path, headers={"Content-Length": "0"})
+        response = connection.getresponse()
+        response.read()
+        assert response.status < 500, (method, path, response.status)
+
+    def metrics_text() -> str:
+        connection.request("GET", "/metrics")
+        return connection.getresponse().read().decode()
+
+    try:
+        invented_requests(send, 1000)
+        after_1000 = len(metrics_text())
+        invented_requests(send, 2000, offset=1000)
+        text = metrics_text()
+    finally:
+        connection.close()
+        server.stop()
+    print(f"/metrics after 1,000 invented requests {after_1000} B, after 3,000 {len(text)} B")
+    assert len(text) < 200_000 and len(text) - after_1000 < 2_000
+    name = "cds_http_request_duration_seconds_count"
+    assert label_values(text, name, "method") <= metrics.METHODS | {"other"}
+    assert metric(text, name, method="other") >= 2000
+
+
+def test_label_rules():
+    assert metrics.method_label("PATCH") == "PATCH"
+    assert metrics.method_label("get") == metrics.method_label("BREW") == "other"
+    assert metrics.status_label("503") == "503"
+    assert metrics.status_label("499") == "4xx"  # not registered: its class
+    assert metrics.status_label("999") == metrics.status_label("x") == "other"
+    metrics.known_endpoints(["/known"])
+    assert metrics.endpoint_label("/known") == "/known"
+    assert metrics.endpoint_label("/unknown/1") == "other"
+    rule = metrics.capped(2)
+    assert [rule(v) for v in ("a", "b", "c", "a")] == ["a", "b", "other", "a"]
+    # Every labelled metric applies its rules, keyword labels too.
+    from prometheus_client import generate_latest
+
+    name = "cds_fhir_fetch_duration_seconds_count"
+    before = metric(generate_latest().decode(), name, outcome="other")
+    metrics.FHIR_FETCH.labels(outcome="invented").observe(0.1)
+    text = generate_latest().decode()
+    assert metric(text, name, outcome="other") == before + 1
+    assert 'outcome="invented"' not in text
+
+
 # --------------------------------------------------------------------------- logs
 
 FORBIDDEN_KEYS = {
