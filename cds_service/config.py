@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: Path.cwd() / "data")
     database_url: SecretStr = SecretStr("")
     patient_hash_salt: SecretStr = SecretStr("")
+    # Feedback: an override suppresses only within this many hours of its card's issue;
+    # without authentication it suppresses nothing unless allowed (development only).
+    feedback_window_hours: int = Field(24, ge=1)
+    suppression_without_auth: bool = False
+    # Feedback rows for unknown cards kept per window, per client and overall (then 429).
+    unknown_feedback_per_client: int = Field(1000, ge=1)
+    unknown_feedback_total: int = Field(10000, ge=1)
     # Card records the store could not take yet wait on disk (CDS_DATA_DIR/card-spool), at
     # most this many bytes per process; beyond, they are dropped (counted and logged).
     card_spool_max_bytes: int = Field(64 * 1024 * 1024, gt=0)
@@ -114,7 +121,13 @@ class Settings(BaseSettings):
             return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
 
-    @field_validator("allow_http_fhir", "metrics_enabled", "admin_report", mode="before")
+    @field_validator(
+        "allow_http_fhir",
+        "metrics_enabled",
+        "admin_report",
+        "suppression_without_auth",
+        mode="before",
+    )
     @classmethod
     def _empty_is_false(cls, value: Any) -> Any:
         return False if isinstance(value, str) and not value.strip() else value
@@ -165,6 +178,11 @@ class Settings(BaseSettings):
         if self.allow_http_fhir is None:
             return self.env == "development"
         return self.allow_http_fhir
+
+    @property
+    def suppression_allowed(self) -> bool:
+        """Overrides suppress cards only from verified clients (or when allowed without)."""
+        return self.auth_mode == "jwt" or self.suppression_without_auth
 
     @property
     def effective_database_url(self) -> str:

@@ -41,6 +41,15 @@ class NotFound(CdsError):
     """No such endpoint, service, route or page (or it is switched off)."""
 
 
+class Forbidden(CdsError):
+    """An authenticated client asks for something it may not do (feedback on a card issued
+    to another client)."""
+
+
+class TooManyRequests(CdsError):
+    """A limit on what a client may store was reached; retry later (``Retry-After``)."""
+
+
 class Unavailable(CdsError):
     """A dependency the answer needs (the store) cannot be used now; retry later."""
 

@@ -11,6 +11,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeAlias
 
 from cds_service.config import Settings
 from cds_service.engine import Record, RouteResult, RuleError, RuleSet, evaluate, load_rules
@@ -62,15 +63,21 @@ def fingerprint(result: RouteResult, card: dict) -> str:
     ).hexdigest()
 
 
-def suppression_policy(ruleset: RuleSet) -> dict[str, dict[str, int]]:
-    """Route code -> {override reason code: days} from each route's ``suppression`` block.
+# Route code -> {(override reason system, code): days}: what suppresses each route's card.
+SuppressionPolicy: TypeAlias = dict[str, dict[tuple[str, str], int]]
+
+
+def suppression_policy(ruleset: RuleSet) -> SuppressionPolicy:
+    """Route code -> {(reason system, reason code): days} from each route's ``suppression``
+    block. Keyed by the system the cards offer with the code (``common.yaml``), so an
+    override naming the code under another system suppresses nothing.
 
     A RuleError names the file for an unknown reason code, and for a critical (urgent)
     route that asks for more than a day: urgent cards are never suppressed longer."""
-    known = {reason["code"] for reason in ruleset.override_reasons}
-    policy: dict[str, dict[str, int]] = {}
+    known = {str(reason["code"]): str(reason["system"]) for reason in ruleset.override_reasons}
+    policy: SuppressionPolicy = {}
     for route in ruleset.routes:
-        reasons: dict[str, int] = {}
+        reasons: dict[tuple[str, str], int] = {}
         for i, entry in enumerate(route.suppression):
             days = entry.days
             if route.indicator == "critical" and days > URGENT_MAX_DAYS:
@@ -84,7 +91,8 @@ def suppression_policy(ruleset: RuleSet) -> dict[str, dict[str, int]]:
                         f"{route.source_file}: field suppression/{i}/reasons: "
                         f"unknown override reason {code!r}"
                     )
-                reasons[code] = max(days, reasons.get(code, 0))
+                key = (known[code], code)
+                reasons[key] = max(days, reasons.get(key, 0))
         if reasons:
             policy[route.code] = reasons
     return policy
@@ -101,7 +109,9 @@ class CdsService:
             fetcher = FhirFetcher(settings)
         self.fetcher = fetcher
         self._fixed_today = parse_datetime(settings.today) if settings.today else None
-        self.suppression_policy = suppression_policy(self.ruleset)
+        policy = suppression_policy(self.ruleset)  # checked whether it applies or not
+        # Without verified clients anyone could hide a card: no suppression unless allowed.
+        self.suppression_policy = policy if settings.suppression_allowed else {}
         self.urgent_routes = {r.code for r in self.ruleset.routes if r.indicator == "critical"}
 
     def discovery(self) -> dict:

@@ -131,7 +131,11 @@ def _override_in_a_store(tmp_path: Path, patient: str | None = None) -> None:
     """A service on tmp_path/data issues the nephrology card and it is overridden with a
     suppressing reason."""
     settings = Settings.from_env(
-        {}, today="2026-11-24", data_dir=tmp_path / "data", patient_hash_salt="cli-secret"
+        {},
+        today="2026-11-24",
+        data_dir=tmp_path / "data",
+        patient_hash_salt="cli-secret",
+        suppression_without_auth=True,  # no JWT clients here
     )
     app = create_app(settings)
     try:
@@ -176,6 +180,7 @@ def test_evaluate_leaves_out_suppressed_cards_and_says_so(tmp_path, capsys, monk
     monkeypatch.setenv("CDS_TODAY", "2026-11-24")
     monkeypatch.setenv("CDS_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("CDS_PATIENT_HASH_SALT", "cli-secret")
+    monkeypatch.setenv("CDS_SUPPRESSION_WITHOUT_AUTH", "true")
     routes, err = _evaluate(capsys, NEPHROLOGY)
     assert "nephrology" not in routes
     assert "suppressed by an earlier override: nephrology (rules " in err

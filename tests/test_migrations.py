@@ -7,7 +7,7 @@ PostgreSQL runs use ``CDS_TEST_POSTGRES_URL`` (skipped when unset), as in test_s
 from __future__ import annotations
 
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -203,7 +203,9 @@ def test_workers_starting_together_migrate_once(settings, engine: Engine):
         thread.join(60)
     assert not any(thread.is_alive() for thread in threads), "migrations blocked each other"
     assert not errors
-    assert sorted(applied, key=len) == [[]] * (workers - 1) + [["0001", "0002", "0003", "0004"]]
+    assert sorted(applied, key=len) == [[]] * (workers - 1) + [
+        ["0001", "0002", "0003", "0004", "0005"]
+    ]
     with engine.connect() as conn:
         assert migrations.current_version(conn) == migrations.latest_version()
         assert schema_differences(conn) == []
@@ -231,4 +233,50 @@ def test_revisions_ship_inside_the_package():
         "0002_jwt_replay.py",
         "0003_suppression.py",
         "0004_suppression_generation.py",
+        "0005_card_and_feedback_client.py",
     ]
+
+
+def test_cards_recorded_before_0005_keep_no_client_and_their_feedback_suppresses_nothing(
+    settings, engine
+):
+    """Upgraded from 0004: a card recorded then has no client, so feedback on it is stored
+    (never refused) but cannot start a suppression, whoever sends it; the same override on
+    a card recorded with its client after the upgrade does."""
+    from alembic import command
+
+    ehr, system = "https://ehr.example.org", "urn:leg-cramp-cds:override-reason"
+    issued_at = database.utcnow() - timedelta(minutes=5)
+    old_card = {**ISSUED, "issued_at": issued_at, "fingerprint": "f", "indicator": "warning"}
+    with engine.begin() as conn:
+        command.upgrade(migrations.alembic_config(conn), "0004")
+        conn.execute(insert(database.issued_card).values(**old_card))
+    store = Store(settings)
+    store.suppression_policy = {"nephrology": {(system, "patient-declined"): 90}}
+    try:
+        with engine.begin() as conn:
+            assert migrations.current_version(conn) == "0005"
+            assert schema_differences(conn) == []
+            assert conn.execute(select(database.issued_card.c.client)).scalar_one() is None
+            new_card = {**old_card, "card_uuid": "card-2", "patient_hash": "1" * 64, "client": ehr}
+            conn.execute(insert(database.issued_card).values(**new_card))
+
+        def override(card: str) -> dict:
+            return {
+                "card": card,
+                "outcome": "overridden",
+                "outcomeTimestamp": database.utcnow().isoformat() + "Z",
+                "overrideReason": {"reason": {"system": system, "code": "patient-declined"}},
+            }
+
+        store.save_feedback([override("card-1"), override("card-2")], ehr)
+        with engine.connect() as conn:
+            stored = conn.execute(select(database.feedback)).all()
+            assert {(r.card_uuid, r.unknown_card, r.client) for r in stored} == {
+                ("card-1", False, ehr),
+                ("card-2", False, ehr),
+            }
+            held = conn.execute(select(database.suppression.c.card_uuid)).scalars().all()
+            assert held == ["card-2"]
+    finally:
+        store.close()

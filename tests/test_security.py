@@ -42,7 +42,7 @@ class NullStore:
     def save_issued_cards(self, *args, **kwargs):
         pass
 
-    def save_feedback(self, items):
+    def save_feedback(self, items, client=None):
         pass
 
     def first_use(self, issuer, jti, expires_at):

@@ -48,7 +48,11 @@ def backend(request, tmp_path):
 
 @pytest.fixture
 def settings(backend, tmp_path):
-    return make_settings(tmp_path, backend.url, patient_hash_salt="shared-secret")
+    # Without authentication (these tests' clients) feedback suppresses only when allowed;
+    # tests/test_feedback_trust.py covers the default and JWT clients.
+    return make_settings(
+        tmp_path, backend.url, patient_hash_salt="shared-secret", suppression_without_auth=True
+    )
 
 
 @pytest.fixture
@@ -190,7 +194,10 @@ def test_urgent_card_comes_back_after_a_day(app, client):
 
 def test_urgent_card_is_capped_at_a_day_whatever_the_policy(app, client):
     store = store_of(app)
-    store.suppression_policy = {**store.suppression_policy, "urgent-care": {"patient-declined": 90}}
+    store.suppression_policy = {
+        **store.suppression_policy,
+        "urgent-care": {(OVERRIDE_SYSTEM, "patient-declined"): 90},
+    }
     card = cards_by_route(client, example(URGENT))["urgent-care"]
     override(client, store, card, code="patient-declined")
     assert "urgent-care" not in cards_by_route(client, example(URGENT))
@@ -290,8 +297,14 @@ def test_every_route_declares_suppression_and_urgent_is_at_most_a_day(settings):
     policy = CdsService(settings).suppression_policy
     ruleset = load_rules(settings.cards_dir)
     assert set(policy) == {r.code for r in ruleset.routes}
-    assert policy["urgent-care"] == {"already-under-care": 1, "patient-declined": 1}
-    assert policy["nephrology"] == {"already-under-care": 90, "patient-declined": 90}
+    assert policy["urgent-care"] == {
+        (OVERRIDE_SYSTEM, "already-under-care"): 1,
+        (OVERRIDE_SYSTEM, "patient-declined"): 1,
+    }
+    assert policy["nephrology"] == {
+        (OVERRIDE_SYSTEM, "already-under-care"): 90,
+        (OVERRIDE_SYSTEM, "patient-declined"): 90,
+    }
 
 
 def _cards_copy(tmp_path: Path, source: Path, old: str, new: str) -> Path:
@@ -417,7 +430,7 @@ def test_a_late_adopted_override_never_replaces_a_later_one(settings, monkeypatc
         with store_of(two).engine.connect() as conn:
             [row] = conn.execute(select(database.suppression.c.card_uuid))
         assert row.card_uuid == new_card["uuid"]
-        # 70 days on, the old override (30 days ago + 90) would have ended; the new one holds.
+        # The new card's suppression holds (its own issue + 90 days), not the old one's.
         later(store_of(two), timedelta(days=70))
         assert "nephrology" not in cards_by_route(two.test_client(), example(NEPHROLOGY))
     finally:
@@ -529,7 +542,7 @@ def test_an_entry_read_under_another_token_is_never_used(settings):
     """Each patient's entry keeps the token it was read under: an entry a slow thread
     stored under an older token is read again, whatever the interleaving."""
     store = Store(settings)
-    store.suppression_policy = {"nephrology": {"already-under-care": 30}}
+    store.suppression_policy = {"nephrology": {(OVERRIDE_SYSTEM, "already-under-care"): 30}}
     try:
         store._change_token = lambda: "T2"  # type: ignore[method-assign]
         store._copy["key"] = ("T1", time.monotonic(), (("stale",),))  # fresh, other token

@@ -1,9 +1,27 @@
-"""The feedback endpoint's logic: validate the items, then hand them to the store."""
+"""The feedback endpoint's logic: validate the items, name the client, hand both to the store."""
 
 from __future__ import annotations
 
+import hashlib
+
 from cds_service.errors import InvalidRequest
 from cds_service.protocol import hooks
+
+# The client of every call when CDS_AUTH_MODE=off: nobody is verified, so all callers are one.
+ANONYMOUS_CLIENT = "anonymous"
+CLIENT_MAX_LENGTH = 255  # the width of the ``client`` columns (storage/database.py)
+
+
+def client_of(claims: dict | None) -> str:
+    """Who a call came from, as cards and feedback record it: the verified JWT's ``iss``, or
+    ``anonymous`` without authentication. An issuer longer than the column is kept as its
+    SHA-256 (still one value per issuer, so matching a card to its client still works)."""
+    if not claims:
+        return ANONYMOUS_CLIENT
+    issuer = str(claims["iss"])
+    if len(issuer) <= CLIENT_MAX_LENGTH:
+        return issuer
+    return "sha256:" + hashlib.sha256(issuer.encode()).hexdigest()
 
 
 def validate(body: object) -> list[dict]:

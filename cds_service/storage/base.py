@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -22,6 +24,15 @@ from cds_service.storage.salt import PatientHasher
 from cds_service.storage.spool import CardSpool, directory_for
 
 log = logging.getLogger(__package__)  # "cds_service.storage", as before the split
+
+
+@dataclass(frozen=True)
+class SuppressionTerms:
+    """Which overrides suppress a card, and for how long (see suppressions.suppress)."""
+
+    policy: dict[str, dict[tuple[str, str], int]]  # route -> {(system, code): days}
+    urgent_routes: set[str]  # capped at URGENT_MAX_DAYS
+    window: timedelta  # feedback received later than this after its card suppresses nothing
 
 
 class StoreBase:
@@ -45,14 +56,23 @@ class StoreBase:
         )
         self._pid = os.getpid()
         self._closed = False
-        # Route code -> {override reason code: days}; set by the app from the rule files
-        # (service.suppression_policy). Critical routes are capped at engine.model.URGENT_MAX_DAYS.
-        self.suppression_policy: dict[str, dict[str, int]] = {}
+        # Route code -> {(override reason system, code): days}; set by the app from the rule
+        # files (service.suppression_policy; empty when suppression is not allowed, see
+        # Settings.suppression_allowed). Critical routes are capped at URGENT_MAX_DAYS.
+        self.suppression_policy: dict[str, dict[tuple[str, str], int]] = {}
         self.urgent_routes: set[str] = set()
         self.clock = utcnow  # naive UTC now; tests may replace it
 
     def _write_cards(self, rows: list[dict]) -> bool:  # the card writer's work (issued.py)
         raise NotImplementedError
+
+    def suppression_terms(self) -> SuppressionTerms:
+        """What an override must meet to suppress a card (suppressions.suppress)."""
+        return SuppressionTerms(
+            self.suppression_policy,
+            self.urgent_routes,
+            timedelta(hours=self.settings.feedback_window_hours),
+        )
 
     def patient_hash(self, patient_id: str) -> str:
         return self._hasher.patient_hash(patient_id)

@@ -56,6 +56,10 @@ issued_card = Table(
     Column("indicator", String(16), nullable=True),
     # True: the card was rendered but left out of the response by a suppression.
     Column("suppressed", Boolean, nullable=False, server_default=false()),
+    # The client the card was issued to: the JWT ``iss``, or "anonymous" without
+    # authentication (protocol/feedback.py). NULL: written before revision 0005, or by an
+    # older release; feedback on such a card suppresses nothing.
+    Column("client", String(255), nullable=True),
     Index("ix_issued_card_issued_at", "issued_at"),
 )
 FEEDBACK_KEY = ["card_uuid", "outcome", "outcome_timestamp"]
@@ -72,7 +76,12 @@ feedback = Table(
     Column("outcome_timestamp", DateTime, nullable=False),  # UTC
     Column("received_at", DateTime, nullable=False),  # UTC
     Column("unknown_card", Boolean, nullable=False),
+    # Who sent it (as ``issued_card.client``); NULL before revision 0005.
+    Column("client", String(255), nullable=True),
     UniqueConstraint(*FEEDBACK_KEY, name="uq_feedback_card_outcome_time"),
+    # Counting recent feedback for unknown cards, per client and overall (the caps).
+    Index("ix_feedback_unknown_client", "unknown_card", "client", "received_at"),
+    Index("ix_feedback_unknown_received", "unknown_card", "received_at"),
 )
 jwt_replay = Table(
     "jwt_replay",

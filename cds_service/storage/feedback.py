@@ -2,7 +2,10 @@
 
 Items already stored (same card, outcome and outcomeTimestamp) are ignored. A database
 failure raises ``StoreUnavailable`` so the app answers 503 and the EHR retries. Feedback for
-a card not recorded yet is stored as for an unknown card; the card's write adopts it.
+a card not recorded yet is stored as for an unknown card (within a cap); the card's write
+adopts it. Each item keeps the client that sent it; a batch about another client's card is
+refused whole (feedback_checks.py). ``outcomeTimestamp`` is stored no later than the
+receipt: a client clock ahead (or a timestamp in 2099) cannot outrank later feedback.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from cds_service.protocol.feedback import ANONYMOUS_CLIENT
 from cds_service.storage.base import StoreBase
 from cds_service.storage.database import (
     FEEDBACK_KEY,
@@ -22,17 +26,20 @@ from cds_service.storage.database import (
     insert_ignore,
     issued_card,
     parse_timestamp,
-    utcnow,
 )
+from cds_service.storage.feedback_checks import check_unknown_cap, refuse_other_clients
 from cds_service.storage.suppressions import suppress
 
 log = logging.getLogger(__package__)  # "cds_service.storage", as before the split
 
-def feedback_rows(items: list[dict], received_at: datetime) -> list[dict]:
-    """The feedback rows of the items, one per (card, outcome, outcomeTimestamp)."""
+
+def feedback_rows(items: list[dict], received_at: datetime, client: str) -> list[dict]:
+    """The feedback rows of the items, one per (card, outcome, outcomeTimestamp), each
+    outcomeTimestamp clamped to the receipt time."""
     rows: dict[tuple, dict] = {}
     for item in items:
-        outcome_timestamp = parse_timestamp(item["outcomeTimestamp"])  # checked by feedback.py
+        claimed = parse_timestamp(item["outcomeTimestamp"])  # checked by protocol/feedback.py
+        outcome_timestamp = min(claimed, received_at)
         override = item.get("overrideReason") or {}
         reason = override.get("reason") or {}
         accepted = [s["id"] for s in item.get("acceptedSuggestions") or []]
@@ -45,6 +52,7 @@ def feedback_rows(items: list[dict], received_at: datetime) -> list[dict]:
             "user_comment": override.get("userComment"),
             "outcome_timestamp": outcome_timestamp,
             "received_at": received_at,
+            "client": client,
         }
         rows.setdefault((row["card_uuid"], row["outcome"], outcome_timestamp), row)
     return list(rows.values())
@@ -61,16 +69,21 @@ def _issued_cards(conn: Connection, uuids: list[str]) -> dict[str, dict]:
                 issued_card.c.patient_hash,
                 issued_card.c.fingerprint,
                 issued_card.c.indicator,
+                issued_card.c.issued_at,
+                issued_card.c.client,
             ).where(issued_card.c.card_uuid.in_(uuids))
         )
     }
 
 
 class FeedbackStore(StoreBase):
-    def save_feedback(self, items: list[dict]) -> None:
-        """Store a batch of validated feedback items in one transaction."""
-        received_at = utcnow()
-        rows = feedback_rows(items, received_at)
+    def save_feedback(self, items: list[dict], client: str = ANONYMOUS_CLIENT) -> None:
+        """Store a batch of validated feedback items from ``client`` in one transaction.
+
+        Raises Forbidden (a card of another client), TooManyRequests (the cap on feedback
+        for unknown cards) or StoreUnavailable; then nothing of the batch is stored."""
+        received_at = self.clock()
+        rows = feedback_rows(items, received_at, client)
         if not rows:
             return
         if not self.ensure_schema():
@@ -84,12 +97,14 @@ class FeedbackStore(StoreBase):
             with self.engine.begin() as conn:
                 info = conn.connection.info
                 known = _issued_cards(conn, sorted({row["card_uuid"] for row in rows}))
+                refuse_other_clients(rows, known, client)
                 for row in rows:
                     row["unknown_card"] = row["card_uuid"] not in known
+                unknown = sum(row["unknown_card"] for row in rows)
+                check_unknown_cap(conn, unknown, client, received_at, self.settings)
                 insert_ignore(conn, feedback, rows, FEEDBACK_KEY)
                 if self.suppression_policy:
-                    policy, urgent = self.suppression_policy, self.urgent_routes
-                    suppress(conn, rows, known, received_at, policy, urgent)
+                    suppress(conn, rows, known, self.suppression_terms())
         except SQLAlchemyError as exc:
             self._note_failure()
             log.warning("feedback batch of %d items not stored: %s", len(rows), describe(exc))

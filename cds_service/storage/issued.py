@@ -15,6 +15,7 @@ from itertools import zip_longest
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from cds_service.protocol.feedback import ANONYMOUS_CLIENT
 from cds_service.storage.base import StoreBase
 from cds_service.storage.card_writer import CLOSE_TIMEOUT
 from cds_service.storage.database import describe, feedback, insert_ignore, issued_card, utcnow
@@ -33,11 +34,13 @@ class IssuedCards(StoreBase):
         fingerprints: list[str] | None = None,
         suppressed: list[dict] | None = None,
         issued_at: datetime | None = None,
+        client: str = ANONYMOUS_CLIENT,
     ) -> None:
         """Queue the issued cards for writing (card uuid, route, rule id, hashed patient,
-        fingerprint); ``suppressed`` cards (left out of the response) are written too,
-        flagged, so the report can count them. ``issued_at``: when the cards were issued,
-        if not now (kept by the starting store while the database opened)."""
+        fingerprint, the client they were issued to); ``suppressed`` cards (left out of the
+        response) are written too, flagged, so the report can count them. ``issued_at``:
+        when the cards were issued, if not now (kept by the starting store while the
+        database opened)."""
         rows: list[dict] = []
         try:
             entries = [
@@ -55,7 +58,9 @@ class IssuedCards(StoreBase):
             if self._closed:
                 log.warning("store closed: %d issued-card records not written", len(entries))
                 return
-            rows = self._card_rows(hook_instance, patient_id, entries, issued_at or utcnow())
+            rows = self._card_rows(
+                hook_instance, patient_id, entries, issued_at or utcnow(), client
+            )
             if rows:
                 self._after_fork()
                 self._writer.put(rows)
@@ -65,7 +70,12 @@ class IssuedCards(StoreBase):
             log.warning("issued-card records not queued: %s", type(exc).__name__)
 
     def _card_rows(
-        self, hook_instance: str, patient_id: str, entries: list[tuple], issued_at: datetime
+        self,
+        hook_instance: str,
+        patient_id: str,
+        entries: list[tuple],
+        issued_at: datetime,
+        client: str,
     ) -> list[dict]:
         """The issued_card rows of (card, rule ids, fingerprint, left out) entries."""
         patient_hash = self.patient_hash(str(patient_id))
@@ -86,6 +96,7 @@ class IssuedCards(StoreBase):
                     "fingerprint": self.fingerprint_key(fp),
                     "indicator": str(indicator)[:16] if indicator else None,
                     "suppressed": left_out,
+                    "client": str(client),
                 }
             )
         return rows
@@ -120,7 +131,9 @@ class IssuedCards(StoreBase):
         """Within the card write's transaction: feedback that arrived before its card was
         written (another instance, or a write slower than the feedback's wait) is no longer
         unknown, and a suppressing override among it takes effect now, as it would have had
-        the card been known (its expiry still counts from the override)."""
+        the card been known: by the same rules (suppressions.suppress), so feedback from
+        another client than the card's, or received too long after its issue, suppresses
+        nothing."""
         uuids = [r["card_uuid"] for r in rows]
         early = [
             r._asdict()
@@ -128,9 +141,11 @@ class IssuedCards(StoreBase):
                 select(
                     feedback.c.card_uuid,
                     feedback.c.outcome,
+                    feedback.c.override_reason_system,
                     feedback.c.override_reason_code,
                     feedback.c.outcome_timestamp,
                     feedback.c.received_at,
+                    feedback.c.client,
                 ).where(feedback.c.card_uuid.in_(uuids), feedback.c.unknown_card.is_(True))
             )
         ]
@@ -143,7 +158,7 @@ class IssuedCards(StoreBase):
         )
         if self.suppression_policy:
             cards = {r["card_uuid"]: r for r in rows}
-            suppress(conn, early, cards, utcnow(), self.suppression_policy, self.urgent_routes)
+            suppress(conn, early, cards, self.suppression_terms())
 
     def flush(self, timeout: float = CLOSE_TIMEOUT) -> bool:
         """Wait until every record queued so far has been written (or given up on)."""

@@ -65,7 +65,7 @@ class StartingStore:
     def __init__(self, settings: Settings, open_delay: float | None = OPEN_DELAY):
         self.settings = settings
         self._hasher = PatientHasher(settings)  # the same salt as the store's (salt.py)
-        self.suppression_policy: dict[str, dict[str, int]] = {}
+        self.suppression_policy: dict[str, dict[tuple[str, str], int]] = {}
         self.urgent_routes: set[str] = set()
         self._store: Store | None = None
         self._failure: str | None = None
@@ -216,8 +216,8 @@ class StartingStore:
             return False
         return not (self.settings.data_dir / SQLITE_FILE).exists()
 
-    def save_feedback(self, items: list[dict]) -> None:
-        self._open_store().save_feedback(items)
+    def save_feedback(self, *args: Any, **kwargs: Any) -> None:
+        self._open_store().save_feedback(*args, **kwargs)
 
     def first_use(self, issuer: str, jti: str, expires_at: float) -> bool:
         return self._open_store().first_use(issuer, jti, expires_at)

@@ -12,15 +12,15 @@ import logging
 import os
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, insert, select
+from sqlalchemy import Connection, Row, and_, bindparam, case, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.config import Settings
 from cds_service.engine.model import URGENT_MAX_DAYS
-from cds_service.storage.base import StoreBase
+from cds_service.storage.base import StoreBase, SuppressionTerms
 from cds_service.storage.database import (
     GENERATION_ROW,
     READ_ONLY,
@@ -177,71 +177,74 @@ class Suppressions(StoreBase):
 
 
 def suppress(
-    conn: Connection,
-    rows: list[dict],
-    cards: dict[str, dict],
-    received_at: datetime,
-    policy: dict[str, dict[str, int]],
-    urgent_routes: set[str],
+    conn: Connection, rows: list[dict], cards: dict[str, dict], terms: SuppressionTerms
 ) -> None:
-    """Within the feedback's transaction: an override with a suppressing reason starts (or
-    renews) a suppression; a later acceptance of that card ends it. ``cards``: the issued
-    cards of the feedback ``rows`` by uuid (those unknown are skipped). Every change moves
-    the change token in the same transaction (the table's triggers, revision 0004)."""
+    """Within the feedback's transaction: an override with a suppressing reason starts a
+    suppression; a later acceptance of that card ends it. ``cards``: the issued cards of the
+    feedback ``rows`` by uuid (those unknown are skipped). Every change moves the change
+    token in the same transaction (the table's triggers, revision 0004).
+
+    Only feedback from the client the card was issued to counts, and an override only when
+    received within ``terms.window`` of the card's issue, with a reason (system and code)
+    the route's policy names. The suppression ends at the card's issue + the policy's days
+    (at most a day for a critical card): a later or repeated override of the same card
+    never extends it, only a new card does. Times are taken between the card's issue and
+    the feedback's receipt, so a client clock ahead (or behind) moves nothing."""
     for row in sorted(rows, key=lambda r: r["outcome_timestamp"]):
         card = cards.get(row["card_uuid"])
-        if card is None:
+        if card is None or card["client"] is None or card["client"] != row["client"]:
             continue
+        issued_at, received_at = card["issued_at"], row["received_at"]
+        when = min(max(row["outcome_timestamp"], issued_at), received_at)
         if row["outcome"] == "accepted":
             conn.execute(
                 delete(suppression).where(
-                    suppression.c.card_uuid == row["card_uuid"],
-                    suppression.c.suppressed_at <= row["outcome_timestamp"],
+                    suppression.c.card_uuid == row["card_uuid"], suppression.c.suppressed_at <= when
                 )
             )
             continue
-        if row["outcome"] != "overridden":
+        if row["outcome"] != "overridden" or received_at - issued_at > terms.window:
             continue
-        days = policy.get(card["route"], {}).get(row["override_reason_code"] or "")
+        reason = (row["override_reason_system"] or "", row["override_reason_code"] or "")
+        days = terms.policy.get(card["route"], {}).get(reason)
         if not days:
             continue
-        if card["route"] in urgent_routes or card["indicator"] == "critical":
+        if card["route"] in terms.urgent_routes or card["indicator"] == "critical":
             days = min(days, URGENT_MAX_DAYS)
-        # A client clock ahead: from the receipt (of this item, when adopted late).
-        start = min(row["outcome_timestamp"], row.get("received_at") or received_at)
         values = {
             "card_uuid": row["card_uuid"],
             "reason_code": row["override_reason_code"],
             "fingerprint": card["fingerprint"],
             "indicator": card["indicator"],
-            "suppressed_at": row["outcome_timestamp"],
-            "expires_at": start + timedelta(days=days),
+            "suppressed_at": when,
+            "expires_at": issued_at + timedelta(days=days),
         }
         _upsert(conn, {"patient_hash": card["patient_hash"], "route": card["route"]}, values)
 
 
 def _upsert(conn: Connection, key: dict, values: dict) -> None:
-    """The suppression of (patient, route) ``key``, unless a later override holds one."""
-    name = conn.dialect.name
-    if name in {"postgresql", "sqlite"}:
-        if name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
-        statement = dialect_insert(suppression).values(**key, **values)
-        conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=list(key),
-                set_=values,
-                # Only a later override replaces one (feedback can be adopted late).
-                where=suppression.c.suppressed_at <= statement.excluded.suppressed_at,
-            )
-        )
+    """The suppression of (patient, route) ``key``, unless a later override holds one; for
+    the same card the earlier expiry is kept (a new override of it never extends it).
+    ``ON CONFLICT`` on both backends the store supports (config.DATABASE_SCHEMES)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
-        conn.execute(
-            delete(suppression).where(
-                suppression.c.patient_hash == key["patient_hash"],
-                suppression.c.route == key["route"],
-            )
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+    statement = dialect_insert(suppression).values(**key, **values)
+    new = statement.excluded
+    same_card_earlier = and_(
+        suppression.c.card_uuid == new.card_uuid, suppression.c.expires_at < new.expires_at
+    )
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=list(key),
+            set_={
+                **values,
+                "expires_at": case(
+                    (same_card_earlier, suppression.c.expires_at), else_=new.expires_at
+                ),
+            },
+            # Only a later override replaces one (feedback can be adopted late).
+            where=suppression.c.suppressed_at <= new.suppressed_at,
         )
-        conn.execute(insert(suppression).values(**key, **values))
+    )

@@ -102,7 +102,9 @@ def create_app(
     # The database opens off the first answer's path (cds_service/storage/starting.py).
     store = store or storage.StartingStore(settings)
     authenticator = Authenticator(settings, replay_store=store)
-    # Which override reasons suppress which route's card, from the rule files.
+    # Which override reasons suppress which route's card, from the rule files (none when
+    # suppression is not allowed: Settings.suppression_allowed).
+    _say_whether_feedback_suppresses(settings)
     store.suppression_policy = getattr(service, "suppression_policy", {})
     store.urgent_routes = getattr(service, "urgent_routes", set())
 
@@ -117,9 +119,10 @@ def create_app(
 
     def authenticate() -> None:
         # The JWT's aud names the URL as called (before HttpGuard normalised the path).
-        authenticator.authenticate(
+        claims = authenticator.authenticate(
             request.headers.get("Authorization"), request.environ.get(ORIGINAL_PATH, request.path)
         )
+        g.client = feedback.client_of(claims)  # cards and feedback are bound to it
 
     app.wsgi_app = ServerTiming(HttpGuard(app.wsgi_app, settings.max_body_bytes))
 
@@ -131,6 +134,22 @@ def create_app(
     # The endpoint label's closed set: these route templates; any other path is "other".
     metrics.known_endpoints(rule.rule for rule in app.url_map.iter_rules())
     return app
+
+
+def _say_whether_feedback_suppresses(settings: Settings) -> None:
+    """Once at start-up: without authentication, say whether overrides suppress cards."""
+    if settings.auth_mode != "off":
+        return
+    if settings.suppression_without_auth:
+        log.warning(
+            "CDS_SUPPRESSION_WITHOUT_AUTH=true: any caller's feedback can suppress cards "
+            "(CDS_AUTH_MODE=off; development only)"
+        )
+    else:
+        log.warning(
+            "CDS_AUTH_MODE=off: feedback is stored but suppresses no card "
+            "(CDS_SUPPRESSION_WITHOUT_AUTH=true allows it, for development only)"
+        )
 
 
 def _observe_every_request(app: Flask) -> None:
@@ -274,6 +293,7 @@ def _cds_endpoints(app: Flask, service: CdsService, store: storage.AnyStore, aut
             ("evaluate", (time.perf_counter() - parsed) * 1000.0),
         ]
         hook_instance, patient_id = payload["hookInstance"], payload["context"]["patientId"]
+        client = g.client
 
         def store_outcome() -> None:
             for route in outcome.routes:
@@ -285,6 +305,7 @@ def _cds_endpoints(app: Flask, service: CdsService, store: storage.AnyStore, aut
                 outcome.rule_ids,
                 getattr(outcome, "fingerprints", None),
                 getattr(outcome, "suppressed", None),
+                client=client,
             )
 
         g.after_sent = [store_outcome]
@@ -304,7 +325,7 @@ def _feedback_endpoint(app: Flask, store: storage.AnyStore, known_service) -> No
         known_service(service_id)
         items = feedback.validate(read_json())
         try:
-            store.save_feedback(items)
+            store.save_feedback(items, g.client)  # 403 for another client's card, 429 cap
         except storage.StoreUnavailable:
             raise Unavailable(
                 "Feedback could not be stored right now; please retry.",

@@ -7,11 +7,13 @@ from werkzeug.exceptions import HTTPException
 
 from cds_service.errors import (
     CdsError,
+    Forbidden,
     HttpError,
     InvalidRequest,
     MissingData,
     NotAuthenticated,
     NotFound,
+    TooManyRequests,
     Unavailable,
     UnsupportedMediaType,
 )
@@ -21,8 +23,10 @@ STATUS_OF: tuple[tuple[type[CdsError], int], ...] = (
     (UnsupportedMediaType, 415),
     (InvalidRequest, 400),
     (NotAuthenticated, 401),
+    (Forbidden, 403),
     (NotFound, 404),
     (MissingData, 412),
+    (TooManyRequests, 429),
     (Unavailable, 503),
 )
 
@@ -38,6 +42,7 @@ _ISSUE_CODES = {
     414: "too-long",
     415: "not-supported",
     417: "not-supported",
+    429: "throttled",
     431: "too-long",
     501: "not-supported",
     500: "exception",
