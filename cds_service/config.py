@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from cds_service.errors import CdsError
+from cds_service.protocol.egress import parse_allowed_origin, parse_origins_by_issuer
 
 ENV_PREFIX = "CDS_"
 CARDS_PACKAGE = "cds_service.bundled_cards"
@@ -85,6 +86,14 @@ class Settings(BaseSettings):
     fhir_max_resources: int = Field(10000, ge=1)
     fhir_pool_size: int = Field(6, ge=1)
     allow_http_fhir: bool | None = None
+    # Where fhirServer may point (None: loopback origins in development, none otherwise),
+    # per trusted issuer in JWT mode, and whether loopback and private addresses may be
+    # reached (development); link-local and metadata addresses never are (egress.py).
+    fhir_allowed_origins: Annotated[tuple[str, ...] | None, NoDecode] = None
+    fhir_allowed_origins_by_issuer: Annotated[dict[str, tuple[str, ...]], NoDecode] = Field(
+        default_factory=dict
+    )
+    fhir_allow_internal_addresses: bool | None = None
     # Authentication of CDS clients.
     auth_mode: str = "off"
     jwks_file: str = ""
@@ -114,7 +123,9 @@ class Settings(BaseSettings):
     # The feedback report as HTML at GET /admin/report (counts only, no patient data).
     admin_report: bool = False
 
-    @field_validator("cors_origins", "trusted_jku", "trusted_issuers", mode="before")
+    @field_validator(
+        "cors_origins", "trusted_jku", "trusted_issuers", "fhir_allowed_origins", mode="before"
+    )
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -123,6 +134,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "allow_http_fhir",
+        "fhir_allow_internal_addresses",
         "metrics_enabled",
         "admin_report",
         "suppression_without_auth",
@@ -156,6 +168,18 @@ class Settings(BaseSettings):
                 raise ValueError(MESSAGES["today"]) from None
         return value
 
+    @field_validator("fhir_allowed_origins")
+    @classmethod
+    def _check_fhir_origins(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for entry in value or ():
+            parse_allowed_origin(entry)  # ValueError: not scheme://host[:port|:*]
+        return value
+
+    @field_validator("fhir_allowed_origins_by_issuer", mode="before")
+    @classmethod
+    def _parse_fhir_origins_by_issuer(cls, value: Any) -> Any:
+        return parse_origins_by_issuer(value) if isinstance(value, str) else value
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: SecretStr) -> SecretStr:
@@ -183,6 +207,13 @@ class Settings(BaseSettings):
     def suppression_allowed(self) -> bool:
         """Overrides suppress cards only from verified clients (or when allowed without)."""
         return self.auth_mode == "jwt" or self.suppression_without_auth
+
+    @property
+    def fhir_internal_addresses_allowed(self) -> bool:
+        """Loopback and private FHIR server addresses are for local development only."""
+        if self.fhir_allow_internal_addresses is None:
+            return self.env == "development"
+        return self.fhir_allow_internal_addresses
 
     @property
     def effective_database_url(self) -> str:

@@ -22,7 +22,7 @@ from werkzeug import Response
 from cds_service import metrics
 from cds_service.config import Settings
 from cds_service.engine import load_rules
-from cds_service.protocol.fhir_client import FetchError, FhirFetcher, expected_type
+from cds_service.protocol.fhir_client import FETCH_FAILED, FetchError, FhirFetcher, expected_type
 from cds_service.protocol.prefetch import resolve
 from cds_service.service import CdsService
 from cds_service.web.app import create_app
@@ -70,7 +70,15 @@ def fhir(http_server, full_request) -> FhirServer:
 
 
 def make_settings(tmp_path, **overrides) -> Settings:
-    values = {"today": TODAY, "allow_http_fhir": True, "data_dir": tmp_path, "auth_mode": "off"}
+    """Development settings; a wide fetch budget, so a loaded machine does not turn a slow
+    answer into a 412 (the tests about the budget give their own)."""
+    values = {
+        "today": TODAY,
+        "allow_http_fhir": True,
+        "data_dir": tmp_path,
+        "auth_mode": "off",
+        "fhir_timeout": 30.0,
+    }
     return Settings.from_env({}, **{**values, **overrides})
 
 
@@ -194,16 +202,17 @@ def test_search_is_followed_over_many_pages(tmp_path, full_request, fhir):
     assert sorted(r["id"] for r in result["conditions"]) == sorted(expected)
 
 
-def test_too_many_pages_is_a_failure_not_partial_data(make_client, full_request, fhir):
+def test_too_many_pages_is_a_failure_not_partial_data(make_client, full_request, fhir, caplog):
+    caplog.set_level(logging.INFO)
     fhir.page_size = 50
     response = make_client(fhir_max_pages=2).post(
         URL, json=ask(full_request, fhir, ["observations"])
     )
-    assert response.status_code == 412
-    assert "observations (more than 2 pages)" in response.json["issue"][0]["details"]["text"]
+    assert f"observations ({FETCH_FAILED})" in failure_text(response)
+    assert logged_reason(caplog, "observations").endswith("more than 2 pages")
 
 
-# --- failures: 412 with the key and the reason, never the token -----------------------
+# --- failures: 412 with the key and one reason, never the token; why in the log ----------
 
 
 def failure_text(response) -> str:
@@ -215,27 +224,44 @@ def failure_text(response) -> str:
     return response.json["issue"][0]["details"]["text"]
 
 
-def test_wrong_token_gives_412_saying_the_server_refused_it(
+def logged_reason(caplog, key: str) -> str:
+    """The fetcher's log line about ``key``: the reason the 412 does not tell the caller."""
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "cds_service.protocol.fhir_client"
+        and f"fetch of {key} failed" in r.getMessage()
+    ]
+    assert lines, f"nothing logged about {key}"
+    return lines[-1]
+
+
+def test_wrong_token_gives_412_and_logs_that_the_server_refused_it(
     make_client, full_request, fhir, caplog
 ):
     caplog.set_level(logging.DEBUG)
     fhir.token = "another-token"
     response = make_client().post(URL, json=ask(full_request, fhir, ["conditions"]))
     text = failure_text(response)
-    assert "conditions (server refused the access token (HTTP 401))" in text
+    assert f"conditions ({FETCH_FAILED})" in text
+    assert logged_reason(caplog, "conditions").endswith(
+        "server refused the access token (HTTP 401)"
+    )
     assert fhir.requests[0]["authorization"] == f"Bearer {TOKEN}"
     assert TOKEN not in caplog.text
     assert full_request["context"]["patientId"] not in text
 
 
-def test_server_not_listening(make_client, full_request):
+def test_server_not_listening(make_client, full_request, caplog):
+    caplog.set_level(logging.INFO)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     response = make_client().post(
         URL, json=ask(full_request, f"http://127.0.0.1:{port}/fhir", ["patient"])
     )
-    assert "patient (server unreachable (ConnectionError))" in failure_text(response)
+    assert f"patient ({FETCH_FAILED})" in failure_text(response)
+    assert logged_reason(caplog, "patient").endswith("server unreachable (ConnectionError)")
 
 
 def test_no_fhir_server_and_required_data_missing(make_client, full_request):
@@ -246,7 +272,8 @@ def test_no_fhir_server_and_required_data_missing(make_client, full_request):
     assert "patient (not prefetched and no fhirServer given)" in text
 
 
-def test_server_that_never_answers_is_given_up_within_the_budget(make_client, full_request):
+def test_server_that_never_answers_is_given_up_within_the_budget(make_client, full_request, caplog):
+    caplog.set_level(logging.INFO)
     budget = 0.5
     with socket.socket() as sock:  # accepts connections (backlog) but never answers
         sock.bind(("127.0.0.1", 0))
@@ -255,7 +282,8 @@ def test_server_that_never_answers_is_given_up_within_the_budget(make_client, fu
         started = time.monotonic()
         response = make_client(fhir_timeout=budget).post(URL, json=request)
         elapsed = time.monotonic() - started
-    assert "patient (timed out)" in failure_text(response)
+    assert f"patient ({FETCH_FAILED})" in failure_text(response)
+    assert logged_reason(caplog, "patient").endswith("timed out")
     assert elapsed < budget + 0.3
 
 
@@ -293,32 +321,43 @@ def test_server_that_hangs_mid_paging_gives_up_and_does_not_delay_the_next_call(
     text = failure_text(
         make_client(fhir_timeout=budget).post(URL, json=ask(full_request, fhir, ["conditions"]))
     )
-    assert text.endswith("conditions (timed out).")
+    assert text.endswith(f"conditions ({FETCH_FAILED}).")
 
 
-def test_malformed_json(make_client, full_request, fhir):
+def test_malformed_json(make_client, full_request, fhir, caplog):
+    caplog.set_level(logging.INFO)
     fhir.faults["Condition"] = lambda request: Response(
         '{"resourceType": "Bundle", "entry": [', content_type="application/fhir+json"
     )
     text = failure_text(make_client().post(URL, json=ask(full_request, fhir, ["conditions"])))
-    assert "conditions (server answered with malformed JSON)" in text
+    assert f"conditions ({FETCH_FAILED})" in text
+    assert logged_reason(caplog, "conditions").endswith("server answered with malformed JSON")
 
 
-def test_search_answered_with_something_that_is_not_a_bundle(make_client, full_request, fhir):
+def test_search_answered_with_something_that_is_not_a_bundle(
+    make_client, full_request, fhir, caplog
+):
+    caplog.set_level(logging.INFO)
     patient = full_request["prefetch"]["patient"]
     fhir.faults["Procedure"] = lambda request: fhir_response(patient)
     fhir.faults["Condition"] = lambda request: fhir_response(outcome("too-costly", "too many"))
     text = failure_text(
         make_client().post(URL, json=ask(full_request, fhir, ["procedures", "conditions"]))
     )
-    assert "procedures (server answered with Patient where a Bundle was expected)" in text
-    assert (
-        "conditions (server answered with an OperationOutcome where a Bundle was expected)" in text
+    assert f"conditions ({FETCH_FAILED}); procedures ({FETCH_FAILED})" in text
+    assert logged_reason(caplog, "procedures").endswith(
+        "server answered with Patient where a Bundle was expected"
     )
-    assert patient["id"] not in text
+    assert logged_reason(caplog, "conditions").endswith(
+        "server answered with an OperationOutcome where a Bundle was expected"
+    )
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("cds_service")]
+    assert patient["id"] not in text and not any(patient["id"] in m for m in ours)
 
 
-def test_next_link_to_another_host_is_refused(make_client, full_request, fhir):
+def test_next_link_to_another_host_is_refused(make_client, full_request, fhir, caplog):
+    caplog.set_level(logging.INFO)
+
     def leaky(request):
         bundle = json.loads(fhir.search("Condition", request).get_data())
         bundle["link"] = [
@@ -331,18 +370,37 @@ def test_next_link_to_another_host_is_refused(make_client, full_request, fhir):
 
     fhir.faults["Condition"] = leaky
     text = failure_text(make_client().post(URL, json=ask(full_request, fhir, ["conditions"])))
-    assert "conditions (next page link points at another server or scheme (refused))" in text
+    assert f"conditions ({FETCH_FAILED})" in text
+    assert logged_reason(caplog, "conditions").endswith(
+        "next page link points at another server or scheme (refused)"
+    )
     assert len(fhir.requests) == 1
 
 
-def test_plain_http_server_refused_unless_allowed(make_client, full_request, fhir):
+def test_plain_http_server_refused_unless_allowed(make_client, full_request, fhir, caplog):
+    caplog.set_level(logging.INFO)
     response = make_client(allow_http_fhir=False).post(
         URL, json=ask(full_request, fhir, ["patient"])
     )
-    assert "plain-http fhirServer refused" in failure_text(response)
+    assert f"patient ({FETCH_FAILED})" in failure_text(response)
+    assert "plain-http fhirServer refused" in logged_reason(caplog, "patient")
     assert fhir.requests == []
-    response = make_client().post(URL, json=ask(full_request, "file:///etc/passwd", ["patient"]))
-    assert "fhirServer is not an http(s) base URL" in failure_text(response)
+
+
+@pytest.mark.parametrize(
+    "server", ["file:///etc/passwd", "0", "http://user:pw@127.0.0.1/fhir", "https://h/f?x=1"]
+)
+def test_fhir_server_that_is_not_an_http_base_url_is_a_schema_violation(
+    make_client, full_request, tmp_path, server
+):
+    response = make_client().post(URL, json=ask(full_request, server, ["patient"]))
+    assert response.status_code == 400
+    assert "$.fhirServer" in response.json["issue"][0]["details"]["text"]
+    assert server not in response.get_data(as_text=True)
+    # The fetcher refuses them too, should one be called without the schema (the CLI).
+    assert FhirFetcher(make_settings(tmp_path)).check_server(server) == (
+        "fhirServer is not an http(s) base URL"
+    )
 
 
 def test_optional_key_failing_still_gives_cards(make_client, full_request, fhir, caplog):
@@ -355,9 +413,10 @@ def test_optional_key_failing_still_gives_cards(make_client, full_request, fhir,
     assert metrics.FHIR_FETCH_ERRORS.labels("servicerequests")._value.get() == before + 1
     warning = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert (
-        "optional prefetch key servicerequests is missing and could not be fetched: "
-        "server answered HTTP 500" in warning
+        f"optional prefetch key servicerequests is missing and could not be fetched: {FETCH_FAILED}"
+        in warning
     )
+    assert logged_reason(caplog, "servicerequests").endswith("server answered HTTP 500")
     assert TOKEN not in caplog.text
     ours = [r.getMessage() for r in caplog.records if r.name.startswith("cds_service")]
     assert not any(full_request["context"]["patientId"] in m for m in ours)

@@ -3,9 +3,10 @@
 EHRs give up on slow services (the spec asks for ~500 ms), so all keys are fetched in
 parallel under one deadline per hook call and every blocking step is bounded by it. The
 access token is sent only as a Bearer header to the EHR's own server (never to another
-host, never over plain http unless allowed) and is never logged or stored. A failure is
-reported per key as a short reason without URL, token or patient data, because it ends
-up in the 412 body and in logs.
+host, never over plain http unless allowed) and is never logged or stored. Only allowed
+origins are fetched from, and only allowed addresses reached (``egress``). Every failure
+looks the same to the caller (``FETCH_FAILED``), whatever went wrong, so the 412 cannot be
+used to scan ports or map a network; the log says why, without URL, token or patient data.
 """
 
 from __future__ import annotations
@@ -24,24 +25,38 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from cds_service import metrics
 from cds_service.config import Settings
 from cds_service.errors import CdsError
+from cds_service.protocol.egress import CALLER_ISSUER, OriginPolicy
 from cds_service.protocol.prefetch import next_link, resources_in
-from cds_service.protocol.transport import Transport
+from cds_service.protocol.transport import AddressRefused, Transport
 
 log = logging.getLogger(__name__)
 
 
+FETCH_FAILED = "could not be fetched from fhirServer"
+
+
 class FetchError(CdsError):
-    """Why a key could not be fetched (safe to show to the client). Raised while fetching;
-    the fetcher answers it, per key, beside the keys that were fetched."""
+    """A key could not be fetched. Raised while fetching; the fetcher answers it, per key,
+    beside the keys that were fetched. The client is only ever shown ``FETCH_FAILED``;
+    ``detail`` (for the log) says why, and ``refused`` marks a URL or address the service
+    would not contact (logged as a warning)."""
+
+    def __init__(self, detail: str, refused: bool = False):
+        super().__init__(FETCH_FAILED)
+        self.detail = detail
+        self.refused = refused
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, FetchError) and other.message == self.message
+        return isinstance(other, FetchError) and other.detail == self.detail
 
     def __hash__(self) -> int:
-        return hash(self.message)
+        return hash(self.detail)
 
     def __str__(self) -> str:
         return self.message
+
+    def __repr__(self) -> str:
+        return f"FetchError({self.detail!r})"
 
 
 TIMED_OUT = "timed out"
@@ -74,30 +89,45 @@ class FhirFetcher:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._transport = Transport(settings.fhir_pool_size)
+        self._origins = OriginPolicy.from_settings(settings)
+        self._transport = Transport(
+            settings.fhir_pool_size, allow_internal=settings.fhir_internal_addresses_allowed
+        )
 
     def close(self) -> None:
         self._transport.close()
 
-    def check_server(self, server: str) -> str | None:
-        """Why ``server`` may not be used, or None when it may."""
+    def check_server(self, server: str, issuer: str | None = None) -> str | None:
+        """Why ``server`` may not be used by the caller ``issuer``, or None when it may."""
         try:
             parts = urlsplit(server)
             host = parts.hostname  # raises ValueError on a malformed host such as "[::1"
         except (TypeError, ValueError, AttributeError):
             host = None
-        if not host or parts.scheme not in ("http", "https") or parts.query or parts.fragment:
+        if (
+            not host
+            or parts.scheme not in ("http", "https")
+            or parts.query
+            or parts.fragment
+            or "@" in parts.netloc
+        ):
             return "fhirServer is not an http(s) base URL"
         if parts.scheme == "http" and not self.settings.http_fhir_allowed:
             return "plain-http fhirServer refused (set CDS_ALLOW_HTTP_FHIR=true for development)"
+        if not self._origins.allows(server, issuer):
+            return (
+                "fhirServer origin is not allowed for this client "
+                "(CDS_FHIR_ALLOWED_ORIGINS, CDS_FHIR_ALLOWED_ORIGINS_BY_ISSUER)"
+            )
         return None
 
     def __call__(self, server: str, token: str | None, queries: dict[str, str]) -> dict:
         started = time.monotonic()
-        refused = self.check_server(server)
+        refused = self.check_server(server, CALLER_ISSUER.get())
         if refused or not queries:
             return {
-                key: self._record(key, FetchError(refused or "no query"), 0.0) for key in queries
+                key: self._record(key, FetchError(refused or "no query", refused=True), 0.0)
+                for key in queries
             }
         deadline = started + self.settings.fhir_timeout
         base = server.rstrip("/") + "/"
@@ -152,7 +182,13 @@ class FhirFetcher:
         if isinstance(result, FetchError):
             metrics.FHIR_FETCH.labels("error").observe(seconds)
             metrics.FHIR_FETCH_ERRORS.labels(name).inc()
-            log.info("FHIR fetch of %s failed after %.3f s: %s", key, seconds, result)
+            log.log(
+                logging.WARNING if result.refused else logging.INFO,
+                "FHIR fetch of %s failed after %.3f s: %s",
+                key,
+                seconds,
+                result.detail,
+            )
         else:
             metrics.FHIR_FETCH.labels("ok").observe(seconds)
         return result
@@ -179,12 +215,14 @@ class FhirFetcher:
         elif page_url.startswith(base):
             wanted = expected_type(url)
         else:  # an id with "../" or "//host" must not take the token elsewhere
-            raise FetchError("query leaves the fhirServer base URL")
+            raise FetchError("query leaves the fhirServer base URL", refused=True)
         resources: list[dict] = []
         pages = 0
         while page_url:
             if urlsplit(page_url)[:2] != origin:
-                raise FetchError("next page link points at another server or scheme (refused)")
+                raise FetchError(
+                    "next page link points at another server or scheme (refused)", refused=True
+                )
             if pages >= self.settings.fhir_max_pages:
                 log.warning("%s has more than %d pages (CDS_FHIR_MAX_PAGES)", key, pages)
                 raise FetchError(f"more than {pages} pages")
@@ -247,6 +285,11 @@ class FhirFetcher:
                 if time.monotonic() > deadline:
                     raise FetchError(TIMED_OUT)
             complete = True
+        except AddressRefused as refused:
+            raise FetchError(
+                f"fhirServer host resolves to {refused.reason}: refused, nothing sent",
+                refused=True,
+            ) from None
         except (HTTPError, OSError) as exc:
             # (urllib3's NewConnectionError, a refused connection, is a kind of its timeout)
             timed_out = isinstance(exc, (Urllib3Timeout, TimeoutError)) and not isinstance(

@@ -25,7 +25,7 @@ from cds_service.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from cds_service.protocol import feedback, fhir_json
+from cds_service.protocol import egress, feedback, fhir_json
 from cds_service.service import CdsService
 from cds_service.web import cors, gc_policy
 from cds_service.web.http_errors import from_http_exception, operation_outcome, status_of
@@ -123,6 +123,8 @@ def create_app(
             request.headers.get("Authorization"), request.environ.get(ORIGINAL_PATH, request.path)
         )
         g.client = feedback.client_of(claims)  # cards and feedback are bound to it
+        # The fhirServer origins this call may fetch from: its verified issuer's list.
+        egress.CALLER_ISSUER.set(claims.get("iss") if claims else None)
 
     app.wsgi_app = ServerTiming(HttpGuard(app.wsgi_app, settings.max_body_bytes))
 
