@@ -88,6 +88,13 @@ def test_the_referral_code_still_counts_and_so_do_other_codes_for_the_same_speci
     assert_no_second_referral(endocrinology["endocrinology"])  # referral to diabetologist
 
 
+@pytest.mark.parametrize("system", ["http://snomed.info/sct", "urn:oid:2.16.840.1.113883.6.96"])
+def test_the_referral_code_counts_in_any_coding_and_any_spelling_of_its_system(system):
+    request_ = local_referral(None)  # a local coding first, no words at all
+    request_["code"]["coding"].append({"system": system, "code": "306286007"})
+    assert_no_second_referral(nephrology_card(request_))
+
+
 def test_neurology_recognises_its_own_locally_coded_referral():
     cards = cards_of(
         condition("G62.9"), local_referral("Ambulatory referral to Neurology"), *normal_workup()
