@@ -1,5 +1,6 @@
 """Storage faults while running (issue 14): the store notices, answers 503, and recovers
-without a restart; every acknowledged feedback item is stored, once.
+without a restart; every acknowledged feedback item is stored, once, and every answered
+card is recorded, once (issue 24: kept in the card spool meanwhile).
 
 SQLite only (local files in a temporary directory); PostgreSQL stop/start is covered by the
 fault suite elsewhere. "Read-only" uses ``chattr +i`` when root (root ignores file modes),
@@ -8,6 +9,7 @@ else ``chmod``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -18,11 +20,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select
 
+from cds_service import metrics
 from cds_service.config import Settings
 from cds_service.storage import Store, database, health
 from cds_service.web.app import create_app
 
-FEEDBACK = "/cds-services/leg-cramp-referral/feedback"
+HOOK = "/cds-services/leg-cramp-referral"
+FEEDBACK = HOOK + "/feedback"
+NEPHROLOGY_EXAMPLE = (
+    Path(__file__).resolve().parents[1] / "fhir_examples" / "nephrology-egfr-22.json"
+)
 RECOVERY_SECONDS = 10.0
 
 
@@ -220,3 +227,53 @@ def test_readiness_is_503_while_the_database_cannot_be_reached(tmp_path):
         assert client.get("/healthz").status_code == 200
     finally:
         app.extensions["cds_store"].close()
+
+
+def test_cards_answered_while_the_database_is_read_only_are_recorded_once_writable(
+    app, data_dir, monkeypatch
+):
+    """Issue 24: card records the store refuses wait in the on-disk spool and are written,
+    each once, when the file is writable again: cards answered == cards recorded."""
+    from cds_service.storage import card_writer
+
+    monkeypatch.setattr(card_writer, "RETRY_MAX", 0.5)  # retry often: the test waits less
+    http = app.test_client()
+    store = app.extensions["cds_store"]
+    request = json.loads(NEPHROLOGY_EXAMPLE.read_text())
+
+    def answer() -> list[str]:
+        response = http.post(HOOK, json=request)
+        assert response.status_code == 200
+        return [card["uuid"] for card in response.get_json()["cards"]]
+
+    answered = answer()
+    assert store.flush()
+    db = data_dir / "cds.sqlite3"
+    files = [p for p in (db, data_dir / "cds.sqlite3-wal") if p.exists()]
+    try:
+        _set_read_only(files, True)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        pytest.skip(f"cannot make the database read-only here: {exc}")
+    spooled = metrics.CARD_RECORDS_SPOOLED._value.get()
+    try:
+        for _ in range(10):
+            answered += answer()
+        assert store.flush()  # tried: refused (chattr +i), or written (chmod: root writes)
+        if os.geteuid() == 0:
+            assert metrics.CARD_RECORDS_SPOOLED._value.get() - spooled >= 10
+    finally:
+        _set_read_only(files, False)
+    deadline = time.monotonic() + RECOVERY_SECONDS * 3
+    while time.monotonic() < deadline and len(issued_cards(db)) < len(answered):
+        time.sleep(0.1)
+    recorded = issued_cards(db)
+    assert len(recorded) == len(set(recorded)) and sorted(recorded) == sorted(answered)
+
+
+def issued_cards(db_file: Path) -> list[str]:
+    engine = create_engine(f"sqlite:///{db_file}")
+    try:
+        with engine.connect() as conn:
+            return list(conn.scalars(select(database.issued_card.c.card_uuid)))
+    finally:
+        engine.dispose()
