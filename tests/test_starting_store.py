@@ -182,3 +182,20 @@ def test_a_store_that_fails_to_open_never_turns_a_hook_call_into_an_error(tmp_pa
     response = app.test_client().post(SERVICE, json=request)
     assert response.status_code == 200
     starting.close()
+
+
+def test_card_records_a_store_that_cannot_open_never_writes_are_counted_dropped(tmp_path):
+    """Never silently (issue 24): records held for an open that failed are counted in
+    cds_card_records_dropped_total, those held at shutdown and those arriving after."""
+    from cds_service import metrics
+
+    broken = settings(tmp_path, database_url="sqlite://user:pass@/a")  # cannot open
+    store = StartingStore(broken, open_delay=None)
+    before = metrics.CARD_RECORDS_DROPPED._value.get()
+    store.save_issued_cards("hook-1", "patient-1", [card("c1"), card("c2")], ["r1", "r2"])
+    assert store.wait(10) is None  # held for the open, which failed
+    left_out = [{"card": card("c4"), "rules": "r", "fingerprint": None}]
+    store.save_issued_cards("hook-2", "patient-1", [card("c3")], ["r"], None, left_out)
+    assert metrics.CARD_RECORDS_DROPPED._value.get() - before == 2
+    store.close()  # the two held for the open are never written
+    assert metrics.CARD_RECORDS_DROPPED._value.get() - before == 4

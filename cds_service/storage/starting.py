@@ -7,7 +7,9 @@ needs. ``StartingStore`` answers the hook's path at once and opens the real ``St
 the database, or ``OPEN_DELAY`` seconds after the app was created, whichever comes first.
 
 Nothing is lost or acknowledged early while it opens: issued cards are kept in memory
-(with the time they were issued) and handed to the store once it is open; feedback and JWT
+(with the time they were issued) and handed to the store once it is open, whose card spool
+keeps them on disk until the database has them (a call held here when the open fails, or
+past ``PENDING_LIMIT``, is dropped: logged and counted); feedback and JWT
 replay checks wait for it (``OPEN_WAIT``, then 503); readiness says "starting"; a
 suppression lookup waits too, unless no database file exists yet (then none can hold).
 Everything else is passed to the open store.
@@ -158,6 +160,7 @@ class StartingStore:
                 if store is None:
                     if len(self._pending) >= PENDING_LIMIT or self._failure is not None:
                         log.warning("store not open: issued-card records of a call dropped")
+                        _count_dropped([(args, kwargs)])
                     else:
                         kwargs.setdefault("issued_at", utcnow())
                         self._pending.append((args, kwargs))
@@ -247,3 +250,20 @@ class StartingStore:
                 "store not open at shutdown: issued-card records of %d calls not written",
                 len(self._pending),
             )
+            _count_dropped(self._pending)
+
+
+def _count_dropped(calls: list[tuple]) -> None:
+    """Count the card records of ``save_issued_cards`` calls that will never be written
+    (cds_card_records_dropped_total): its cards (3rd argument) and left-out cards (6th)."""
+    records = 0
+    for args, kwargs in calls:
+        cards = kwargs.get("cards", args[2] if len(args) > 2 else None)
+        suppressed = kwargs.get("suppressed", args[5] if len(args) > 5 else None)
+        records += len(cards or []) + len(suppressed or [])
+    try:
+        from cds_service import metrics
+
+        metrics.CARD_RECORDS_DROPPED.inc(records)
+    except Exception as exc:  # a metric must not fail the hook's bookkeeping or shutdown
+        log.warning("dropped card records not counted: %s", type(exc).__name__)
