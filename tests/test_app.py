@@ -431,12 +431,20 @@ def test_evidence_that_fails_fhir_validation_is_not_used(client, caplog):
         {"status": ["final"]},
         {"valueQuantity": {"value": 2.1, "code": ["mmol/L"]}},
         {"code": "2823-3"},
-        {"effectivePeriod": "yesterday"},
         {"contained": 3},
     ],
 )
 def test_a_resource_with_a_wrongly_typed_element_is_left_out(client, extra):
     assert "urgent-care" not in _routes(client, _critical_potassium(**extra))
+
+
+@pytest.mark.parametrize(
+    "extra", [{"effectivePeriod": "yesterday"}, {"issued": "2026-11-23"}, {"issued": 5}]
+)
+def test_a_malformed_date_beside_a_readable_one_costs_only_itself(client, extra):
+    """The reading layer reads the effective time; a second date in a wrong form or type
+    (``issued`` is an instant) must not cost the result (issue 21)."""
+    assert "urgent-care" in _routes(client, _critical_potassium(**extra))
 
 
 def test_data_about_another_patient_is_ignored(client):

@@ -377,3 +377,14 @@ def test_a_censored_result_is_shown_with_its_comparator():
     result["valueQuantity"]["comparator"] = "<"
     detail = cards_of(result, *_without_potassium())["urgent-care"]["detail"]
     assert "Potassium <2.5 mmol/L" in detail
+
+
+# ------------------------------------------------------------ MedicationRequest.status
+
+
+@pytest.mark.parametrize("status, indicator", [("active", "warning"), ("on-hold", "critical")])
+def test_only_an_active_anticoagulant_counts_as_treatment_of_a_new_dvt(status, indicator):
+    """An anticoagulant on hold is not being taken: the new DVT stays an emergency."""
+    apixaban = medication(None, "Apixaban 5 MG Oral Tablet", status=status, authored=1)
+    cards = cards_of(condition(DVT, onset=3), apixaban, *normal_workup())
+    assert cards["urgent-care"]["indicator"] == indicator

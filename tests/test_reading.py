@@ -9,18 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from cds_service.config import ConfigError, Settings
-from cds_service.engine.reading import (
-    APPROXIMATE,
-    EXACT,
-    LOCAL,
-    PARTIAL,
-    Reader,
-    Unreadable,
-    When,
-    observation_when,
-    onset,
-    quantity_of,
-)
+from cds_service.engine.dates import APPROXIMATE, EXACT, LOCAL, PARTIAL, Reader, Unreadable, When
+from cds_service.engine.reading import observation_when, onset, quantity_of
 
 CHICAGO = ZoneInfo("America/Chicago")
 

@@ -13,8 +13,9 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from cds_service.engine.dates import Read
 from cds_service.engine.fhir_status import reference_to
-from cds_service.engine.reading import Read, quantity_of
+from cds_service.engine.reading import quantity_of
 from cds_service.engine.shapes import Resource
 from cds_service.engine.terminology import Concept
 

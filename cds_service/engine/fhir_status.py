@@ -10,7 +10,10 @@ CONDITION_ACTIVE = {"active", "recurrence", "relapse"}
 CONDITION_EXCLUDED_VERIFICATION = {"refuted", "entered-in-error"}
 OBSERVATION_FINAL = {"final", "amended", "corrected"}
 PROCEDURE_DONE = {"completed", "in-progress"}
-MEDICATION_ACTIVE = {"active", "on-hold"}
+# Only an active order is taken now: an on-hold anticoagulant must not count as treatment of
+# a new DVT (the exception that turns the emergency card into a warning), nor an on-hold
+# statin as a cause of today's cramps. The prefetch still asks for on-hold orders.
+MEDICATION_ACTIVE = {"active"}
 REFERRAL_OPEN = {"active", "on-hold"}  # a draft is only proposed, not yet a referral
 
 

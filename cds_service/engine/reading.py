@@ -1,252 +1,20 @@
-"""How FHIR writes the dates the rules read, read in every form: the only module that knows.
+"""How FHIR writes the elements the rules read, read in every form: the only place that knows.
 
-A date reaches the rules as a ``When``: an aware datetime (so every comparison and sum
-works unchanged) that also says how it was written. FHIR gives a date at year, month or day
-precision, a time with or without seconds; interfaces also send a time without a zone, a
-date where an ``instant`` belongs, HL7 v2's compact ``20261206``, an onset as the patient's
-age or as free text. Each is read here: a time without a zone in the configured local zone
-(marked), an age through the birth date and a year in a text as an approximate date, and
-anything else as ``Unreadable`` (what was written, kept for the card), never as absent.
-
-Hand-written because no maintained library reads FHIR's partial dates as intervals with the
-assumptions named (``datetime.fromisoformat`` silently takes non-FHIR forms as naive times,
-dateutil guesses); the patterns follow the R4 datatype regexes, loosened only where feeds
-are known to deviate (shared/fhir/forms-digest.md §3).
+Dates (``dates``): each resource type's clinical date in all its choice forms, onset as a
+date, period, age, range or text, ``issued`` only as a fallback. Values: a number written in
+``valueString``. Panels: each ``component`` of an Observation as a result of its own. What
+cannot be read is said (``Unreadable``), never dropped; see ``dates`` for why this is
+hand-written.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timedelta
 from typing import Any
 
+from cds_service.engine.dates import Read, Reader, When, first_readable
 from cds_service.engine.shapes import Resource
-
-# How a date was read: what a card may need to say about it.
-EXACT = "exact"  # as FHIR writes it, zone included
-PARTIAL = "partial"  # a year, a month or a day: an interval, shown at its precision
-LOCAL = "local time assumed"  # a time without a zone, read in the configured zone
-APPROXIMATE = "approximate"  # from an age at onset or a year in free text
-UNREADABLE = "unreadable"  # stands in for a date that cannot be read (``standing_in``)
-
-PRECISIONS = ("year", "month", "day", "time")
-
-# YYYY[-MM[-DD[(T| )hh:mm[:ss[.f]][zone]]]], and HL7 v2's YYYYMMDD[hhmm[ss]][+-zzzz].
-_ISO = re.compile(
-    r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?"
-    r"\s*(Z|[+-]\d{2}:?\d{2})?)?)?)?"
-)
-_V2 = re.compile(r"(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(\d{2})?(?:\.(\d+))?)?([+-]\d{4})?")
-_YEAR_IN_TEXT = re.compile(r"\b(1[89]\d{2}|20\d{2})\b")
-# UCUM age units (FHIR's age-units value set) in years.
-_AGE_UNITS = {"a": 1.0, "mo": 1 / 12, "wk": 7 / 365.25, "d": 1 / 365.25, "h": 1 / 8766}
-_AGE_WORDS = {"year": "a", "years": "a", "yr": "a", "month": "mo", "months": "mo"}
-
-
-class When(datetime):
-    """An aware datetime that remembers how it was written: ``precision`` (year, month,
-    day, time), ``how`` (``EXACT``, ``PARTIAL``, ``LOCAL``, ``APPROXIMATE``) and ``said``
-    (the age or text it was read from). It is the start of what was written: ``until`` is
-    the end (2026-12 runs to 2027-01-01). Arithmetic gives plain datetimes."""
-
-    precision = "time"
-    how = EXACT
-    said = ""
-
-    @property
-    def until(self) -> datetime:
-        """The end of the interval written (exclusive): a month ends at the next month."""
-        if self.precision == "year":
-            return self.replace(year=self.year + 1)
-        if self.precision == "month":
-            return (self.replace(day=28) + timedelta(days=4)).replace(day=1)
-        if self.precision == "day":
-            return self + timedelta(days=1)
-        return self
-
-    @property
-    def last(self) -> datetime:
-        """The last moment the written date may mean (the end of its day, month or year)."""
-        return self if self.precision == "time" else self.until - timedelta(microseconds=1)
-
-
-def _when(at: datetime, precision: str, how: str, said: str = "") -> When:
-    stamp = When(
-        at.year, at.month, at.day, at.hour, at.minute, at.second, at.microsecond, at.tzinfo
-    )
-    stamp.precision, stamp.how, stamp.said = precision, how, said
-    return stamp
-
-
-@dataclass(frozen=True)
-class Unreadable:
-    """A date that is there but cannot be read: what was written, for the card."""
-
-    said: str
-
-
-Read = When | Unreadable | None  # None: nothing written
-
-
-def standing_in(unreadable: Unreadable, now: datetime) -> When:
-    """A result's date that cannot be read, placed at ``now``: it may be the newest, so an
-    older result never decides in its place, and its card says the date was unreadable."""
-    return _when(now, "time", UNREADABLE, unreadable.said)
-
-
-def _zone(text: str) -> tzinfo:
-    if text == "Z":
-        return UTC
-    sign = -1 if text[0] == "-" else 1
-    digits = text[1:].replace(":", "")
-    return _fixed(sign * (int(digits[:2]) * 60 + int(digits[2:])))
-
-
-def _fixed(minutes: int) -> tzinfo:
-    return timezone(timedelta(minutes=minutes)) if minutes else UTC
-
-
-def _parse(text: str, local: tzinfo) -> When | None:
-    """A FHIR date, dateTime or instant (or a known deviation) as a ``When``; None if not."""
-    text = text.strip()
-    match = _ISO.fullmatch(text)
-    how = EXACT
-    if match is None:
-        match = _V2.fullmatch(text)
-        if match is None:
-            return None
-        how = LOCAL  # HL7 v2 form: never FHIR, read as written
-    year, month, day, hour, minute, second, fraction, zone = match.groups()
-    try:
-        if hour is None:
-            precision = "day" if day else "month" if month else "year"
-            start = datetime(int(year), int(month or 1), int(day or 1), tzinfo=local)
-            return _when(start, precision, PARTIAL)
-        micro = int((fraction or "0")[:6].ljust(6, "0"))
-        leap = second == "60"
-        at = datetime(
-            int(year),
-            int(month),
-            int(day),
-            int(hour),
-            int(minute),
-            59 if leap else int(second or 0),
-            micro,
-            tzinfo=_zone(zone) if zone else local,
-        )
-    except (ValueError, OverflowError):
-        return None
-    return _when(at, "time", how if zone else LOCAL)
-
-
-class Reader:
-    """Reads the dates of one call's resources, in the configured local zone.
-
-    One memo per call (the same timestamps recur across a lab panel); nothing outlives the
-    call, so no answer depends on another patient's data.
-    """
-
-    def __init__(self, local: tzinfo = UTC) -> None:
-        self.local = local
-        self._memo: dict[str, When | None] = {}
-
-    def date(self, value: object) -> Read:
-        """A date, dateTime or instant element: a ``When``, ``Unreadable``, or None."""
-        if value is None:
-            return None
-        if not isinstance(value, str) or len(value) > 64:
-            return Unreadable(str(value)[:40])
-        if value in self._memo:
-            found = self._memo[value]
-        else:
-            found = self._memo[value] = _parse(value, self.local)
-        return found if found is not None else Unreadable(value[:40])
-
-    def period(self, value: object) -> Read:
-        """A Period: its start (or, with none, its end); ``Unreadable`` when neither reads."""
-        if value is None:
-            return None
-        if not isinstance(value, dict):
-            return Unreadable("a period that is not one")
-        start, end = self.date(value.get("start")), self.date(value.get("end"))
-        for read in (start, end):
-            if isinstance(read, When):
-                return read
-        return start or end or Unreadable("an empty period")
-
-    def timing(self, value: object) -> Read:
-        """A Timing: its first event, or the start of its bounds."""
-        if value is None:
-            return None
-        if isinstance(value, dict):
-            events = value.get("event")
-            if isinstance(events, list) and events:
-                return self.date(events[0])
-            repeat = value.get("repeat")
-            if isinstance(repeat, dict) and repeat.get("boundsPeriod") is not None:
-                return self.period(repeat.get("boundsPeriod"))
-        return Unreadable("a timing with no date")
-
-    def age_at(self, value: object, birth: Read) -> Read:
-        """An Age (onset at 31 years) as an approximate date through the birth date."""
-        if not isinstance(value, dict):
-            return Unreadable("an age that is not one")
-        number, unit = value.get("value"), value.get("code") or value.get("unit")
-        unit = _AGE_WORDS.get(str(unit).lower(), unit)
-        if isinstance(number, bool) or not isinstance(number, int | float) or number < 0:
-            return Unreadable("an age with no number")
-        if unit not in _AGE_UNITS:
-            return Unreadable(f"an age in {str(unit)[:10]}")
-        said = f"age {_number(number)}" + ("" if unit == "a" else f" {unit}")
-        if not isinstance(birth, When):
-            return Unreadable(f"at {said}, no birth date on record")
-        try:
-            at = birth + timedelta(days=number * _AGE_UNITS[unit] * 365.25)
-        except OverflowError:
-            return Unreadable(f"at {said}")
-        return _when(at, "year" if unit == "a" else "day", APPROXIMATE, said)
-
-    def age_range(self, value: object, birth: Read) -> Read:
-        """A Range of ages: its low bound (or its high one)."""
-        if not isinstance(value, dict):
-            return Unreadable("a range that is not one")
-        for bound in ("low", "high"):
-            if value.get(bound) is not None:
-                return self.age_at(value[bound], birth)
-        return Unreadable("an empty range")
-
-    def text(self, value: object) -> Read:
-        """A free-text date ("2009, after knee surgery"): a date it holds, or a year in it
-        as an approximate date; ``Unreadable`` without one ("yesterday")."""
-        if not isinstance(value, str):
-            return Unreadable("a text that is not one")
-        exact = self.date(value)
-        if isinstance(exact, When):
-            return exact
-        years = _YEAR_IN_TEXT.findall(value)
-        if len(set(years)) == 1:
-            start = datetime(int(years[0]), 1, 1, tzinfo=self.local)
-            return _when(start, "year", APPROXIMATE, value[:60])
-        return Unreadable(value[:40])
-
-
-def _number(value: float) -> str:
-    return f"{value:g}"
-
-
-# --- the dates of each resource type ---------------------------------------------------
-
-
-def first_readable(*reads: Read) -> Read:
-    """The first ``When``; else the first ``Unreadable`` (there was a date); else None."""
-    unreadable = None
-    for read in reads:
-        if isinstance(read, When):
-            return read
-        if read is not None and unreadable is None:
-            unreadable = read
-    return unreadable
 
 
 def onset(reader: Reader, resource: Resource, birth: Read) -> Read:
@@ -279,6 +47,18 @@ def observation_when(reader: Reader, resource: Resource) -> Read:
     return first_readable(reader.date(get("issued")), effective)
 
 
+def died_by(reader: Reader, patient: Resource, now: datetime) -> bool:
+    """Patient.deceased[x] says the patient died by ``now``. A death date that cannot be
+    read still says the patient died; one after the clinical today (a replayed chart) does
+    not yet apply."""
+    if patient.get("deceasedBoolean") is True:
+        return True
+    died = reader.date(patient.get("deceasedDateTime"))
+    if died is None:
+        return False
+    return not isinstance(died, When) or died < now + timedelta(days=1)
+
+
 def procedure_when(reader: Reader, resource: Resource) -> Read:
     """When a procedure was done: performed[x] (a period's end, else its start)."""
     get = resource.get
@@ -305,11 +85,6 @@ def _period_end(reader: Reader, value: Any) -> Read:
     if not isinstance(value, dict) or value.get("end") is None:
         return reader.period(value)
     return first_readable(reader.date(value.get("end")), reader.period(value))
-
-
-def when_of(read: Read) -> When | None:
-    """The ``When`` of a read date, None when absent or unreadable."""
-    return read if isinstance(read, When) else None
 
 
 # Elements this module reads, and only it: FHIR-validating them would cost the whole
@@ -378,3 +153,30 @@ def quantity_of(resource: Resource) -> dict[str, Any] | None:
     if unit:
         read["unit"] = unit
     return read
+
+
+# --- panels -----------------------------------------------------------------------------
+
+# What a component's result shares with the Observation it is part of: whose it is, its
+# status and its dates (its own code, value and interpretation replace the panel's).
+_PANEL_ELEMENTS = frozenset(
+    {"resourceType", "id", "status", "subject", "patient", "issued"}
+    | {"effectiveDateTime", "effectivePeriod", "effectiveTiming", "effectiveInstant"}
+)
+_COMPONENT_ELEMENTS = ("code", "valueQuantity", "valueString", "interpretation")
+
+
+def component_views(resource: Resource) -> list[Resource]:
+    """Each coded component of an Observation as a result of its own (a right and a left
+    ankle-brachial index sent as one panel): the rules read it like any result, and its
+    evidence refers to the panel."""
+    components = resource.get("component")
+    if type(components) is not list:
+        return []
+    panel = {name: value for name, value in resource.items() if name in _PANEL_ELEMENTS}
+    views = []
+    for component in components:
+        if type(component) is dict and type(component.get("code")) is dict:
+            own = {name: component[name] for name in _COMPONENT_ELEMENTS if name in component}
+            views.append({**panel, **own})
+    return views

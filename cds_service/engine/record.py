@@ -11,22 +11,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, tzinfo
 from itertools import groupby
 from operator import attrgetter, itemgetter
 from typing import Any
 
-from cds_service.engine.reading import Read, Reader, When
+from cds_service.engine.dates import Read, Reader, When
+from cds_service.engine.reading import component_views, died_by
 from cds_service.engine.results import LabResults
 from cds_service.engine.shapes import Resource
 from cds_service.engine.terminology import CodeIndex, Concept, Owners, ValueSet
-from cds_service.engine.validation import (
-    CHOICE_VARIANTS,
-    VALIDATED_OF,
-    VALIDATED_TYPES,
-    validates,
-    well_formed,
-)
+from cds_service.engine.validation import VALIDATED_OF, VALIDATED_TYPES, validates, well_formed
 
 log = logging.getLogger(__name__)
 
@@ -83,31 +78,6 @@ def _owners_of_concept(concept: object, owners_of: Callable[[object, object], Ow
             for value_set, matched in owners_of(coding.get("system"), coding.get("code")):
                 owners.setdefault(value_set, matched)
     return tuple(owners.items())
-
-
-# What a component's result shares with the Observation it is part of: whose it is, its
-# status and its dates (its own code, value and interpretation replace the panel's).
-_PANEL_ELEMENTS = frozenset(
-    {"resourceType", "id", "status", "subject", "patient", "issued"}
-    | {name for name in CHOICE_VARIANTS if name.startswith("effective")}
-)
-_COMPONENT_ELEMENTS = ("code", "valueQuantity", "valueString", "interpretation")
-
-
-def component_views(resource: Resource) -> list[Resource]:
-    """Each coded component of an Observation as a result of its own (a right and a left
-    ankle-brachial index sent as one panel): the rules read it like any result, and its
-    evidence refers to the panel."""
-    components = resource.get("component")
-    if type(components) is not list:
-        return []
-    panel = {name: value for name, value in resource.items() if name in _PANEL_ELEMENTS}
-    views = []
-    for component in components:
-        if type(component) is dict and type(component.get("code")) is dict:
-            own = {name: component[name] for name in _COMPONENT_ELEMENTS if name in component}
-            views.append({**panel, **own})
-    return views
 
 
 class Record:
@@ -326,19 +296,8 @@ class Record:
 
     @property
     def deceased(self) -> bool:
-        """Recorded as deceased on or before today: no referral advice for such a chart.
-
-        A death date that cannot be read still says the patient died; a death date after
-        the clinical today (a replayed chart) does not yet apply.
-        """
-        patient = self.patient or {}
-        if patient.get("deceasedBoolean") is True:
-            return True
-        died = patient.get("deceasedDateTime")
-        if died is None:
-            return False
-        when = self.read.date(died)
-        return not isinstance(when, When) or when < self.now + timedelta(days=1)
+        """Recorded as deceased on or before today: no referral advice for such a chart."""
+        return died_by(self.read, self.patient or {}, self.now)
 
     @property
     def birth(self) -> Read:

@@ -12,8 +12,9 @@ from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
+from cds_service.engine.dates import Unreadable, standing_in
 from cds_service.engine.quality import UNREADABLE, Reading, assess
-from cds_service.engine.reading import Unreadable, observation_when, standing_in
+from cds_service.engine.reading import observation_when
 from cds_service.engine.shapes import Resource
 from cds_service.engine.terminology import Concept
 
@@ -138,9 +139,7 @@ class LabResults:
         memo = self.record.memo
         found = memo.get(key)
         if found is None:
-            found = memo[key] = self._newest_results(
-                dated, concept, statuses, since, same_day
-            )
+            found = memo[key] = self._newest_results(dated, concept, statuses, since, same_day)
         return found
 
     def _newest_results(

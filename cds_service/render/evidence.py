@@ -4,7 +4,6 @@ summary. Every wording of a finding lives here (the engine returns structured fa
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from functools import singledispatch
 
 from cds_service.engine import units
@@ -24,7 +23,7 @@ from cds_service.engine.facts import (
     UnusableResult,
 )
 from cds_service.engine.quality import CRITICAL_FLAGS
-from cds_service.engine.reading import APPROXIMATE, EXACT, UNREADABLE, Read, Unreadable
+from cds_service.render.dates import day, on
 
 
 def format_number(value: float, decimals: int) -> str:
@@ -38,33 +37,6 @@ def value_text(concept: ObservationConcept, canonical_value: float) -> str:
     shown = format_number(concept.in_display_unit(canonical_value), concept.decimals)
     # A dimensionless ratio (ABI) has no unit label: no trailing space.
     return f"{shown} {units.display_label(concept.display_unit)}".rstrip()
-
-
-def day(when: Read | datetime) -> str:
-    """A date as it was written: at its precision ("2026-12", "2009"), approximate with
-    where it came from ("at age 31, about 1999"), or what could not be read."""
-    if when is None:
-        return "date not recorded"
-    if isinstance(when, Unreadable):
-        return f'date unreadable ("{when.said}")'
-    how, said = getattr(when, "how", EXACT), getattr(when, "said", "")
-    if how == UNREADABLE:
-        return f'date unreadable ("{said}")' if said != "no date" else "no date recorded"
-    precision = getattr(when, "precision", "time")
-    if how == APPROXIMATE:
-        about = f"about {when.year}" if precision == "year" else f"about {when.date().isoformat()}"
-        return f"at {said}, {about}" if said.startswith("age ") else f'"{said}", {about}'
-    if precision == "year":
-        return str(when.year)
-    if precision == "month":
-        return when.strftime("%Y-%m")
-    return when.date().isoformat()
-
-
-def on(when: Read | datetime) -> str:
-    """ "on 2026-12-06", or the date as written when it is not a plain day."""
-    shown = day(when)
-    return f"on {shown}" if shown[:1].isdigit() else f"({shown})"
 
 
 def text(fact: Fact) -> str:

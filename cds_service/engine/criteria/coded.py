@@ -7,16 +7,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from cds_service.engine.criteria.base import Criterion, Definitions, Need
+from cds_service.engine.dates import Read, When, when_of
 from cds_service.engine.facts import CodedProblem, Fact, ProcedureDone, RecordedFinding
 from cds_service.engine.fhir_status import OBSERVATION_FINAL, PROCEDURE_DONE, condition_counts
-from cds_service.engine.reading import (
-    Read,
-    When,
-    observation_when,
-    onset,
-    procedure_when,
-    when_of,
-)
+from cds_service.engine.reading import observation_when, onset, procedure_when
 from cds_service.engine.shapes import Resource, Spec
 from cds_service.engine.terminology import ICD10CM, Concept, ValueSet, codings_of
 

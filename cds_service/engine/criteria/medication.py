@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from cds_service.engine.criteria.base import Criterion, Definitions, Need
 from cds_service.engine.criteria.coded import keep_newest_per_item
+from cds_service.engine.dates import when_of
 from cds_service.engine.facts import Fact, MedicationOrder
 from cds_service.engine.fhir_status import MEDICATION_ACTIVE
 from cds_service.engine.model import RuleError
-from cds_service.engine.reading import medication_when, when_of
+from cds_service.engine.reading import medication_when
 from cds_service.engine.shapes import Resource, Spec
 from cds_service.engine.terminology import codings_of
 
