@@ -329,3 +329,17 @@ def test_the_gate_still_applies_to_statements():
     request = hook_request(*normal_workup(), gate=False)
     request["prefetch"]["medicationstatements"] = searchset([statement()])
     assert evaluate(request)["cards"] == []
+
+
+# ------------------------------------------------------------------- the statement's period
+
+
+@pytest.mark.parametrize(
+    "end, reviewed",
+    [(day(10), False), ("2026-09", False), (day(-30), True), ("not a date", True)],
+)
+def test_a_statement_whose_period_ended_is_no_longer_taken(end, reviewed):
+    """ "active" is true as of when it was asserted: a period that ended before today means
+    the medicine is no longer taken (an end that cannot be read ends nothing)."""
+    taken = statement(effectivePeriod={"start": day(60), "end": end})
+    assert ("medication-review" in cards(request_with(taken))) is reviewed

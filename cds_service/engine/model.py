@@ -109,7 +109,7 @@ class SharedCriterion:
     spec: Spec = field(repr=False)
 
 
-@dataclass
+@dataclass(eq=False)  # a route is itself: compared and hashed by identity
 class Route:
     """One referral route (one rule file), compiled."""
 
@@ -134,8 +134,6 @@ class Route:
     spec: Spec = field(default_factory=dict, repr=False)  # as written: explanation pages only
     referral_set: ValueSet | None = None  # to find an open referral
     shared: frozenset[str] = frozenset()  # ids of its criteria defined in cards/shared/
-
-    __hash__ = object.__hash__  # one route, one identity: evaluation.reachable memoises by it
 
     def __post_init__(self) -> None:
         self.shown = [c for c in self.criteria.values() if c.fires or c.context]

@@ -76,8 +76,15 @@ def medication_when(reader: Reader, resource: Resource) -> Read:
         reader.date(get("authoredOn")),
         reader.date(get("effectiveDateTime")),
         reader.period(get("effectivePeriod")),
-        reader.date(get("dateAsserted")),
     )
+
+
+def ended(reader: Reader, resource: Resource, now: datetime) -> bool:
+    """A statement's ``effectivePeriod`` that ended before today: "active" as asserted then,
+    no longer taken now. An end that cannot be read ends nothing."""
+    period = resource.get("effectivePeriod")
+    end = reader.date(period.get("end")) if isinstance(period, dict) else None
+    return isinstance(end, When) and end.last < now
 
 
 def _period_end(reader: Reader, value: Any) -> Read:

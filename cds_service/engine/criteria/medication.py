@@ -18,7 +18,7 @@ from cds_service.engine.dates import when_of
 from cds_service.engine.facts import Fact, MedicationOrder
 from cds_service.engine.fhir_status import MEDICATION_ACTIVE
 from cds_service.engine.model import RuleError
-from cds_service.engine.reading import medication_when
+from cds_service.engine.reading import ended, medication_when
 from cds_service.engine.shapes import Resource, Spec
 from cds_service.engine.terminology import codings_of
 
@@ -97,12 +97,13 @@ def active_medications(ev: Evaluation) -> list[tuple[Resource, Matches]]:
     found: list[tuple[Resource, Matches]] = []
     if classifier is None:
         return found
+    now = ev.record.now
     for rtype, statuses in (
         ("MedicationRequest", MEDICATION_ACTIVE),
         ("MedicationStatement", STATEMENT_TAKEN),
     ):
         for resource in ev.record.resources(rtype):
-            if resource.get("status") not in statuses:
+            if resource.get("status") not in statuses or ended(ev.record.read, resource, now):
                 continue
             matches = classifier.classify(resource, ev.record)
             if matches:
