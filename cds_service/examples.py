@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
+from typing import cast
 
 EXAMPLES_PACKAGE = "cds_service.bundled_examples"
 # The day the examples were written for; tests replay the files with CDS_TODAY set to it.
@@ -124,11 +125,15 @@ def today_utc() -> date:
     return datetime.now(UTC).date()
 
 
-def render(name: str, today: date) -> str:
+def request(name: str, today: date) -> dict:
     """Example ``name`` as a hook request whose dates are as recent on ``today`` as they
-    were on ``AUTHORED``, in the files' layout (2-space indent, final newline)."""
+    were on ``AUTHORED``."""
     if name not in names():
         raise UnknownExample(f"no example {name!r}; there are: {', '.join(names())}")
-    request = json.loads((examples_dir() / f"{name}.json").read_text(encoding="utf-8"))
-    moved = Shift.between(AUTHORED, today).resource(request)
-    return json.dumps(moved, indent=2, ensure_ascii=False) + "\n"
+    written = json.loads((examples_dir() / f"{name}.json").read_text(encoding="utf-8"))
+    return cast(dict, Shift.between(AUTHORED, today).resource(written))
+
+
+def render(name: str, today: date) -> str:
+    """``request`` in the files' layout (2-space indent, final newline)."""
+    return json.dumps(request(name, today), indent=2, ensure_ascii=False) + "\n"

@@ -4,16 +4,19 @@ schemathesis runs in-process against the Flask app (WSGI), stateless over every 
 and stateful along the document's links (a hook call that issued cards, then feedback for
 its first card). Checks: no 5xx, status codes, content types, headers and bodies as the
 document says. Generated hook requests are given a leg-cramp Condition half of the time,
-so the rules run and cards are issued; ``fhirServer`` always points at a closed loopback
-port (no generated URL reaches the network).
+so the rules run and cards are issued, and the document's examples (``fhir_examples/``,
+dated today) are among the cases, so real requests reach a 200 with cards; ``fhirServer``
+always points at a closed loopback port (no generated URL reaches the network).
 """
 
 from __future__ import annotations
 
 import hypothesis
+import jsonschema
 import pytest
 import schemathesis
 from hypothesis import HealthCheck
+from hypothesis import strategies as st
 from openapi_spec_validator import validate
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -23,6 +26,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from cds_service import examples
 from cds_service.config import Settings
 from cds_service.protocol import hooks
 from cds_service.web import openapi
@@ -62,10 +66,9 @@ CKD4 = {
 
 @pytest.fixture(scope="module")
 def api_app(tmp_path_factory):
+    # Today's date, as the document's examples are dated today.
     app = create_app(
-        Settings.from_env(
-            {}, today="2026-11-24", auth_mode="off", data_dir=tmp_path_factory.mktemp("data")
-        )
+        Settings.from_env({}, auth_mode="off", data_dir=tmp_path_factory.mktemp("data"))
     )
     yield app
     app.extensions["cds_store"].close()
@@ -85,7 +88,60 @@ def test_the_document_is_valid_openapi_3_1(client):
         "readiness",
         "metrics",
         "openapi",
+        "explainRules",
+        "explainRoute",
     }
+
+
+def _feedback_item_schema(document: dict) -> jsonschema.Draft202012Validator:
+    items = document["components"]["schemas"]["feedback"]["properties"]["feedback"]["items"]
+    return jsonschema.Draft202012Validator(
+        items, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+
+
+@pytest.mark.parametrize(
+    "timestamp, valid",
+    [
+        ("2026-11-24T10:00:00Z", True),
+        ("2026-11-24T10:00:00.123456+05:30", True),
+        ("2028-02-29T23:59:59-08:00", True),
+        ("0000-00-00T00:00:00Z", False),
+        ("2026-02-30T10:00:00Z", False),  # the format check: no such day
+        ("2026-11-24T24:00:00Z", False),
+        ("2026-11-24T10:00:60Z", False),
+        ("2026-11-24T10:00:00", False),  # no offset
+        ("2026-11-24T10:00:00+24:00", False),
+    ],
+)
+def test_the_document_is_as_strict_as_the_service_on_outcome_timestamp(client, timestamp, valid):
+    """What the document calls valid the service takes, and what it refuses is invalid."""
+    document = client.get("/openapi.json").get_json()
+    item = {"card": "c", "outcome": "overridden", "outcomeTimestamp": timestamp}
+    item["overrideReason"] = {"userComment": "checked"}
+    assert _feedback_item_schema(document).is_valid(item) is valid
+    response = client.post("/cds-services/leg-cramp-referral/feedback", json={"feedback": [item]})
+    assert (response.status_code != 400) is valid, response.get_json()
+
+
+def test_the_hook_examples_are_the_example_files_dated_today(client):
+    document = client.get("/openapi.json").get_json()
+    post = document["paths"]["/cds-services/leg-cramp-referral"]["post"]
+    shown = post["requestBody"]["content"]["application/json"]["examples"]
+    assert set(shown) == set(examples.names())
+    for name, example in shown.items():
+        hooks.validator("hook-request").validate(example["value"])
+        assert example["value"] == examples.request(name, examples.today_utc())
+
+
+def test_the_explain_pages_are_described(client):
+    paths = client.get("/openapi.json").get_json()["paths"]
+    route = paths["/explain/{route}"]["get"]
+    assert {p["name"] for p in route["parameters"]} == {"route", "rules"}
+    assert set(route["responses"]) == {"200", "404"}
+    assert "text/html" in route["responses"]["200"]["content"]
+    assert client.get("/explain/nephrology").status_code == 200
+    assert client.get("/explain/no-such-route").status_code == 404
 
 
 def test_the_document_embeds_the_shipped_schemas_unchanged(client):
@@ -122,6 +178,8 @@ def _schema(app):
         if "fhirServer" in body:
             body["fhirServer"] = "http://127.0.0.1:9/fhir"  # refused at once, loopback only
         hook_instance, context = body.get("hookInstance"), body.get("context")
+        if isinstance(hook_instance, str) and hook_instance.startswith("example-"):
+            return body  # one of the document's examples: a real request, as it is
         if isinstance(hook_instance, str) and len(hook_instance) % 2 == 0:  # half: with cards
             patient = context.get("patientId") if isinstance(context, dict) else None
             patient = patient if isinstance(patient, str) else "p1"
@@ -145,19 +203,28 @@ def _schema(app):
 def test_schemathesis_every_operation(api_app):
     schema = _schema(api_app)
     failures = []
+    examples_with_cards: set[str] = set()
     for result in schema.get_all_operations():
         operation = result.ok()
+        # The document's own examples first (the hook's: every file of fhir_examples/),
+        # then generated cases.
+        strategy = st.one_of(*operation.get_strategies_from_examples(), operation.as_strategy())
 
-        @hypothesis.given(case=operation.as_strategy())
+        @hypothesis.given(case=strategy)
         @hypothesis.settings(max_examples=100 if operation.method == "post" else 5, **SETTINGS)
         def run(case):
-            case.call_and_validate(checks=CHECKS)
+            response = case.call_and_validate(checks=CHECKS)
+            body = case.body if isinstance(case.body, dict) else {}
+            example = str(body.get("hookInstance")).startswith("example-")
+            if example and response.status_code == 200 and response.json()["cards"]:
+                examples_with_cards.add(body["hookInstance"])  # a real request answered
 
         try:
             run()
         except Exception as exc:  # every operation runs; the failures are reported together
             failures.append(f"{operation.method.upper()} {operation.path}: {exc}")
     assert not failures, "\n\n".join(failures)
+    assert examples_with_cards, "no example of the document reached a hook answer with cards"
 
 
 def test_schemathesis_stateful_cards_then_feedback(api_app):
@@ -171,8 +238,11 @@ def test_schemathesis_stateful_cards_then_feedback(api_app):
                 seen["cards"] += len(response.json()["cards"])
                 issued.update(c["uuid"] for c in response.json()["cards"])
             if case.operation.path.endswith("/feedback") and isinstance(case.body, dict):
+                items = case.body.get("feedback")
                 cards = {
-                    i.get("card") for i in case.body.get("feedback") or [] if isinstance(i, dict)
+                    i["card"]
+                    for i in (items if isinstance(items, list) else [])
+                    if isinstance(i, dict) and isinstance(i.get("card"), str)
                 }
                 if cards & issued and response.status_code == 200:
                     seen["feedback_for_issued_card"] += 1

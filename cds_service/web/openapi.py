@@ -9,14 +9,18 @@ health answers) is written here.
 
 The hook's 200 answer links to the feedback operation (``FeedbackOnFirstCard``) with the
 uuid of the first card, so stateful clients and fuzzers can issue a card, then report on it.
+The hook's request body carries the example requests of ``fhir_examples/`` as OpenAPI
+examples, their dates moved to the day the document is asked for (``cds_service.examples``),
+so a client trying one, or schemathesis, reaches a real answer with cards.
 """
 
 from __future__ import annotations
 
 import copy
-from functools import cache
+from datetime import date
+from functools import cache, lru_cache
 
-from cds_service import SERVICE_ID
+from cds_service import SERVICE_ID, examples
 from cds_service.protocol import hooks
 
 SCHEMA_PREFIX = "urn:leg-cramp-cds:schema:"
@@ -78,7 +82,7 @@ ERROR_TEXTS = {
     400: "Malformed JSON, a schema violation (names the field, never the value) or an "
     "unreadable body",
     401: "Authentication failed (CDS_AUTH_MODE=jwt)",
-    404: "Unknown endpoint (or metrics disabled)",
+    404: "Unknown endpoint (or metrics disabled, or an unknown referral route)",
     412: "Required data is missing and could not be fetched from fhirServer",
     413: "Request body larger than CDS_MAX_BODY_BYTES",
     415: "Content-Type is not JSON",
@@ -162,6 +166,58 @@ def _cds_paths(service: str, bearer: list, feedback_link: dict) -> dict:
                     "200": _answer("Stored", "FeedbackAck"),
                     **_errors(400, 401, 413, 415, 503),
                 },
+            }
+        },
+    }
+
+
+EXPLAIN_HEADERS = {
+    "Content-Security-Policy": {
+        "description": "Nothing but the page itself and its inline style is loaded.",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^default-src 'none'"},
+    }
+}
+
+
+def _html(description: str) -> dict:
+    answer = _answer(description, content={"text/html": {"schema": {"type": "string"}}})
+    answer["headers"].update(copy.deepcopy(EXPLAIN_HEADERS))
+    return answer
+
+
+def _explain_paths() -> dict:
+    """The explanation pages (HTML generated from the loaded rules, no patient data)."""
+    return {
+        "/explain": {
+            "get": {
+                "operationId": "explainRules",
+                "summary": "The rule catalogue for clinical review: every route and rule (HTML)",
+                "responses": {"200": _html("The catalogue"), **_errors(404)},
+            }
+        },
+        "/explain/{route}": {
+            "get": {
+                "operationId": "explainRoute",
+                "summary": "One referral route explained, the rules given first (HTML)",
+                "parameters": [
+                    {
+                        "name": "route",
+                        "in": "path",
+                        "required": True,
+                        "description": "A referral route code, as in a card's source.topic.code",
+                        "schema": {"type": "string", "minLength": 1, "example": "nephrology"},
+                    },
+                    {
+                        "name": "rules",
+                        "in": "query",
+                        "required": False,
+                        "description": "Comma-separated rule ids to show first (others dropped)",
+                        "schema": {"type": "string"},
+                        "example": "ckd-stage-4-5,egfr-below-30-known-ckd",
+                    },
+                ],
+                "responses": {"200": _html("The route's page"), **_errors(404)},
             }
         },
     }
@@ -255,6 +311,7 @@ def _document() -> dict:
         },
         "paths": {
             **_cds_paths(service, bearer, feedback_link),
+            **_explain_paths(),
             **_operations_paths(),
         },
         "components": {
@@ -271,6 +328,24 @@ def _document() -> dict:
     }
 
 
-def document() -> dict:
-    """The OpenAPI document (a fresh copy: callers may change it)."""
-    return copy.deepcopy(_document())
+@lru_cache(maxsize=2)
+def hook_examples(today: date) -> dict:
+    """The example hook requests as OpenAPI examples, dates moved to ``today``."""
+    found = {}
+    for name in examples.names():
+        found[name] = {
+            "summary": name.replace("-", " "),
+            "value": examples.request(name, today),
+        }
+    return found
+
+
+def document(today: date | None = None) -> dict:
+    """The OpenAPI document (a fresh copy: callers may change it), the hook's examples
+    dated for ``today`` (default: today, UTC)."""
+    built = copy.deepcopy(_document())
+    request = built["paths"][f"/cds-services/{SERVICE_ID}"]["post"]["requestBody"]
+    moved = hook_examples(today or examples.today_utc())
+    for media in request["content"].values():
+        media["examples"] = copy.deepcopy(moved)
+    return built
