@@ -32,7 +32,7 @@ from sqlalchemy.exc import OperationalError
 
 from cds_service import metrics
 from cds_service.config import Settings
-from cds_service.storage import card_writer, database, spool
+from cds_service.storage import Store, card_writer, database, spool
 from cds_service.storage.card_writer import CardWriter
 from cds_service.storage.spool import CardSpool
 from cds_service.web.app import create_app
@@ -303,6 +303,28 @@ def test_feedback_finds_a_record_waiting_in_another_process_spool(tmp_path, fast
         receiving.close()
 
 
+def test_a_record_the_database_refuses_is_set_apart_not_retried_for_ever(tmp_path, caplog):
+    """A row the database refuses (here NOT NULL; on PostgreSQL a value too long) is dropped,
+    counted and logged; the rows of its batch and every later one are written."""
+    settings = Settings.from_env({}, today="2026-11-24", data_dir=tmp_path / "data")
+    store = Store(settings)
+    dropped = counter(metrics.CARD_RECORDS_DROPPED)
+    try:
+        good = [row(n) for n in range(5)]
+        bad = {**row(99), "route": None}
+        store._writer.put([*good[:2], bad, *good[2:3]])
+        store._writer.put(good[3:])
+        assert store.flush(timeout=10)
+        with store.engine.connect() as conn:
+            stored = set(conn.scalars(select(database.issued_card.c.card_uuid)))
+        assert stored == {r["card_uuid"] for r in good}
+        assert counter(metrics.CARD_RECORDS_DROPPED) - dropped == 1
+        assert "1 issued-card records dropped: refused by the database" in caplog.text
+        assert store._writer._spool is not None and not store._writer._spool.waiting()
+    finally:
+        store.close()
+
+
 # -- the app on SQLite ----------------------------------------------------------------------
 
 
@@ -405,6 +427,10 @@ def _post_hook(server, patient: str) -> list[str]:
     return [c["uuid"] for c in body["cards"]]
 
 
+def spooled_lines(root: Path) -> int:
+    return sum(p.read_bytes().count(b"\n") for p in root.rglob("*" + spool.SUFFIX))
+
+
 def test_workers_killed_with_minus_9_lose_no_spooled_card(tmp_path):
     """Cards answered while the database cannot be opened wait in the workers' spools;
     both workers are killed with -9; their replacements write every one once it can."""
@@ -420,10 +446,10 @@ def test_workers_killed_with_minus_9_lose_no_spooled_card(tmp_path):
                 for cards in pool.map(lambda n: _post_hook(server, f"patient-{n % 5}"), range(40))
                 for c in cards
             ]
+        # Each call's records are spooled just after its answer is sent (one line a call):
+        # all 40 are there before the kill, as they would be a moment after any answer.
         spool_root = tmp_path / "data" / spool.SPOOL_DIR
-        assert until(
-            lambda: sum(p.stat().st_size for p in spool_root.rglob("*" + spool.SUFFIX)) > 0, 10
-        )
+        assert until(lambda: spooled_lines(spool_root) == 40, 20), spooled_lines(spool_root)
         victims = server.workers()
         for pid in victims:
             os.kill(pid, signal.SIGKILL)

@@ -42,8 +42,14 @@ RETRY_MAX = 5.0  # ... up to this
 ORPHAN_CHECK = 10.0  # seconds between looks for spool files of processes that are gone
 LOG_INTERVAL = 10.0  # seconds between repeated warnings about the same trouble
 
-# A write returns False (or raises) when the store did not take the rows; None or True: taken.
+# A write returns False (or raises) when the store is unavailable; None or True: taken.
 Write = Callable[[list[dict]], "bool | None"]
+
+
+class RecordsRefused(Exception):
+    """Raised by a write when the database refuses the rows themselves (a value too long,
+    a constraint), not because it is away: retrying them would stall every later record,
+    so the writer writes the batch row by row and drops (counts, logs) the refused ones."""
 
 
 class _MemoryBatch:
@@ -240,12 +246,15 @@ class CardWriter:
         return None
 
     def _attempt(self, batch: Batch | _MemoryBatch) -> bool:
+        refused = 0
         try:
             taken = self._write(batch.rows) is not False
+        except RecordsRefused:
+            taken, refused = self._write_each(batch.rows)
         except Exception as exc:
             log.error("issued-card writer error: %s", type(exc).__name__)
             taken = False
-        rows = len(batch.rows)
+        rows = len(batch.rows) - refused
         if taken:
             if isinstance(batch, _MemoryBatch):
                 for _ in range(batch.calls):
@@ -253,9 +262,10 @@ class CardWriter:
             else:
                 assert self._spool is not None
                 self._spool.written(batch)
-                if rows - batch.fresh:
-                    _count("CARD_RECORDS_FROM_SPOOL", rows - batch.fresh)
-                    log.info("%d issued-card records written from the spool", rows - batch.fresh)
+                from_spool = max(0, rows - batch.fresh)  # tried before, or a dead process's
+                if from_spool:
+                    _count("CARD_RECORDS_FROM_SPOOL", from_spool)
+                    log.info("%d issued-card records written from the spool", from_spool)
             _count("CARD_RECORDS_WRITTEN", rows)
             return True
         if isinstance(batch, Batch):
@@ -267,6 +277,23 @@ class CardWriter:
             self._failures += 1
             self._progress.notify_all()
         return False
+
+    def _write_each(self, rows: list[dict]) -> tuple[bool, int]:
+        """Row by row, after the database refused the batch: (all dealt with, refused).
+        A refused row is dropped; the store going away stops here (the batch is retried,
+        its rows written already are then ignored: the card uuid is the key)."""
+        refused = 0
+        for record in rows:
+            try:
+                if self._write([record]) is False:
+                    return False, refused
+            except RecordsRefused:
+                refused += 1
+            except Exception as exc:
+                log.error("issued-card writer error: %s", type(exc).__name__)
+                return False, refused
+        self._drop(refused, "refused by the database")
+        return True, refused
 
     # ------------------------------------------------------------------ callers
 

@@ -13,11 +13,12 @@ from datetime import datetime
 from itertools import zip_longest
 
 from sqlalchemy import Connection, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from cds_service.protocol.feedback import ANONYMOUS_CLIENT
 from cds_service.storage.base import StoreBase
-from cds_service.storage.card_writer import CLOSE_TIMEOUT
+from cds_service.storage.card_writer import CLOSE_TIMEOUT, RecordsRefused
 from cds_service.storage.database import describe, feedback, insert_ignore, issued_card, utcnow
 from cds_service.storage.suppressions import suppress
 
@@ -102,8 +103,8 @@ class IssuedCards(StoreBase):
         return rows
 
     def _write_cards(self, rows: list[dict]) -> bool:
-        """Write the rows; False when the store did not take them (the writer keeps them
-        in its spool and tries again)."""
+        """Write the rows; False when the store is unavailable (the writer keeps them in
+        its spool and tries again), ``RecordsRefused`` when the database refuses them."""
         if not self.ensure_schema():
             log.warning("could not write %d issued-card records: database unavailable", len(rows))
             return False
@@ -115,6 +116,10 @@ class IssuedCards(StoreBase):
         except SQLAlchemyError as exc:
             self._note_failure()
             log.warning("could not write %d issued-card records: %s", len(rows), describe(exc))
+            if not isinstance(exc, (OperationalError, InterfaceError, PoolTimeout)):
+                # Not the database being away but these rows (a value too long, say): the
+                # writer sets the bad ones apart rather than retry them for ever.
+                raise RecordsRefused(describe(exc)) from None
             return False
         if not self._watch.same_file(info):
             self._file_lost()
