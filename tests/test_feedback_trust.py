@@ -32,6 +32,7 @@ from test_suppression import (
 )
 
 from cds_service.storage import database
+from cds_service.storage.feedback_checks import FEEDBACK_PER_CARD
 from cds_service.web.app import create_app
 
 BASE = "https://cds.example.org"
@@ -333,12 +334,14 @@ def test_feedback_for_unknown_cards_stops_at_its_cap_with_429(jwt_settings, sign
     app = create_app(jwt_settings(unknown_feedback_per_client=3, unknown_feedback_total=5))
     apps.append(app)
     ehr_a, ehr_b = Ehr(app, signer, EHR_A), Ehr(app, signer, EHR_B)
-    assert ehr_a.feedback(*unknown_items(2)).status_code == 200
+    first = unknown_items(2)
+    assert ehr_a.feedback(*first).status_code == 200
     assert ehr_a.feedback(*unknown_items(1)).status_code == 200
 
     response = ehr_a.feedback(*unknown_items(1))  # past A's own cap
     assert_outcome(response, 429, "throttled")
     assert 0 < int(response.headers["Retry-After"]) <= 24 * 3600
+    assert ehr_a.feedback(*first).status_code == 200  # a retry of stored items still passes
     assert ehr_b.feedback(*unknown_items(2)).status_code == 200  # B has its own
     response = ehr_b.feedback(*unknown_items(1))  # past the overall cap
     assert_outcome(response, 429, "throttled")
@@ -356,3 +359,41 @@ def test_feedback_for_unknown_cards_stops_at_its_cap_with_429(jwt_settings, sign
     # Once the rows are older than the window they no longer count.
     later(store_of(app), timedelta(hours=25))
     assert ehr_a.feedback(*unknown_items(3)).status_code == 200
+
+
+def test_one_card_takes_a_bounded_amount_of_feedback(jwt_settings, signer, apps):
+    app = create_app(jwt_settings())
+    apps.append(app)
+    ehr = Ehr(app, signer, EHR_A)
+    card = first_card(app, ehr)
+    start = database.utcnow().replace(microsecond=0)  # one clock reading: distinct seconds
+
+    def at(seconds_before: int) -> str:
+        return (start - timedelta(seconds=seconds_before)).isoformat() + "Z"
+
+    items = [
+        overridden(card["uuid"], code="cds-not-applicable", at=at(i))
+        for i in range(FEEDBACK_PER_CARD)
+    ]
+    assert ehr.feedback(*items).status_code == 200
+    assert ehr.feedback(*items).status_code == 200  # a retry: stored already, counted once
+    one_more = overridden(card["uuid"], at=at(FEEDBACK_PER_CARD))
+    response = ehr.feedback(one_more)
+    assert_outcome(response, 429, "throttled")
+    assert "Retry-After" not in response.headers  # waiting would not help
+    assert len(table(app, database.feedback)) == FEEDBACK_PER_CARD
+    assert table(app, database.suppression) == []  # the refused override did nothing
+
+
+def test_an_item_cannot_carry_an_unbounded_list_of_suggestions(jwt_settings, signer, apps):
+    """What one stored row may hold is bounded, so the caps bound the disk used."""
+    app = create_app(jwt_settings())
+    apps.append(app)
+    ehr = Ehr(app, signer, EHR_A)
+    card = first_card(app, ehr)
+    item = accepted(card)
+    item["acceptedSuggestions"] = [{"id": str(i)} for i in range(17)]
+    body = assert_outcome(ehr.feedback(item), 400, "invalid")
+    assert "acceptedSuggestions" in body["issue"][0]["details"]["text"]
+    item["acceptedSuggestions"] = item["acceptedSuggestions"][:16]
+    assert ehr.feedback(item).status_code == 200

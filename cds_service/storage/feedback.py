@@ -27,7 +27,11 @@ from cds_service.storage.database import (
     issued_card,
     parse_timestamp,
 )
-from cds_service.storage.feedback_checks import check_unknown_cap, refuse_other_clients
+from cds_service.storage.feedback_checks import (
+    check_unknown_cap,
+    not_yet_stored,
+    refuse_other_clients,
+)
 from cds_service.storage.suppressions import suppress
 
 log = logging.getLogger(__package__)  # "cds_service.storage", as before the split
@@ -100,7 +104,8 @@ class FeedbackStore(StoreBase):
                 refuse_other_clients(rows, known, client)
                 for row in rows:
                     row["unknown_card"] = row["card_uuid"] not in known
-                unknown = sum(row["unknown_card"] for row in rows)
+                fresh = not_yet_stored(conn, rows)  # a retry's items count once
+                unknown = sum(row["unknown_card"] for row in fresh)
                 check_unknown_cap(conn, unknown, client, received_at, self.settings)
                 insert_ignore(conn, feedback, rows, FEEDBACK_KEY)
                 if self.suppression_policy:

@@ -7,11 +7,15 @@
   record, but only so much: the rows for unknown cards received within the feedback window
   are capped per client and overall, and a batch that would pass a cap is refused (429 with
   ``Retry-After``), so nobody can fill the disk with invented card ids.
+- One card takes at most ``FEEDBACK_PER_CARD`` feedback rows (the CDS Hooks sandbox sends two,
+  and a retry's items, already stored, are not counted again): 429 beyond, without
+  ``Retry-After`` since waiting does not help.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, func, select, text
@@ -22,6 +26,7 @@ from cds_service.storage.database import feedback
 
 # Any constant: only the same in every instance (the migration lock uses another).
 _PG_UNKNOWN_LOCK_ID = 7_246_115_002
+FEEDBACK_PER_CARD = 20  # distinct feedback rows (card, outcome, outcomeTimestamp) per card
 
 
 def refuse_other_clients(rows: list[dict], cards: dict[str, dict], client: str) -> None:
@@ -34,6 +39,27 @@ def refuse_other_clients(rows: list[dict], cards: dict[str, dict], client: str) 
                 "Feedback refused: a card in this batch was issued to another client.",
                 diagnostics=f"feedback item {index}: card issued to another client",
             )
+
+
+def not_yet_stored(conn: Connection, rows: list[dict]) -> list[dict]:
+    """The rows not stored already; TooManyRequests when they would give a card more than
+    FEEDBACK_PER_CARD rows."""
+    stored = conn.execute(
+        select(feedback.c.card_uuid, feedback.c.outcome, feedback.c.outcome_timestamp).where(
+            feedback.c.card_uuid.in_(sorted({row["card_uuid"] for row in rows}))
+        )
+    ).all()
+    keys = {tuple(key) for key in stored}
+    fresh = [r for r in rows if (r["card_uuid"], r["outcome"], r["outcome_timestamp"]) not in keys]
+    per_card = Counter(key[0] for key in stored)
+    per_card.update(row["card_uuid"] for row in fresh)
+    for index, row in enumerate(rows):
+        if per_card[row["card_uuid"]] > FEEDBACK_PER_CARD:
+            raise TooManyRequests(
+                f"Too much feedback for one card (at most {FEEDBACK_PER_CARD}).",
+                diagnostics=f"feedback item {index}: its card has too much feedback",
+            )
+    return fresh
 
 
 def check_unknown_cap(
