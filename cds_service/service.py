@@ -147,8 +147,12 @@ class CdsService:
             [fingerprint(r, card) for r, card in zip(results, rendered, strict=True)],
         )
 
-    def apply_suppressions(self, outcome: Outcome, patient_id: str, store) -> None:
-        """Leave out the cards a clinician's override suppresses for this patient.
+    def apply_suppressions(
+        self, outcome: Outcome, patient_id: str, store, client: str | None = None
+    ) -> None:
+        """Leave out the cards a clinician's override suppresses for this patient, on the
+        calls of the client whose card was overridden (None: any client's, for the command
+        line).
 
         One indexed query, and only when there are cards of a route that can be suppressed.
         A card comes back when its evidence fingerprint differs from the overridden card's
@@ -158,7 +162,7 @@ class CdsService:
             route in self.suppression_policy for route in outcome.routes
         ):
             return
-        active = store.active_suppressions(patient_id, outcome.routes)
+        active = store.active_suppressions(patient_id, outcome.routes, client)
         if not active:
             return
         cards = outcome.response["cards"]

@@ -218,6 +218,20 @@ def test_feedback_on_another_clients_card_is_refused(jwt_settings, signer, apps)
     assert "nephrology" not in ehr_a.cards(example(NEPHROLOGY))
 
 
+def test_a_suppression_leaves_the_card_out_only_on_its_clients_calls(jwt_settings, signer, apps):
+    """Client B cannot hide a patient's card from client A by overriding a card of its own:
+    each client's override suppresses on that client's calls only."""
+    app = create_app(jwt_settings())
+    apps.append(app)
+    ehr_a, ehr_b = Ehr(app, signer, EHR_A), Ehr(app, signer, EHR_B)
+    card_b = first_card(app, ehr_b)
+    assert ehr_b.feedback(overridden(card_b["uuid"])).status_code == 200
+    assert "nephrology" not in ehr_b.cards(example(NEPHROLOGY))
+    assert "nephrology" in ehr_a.cards(example(NEPHROLOGY))
+    [held] = table(app, database.suppression)
+    assert held.client == EHR_B
+
+
 @pytest.mark.parametrize("sender, suppressed", [(EHR_A, True), (EHR_B, False)])
 def test_an_early_override_is_adopted_only_from_the_cards_client(
     jwt_settings, signer, apps, sender, suppressed

@@ -90,9 +90,10 @@ jwt_replay = Table(
     Column("expires_at", DateTime, nullable=False),  # UTC
     Index("ix_jwt_replay_expires_at", "expires_at"),
 )
-# An override with a suppressing reason: the route's card is left out for this patient until
-# ``expires_at`` unless its evidence fingerprint changes or its indicator rises. One row per
-# (patient, route): the latest override wins. The primary key is the hot-path lookup index.
+# An override with a suppressing reason: the route's card is left out for this patient, on
+# the calls of the client that overrode it, until ``expires_at`` unless its evidence
+# fingerprint changes or its indicator rises. One row per (patient, route): the latest
+# override wins. The primary key is the hot-path lookup index.
 suppression = Table(
     "suppression",
     metadata,
@@ -104,6 +105,9 @@ suppression = Table(
     Column("indicator", String(16), nullable=True),
     Column("suppressed_at", DateTime, nullable=False),  # UTC, the override's time
     Column("expires_at", DateTime, nullable=False),  # UTC
+    # The client whose override it was (its card's): only that client's calls leave the card
+    # out. NULL: made before revision 0005, and no client's calls honour it.
+    Column("client", String(255), nullable=True),
 )
 
 # One row (id 1): a random token every change of ``suppression`` replaces in its transaction,

@@ -42,7 +42,8 @@ PENDING_LIMIT = (
 SQLITE_FILE = "cds.sqlite3"  # the default database in CDS_DATA_DIR (config.effective_database_url)
 # The query of ``Suppressions._query_suppressions``, on the table ``database.suppression``.
 _PEEK_SQL = (
-    "SELECT route, fingerprint, indicator, expires_at FROM suppression WHERE patient_hash = ?"
+    "SELECT route, fingerprint, indicator, expires_at, client FROM suppression "
+    "WHERE patient_hash = ?"
 )
 _POLICY = ("suppression_policy", "urgent_routes")  # set by the app, passed to the store
 _OWN = {
@@ -169,27 +170,31 @@ class StartingStore:
                 return
         store.save_issued_cards(*args, **kwargs)
 
-    def active_suppressions(self, patient_id: str, routes: list[str]) -> dict[str, dict]:
+    def active_suppressions(
+        self, patient_id: str, routes: list[str], client: str | None = None
+    ) -> dict[str, dict]:
         store = self._store
         if store is None:
             if not any(r in self.suppression_policy for r in routes) or self._no_database():
                 return {}
             if not self.settings.database_url.get_secret_value():
-                found = self._peek(patient_id, routes)
+                found = self._peek(patient_id, routes, client)
                 if found is not None:
                     return found
             store = self.wait()
             if store is None:
                 log.warning("suppressions not read (cards shown unsuppressed): store not open")
                 return {}
-        return store.active_suppressions(patient_id, routes)
+        return store.active_suppressions(patient_id, routes, client)
 
     def fingerprint_key(self, fingerprint: str | None) -> str | None:
         """As the store's (same salt), so a suppression found by ``_peek`` is compared
         without waiting for the open, and a failed open cannot turn a hook call into 503."""
         return self._hasher.fingerprint_key(fingerprint)
 
-    def _peek(self, patient_id: str, routes: list[str]) -> dict[str, dict] | None:
+    def _peek(
+        self, patient_id: str, routes: list[str], client: str | None
+    ) -> dict[str, dict] | None:
         """Before the store is open, the default SQLite file read with the standard library
         (a few ms; the store needs SQLAlchemy, ~0.2 s, so a restart's first answers would
         wait for it): what the open store would answer (``Suppressions``). None when the
@@ -205,8 +210,10 @@ class StartingStore:
             now = datetime.now(UTC).replace(tzinfo=None)  # naive UTC, as stored
             return {
                 route: {"fingerprint": fingerprint, "indicator": indicator}
-                for route, fingerprint, indicator, expires_at in rows
-                if route in wanted and datetime.fromisoformat(expires_at) > now
+                for route, fingerprint, indicator, expires_at, owner in rows
+                if route in wanted
+                and datetime.fromisoformat(expires_at) > now
+                and (client is None or owner == client)
             }
         except sqlite3.OperationalError as exc:
             return {} if "no such table" in str(exc) else None  # no table: none can hold

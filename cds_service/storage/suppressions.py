@@ -39,6 +39,7 @@ _SUPPRESSIONS_OF_PATIENT = select(
     suppression.c.fingerprint,
     suppression.c.indicator,
     suppression.c.expires_at,
+    suppression.c.client,
 ).where(suppression.c.patient_hash == bindparam("key"))
 # Plain SQL on the DB-API connection: the statement machinery would cost 50x the read.
 _TOKEN_SQL = f"SELECT token FROM suppression_generation WHERE id = {GENERATION_ROW}"
@@ -64,9 +65,12 @@ class Suppressions(StoreBase):
         self._token_connection: tuple[int, Any] | None = None  # (pid, pooled connection)
         self._inherited: list[tuple[int, Any]] = []  # a parent's, kept open (see below)
 
-    def active_suppressions(self, patient_id: str, routes: list[str]) -> dict[str, dict]:
+    def active_suppressions(
+        self, patient_id: str, routes: list[str], client: str | None = None
+    ) -> dict[str, dict]:
         """Route -> {"fingerprint", "indicator"} of the suppressions holding now for this
-        patient and these routes. Empty (cards are shown) when the database cannot be read;
+        patient and these routes, made by ``client``'s overrides (None: any client's, for
+        the command line). Empty (cards are shown) when the database cannot be read;
         then lookups pause for SUPPRESSION_RETRY seconds so an outage does not slow every
         hook call."""
         wanted = {r for r in routes if r in self.suppression_policy}
@@ -91,8 +95,8 @@ class Suppressions(StoreBase):
         now = self.clock()
         return {
             route: {"fingerprint": fp, "indicator": indicator}
-            for route, fp, indicator, expires_at in rows
-            if route in wanted and expires_at > now
+            for route, fp, indicator, expires_at, owner in rows
+            if route in wanted and expires_at > now and (client is None or owner == client)
         }
 
     def _suppressions_of(self, key: str) -> tuple[Row, ...]:
@@ -218,6 +222,7 @@ def suppress(
             "indicator": card["indicator"],
             "suppressed_at": when,
             "expires_at": issued_at + timedelta(days=days),
+            "client": card["client"],  # it leaves the card out on this client's calls only
         }
         _upsert(conn, {"patient_hash": card["patient_hash"], "route": card["route"]}, values)
 

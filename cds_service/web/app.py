@@ -288,7 +288,7 @@ def _cds_endpoints(app: Flask, service: CdsService, store: storage.AnyStore, aut
         _note_request(payload)
         outcome = service.evaluate(payload)
         if hasattr(service, "apply_suppressions"):
-            service.apply_suppressions(outcome, payload["context"]["patientId"], store)
+            service.apply_suppressions(outcome, payload["context"]["patientId"], store, g.client)
         g.outcome = outcome
         request.environ[PHASES] = [
             ("parse", (parsed - started) * 1000.0),
