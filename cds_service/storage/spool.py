@@ -1,7 +1,7 @@
 """Card records kept on disk until the store has them: an append-only spool in CDS_DATA_DIR.
 
-Every card record is appended here (one JSON line per hook call) once the answer is sent,
-before any database write is tried: the file, not memory, is the card writer's queue. So a
+Every card record is appended here (one JSON line per hook call) before the answer is sent
+and before any database write is tried: the file, not memory, is the card writer's queue. So a
 database outage, a shutdown while the database is down, or a worker killed with -9 loses
 nothing that reached the spool: the records are written when the store is back, by this
 process or, for a process that is gone, by the first process of the same database that

@@ -294,23 +294,25 @@ def _cds_endpoints(app: Flask, service: CdsService, store: storage.AnyStore, aut
             ("parse", (parsed - started) * 1000.0),
             ("evaluate", (time.perf_counter() - parsed) * 1000.0),
         ]
-        hook_instance, patient_id = payload["hookInstance"], payload["context"]["patientId"]
-        client = g.client
+        # The card records are kept (appended to the on-disk card spool, tens of µs) before
+        # the answer leaves: feedback on a card, or the next call, always finds its record,
+        # and a worker killed once it has answered loses none. The database write is in the
+        # background (storage/card_writer.py); this never raises or waits for it.
+        store.save_issued_cards(
+            payload["hookInstance"],
+            payload["context"]["patientId"],
+            outcome.response["cards"],
+            outcome.rule_ids,
+            getattr(outcome, "fingerprints", None),
+            getattr(outcome, "suppressed", None),
+            client=g.client,
+        )
 
-        def store_outcome() -> None:
+        def count_cards() -> None:
             for route in outcome.routes:
                 metrics.CARDS.labels(route).inc()
-            store.save_issued_cards(
-                hook_instance,
-                patient_id,
-                outcome.response["cards"],
-                outcome.rule_ids,
-                getattr(outcome, "fingerprints", None),
-                getattr(outcome, "suppressed", None),
-                client=client,
-            )
 
-        g.after_sent = [store_outcome]
+        g.after_sent = [count_cards]
         if not typed:  # answered like any other; counted after the answer, never failing it
             g.after_sent.append(lambda: metrics.PLAIN_DECODES.inc())
         # Freed with ``g`` once the response is sent (the bookkeeping holds it), so the EHR
