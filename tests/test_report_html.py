@@ -26,7 +26,10 @@ PATIENT = "p-routes"
 
 @pytest.fixture
 def settings(tmp_path):
-    return make_settings(tmp_path, "", patient_hash_salt="s", admin_report=True)
+    # Overrides suppress without a JWT only when allowed (these test clients send none).
+    return make_settings(
+        tmp_path, "", patient_hash_salt="s", admin_report=True, suppression_without_auth=True
+    )
 
 
 @pytest.fixture
