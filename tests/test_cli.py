@@ -200,3 +200,44 @@ def test_evaluate_without_a_store_creates_none(tmp_path, capsys, monkeypatch):
     routes, err = _evaluate(capsys, NEPHROLOGY)
     assert "nephrology" in routes and "suppressed" not in err
     assert not (tmp_path / "data").exists()
+
+
+# -- help a new user reads first (issue 24) -------------------------------------------------
+
+
+def _help(*argv: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "cds_service", *argv, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_help_is_plain_text_and_lists_every_command():
+    text = _help()
+    assert "``" not in text and ":func:" not in text
+    commands = ("serve", "evaluate", "check-rules", "report", "example")
+    listed = [line.split()[0] for line in text.splitlines() if line.startswith("    ")]
+    assert set(commands) <= set(listed), listed
+    for command in commands:  # each has help of its own
+        assert "``" not in _help(command)
+
+
+def test_serve_options_are_explained():
+    text = _help("serve")
+    assert "--host HOST  listen address" in text and "CDS_HOST" in text
+    assert "--port PORT  listen port" in text and "CDS_PORT" in text
+
+
+def test_evaluate_reads_stdin(monkeypatch, capsys):
+    import io
+
+    monkeypatch.setenv("CDS_TODAY", "2026-11-24")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(EXAMPLE.read_text()))
+    assert main(["evaluate", "-"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["cards"][0]["source"]["topic"]["code"] == "nephrology"
