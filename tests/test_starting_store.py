@@ -37,7 +37,8 @@ def test_cards_issued_before_the_open_are_written_with_their_time(tmp_path):
     store = StartingStore(settings(tmp_path), open_delay=None)
     before = database.utcnow()
     store.save_issued_cards("hook-1", "patient-1", [card("c1")], ["r1"], ["fp"])
-    assert store._store is None and len(store._pending) == 1  # kept; the open has started
+    assert store._store is None and not store._pending  # the open has started
+    assert store._spool is not None and store._spool.waiting()  # kept on disk meanwhile
     assert store.flush()
     engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'cds.sqlite3'}")
     with engine.connect() as conn:
@@ -185,11 +186,14 @@ def test_a_store_that_fails_to_open_never_turns_a_hook_call_into_an_error(tmp_pa
 
 
 def test_card_records_a_store_that_cannot_open_never_writes_are_counted_dropped(tmp_path):
-    """Never silently (issue 24): records held for an open that failed are counted in
-    cds_card_records_dropped_total, those held at shutdown and those arriving after."""
+    """Never silently (issue 24): with no spool to keep them, records held in memory for an
+    open that failed are counted in cds_card_records_dropped_total, at shutdown, and those
+    arriving after the failure at once."""
     from cds_service import metrics
 
     broken = settings(tmp_path, database_url="sqlite://user:pass@/a")  # cannot open
+    broken.data_dir.mkdir(parents=True)
+    (broken.data_dir / "card-spool").write_text("")  # and the spool cannot be written
     store = StartingStore(broken, open_delay=None)
     before = metrics.CARD_RECORDS_DROPPED._value.get()
     store.save_issued_cards("hook-1", "patient-1", [card("c1"), card("c2")], ["r1", "r2"])
@@ -199,3 +203,35 @@ def test_card_records_a_store_that_cannot_open_never_writes_are_counted_dropped(
     assert metrics.CARD_RECORDS_DROPPED._value.get() - before == 2
     store.close()  # the two held for the open are never written
     assert metrics.CARD_RECORDS_DROPPED._value.get() - before == 4
+
+
+def test_records_spooled_before_an_open_that_failed_are_written_by_the_next_start(
+    tmp_path, monkeypatch
+):
+    """The records of calls answered before the open are on disk, not only in memory: an
+    open that fails (a newer schema, say) or a process killed meanwhile loses none."""
+    from cds_service.storage import store as store_module
+
+    config = settings(tmp_path)
+    real_init = store_module.Store.__init__
+
+    def cannot_open(self, _settings):
+        raise RuntimeError("schema newer than this release")
+
+    monkeypatch.setattr(store_module.Store, "__init__", cannot_open)
+    first = StartingStore(config, open_delay=None)
+    first.save_issued_cards("hook-1", "patient-1", [card("c1"), card("c2")], ["r1", "r2"])
+    assert first.wait(10) is None
+    first.save_issued_cards("hook-2", "patient-1", [card("c3")], ["r3"])  # after the failure
+    first.close()  # the records stay in the spool
+    monkeypatch.setattr(store_module.Store, "__init__", real_init)
+    restarted = StartingStore(config, open_delay=0.0)
+    assert restarted.wait(10) is not None
+    assert restarted.flush()
+    engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'cds.sqlite3'}")
+    with engine.connect() as conn:
+        rows = conn.execute(select(database.issued_card)).all()
+    engine.dispose()
+    assert sorted(r.card_uuid for r in rows) == ["c1", "c2", "c3"]
+    assert {r.patient_hash for r in rows} == {restarted.patient_hash("patient-1")}
+    restarted.close()

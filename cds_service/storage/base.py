@@ -47,12 +47,9 @@ class StoreBase:
         self._schema_lock = threading.Lock()
         self._hasher = PatientHasher(settings)
         # Card records wait in an on-disk spool (spool.py) until the database has them.
-        spool_dir = directory_for(
-            settings.data_dir, self.engine.url.render_as_string(hide_password=True)
-        )
         self._writer = CardWriter(
             lambda rows: self._write_cards(rows),
-            CardSpool(spool_dir, settings.card_spool_max_bytes),
+            CardSpool(directory_for(settings), settings.card_spool_max_bytes),
         )
         self._pid = os.getpid()
         self._closed = False

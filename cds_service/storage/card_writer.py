@@ -100,7 +100,16 @@ class CardWriter:
             logging.WARNING,
             "%d issued-card records kept in the spool until the store takes them (%s)",
         )
-        if spool is not None and spool.adopt_orphans():  # a previous run's records
+        self.adopt()  # a previous run's records
+
+    def adopt(self) -> None:
+        """Take over the spool files no process holds now (a previous run's, a killed
+        worker's, the starting store's) and write them."""
+        if self._spool is not None and self._spool.adopt_orphans():
+            with self._progress:  # a flush from now on waits for them too
+                self._put += 1
+                self._calls += 1
+            self._wake.set()
             self._start()
 
     def _new_events(self) -> None:

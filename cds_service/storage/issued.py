@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import queue
 from datetime import datetime
-from itertools import zip_longest
 
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
@@ -18,6 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from cds_service.protocol.feedback import ANONYMOUS_CLIENT
 from cds_service.storage.base import StoreBase
+from cds_service.storage.card_rows import card_rows
 from cds_service.storage.card_writer import CLOSE_TIMEOUT, RecordsRefused
 from cds_service.storage.database import describe, feedback, insert_ignore, issued_card, utcnow
 from cds_service.storage.suppressions import suppress
@@ -44,24 +44,20 @@ class IssuedCards(StoreBase):
         database opened)."""
         rows: list[dict] = []
         try:
-            entries = [
-                (card, rules, fp, False)
-                for card, rules, fp in zip_longest(
-                    cards or [], rule_ids or [], fingerprints or [], fillvalue=None
-                )
-            ]
-            entries += [
-                (s.get("card"), s.get("rules"), s.get("fingerprint"), True)
-                for s in suppressed or []
-            ]
-            if not entries:
-                return
-            if self._closed:
-                log.warning("store closed: %d issued-card records not written", len(entries))
-                return
-            rows = self._card_rows(
-                hook_instance, patient_id, entries, issued_at or utcnow(), client
+            rows = card_rows(
+                self,
+                hook_instance,
+                patient_id,
+                cards,
+                rule_ids,
+                fingerprints,
+                suppressed,
+                issued_at or utcnow(),
+                client,
             )
+            if rows and self._closed:
+                log.warning("store closed: %d issued-card records not written", len(rows))
+                return
             if rows:
                 self._after_fork()
                 self._writer.put(rows)
@@ -69,38 +65,6 @@ class IssuedCards(StoreBase):
             log.warning("issued-card queue full: %d records dropped", len(rows))
         except Exception as exc:  # never break the hook
             log.warning("issued-card records not queued: %s", type(exc).__name__)
-
-    def _card_rows(
-        self,
-        hook_instance: str,
-        patient_id: str,
-        entries: list[tuple],
-        issued_at: datetime,
-        client: str,
-    ) -> list[dict]:
-        """The issued_card rows of (card, rule ids, fingerprint, left out) entries."""
-        patient_hash = self.patient_hash(str(patient_id))
-        rows = []
-        for card, rules, fp, left_out in entries:
-            if not isinstance(card, dict) or not card.get("uuid"):
-                continue
-            topic = (card.get("source") or {}).get("topic") or {}
-            indicator = card.get("indicator")
-            rows.append(
-                {
-                    "card_uuid": str(card["uuid"]),
-                    "route": str(topic.get("code") or "unknown"),
-                    "rule_ids": str(rules or ""),
-                    "hook_instance": str(hook_instance),
-                    "patient_hash": patient_hash,
-                    "issued_at": issued_at,
-                    "fingerprint": self.fingerprint_key(fp),
-                    "indicator": str(indicator)[:16] if indicator else None,
-                    "suppressed": left_out,
-                    "client": str(client),
-                }
-            )
-        return rows
 
     def _write_cards(self, rows: list[dict]) -> bool:
         """Write the rows; False when the store is unavailable (the writer keeps them in

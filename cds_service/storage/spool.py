@@ -32,8 +32,13 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
+
+if TYPE_CHECKING:
+    from cds_service.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +54,14 @@ class SpoolFull(Exception):
     """The spool holds ``max_bytes`` already: the records are not kept."""
 
 
-def directory_for(data_dir: Path, database: str) -> Path:
-    """The spool directory of one database (its URL without the password), so records
-    are only ever written to the database they were meant for."""
+def directory_for(settings: Settings) -> Path:
+    """The spool directory of one database (a hash of its URL without the password), so
+    records are only ever written to the database they were meant for."""
+    parts = urlsplit(settings.effective_database_url)
+    netloc = parts.netloc.rpartition("@")[2]  # without user and password
+    database = urlunsplit(parts._replace(netloc=f"{parts.username or ''}@{netloc}"))
     key = hashlib.sha256(database.encode()).hexdigest()[:16]
-    return data_dir / SPOOL_DIR / key
+    return settings.data_dir / SPOOL_DIR / key
 
 
 def encode(rows: list[dict]) -> bytes:
@@ -297,7 +305,11 @@ class CardSpool:
             if fd is None:
                 continue
             size = os.fstat(fd).st_size
-            adopted.append(Segment(path, fd, size, failed=size, synced=size, adopted=True))
+            # Another process's records were put before: counted as from the spool once
+            # written. This process's own (the starting store's, before the open) were not.
+            ours = name.split("-")[1:2] == [str(os.getpid())]
+            failed = 0 if ours else size
+            adopted.append(Segment(path, fd, size, failed=failed, synced=size, adopted=True))
         if adopted:
             with self._lock:
                 at = len(self._segments) - (1 if self._active is not None else 0)

@@ -25,7 +25,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from cds_service.config import Settings
+from cds_service.protocol.feedback import ANONYMOUS_CLIENT
+from cds_service.storage.card_rows import card_rows
 from cds_service.storage.salt import PatientHasher
+from cds_service.storage.spool import CardSpool, directory_for
 
 if TYPE_CHECKING:
     from cds_service.storage.store import Store
@@ -55,6 +58,7 @@ _OWN = {
     "_opened",
     "_opener",
     "_pending",
+    "_spool",
     "_timer",
 }
 # One open at a time in a process: Alembic keeps the migration being run in module globals
@@ -75,7 +79,8 @@ class StartingStore:
         self._lock = threading.Lock()
         self._opened = threading.Event()  # set when the open finished (or failed)
         self._opener: threading.Thread | None = None
-        self._pending: list[tuple] = []  # save_issued_cards calls made before the open
+        self._pending: list[tuple] = []  # calls before the open the spool could not keep
+        self._spool: CardSpool | None = None  # records of calls before the open
         self._timer: threading.Timer | None = None
         if open_delay is not None:
             self._timer = threading.Timer(open_delay, self.start)
@@ -124,6 +129,10 @@ class StartingStore:
             for args, kwargs in pending:
                 store.save_issued_cards(*args, **kwargs)
             self._store = store
+            spool, self._spool = self._spool, None
+        if spool is not None:  # its files let go, the store's card writer takes them over
+            spool.close()
+            store._writer.adopt()
         self._opened.set()
 
     def wait(self, timeout: float | None = OPEN_WAIT) -> Store | None:
@@ -150,25 +159,62 @@ class StartingStore:
 
     # ------------------------------------------------------------------ the app's calls
 
-    def save_issued_cards(self, *args: Any, **kwargs: Any) -> None:
-        """Never raises or blocks; before the open the call is kept for the store."""
+    def save_issued_cards(
+        self,
+        hook_instance: str,
+        patient_id: str,
+        cards: list[dict],
+        rule_ids: list[str],
+        fingerprints: list[str] | None = None,
+        suppressed: list[dict] | None = None,
+        issued_at: datetime | None = None,
+        client: str = ANONYMOUS_CLIENT,
+    ) -> None:
+        """Never raises or blocks. Before the open the call's records go to the card spool,
+        as the open store's would (feedback, or another worker after a kill, finds them
+        there), else the call is kept in memory; the open store takes both over."""
+        call = (hook_instance, patient_id, cards, rule_ids, fingerprints, suppressed)
         store = self._store
         if store is None:
-            from cds_service.storage.database import utcnow
-
             with self._lock:
                 store = self._store
                 if store is None:
-                    if len(self._pending) >= PENDING_LIMIT or self._failure is not None:
-                        log.warning("store not open: issued-card records of a call dropped")
-                        _count_dropped([(args, kwargs)])
-                    else:
-                        kwargs.setdefault("issued_at", utcnow())
-                        self._pending.append((args, kwargs))
+                    self._keep(call, issued_at or datetime.now(UTC).replace(tzinfo=None), client)
             if store is None:
-                self.start()  # after the first answer: the database opens now
+                self.start()  # the first answer: the database opens now
                 return
-        store.save_issued_cards(*args, **kwargs)
+        store.save_issued_cards(*call, issued_at=issued_at, client=client)
+
+    def _keep(self, call: tuple, issued_at: datetime, client: str) -> None:
+        """Before the open (under the lock): spool the call's records, else hold the call."""
+        try:
+            hook_instance, patient_id, cards, rule_ids, fingerprints, suppressed = call
+            rows = card_rows(
+                self._hasher,
+                hook_instance,
+                patient_id,
+                cards,
+                rule_ids,
+                fingerprints,
+                suppressed,
+                issued_at,
+                client,
+            )
+            if not rows:
+                return
+            if self._spool is None:
+                maximum = self.settings.card_spool_max_bytes
+                self._spool = CardSpool(directory_for(self.settings), maximum)
+            self._spool.append(rows)
+            return
+        except Exception as exc:  # SpoolFull, OSError (no disk), a salt that cannot be read
+            log.warning("issued-card records not spooled before the open: %s", type(exc).__name__)
+        kept = (call, {"issued_at": issued_at, "client": client})
+        if len(self._pending) >= PENDING_LIMIT or self._failure is not None:
+            log.warning("store not open: issued-card records of a call dropped")
+            _count_dropped([kept])
+        else:
+            self._pending.append(kept)
 
     def active_suppressions(
         self, patient_id: str, routes: list[str], client: str | None = None
@@ -252,12 +298,22 @@ class StartingStore:
         store = self.wait(CLOSE_WAIT)
         if store is not None:
             store.close()
-        elif self._pending:  # the open failed or hangs (a migration lock, say): say so
+            return
+        if self._pending:  # the open failed or hangs (a migration lock, say): say so
             log.error(
                 "store not open at shutdown: issued-card records of %d calls not written",
                 len(self._pending),
             )
             _count_dropped(self._pending)
+        with self._lock:
+            spool, self._spool = self._spool, None
+        left = spool.close() if spool is not None else 0
+        if left:
+            log.warning(
+                "store not open at shutdown: %d bytes of issued-card records kept in the "
+                "card spool for the next start",
+                left,
+            )
 
 
 def _count_dropped(calls: list[tuple]) -> None:
