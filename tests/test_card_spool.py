@@ -427,19 +427,6 @@ def _post_hook(server, patient: str) -> list[str]:
     return [c["uuid"] for c in body["cards"]]
 
 
-def wait_for_the_stores(server, answers: int = 10) -> None:
-    """A worker's store opens in the background about a second after it starts; the cards
-    of calls before that are held in memory (starting.py), not yet in the spool. Wait until
-    ``answers`` /readyz calls in a row (either worker) say the store is open (ready, or not
-    ready for another reason than "starting": the database may be down on purpose)."""
-    in_a_row = 0
-    deadline = time.monotonic() + 30
-    while in_a_row < answers and time.monotonic() < deadline:
-        _, body, _ = server.request("GET", "/readyz", timeout=10)
-        in_a_row = in_a_row + 1 if body["checks"]["store"] != "starting" else 0
-    assert in_a_row == answers, "the workers' stores did not open"
-
-
 def test_an_override_applies_on_the_next_call_in_20_tries_of_20_under_gunicorn(tmp_path):
     """Issue 24 found 14 of 20 overrides not yet in effect on the next call (the card's
     record still queued in the worker that issued it). Two workers, a new connection per
@@ -448,7 +435,6 @@ def test_an_override_applies_on_the_next_call_in_20_tries_of_20_under_gunicorn(t
 
     server = Gunicorn(tmp_path / "data", CDS_SUPPRESSION_WITHOUT_AUTH="true")
     try:
-        wait_for_the_stores(server)
         for n in range(20):
             patient = f"override-{n}"
             status, body, _ = server.request("POST", SERVICE, hook_request(patient))
@@ -483,7 +469,6 @@ def test_workers_killed_with_minus_9_lose_no_spooled_card(tmp_path):
     url = f"sqlite:///{later / 'cds.sqlite3'}"
     server = Gunicorn(tmp_path / "data", CDS_DATABASE_URL=url)
     try:
-        wait_for_the_stores(server)
         with ThreadPoolExecutor(4) as pool:
             answered = [
                 c
