@@ -12,7 +12,10 @@ stay in the spool, are fsync-ed, and are tried again with a growing pause (at mo
 At shutdown the writer writes what it can and leaves the rest in the spool for the next
 process (the files of a process that is gone are taken over by another, ``ORPHAN_CHECK``).
 A spool that cannot be written (no disk, no directory) leaves the rows in memory (at most
-``MEMORY_LIMIT`` calls); rows that fit nowhere are dropped, counted and logged, never silently.
+``MEMORY_LIMIT`` calls); rows that fit nowhere are dropped, counted and logged, never silently,
+and so are rows the database itself refuses (``RecordsRefused``: written one by one, so the
+others of their batch are kept). ``write_now`` writes the records of given cards at once,
+from any spool of the database on this host: feedback needs its card recorded first.
 
 Counted: ``cds_card_records_written_total``, ``cds_card_records_spooled_total`` (the first
 write failed: kept for a retry), ``cds_card_records_recorded_from_spool_total`` (written by a
