@@ -8,7 +8,6 @@ also adopts feedback that arrived before it (another instance's card, or a slow 
 from __future__ import annotations
 
 import logging
-import queue
 from datetime import datetime
 
 from sqlalchemy import Connection, select, update
@@ -42,7 +41,6 @@ class IssuedCards(StoreBase):
         response) are written too, flagged, so the report can count them. ``issued_at``:
         when the cards were issued, if not now (kept by the starting store while the
         database opened)."""
-        rows: list[dict] = []
         try:
             rows = card_rows(
                 self,
@@ -61,8 +59,6 @@ class IssuedCards(StoreBase):
             if rows:
                 self._after_fork()
                 self._writer.put(rows)
-        except queue.Full:
-            log.warning("issued-card queue full: %d records dropped", len(rows))
         except Exception as exc:  # never break the hook
             log.warning("issued-card records not queued: %s", type(exc).__name__)
 
