@@ -36,7 +36,8 @@ class Gunicorn:
     """``with Gunicorn(env) as server:`` ... ``server.stop()`` sends SIGINT to the whole
     process group, as Ctrl-C in a terminal does, and returns what it printed on stderr."""
 
-    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+    def __init__(self, env: dict[str, str], port: int | None = None, wait: bool = True) -> None:
+        self.wait = wait  # until it answers /healthz
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {**env, "CDS_PORT": str(self.port), "CDS_HOST": "127.0.0.1"}
@@ -58,7 +59,7 @@ class Gunicorn:
             start_new_session=True,
         )
         deadline = time.monotonic() + START_LIMIT
-        while not answers(self.base + "/healthz"):
+        while self.wait and not answers(self.base + "/healthz"):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError("gunicorn did not start:\n" + self.stderr()[-3000:])

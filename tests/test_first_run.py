@@ -56,6 +56,24 @@ def test_ctrl_c_ends_cleanly_and_gunicorn_lines_are_json(tmp_path):
     assert all(line["level"] in ("INFO", "WARNING") for line in lines), printed[-3000:]
 
 
+def test_ctrl_c_while_the_workers_boot_ends_cleanly_too(tmp_path):
+    """Ctrl-C before the workers have loaded the app: still one quit per worker, at once."""
+    with Gunicorn(_env(tmp_path), wait=False) as server:
+        deadline = time.monotonic() + 60
+        while server.stderr().count("Booting worker") < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        status = server.stop()
+        stopping = time.monotonic() - started
+        printed = server.stderr()
+    assert status == 0, printed[-3000:]
+    assert "Traceback" not in printed and "Logging error" not in printed, printed[-3000:]
+    _json_lines(printed)
+    # A worker that had not yet installed its handlers once waited for the 30 s graceful
+    # timeout and a SIGKILL.
+    assert stopping < 20, f"Ctrl-C took {stopping:.1f} s"
+
+
 def test_a_busy_port_is_one_line_naming_cds_port(tmp_path):
     port = free_port()
     with socket.socket() as holder:

@@ -111,26 +111,36 @@ def post_worker_init(worker):
     from cds_service.web import gc_policy, gunicorn_errors
 
     gunicorn_errors.install(worker)  # 400/414/431 ... from gunicorn as OperationOutcome JSON
-    _quit_once(worker)
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     gc_policy.enable()  # and the young generation once each answer is sent (gc_policy.py)
 
 
-def _quit_once(worker) -> None:
+def post_fork(server, worker):
     """Quit on the first SIGINT or SIGQUIT only. Ctrl-C in a terminal reaches each worker
     twice (SIGINT from the terminal, SIGQUIT from the master); gunicorn's gevent worker
     starts a greenlet per signal that calls ``sys.exit``, and the second one, run while the
-    interpreter is already exiting, printed a ``SystemExit`` traceback."""
+    interpreter is already exiting, printed a ``SystemExit`` traceback. Set here, before the
+    worker installs its signal handlers (it takes ``handle_quit`` from the instance), so a
+    worker still booting when Ctrl-C comes quits once too."""
+    handle_quit = worker.handle_quit
     quitting: list[int] = []
 
-    def handle(sig, frame):
+    def quit_once(sig, frame):
         if not quitting:
             quitting.append(sig)
-            worker.handle_quit(sig, frame)
+            handle_quit(sig, frame)
 
+    worker.handle_quit = quit_once
+    # Until the worker installs its handlers it has the master's, which only queue the
+    # signal for a loop the worker never runs: it would be SIGKILLed after the graceful
+    # timeout (30 s). Nothing is loaded yet, so it may simply end.
     for sig in (signal.SIGINT, signal.SIGQUIT):
-        signal.signal(sig, handle)
+        signal.signal(sig, _exit_before_boot)
+
+
+def _exit_before_boot(sig, frame):
+    os._exit(0)
 
 
 def child_exit(server, worker):
