@@ -22,7 +22,7 @@ from cds_service.storage import migrations
 
 ROOT = Path(__file__).resolve().parent.parent
 # What the build reads: the package, the rules, and the metadata files.
-BUILD_INPUTS = ["pyproject.toml", "setup.py", "README.md", "cds_service", "cards"]
+BUILD_INPUTS = ["pyproject.toml", "setup.py", "README.md", "cds_service", "cards", "fhir_examples"]
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
 
 pytestmark = pytest.mark.slow
@@ -106,6 +106,20 @@ def test_installed_package_evaluates_an_example_from_an_empty_directory(installe
     cards = json.loads(result.stdout)["cards"]
     assert "urgent-care" in {card["source"]["topic"]["code"] for card in cards}
     assert list(empty.iterdir()) == []  # nothing written to the working directory
+
+
+def test_installed_package_prints_the_examples_dated_today(installed, tmp_path):
+    """``cds-service example`` reads the examples shipped in the wheel (no source tree)."""
+    env = {k: v for k, v in clean_env().items() if k != "CDS_TODAY"}
+    listed = run(installed / "bin" / "cds-service", "example", "--list", cwd=tmp_path, env=env)
+    assert listed.stdout.split() == sorted(p.stem for p in (ROOT / "fhir_examples").glob("*.json"))
+    written = run(
+        installed / "bin" / "cds-service",
+        *("example", "urgent-care-dvt", "--today", "2026-11-24"),
+        cwd=tmp_path,
+        env=env,
+    )
+    assert written.stdout == (ROOT / "fhir_examples" / "urgent-care-dvt.json").read_text()
 
 
 def test_installed_package_reads_its_own_copy_of_the_rules(installed, tmp_path):
