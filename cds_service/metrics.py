@@ -196,21 +196,27 @@ def _make() -> dict[str, Any]:
             "cds_request_plain_decodes_total",
             "Hook requests decoded as plain JSON: a resource type or shape the typed decoder lacks",
         ),
-        # Issued-card records (storage/card_writer.py): written, kept on disk while the
-        # store could not take them, written from there later, or lost (spool full).
-        "CARD_RECORDS_WRITTEN": Counter(
+        **_card_record_counters(Counter),
+    }
+
+
+def _card_record_counters(counter: Any) -> dict[str, Any]:
+    """Issued-card records (storage/card_writer.py): written, kept on disk while the store
+    could not take them, written from there later, or lost (spool full, refused)."""
+    return {
+        "CARD_RECORDS_WRITTEN": counter(
             "cds_card_records_written_total", "Issued-card records written to the store"
         ),
-        "CARD_RECORDS_SPOOLED": Counter(
+        "CARD_RECORDS_SPOOLED": counter(
             "cds_card_records_spooled_total",
             "Issued-card records the store could not take at once, kept in the on-disk spool",
         ),
-        "CARD_RECORDS_FROM_SPOOL": Counter(
+        "CARD_RECORDS_FROM_SPOOL": counter(
             "cds_card_records_recorded_from_spool_total",
             "Issued-card records written from the spool after a failed write, or left there "
             "by a process that ended",
         ),
-        "CARD_RECORDS_DROPPED": Counter(
+        "CARD_RECORDS_DROPPED": counter(
             "cds_card_records_dropped_total",
             "Issued-card records lost: the spool was full or unwritable, or a line unreadable",
         ),

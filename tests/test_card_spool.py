@@ -32,7 +32,8 @@ from sqlalchemy.exc import OperationalError
 
 from cds_service import metrics
 from cds_service.config import Settings
-from cds_service.storage import Store, card_writer, database, spool
+from cds_service.storage import Store, card_writer, database
+from cds_service.storage import spool_files as spool
 from cds_service.storage.card_writer import CardWriter
 from cds_service.storage.spool import CardSpool
 from cds_service.web.app import create_app

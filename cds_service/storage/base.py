@@ -21,7 +21,8 @@ from cds_service.storage.card_writer import CardWriter
 from cds_service.storage.database import describe, make_engine, utcnow
 from cds_service.storage.health import SqliteWatch
 from cds_service.storage.salt import PatientHasher
-from cds_service.storage.spool import CardSpool, directory_for
+from cds_service.storage.spool import CardSpool
+from cds_service.storage.spool_files import directory_for
 
 log = logging.getLogger(__package__)  # "cds_service.storage", as before the split
 

@@ -2,24 +2,17 @@
 
 ``put`` never blocks and never raises for the records' sake: it appends the rows to this
 process's on-disk spool (spool.py), which is the writer's queue, and wakes a daemon thread
-that writes them to the store. The thread waits up to ``WRITE_DELAY`` for more calls, so the
-calls of half a second share one transaction; when ``FULL_BATCH_CALLS`` are already waiting it
-does not wait at all. ``flush`` and ``close`` cut the wait short.
+that writes them to the store (card_batches.py). The thread waits up to ``WRITE_DELAY`` for
+more calls, so the calls of half a second share one transaction, unless ``FULL_BATCH_CALLS``
+already wait; ``flush`` and ``close`` cut the wait short.
 
-When the store cannot take a batch (the database is down, a file is read-only) the records
-stay in the spool, are fsync-ed, and are tried again with a growing pause (at most
-``RETRY_MAX``) until the store is back; nothing is acknowledged as written before it is.
-At shutdown the writer writes what it can and leaves the rest in the spool for the next
-process (the files of a process that is gone are taken over by another, ``ORPHAN_CHECK``).
-A spool that cannot be written (no disk, no directory) leaves the rows in memory (at most
-``MEMORY_LIMIT`` calls); rows that fit nowhere are dropped, counted and logged, never silently,
-and so are rows the database itself refuses (``RecordsRefused``: written one by one, so the
-others of their batch are kept). ``write_now`` writes the records of given cards at once,
-from any spool of the database on this host: feedback needs its card recorded first.
-
-Counted: ``cds_card_records_written_total``, ``cds_card_records_spooled_total`` (the first
-write failed: kept for a retry), ``cds_card_records_recorded_from_spool_total`` (written by a
-retry, or left by a process that is gone) and ``cds_card_records_dropped_total``.
+Rows the store cannot take (database down, file read-only) stay in the spool, fsync-ed, and
+are tried again with a growing pause (up to ``RETRY_MAX``). At shutdown the writer writes
+what it can and leaves the rest to the next process; the files of a process that is gone
+are taken over (``adopt``, every ``ORPHAN_CHECK``). A spool that cannot be written leaves the
+rows in memory (``MEMORY_LIMIT`` calls); rows that fit nowhere are dropped and counted.
+``write_now`` writes given cards' records at once, from any spool of the database on this
+host: feedback needs its card recorded first. Counters: ``cds_card_records_*_total``.
 """
 
 from __future__ import annotations
@@ -28,14 +21,13 @@ import logging
 import os
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 
-from cds_service.storage.spool import Batch, CardSpool, SpoolFull
+from cds_service.storage.card_batches import Batches, Throttled, Write, drop
+from cds_service.storage.spool import CardSpool, SpoolFull
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 2000  # most issued-card rows per write transaction (a backlog: fewer commits)
 WRITE_DELAY = 0.5  # seconds a write waits for more calls to join it
 FULL_BATCH_CALLS = 500  # calls waiting that make a batch worth writing without waiting
 MEMORY_LIMIT = 10_000  # calls kept in memory while the spool cannot be written
@@ -43,43 +35,6 @@ CLOSE_TIMEOUT = 30.0  # seconds close() waits for the writer
 RETRY_FIRST = 0.5  # seconds before the first retry after a failed write; doubles each time
 RETRY_MAX = 5.0  # ... up to this
 ORPHAN_CHECK = 10.0  # seconds between looks for spool files of processes that are gone
-LOG_INTERVAL = 10.0  # seconds between repeated warnings about the same trouble
-
-# A write returns False (or raises) when the store is unavailable; None or True: taken.
-Write = Callable[[list[dict]], "bool | None"]
-
-
-class RecordsRefused(Exception):
-    """Raised by a write when the database refuses the rows themselves (a value too long,
-    a constraint), not because it is away: retrying them would stall every later record,
-    so the writer writes the batch row by row and drops (counts, logs) the refused ones."""
-
-
-class _MemoryBatch:
-    """Rows of calls the spool could not keep: the first ``calls`` of the memory queue."""
-
-    def __init__(self, calls: int, rows: list[dict]):
-        self.calls = calls
-        self.rows = rows
-
-
-class _Throttled:
-    """A warning said at most once per ``LOG_INTERVAL``, with what it missed meanwhile."""
-
-    def __init__(self, level: int, message: str):
-        self.level, self.message = level, message
-        self._last = -LOG_INTERVAL
-        self._count = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, count: int, *args: object) -> None:
-        with self._lock:
-            self._count += count
-            now = time.monotonic()
-            if now - self._last < LOG_INTERVAL:
-                return
-            total, self._count, self._last = self._count, 0, now
-        log.log(self.level, self.message, total, *args)
 
 
 class CardWriter:
@@ -88,20 +43,15 @@ class CardWriter:
     def __init__(self, write: Write, spool: CardSpool | None = None):
         self._write = write
         self._spool = spool
-        self._memory: deque[list[dict]] = deque()  # calls the spool could not keep
+        self._batches = Batches(lambda rows: self._write(rows), spool)  # late: tests wrap it
         self._thread: threading.Thread | None = None
         self._running = False  # the thread is in its loop (cheaper to read than is_alive)
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._new_events()
-        self._dropped = _Throttled(logging.ERROR, "%d issued-card records dropped: %s")
-        self._spool_trouble = _Throttled(
+        self._spool_trouble = Throttled(
             logging.WARNING,
             "%d calls' card records kept in memory: the spool cannot be written (%s)",
-        )
-        self._kept = _Throttled(
-            logging.WARNING,
-            "%d issued-card records kept in the spool until the store takes them (%s)",
         )
         self.adopt()  # a previous run's records
 
@@ -145,18 +95,14 @@ class CardWriter:
                 self._spool.append(rows)
                 return
             except SpoolFull:
-                self._drop(len(rows), "the card spool is full (CDS_CARD_SPOOL_MAX_BYTES)")
+                drop(len(rows), "the card spool is full (CDS_CARD_SPOOL_MAX_BYTES)")
                 return
             except OSError as exc:
                 self._spool_trouble(1, exc.strerror or type(exc).__name__)
-        if len(self._memory) >= MEMORY_LIMIT:
-            self._drop(len(rows), "neither the card spool nor memory can keep more")
+        if len(self._batches.memory) >= MEMORY_LIMIT:
+            drop(len(rows), "neither the card spool nor memory can keep more")
             return
-        self._memory.append(rows)
-
-    def _drop(self, count: int, reason: str) -> None:
-        _count("CARD_RECORDS_DROPPED", count)
-        self._dropped(count, reason)
+        self._batches.memory.append(rows)
 
     def _start(self) -> None:
         if self._running and self._pid == os.getpid():
@@ -164,7 +110,7 @@ class CardWriter:
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's thread is not ours
                 self._pid = os.getpid()
-                self._memory = deque()
+                self._batches = Batches(lambda rows: self._write(rows), self._spool)
                 self._new_events()
                 self._thread = None
             if self._thread is None or not self._thread.is_alive():
@@ -222,90 +168,18 @@ class CardWriter:
         while True:
             with self._progress:
                 ticket = self._put  # every call up to here has kept its rows
-            batch = self._next_batch()
+            batch = self._batches.next()
             if batch is None:
                 with self._progress:
                     self._written = max(self._written, ticket)
                     self._progress.notify_all()
                 return True
-            if not self._attempt(batch):
+            if not self._batches.attempt(batch):
+                with self._progress:
+                    self._failures += 1
+                    self._progress.notify_all()
                 return False
             time.sleep(0)  # a backlog: let the worker's requests run between batches
-
-    def _next_batch(self) -> Batch | _MemoryBatch | None:
-        if self._memory:
-            calls, rows = 0, []
-            for call in list(self._memory):
-                calls += 1
-                rows += call
-                if len(rows) >= BATCH_SIZE:
-                    break
-            return _MemoryBatch(calls, rows)
-        while self._spool is not None:
-            batch = self._spool.read(BATCH_SIZE)
-            if batch is None:
-                return None
-            if batch.bad_lines:
-                _count("CARD_RECORDS_DROPPED", batch.bad_lines)
-                log.error(
-                    "%d unreadable lines skipped in card spool file %s",
-                    batch.bad_lines,
-                    batch.segment.path.name,
-                )
-            if batch.rows:
-                return batch
-            self._spool.written(batch)  # nothing readable in it: past it
-        return None
-
-    def _attempt(self, batch: Batch | _MemoryBatch) -> bool:
-        refused = 0
-        try:
-            taken = self._write(batch.rows) is not False
-        except RecordsRefused:
-            taken, refused = self._write_each(batch.rows)
-        except Exception as exc:
-            log.error("issued-card writer error: %s", type(exc).__name__)
-            taken = False
-        rows = len(batch.rows) - refused
-        if taken:
-            if isinstance(batch, _MemoryBatch):
-                for _ in range(batch.calls):
-                    self._memory.popleft()
-            else:
-                assert self._spool is not None
-                self._spool.written(batch)
-                from_spool = max(0, rows - batch.fresh)  # tried before, or a dead process's
-                if from_spool:
-                    _count("CARD_RECORDS_FROM_SPOOL", from_spool)
-                    log.info("%d issued-card records written from the spool", from_spool)
-            _count("CARD_RECORDS_WRITTEN", rows)
-            return True
-        if isinstance(batch, Batch):
-            assert self._spool is not None
-            self._spool.not_written(batch)
-            _count("CARD_RECORDS_SPOOLED", batch.fresh)
-            self._kept(batch.fresh, f"{self._spool.waiting_bytes()} bytes waiting")
-        with self._progress:
-            self._failures += 1
-            self._progress.notify_all()
-        return False
-
-    def _write_each(self, rows: list[dict]) -> tuple[bool, int]:
-        """Row by row, after the database refused the batch: (all dealt with, refused).
-        A refused row is dropped; the store going away stops here (the batch is retried,
-        its rows written already are then ignored: the card uuid is the key)."""
-        refused = 0
-        for record in rows:
-            try:
-                if self._write([record]) is False:
-                    return False, refused
-            except RecordsRefused:
-                refused += 1
-            except Exception as exc:
-                log.error("issued-card writer error: %s", type(exc).__name__)
-                return False, refused
-        self._drop(refused, "refused by the database")
-        return True, refused
 
     # ------------------------------------------------------------------ callers
 
@@ -314,7 +188,8 @@ class CardWriter:
         memory or in a spool file of this database on this host (any process's): feedback
         about a card needs its record in the store first. False when the store refused."""
         wanted = set(card_uuids)
-        rows = [row for call in list(self._memory) for row in call if row["card_uuid"] in wanted]
+        memory = list(self._batches.memory)
+        rows = [row for call in memory for row in call if row["card_uuid"] in wanted]
         if self._spool is not None:
             rows += self._spool.find(wanted - {row["card_uuid"] for row in rows})
         if not rows:
@@ -330,7 +205,7 @@ class CardWriter:
         meanwhile (the rows then wait in the spool for a retry); False if time ran out."""
         thread = self._thread
         if thread is None or not thread.is_alive() or self._pid != os.getpid():
-            return not self._memory  # nothing to wait for (the spool keeps the rest)
+            return not self._batches.memory  # nothing to wait for (the spool keeps the rest)
         with self._progress:
             target, failures = self._put, self._failures
         self._hurry.set()
@@ -354,9 +229,9 @@ class CardWriter:
             if thread.is_alive():
                 log.warning("issued-card writer still busy at shutdown: its records stay spooled")
                 return
-        if self._memory:
-            self._drop(sum(len(call) for call in self._memory), "not written at shutdown")
-            self._memory.clear()
+        if self._batches.memory:
+            drop(sum(len(call) for call in self._batches.memory), "not written at shutdown")
+            self._batches.memory.clear()
         left = self._spool.close() if self._spool is not None else 0
         if left:
             log.warning(
@@ -364,15 +239,3 @@ class CardWriter:
                 left,
                 self._spool.directory if self._spool is not None else "",
             )
-
-
-def _count(name: str, count: int) -> None:
-    """A storage counter of cds_service.metrics (never fails the writer)."""
-    if count <= 0:
-        return
-    try:
-        from cds_service import metrics
-
-        getattr(metrics, name).inc(count)
-    except Exception as exc:
-        log.warning("card record metric not counted: %s", type(exc).__name__)

@@ -16,8 +16,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from cds_service.protocol.feedback import ANONYMOUS_CLIENT
 from cds_service.storage.base import StoreBase
+from cds_service.storage.card_batches import RecordsRefused
 from cds_service.storage.card_rows import card_rows
-from cds_service.storage.card_writer import CLOSE_TIMEOUT, RecordsRefused
+from cds_service.storage.card_writer import CLOSE_TIMEOUT
 from cds_service.storage.database import describe, feedback, insert_ignore, issued_card, utcnow
 from cds_service.storage.suppressions import suppress
 

@@ -9,86 +9,41 @@ finds its files. A file is ``flock``-ed by its owner for as long as the owner ru
 unlocked file is an orphan. Writing is idempotent (the card uuid is the key), so a record
 written twice (a crash between the commit and the file's removal) is stored once.
 
-Files (``segments``) live in one directory per database under ``CDS_DATA_DIR/card-spool``;
-a segment is removed once all its records are in the store, and a new one is started past
-``SEGMENT_BYTES``. A process holds at most ``max_bytes`` (CDS_CARD_SPOOL_MAX_BYTES) of them;
-past that, ``append`` refuses (the caller counts and logs the drop). Lines carry every
-field of the record (datetimes tagged), so a column added to ``issued_card`` is kept.
-
-Only whole lines count: appends happen under a lock in one ``write`` (a short write is cut
-back), and a torn last line of a dead process's file is skipped and logged.
+A file (``segment``, spool_files.py) is removed once all its records are in the store; a new
+one is started past ``SEGMENT_BYTES``. A process holds at most ``max_bytes``
+(CDS_CARD_SPOOL_MAX_BYTES); past that ``append`` refuses (the caller counts the drop). Only
+whole lines count: a short write is cut back, a dead process's torn last line skipped.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
-import orjson
-
-if TYPE_CHECKING:
-    from cds_service.config import Settings
+from cds_service.storage.spool_files import (
+    SUFFIX,
+    decode,
+    encode,
+    find_records,
+    lock_orphan,
+    unlink,
+)
 
 log = logging.getLogger(__name__)
 
-SPOOL_DIR = "card-spool"  # under CDS_DATA_DIR
-SUFFIX = ".cards"
 SEGMENT_BYTES = 4 * 1024 * 1024  # a segment is closed for appends past this size
 READ_BYTES = 4 * 1024 * 1024  # most bytes read for one batch
-FIND_BYTES = 16 * 1024 * 1024  # most bytes ``find`` reads (newest files first)
-_DATETIME = "$datetime"  # tag of a datetime value in a line
 
 
 class SpoolFull(Exception):
     """The spool holds ``max_bytes`` already: the records are not kept."""
-
-
-def directory_for(settings: Settings) -> Path:
-    """The spool directory of one database (a hash of its URL without the password), so
-    records are only ever written to the database they were meant for."""
-    parts = urlsplit(settings.effective_database_url)
-    netloc = parts.netloc.rpartition("@")[2]  # without user and password
-    database = urlunsplit(parts._replace(netloc=f"{parts.username or ''}@{netloc}"))
-    key = hashlib.sha256(database.encode()).hexdigest()[:16]
-    return settings.data_dir / SPOOL_DIR / key
-
-
-def encode(rows: list[dict]) -> bytes:
-    """One line: the rows with all their fields (datetimes tagged, naive UTC kept naive)."""
-    return orjson.dumps(
-        rows,
-        default=_tag,
-        option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_APPEND_NEWLINE,
-    )
-
-
-def _tag(value: object) -> object:
-    if isinstance(value, datetime):
-        return {_DATETIME: value.isoformat()}
-    raise TypeError(type(value).__name__)
-
-
-def decode(line: bytes) -> list[dict]:
-    """The rows of one line; ValueError when it is not one ``encode`` wrote."""
-    rows = orjson.loads(line)
-    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-        raise ValueError("not a list of records")
-    for row in rows:
-        for name, value in row.items():
-            if isinstance(value, dict) and _DATETIME in value:
-                row[name] = datetime.fromisoformat(value[_DATETIME])
-    return rows
 
 
 @dataclass(eq=False)
@@ -185,7 +140,7 @@ class CardSpool:
             os.rename(temporary, path)
         except OSError:
             os.close(fd)
-            _unlink(temporary)
+            unlink(temporary)
             raise
         segment = Segment(path, fd, 0)
         self._segments.append(segment)
@@ -266,7 +221,7 @@ class CardSpool:
     def _remove(self, segment: Segment) -> None:
         """Delete the file, then let its lock go (in that order: no other process can take
         a file whose records are all written for an orphan)."""
-        _unlink(segment.path)
+        unlink(segment.path)
         try:
             os.close(segment.fd)
         except OSError:
@@ -294,14 +249,14 @@ class CardSpool:
                 continue
             path = self.directory / name
             if name.endswith(".tmp"):  # a file whose owner died before naming it (empty)
-                fd = _lock_orphan(path)
+                fd = lock_orphan(path)
                 if fd is not None:
-                    _unlink(path)
+                    unlink(path)
                     os.close(fd)
                 continue
             if not name.endswith(SUFFIX):
                 continue
-            fd = _lock_orphan(path)
+            fd = lock_orphan(path)
             if fd is None:
                 continue
             size = os.fstat(fd).st_size
@@ -319,36 +274,8 @@ class CardSpool:
 
     def find(self, card_uuids: Collection[str]) -> list[dict]:
         """The records of these cards still in a spool file of this database (any process
-        on this host), newest files first, reading at most ``FIND_BYTES``."""
-        wanted = set(card_uuids)
-        try:
-            names = sorted(n for n in os.listdir(self.directory) if n.endswith(SUFFIX))
-        except OSError:
-            return []
-        found: list[dict] = []
-        budget = FIND_BYTES
-        for name in reversed(names):
-            if not wanted or budget <= 0:
-                break
-            try:
-                with open(self.directory / name, "rb") as file:
-                    data = file.read(budget)
-            except OSError:  # written and removed meanwhile
-                continue
-            budget -= len(data)
-            needles = [orjson.dumps(u) for u in wanted]
-            for line in data.splitlines(keepends=True):
-                if not line.endswith(b"\n") or not any(n in line for n in needles):
-                    continue
-                try:
-                    rows = decode(line)
-                except ValueError:
-                    continue
-                for row in rows:
-                    if row.get("card_uuid") in wanted:
-                        found.append(row)
-                wanted -= {row.get("card_uuid") for row in rows}
-        return found
+        on this host): ``spool_files.find_records``."""
+        return find_records(self.directory, card_uuids)
 
     # ------------------------------------------------------------------ ending
 
@@ -389,27 +316,3 @@ class CardSpool:
                 except OSError:
                     pass
             self._segments, self._active, self._bytes = [], None, 0
-
-
-def _lock_orphan(path: Path) -> int | None:
-    """An open descriptor holding the lock of ``path`` if its owner is gone, else None."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        same = os.fstat(fd).st_ino == os.stat(path).st_ino  # not removed meanwhile
-    except OSError:
-        same = False
-    if not same:
-        os.close(fd)
-        return None
-    return fd
-
-
-def _unlink(path: Path) -> None:
-    try:
-        path.unlink()
-    except OSError:
-        pass

@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 from cds_service.config import Settings
 from cds_service.protocol.feedback import ANONYMOUS_CLIENT
+from cds_service.storage.card_batches import drop
 from cds_service.storage.card_rows import card_rows
 from cds_service.storage.salt import PatientHasher
-from cds_service.storage.spool import CardSpool, directory_for
+from cds_service.storage.spool import CardSpool
+from cds_service.storage.spool_files import directory_for
 
 if TYPE_CHECKING:
     from cds_service.storage.store import Store
@@ -128,11 +130,11 @@ class StartingStore:
             pending, self._pending = self._pending, []
             for args, kwargs in pending:
                 store.save_issued_cards(*args, **kwargs)
-            self._store = store
             spool, self._spool = self._spool, None
-        if spool is not None:  # its files let go, the store's card writer takes them over
-            spool.close()
-            store._writer.adopt()
+            if spool is not None:  # its files let go, the store's card writer takes them over
+                spool.close()
+                store._writer.adopt()
+            self._store = store  # last: a flush of the open store now covers those records
         self._opened.set()
 
     def wait(self, timeout: float | None = OPEN_WAIT) -> Store | None:
@@ -211,8 +213,7 @@ class StartingStore:
             log.warning("issued-card records not spooled before the open: %s", type(exc).__name__)
         kept = (call, {"issued_at": issued_at, "client": client})
         if len(self._pending) >= PENDING_LIMIT or self._failure is not None:
-            log.warning("store not open: issued-card records of a call dropped")
-            _count_dropped([kept])
+            drop(_records([kept]), "the store is not open and the spool cannot keep them")
         else:
             self._pending.append(kept)
 
@@ -300,11 +301,7 @@ class StartingStore:
             store.close()
             return
         if self._pending:  # the open failed or hangs (a migration lock, say): say so
-            log.error(
-                "store not open at shutdown: issued-card records of %d calls not written",
-                len(self._pending),
-            )
-            _count_dropped(self._pending)
+            drop(_records(self._pending), "the store is not open at shutdown")
         with self._lock:
             spool, self._spool = self._spool, None
         left = spool.close() if spool is not None else 0
@@ -316,17 +313,6 @@ class StartingStore:
             )
 
 
-def _count_dropped(calls: list[tuple]) -> None:
-    """Count the card records of ``save_issued_cards`` calls that will never be written
-    (cds_card_records_dropped_total): its cards (3rd argument) and left-out cards (6th)."""
-    records = 0
-    for args, kwargs in calls:
-        cards = kwargs.get("cards", args[2] if len(args) > 2 else None)
-        suppressed = kwargs.get("suppressed", args[5] if len(args) > 5 else None)
-        records += len(cards or []) + len(suppressed or [])
-    try:
-        from cds_service import metrics
-
-        metrics.CARD_RECORDS_DROPPED.inc(records)
-    except Exception as exc:  # a metric must not fail the hook's bookkeeping or shutdown
-        log.warning("dropped card records not counted: %s", type(exc).__name__)
+def _records(calls: list[tuple]) -> int:
+    """The card records of held calls: their cards (3rd argument) and left-out cards (6th)."""
+    return sum(len(call[2] or []) + len(call[5] or []) for call, _ in calls)
