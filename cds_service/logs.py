@@ -87,6 +87,9 @@ def configure(level: str = "INFO", stream=None) -> logging.Handler:
     # Third-party request logs carry FHIR query URLs (patient ids) at DEBUG: keep them quiet.
     for noisy in ("urllib3", "requests"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # Alembic announces each of its plugins at INFO on every migration run: seven lines of
+    # noise on a first start; the migration itself is logged by cds_service.storage.
+    logging.getLogger("alembic.runtime.plugins").setLevel(max(logging.WARNING, root.level))
     # gunicorn's own lines go to this handler too: a handler of its own would format
     # "[%(process)d]", which is None from here on (a traceback per line, and the line lost).
     for name in GUNICORN_LOGGERS:

@@ -53,6 +53,7 @@ def test_ctrl_c_ends_cleanly_and_gunicorn_lines_are_json(tmp_path):
     assert sum(m.startswith("Booting worker") for m in messages) == 2
     assert sum(m.startswith("Worker exiting") for m in messages) == 2  # not lost any more
     assert lines[-1]["msg"] == "Shutting down: Master"
+    assert not [line for line in lines if line["logger"].startswith("alembic")]  # noise
     assert all(line["level"] in ("INFO", "WARNING") for line in lines), printed[-3000:]
 
 
