@@ -96,6 +96,7 @@ def build_request(size: int, chart: Path = DEFAULT_CHART, seed: int = 6) -> dict
     for rtype, key in PREFETCH_KEY.items():
         prefetch[key] = searchset(chosen.get(rtype, []))
     prefetch["servicerequests"] = searchset([])
+    prefetch["medicationstatements"] = searchset([])  # prefetched, as an EHR would
     return {
         "hook": "patient-view",
         "hookInstance": str(uuid.UUID(int=rng.getrandbits(128))),

@@ -17,6 +17,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -55,6 +56,7 @@ MESSAGES = {
     "auth_mode": "must be 'off' or 'jwt'",
     "log_level": "must be " + ", ".join(LOG_LEVELS[:-1]) + " or " + LOG_LEVELS[-1],
     "today": "must be an ISO date (YYYY-MM-DD)",
+    "local_timezone": "must be an IANA time zone name (e.g. UTC, America/Chicago)",
     "database_url": "must be a sqlite:/// or postgresql+psycopg:// URL, any port a number",
 }
 # The backends the store and its migrations support (the URL's scheme, before "://").
@@ -80,6 +82,8 @@ class Settings(BaseSettings):
     cors_origins: Csv = ("*",)
     # Clinical "today" override, for demos and reproducible runs only (ISO date).
     today: str = ""
+    # The zone of times written without one (HL7 v2 feeds): an IANA name, read by zoneinfo.
+    local_timezone: str = "UTC"
     # Fetching data the EHR did not prefetch.
     fhir_timeout: float = Field(3.0, gt=0)
     fhir_max_pages: int = Field(20, ge=1)
@@ -108,6 +112,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: Path.cwd() / "data")
     database_url: SecretStr = SecretStr("")
     patient_hash_salt: SecretStr = SecretStr("")
+    # Card records the store could not take yet wait on disk (CDS_DATA_DIR/card-spool), at
+    # most this many bytes per process; beyond, they are dropped (counted and logged).
+    card_spool_max_bytes: int = Field(64 * 1024 * 1024, gt=0)
     # Feedback: an override suppresses only within this many hours of its card's issue;
     # without authentication it suppresses nothing unless allowed (development only).
     feedback_window_hours: int = Field(24, ge=1)
@@ -115,9 +122,6 @@ class Settings(BaseSettings):
     # Feedback rows for unknown cards kept per window, per client and overall (then 429).
     unknown_feedback_per_client: int = Field(1000, ge=1)
     unknown_feedback_total: int = Field(10000, ge=1)
-    # Card records the store could not take yet wait on disk (CDS_DATA_DIR/card-spool), at
-    # most this many bytes per process; beyond, they are dropped (counted and logged).
-    card_spool_max_bytes: int = Field(64 * 1024 * 1024, gt=0)
     # Metrics.
     metrics_enabled: bool = True
     # The feedback report as HTML at GET /admin/report (counts only, no patient data).
@@ -168,6 +172,15 @@ class Settings(BaseSettings):
                 raise ValueError(MESSAGES["today"]) from None
         return value
 
+    @field_validator("local_timezone")
+    @classmethod
+    def _check_local_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError(MESSAGES["local_timezone"]) from None
+        return value
+
     @field_validator("fhir_allowed_origins")
     @classmethod
     def _check_fhir_origins(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -195,6 +208,11 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError(MESSAGES["database_url"]) from None
         return value
+
+    @property
+    def local_zone(self) -> ZoneInfo:
+        """The zone times without one are read in (``CDS_LOCAL_TIMEZONE``)."""
+        return ZoneInfo(self.local_timezone)
 
     @property
     def http_fhir_allowed(self) -> bool:

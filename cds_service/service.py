@@ -15,7 +15,7 @@ from typing import TypeAlias
 
 from cds_service.config import Settings
 from cds_service.engine import Record, RouteResult, RuleError, RuleSet, evaluate, load_rules
-from cds_service.engine.fhir_status import parse_datetime
+from cds_service.engine.dates import Reader
 from cds_service.engine.model import URGENT_MAX_DAYS
 from cds_service.protocol import fhir_json, hooks
 from cds_service.protocol.prefetch import gather, prefetch_keys
@@ -108,7 +108,14 @@ class CdsService:
 
             fetcher = FhirFetcher(settings)
         self.fetcher = fetcher
-        self._fixed_today = parse_datetime(settings.today) if settings.today else None
+        self.local_zone = settings.local_zone
+        today = Reader(self.local_zone).date(settings.today) if settings.today else None
+        # A plain datetime: sums with a ``When`` would make ``When``s (each with a dict).
+        self._fixed_today = (
+            datetime.fromtimestamp(today.timestamp(), today.tzinfo)
+            if isinstance(today, datetime)
+            else None
+        )
         policy = suppression_policy(self.ruleset)  # checked whether it applies or not
         # Without verified clients anyone could hide a card: no suppression unless allowed.
         self.suppression_policy = policy if settings.suppression_allowed else {}
@@ -128,7 +135,9 @@ class CdsService:
         hooks.check("hook-request", fhir_json.schema_view(request), "hook request")
         resources = gather(request, self.keys, self.fetcher)
         patient_id = request["context"]["patientId"]
-        record = Record(patient_id, resources, self.now(), self.ruleset.codes)
+        record = Record(
+            patient_id, resources, self.now(), self.ruleset.codes, local=self.local_zone
+        )
         try:
             results = evaluate(self.ruleset, record)
         finally:

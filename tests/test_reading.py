@@ -9,7 +9,17 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from cds_service.config import ConfigError, Settings
-from cds_service.engine.dates import APPROXIMATE, EXACT, LOCAL, PARTIAL, Reader, Unreadable, When
+from cds_service.engine.dates import (
+    APPROXIMATE,
+    EXACT,
+    LOCAL,
+    PARTIAL,
+    Reader,
+    Unreadable,
+    When,
+    how_of,
+    precision_of,
+)
 from cds_service.engine.reading import observation_when, onset, quantity_of
 
 CHICAGO = ZoneInfo("America/Chicago")
@@ -41,8 +51,9 @@ CHICAGO = ZoneInfo("America/Chicago")
 )
 def test_every_form_of_a_date_is_read_and_marked(text, at, precision, how):
     read = Reader().date(text)
-    assert isinstance(read, When)
-    assert read == at and (read.precision, read.how) == (precision, how)
+    assert isinstance(read, datetime) and read.tzinfo is not None
+    assert read == at and (precision_of(read), how_of(read)) == (precision, how)
+    assert isinstance(read, When) is (how != EXACT)  # an exact instant stays plain
 
 
 @pytest.mark.parametrize(
@@ -95,7 +106,7 @@ def test_an_onset_text_gives_its_year_only_when_it_holds_exactly_one():
 
 def test_the_first_readable_onset_form_wins_over_an_unreadable_one():
     read = onset(Reader(), {"onsetDateTime": "soon", "onsetPeriod": {"start": "2026-11-01"}}, None)
-    assert isinstance(read, When) and read.month == 11
+    assert isinstance(read, datetime) and read.month == 11
 
 
 def test_issued_is_read_only_when_no_effective_time_can_be_read():

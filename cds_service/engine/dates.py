@@ -1,7 +1,9 @@
 """FHIR dates read in every form: the ``When`` a date becomes, and the ``Reader`` of a call.
 
-A date reaches the rules as a ``When``: an aware datetime (so every comparison and sum
-works unchanged) that also says how it was written. FHIR gives a date at year, month or day
+A date reaches the rules as an aware datetime (every comparison and sum works unchanged);
+one written other than as an exact instant is a ``When``, a datetime that also says how it
+was written (an exact instant stays a plain datetime: most dates are, and a ``When`` costs
+an object the garbage collector tracks). FHIR gives a date at year, month or day
 precision, a time with or without seconds; interfaces also send a time without a zone, a
 date where an ``instant`` belongs, HL7 v2's compact ``20261206``, an onset as the patient's
 age or as free text. Each is read here: a time without a zone in the configured local zone
@@ -35,6 +37,7 @@ _ISO = re.compile(
     r"\s*(Z|[+-]\d{2}:?\d{2})?)?)?)?"
 )
 _V2 = re.compile(r"(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(\d{2})?(?:\.(\d+))?)?([+-]\d{4})?")
+_FULL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})")
 _YEAR_IN_TEXT = re.compile(r"\b(1[89]\d{2}|20\d{2})\b")
 # UCUM age units (FHIR's age-units value set) in years.
 _AGE_UNITS = {"a": 1.0, "mo": 1 / 12, "wk": 7 / 365.25, "d": 1 / 365.25, "h": 1 / 8766}
@@ -45,7 +48,7 @@ class When(datetime):
     """An aware datetime that remembers how it was written: ``precision`` (year, month,
     day, time), ``how`` (``EXACT``, ``PARTIAL``, ``LOCAL``, ``APPROXIMATE``) and ``said``
     (the age or text it was read from). It is the start of what was written: ``until`` is
-    the end (2026-12 runs to 2027-01-01). Arithmetic gives plain datetimes."""
+    the end (2026-12 runs to 2027-01-01)."""
 
     precision = "time"
     how = EXACT
@@ -69,11 +72,23 @@ class When(datetime):
 
 
 def _when(at: datetime, precision: str, how: str, said: str = "") -> When:
-    stamp = When(
-        at.year, at.month, at.day, at.hour, at.minute, at.second, at.microsecond, at.tzinfo
-    )
-    stamp.precision, stamp.how, stamp.said = precision, how, said
-    return stamp
+    when = When(at.year, at.month, at.day, at.hour, at.minute, at.second, at.microsecond, at.tzinfo)
+    when.precision, when.how, when.said = precision, how, said
+    return when
+
+
+def how_of(when: datetime) -> str:
+    """How a date was read (``EXACT`` for a plain datetime)."""
+    return when.how if type(when) is When else EXACT
+
+
+def precision_of(when: datetime) -> str:
+    return when.precision if type(when) is When else "time"
+
+
+def last_of(when: datetime) -> datetime:
+    """The last moment a date may mean: itself, or the end of the day, month or year."""
+    return when.last if type(when) is When else when
 
 
 @dataclass(frozen=True)
@@ -83,7 +98,7 @@ class Unreadable:
     said: str
 
 
-Read = When | Unreadable | None  # None: nothing written
+Read = datetime | Unreadable | None  # None: nothing written (a When is a datetime)
 
 
 def standing_in(unreadable: Unreadable, now: datetime) -> When:
@@ -104,8 +119,13 @@ def _fixed(minutes: int) -> tzinfo:
     return timezone(timedelta(minutes=minutes)) if minutes else UTC
 
 
-def _parse(text: str, local: tzinfo) -> When | None:
-    """A FHIR date, dateTime or instant (or a known deviation) as a ``When``; None if not."""
+def _parse(text: str, local: tzinfo) -> datetime | None:
+    """A FHIR date, dateTime or instant (or a known deviation); None if not."""
+    if _FULL.fullmatch(text):  # the usual form, exactly as FHIR writes it: parsed in C
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:  # a leap second, a 31st of a short month: the long way
+            pass
     text = text.strip()
     match = _ISO.fullmatch(text)
     how = EXACT
@@ -134,7 +154,7 @@ def _parse(text: str, local: tzinfo) -> When | None:
         )
     except (ValueError, OverflowError):
         return None
-    return _when(at, "time", how if zone else LOCAL)
+    return at if zone and how == EXACT else _when(at, "time", how if zone else LOCAL)
 
 
 class Reader:
@@ -146,19 +166,19 @@ class Reader:
 
     def __init__(self, local: tzinfo = UTC) -> None:
         self.local = local
-        self._memo: dict[str, When | None] = {}
+        self.memo: dict[str, datetime | Unreadable] = {}  # by the text as written
+        self.instants: dict[str, tuple[float, datetime]] = {}  # results' (timestamp, date)
 
     def date(self, value: object) -> Read:
-        """A date, dateTime or instant element: a ``When``, ``Unreadable``, or None."""
-        if value is None:
-            return None
-        if not isinstance(value, str) or len(value) > 64:
-            return Unreadable(str(value)[:40])
-        if value in self._memo:
-            found = self._memo[value]
-        else:
-            found = self._memo[value] = _parse(value, self.local)
-        return found if found is not None else Unreadable(value[:40])
+        """A date, dateTime or instant element: a datetime (a ``When`` when not an exact
+        instant), ``Unreadable``, or None."""
+        if type(value) is str:
+            found = self.memo.get(value)
+            if found is None:
+                read = _parse(value, self.local) if len(value) <= 64 else None
+                found = self.memo[value] = read or Unreadable(value[:40])
+            return found
+        return None if value is None else Unreadable(str(value)[:40])
 
     def period(self, value: object) -> Read:
         """A Period: its start (or, with none, its end); ``Unreadable`` when neither reads."""
@@ -168,7 +188,7 @@ class Reader:
             return Unreadable("a period that is not one")
         start, end = self.date(value.get("start")), self.date(value.get("end"))
         for read in (start, end):
-            if isinstance(read, When):
+            if isinstance(read, datetime):
                 return read
         return start or end or Unreadable("an empty period")
 
@@ -196,7 +216,7 @@ class Reader:
         if unit not in _AGE_UNITS:
             return Unreadable(f"an age in {str(unit)[:10]}")
         said = f"age {_number(number)}" + ("" if unit == "a" else f" {unit}")
-        if not isinstance(birth, When):
+        if not isinstance(birth, datetime):
             return Unreadable(f"at {said}, no birth date on record")
         try:
             at = birth + timedelta(days=number * _AGE_UNITS[unit] * 365.25)
@@ -219,7 +239,7 @@ class Reader:
         if not isinstance(value, str):
             return Unreadable("a text that is not one")
         exact = self.date(value)
-        if isinstance(exact, When):
+        if isinstance(exact, datetime):
             return exact
         years = _YEAR_IN_TEXT.findall(value)
         if len(set(years)) == 1:
@@ -233,16 +253,16 @@ def _number(value: float) -> str:
 
 
 def first_readable(*reads: Read) -> Read:
-    """The first ``When``; else the first ``Unreadable`` (there was a date); else None."""
+    """The first date read; else the first ``Unreadable`` (there was a date); else None."""
     unreadable = None
     for read in reads:
-        if isinstance(read, When):
+        if isinstance(read, datetime):
             return read
         if read is not None and unreadable is None:
             unreadable = read
     return unreadable
 
 
-def when_of(read: Read) -> When | None:
-    """The ``When`` of a read date, None when absent or unreadable."""
-    return read if isinstance(read, When) else None
+def when_of(read: Read) -> datetime | None:
+    """The date read, None when absent or unreadable."""
+    return read if isinstance(read, datetime) else None

@@ -13,7 +13,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from cds_service.engine.dates import Read, Reader, When, first_readable
+from cds_service.engine.dates import Read, Reader, first_readable, last_of
 from cds_service.engine.shapes import Resource
 
 
@@ -32,17 +32,19 @@ def onset(reader: Reader, resource: Resource, birth: Read) -> Read:
 def observation_when(reader: Reader, resource: Resource) -> Read:
     """The clinically relevant time of an Observation (effective[x]); ``issued`` (when it
     was reported) only when no effective time can be read."""
-    get = resource.get
-    usual = reader.date(get("effectiveDateTime"))
-    if isinstance(usual, When):  # most results: one lookup
+    usual = reader.date(
+        resource.get("effectiveDateTime") if type(resource) is dict else resource.effectiveDateTime  # type: ignore[attr-defined]  # a decoded FhirNode
+    )
+    if isinstance(usual, datetime):  # most results: one lookup
         return usual
+    get = resource.get
     effective = first_readable(
         usual,
         reader.date(get("effectiveInstant")),
         _period_end(reader, get("effectivePeriod")),
         reader.timing(get("effectiveTiming")),
     )
-    if isinstance(effective, When):
+    if isinstance(effective, datetime):
         return effective
     return first_readable(reader.date(get("issued")), effective)
 
@@ -56,7 +58,7 @@ def died_by(reader: Reader, patient: Resource, now: datetime) -> bool:
     died = reader.date(patient.get("deceasedDateTime"))
     if died is None:
         return False
-    return not isinstance(died, When) or died < now + timedelta(days=1)
+    return not isinstance(died, datetime) or died < now + timedelta(days=1)
 
 
 def procedure_when(reader: Reader, resource: Resource) -> Read:
@@ -84,7 +86,7 @@ def ended(reader: Reader, resource: Resource, now: datetime) -> bool:
     no longer taken now. An end that cannot be read ends nothing."""
     period = resource.get("effectivePeriod")
     end = reader.date(period.get("end")) if isinstance(period, dict) else None
-    return isinstance(end, When) and end.last < now
+    return isinstance(end, datetime) and last_of(end) < now
 
 
 def _period_end(reader: Reader, value: Any) -> Read:

@@ -16,7 +16,7 @@ from itertools import groupby
 from operator import attrgetter, itemgetter
 from typing import Any
 
-from cds_service.engine.dates import Read, Reader, When
+from cds_service.engine.dates import Read, Reader
 from cds_service.engine.reading import component_views, died_by
 from cds_service.engine.results import LabResults
 from cds_service.engine.shapes import Resource
@@ -202,8 +202,13 @@ class Record:
         owners_of = self.codes.owners
         memo = self.codes.memo  # read directly: one lookup per resource, no call
         group = self.received.get(rtype, [])
-        if rtype == "Observation":
-            group = group + [v for r in group if r.get("component") for v in component_views(r)]
+        if rtype == "Observation":  # a panel's components are results of their own
+            group = group + [
+                view
+                for r in group
+                if (r.get("component") if type(r) is dict else r.component)  # type: ignore[attr-defined]
+                for view in component_views(r)
+            ]
         try:
             concepts = list(map(_code_attribute, group))  # decoded FhirNodes: read in C
         except AttributeError:  # plain dicts among them
@@ -306,6 +311,6 @@ class Record:
 
     def age_on(self, when: datetime) -> float | None:
         birth = self.birth
-        if not isinstance(birth, When) or birth > when:
+        if not isinstance(birth, datetime) or birth > when:
             return None
         return (when - birth).days / 365.25

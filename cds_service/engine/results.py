@@ -203,20 +203,40 @@ class LabResults:
         timestamps: comparing datetimes that carry UTC offsets is several times slower."""
         latest_allowed = self._latest_allowed
         record = self.record
+        reader = record.read
+        # (timestamp, date) of each effectiveDateTime text read this call: a lab panel's
+        # results share one, and most concepts' results are looked at by several routes.
+        instants = reader.instants
         dated: list[Dated] = []
         for resource, code in record._candidates("Observation", concept.value_set):
-            when = observation_when(record.read, resource)
-            if when is None:
-                when = Unreadable("no date")
-            if isinstance(when, Unreadable):  # never dropped: it may be the newest
-                record.memo["undated", id(resource)] = when.said
-                when = standing_in(when, record.now)
-            stamp = when.timestamp()
-            if stamp <= latest_allowed:
-                dated.append((stamp, when, resource, code))
+            effective = (
+                resource.get("effectiveDateTime")
+                if type(resource) is dict
+                else resource.effectiveDateTime  # type: ignore[attr-defined]  # a FhirNode
+            )
+            found = instants.get(effective) if type(effective) is str else None
+            if found is None:
+                found = self._instant_of(resource, effective)
+            if found[0] <= latest_allowed:
+                dated.append((found[0], found[1], resource, code))
         dated.sort(key=_stamp, reverse=True)  # newest first, stable: ties keep their order
         _order_ties(dated, concept)
         return dated
+
+    def _instant_of(self, resource: Resource, effective: object) -> tuple[float, datetime]:
+        """(timestamp, date) of a result: its effective time in any form, else ``issued``;
+        a result with no readable date stands in as the newest (never dropped)."""
+        record = self.record
+        when = observation_when(record.read, resource)
+        if not isinstance(when, datetime):
+            said = when.said if isinstance(when, Unreadable) else "no date"
+            record.memo["undated", id(resource)] = said
+            when = standing_in(Unreadable(said), record.now)
+            return when.timestamp(), when
+        found = (when.timestamp(), when)
+        if type(effective) is str and record.read.memo.get(effective) is when:
+            record.read.instants[effective] = found  # read from effectiveDateTime itself
+        return found
 
 
 def _order_ties(dated: list[Dated], concept: ObservationConcept) -> None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from cds_service.engine.dates import APPROXIMATE, EXACT, UNREADABLE, Read, Unreadable
+from cds_service.engine.dates import (
+    APPROXIMATE,
+    UNREADABLE,
+    Read,
+    Unreadable,
+    When,
+    how_of,
+    precision_of,
+)
 
 
 def day(when: Read | datetime) -> str:
@@ -15,10 +23,10 @@ def day(when: Read | datetime) -> str:
         return "date not recorded"
     if isinstance(when, Unreadable):
         return f'date unreadable ("{when.said}")'
-    how, said = getattr(when, "how", EXACT), getattr(when, "said", "")
+    how, said = how_of(when), when.said if isinstance(when, When) else ""
     if how == UNREADABLE:
         return f'date unreadable ("{said}")' if said != "no date" else "no date recorded"
-    precision = getattr(when, "precision", "time")
+    precision = precision_of(when)
     if how == APPROXIMATE:
         about = f"about {when.year}" if precision == "year" else f"about {when.date().isoformat()}"
         return f"at {said}, {about}" if said.startswith("age ") else f'"{said}", {about}'

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from cds_service.engine.criteria.base import Criterion, Definitions, Need
-from cds_service.engine.dates import Read, When, when_of
+from cds_service.engine.dates import Read, last_of, when_of
 from cds_service.engine.facts import CodedProblem, Fact, ProcedureDone, RecordedFinding
 from cds_service.engine.fhir_status import OBSERVATION_FINAL, PROCEDURE_DONE, condition_counts
 from cds_service.engine.reading import observation_when, onset, procedure_when
@@ -71,7 +71,7 @@ class ConditionCriterion(Criterion):
                     dates = _dates(record, rtype, resource)
                     if dates is None:
                         continue
-                    known = [d for d in dates if isinstance(d, When) and d <= latest]
+                    known = [d for d in dates if isinstance(d, datetime) and d <= latest]
                     undated = not known
                     if persisting is not None and (undated or min(known) > persisting):
                         continue
@@ -81,7 +81,7 @@ class ConditionCriterion(Criterion):
                         undated
                         and not self.undated_counts
                         or known
-                        and max(d.last for d in known) < since
+                        and max(map(last_of, known)) < since
                     ):
                         continue
                     seen.add(id(resource))
