@@ -116,7 +116,7 @@ def post_worker_init(worker):
     gc_policy.enable()  # and the young generation once each answer is sent (gc_policy.py)
 
 
-def post_fork(server, worker):
+def post_fork(server, worker) -> None:
     """Quit on the first SIGINT or SIGQUIT only. Ctrl-C in a terminal reaches each worker
     twice (SIGINT from the terminal, SIGQUIT from the master); gunicorn's gevent worker
     starts a greenlet per signal that calls ``sys.exit``, and the second one, run while the
