@@ -95,6 +95,20 @@ def test_the_referral_code_counts_in_any_coding_and_any_spelling_of_its_system(s
     assert_no_second_referral(nephrology_card(request_))
 
 
+def test_a_request_whose_category_says_referral_is_recognised_by_its_specialty():
+    """A local order coded "Nephrology" under the category "Referral" (the category is
+    decoded and read like the code's words)."""
+    request_ = local_referral("Nephrology")
+    request_["category"] = [{"coding": [{"system": LOCAL, "code": "REF"}], "text": "Referral"}]
+    assert_no_second_referral(nephrology_card(request_))
+
+
+def test_a_referral_category_does_not_make_another_specialty_a_nephrology_referral():
+    request_ = local_referral("Neurology")  # near miss of the above
+    request_["category"] = [{"text": "Referral"}]
+    assert_referral_offered(nephrology_card(request_))
+
+
 def test_neurology_recognises_its_own_locally_coded_referral():
     cards = cards_of(
         condition("G62.9"), local_referral("Ambulatory referral to Neurology"), *normal_workup()

@@ -43,9 +43,11 @@ def open_referral(record: Record, route: Route, referral_words: tuple[str, ...])
 
 
 def names_referral(resource: Resource, specialty: re.Pattern[str], kind: re.Pattern[str]) -> bool:
-    """Its code's text and displays name the specialty and say it is a referral."""
-    texts = list(_code_texts(resource))
-    return any(specialty.search(t) for t in texts) and any(kind.search(t) for t in texts)
+    """Its code's text and displays name the specialty, and they or its category's say it is
+    a referral (a request coded "Nephrology" under the category "Referral")."""
+    texts = list(_texts(resource.get("code")))
+    kinds = texts + [t for c in _listed(resource.get("category")) for t in _texts(c)]
+    return any(specialty.search(t) for t in texts) and any(kind.search(t) for t in kinds)
 
 
 @cache
@@ -60,8 +62,12 @@ def _is_open(resource: Resource) -> bool:
     return resource.get("status") in REFERRAL_OPEN
 
 
-def _code_texts(resource: Resource) -> Iterator[str]:
-    code = resource.get("code")
+def _listed(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
+
+
+def _texts(code: object) -> Iterator[str]:
+    """A CodeableConcept's text and its codings' displays."""
     if not isinstance(code, dict):
         return
     if isinstance(code.get("text"), str):

@@ -189,7 +189,7 @@ ELEMENTS_OF = {
         },
         "MedicationStatement": {"status", "authoredOn", *CHOICE_VARIANTS_OF["MedicationStatement"]},
         "Medication": {"status", "code", "ingredient"},
-        "ServiceRequest": {"status", "intent", "code", "authoredOn"},
+        "ServiceRequest": {"status", "intent", "code", "authoredOn", "category"},
         "Patient": {"gender", "birthDate", *CHOICE_VARIANTS_OF["Patient"]},
         "OperationOutcome": set(),
         "Bundle": {"link", "entry"},

@@ -152,6 +152,7 @@ class ServiceRequestNode(FhirNode, tag="ServiceRequest"):
     intent: str | None = None
     code: dict | None = None
     authoredOn: str | None = None
+    category: list | None = None  # "Referral": a locally coded request says what it is here
 
 
 class PatientNode(FhirNode, tag="Patient"):
