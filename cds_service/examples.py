@@ -49,9 +49,11 @@ DATE_NAMES = frozenset(
         "whenPrepared",
     }
 )
-# YYYY, YYYY-MM, YYYY-MM-DD, then an optional time and offset, kept as written.
+# YYYY, YYYY-MM, YYYY-MM-DD, then an optional time and offset, kept as written (also the
+# forms feeds send that FHIR does not allow, without seconds or zone: the day still moves).
 FHIR_DATE = re.compile(
-    r"(\d{4})(?:-(\d{2})(?:-(\d{2})(T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2}))?)?)?"
+    r"(\d{4})(?:-(\d{2})(?:-(\d{2})"
+    r"(T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?)?)?"
 )
 
 

@@ -93,6 +93,8 @@ def test_every_date_element_moves_and_nothing_else(capsys):
         ("2026-11-13T08:30:00+05:30", date(2026, 12, 4), "2026-11-23T08:30:00+05:30"),
         ("2026-11-13T23:59:59.123Z", date(2027, 11, 24), "2027-11-13T23:59:59.123Z"),
         ("2024-02-29", date(2027, 11, 24), "2025-02-28"),  # days, not calendar arithmetic
+        ("2026-11-13T08:30", date(2026, 11, 25), "2026-11-14T08:30"),  # no seconds, no zone
+        ("2026-11-13T08:30:00+0100", date(2026, 11, 25), "2026-11-14T08:30:00+0100"),
         ("2026-11", date(2027, 2, 1), "2027-02"),  # month precision: calendar months
         ("2026-01", date(2027, 1, 1), "2026-03"),
         ("2026", date(2029, 1, 1), "2029"),  # year precision: calendar years
