@@ -57,13 +57,18 @@ class CardWriter:
 
     def adopt(self) -> None:
         """Take over the spool files no process holds now (a previous run's, a killed
-        worker's, the starting store's) and write them."""
-        if self._spool is not None and self._spool.adopt_orphans():
+        worker's, the starting store's) and write them. Never raises: the writer's next
+        look (``ORPHAN_CHECK``) tries again."""
+        try:
+            if self._spool is None or not self._spool.adopt_orphans():
+                return
             with self._progress:  # a flush from now on waits for them too
                 self._put += 1
                 self._calls += 1
             self._wake.set()
             self._start()
+        except Exception as exc:
+            log.warning("card spool files not taken over yet: %s", type(exc).__name__)
 
     def _new_events(self) -> None:
         self._wake = threading.Event()  # set by put(): rows are waiting
