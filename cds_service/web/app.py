@@ -28,6 +28,7 @@ from cds_service.errors import (
 from cds_service.protocol import egress, feedback, fhir_json
 from cds_service.service import CdsService
 from cds_service.web import cors, gc_policy
+from cds_service.web.access import access_line, note_request
 from cds_service.web.http_errors import from_http_exception, operation_outcome, status_of
 from cds_service.web.http_guard import BODY_ERROR, ORIGINAL_PATH, HttpGuard
 from cds_service.web.pages import admin_report_page, explain_pages
@@ -63,32 +64,6 @@ def read_json(decode: Callable[[bytes], T] = orjson.loads) -> T:
         return decode(data)
     except orjson.JSONDecodeError:
         raise InvalidRequest("Request body is not valid JSON.") from None
-
-
-def _note_request(payload: object) -> None:
-    """Keep the hookInstance for the access log (an opaque id, nothing about the patient)."""
-    hook_instance = payload.get("hookInstance") if isinstance(payload, dict) else None
-    if isinstance(hook_instance, str) and 0 < len(hook_instance) <= 128:
-        g.hook_instance = hook_instance
-
-
-def _access_line(state, method: str, endpoint: str, status: int, elapsed: float) -> dict:
-    """One PHI-free line per request, errors included (see cds_service.logs)."""
-    outcome = state.get("outcome")
-    return {
-        "method": method,
-        "endpoint": endpoint,
-        "service": state.get("service_id"),
-        "status": status,
-        "duration_ms": round(elapsed * 1000.0, 3),
-        "hookInstance": state.get("hook_instance"),
-        "routes": outcome.routes if outcome is not None else None,
-        "rules": outcome.rule_ids if outcome is not None else None,
-        "cards": len(outcome.routes) if outcome is not None else None,
-        "resources": outcome.resource_count if outcome is not None else None,
-        "resource_counts": outcome.resource_counts if outcome is not None else None,
-        "error": state.get("error"),
-    }
 
 
 def create_app(
@@ -184,7 +159,7 @@ def _observe_every_request(app: Flask) -> None:
             tasks = [lambda: metrics.REQUESTS.labels(*labels).observe(elapsed)]
             if endpoint not in ("/metrics", "/healthz", "/readyz"):
                 tasks.append(
-                    lambda: logs.access(_access_line(state, method, endpoint, status, elapsed))
+                    lambda: logs.access(access_line(state, method, endpoint, status, elapsed))
                 )
             _run_each([*tasks, *state.get("after_sent", ())])
             tasks.clear()
@@ -285,7 +260,7 @@ def _cds_endpoints(app: Flask, service: CdsService, store: storage.AnyStore, aut
         started = time.perf_counter()
         payload, typed = read_json(fhir_json.decode_noting_path)
         parsed = time.perf_counter()
-        _note_request(payload)
+        note_request(payload)
         outcome = service.evaluate(payload)
         if hasattr(service, "apply_suppressions"):
             service.apply_suppressions(outcome, payload["context"]["patientId"], store, g.client)
