@@ -78,6 +78,9 @@ class Gunicorn:
                 "CDS_DATA_DIR": str(tmp),
                 "CDS_FHIR_TIMEOUT": str(FHIR_TIMEOUT),
                 "CDS_LOG_LEVEL": "WARNING",
+                # The load tests post feedback for invented cards faster than the caps allow.
+                "CDS_UNKNOWN_FEEDBACK_PER_CLIENT": "1000000",
+                "CDS_UNKNOWN_FEEDBACK_TOTAL": "1000000",
             }
         )
         full.update(env)
