@@ -351,6 +351,12 @@ ALWAYS_REFUSED = [
     "::ffff:169.254.169.254",
     "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
     "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+    "::a9fe:a9fe",  # IPv4-compatible 169.254.169.254
+    "::ffff:0:a9fe:a9fe",  # SIIT (IPv4-translated) 169.254.169.254
+    "64:ff9b:1::a9fe:a9fe",  # local-use NAT64 (/96) of 169.254.169.254
+    "64:ff9b:1:a9fe:a9:fe00::",  # local-use NAT64 (/48) of 169.254.169.254
+    "64:ff9b:1:a9:fe:a9fe::",  # local-use NAT64 (/56) of 169.254.169.254
+    "64:ff9b:1:0:a9:fea9:fe00:0",  # local-use NAT64 (/64) of 169.254.169.254
     "0.0.0.0",
     "::",
     "224.0.0.1",
@@ -358,7 +364,22 @@ ALWAYS_REFUSED = [
     "255.255.255.255",
     "240.0.0.1",
 ]
-INTERNAL = ["127.0.0.1", "127.0.0.2", "::1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "fc00::1"]
+INTERNAL = [
+    "127.0.0.1",
+    "127.0.0.2",
+    "::1",
+    "10.1.2.3",
+    "172.16.0.1",
+    "192.168.1.1",
+    "fc00::1",
+    # Forms Python calls global, internal all the same (a public IPv4 inside or not).
+    "fec0::1",  # site-local (deprecated)
+    "::5db8:d822",  # IPv4-compatible
+    "::ffff:0:5db8:d822",  # SIIT
+    "64:ff9b:1::5db8:d822",  # local-use NAT64 (/96)
+    "64:ff9b:1:5db8:d8:2200::",  # local-use NAT64 (/48)
+    "::ffff:0:a01:203",  # SIIT of 10.1.2.3
+]
 PUBLIC = ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"]
 
 

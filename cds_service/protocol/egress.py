@@ -53,6 +53,22 @@ METADATA_NAMES = frozenset(
     }
 )
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# IPv6 forms that carry an IPv4 address or are deprecated, which ``ipaddress`` calls global:
+# IPv4-compatible (::/96), SIIT (::ffff:0:0/96), local-use NAT64 (RFC 8215) and site-local.
+# Internal (development only), and the IPv4 address they carry is checked too.
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+SIIT = ipaddress.ip_network("::ffff:0:0:0/96")
+LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+SITE_LOCAL = ipaddress.ip_network("fec0::/10")
+NOT_GLOBAL_IPV6 = (IPV4_COMPATIBLE, SIIT, LOCAL_NAT64, SITE_LOCAL)
+# Where RFC 6052 puts the IPv4 address after a NAT64 prefix of each length a local-use
+# prefix can have: (shift, width) bit fields from the right, most significant first.
+_NAT64_FIELDS = {
+    48: ((64, 16), (40, 16)),
+    56: ((64, 8), (32, 24)),
+    64: ((24, 32),),
+    96: ((0, 32),),
+}
 BROADCAST = ipaddress.ip_address("255.255.255.255")
 
 # The verified JWT ``iss`` of the call being answered (None: auth off, or no call). Set by
@@ -157,13 +173,38 @@ class OriginPolicy:
 
 
 def _embedded_ipv4(address: IPAddress) -> list[IPAddress]:
-    """IPv4 addresses an IPv6 address carries (mapped, NAT64, 6to4): each is checked too."""
+    """IPv4 addresses an IPv6 address carries (mapped, IPv4-compatible, SIIT, NAT64 and
+    local-use NAT64 at each prefix length, 6to4): each is checked too."""
     if not isinstance(address, ipaddress.IPv6Address):
         return []
     found: list[IPAddress] = [a for a in (address.ipv4_mapped, address.sixtofour) if a]
-    if address in NAT64:
-        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    value = int(address)
+    if address in NAT64 or address in SIIT or (address in IPV4_COMPATIBLE and value > 1):
+        found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    if address in LOCAL_NAT64:
+        found.extend(_local_nat64_ipv4(value))
     return found
+
+
+def _local_nat64_ipv4(value: int) -> list[IPAddress]:
+    """The IPv4 address under each prefix length whose layout fits (RFC 6052: below /96 the
+    octet after bit 64 and the bits after the address are zero). Zero bits read under a
+    layout that was not used (0.0.0.0) are no address, not an unspecified one."""
+    found: list[IPAddress] = []
+    for length, fields in _NAT64_FIELDS.items():
+        suffix_bits = min(shift for shift, _width in fields)
+        if length < 96 and ((value >> 56) & 0xFF or value & ((1 << suffix_bits) - 1)):
+            continue
+        embedded = 0
+        for shift, width in fields:
+            embedded = (embedded << width) | ((value >> shift) & ((1 << width) - 1))
+        if embedded:
+            found.append(ipaddress.IPv4Address(embedded))
+    return found
+
+
+def _is_global(address: IPAddress) -> bool:
+    return address.is_global and not any(address in net for net in NOT_GLOBAL_IPV6)
 
 
 def address_refusal(address: IPAddress, allow_internal: bool) -> str | None:
@@ -177,7 +218,7 @@ def address_refusal(address: IPAddress, allow_internal: bool) -> str | None:
             return "an unspecified, multicast or broadcast address"
         if isinstance(candidate, ipaddress.IPv4Address) and candidate.is_reserved:
             return "a reserved address"
-        if not (candidate.is_global or allow_internal):
+        if not (_is_global(candidate) or allow_internal):
             return "a loopback or private address (allowed in development only)"
     return None
 
