@@ -10,8 +10,10 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-from collections.abc import Collection
+import re
+from collections.abc import Iterable
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
 SPOOL_DIR = "card-spool"  # under CDS_DATA_DIR
 SUFFIX = ".cards"
 FIND_BYTES = 16 * 1024 * 1024  # most bytes ``find_records`` reads (newest files first)
+FIND_IDS = 50  # most cards one ``find_records`` looks for (the others wait for the store)
+# A card id in a line as ``encode`` writes it (orjson: compact, the string JSON-escaped).
+_CARD_UUID = re.compile(rb'"card_uuid":"((?:[^"\\]|\\.)*)"')
 _DATETIME = "$datetime"  # tag of a datetime value in a line
 
 
@@ -64,10 +69,12 @@ def decode(line: bytes) -> list[dict]:
     return rows
 
 
-def find_records(directory: Path, card_uuids: Collection[str]) -> list[dict]:
-    """The records of these cards still in a spool file of this database (any process
-    on this host), newest files first, reading at most ``FIND_BYTES``."""
-    wanted = set(card_uuids)
+def find_records(directory: Path, card_uuids: Iterable[str]) -> list[dict]:
+    """The records of these cards (the first ``FIND_IDS`` of them: a batch of invented ids
+    costs no more) still in a spool file of this database (any process on this host),
+    newest files first, reading at most ``FIND_BYTES``. Each line's card ids are read once
+    and looked up in a set; only a line holding a wanted card is decoded."""
+    wanted = {_key(uuid) for uuid in islice(dict.fromkeys(card_uuids), FIND_IDS)}
     try:
         names = sorted(n for n in os.listdir(directory) if n.endswith(SUFFIX))
     except OSError:
@@ -83,19 +90,22 @@ def find_records(directory: Path, card_uuids: Collection[str]) -> list[dict]:
         except OSError:  # written and removed meanwhile
             continue
         budget -= len(data)
-        needles = [orjson.dumps(u) for u in wanted]
         for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n") or not any(n in line for n in needles):
+            if not line.endswith(b"\n") or wanted.isdisjoint(_CARD_UUID.findall(line)):
                 continue
             try:
                 rows = decode(line)
             except ValueError:
                 continue
-            for row in rows:
-                if row.get("card_uuid") in wanted:
-                    found.append(row)
-            wanted -= {row.get("card_uuid") for row in rows}
+            keys = [_key(row.get("card_uuid")) for row in rows]
+            found.extend(row for row, key in zip(rows, keys, strict=True) if key in wanted)
+            wanted.difference_update(keys)
     return found
+
+
+def _key(card_uuid: object) -> bytes | None:
+    """A card id as it appears in a line (JSON-escaped, without the quotes)."""
+    return orjson.dumps(card_uuid)[1:-1] if isinstance(card_uuid, str) else None
 
 
 def lock_orphan(path: Path) -> int | None:
