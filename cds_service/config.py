@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     # Feedback rows for unknown cards kept per window, per client and overall (then 429).
     unknown_feedback_per_client: int = Field(1000, ge=1)
     unknown_feedback_total: int = Field(10000, ge=1)
+    # Feedback rows on any card kept per window and client; without auth ("anonymous").
+    feedback_per_client: int = Field(5000, ge=1)
+    feedback_without_auth: int = Field(500, ge=1)
     # Metrics.
     metrics_enabled: bool = True
     # The feedback report as HTML at GET /admin/report (counts only, no patient data).

@@ -5,8 +5,9 @@ authentication). Feedback on a card is refused (403) from any other client; it s
 only when received within the feedback window of the card's issue, with a reason (system
 and code) the card offered; a suppression ends at the card's issue + the rule's days
 whatever is posted later, and ``outcomeTimestamp`` never lies beyond the receipt. Without
-authentication nothing is suppressed unless allowed. Feedback for unknown cards is capped
-per client and overall (429).
+authentication nothing is suppressed unless allowed. Each client's feedback within the window
+is capped (much lower without authentication), and feedback for unknown cards per client and
+overall (429); one card takes a few rows, a comment is stored cut.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from test_suppression import (
 )
 
 from cds_service.storage import database
+from cds_service.storage.feedback import COMMENT_KEPT
 from cds_service.storage.feedback_checks import FEEDBACK_PER_CARD
 from cds_service.web.app import create_app
 
@@ -397,6 +399,59 @@ def test_one_card_takes_a_bounded_amount_of_feedback(jwt_settings, signer, apps)
     assert "Retry-After" not in response.headers  # waiting would not help
     assert len(table(app, database.feedback)) == FEEDBACK_PER_CARD
     assert table(app, database.suppression) == []  # the refused override did nothing
+
+
+def test_each_clients_feedback_on_its_own_cards_is_capped_within_the_window(
+    jwt_settings, signer, apps
+):
+    """Cards a client was shown are no way round the disk bound: all its feedback rows
+    within the window count, on known cards too."""
+    app = create_app(jwt_settings(feedback_per_client=FEEDBACK_PER_CARD + 1))
+    apps.append(app)
+    ehr_a, ehr_b = Ehr(app, signer, EHR_A), Ehr(app, signer, EHR_B)
+    first, second = first_card(app, ehr_a), first_card(app, ehr_a)
+    start = database.utcnow().replace(microsecond=0)
+    items = [
+        overridden(first["uuid"], at=(start - timedelta(seconds=i)).isoformat() + "Z")
+        for i in range(FEEDBACK_PER_CARD)
+    ]
+    assert ehr_a.feedback(*items).status_code == 200
+    assert ehr_a.feedback(accepted(second)).status_code == 200  # the allowance, reached
+    response = ehr_a.feedback(overridden(second["uuid"]))
+    assert_outcome(response, 429, "throttled")
+    assert 0 < int(response.headers["Retry-After"]) <= 24 * 3600
+    assert ehr_a.feedback(*items).status_code == 200  # a retry of stored items still passes
+    assert ehr_b.feedback(accepted(first_card(app, ehr_b))).status_code == 200  # B's own
+    assert len(table(app, database.feedback)) == FEEDBACK_PER_CARD + 2
+    later(store_of(app), timedelta(hours=25))  # the rows counted have left the window
+    assert ehr_a.feedback(overridden(second["uuid"])).status_code == 200
+
+
+def test_without_authentication_the_one_anonymous_client_gets_a_small_allowance(
+    backend, tmp_path, signer, apps
+):
+    defaults = make_settings(tmp_path, backend.url)
+    assert defaults.feedback_without_auth * 5 <= defaults.feedback_per_client
+    app = create_app(make_settings(tmp_path, backend.url, patient_hash_salt=SALT))
+    apps.append(app)
+    anyone = Ehr(app, signer, None)
+    allowance = defaults.feedback_without_auth
+    assert anyone.feedback(*unknown_items(allowance)).status_code == 200
+    response = anyone.feedback(*unknown_items(1))
+    assert_outcome(response, 429, "throttled")
+    assert int(response.headers["Retry-After"]) > 0
+    assert len(table(app, database.feedback)) == allowance
+
+
+def test_a_stored_comment_is_cut_to_a_bounded_length(jwt_settings, signer, apps):
+    app = create_app(jwt_settings())
+    apps.append(app)
+    ehr = Ehr(app, signer, EHR_A)
+    item = overridden(first_card(app, ehr)["uuid"])
+    item["overrideReason"]["userComment"] = "é" * 4000
+    assert ehr.feedback(item).status_code == 200
+    [row] = table(app, database.feedback)
+    assert row.user_comment == "é" * COMMENT_KEPT and COMMENT_KEPT <= 500
 
 
 def test_an_item_cannot_carry_an_unbounded_list_of_suggestions(jwt_settings, signer, apps):

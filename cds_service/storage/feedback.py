@@ -1,6 +1,7 @@
 """Clinician feedback: a batch of validated items stored in one transaction.
 
-Items already stored (same card, outcome and outcomeTimestamp) are ignored. A database
+Items already stored (same card, outcome and outcomeTimestamp) are ignored; a comment is
+kept to its first ``COMMENT_KEPT`` characters. A database
 failure raises ``StoreUnavailable`` so the app answers 503 and the EHR retries. Feedback for
 a card not recorded yet is stored as for an unknown card (within a cap); the card's write
 adopts it. Each item keeps the client that sent it; a batch about another client's card is
@@ -28,13 +29,14 @@ from cds_service.storage.database import (
     parse_timestamp,
 )
 from cds_service.storage.feedback_checks import (
-    check_unknown_cap,
+    check_caps,
     not_yet_stored,
     refuse_other_clients,
 )
 from cds_service.storage.suppressions import suppress
 
 log = logging.getLogger(__package__)  # "cds_service.storage", as before the split
+COMMENT_KEPT = 500  # characters of a userComment stored (the rest is dropped: disk bound)
 
 
 def feedback_rows(items: list[dict], received_at: datetime, client: str) -> list[dict]:
@@ -53,13 +55,17 @@ def feedback_rows(items: list[dict], received_at: datetime, client: str) -> list
             "accepted_suggestions": accepted or None,
             "override_reason_system": reason.get("system"),
             "override_reason_code": reason.get("code"),
-            "user_comment": override.get("userComment"),
+            "user_comment": _kept_comment(override.get("userComment")),
             "outcome_timestamp": outcome_timestamp,
             "received_at": received_at,
             "client": client,
         }
         rows.setdefault((row["card_uuid"], row["outcome"], outcome_timestamp), row)
     return list(rows.values())
+
+
+def _kept_comment(comment: str | None) -> str | None:
+    return comment[:COMMENT_KEPT] if comment else comment
 
 
 def _issued_cards(conn: Connection, uuids: list[str]) -> dict[str, dict]:
@@ -84,8 +90,9 @@ class FeedbackStore(StoreBase):
     def save_feedback(self, items: list[dict], client: str = ANONYMOUS_CLIENT) -> None:
         """Store a batch of validated feedback items from ``client`` in one transaction.
 
-        Raises Forbidden (a card of another client), TooManyRequests (the cap on feedback
-        for unknown cards) or StoreUnavailable; then nothing of the batch is stored."""
+        Raises Forbidden (a card of another client), TooManyRequests (a card's, the
+        client's or the unknown-card caps: feedback_checks.py) or StoreUnavailable; then
+        nothing of the batch is stored."""
         received_at = self.clock()
         rows = feedback_rows(items, received_at, client)
         if not rows:
@@ -105,8 +112,7 @@ class FeedbackStore(StoreBase):
                 for row in rows:
                     row["unknown_card"] = row["card_uuid"] not in known
                 fresh = not_yet_stored(conn, rows)  # a retry's items count once
-                unknown = sum(row["unknown_card"] for row in fresh)
-                check_unknown_cap(conn, unknown, client, received_at, self.settings)
+                check_caps(conn, fresh, client, received_at, self.settings)
                 insert_ignore(conn, feedback, rows, FEEDBACK_KEY)
                 if self.suppression_policy:
                     suppress(conn, rows, known, self.suppression_terms())
