@@ -105,33 +105,43 @@ def test_a_critical_potassium_is_critical_whatever_the_form_of_its_date(form):
         ({"effectiveDateTime": "2026-13-45"}, 'date unreadable ("2026-13-45")'),
         ({"effectiveDateTime": 20261123}, 'date unreadable ("20261123")'),
         ({"effectivePeriod": {"start": "soon"}}, 'date unreadable ("soon")'),
-        ({}, "no date recorded"),
+        ({"effectiveDateTime": "03/04/2019", "issued": f"{YESTERDAY}T08:00:00Z"}, "03/04/2019"),
+        ({}, "date not recorded"),
+        ({"effectiveDateTime": day(-2)}, "after today"),
     ],
 )
-def test_a_result_whose_date_cannot_be_read_is_shown_never_replaced_by_an_older_one(dates, shown):
-    """A newer result of unknown date is never silently swapped for an older normal one,
-    and never read as "none on record"."""
+def test_a_result_that_cannot_be_placed_in_time_is_listed_for_review(dates, shown):
+    """A result whose date cannot be read (or is after today) never decides and is never
+    dropped: it is listed for review, and the readable results decide. An ``issued`` date
+    (often when an interface loaded it) never stands in for an unreadable effective date."""
     cards = cards_of(_potassium(**dates), _older_normal_potassium(), *_without_potassium())
     assert "urgent-care" not in cards  # its date is unknown: no emergency from it alone
     workup = cards["primary-care-workup"]["detail"]
-    assert shown in workup and "cannot be read" in workup
-    assert "4.1" not in workup  # the older normal value is not used in its place
+    assert "Potassium 2.3 mmol/L (LOINC 2823-3)" in workup and shown in workup
+    assert "not used by any rule, review this result" in workup
     assert "none on record" not in workup
 
 
-def test_a_readable_issued_date_stands_in_for_an_unreadable_effective_date():  # near miss
-    cards = cards_of(
-        _potassium(effectiveDateTime="yesterday", issued=f"{YESTERDAY}T15:00:00Z"),
-        *_without_potassium(),
-    )
-    assert "urgent-care" in cards
+def test_a_result_of_unknown_date_never_hides_a_known_critical_one():
+    """A critical potassium yesterday stays critical beside a normal one of unknown date."""
+    unknown = {**_older_normal_potassium(), "effectiveDateTime": "03/04/2019"}
+    cards = cards_of(_potassium(effectiveDateTime=f"{YESTERDAY}T08:00:00Z"), unknown)
+    assert "urgent-care" in cards and "Potassium 2.3 mmol/L" in cards["urgent-care"]["detail"]
+    workup = cards["primary-care-workup"]["detail"]
+    assert 'Potassium 4.1 mmol/L (LOINC 2823-3), date unreadable ("03/04/2019")' in workup
 
 
-def test_a_result_dated_in_the_future_is_not_today_s_result():
-    cards = cards_of(
-        _potassium(effectiveDateTime=day(-30)), _older_normal_potassium(), *_without_potassium()
-    )
-    assert "urgent-care" not in cards
+def test_without_a_readable_date_a_missing_line_never_says_none_on_record():
+    cards = cards_of(_potassium(effectiveDateTime="yesterday"), *_without_potassium())
+    workup = cards["primary-care-workup"]["detail"]
+    assert "none on record" not in workup
+    assert 'date unreadable ("yesterday")' in workup
+
+
+def test_issued_dates_a_result_only_without_any_effective_time_and_says_so():
+    cards = cards_of(_potassium(issued=f"{YESTERDAY}T15:00:00Z"), *_without_potassium())
+    detail = cards["urgent-care"]["detail"]
+    assert f"on {YESTERDAY} (reported then; collection date not recorded)" in detail
 
 
 # --------------------------------------------------------------- Condition.onset[x]
@@ -388,3 +398,94 @@ def test_only_an_active_anticoagulant_counts_as_treatment_of_a_new_dvt(status, i
     apixaban = medication(None, "Apixaban 5 MG Oral Tablet", status=status, authored=1)
     cards = cards_of(condition(DVT, onset=3), apixaban, *normal_workup())
     assert cards["urgent-care"]["indicator"] == indicator
+
+
+# ----------------------------------------------------------- review findings, each pinned
+
+
+def test_an_onset_age_that_lands_on_29_february_is_read():
+    """An approximate year starting on 29 February ends on 1 March: no crash, and the
+    other (new) DVT keeps its emergency card."""
+    old = {**condition(DVT, onset=None), "onsetAge": {"value": 32, "code": "a"}}
+    cards = cards_of(
+        old, condition(DVT, onset=2), *normal_workup(), who=patient(birth="1968-02-29")
+    )
+    assert cards["urgent-care"]["indicator"] == "critical"
+
+
+def test_an_onset_period_counts_in_the_window_until_its_end():
+    """A DVT from early October to two days ago is recent: its period ends in the window."""
+    dvt = {**condition(DVT, onset=None), "onsetPeriod": {"start": day(60), "end": day(2)}}
+    assert cards_of(dvt, *normal_workup())["urgent-care"]["indicator"] == "critical"
+
+
+def test_an_onset_age_range_counts_until_the_end_of_its_high_age():
+    span = {"low": {"value": 60, "code": "a"}, "high": {"value": 70, "code": "a"}}
+    dvt = {**condition(DVT, onset=None), "onsetRange": span}  # born 1956: 2016 to 2027
+    assert "urgent-care" in cards_of(dvt, *normal_workup())
+
+
+def test_an_onset_age_older_than_the_patient_is_unreadable():
+    resource = {**condition(DVT, onset=None), "onsetAge": {"value": 80, "code": "a"}}
+    record = Record("p-routes", [patient(), resource], NOW, service().ruleset.codes)
+    concept = Concept("http://hl7.org/fhir/sid/icd-10-cm", DVT, "DVT")
+    line = evidence.text(condition_fact(record, "c", resource, concept))
+    assert 'date unreadable ("at age 80, after today")' in line
+
+
+@pytest.mark.parametrize(
+    "abatement, shown",
+    [
+        ({"abatementDateTime": day(-90)}, f"abatement recorded ({day(-90)})"),
+        ({"abatementDateTime": "when it resolves"}, 'date unreadable ("when it resolves")'),
+        ({"abatementAge": {"value": 90, "code": "a"}}, "after today"),
+    ],
+)
+def test_an_abatement_after_today_or_unreadable_does_not_hide_a_new_dvt(abatement, shown):
+    dvt = {**condition(DVT, onset=2), **abatement}
+    cards = cards_of(dvt, *normal_workup())
+    assert cards["urgent-care"]["indicator"] == "critical"
+    assert shown in cards["urgent-care"]["detail"]
+    assert "not read as resolved: check" in cards["urgent-care"]["detail"]
+
+
+def _apixaban_statement(**effective) -> dict:
+    return {
+        "resourceType": "MedicationStatement",
+        "id": "apixaban",
+        "status": "active",
+        "subject": {"reference": "Patient/p-routes"},
+        "medicationCodeableConcept": {"text": "Apixaban 5 MG Oral Tablet"},
+        **effective,
+    }
+
+
+@pytest.mark.parametrize(
+    "effective, indicator",
+    [
+        ({"effectivePeriod": {"start": day(-10)}}, "critical"),  # starts in ten days
+        ({"effectiveDateTime": day(-5)}, "critical"),
+        ({"effectivePeriod": {"start": day(1)}}, "warning"),  # started yesterday: treated
+    ],
+)
+def test_an_anticoagulant_not_yet_started_does_not_treat_a_new_dvt(effective, indicator):
+    request = hook_request(condition(DVT, onset=3), *normal_workup())
+    request["prefetch"]["medicationstatements"] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": _apixaban_statement(**effective)}],
+    }
+    cards = {c["source"]["topic"]["code"]: c for c in evaluate(request)["cards"]}
+    assert cards["urgent-care"]["indicator"] == indicator
+
+
+def test_a_time_is_shown_as_the_day_it_was_in_the_local_zone():
+    from zoneinfo import ZoneInfo
+
+    from cds_service.engine.dates import Reader
+    from cds_service.render.dates import day as shown_day
+
+    local = Reader(ZoneInfo("America/New_York"))
+    assert shown_day(local.date("2026-12-07T01:30:00Z")) == "2026-12-06"
+    assert shown_day(local.date("2026-12-06T20:30:00-05:00")) == "2026-12-06"
+    assert shown_day(Reader().date("2026-12-07T01:30:00Z")) == "2026-12-07"

@@ -14,6 +14,7 @@ from cds_service.engine.dates import (
     EXACT,
     LOCAL,
     PARTIAL,
+    REPORTED,
     Reader,
     Unreadable,
     When,
@@ -109,14 +110,14 @@ def test_the_first_readable_onset_form_wins_over_an_unreadable_one():
     assert isinstance(read, datetime) and read.month == 11
 
 
-def test_issued_is_read_only_when_no_effective_time_can_be_read():
+def test_issued_is_read_only_when_there_is_no_effective_time():
     reader = Reader()
     both = {"effectiveDateTime": "2026-11-20T08:00:00Z", "issued": "2026-11-21"}
     assert observation_when(reader, both).day == 20
     bad = {"effectiveDateTime": "yesterday", "issued": "2026-11-21"}
-    assert observation_when(reader, bad).day == 21
-    neither = {"effectiveDateTime": "yesterday"}
-    assert observation_when(reader, neither) == Unreadable("yesterday")
+    assert observation_when(reader, bad) == Unreadable("yesterday")  # never the load time
+    only = observation_when(reader, {"issued": "2026-11-21T10:00:00Z"})
+    assert only.day == 21 and how_of(only) == REPORTED
 
 
 @pytest.mark.parametrize(

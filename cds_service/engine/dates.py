@@ -27,7 +27,7 @@ EXACT = "exact"  # as FHIR writes it, zone included
 PARTIAL = "partial"  # a year, a month or a day: an interval, shown at its precision
 LOCAL = "local time assumed"  # a time without a zone, read in the configured zone
 APPROXIMATE = "approximate"  # from an age at onset or a year in free text
-UNREADABLE = "unreadable"  # stands in for a date that cannot be read (``standing_in``)
+REPORTED = "date of report"  # ``issued``: when the result was reported, not collected
 
 PRECISIONS = ("year", "month", "day", "time")
 
@@ -53,12 +53,13 @@ class When(datetime):
     precision = "time"
     how = EXACT
     said = ""
+    end: datetime | None = None  # a period's end (or an age range's): the interval's last
 
     @property
     def until(self) -> datetime:
         """The end of the interval written (exclusive): a month ends at the next month."""
-        if self.precision == "year":
-            return self.replace(year=self.year + 1)
+        if self.precision == "year":  # 29 February + 1 year is 1 March
+            return self + (datetime(self.year + 1, 1, 1) - datetime(self.year, 1, 1))
         if self.precision == "month":
             return (self.replace(day=28) + timedelta(days=4)).replace(day=1)
         if self.precision == "day":
@@ -67,8 +68,27 @@ class When(datetime):
 
     @property
     def last(self) -> datetime:
-        """The last moment the written date may mean (the end of its day, month or year)."""
+        """The last moment the written date may mean (the end of its day, month or year, or
+        of the period it starts)."""
+        if self.end is not None:
+            return self.end
         return self if self.precision == "time" else self.until - timedelta(microseconds=1)
+
+
+def spanning(start: datetime, end: datetime) -> When:
+    """``start``, read as it was, whose interval runs to the end of ``end`` (a period)."""
+    when = _when(start, precision_of(start), how_of(start), said_of(start))
+    when.end = last_of(end)
+    return when
+
+
+def reported(when: datetime) -> When:
+    """A result's date of report standing for its collection date (no effective[x])."""
+    return _when(when, precision_of(when), REPORTED)
+
+
+def said_of(when: datetime) -> str:
+    return when.said if type(when) is When else ""
 
 
 def _when(at: datetime, precision: str, how: str, said: str = "") -> When:
@@ -101,12 +121,6 @@ class Unreadable:
 Read = datetime | Unreadable | None  # None: nothing written (a When is a datetime)
 
 
-def standing_in(unreadable: Unreadable, now: datetime) -> When:
-    """A result's date that cannot be read, placed at ``now``: it may be the newest, so an
-    older result never decides in its place, and its card says the date was unreadable."""
-    return _when(now, "time", UNREADABLE, unreadable.said)
-
-
 def _zone(text: str) -> tzinfo:
     if text == "Z":
         return UTC
@@ -122,8 +136,8 @@ def _fixed(minutes: int) -> tzinfo:
 def _parse(text: str, local: tzinfo) -> datetime | None:
     """A FHIR date, dateTime or instant (or a known deviation); None if not."""
     if _FULL.fullmatch(text):  # the usual form, exactly as FHIR writes it: parsed in C
-        try:
-            return datetime.fromisoformat(text)
+        try:  # shown as a day in the local zone (render.dates), compared as an instant
+            return datetime.fromisoformat(text).astimezone(local)
         except ValueError:  # a leap second, a 31st of a short month: the long way
             pass
     text = text.strip()
@@ -154,6 +168,7 @@ def _parse(text: str, local: tzinfo) -> datetime | None:
         )
     except (ValueError, OverflowError):
         return None
+    at = at.astimezone(local)
     return at if zone and how == EXACT else _when(at, "time", how if zone else LOCAL)
 
 
@@ -164,8 +179,9 @@ class Reader:
     call, so no answer depends on another patient's data.
     """
 
-    def __init__(self, local: tzinfo = UTC) -> None:
+    def __init__(self, local: tzinfo = UTC, now: datetime | None = None) -> None:
         self.local = local
+        self.now = now  # an age that puts a date after it cannot be read
         self.memo: dict[str, datetime | Unreadable] = {}  # by the text as written
         self.instants: dict[str, tuple[float, datetime]] = {}  # results' (timestamp, date)
 
@@ -187,9 +203,10 @@ class Reader:
         if not isinstance(value, dict):
             return Unreadable("a period that is not one")
         start, end = self.date(value.get("start")), self.date(value.get("end"))
-        for read in (start, end):
-            if isinstance(read, datetime):
-                return read
+        if isinstance(start, datetime):
+            return spanning(start, end) if isinstance(end, datetime) else start
+        if isinstance(end, datetime):
+            return end
         return start or end or Unreadable("an empty period")
 
     def timing(self, value: object) -> Read:
@@ -222,16 +239,19 @@ class Reader:
             at = birth + timedelta(days=number * _AGE_UNITS[unit] * 365.25)
         except OverflowError:
             return Unreadable(f"at {said}")
+        if self.now is not None and at > self.now:  # older than the patient is
+            return Unreadable(f"at {said}, after today")
         return _when(at, "year" if unit == "a" else "day", APPROXIMATE, said)
 
     def age_range(self, value: object, birth: Read) -> Read:
-        """A Range of ages: its low bound (or its high one)."""
+        """A Range of ages: from its low bound to the end of its high one."""
         if not isinstance(value, dict):
             return Unreadable("a range that is not one")
-        for bound in ("low", "high"):
-            if value.get(bound) is not None:
-                return self.age_at(value[bound], birth)
-        return Unreadable("an empty range")
+        low = self.age_at(value["low"], birth) if value.get("low") is not None else None
+        high = self.age_at(value["high"], birth) if value.get("high") is not None else None
+        if isinstance(low, datetime):
+            return spanning(low, high) if isinstance(high, datetime) else low
+        return high or low or Unreadable("an empty range")
 
     def text(self, value: object) -> Read:
         """A free-text date ("2009, after knee surgery"): a date it holds, or a year in it

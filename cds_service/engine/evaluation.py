@@ -15,11 +15,10 @@ from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from cds_service.engine.criteria import Criterion
-from cds_service.engine.criteria.coded import condition_fact
+from cds_service.engine.criteria.coded import condition_fact, counts
 from cds_service.engine.criteria.medication import active_medications
 from cds_service.engine.criteria.observation import deciding
 from cds_service.engine.facts import INDICATOR_RANK, Fact, Found, RouteResult
-from cds_service.engine.fhir_status import condition_counts
 from cds_service.engine.model import Route, RuleSet
 from cds_service.engine.record import Presence, Record
 from cds_service.engine.referrals import open_referral
@@ -76,7 +75,7 @@ def gate_facts(ruleset: RuleSet, record: Record) -> list[Fact]:
     return [
         condition_fact(record, "gate", resource, concept)
         for resource, concept in record.find("Condition", ruleset.gate)
-        if condition_counts(resource) and record.is_valid(resource)
+        if counts(record, resource) and record.is_valid(resource)
     ]
 
 

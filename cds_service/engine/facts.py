@@ -66,6 +66,7 @@ class CodedProblem:
     onset: Read
     recorded: Read
     undated_counted: bool = False  # no usable date, counted as recent (an acute DVT)
+    abatement: Read = None  # an abatement that does not end it (unreadable, after today)
 
 
 @dataclass(frozen=True)
@@ -160,14 +161,16 @@ class FlaggedResult:
 
 @dataclass(frozen=True)
 class UnusableResult:
-    """A newest result that cannot be read or is implausible: shown for review."""
+    """A newest result that cannot be read or is implausible, or a result that cannot be
+    placed in time (``unplaced``: its date cannot be read, or is after today): for review."""
 
     concept: ObservationConcept
-    when: datetime
+    when: Read
     code: Concept
     implausible: bool
     reason: str
     recorded: Quantity
+    unplaced: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,7 @@ class MissingResult:
     label: str  # the group's label, as written
     months: int
     last: LastResult | None
+    unplaced: int = 0  # results of the group whose date cannot be read or is after today
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from cds_service.engine.shapes import Resource
 from cds_service.engine.terminology import codings_of
-from cds_service.engine.validation import ABATEMENT_VARIANTS
 
 CONDITION_ACTIVE = {"active", "recurrence", "relapse"}
 CONDITION_EXCLUDED_VERIFICATION = {"refuted", "entered-in-error"}
@@ -28,18 +27,12 @@ def _status_code(concept: object) -> str | None:
 
 
 def condition_counts(resource: Resource) -> bool:
-    """Active (or no status), not abated, and neither refuted nor entered in error.
-
-    An abatement date contradicts an "active" status (FHIR invariant con-4): such a
-    record is treated as resolved rather than firing a rule on inconsistent data.
-    """
+    """Active (or no status), and neither refuted nor entered in error (whether it has
+    abated is read with its date: ``reading.abated``)."""
     clinical = _status_code(resource.get("clinicalStatus"))
     verification = _status_code(resource.get("verificationStatus"))
     if verification in CONDITION_EXCLUDED_VERIFICATION:
         return False
-    for name in ABATEMENT_VARIANTS:  # a plain loop: any() over a generator costs more
-        if resource.get(name) not in (False, None):
-            return False
     return clinical is None or clinical in CONDITION_ACTIVE
 
 

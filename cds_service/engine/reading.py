@@ -13,7 +13,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from cds_service.engine.dates import Read, Reader, first_readable, last_of
+from cds_service.engine.dates import Read, Reader, first_readable, last_of, reported
 from cds_service.engine.shapes import Resource
 
 
@@ -29,9 +29,40 @@ def onset(reader: Reader, resource: Resource, birth: Read) -> Read:
     )
 
 
+def abatement(reader: Reader, resource: Resource, birth: Read) -> tuple[Read, bool]:
+    """Condition.abatement[x] read, and whether it says the problem has ended by now.
+
+    An abatement date contradicts an "active" status (FHIR invariant con-4): a readable one
+    on or before today ends the problem, as does ``abatementBoolean`` true (STU3's) and a
+    text (R4: present means abated) unless the text holds a date after today. A date that
+    cannot be read, or one after today, ends nothing: the problem still counts, and its
+    evidence says what was recorded (a red flag is never hidden by an unreadable date)."""
+    get = resource.get
+    if get("abatementBoolean") is True:
+        return None, True
+    forms = (
+        ("abatementDateTime", reader.date),
+        ("abatementPeriod", reader.period),
+        ("abatementAge", lambda v: reader.age_at(v, birth)),
+        ("abatementRange", lambda v: reader.age_range(v, birth)),
+        ("abatementString", reader.text),
+    )
+    for name, read_form in forms:
+        value = get(name)
+        if value is not None:
+            read = read_form(value)
+            now = reader.now
+            if isinstance(read, datetime):
+                return read, now is None or read <= now
+            return read, name == "abatementString"  # a text without a date: R4's "abated"
+    return None, False
+
+
 def observation_when(reader: Reader, resource: Resource) -> Read:
-    """The clinically relevant time of an Observation (effective[x]); ``issued`` (when it
-    was reported) only when no effective time can be read."""
+    """The clinically relevant time of an Observation (effective[x]). ``issued`` (when it
+    was reported, often the time an interface loaded it) only when no effective[x] is
+    there at all, marked as the date of report; an effective time that cannot be read
+    stays unreadable, never replaced by the report's date."""
     usual = reader.date(
         resource.get("effectiveDateTime") if type(resource) is dict else resource.effectiveDateTime  # type: ignore[attr-defined]  # a decoded FhirNode
     )
@@ -44,9 +75,10 @@ def observation_when(reader: Reader, resource: Resource) -> Read:
         _period_end(reader, get("effectivePeriod")),
         reader.timing(get("effectiveTiming")),
     )
-    if isinstance(effective, datetime):
+    if effective is not None:
         return effective
-    return first_readable(reader.date(get("issued")), effective)
+    issued = reader.date(get("issued"))
+    return reported(issued) if isinstance(issued, datetime) else issued
 
 
 def died_by(reader: Reader, patient: Resource, now: datetime) -> bool:
@@ -81,12 +113,19 @@ def medication_when(reader: Reader, resource: Resource) -> Read:
     )
 
 
-def ended(reader: Reader, resource: Resource, now: datetime) -> bool:
-    """A statement's ``effectivePeriod`` that ended before today: "active" as asserted then,
-    no longer taken now. An end that cannot be read ends nothing."""
+def not_taken_now(reader: Reader, resource: Resource, now: datetime) -> bool:
+    """A statement's ``effective[x]`` that has not begun (an anticoagulant to start next
+    week treats no DVT today) or whose period ended before today ("active" as asserted
+    then). A date that cannot be read neither starts nor ends anything."""
     period = resource.get("effectivePeriod")
-    end = reader.date(period.get("end")) if isinstance(period, dict) else None
-    return isinstance(end, datetime) and last_of(end) < now
+    period = period if isinstance(period, dict) else {}
+    end = reader.date(period.get("end"))
+    if isinstance(end, datetime) and last_of(end) < now:
+        return True
+    start = first_readable(
+        reader.date(resource.get("effectiveDateTime")), reader.date(period.get("start"))
+    )
+    return isinstance(start, datetime) and start > now
 
 
 def _period_end(reader: Reader, value: Any) -> Read:

@@ -100,7 +100,7 @@ class Record:
         self.patient_id = patient_id
         self.now = now
         self.local = local
-        self.read = Reader(local)  # every date of the record is read through it
+        self.read = Reader(local, now)  # every date of the record is read through it
         self.codes = codes
         self.strict = strict  # every resource a rule reaches must pass R4B validation
         self.patient: Resource | None = None

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
-from cds_service.engine.dates import Unreadable, standing_in
-from cds_service.engine.quality import UNREADABLE, Reading, assess
+from cds_service.engine.dates import Read
+from cds_service.engine.quality import Reading, assess
 from cds_service.engine.reading import observation_when
 from cds_service.engine.shapes import Resource
 from cds_service.engine.terminology import Concept
@@ -29,6 +29,8 @@ Result = tuple[datetime, float | None, Resource, Concept]
 ValuedResult = tuple[datetime, float, Resource, Concept]  # a Result whose value is usable
 # (POSIX timestamp, when, resource, code matched): how results are kept, newest first
 Dated = tuple[float, datetime, Resource, Concept]
+# (the date as read: unreadable, absent or after today; resource, code matched)
+Unplaced = tuple[Read, Resource, Concept]
 # What a list of results is asked by: which list, concept name, statuses, window start, same
 # day (answered once in the record's memo, which forgets when a resource proves invalid).
 Question = tuple[str, str, frozenset[str], datetime | None, bool]
@@ -188,12 +190,7 @@ class LabResults:
         key = ("reading", concept.name, id(resource))
         found = memo.get(key)
         if found is None:
-            undated = memo.get(("undated", id(resource)))
-            found = memo[key] = (
-                assess(concept, resource)
-                if undated is None
-                else Reading(UNREADABLE, reason=f'a date that cannot be read ("{undated}")')
-            )
+            found = memo[key] = assess(concept, resource)
             if not found.usable:
                 log.info("a %s result is %s: %s", concept.name, found.status, found.reason)
         return found
@@ -208,6 +205,7 @@ class LabResults:
         # results share one, and most concepts' results are looked at by several routes.
         instants = reader.instants
         dated: list[Dated] = []
+        unplaced: list[Unplaced] = []
         for resource, code in record._candidates("Observation", concept.value_set):
             effective = (
                 resource.get("effectiveDateTime")
@@ -217,22 +215,30 @@ class LabResults:
             found = instants.get(effective) if type(effective) is str else None
             if found is None:
                 found = self._instant_of(resource, effective)
-            if found[0] <= latest_allowed:
+            if found is None or found[0] > latest_allowed:  # listed for review, never dropped
+                unplaced.append((observation_when(reader, resource), resource, code))
+            else:
                 dated.append((found[0], found[1], resource, code))
+        record.memo["unplaced", concept.name] = unplaced
         dated.sort(key=_stamp, reverse=True)  # newest first, stable: ties keep their order
         _order_ties(dated, concept)
         return dated
 
-    def _instant_of(self, resource: Resource, effective: object) -> tuple[float, datetime]:
+    def unplaced(self, concept: ObservationConcept) -> list[Unplaced]:
+        """Results that cannot be placed among the others: a date that cannot be read, or
+        after today. They never decide (an unknown date must not hide a known critical
+        result, nor a dated one be replaced by them), and are listed for review."""
+        self._dated_of(concept)
+        found: list[Unplaced] = self.record.memo.get(("unplaced", concept.name), [])
+        return found
+
+    def _instant_of(self, resource: Resource, effective: object) -> tuple[float, datetime] | None:
         """(timestamp, date) of a result: its effective time in any form, else ``issued``;
-        a result with no readable date stands in as the newest (never dropped)."""
+        None when it has no date that can be read."""
         record = self.record
         when = observation_when(record.read, resource)
         if not isinstance(when, datetime):
-            said = when.said if isinstance(when, Unreadable) else "no date"
-            record.memo["undated", id(resource)] = said
-            when = standing_in(Unreadable(said), record.now)
-            return when.timestamp(), when
+            return None
         found = (when.timestamp(), when)
         if type(effective) is str and record.read.memo.get(effective) is when:
             record.read.instants[effective] = found  # read from effectiveDateTime itself

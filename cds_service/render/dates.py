@@ -7,7 +7,7 @@ from datetime import datetime
 
 from cds_service.engine.dates import (
     APPROXIMATE,
-    UNREADABLE,
+    REPORTED,
     Read,
     Unreadable,
     When,
@@ -24,8 +24,6 @@ def day(when: Read | datetime) -> str:
     if isinstance(when, Unreadable):
         return f'date unreadable ("{when.said}")'
     how, said = how_of(when), when.said if isinstance(when, When) else ""
-    if how == UNREADABLE:
-        return f'date unreadable ("{said}")' if said != "no date" else "no date recorded"
     precision = precision_of(when)
     if how == APPROXIMATE:
         about = f"about {when.year}" if precision == "year" else f"about {when.date().isoformat()}"
@@ -34,6 +32,8 @@ def day(when: Read | datetime) -> str:
         return str(when.year)
     if precision == "month":
         return when.strftime("%Y-%m")
+    if how == REPORTED:
+        return f"{when.date().isoformat()} (reported then; collection date not recorded)"
     return when.date().isoformat()
 
 

@@ -59,10 +59,12 @@ def missing(fact: Fact) -> str:
     if not isinstance(evidence, MissingResult):
         return ""
     if evidence.last is None:
-        brief = "none on record"
+        brief = "none on record" if not evidence.unplaced else "none with a readable date"
     else:
         last = evidence.last
         brief = f"last {value_text(last.concept, last.value)} {on(last.when)}, {last.code.label}"
+    if evidence.unplaced:
+        brief += f"; {evidence.unplaced} dated unreadably or after today: review"
     return f"{_bare(evidence.label)} ({evidence.months} months; {brief})"
 
 
@@ -93,6 +95,8 @@ def _(e: CodedProblem) -> str:
         dates = "onset and recorded date not recorded"
     if e.undated_counted:
         dates += ": counted as recent, check when it began"
+    if e.abatement is not None:  # recorded, but it does not say the problem has ended
+        dates += f"; abatement recorded ({day(e.abatement)}), not read as resolved: check"
     return f"{e.code.display} ({e.code.label}), {e.status}, {dates}"
 
 
@@ -220,6 +224,12 @@ def _(e: FlaggedResult) -> str:
 @_text.register
 def _(e: UnusableResult) -> str:
     recorded = as_recorded(e.recorded)
+    if e.unplaced:  # "Potassium 2.3 mmol/L (LOINC 2823-3), date unreadable ("yesterday")"
+        dated = day(e.when) + (f", {e.reason}" if e.reason else "")
+        return (
+            f"{e.concept.label} {recorded or 'result'} ({e.code.label}), {dated}: not used by "
+            "any rule, review this result"
+        )
     if e.implausible:
         return (
             f"{e.concept.label} {recorded} {on(e.when)} ({e.code.label}) is implausible: "
@@ -239,13 +249,15 @@ def _(e: UnusableResult) -> str:
 @_text.register
 def _(e: MissingResult) -> str:
     if e.last is None:
-        tail = "none on record"
+        tail = "none on record" if not e.unplaced else "none with a date that can be read"
     else:
         last = e.last
         tail = (
             f"last: {last.concept.label} {value_text(last.concept, last.value)} on "
             f"{day(last.when)}, {last.code.label}"
         )
+    if e.unplaced:
+        tail += f"; {e.unplaced} more whose date cannot be read or is after today: review"
     return f"No {e.label} result in the last {e.months} months ({tail})"
 
 

@@ -10,7 +10,7 @@ from cds_service.engine.criteria.base import Criterion, Definitions, Need
 from cds_service.engine.dates import Read, last_of, when_of
 from cds_service.engine.facts import CodedProblem, Fact, ProcedureDone, RecordedFinding
 from cds_service.engine.fhir_status import OBSERVATION_FINAL, PROCEDURE_DONE, condition_counts
-from cds_service.engine.reading import observation_when, onset, procedure_when
+from cds_service.engine.reading import abatement, observation_when, onset, procedure_when
 from cds_service.engine.shapes import Resource, Spec
 from cds_service.engine.terminology import ICD10CM, Concept, ValueSet, codings_of
 
@@ -100,12 +100,17 @@ class ConditionCriterion(Criterion):
 def _dates(record: Record, rtype: str, resource: Resource) -> tuple[Read, Read] | None:
     """(onset, recorded) of a problem that counts, (date, None) of a finding; None if not."""
     if rtype == "Condition":
-        if not condition_counts(resource):
+        if not counts(record, resource):
             return None
         return condition_dates(record, resource)
     if resource.get("status") in FINDING_STATUSES:
         return (observation_when(record.read, resource), None)
     return None
+
+
+def counts(record: Record, resource: Resource) -> bool:
+    """A problem that counts: its statuses (``condition_counts``) and not ended by now."""
+    return condition_counts(resource) and not abatement(record.read, resource, record.birth)[1]
 
 
 def condition_dates(record: Record, resource: Resource) -> tuple[Read, Read]:
@@ -192,5 +197,6 @@ def condition_fact(
     status = "active"
     for _s, code, _d in codings_of(resource.get("clinicalStatus")):
         status = code
-    evidence = CodedProblem(concept, status, began, recorded, undated_counted)
+    ended, _abated = abatement(record.read, resource, record.birth)
+    evidence = CodedProblem(concept, status, began, recorded, undated_counted, ended)
     return Fact(criterion_id, evidence, (resource,), when_of(began) or when_of(recorded))

@@ -18,7 +18,7 @@ from cds_service.engine.dates import when_of
 from cds_service.engine.facts import Fact, MedicationOrder
 from cds_service.engine.fhir_status import MEDICATION_ACTIVE
 from cds_service.engine.model import RuleError
-from cds_service.engine.reading import ended, medication_when
+from cds_service.engine.reading import medication_when, not_taken_now
 from cds_service.engine.shapes import Resource, Spec
 from cds_service.engine.terminology import codings_of
 
@@ -103,7 +103,9 @@ def active_medications(ev: Evaluation) -> list[tuple[Resource, Matches]]:
         ("MedicationStatement", STATEMENT_TAKEN),
     ):
         for resource in ev.record.resources(rtype):
-            if resource.get("status") not in statuses or ended(ev.record.read, resource, now):
+            if resource.get("status") not in statuses or not_taken_now(
+                ev.record.read, resource, now
+            ):
                 continue
             matches = classifier.classify(resource, ev.record)
             if matches:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from cds_service.engine.criteria.base import Criterion, Definitions, Need
@@ -64,6 +64,9 @@ class ObservationMissingCriterion(Criterion):
         labs = ev.record.labs
         for group in self.groups:
             since = ev.record.now - group.window
+            unplaced = self._unplaced(ev, group)
+            if self.report != "missing":  # a result that cannot be placed in time: review it
+                facts.extend(unplaced)
             newest = [
                 (c, r) for c in group.concepts for r in labs.newest_results(c, self.statuses, since)
             ]
@@ -74,10 +77,28 @@ class ObservationMissingCriterion(Criterion):
                     facts.append(self._unusable(ev, group, newest))
                 continue
             if self.report != "unusable":
-                facts.append(self._missing(ev, group))
+                facts.append(self._missing(ev, group, len(unplaced)))
         return facts
 
-    def _missing(self, ev: Evaluation, group: TestGroup) -> Fact:
+    def _unplaced(self, ev: Evaluation, group: TestGroup) -> list[Fact]:
+        """The group's results whose date cannot be read or is after today, for review."""
+        record = ev.record
+        facts = []
+        for concept in group.concepts:
+            for read, resource, code in record.labs.unplaced(concept):
+                if (
+                    resource.get("status") in self.statuses
+                    and record.screen(resource)
+                    and not record.known_invalid(resource)
+                ):
+                    after = "after today" if isinstance(read, datetime) else ""
+                    evidence = UnusableResult(
+                        concept, read, code, False, after, Quantity.of(resource), unplaced=True
+                    )
+                    facts.append(Fact(self.id, evidence, (resource,), None, group.order))
+        return facts
+
+    def _missing(self, ev: Evaluation, group: TestGroup, unplaced: int) -> Fact:
         labs = ev.record.labs
         newest_ever = cast(  # each value checked usable
             "list[tuple[ObservationConcept, ValuedResult]]",
@@ -95,7 +116,7 @@ class ObservationMissingCriterion(Criterion):
             last = LastResult(owner, value, when, code)
             sources = (resource,)
         months = round(group.window.days / 30.4)
-        evidence = MissingResult(group.label, months, last)
+        evidence = MissingResult(group.label, months, last, unplaced)
         return Fact(self.id, evidence, sources, None, group.order)
 
     def _unusable(
