@@ -22,6 +22,13 @@ from functools import cache, lru_cache
 
 from cds_service import SERVICE_ID, examples
 from cds_service.protocol import hooks
+from cds_service.web.openapi_parts import (
+    answer,
+    errors,
+    explain_paths,
+    json_content,
+    operations_paths,
+)
 
 SCHEMA_PREFIX = "urn:leg-cramp-cds:schema:"
 JSON_TYPES = ("application/json", "application/fhir+json")
@@ -65,29 +72,6 @@ HEALTH = {
         "checks": {"type": "object", "additionalProperties": {"type": "string"}},
     },
 }
-ALWAYS_HEADERS = {
-    "Cache-Control": {
-        "description": "Nothing is cacheable (answers carry patient data).",
-        "required": True,
-        "schema": {"const": "no-store"},
-    },
-    "X-Content-Type-Options": {
-        "description": "No content sniffing.",
-        "required": True,
-        "schema": {"const": "nosniff"},
-    },
-}
-
-ERROR_TEXTS = {
-    400: "Malformed JSON, a schema violation (names the field, never the value) or an "
-    "unreadable body",
-    401: "Authentication failed (CDS_AUTH_MODE=jwt)",
-    404: "Unknown endpoint (or metrics disabled, or an unknown referral route)",
-    412: "Required data is missing and could not be fetched from fhirServer",
-    413: "Request body larger than CDS_MAX_BODY_BYTES",
-    415: "Content-Type is not JSON",
-    503: "The store is unavailable; retry later",
-}
 
 
 def _point_refs(node):
@@ -106,26 +90,6 @@ def _point_refs(node):
     return node
 
 
-def _ref(name: str) -> dict:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(name: str, types=("application/json",)) -> dict:
-    return {media: {"schema": _ref(name)} for media in types}
-
-
-def _answer(description: str, schema: str | None = None, **extra) -> dict:
-    answer = {"description": description, "headers": copy.deepcopy(ALWAYS_HEADERS)}
-    if schema:
-        answer["content"] = _json(schema)
-    answer.update(extra)
-    return answer
-
-
-def _errors(*statuses: int) -> dict:
-    return {str(s): _answer(ERROR_TEXTS[s], "OperationOutcome") for s in statuses}
-
-
 def _cds_paths(service: str, bearer: list, feedback_link: dict) -> dict:
     """Discovery, the service and its feedback."""
     return {
@@ -135,8 +99,8 @@ def _cds_paths(service: str, bearer: list, feedback_link: dict) -> dict:
                 "summary": "CDS Hooks discovery",
                 "security": bearer,
                 "responses": {
-                    "200": _answer("The services offered", "discovery"),
-                    **_errors(401, 503),
+                    "200": answer("The services offered", "discovery"),
+                    **errors(401, 503),
                 },
             }
         },
@@ -145,14 +109,17 @@ def _cds_paths(service: str, bearer: list, feedback_link: dict) -> dict:
                 "operationId": "callHook",
                 "summary": "Call the patient-view hook",
                 "security": bearer,
-                "requestBody": {"required": True, "content": _json("hook-request", JSON_TYPES)},
+                "requestBody": {
+                    "required": True,
+                    "content": json_content("hook-request", JSON_TYPES),
+                },
                 "responses": {
-                    "200": _answer(
+                    "200": answer(
                         "Cards (an empty list when there is no advice)",
                         "cds-response",
                         links={"FeedbackOnFirstCard": feedback_link},
                     ),
-                    **_errors(400, 401, 412, 413, 415, 503),
+                    **errors(400, 401, 412, 413, 415, 503),
                 },
             }
         },
@@ -161,109 +128,10 @@ def _cds_paths(service: str, bearer: list, feedback_link: dict) -> dict:
                 "operationId": "postFeedback",
                 "summary": "Card outcomes (accepted / overridden)",
                 "security": bearer,
-                "requestBody": {"required": True, "content": _json("feedback", JSON_TYPES)},
+                "requestBody": {"required": True, "content": json_content("feedback", JSON_TYPES)},
                 "responses": {
-                    "200": _answer("Stored", "FeedbackAck"),
-                    **_errors(400, 401, 413, 415, 503),
-                },
-            }
-        },
-    }
-
-
-EXPLAIN_HEADERS = {
-    "Content-Security-Policy": {
-        "description": "Nothing but the page itself and its inline style is loaded.",
-        "required": True,
-        "schema": {"type": "string", "pattern": "^default-src 'none'"},
-    }
-}
-
-
-def _html(description: str) -> dict:
-    answer = _answer(description, content={"text/html": {"schema": {"type": "string"}}})
-    answer["headers"].update(copy.deepcopy(EXPLAIN_HEADERS))
-    return answer
-
-
-def _explain_paths() -> dict:
-    """The explanation pages (HTML generated from the loaded rules, no patient data)."""
-    return {
-        "/explain": {
-            "get": {
-                "operationId": "explainRules",
-                "summary": "The rule catalogue for clinical review: every route and rule (HTML)",
-                "responses": {"200": _html("The catalogue"), **_errors(404)},
-            }
-        },
-        "/explain/{route}": {
-            "get": {
-                "operationId": "explainRoute",
-                "summary": "One referral route explained, the rules given first (HTML)",
-                "parameters": [
-                    {
-                        "name": "route",
-                        "in": "path",
-                        "required": True,
-                        "description": "A referral route code, as in a card's source.topic.code",
-                        "schema": {"type": "string", "minLength": 1, "example": "nephrology"},
-                    },
-                    {
-                        "name": "rules",
-                        "in": "query",
-                        "required": False,
-                        "description": "Comma-separated rule ids to show first (others dropped)",
-                        "schema": {"type": "string"},
-                        "example": "ckd-stage-4-5,egfr-below-30-known-ckd",
-                    },
-                ],
-                "responses": {"200": _html("The route's page"), **_errors(404)},
-            }
-        },
-    }
-
-
-def _operations_paths() -> dict:
-    """Liveness, readiness, metrics and this document."""
-    return {
-        "/healthz": {
-            "get": {
-                "operationId": "liveness",
-                "summary": "Liveness: the process answers",
-                "responses": {"200": _answer("Alive", "Health")},
-            }
-        },
-        "/readyz": {
-            "get": {
-                "operationId": "readiness",
-                "summary": "Readiness: the store can be written",
-                "responses": {
-                    "200": _answer("Ready", "Health"),
-                    "503": _answer("Not ready: the store is unavailable", "Health"),
-                },
-            }
-        },
-        "/metrics": {
-            "get": {
-                "operationId": "metrics",
-                "summary": "Prometheus metrics (text format)",
-                "responses": {
-                    "200": _answer(
-                        "Metrics", content={"text/plain": {"schema": {"type": "string"}}}
-                    ),
-                    **_errors(404),
-                },
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "operationId": "openapi",
-                "summary": "This document",
-                "responses": {
-                    "200": _answer(
-                        "OpenAPI 3.1",
-                        content={"application/json": {"schema": {"type": "object"}}},
-                    )
+                    "200": answer("Stored", "FeedbackAck"),
+                    **errors(400, 401, 403, 413, 415, 429, 503),
                 },
             }
         },
@@ -311,8 +179,8 @@ def _document() -> dict:
         },
         "paths": {
             **_cds_paths(service, bearer, feedback_link),
-            **_explain_paths(),
-            **_operations_paths(),
+            **explain_paths(),
+            **operations_paths(),
         },
         "components": {
             "schemas": schemas,
