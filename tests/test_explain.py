@@ -521,6 +521,9 @@ def test_pages_say_where_a_shared_definition_lives(client):
 def test_route_pages_say_how_an_open_referral_is_recognised(client):
     page = client.get("/explain/nephrology").get_data(as_text=True)
     assert "An open (active or on-hold) referral already on record replaces" in page
-    assert "names nephrology, nephrologist, renal or kidney" in page
+    assert "names nephrology, nephrologist, renal medicine, renal clinic" in page
+    assert "kidney clinic or kidney specialist and says referral" in page
+    assert "names no other specialty (another route&#39;s words, or urology, " in page
+    assert "a duplicate is offered rather than a needed referral withheld" in page
     endocrinology = client.get("/explain/endocrinology").get_data(as_text=True)
     assert "183530004" in endocrinology  # referral to diabetologist counts too

@@ -12,6 +12,7 @@ file and field.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -68,6 +69,7 @@ def load(cards_dir: Path) -> RuleSet:
         _check_defined_once(path.name, data, defined)
     if not routes:
         raise RuleError(f"no route files (*.yaml) in {cards_dir}")
+    _name_other_specialties(routes, tuple(common["referral_other_specialties"]))
     return RuleSet(
         routes=routes,
         concepts=concepts,
@@ -86,6 +88,18 @@ def load(cards_dir: Path) -> RuleSet:
         shared_criteria=shared.criteria,
         referral_words=tuple(common["referral_words"]),
     )
+
+
+def _name_other_specialties(routes: list[Route], others: tuple[str, ...]) -> None:
+    """Give each route's referral the words that name another specialty (the other routes'
+    and ``others``), so a request naming one of them is never taken for its referral."""
+    for route in routes:
+        if route.referral is None:
+            continue
+        own = {w.casefold() for w in route.referral.words}
+        words = [w for r in routes if r is not route and r.referral for w in r.referral.words]
+        elsewhere = tuple(dict.fromkeys(w for w in [*words, *others] if w.casefold() not in own))
+        route.referral = replace(route.referral, elsewhere=elsewhere)
 
 
 @cache

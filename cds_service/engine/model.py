@@ -68,13 +68,15 @@ class Variant:
 class Referral:
     """The referral a route's card suggests, and how one already open is recognised: by its
     code or ``also`` (other referral codes for the same specialist, any system), or by a
-    specialty word in its text or display (``referrals.open_referral``)."""
+    specialty word in its text or display naming none of ``elsewhere``, the other routes'
+    words and common.yaml's other specialties (``referrals.open_referral``)."""
 
     label: str
     code: Concept
     priority: str
     also: tuple[Concept, ...] = ()
     words: tuple[str, ...] = ()
+    elsewhere: tuple[str, ...] = ()  # filled by the loader, which knows every route
 
 
 @dataclass(frozen=True)

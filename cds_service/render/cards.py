@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from cds_service.engine.facts import Fact, RouteResult
 from cds_service.engine.model import Link, RuleSet
+from cds_service.engine.referrals import request_name
 from cds_service.engine.terminology import Concept
 from cds_service.render import evidence, explain
 
@@ -67,7 +68,10 @@ def detail_for(result: RouteResult) -> str:
     tail = []
     if result.existing_referral is not None:
         authored = result.existing_referral.get("authoredOn")
-        when = f" (ordered {authored[:10]})" if isinstance(authored, str) else ""
+        name = request_name(result.existing_referral)
+        said = [f'"{name}"'] if name else []
+        said += [f"ordered {authored[:10]}"] if isinstance(authored, str) else []
+        when = f" ({', '.join(said)})" if said else ""
         tail = ["", f"An open referral for this already exists{when}: no new referral is offered."]
     caveats: list[str] = []
     for block in blocks:

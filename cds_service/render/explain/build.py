@@ -270,6 +270,14 @@ def _recognised(referral: Referral, ruleset: RuleSet) -> str:
             f", or one whose text or display names {join(list(referral.words), 'or')} and "
             f"says {join(list(ruleset.referral_words), 'or')} (whole words, any case)"
         )
+        others = [str(o) for o in ruleset.spec.get("referral_other_specialties") or []]
+        if referral.elsewhere:
+            text += (
+                ", and names no other specialty (another route's words"
+                + (f", or {join(others, 'or')}" if others else "")
+                + "), so that an order or another specialist's referral is never taken for "
+                "this one: a duplicate is offered rather than a needed referral withheld"
+            )
     return text + "."
 
 
