@@ -234,6 +234,27 @@ def test_a_suppression_leaves_the_card_out_only_on_its_clients_calls(jwt_setting
     assert held.client == EHR_B
 
 
+def test_another_clients_override_never_ends_or_replaces_a_suppression(jwt_settings, signer, apps):
+    """A's and B's suppressions of the same patient's route are two rows: B overriding its
+    own card, then accepting it, leaves A's suppression as it was."""
+    app = create_app(jwt_settings())
+    apps.append(app)
+    ehr_a, ehr_b = Ehr(app, signer, EHR_A), Ehr(app, signer, EHR_B)
+    card_a = first_card(app, ehr_a)
+    assert ehr_a.feedback(overridden(card_a["uuid"])).status_code == 200
+    assert "nephrology" not in ehr_a.cards(example(NEPHROLOGY))  # A's copy holds it now
+    card_b = first_card(app, ehr_b)
+    assert ehr_b.feedback(overridden(card_b["uuid"])).status_code == 200
+    held = {(r.client, r.card_uuid) for r in table(app, database.suppression)}
+    assert held == {(EHR_A, card_a["uuid"]), (EHR_B, card_b["uuid"])}
+    assert "nephrology" not in ehr_a.cards(example(NEPHROLOGY))
+    assert "nephrology" not in ehr_b.cards(example(NEPHROLOGY))
+    assert ehr_b.feedback(accepted(card_b)).status_code == 200  # ends B's only
+    assert [r.client for r in table(app, database.suppression)] == [EHR_A]
+    assert "nephrology" not in ehr_a.cards(example(NEPHROLOGY))
+    assert "nephrology" in ehr_b.cards(example(NEPHROLOGY))
+
+
 @pytest.mark.parametrize("sender, suppressed", [(EHR_A, True), (EHR_B, False)])
 def test_an_early_override_is_adopted_only_from_the_cards_client(
     jwt_settings, signer, apps, sender, suppressed

@@ -204,7 +204,7 @@ def test_workers_starting_together_migrate_once(settings, engine: Engine):
     assert not any(thread.is_alive() for thread in threads), "migrations blocked each other"
     assert not errors
     assert sorted(applied, key=len) == [[]] * (workers - 1) + [
-        ["0001", "0002", "0003", "0004", "0005"]
+        ["0001", "0002", "0003", "0004", "0005", "0006"]
     ]
     with engine.connect() as conn:
         assert migrations.current_version(conn) == migrations.latest_version()
@@ -234,6 +234,7 @@ def test_revisions_ship_inside_the_package():
         "0003_suppression.py",
         "0004_suppression_generation.py",
         "0005_card_and_feedback_client.py",
+        "0006_suppression_per_client.py",
     ]
 
 
@@ -255,7 +256,7 @@ def test_cards_recorded_before_0005_keep_no_client_and_their_feedback_suppresses
     store.suppression_policy = {"nephrology": {(system, "patient-declined"): 90}}
     try:
         with engine.begin() as conn:
-            assert migrations.current_version(conn) == "0005"
+            assert migrations.current_version(conn) == migrations.HEAD
             assert schema_differences(conn) == []
             assert conn.execute(select(database.issued_card.c.client)).scalar_one() is None
             new_card = {**old_card, "card_uuid": "card-2", "patient_hash": "1" * 64, "client": ehr}
@@ -280,3 +281,71 @@ def test_cards_recorded_before_0005_keep_no_client_and_their_feedback_suppresses
             assert held == ["card-2"]
     finally:
         store.close()
+
+
+def suppression_row(client: str | None, route: str = "nephrology", minute: int = 0) -> dict:
+    return {
+        "patient_hash": "0" * 64,
+        "route": route,
+        "card_uuid": f"card-{client}-{route}-{minute}",
+        "reason_code": "patient-declined",
+        "fingerprint": None,
+        "indicator": "warning",
+        "suppressed_at": datetime(2026, 11, 24, 10, minute),
+        "expires_at": datetime(2027, 2, 22, 10, 0),
+        "client": client,
+    }
+
+
+def token(conn: Connection) -> str:
+    return conn.execute(select(database.suppression_generation.c.token)).scalar_one()
+
+
+def test_0006_keys_suppressions_by_client_and_keeps_the_change_token_moving(settings, engine):
+    """Upgraded from 0005: the rows without a client (they applied to nobody) are dropped,
+    the others kept; two clients then hold a suppression of the same patient and route,
+    and every change still moves the token (SQLite's triggers are made again)."""
+    from alembic import command
+
+    a, b = "https://ehr-a.example.org", "https://ehr-b.example.org"
+    with engine.begin() as conn:
+        command.upgrade(migrations.alembic_config(conn), "0005")
+        conn.execute(
+            insert(database.suppression),
+            [suppression_row(a), suppression_row(None, route="urgent-care")],
+        )
+        before = token(conn)
+    with engine.begin() as conn:
+        assert migrations.migrate(conn) == ["0006"]
+    with engine.begin() as conn:
+        assert schema_differences(conn) == []
+        assert token(conn) != before  # a copy read before the upgrade is not trusted
+        kept = conn.execute(select(database.suppression)).all()
+        assert [(r.client, r.route) for r in kept] == [(a, "nephrology")]
+        before = token(conn)
+        conn.execute(insert(database.suppression).values(**suppression_row(b, minute=5)))
+        assert token(conn) != before
+        clients = conn.execute(select(database.suppression.c.client)).scalars().all()
+        assert sorted(clients) == [a, b]
+        with pytest.raises(Exception, match="(?i)null|not.null"):
+            with conn.begin_nested():
+                conn.execute(insert(database.suppression).values(**suppression_row(None)))
+
+
+def test_0006_downgrades_to_the_latest_override_of_each_route(settings, engine):
+    from alembic import command
+
+    a, b = "https://ehr-a.example.org", "https://ehr-b.example.org"
+    with engine.begin() as conn:
+        migrations.migrate(conn)
+        conn.execute(
+            insert(database.suppression),
+            [suppression_row(a, minute=1), suppression_row(b, minute=7)],
+        )
+    with engine.begin() as conn:
+        command.downgrade(migrations.alembic_config(conn), "0005")
+    with engine.begin() as conn:
+        kept = conn.execute(text("SELECT client FROM suppression")).scalars().all()
+        assert kept == [b]
+        assert migrations.migrate(conn) == ["0006"]
+        assert schema_differences(conn) == []

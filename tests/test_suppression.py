@@ -575,3 +575,58 @@ def test_a_kept_token_connection_cut_by_the_server_is_replaced(app, client):
     with store.engine.begin() as conn:
         conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend_pid})
     assert "nephrology" not in cards_by_route(client, example(NEPHROLOGY))
+
+
+# -- one suppression per client ---------------------------------------------------------
+
+
+def test_each_clients_suppression_of_a_route_is_its_own_row_and_read_per_client(settings):
+    """Two clients' suppressions of the same patient's route stand side by side; each
+    client's lookup (the open store's copy, and a restart's peek at the SQLite file before
+    the store opens) finds its own only."""
+    from cds_service.storage import StartingStore
+
+    store = Store(settings)
+    store.suppression_policy = {"nephrology": {(OVERRIDE_SYSTEM, "patient-declined"): 90}}
+    assert store.ensure_schema()
+    patient, a, b = "patient-1", "https://ehr-a.example.org", "https://ehr-b.example.org"
+    now = utcnow()
+    rows = [
+        {
+            "patient_hash": store.patient_hash(patient),
+            "route": "nephrology",
+            "card_uuid": f"card-{fingerprint}",
+            "reason_code": "patient-declined",
+            "fingerprint": fingerprint,
+            "indicator": "warning",
+            "suppressed_at": now,
+            "expires_at": now + timedelta(days=1),
+            "client": owner,
+        }
+        for owner, fingerprint in ((a, "fp-a"), (b, "fp-b"))
+    ]
+    with store.engine.begin() as conn:
+        conn.execute(database.suppression.insert(), rows)
+
+    def lookups(answer) -> list:
+        return [answer(patient, ["nephrology"], owner) for owner in (a, b, "https://ehr-c")]
+
+    expected = [
+        {"nephrology": {"fingerprint": "fp-a", "indicator": "warning"}},
+        {"nephrology": {"fingerprint": "fp-b", "indicator": "warning"}},
+        {},
+    ]
+    try:
+        assert lookups(store.active_suppressions) == expected
+        assert lookups(store.active_suppressions) == expected  # from the copy
+    finally:
+        store.close()
+    if settings.database_url.get_secret_value():
+        return  # the peek reads the default SQLite file only
+    restarted = StartingStore(settings, open_delay=None)
+    restarted.suppression_policy = store.suppression_policy
+    try:
+        assert lookups(restarted.active_suppressions) == expected
+        assert restarted._opener is None  # answered by the peek, the store not opened
+    finally:
+        restarted.close()

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -79,7 +80,9 @@ feedback = Table(
     # Who sent it (as ``issued_card.client``); NULL before revision 0005.
     Column("client", String(255), nullable=True),
     UniqueConstraint(*FEEDBACK_KEY, name="uq_feedback_card_outcome_time"),
-    # Counting recent feedback for unknown cards, per client and overall (the caps).
+    # Counting recent feedback per client, and for unknown cards per client and overall
+    # (the caps: feedback_checks.py).
+    Index("ix_feedback_client_received", "client", "received_at"),
     Index("ix_feedback_unknown_client", "unknown_card", "client", "received_at"),
     Index("ix_feedback_unknown_received", "unknown_card", "received_at"),
 )
@@ -92,13 +95,15 @@ jwt_replay = Table(
 )
 # An override with a suppressing reason: the route's card is left out for this patient, on
 # the calls of the client that overrode it, until ``expires_at`` unless its evidence
-# fingerprint changes or its indicator rises. One row per (patient, route): the latest
-# override wins. The primary key is the hot-path lookup index.
+# fingerprint changes or its indicator rises. One row per (patient, client, route): the
+# client's latest override wins, and another client's never touches it. The primary key
+# is the hot-path lookup index (patient and client, then route).
+SUPPRESSION_KEY = ["patient_hash", "client", "route"]
 suppression = Table(
     "suppression",
     metadata,
-    Column("patient_hash", String(64), primary_key=True),
-    Column("route", String(64), primary_key=True),
+    Column("patient_hash", String(64), nullable=False),
+    Column("route", String(64), nullable=False),
     Column("card_uuid", String(128), nullable=False),  # the overridden card
     Column("reason_code", String(256), nullable=False),
     Column("fingerprint", String(64), nullable=True),  # of the overridden card
@@ -106,8 +111,9 @@ suppression = Table(
     Column("suppressed_at", DateTime, nullable=False),  # UTC, the override's time
     Column("expires_at", DateTime, nullable=False),  # UTC
     # The client whose override it was (its card's): only that client's calls leave the card
-    # out. NULL: made before revision 0005, and no client's calls honour it.
-    Column("client", String(255), nullable=True),
+    # out. (Rows made before revision 0005 had none and applied to nobody: 0006 dropped them.)
+    Column("client", String(255), nullable=False),
+    PrimaryKeyConstraint(*SUPPRESSION_KEY, name="suppression_pkey"),
 )
 
 # One row (id 1): a random token every change of ``suppression`` replaces in its transaction,

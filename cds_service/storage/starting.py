@@ -45,11 +45,12 @@ PENDING_LIMIT = (
     2_000  # hook calls whose cards wait for the open (~10 MB at most); beyond, dropped (logged)
 )
 SQLITE_FILE = "cds.sqlite3"  # the default database in CDS_DATA_DIR (config.effective_database_url)
-# The query of ``Suppressions._query_suppressions``, on the table ``database.suppression``.
+# ``Suppressions._query_suppressions``'s queries: a patient's rows, all clients' or one's.
 _PEEK_SQL = (
     "SELECT route, fingerprint, indicator, expires_at, client FROM suppression "
     "WHERE patient_hash = ?"
 )
+_PEEK_CLIENT_SQL = _PEEK_SQL + " AND client = ?"
 _POLICY = ("suppression_policy", "urgent_routes")  # set by the app, passed to the store
 _OWN = {
     "settings",
@@ -253,7 +254,8 @@ class StartingStore:
         try:
             key = self._hasher.patient_hash(str(patient_id))
             with closing(sqlite3.connect(uri, uri=True, timeout=1.0)) as conn:
-                rows = conn.execute(_PEEK_SQL, (key,)).fetchall()
+                query = (_PEEK_SQL, (key,)) if client is None else (_PEEK_CLIENT_SQL, (key, client))
+                rows = conn.execute(*query).fetchall()
             now = datetime.now(UTC).replace(tzinfo=None)  # naive UTC, as stored
             return {
                 route: {"fingerprint": fingerprint, "indicator": indicator}

@@ -24,6 +24,7 @@ from cds_service.storage.base import StoreBase, SuppressionTerms
 from cds_service.storage.database import (
     GENERATION_ROW,
     READ_ONLY,
+    SUPPRESSION_KEY,
     StoreUnavailable,
     describe,
     suppression,
@@ -41,6 +42,10 @@ _SUPPRESSIONS_OF_PATIENT = select(
     suppression.c.expires_at,
     suppression.c.client,
 ).where(suppression.c.patient_hash == bindparam("key"))
+# A client's own: the primary key's first two columns (patient, client).
+_SUPPRESSIONS_OF_PATIENT_AND_CLIENT = _SUPPRESSIONS_OF_PATIENT.where(
+    suppression.c.client == bindparam("client")
+)
 # Plain SQL on the DB-API connection: the statement machinery would cost 50x the read.
 _TOKEN_SQL = f"SELECT token FROM suppression_generation WHERE id = {GENERATION_ROW}"
 
@@ -59,8 +64,9 @@ class Suppressions(StoreBase):
     def __init__(self, settings: Settings):
         super().__init__(settings)
         self._lookup_paused_until = 0.0
-        # patient hash -> (change token, monotonic time read, its suppression rows)
-        self._copy: dict[str, tuple[str, float, tuple[Row, ...]]] = {}
+        # (patient hash, client or None for all) -> (change token, monotonic time read,
+        # the suppression rows of that patient made by that client)
+        self._copy: dict[tuple[str, str | None], tuple[str, float, tuple[Row, ...]]] = {}
         self._token_lock = threading.Lock()
         self._token_connection: tuple[int, Any] | None = None  # (pid, pooled connection)
         self._inherited: list[tuple[int, Any]] = []  # a parent's, kept open (see below)
@@ -82,7 +88,7 @@ class Suppressions(StoreBase):
             if not self._schema_ready and not self.ensure_schema():
                 raise StoreUnavailable("schema not ready")
             self._after_fork()
-            rows = self._suppressions_of(self.patient_hash(str(patient_id)))
+            rows = self._suppressions_of((self.patient_hash(str(patient_id)), client))
         except (SQLAlchemyError, StoreUnavailable, OSError, ValueError) as exc:
             self._drop_copy()
             self._lookup_paused_until = time.monotonic() + SUPPRESSION_RETRY
@@ -99,8 +105,9 @@ class Suppressions(StoreBase):
             if route in wanted and expires_at > now and (client is None or owner == client)
         }
 
-    def _suppressions_of(self, key: str) -> tuple[Row, ...]:
-        """Every suppression row of the patient (expired ones too), from the copy when it
+    def _suppressions_of(self, key: tuple[str, str | None]) -> tuple[Row, ...]:
+        """Every suppression row of (patient, client) ``key`` (client None: of any client;
+        expired ones too), from the copy when it
         was read under the token read now, less than COPY_MAX_AGE ago. Each entry keeps its
         own token, and rows are queried after the token, so an entry is never older than
         the token it is kept under, whatever the threads interleave."""
@@ -117,9 +124,15 @@ class Suppressions(StoreBase):
         self._copy[key] = (token, now, rows)
         return rows
 
-    def _query_suppressions(self, key: str) -> tuple[Row, ...]:
+    def _query_suppressions(self, key: tuple[str, str | None]) -> tuple[Row, ...]:
+        patient, client = key
+        if client is None:
+            statement, values = _SUPPRESSIONS_OF_PATIENT, {"key": patient}
+        else:
+            statement = _SUPPRESSIONS_OF_PATIENT_AND_CLIENT
+            values = {"key": patient, "client": client}
         with self.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
-            rows = tuple(conn.execute(_SUPPRESSIONS_OF_PATIENT, {"key": key}).all())
+            rows = tuple(conn.execute(statement, values).all())
             info = conn.connection.info
         if not self._watch.same_file(info):  # an unlinked file's rows: never kept or used
             self._file_lost()
@@ -222,13 +235,13 @@ def suppress(
             "indicator": card["indicator"],
             "suppressed_at": when,
             "expires_at": issued_at + timedelta(days=days),
-            "client": card["client"],  # it leaves the card out on this client's calls only
         }
-        _upsert(conn, {"patient_hash": card["patient_hash"], "route": card["route"]}, values)
+        _upsert(conn, {name: card[name] for name in SUPPRESSION_KEY}, values)
 
 
 def _upsert(conn: Connection, key: dict, values: dict) -> None:
-    """The suppression of (patient, route) ``key``, unless a later override holds one; for
+    """The suppression of (patient, client, route) ``key``, unless a later override of that
+    client holds one (another client's suppression is another row, never touched); for
     the same card the earlier expiry is kept (a new override of it never extends it).
     ``ON CONFLICT`` on both backends the store supports (config.DATABASE_SCHEMES)."""
     if conn.dialect.name == "postgresql":
