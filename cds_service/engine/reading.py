@@ -135,38 +135,25 @@ def _period_end(reader: Reader, value: Any) -> Read:
     return first_readable(reader.date(value.get("end")), reader.period(value))
 
 
-# Elements this module reads, and only it: FHIR-validating them would cost the whole
-# resource for one date written in a common invalid form (validation.py leaves them out).
-TEMPORAL_ELEMENTS = frozenset(
-    {
-        "onsetDateTime",
-        "onsetAge",
-        "onsetPeriod",
-        "onsetRange",
-        "onsetString",
-        "abatementDateTime",
-        "abatementAge",
-        "abatementPeriod",
-        "abatementRange",
-        "abatementString",
-        "abatementBoolean",  # STU3's, not R4's: read as "abated", never costing the problem
-        "recordedDate",
-        "effectiveDateTime",
-        "effectivePeriod",
-        "effectiveTiming",
-        "effectiveInstant",
-        "issued",
-        "performedDateTime",
-        "performedPeriod",
-        "performedString",
-        "performedAge",
-        "performedRange",
-        "authoredOn",
-        "dateAsserted",
-        "birthDate",
-        "deceasedDateTime",
-    }
+# The choice elements whose every form this module reads (onset[x], abatement[x] with
+# STU3's abatementBoolean, effective[x], performed[x], deceasedDateTime) ...
+DATED_CHOICES = frozenset(
+    {f"onset{form}" for form in ("DateTime", "Age", "Period", "Range", "String")}
+    | {f"abatement{form}" for form in ("DateTime", "Age", "Period", "Range", "String", "Boolean")}
+    | {f"effective{form}" for form in ("DateTime", "Period", "Timing", "Instant")}
+    | {f"performed{form}" for form in ("DateTime", "Period", "String", "Age", "Range")}
+    | {"deceasedDateTime"}
 )
+# ... and with the plain dates, the elements only it reads: FHIR-validating them would cost
+# the whole resource for one date written in a common invalid form (validation.py leaves
+# them out).
+TEMPORAL_ELEMENTS = DATED_CHOICES | {
+    "recordedDate",
+    "issued",
+    "authoredOn",
+    "dateAsserted",
+    "birthDate",
+}
 
 
 # --- values -----------------------------------------------------------------------------

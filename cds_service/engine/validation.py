@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from cds_service.engine.reading import TEMPORAL_ELEMENTS
+from cds_service.engine.reading import DATED_CHOICES, TEMPORAL_ELEMENTS
 from cds_service.engine.shapes import Resource
 
 log = logging.getLogger(__name__)
@@ -73,35 +73,11 @@ VERDICT_CONTENT_LIMIT = 8192  # bytes of validated elements remembered per verdi
 # Every FHIR R4 variant of the choice elements the rules read (onset[x], abatement[x],
 # effective[x], performed[x], medication[x]); each type's own (CHOICE_VARIANTS_OF) are
 # validated with its ELEMENTS_READ.
-CHOICE_VARIANTS = frozenset(
-    {
-        "onsetDateTime",
-        "onsetAge",
-        "onsetPeriod",
-        "onsetRange",
-        "onsetString",
-        "abatementDateTime",
-        "abatementAge",
-        "abatementPeriod",
-        "abatementRange",
-        "abatementString",
-        "abatementBoolean",
-        "deceasedBoolean",
-        "deceasedDateTime",
-        "effectiveDateTime",
-        "effectivePeriod",
-        "effectiveTiming",
-        "effectiveInstant",
-        "performedDateTime",
-        "performedPeriod",
-        "performedString",
-        "performedAge",
-        "performedRange",
-        "medicationCodeableConcept",
-        "medicationReference",
-    }
-)
-ABATEMENT_VARIANTS = tuple(sorted(v for v in CHOICE_VARIANTS if v.startswith("abatement")))
+CHOICE_VARIANTS = DATED_CHOICES | {
+    "deceasedBoolean",
+    "medicationCodeableConcept",
+    "medicationReference",
+}
 # The choice elements of each resource type (FHIR R4): only these are validated with its
 # ELEMENTS_READ, so a variant a type does not have (an onsetDateTime on an Observation) is
 # ignored like any other element no rule reads, whichever decoder gave the resource.
