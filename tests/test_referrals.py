@@ -5,6 +5,7 @@ card says a referral exists instead of suggesting a duplicate."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from cds_service.config import Settings
 from cds_service.engine import loader
+from cds_service.engine.model import RuleError
 from cds_service.engine.referrals import (
     NAME_LIMIT,
     names_referral,
@@ -307,6 +309,37 @@ def test_every_route_refuses_a_referral_that_also_names_another_specialty():
         for extra in named + others:
             resource = local_referral(f"{route.referral.code.display} - {extra}")
             assert not names_referral(resource, words), (route.code, extra)
+
+
+@pytest.mark.parametrize(
+    "file, old, new, named",
+    [
+        (
+            "vascular.yaml",
+            "words: [vascular surgery,",
+            "words: [Nephrology, vascular surgery,",
+            "nephrology.yaml",
+        ),
+        (
+            "common.yaml",
+            "  - urology\n",
+            "  - urology\n  - renal clinic\n",
+            "referral_other_specialties",
+        ),
+    ],
+    ids=["two-routes", "route-and-common"],
+)
+def test_check_rules_refuses_a_word_naming_two_specialties(tmp_path, file, old, new, named):
+    cards = tmp_path / "cards"
+    shutil.copytree(CARDS, cards)
+    path = cards / file
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(RuleError) as raised:
+        loader.load(cards)
+    message = str(raised.value)
+    assert "also names another specialty" in message and named in message
 
 
 def test_no_specialty_word_belongs_to_two_routes_or_to_the_other_specialties():

@@ -92,7 +92,17 @@ def load(cards_dir: Path) -> RuleSet:
 
 def _name_other_specialties(routes: list[Route], others: tuple[str, ...]) -> None:
     """Give each route's referral the words that name another specialty (the other routes'
-    and ``others``), so a request naming one of them is never taken for its referral."""
+    and ``others``), so a request naming one of them is never taken for its referral. A word
+    naming two specialties would make a request ambiguous: it is a rule file error."""
+    owner = {w.casefold(): f"{COMMON_FILE}: field referral_other_specialties" for w in others}
+    for route in routes:
+        for word in route.referral.words if route.referral else ():
+            where = owner.setdefault(word.casefold(), route.source_file)
+            if where != route.source_file:
+                raise RuleError(
+                    f"{route.source_file}: field referral/recognised_by/words: '{word}' "
+                    f"also names another specialty ({where})"
+                )
     for route in routes:
         if route.referral is None:
             continue
