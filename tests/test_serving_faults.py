@@ -81,6 +81,8 @@ class Gunicorn:
                 # The load tests post feedback for invented cards faster than the caps allow.
                 "CDS_UNKNOWN_FEEDBACK_PER_CLIENT": "1000000",
                 "CDS_UNKNOWN_FEEDBACK_TOTAL": "1000000",
+                "CDS_FEEDBACK_PER_CLIENT": "1000000",
+                "CDS_FEEDBACK_WITHOUT_AUTH": "1000000",
             }
         )
         full.update(env)

@@ -104,6 +104,8 @@ def app(data_dir):
             auth_mode="off",
             unknown_feedback_per_client=100_000,
             unknown_feedback_total=100_000,
+            feedback_per_client=100_000,
+            feedback_without_auth=100_000,
         )
     )
     yield app
