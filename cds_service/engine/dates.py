@@ -29,7 +29,6 @@ LOCAL = "local time assumed"  # a time without a zone, read in the configured zo
 APPROXIMATE = "approximate"  # from an age at onset or a year in free text
 REPORTED = "date of report"  # ``issued``: when the result was reported, not collected
 
-PRECISIONS = ("year", "month", "day", "time")
 
 # YYYY[-MM[-DD[(T| )hh:mm[:ss[.f]][zone]]]], and HL7 v2's YYYYMMDD[hhmm[ss]][+-zzzz].
 _ISO = re.compile(

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
-from cds_service.engine.dates import Read
+from cds_service.engine.dates import Read, Unreadable
 from cds_service.engine.quality import Reading, assess
 from cds_service.engine.reading import observation_when
 from cds_service.engine.shapes import Resource
@@ -212,11 +212,15 @@ class LabResults:
                 if type(resource) is dict
                 else resource.effectiveDateTime  # type: ignore[attr-defined]  # a FhirNode
             )
-            found = instants.get(effective) if type(effective) is str else None
+            found: tuple[float, datetime] | Unreadable | None = (
+                instants.get(effective) if type(effective) is str else None
+            )
             if found is None:
                 found = self._instant_of(resource, effective)
-            if found is None or found[0] > latest_allowed:  # listed for review, never dropped
-                unplaced.append((observation_when(reader, resource), resource, code))
+            if not isinstance(found, tuple):  # unreadable or absent: for review, never dropped
+                unplaced.append((found, resource, code))
+            elif found[0] > latest_allowed:  # after today: for review too
+                unplaced.append((found[1], resource, code))
             else:
                 dated.append((found[0], found[1], resource, code))
         record.memo["unplaced", concept.name] = unplaced
@@ -232,13 +236,15 @@ class LabResults:
         found: list[Unplaced] = self.record.memo.get(("unplaced", concept.name), [])
         return found
 
-    def _instant_of(self, resource: Resource, effective: object) -> tuple[float, datetime] | None:
+    def _instant_of(
+        self, resource: Resource, effective: object
+    ) -> tuple[float, datetime] | Unreadable | None:
         """(timestamp, date) of a result: its effective time in any form, else ``issued``;
-        None when it has no date that can be read."""
+        the date as read when it cannot be (``Unreadable``, or None: no date at all)."""
         record = self.record
         when = observation_when(record.read, resource)
         if not isinstance(when, datetime):
-            return None
+            return when
         found = (when.timestamp(), when)
         if type(effective) is str and record.read.memo.get(effective) is when:
             record.read.instants[effective] = found  # read from effectiveDateTime itself
