@@ -1,4 +1,4 @@
-"""Command line: ``cds-service serve | evaluate | check-rules | report | example``.
+"""Command line: ``cds-service serve | evaluate | check-rules | report | example | gallery``.
 
 The parser's description and help are plain text (no markup): they are what a new user
 reads first, with ``cds-service --help``.
@@ -12,7 +12,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from cds_service import examples, report
+from cds_service import examples, gallery, report
 from cds_service.config import ConfigError, Settings
 from cds_service.engine import RuleError, load_rules
 from cds_service.errors import CdsError
@@ -123,6 +123,7 @@ EPILOG = """examples:
   cds-service example nephrology-ckd-stage-4 | cds-service evaluate -
   cds-service check-rules --explain
   cds-service report --since 2026-11-01
+  cds-service gallery gallery.html
 
 Settings come from CDS_* environment variables (see the README)."""
 
@@ -158,6 +159,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
         "(the same content as the /explain pages)",
     )
     extra = report.register(sub)
+    extra |= gallery.register(sub)
     example = sub.add_parser(
         "example",
         help="print an example hook request with its dates moved to today",
