@@ -1,0 +1,151 @@
+"""The card gallery in a real browser: Debian's Chromium driven by Playwright.
+
+The page is written by ``cds-service gallery`` and opened from disk (file://): it must load
+nothing else (self-contained), run no script (it has none; an injected one is blocked by its
+Content-Security-Policy), show every chart's section, fit a phone's width, and draw cards:
+a screenshot of an urgent chart is checked to hold the critical card's red and dark text.
+
+Skipped, with the reason, only when /usr/bin/chromium or the playwright package is missing
+(``.ci/run`` installs both; ``playwright install`` is never used: no browser download).
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from pathlib import Path
+
+import pytest
+from synthea import SYNTHEA_DIR, synthea_files
+
+from cds_service import examples
+from cds_service.cli import main
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 375, "height": 800}
+CRITICAL_RED = (0xCF, 0x22, 0x2E)  # .card.critical's border (templates/gallery.html)
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api",
+    reason="the playwright Python package is not installed (pip install -e '.[dev]')",
+)
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
+        reason=f"{CHROMIUM} is missing (apt-get install chromium; .ci/run does)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def gallery_file(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("gallery") / "gallery.html"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CDS_TODAY", "2026-11-24")
+    try:
+        assert main(["gallery", str(out), "--shared-charts", str(SYNTHEA_DIR.parent)]) == 0
+    finally:
+        mp.undo()
+    return out
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _open(browser, gallery_file: Path, viewport: dict):
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    page.problems = []
+    page.requests = []
+    page.on(
+        "console",
+        lambda msg: page.problems.append(msg.text) if msg.type in ("error", "warning") else None,
+    )
+    page.on("pageerror", lambda exc: page.problems.append(str(exc)))
+    page.on("request", lambda request: page.requests.append(request.url))
+    page.goto(gallery_file.as_uri(), wait_until="load")
+    return page
+
+
+def test_every_chart_is_shown_and_nothing_is_fetched(browser, gallery_file):
+    page = _open(browser, gallery_file, DESKTOP)
+    shared = len(synthea_files()) if SYNTHEA_DIR.exists() else 0
+    assert page.locator("section.chart").count() == len(examples.names()) + shared
+    assert page.locator("section.chart h2").all_inner_texts()[0] == examples.names()[0]
+    assert page.locator("article.card.critical").count() >= 2
+    assert page.requests == [gallery_file.as_uri()], page.requests
+    assert page.problems == []
+    assert page.evaluate("document.scripts.length") == 0
+    page.context.close()
+
+
+def test_fits_a_phone(browser, gallery_file):
+    page = _open(browser, gallery_file, PHONE)
+    overflow = page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"{overflow} px of horizontal scroll at 375 px"
+    page.context.close()
+
+
+def test_screenshot_of_an_urgent_chart(browser, gallery_file, tmp_path):
+    page = _open(browser, gallery_file, DESKTOP)
+    page.evaluate("document.getElementById('%s').scrollIntoView()" % _anchor(page, "urgent-care-dvt"))
+    shot = tmp_path / "gallery-urgent-care-dvt.png"
+    page.screenshot(path=str(shot), full_page=False)
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > 20_000, f"screenshot only {len(data)} bytes"
+    colours = _colours(page, data)
+    assert (colours["width"], colours["height"]) == (DESKTOP["width"], DESKTOP["height"])
+    assert colours["distinct"] > 50, colours
+    assert colours["dark"] > 2000, colours  # text was drawn
+    assert colours["red"] > 300, colours  # the critical card's border and badge
+    print(f"screenshot: {shot}")
+    page.context.close()
+
+
+def _anchor(page, title: str) -> str:
+    return page.evaluate(
+        """(title) => [...document.querySelectorAll('section.chart')]
+            .find(s => s.querySelector('h2').textContent === title).id""",
+        title,
+    )
+
+
+def _colours(page, png: bytes) -> dict:
+    """Decoded in the browser (no image library needed): size, distinct colours, dark
+    pixels and pixels of the critical red."""
+    blank = page.context.new_page()
+    blank.set_content("<canvas id=c></canvas>")
+    colours = blank.evaluate(
+        """async ([src, red]) => {
+        const img = new Image(); img.src = src; await img.decode();
+        const c = document.getElementById('c'); c.width = img.width; c.height = img.height;
+        const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
+        const px = ctx.getImageData(0, 0, img.width, img.height).data;
+        const seen = new Set(); let dark = 0; let reds = 0;
+        for (let i = 0; i < px.length; i += 4) {
+            seen.add((px[i] << 16) | (px[i + 1] << 8) | px[i + 2]);
+            if (px[i] + px[i + 1] + px[i + 2] < 200) dark++;
+            if (Math.abs(px[i] - red[0]) + Math.abs(px[i + 1] - red[1])
+                + Math.abs(px[i + 2] - red[2]) < 30) reds++;
+        }
+        return {width: img.width, height: img.height, distinct: seen.size, dark, red: reds};
+    }""",
+        ["data:image/png;base64," + base64.b64encode(png).decode(), list(CRITICAL_RED)],
+    )
+    blank.close()
+    return colours
