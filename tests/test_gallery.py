@@ -103,7 +103,9 @@ def hostile_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def gallery(hostile_dir) -> str:
-    page, _count = build(Settings.from_env({}, today=TODAY.isoformat()), TODAY, SHARED, [hostile_dir])
+    page, _count = build(
+        Settings.from_env({}, today=TODAY.isoformat()), TODAY, SHARED, [hostile_dir]
+    )
     return page
 
 
@@ -154,7 +156,9 @@ def test_the_page_is_self_contained(gallery):
     page = Page(gallery)
     assert not [t for t, attrs in page.tags if t == "link" or "src" in attrs]
     assert "@import" not in gallery and "url(" not in gallery
-    csp = [a for t, a in page.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"]
+    csp = [
+        a for t, a in page.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"
+    ]
     assert csp and "default-src 'none'" in csp[0]["content"]
     links = [attrs["href"] for tag, attrs in page.tags if tag == "a"]
     assert all(h.startswith(("#", "https://", "http://")) for h in links), links
@@ -174,7 +178,9 @@ def test_bundle_charts_read_hook_requests_and_skip_other_json(tmp_path):
     assert bundle_charts(tmp_path / "absent", "given", service.keys, service.ruleset, TODAY) == []
 
 
-def test_command_without_shared_charts_says_so_and_writes_the_examples(tmp_path, capsys, monkeypatch):
+def test_command_without_shared_charts_says_so_and_writes_the_examples(
+    tmp_path, capsys, monkeypatch
+):
     monkeypatch.setenv("CDS_TODAY", TODAY.isoformat())
     out = tmp_path / "gallery.html"
     code = main(["gallery", str(out), "--shared-charts", str(tmp_path / "absent")])

@@ -102,7 +102,8 @@ def test_fits_a_phone(browser, gallery_file):
 
 def test_screenshot_of_an_urgent_chart(browser, gallery_file, tmp_path):
     page = _open(browser, gallery_file, DESKTOP)
-    page.evaluate("document.getElementById('%s').scrollIntoView()" % _anchor(page, "urgent-care-dvt"))
+    anchor = _anchor(page, "urgent-care-dvt")
+    page.evaluate("(id) => document.getElementById(id).scrollIntoView()", anchor)
     shot = tmp_path / "gallery-urgent-care-dvt.png"
     page.screenshot(path=str(shot), full_page=False)
     data = shot.read_bytes()

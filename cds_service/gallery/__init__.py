@@ -45,8 +45,7 @@ def register(subparsers) -> dict:
         type=Path,
         default=DEFAULT_SHARED_CHARTS,
         metavar="DIR",
-        help=f"the shared synthetic charts (default: {DEFAULT_SHARED_CHARTS}; "
-        "skipped when absent)",
+        help=f"the shared synthetic charts (default: {DEFAULT_SHARED_CHARTS}; skipped when absent)",
     )
     return {"gallery": run}
 

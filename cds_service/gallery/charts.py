@@ -57,9 +57,7 @@ class Chart:
 
 
 def example_charts(today: date) -> list[Chart]:
-    return [
-        Chart(name, "example", examples.request(name, today)) for name in examples.names()
-    ]
+    return [Chart(name, "example", examples.request(name, today)) for name in examples.names()]
 
 
 def bundle_charts(
@@ -153,9 +151,7 @@ def _answer(key: PrefetchKey, resources: list[dict]) -> list[dict]:
 def _codes(resource: dict) -> set[str]:
     code = resource.get("code")
     codings = code.get("coding") if isinstance(code, dict) else None
-    return {
-        f"{c.get('system')}|{c.get('code')}" for c in codings or [] if isinstance(c, dict)
-    }
+    return {f"{c.get('system')}|{c.get('code')}" for c in codings or [] if isinstance(c, dict)}
 
 
 def _is_cramp(condition: dict, ruleset: RuleSet) -> bool:
