@@ -111,7 +111,9 @@ def _chart(
         prefetch[key] = _searchset([shift.resource(r) for r in found])
     cramp_added = not any(_is_cramp(r, ruleset) for r in answered.get("conditions", []))
     if cramp_added:
-        prefetch["conditions"]["entry"].append({"resource": _cramp(patient.get("id"), today)})
+        prefetch["conditions"]["entry"].append(
+            {"resource": _cramp(str(patient.get("id", "")), today)}
+        )
     request = {
         "hook": "patient-view",
         "hookInstance": str(uuid.uuid4()),
