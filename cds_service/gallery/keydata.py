@@ -27,8 +27,8 @@ class KeyData:
 
 def key_data(request: dict, ruleset: RuleSet, today: date) -> KeyData:
     prefetch = request.get("prefetch") or {}
-    patient = prefetch.get("patient") if isinstance(prefetch.get("patient"), dict) else {}
-    data = KeyData(_patient(patient, today))
+    patient = prefetch.get("patient")
+    data = KeyData(_patient(patient if isinstance(patient, dict) else {}, today))
     for condition in _entries(prefetch.get("conditions")):
         line = f"{_concept(condition.get('code'))} ({_status(condition)}, {_when(condition)})"
         if any(ruleset.gate.match(s, c) for s, c in _codings(condition.get("code"))):
