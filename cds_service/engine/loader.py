@@ -162,11 +162,14 @@ def _shared_definitions(
         "properties": {
             "medications": route_schema["properties"]["medications"],
             "value_sets": route_schema["properties"]["value_sets"],
+            # Each value set's plain name, for the explanation pages (id -> name).
+            "titles": {"type": "object", "additionalProperties": {"type": "string"}},
         },
     }
     classes: list[Spec] = []
     value_sets: dict[str, list[Spec]] = {GATE_VALUE_SET: common["gate"]["value_set"]}
     where_defined = {GATE_VALUE_SET: COMMON_FILE}
+    titles: dict[str, str] = {GATE_VALUE_SET: str(common["gate"]["finding"])}
     for path in sorted((cards_dir / SHARED_DIR).glob("*.yaml")):
         data = read(path)
         validate(path, data, file_schema)
@@ -178,6 +181,12 @@ def _shared_definitions(
                 )
             where_defined[name] = path.name
             value_sets[name] = entries
+        for name, title in data.get("titles", {}).items():
+            if name not in data.get("value_sets", {}):
+                raise RuleError(
+                    f"{path.name}: field titles/{name}: no value set {name!r} in this file"
+                )
+            titles[name] = " ".join(title.split())
         for drug_class in data.get("medications", []):
             key = "medication class " + drug_class["class"]
             if key in where_defined:
@@ -188,7 +197,10 @@ def _shared_definitions(
             where_defined[key] = path.name
             classes.append(drug_class)
     return Shared(
-        value_sets={name: ValueSet.from_entries(name, e) for name, e in value_sets.items()},
+        value_sets={
+            name: ValueSet.from_entries(name, e, titles.get(name))
+            for name, e in value_sets.items()
+        },
         medication_classes=classes,
         medications=MedicationClassifier(classes) if classes else None,
         concepts=concepts,

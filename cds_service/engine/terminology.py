@@ -112,8 +112,11 @@ class Concept:
 class ValueSet:
     """A compiled code list: exact (system, code) members plus ICD-10-CM prefixes."""
 
-    def __init__(self, name: str, members: list[Concept], prefixes: list[Concept]):
+    def __init__(
+        self, name: str, members: list[Concept], prefixes: list[Concept], title: str | None = None
+    ):
         self.name = name
+        self.title = title  # its plain name for reviewers (``titles:`` in cards/valuesets/)
         self.exact = {(m.system, m.code): m for m in members}
         self.prefixes = tuple(prefixes)
 
@@ -132,7 +135,9 @@ class ValueSet:
         return None
 
     @classmethod
-    def from_entries(cls, name: str, entries: list[dict[str, Any]]) -> ValueSet:
+    def from_entries(
+        cls, name: str, entries: list[dict[str, Any]], title: str | None = None
+    ) -> ValueSet:
         members: list[Concept] = []
         prefixes: list[Concept] = []
         for entry in entries:
@@ -140,7 +145,7 @@ class ValueSet:
             code = normalise_code(system, str(entry["code"])) or str(entry["code"])
             concept = Concept(system, code, entry["display"])
             (prefixes if entry.get("match") == "prefix" else members).append(concept)
-        return cls(name, members, prefixes)
+        return cls(name, members, prefixes, title)
 
 
 Owners = tuple[tuple[ValueSet, Concept], ...]  # the value sets a code is in, each with its match
