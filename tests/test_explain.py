@@ -169,10 +169,14 @@ def test_thresholds_windows_and_codes_in_plain_words(client):
     assert "LOINC <code>98979-8</code>" in html
     assert "SNOMED CT <code>431857002</code> Chronic kidney disease stage 4" in html
     assert "estimated with CKD-EPI 2021" in html
-    assert "Unless any of these holds: kidney-disease-known." in html
+    # The exception by its plain name (cards/nephrology.yaml title), never its id alone
+    assert (
+        "Unless any of these holds: chronic kidney disease known (coded, or eGFR below 30 for "
+        "90 days)." in html
+    )
     html = client.get("/explain/urgent-care").get_data(as_text=True)
     assert (
-        "The highest Body temperature result of the last 3 days is at or above (&gt;=) 38 °C"
+        "The highest body temperature result of the last 3 days is at or above (&gt;=) 38 °C"
         in html
     )
     assert "preliminary" in html and "LL (critically low)" in html
@@ -326,7 +330,7 @@ def test_check_rules_explain_prints_a_decision_table_per_route(capsys, ruleset):
         for criterion in route.criteria.values():
             assert f"[{criterion.id}]" in out, criterion.id
     assert "IF (rule makes a card) ... THEN" in out
-    assert "UNLESS kidney-disease-known" in out
+    assert "UNLESS chronic kidney disease known (coded, or eGFR below 30 for 90 days)" in out
     assert "What Type of Doctor Treats Leg Cramps?" in out
     assert out.rstrip().endswith(")") and "OK:" in out
 
@@ -357,7 +361,7 @@ def test_every_rule_that_makes_a_card_shows_its_evidence_level_and_source(client
     level is "not graded" with its source named (never an invented grade)."""
     for route in ruleset.routes:
         html = client.get(f"/explain/{route.code}").get_data(as_text=True)
-        sections = html.split('<section id="rule-')[1:]
+        sections = html.split('<details id="rule-')[1:]
         for criterion in route.criteria.values():
             [section] = [s for s in sections if s.startswith(criterion.id + '"')]
             model = explain.explain_route(route, ruleset).by_id[criterion.id]
@@ -480,19 +484,23 @@ def test_check_rules_explain_shows_each_shared_definition_once_with_its_users(ca
     out = capsys.readouterr().out
     routes, shared = out.split("Shared definitions (cards/shared/): each defined once")
     for shared_id in ruleset.shared_criteria:
-        assert shared.count(f"[{shared_id}] ") == 1, shared_id
+        assert shared.count(f"[{shared_id}]\n") == 1, shared_id
     # The threshold is worded under Shared definitions only; each route points there.
     assert "below (<) 2.5 mmol/L" in " ".join(shared.split())
     assert "below (<) 2.5 mmol/L" not in " ".join(routes.split())
-    assert routes.count("[potassium-critical-low] the shared definition") == 2
+    pointer = "[potassium-critical-low] WHEN as defined once for every route (see Shared"
+    assert " ".join(routes.split()).count(pointer) == 2
     entry = " ".join(shared.split()).split("[potassium-critical-low] ")[1]
     users = entry.split("used by ")[1].split(" [")[0]
     assert "urgent-care/potassium-critical-low (makes the card)" in users
     assert "primary-care-workup/potassium-critical-low (building block)" in users
-    # What a route adds stays in its own section.
-    workup = routes.split("[primary-care-workup]")[1]
-    assert "[potassium-low] the shared definition" in workup
-    assert "UNLESS potassium-critical-low or ckd-stage-3-plus" in workup
+    # What a route adds stays in its own section, its exceptions by their plain names.
+    workup = " ".join(routes.split("[primary-care-workup]")[1].split())
+    assert "[potassium-low] WHEN as defined once for every route" in workup
+    assert (
+        "UNLESS potassium below 2.5 mmol/L in the last 7 days or chronic kidney disease stage 3 "
+        "or worse, or dialysis on record" in workup
+    )
 
 
 def test_explain_shared_names_every_route_that_uses_a_definition(ruleset):

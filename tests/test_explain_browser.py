@@ -176,7 +176,8 @@ def test_every_route_page_renders_in_chromium(server, page):
         for criterion in route.criteria.values():
             rule = page.locator(f"[id='rule-{criterion.id}']")
             assert rule.count() == 1, f"{route.code}: rule {criterion.id} missing"
-            assert criterion.id in rule.inner_text()
+            # collapsed (a <details>): in the page, not yet drawn
+            assert criterion.id in rule.text_content()
         footer = page.inner_text("footer")
         for attribute in (
             "Bibliographic citation",
@@ -194,9 +195,10 @@ def test_fired_rules_come_first_and_are_marked(server, page):
     route = next(r for r in _ruleset(app).routes if r.code == "nephrology")
     fired = [c.id for c in route.criteria.values() if c.fires][-1]
     _check_page(page, base, f"{base}/explain/nephrology?rules={fired},no-such-rule")
-    first = page.locator("section.rule").first
+    first = page.locator("details.rule").first
     assert first.get_attribute("id") == f"rule-{fired}"
     assert "fired" in (first.get_attribute("class") or "")
+    assert first.get_attribute("open") is not None  # a fired rule is shown open
     assert page.locator("#fired").count() == 1
     assert "no-such-rule" not in page.content()
 
@@ -239,3 +241,26 @@ def test_unknown_route_is_404_in_the_browser(server, page):
     response = page.goto(f"{base}/explain/no-such-route", wait_until="load")
     assert response.status == 404
     assert "OperationOutcome" in page.content()
+
+
+# 1280 x 800: a desktop screen. Before the rules were collapsible the urgent-care page was
+# about 15,000 px tall; collapsed, every page is about 2,000-3,700 px (measured 2026-12-07).
+DESKTOP = {"width": 1280, "height": 800}
+MAX_COLLAPSED_HEIGHT = 5 * DESKTOP["height"] + 1000  # a few screens, with a margin
+
+
+def test_every_page_fits_a_few_screens_when_collapsed(server, browser):
+    base, app = server
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    heights = {}
+    for path in ["", *(f"/{route.code}" for route in _ruleset(app).routes)]:
+        page.goto(f"{base}/explain{path}", wait_until="load")
+        heights[path or "index"] = page.evaluate("document.documentElement.scrollHeight")
+    # Opened, the rules are all there: the longest page grows well past its collapsed height.
+    page.goto(f"{base}/explain/urgent-care", wait_until="load")
+    page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+    opened = page.evaluate("document.documentElement.scrollHeight")
+    context.close()
+    assert max(heights.values()) <= MAX_COLLAPSED_HEIGHT, heights
+    assert opened > 2 * heights["/urgent-care"], (opened, heights["/urgent-care"])

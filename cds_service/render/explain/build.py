@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from cds_service.engine.criteria.missing import ObservationMissingCriterion
 from cds_service.engine.fhir_status import REFERRAL_OPEN
+from cds_service.render.explain.citations import public
 from cds_service.render.explain.codes import code_of, concept_words
 from cds_service.render.explain.model import (
     Gate,
@@ -24,6 +25,7 @@ from cds_service.render.explain.model import (
     SourceAttributes,
     VariantExplanation,
 )
+from cds_service.render.explain.names import inner, rule_name
 from cds_service.render.explain.urls import clean_rule_ids
 from cds_service.render.explain.wording import criterion_words, join
 
@@ -47,13 +49,14 @@ KNOWN_KEYS = frozenset(
     "id type finding fires context indicator unless note value_sets recent_days undated "
     "also_observations lookback_days concept threshold estimate estimate_from statuses "
     "aggregate ages critical_flags discordance_margin groups classes started_on_or_after "
-    "of when content evidence evidence_level persisting_days sustained_days report".split()
+    "of when content evidence evidence_level persisting_days sustained_days report title".split()
 )
 MISSING = "not declared in cards/common.yaml"
 
 
 def clean(text: object) -> str | None:
-    return " ".join(str(text).split()) if text else None
+    """Text read as written, on one line, citing only what a reader can open."""
+    return public(" ".join(str(text).split())) if text else None
 
 
 def links_of(links: Iterable[Link]) -> list[LinkData]:
@@ -90,7 +93,7 @@ def role_of(criterion: Criterion) -> str:
     return "fires" if criterion.fires else "building block"
 
 
-def _extra_details(criterion: Criterion) -> list[str]:
+def _extra_details(criterion: Criterion, route: Route) -> list[str]:
     """What every criterion may add: unknown settings, how its evidence is listed."""
     # Unknown keys have no typed field by definition: listed as written.
     details = [
@@ -103,7 +106,8 @@ def _extra_details(criterion: Criterion) -> list[str]:
     if isinstance(criterion, ObservationMissingCriterion) and criterion.report != "both":
         details.append(f"Reports only {criterion.report} results.")
     if criterion.unless:
-        details.append(f"{UNLESS_WORDS}{join(list(criterion.unless), 'or')}.")
+        names = [inner(rule_name(route.criteria[u], route)) for u in criterion.unless]
+        details.append(f"{UNLESS_WORDS}{join(names, 'or')}.")
     return details
 
 
@@ -147,7 +151,7 @@ def _rule(
     role = role_of(criterion)
     type_name = type(criterion).type_name
     next_step, caveats, links = rule_content(route, criterion)
-    own = _extra_details(criterion)
+    own = _extra_details(criterion, route)
     shared = ruleset.shared_criteria.get(criterion.id) if criterion.id in route.shared else None
     return RuleExplanation(
         id=criterion.id,
@@ -172,6 +176,7 @@ def _rule(
         shared_file=shared.file if shared else None,
         shared_with=[u.text for u in uses.get(criterion.id, []) if u.route != route.code],
         own_details=own,
+        name=rule_name(criterion, route),
     )
 
 
@@ -196,7 +201,9 @@ def explain_shared(ruleset: RuleSet) -> list[SharedExplanation]:
         users = uses.get(shared.id, [])
         if not users:  # defined, used by no route: nothing the service reads
             found.append(
-                SharedExplanation(shared.id, shared.file, "unused", "used by no rule", [], [], [])
+                SharedExplanation(
+                    shared.id, shared.file, "unused", "used by no rule", [], [], [], shared.id
+                )
             )
             continue
         route = routes[users[0].route]
@@ -212,6 +219,7 @@ def explain_shared(ruleset: RuleSet) -> list[SharedExplanation]:
                 details=words.details,
                 reads=words.reads,
                 users=users,
+                name=rule_name(criterion, route),
             )
         )
     return found

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from cds_service.engine import units
 from cds_service.engine.terminology import SHORT_NAMES, Concept, ValueSet
 from cds_service.render.evidence import format_number
+from cds_service.render.explain.citations import public
 from cds_service.render.explain.model import Code, CodeList
 
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ def value_set_codes(value_set: ValueSet) -> list[Code]:
 
 def value_set_list(value_set: ValueSet) -> CodeList:
     name = value_set.name
-    return CodeList("value set", name, name.replace("-", " "), value_set_codes(value_set))
+    label = value_set.title or name.replace("-", " ")
+    return CodeList("value set", name, label, value_set_codes(value_set))
 
 
 def concept_list(ruleset: RuleSet, concept: ObservationConcept) -> CodeList:
@@ -80,7 +82,7 @@ def _concept_facts(ruleset: RuleSet, concept: ObservationConcept) -> list[str]:
     # The concept's note has no typed field: read as written in common.yaml.
     note = ruleset.spec.get("observations", {}).get(concept.name, {}).get("note")
     if note:
-        facts.append(" ".join(note.split()))
+        facts.append(public(" ".join(note.split())))
     return facts
 
 
@@ -116,9 +118,9 @@ def _medication_list(name: str, spec: dict[str, Any]) -> CodeList:
             )
         more += len(ingredient.get("products", []))
     if spec.get("evidence"):
-        facts.append(f"evidence of association: {spec['evidence']}")
+        facts.append(public(f"evidence of association: {spec['evidence']}"))
     if spec.get("note"):
-        facts.append(spec["note"])
+        facts.append(public(" ".join(str(spec["note"]).split())))
     if more:
         facts.append(f"plus {more} RxNorm product codes containing these ingredients")
     return CodeList("medication class", name, spec.get("label", name), codes, facts, more)

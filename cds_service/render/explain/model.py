@@ -89,6 +89,7 @@ class RuleExplanation:
     shared_file: str | None = None
     shared_with: list[str] = field(default_factory=list)  # "route/rule id"
     own_details: list[str] = field(default_factory=list)  # what this route adds (unless ...)
+    name: str = ""  # its plain name (``names.rule_name``); the id is only a reference
 
     @property
     def role_words(self) -> str:
@@ -106,6 +107,7 @@ class SharedExplanation:
     details: list[str]
     reads: list[CodeList]
     users: list[SharedUse]
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -130,12 +132,12 @@ class VariantExplanation:
     priority: str | None
     no_referral: bool
 
-    @property
-    def when_words(self) -> str:
-        ids = ", ".join(self.when)
+    def when_words(self, names: dict[str, str] | None = None) -> str:
+        """When it applies, the rules by name (``names``: id -> name), else by id."""
+        rules = "; ".join((names or {}).get(i, i) for i in self.when)
         if self.only:
-            return f"when the only rules that fired are among: {ids}"
-        return f"when any of these fired: {ids}"
+            return f"when the only rules that fired are among: {rules}"
+        return f"when any of these fired: {rules}"
 
 
 @dataclass

@@ -46,7 +46,7 @@ def join(items: list[str], last: str = "and") -> str:
 def inner(name: str) -> str:
     """A name inside a sentence: "Potassium below 3.5" -> "potassium below 3.5", but an
     abbreviation keeps its capitals ("HbA1c", "TSH", "eGFR")."""
-    return name[0].lower() + name[1:] if re.match(r"[A-Z][a-z]*(\W|$)", name) else name
+    return name[0].lower() + name[1:] if re.match(r"(?:[A-Z][a-z]+|An?)(?:\W|$)", name) else name
 
 
 def first(name: str) -> str:

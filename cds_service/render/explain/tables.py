@@ -109,30 +109,37 @@ def _route(table: Table, r: RouteExplanation) -> None:
     for rule in r.firing:
         _firing_rule(table, r, rule)
     blocks = [rule for rule in r.rules if rule.role != "fires"]
+    names = {rule.id: rule.name for rule in r.rules}
     if blocks:
         table.add("", "Building blocks (never a card on their own) and context:")
         for rule in blocks:
-            table.para(f"  [{rule.id}] ", _when(rule), "      ")
+            _named(table, rule)
             table.details(rule)
             if rule.used_by:
-                table.para("      used by ", ", ".join(rule.used_by), "              ")
+                used = "; ".join(names.get(i, i) for i in rule.used_by)
+                table.para("      USED BY ", used, "              ")
     _codes_read(table, r)
     if r.variants:
         table.add("", "Card wording variants (the first that applies wins):")
         for v in r.variants:
             table.para(
                 f"  {v.index + 1}. ",
-                f'{v.when_words}: "{v.summary or r.summary}"'
+                f'{v.when_words(names)}: "{v.summary or r.summary}"'
                 + (" (no referral offered)" if v.no_referral else ""),
                 "      ",
             )
     table.add("")
 
 
-def _when(rule: RuleExplanation) -> str:
+def _named(table: Table, rule: RuleExplanation) -> None:
+    """The rule by name with its id in brackets, then its sentence when it says more."""
+    table.para("  ", f"{rule.name} [{rule.id}]", "      ")
     if rule.shared_file:
-        return f"the shared definition {rule.id} (see Shared definitions, {rule.shared_file})"
-    return rule.when
+        when = f"as defined once for every route (see Shared definitions, {rule.shared_file})"
+    else:
+        when = rule.when
+    if when.rstrip(".") != rule.name:
+        table.para("      WHEN ", when, "           ")
 
 
 def _shared(table: Table, shared: list[SharedExplanation]) -> None:
@@ -142,19 +149,20 @@ def _shared(table: Table, shared: list[SharedExplanation]) -> None:
     table.add("=" * table.width, "Shared definitions (cards/shared/): each defined once")
     table.add("=" * table.width)
     for item in shared:
-        table.para(f"  [{item.id}] ", item.when, "      ")
+        table.para("  ", f"{item.name} [{item.id}]", "      ")
+        table.para("      WHEN ", item.when, "           ")
         for line in item.details:
             table.para("      - ", line, "        ")
         for code_list in item.reads:
             codes = "; ".join(c.text for c in code_list.codes)
-            table.para(f"      {code_list.kind} {code_list.name}: ", codes or "by name", "        ")
+            table.para(f"      {code_list.kind} {code_list.label}: ", codes or "by name", "        ")
         users = ", ".join(u.text for u in item.users) or "no rule"
         table.para("      used by ", users, "              ")
     table.add("")
 
 
 def _firing_rule(table: Table, r: RouteExplanation, rule: RuleExplanation) -> None:
-    table.para(f"  [{rule.id}] ", _when(rule), "      ")
+    _named(table, rule)
     table.details(rule)
     variant = next((v for v in r.variants if v.index in rule.variants), None)
     then = f"card {rule.indicator}"
@@ -184,7 +192,7 @@ def _codes_read(table: Table, r: RouteExplanation) -> None:
         codes = "; ".join(c.text for c in code_list.codes)
         extra = f" (+{code_list.more} product codes)" if code_list.more else ""
         table.para(
-            f"  {code_list.kind} {code_list.name}: ",
+            f"  {code_list.kind} {code_list.label} [{code_list.name}]: ",
             (codes or "matched by name only") + extra,
             "      ",
         )

@@ -26,12 +26,14 @@ from cds_service.render.explain.codes import (
     value_set_list,
 )
 from cds_service.render.explain.model import Wording
+from cds_service.render.explain.names import inner, listed, rule_name, value_set_name
 
 if TYPE_CHECKING:
     from cds_service.engine.concepts import ObservationConcept
     from cds_service.engine.criteria.base import Criterion
     from cds_service.engine.facts import Threshold
     from cds_service.engine.model import Route, RuleSet
+    from cds_service.engine.terminology import ValueSet
 
 COMPARATORS = {"<": "below", "<=": "at or below", ">": "above", ">=": "at or above"}
 CONDITION_COUNTS = (
@@ -99,16 +101,16 @@ def _statuses_line(words: Wording, statuses: frozenset[str], ruleset: RuleSet) -
     target.append(f"Result statuses counted: {statuses_words(statuses)}.")
 
 
-def _value_sets(names: list[str]) -> str:
-    return join([f"'{n}'" for n in names], "or")
+def _value_sets(value_sets: tuple[ValueSet, ...]) -> str:
+    """The value sets by their plain names: "coded as deep vein thrombosis"."""
+    return "coded as " + inner(listed([value_set_name(vs) for vs in value_sets], "or"))
 
 
 def condition(criterion: ConditionCriterion, route: Route, ruleset: RuleSet) -> Wording:
     what = "an active problem (Condition)"
     if criterion.also_observations:
         what += " or a finding recorded as an Observation"
-    names = [vs.name for vs in criterion.value_sets]
-    when = f"The record holds {what} coded in value set {_value_sets(names)}"
+    when = f"The record holds {what} {_value_sets(criterion.value_sets)}"
     if criterion.window:
         when += f", with its onset or recorded date in the last {days_words(criterion.window)}"
     if criterion.persisting:
@@ -130,10 +132,9 @@ def condition(criterion: ConditionCriterion, route: Route, ruleset: RuleSet) -> 
 
 
 def procedure(criterion: ProcedureCriterion, route: Route, ruleset: RuleSet) -> Wording:
-    names = [vs.name for vs in criterion.value_sets]
     window = f" in the last {days_words(criterion.window)}" if criterion.window else ""
     return Wording(
-        f"A completed procedure coded in value set {_value_sets(names)} was performed{window}.",
+        f"A completed procedure {_value_sets(criterion.value_sets)} was performed{window}.",
         reads=[value_set_list(vs) for vs in criterion.value_sets],
     )
 
@@ -143,7 +144,7 @@ def observation(criterion: ObservationCriterion, route: Route, ruleset: RuleSet)
     pick = {"max": "highest", "min": "lowest"}.get(str(criterion.aggregate), "newest")
     window = f" of the last {days_words(criterion.window)}" if criterion.window else ""
     words = Wording(
-        f"The {pick} {concept.label} result{window} is "
+        f"The {pick} {inner(concept.label)} result{window} is "
         f"{threshold_words(criterion.threshold, concept)}.",
         reads=[concept_list(ruleset, concept)],
     )
@@ -233,22 +234,29 @@ def medication(criterion: MedicationCriterion, route: Route, ruleset: RuleSet) -
         "or brand name in the text (a close misspelling too, marked as such)."
     )
     if criterion.started_on_or_after:
+        anchor = route.criteria[criterion.started_on_or_after]
         words.details.append(
-            "Only medicines ordered on or after the date of the evidence of rule "
-            f"{criterion.started_on_or_after}."
+            "Only medicines ordered on or after the date of the evidence for: "
+            f"{inner(rule_name(anchor, route))}."
         )
     return words
 
 
+def _part_names(criterion: AllOf, route: Route) -> list[str]:
+    return [rule_name(route.criteria[part], route) for part in criterion.of]
+
+
 def all_of(criterion: AllOf, route: Route, ruleset: RuleSet) -> Wording:
-    parts = list(criterion.of)
-    if len(parts) == 1:
-        return Wording(f"Rule {parts[0]} holds.")
-    return Wording(f"All of these rules hold: {join(parts)}.")
+    """The parts by name: one part is the sentence itself (never "Rule x holds")."""
+    names = _part_names(criterion, route)
+    if len(names) == 1:
+        return Wording(f"{names[0]}.")
+    return Wording(f"All of these hold: {'; and '.join(inner(n) for n in names)}.")
 
 
 def any_of(criterion: AnyOf, route: Route, ruleset: RuleSet) -> Wording:
-    return Wording(f"Any of these rules holds: {join(list(criterion.of), 'or')}.")
+    names = _part_names(criterion, route)
+    return Wording(f"Any of these holds: {'; or '.join(inner(n) for n in names)}.")
 
 
 WORDING: dict[type, Callable[..., Wording]] = {
