@@ -198,8 +198,7 @@ def _shared_definitions(
             classes.append(drug_class)
     return Shared(
         value_sets={
-            name: ValueSet.from_entries(name, e, titles.get(name))
-            for name, e in value_sets.items()
+            name: ValueSet.from_entries(name, e, titles.get(name)) for name, e in value_sets.items()
         },
         medication_classes=classes,
         medications=MedicationClassifier(classes) if classes else None,

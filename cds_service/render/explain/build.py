@@ -199,11 +199,9 @@ def explain_shared(ruleset: RuleSet) -> list[SharedExplanation]:
     found: list[SharedExplanation] = []
     for shared in ruleset.shared_criteria.values():
         users = uses.get(shared.id, [])
-        if not users:  # defined, used by no route: nothing the service reads
+        if not users:  # defined, used by no route: nothing the service reads (no name)
             found.append(
-                SharedExplanation(
-                    shared.id, shared.file, "unused", "used by no rule", [], [], [], shared.id
-                )
+                SharedExplanation(shared.id, shared.file, "unused", "used by no rule", [], [], [])
             )
             continue
         route = routes[users[0].route]

@@ -149,13 +149,15 @@ def _shared(table: Table, shared: list[SharedExplanation]) -> None:
     table.add("=" * table.width, "Shared definitions (cards/shared/): each defined once")
     table.add("=" * table.width)
     for item in shared:
-        table.para("  ", f"{item.name} [{item.id}]", "      ")
+        table.para("  ", f"{item.name or item.id} [{item.id}]", "      ")
         table.para("      WHEN ", item.when, "           ")
         for line in item.details:
             table.para("      - ", line, "        ")
         for code_list in item.reads:
             codes = "; ".join(c.text for c in code_list.codes)
-            table.para(f"      {code_list.kind} {code_list.label}: ", codes or "by name", "        ")
+            table.para(
+                f"      {code_list.kind} {code_list.label}: ", codes or "by name", "        "
+            )
         users = ", ".join(u.text for u in item.users) or "no rule"
         table.para("      used by ", users, "              ")
     table.add("")
