@@ -492,8 +492,8 @@ def test_check_rules_explain_shows_each_shared_definition_once_with_its_users(ca
     assert " ".join(routes.split()).count(pointer) == 2
     entry = " ".join(shared.split()).split("[potassium-critical-low] ")[1]
     users = entry.split("used by ")[1].split(" [")[0]
-    assert "urgent-care/potassium-critical-low (makes the card)" in users
-    assert "primary-care-workup/potassium-critical-low (building block)" in users
+    assert "Urgent care (same-day assessment) (makes the card)" in users
+    assert "Primary care workup (building block)" in users
     # What a route adds stays in its own section, its exceptions by their plain names.
     workup = " ".join(routes.split("[primary-care-workup]")[1].split())
     assert "[potassium-low] WHEN as defined once for every route" in workup
@@ -522,7 +522,7 @@ def test_pages_say_where_a_shared_definition_lives(client):
     page = client.get("/explain/urgent-care").get_data(as_text=True)
     section = page.split('id="rule-potassium-critical-low"')[1].split("</section>")[0]
     assert "Defined once, in <code>cards/shared/criteria.yaml</code>" in section
-    assert "also used by primary-care-workup/potassium-critical-low" in section
+    assert "also used by Primary care workup (building block)" in section
     assert "2.5" in section  # one route's page still reads whole: the definition is shown
 
 

@@ -186,7 +186,7 @@ def shared_uses(ruleset: RuleSet) -> dict[str, list[SharedUse]]:
     for route in ruleset.routes:
         for criterion in route.criteria.values():
             if criterion.id in route.shared:
-                use = SharedUse(route.code, criterion.id, role_of(criterion))
+                use = SharedUse(route.code, criterion.id, role_of(criterion), route.title)
                 uses.setdefault(criterion.id, []).append(use)
     return uses
 

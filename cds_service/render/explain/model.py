@@ -87,7 +87,7 @@ class RuleExplanation:
     evidence_level: LevelData | None = None
     # Defined once in cards/shared/ (its file), and the other routes' rules that use it.
     shared_file: str | None = None
-    shared_with: list[str] = field(default_factory=list)  # "route/rule id"
+    shared_with: list[str] = field(default_factory=list)  # "Route title (role)"
     own_details: list[str] = field(default_factory=list)  # what this route adds (unless ...)
     name: str = ""  # its plain name (``names.rule_name``); the id is only a reference
 
@@ -115,10 +115,11 @@ class SharedUse:
     route: str  # route code
     rule: str  # rule id (the shared id: the id a card records)
     role: str  # "fires" | "building block" | "context"
+    route_title: str = ""  # the route by name (the rule is the same definition everywhere)
 
     @property
     def text(self) -> str:
-        return f"{self.route}/{self.rule} ({ROLE_WORDS[self.role].split(':')[0]})"
+        return f"{self.route_title or self.route} ({ROLE_WORDS[self.role].split(':')[0]})"
 
 
 @dataclass
