@@ -89,6 +89,10 @@ def _observation(c: ObservationCriterion, route: Route, seen: set[str]) -> str:
     text = first(f"{label} {words} {value}") + _window(c.window)
     if c.sustained:
         text += f", also {c.sustained.days} or more days earlier"
+    if c.age_from is not None:
+        text += f", aged {format_number(c.age_from, 1)} or over"
+    if c.age_below is not None:
+        text += f", under {format_number(c.age_below, 1)}"
     return text
 
 
