@@ -203,3 +203,15 @@ def _section(page: str, title: str) -> str:
     found = [s for s in sections if f"<h2>{title}</h2>" in s]
     assert len(found) == 1, title
     return found[0]
+
+
+def test_markdown_and_links_never_carry_script_or_fetch_anything():
+    from cds_service.gallery.html import markdown, web_url
+
+    html = str(
+        markdown("**x** <b onclick=1>y</b> [a](javascript:alert(1)) ![i](https://e.org/i.png)")
+    )
+    assert "<strong>x</strong>" in html
+    assert "<b" not in html and "<img" not in html  # an image is a link, never fetched
+    assert 'href="javascript' not in html  # the unsafe link stays text
+    assert web_url("javascript:alert(1)") == "" and web_url("https://e.org/g") == "https://e.org/g"
