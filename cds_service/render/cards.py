@@ -105,19 +105,25 @@ def _evidence_lines(facts: list[Fact]) -> list[str]:
     return lines
 
 
+def guideline_link(result: RouteResult) -> Link | None:
+    """The guideline link of the most severe rule that fired (``result.fired`` is most
+    severe first): the card's ``source.url`` and its first link. A fired rule whose content
+    names no link falls through to the next one; the route's first link is the last resort
+    (tests/test_card_text.py keeps every firing rule of the shipped cards linked)."""
+    for criterion_id in result.fired:
+        name = result.route.content_of.get(criterion_id)
+        block = result.route.content.get(name) if name is not None else None
+        if block is not None and block.links:
+            return block.links[0]
+    return result.route.links[0] if result.route.links else None
+
+
 def links_for(result: RouteResult, settings: Settings | None = None) -> list[dict[str, str]]:
     """The guideline link of the most severe rule that fired, then the card's explanation
     page (its route and fired rules, no patient data): LINK_LIMIT in all."""
-    links: list[Link] = []
-    for block in result.content:
-        for link in block.links:
-            if link.url not in {other.url for other in links}:
-                links.append(link)
-    shown = [
-        {"label": link.label, "url": link.url, "type": "absolute"}
-        for link in links[: LINK_LIMIT - 1]
-    ]
-    return shown + [explain.explain_link(result.route.code, result.fired, settings)]
+    link = guideline_link(result)
+    shown = [{"label": link.label, "url": link.url, "type": "absolute"}] if link else []
+    return shown[: LINK_LIMIT - 1] + [explain.explain_link(result.route.code, result.fired, settings)]
 
 
 def _service_request(
@@ -126,13 +132,14 @@ def _service_request(
     priority: str,
     reasons: list[str],
     note: str | None = None,
+    text: str | None = None,
 ) -> dict[str, object]:
     resource: dict[str, object] = {
         "resourceType": "ServiceRequest",
         "status": "draft",
         "intent": "proposal",
         "priority": priority,
-        "code": {"coding": [code], "text": code["display"]},
+        "code": {"coding": [code], "text": text or code["display"]},
         "subject": {"reference": f"Patient/{patient_id}"},
     }
     if reasons:
@@ -162,6 +169,7 @@ def suggestions_for(result: RouteResult, patient_id: str) -> list[dict[str, Any]
         code = _coding(referral.code)
         priority = (variant.priority if variant else None) or referral.priority
         label = (variant.referral_label if variant else None) or referral.label
+        name = referral.text or code["display"]
         suggestions.append(
             {
                 "label": label,
@@ -170,8 +178,10 @@ def suggestions_for(result: RouteResult, patient_id: str) -> list[dict[str, Any]
                 "actions": [
                     {
                         "type": "create",
-                        "description": f"{label} ({code['display']}, priority {priority})",
-                        "resource": _service_request(code, patient_id, priority, reasons),
+                        "description": f"{label} ({name}, priority {priority})",
+                        "resource": _service_request(
+                            code, patient_id, priority, reasons, text=referral.text
+                        ),
                     }
                 ],
             }
@@ -206,6 +216,7 @@ def render_card(
     result: RouteResult, ruleset: RuleSet, patient_id: str, settings: Settings | None = None
 ) -> Card:
     route = result.route
+    source = guideline_link(result)
     card: Card = {
         "uuid": str(uuid.uuid4()),
         "summary": summary_for(result),
@@ -213,11 +224,12 @@ def render_card(
         "detail": detail_for(result),
         "source": {
             "label": f"Leg-cramp referral guidance: {route.title}",
-            "url": route.links[0].url,
             "topic": {"system": ROUTE_SYSTEM, "code": route.code, "display": route.title},
         },
         "overrideReasons": ruleset.override_reasons,
     }
+    if source is not None:
+        card["source"]["url"] = source.url
     links = links_for(result, settings)
     if links:
         card["links"] = links
