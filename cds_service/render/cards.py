@@ -38,12 +38,14 @@ def _coding(concept: Concept) -> dict[str, str]:
 
 def summary_for(result: RouteResult) -> str:
     """The route's summary with as many findings as fit in SUMMARY_LIMIT characters, then
-    '(+N more)': the most severe finding comes first."""
+    '(+N more)': the most severe finding first, each once, by its rule's short clinical
+    name where the rule file gives one (a code's display may run to 90 characters). Never
+    cut: when not even one finding fits, the summary points to the evidence instead."""
     variant = result.variant
     template = (variant.summary if variant else None) or result.route.summary
     findings: list[str] = []
-    for fact in result.facts:
-        brief = evidence.short(fact)
+    for fact in evidence.unique(result.facts):
+        brief = _short_name(result, fact) or evidence.short(fact)
         if brief not in findings:
             findings.append(brief)
     for shown in range(len(findings), 0, -1):
@@ -52,8 +54,12 @@ def summary_for(result: RouteResult) -> str:
         summary = template.replace("{finding}", text)
         if len(summary) <= SUMMARY_LIMIT:
             return summary
-    summary = template.replace("{finding}", findings[0])
-    return summary[: SUMMARY_LIMIT - 1].rstrip() + "…"
+    return template.replace("{finding}", "see the evidence")
+
+
+def _short_name(result: RouteResult, fact: Fact) -> str | None:
+    criterion = result.route.criteria.get(fact.criterion)
+    return criterion.short_name if criterion is not None else None
 
 
 def detail_for(result: RouteResult) -> str:
@@ -94,6 +100,7 @@ def detail_for(result: RouteResult) -> str:
 
 def _evidence_lines(facts: list[Fact]) -> list[str]:
     """One line per fact; the missing results together on one line, where the first was."""
+    facts = evidence.unique(facts)
     missing = [evidence.missing(fact) for fact in facts]
     first = next((m for m in missing if m), None)
     lines = []

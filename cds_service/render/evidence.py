@@ -48,6 +48,31 @@ def text(fact: Fact) -> str:
     return line
 
 
+def unique(facts: list[Fact]) -> list[Fact]:
+    """Each finding once: two rules may report the same result (an eGFR below 30, and the
+    same eGFR sustained): the fuller line stands where the first was."""
+    kept: list[Fact] = []
+    for fact in facts:
+        same = next((i for i, k in enumerate(kept) if _same_finding(k, fact)), None)
+        if same is None:
+            kept.append(fact)
+        elif len(text(fact)) > len(text(kept[same])):
+            kept[same] = fact
+    return kept
+
+
+def _same_finding(a: Fact, b: Fact) -> bool:
+    if text(a) == text(b):
+        return True
+    kind = type(a.evidence)
+    return (
+        kind is type(b.evidence)
+        and kind is not MissingResult
+        and bool(a.references and b.references)
+        and a.references[0] == b.references[0]  # the result itself; then what it rests on
+    )
+
+
 def short(fact: Fact) -> str:
     """The fact in a few words, for the card's summary."""
     return _short(fact.evidence)
@@ -142,7 +167,7 @@ def _(e: LabResult) -> str:
         reported = as_reported(concept, e.reported) + read_note(e.reported)
         line = f"{concept.label} {shown} {dated} ({e.code.label}{reported})"
     t = e.threshold
-    limit = f"{t.comparator} {format_number(t.value, 2)} {units.display_label(t.unit)}"
+    limit = f"{t.comparator} {format_number(t.value, 2)} {units.display_label(t.unit)}".rstrip()
     line += f"; threshold {limit}{_discordance(concept, e.discordance)}"
     if e.earlier is not None:
         line += (
@@ -155,7 +180,7 @@ def _(e: LabResult) -> str:
 
 @_short.register
 def _(e: LabResult) -> str:
-    concept, shown, dated = e.concept, _lab_value(e), on(e.when)
+    concept, shown, dated = e.concept, _lab_value(e, both=False), on(e.when)
     if e.estimate is not None:
         brief = f"estimated {concept.label} {shown} {dated}"
     elif e.correction is not None:
@@ -165,12 +190,27 @@ def _(e: LabResult) -> str:
     return f"{brief}, sustained" if e.earlier is not None else brief
 
 
-def _lab_value(e: LabResult) -> str:
+def _lab_value(e: LabResult, both: bool = True) -> str:
     """The value with the comparator the laboratory reported ("<2.5 mmol/L"): a censored
-    result is never shown as a point value."""
+    result is never shown as a point value. Shown in the concept's display unit and, when
+    the threshold is in another unit, in that one too ("1.5 mg/dL (0.62 mmol/L)"), so the
+    reader compares like with like."""
     comparator = e.reported.comparator if e.estimate is None and e.correction is None else None
     prefix = comparator if comparator in {"<", "<=", ">", ">="} else ""
-    return prefix + value_text(e.concept, e.value)
+    return prefix + value_text(e.concept, e.value) + (in_threshold_unit(e) if both else "")
+
+
+def in_threshold_unit(e: LabResult) -> str:
+    """' (0.62 mmol/L)' when the threshold's unit is not the unit the value is shown in."""
+    concept, unit = e.concept, e.threshold.unit
+    shown = units.display_label(concept.display_unit)
+    if units.display_label(unit) == shown or units.ucum_code(unit) is None:
+        return ""
+    converted = concept.convert(e.value, concept.unit, unit)
+    if converted is None:
+        return ""
+    decimals = max(concept.decimals, 2) if abs(converted) < 10 else concept.decimals
+    return f" ({format_number(converted, decimals)} {units.display_label(unit)})".replace(" )", ")")
 
 
 def read_note(q: Quantity) -> str:
@@ -288,30 +328,36 @@ def _(e: MedicationOrder) -> str:
 
 
 def as_recorded(q: Quantity) -> str:
-    """The value as the laboratory sent it ("45 mmol/L", "<2.5 mmol/L"), for review lines."""
+    """The value as the laboratory sent it ("45 mmol/L", "<2.5 mmol/L"), for review lines;
+    a UCUM annotation in its unit is turned into words ("ng/mL FEU")."""
     if q.text is not None:
         return f'"{q.text[:40]}"'
     value = q.value
     if isinstance(value, float):
         value = format_number(value, 3)
-    parts = [value, q.unit or q.code]
-    shown = " ".join(str(p) for p in parts if p is not None and not isinstance(p, bool))
+    unit = q.unit or q.code
+    parts = [value, units.display_label(unit) if isinstance(unit, str) else unit]
+    shown = " ".join(str(p) for p in parts if p not in (None, "") and not isinstance(p, bool))
     prefix = q.comparator if isinstance(q.comparator, str) else ""
     return (prefix + shown)[:40]
 
 
 def as_reported(concept: ObservationConcept, q: Quantity) -> str:
     """'; reported as 78 mmol/mol' when the lab used another unit than the one shown, and
-    '; reported as 4.26 mL/min, used as mL/min/1.73m²' when a unit was read as another."""
+    '; reported as 4.26 mL/min, used as mL/min/1.73m²' when a unit was read as another;
+    nothing when the two read the same ("{ratio}" read as a plain ratio)."""
     raw, value = q.code or q.unit, q.value
-    if raw in concept.unit_aliases and not isinstance(value, bool):
-        return (
-            f"; reported as {format_number(float(value), 2)} {raw}, used as "
-            f"{units.display_label(concept.unit_aliases[raw])}"
-        )
+    if isinstance(value, bool) or not isinstance(raw, str):
+        return ""
+    if raw in concept.unit_aliases:
+        said, used = units.display_label(raw), units.display_label(concept.unit_aliases[raw])
+        if said == used or not said:
+            return ""
+        return f"; reported as {format_number(float(value), 2)} {said}, used as {used or 'a ratio'}"
     unit = units.ucum_code(raw)
-    if unit is None or unit == units.ucum_code(concept.display_unit) or isinstance(value, bool):
+    if unit is None or unit == units.ucum_code(concept.display_unit):
         return ""
-    if units.display_label(unit) == units.display_label(concept.display_unit):
+    said = units.display_label(unit)
+    if said == units.display_label(concept.display_unit):
         return ""
-    return f"; reported as {format_number(float(value), 2)} {units.display_label(unit)}"
+    return f"; reported as {format_number(float(value), 2)} {said}".rstrip()
