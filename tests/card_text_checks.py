@@ -79,6 +79,9 @@ def expected_source(card: dict[str, Any], rules: RuleSet) -> str | None:
     fired = fired_rules(card)
     if route is None or not fired:
         return None
+    variant = route.variant_for(fired)  # the card's framing: its rules are the severe ones
+    if variant is not None:
+        fired = sorted(fired, key=lambda rule: rule not in variant.when)
     name = route.content_of.get(fired[0])
     block = route.content.get(name) if name else None
     return block.links[0].url if block is not None and block.links else None

@@ -113,16 +113,24 @@ def _evidence_lines(facts: list[Fact]) -> list[str]:
 
 
 def guideline_link(result: RouteResult) -> Link | None:
-    """The guideline link of the most severe rule that fired (``result.fired`` is most
-    severe first): the card's ``source.url`` and its first link. A fired rule whose content
-    names no link falls through to the next one; the route's first link is the last resort
-    (tests/test_card_text.py keeps every firing rule of the shipped cards linked)."""
-    for criterion_id in result.fired:
+    """The guideline link of the most severe rule that fired: the card's ``source.url`` and
+    its first link. ``result.fired`` is most severe first by indicator, then file order; a
+    card variant (its summary) names the rules that make it, so they come first ("limb at
+    risk": the CLTI guideline, not the PAD one of an ABI rule listed earlier). A fired rule
+    whose content names no link falls through to the next one; the route's first link is the
+    last resort (tests/test_card_text.py keeps every firing rule of the shipped cards linked)."""
+    for criterion_id in by_severity(result):
         name = result.route.content_of.get(criterion_id)
         block = result.route.content.get(name) if name is not None else None
         if block is not None and block.links:
             return block.links[0]
     return result.route.links[0] if result.route.links else None
+
+
+def by_severity(result: RouteResult) -> list[str]:
+    """The fired rules, those of the card's variant first."""
+    framing = result.variant.when if result.variant is not None else frozenset()
+    return [r for r in result.fired if r in framing] + [r for r in result.fired if r not in framing]
 
 
 def links_for(result: RouteResult, settings: Settings | None = None) -> list[dict[str, str]]:
