@@ -164,6 +164,11 @@ def test_a_long_dvt_display_is_named_by_its_short_name():
     assert LONG_DVT in card["detail"]  # the evidence keeps the full display
 
 
+def test_near_miss_a_display_that_fits_is_shown_as_recorded():
+    card = cards_of(condition("I82.411", 3, display="Acute DVT of right femoral vein"))
+    assert card["urgent-care"]["summary"].endswith("Acute DVT of right femoral vein")
+
+
 def test_near_miss_a_lab_finding_keeps_its_value_in_the_summary():
     card = cards_of(observation("19123-9", 1.5, "mg/dL", 5))["primary-care-workup"]
     assert "Magnesium 1.5 mg/dL" in card["summary"]
@@ -243,7 +248,8 @@ def test_a_recent_diabetic_polyneuropathy_with_controlled_diabetes_is_informatio
     cards = cards_of(condition(code, 100), observation("4548-4", 6.8, "%", 30), *normal_workup())
     card = cards["neurology"]
     assert card["indicator"] == "info"
-    assert card["summary"].startswith("Consider neurology: diabetic polyneuropathy")
+    assert card["summary"].startswith("Consider neurology: ")
+    assert "neuropathy" in card["summary"] and "HbA1c 6.8 %" in card["summary"]
     assert "Section 12" in card["links"][0]["label"].title()
     assert not text_problems([card])
 
@@ -251,7 +257,9 @@ def test_a_recent_diabetic_polyneuropathy_with_controlled_diabetes_is_informatio
 def test_a_recent_diabetic_polyneuropathy_with_poor_control_is_a_warning():
     cards = cards_of(condition("E11.42", 100), observation("4548-4", 9.6, "%", 30), *normal_workup())
     assert cards["neurology"]["indicator"] == "warning"
-    assert cards["neurology"]["summary"] == "Refer to neurology: diabetic polyneuropathy"
+    assert cards["neurology"]["summary"] == (
+        "Refer to neurology: Type 2 diabetes mellitus with diabetic polyneuropathy"
+    )
     assert "endocrinology" in cards
 
 

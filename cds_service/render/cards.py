@@ -8,6 +8,7 @@ override reasons, no empty members).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from cds_service.engine.facts import Fact, RouteResult
@@ -37,24 +38,30 @@ def _coding(concept: Concept) -> dict[str, str]:
 
 
 def summary_for(result: RouteResult) -> str:
-    """The route's summary with as many findings as fit in SUMMARY_LIMIT characters, then
-    '(+N more)': the most severe finding first, each once, by its rule's short clinical
-    name where the rule file gives one (a code's display may run to 90 characters). Never
-    cut: when not even one finding fits, the summary points to the evidence instead."""
+    """The route's summary with its findings, most severe first, each once, composed to fit
+    SUMMARY_LIMIT characters: every finding as the record words it when that fits, else by
+    its rule's short clinical name where the rule file gives one (a code's display may run
+    to 90 characters), with as many as fit then '(+N more)'. Never cut: when not even one
+    finding fits, the summary points to the evidence instead."""
     variant = result.variant
     template = (variant.summary if variant else None) or result.route.summary
-    findings: list[str] = []
-    for fact in evidence.unique(result.facts):
-        brief = _short_name(result, fact) or evidence.short(fact)
-        if brief not in findings:
-            findings.append(brief)
-    for shown in range(len(findings), 0, -1):
-        rest = len(findings) - shown
-        text = "; ".join(findings[:shown]) + (f" (+{rest} more)" if rest else "")
+    facts = evidence.unique(result.facts)
+    full = _once(evidence.short(fact) for fact in facts)
+    named = _once(_short_name(result, fact) or evidence.short(fact) for fact in facts)
+    whole = template.replace("{finding}", "; ".join(full))
+    if len(whole) <= SUMMARY_LIMIT:
+        return whole
+    for shown in range(len(named), 0, -1):
+        rest = len(named) - shown
+        text = "; ".join(named[:shown]) + (f" (+{rest} more)" if rest else "")
         summary = template.replace("{finding}", text)
         if len(summary) <= SUMMARY_LIMIT:
             return summary
     return template.replace("{finding}", "see the evidence")
+
+
+def _once(texts: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(texts))
 
 
 def _short_name(result: RouteResult, fact: Fact) -> str | None:
