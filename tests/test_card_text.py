@@ -22,7 +22,7 @@ from test_value_sets import _covered, _members  # noqa: E402
 
 from cds_service.engine import units  # noqa: E402
 from cds_service.engine.facts import Quantity  # noqa: E402
-from cds_service.render import evidence  # noqa: E402
+from cds_service.render import quantities  # noqa: E402
 
 CARDS = Path(__file__).resolve().parents[1] / "cards"
 LONG_DVT = "Acute embolism and thrombosis of unspecified deep veins of right lower extremity"
@@ -58,7 +58,9 @@ def test_every_rule_that_makes_a_card_names_its_own_guideline_link():
 
 
 def test_the_source_is_the_most_severe_fired_rules_guideline():
-    card = cards_of(condition("I70.221", 200), observation("446841001", 0.35, "1", 5, system="snomed"))
+    card = cards_of(
+        condition("I70.221", 200), observation("446841001", 0.35, "1", 5, system="snomed")
+    )
     vascular = card["vascular"]
     assert "jvascsurg.org" in vascular["source"]["url"]  # CLTI, not the route's first (PAD) link
     assert vascular["links"][0]["url"] == vascular["source"]["url"]
@@ -117,9 +119,11 @@ def test_ucum_annotations_are_read_as_words(unit, words):
 
 def test_a_d_dimer_in_ng_ml_feu_is_reported_in_words():
     d_dimer = shipped_rules().concepts["d-dimer"]
-    said = evidence.as_reported(d_dimer, Quantity(value=900.0, unit="ng/mL{FEU}", code="ng/mL{FEU}"))
+    said = quantities.as_reported(
+        d_dimer, Quantity(value=900.0, unit="ng/mL{FEU}", code="ng/mL{FEU}")
+    )
     assert said == "; reported as 900 ng/mL FEU, used as ng/mL"
-    recorded = evidence.as_recorded(Quantity(value=900.0, unit="ng/mL{FEU}"))
+    recorded = quantities.as_recorded(Quantity(value=900.0, unit="ng/mL{FEU}"))
     assert recorded == "900 ng/mL FEU"
 
 
@@ -141,7 +145,9 @@ def test_near_miss_two_different_results_stay_two_lines():
         observation("2823-3", 5.9, "mmol/L", 10),
     )["nephrology"]
     lines = evidence_lines(card["detail"])
-    assert any(x.startswith("eGFR") for x in lines) and any(x.startswith("Potassium") for x in lines)
+    assert any(x.startswith("eGFR") for x in lines) and any(
+        x.startswith("Potassium") for x in lines
+    )
 
 
 def test_the_checker_finds_a_repeated_line_and_an_empty_unit():
@@ -255,7 +261,9 @@ def test_a_recent_diabetic_polyneuropathy_with_controlled_diabetes_is_informatio
 
 
 def test_a_recent_diabetic_polyneuropathy_with_poor_control_is_a_warning():
-    cards = cards_of(condition("E11.42", 100), observation("4548-4", 9.6, "%", 30), *normal_workup())
+    cards = cards_of(
+        condition("E11.42", 100), observation("4548-4", 9.6, "%", 30), *normal_workup()
+    )
     assert cards["neurology"]["indicator"] == "warning"
     assert cards["neurology"]["summary"] == (
         "Refer to neurology: Type 2 diabetes mellitus with diabetic polyneuropathy"

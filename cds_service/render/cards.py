@@ -145,7 +145,9 @@ def links_for(result: RouteResult, settings: Settings | None = None) -> list[dic
     page (its route and fired rules, no patient data): LINK_LIMIT in all."""
     link = guideline_link(result)
     shown = [{"label": link.label, "url": link.url, "type": "absolute"}] if link else []
-    return shown[: LINK_LIMIT - 1] + [explain.explain_link(result.route.code, result.fired, settings)]
+    return shown[: LINK_LIMIT - 1] + [
+        explain.explain_link(result.route.code, result.fired, settings)
+    ]
 
 
 def _service_request(
