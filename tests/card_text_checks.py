@@ -59,7 +59,27 @@ def summary_problems(card: dict[str, Any]) -> list[str]:
         problems.append("summary is cut")
     if RAW_UCUM.search(summary):
         problems.append("summary shows a raw UCUM unit")
+    counted = _findings_counted(summary)
+    listed = _findings_listed(card.get("detail", ""))
+    if counted > listed:
+        problems.append(f"summary counts {counted} findings, the evidence lists {listed}")
     return problems
+
+
+def _findings_counted(summary: str) -> int:
+    """How many findings the summary names or counts ("a; b (+2 more)": 4)."""
+    more = re.search(r" \(\+(\d+) more\)$", summary)
+    named = summary[: more.start()] if more else summary
+    if ": " not in named:
+        return int(more.group(1)) if more else 0
+    return len(named.split(": ", 1)[1].split("; ")) + (int(more.group(1)) if more else 0)
+
+
+def _findings_listed(detail: str) -> int:
+    """The evidence's findings: one per line, one per missing result on the grouped line."""
+    lines = evidence_lines(detail.split("**Also on record**")[0])
+    missing = [line for line in lines if line.startswith("No recent result:")]
+    return len(lines) - len(missing) + sum(line.count(" months") for line in missing)
 
 
 def fired_rules(card: dict[str, Any]) -> list[str]:

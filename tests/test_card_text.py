@@ -160,6 +160,11 @@ def test_the_checker_finds_a_repeated_line_and_an_empty_unit():
     assert "same finding" in problems and "empty unit" in problems and "raw UCUM" in problems
 
 
+def test_the_checker_finds_a_summary_counting_a_copy():
+    card = {"summary": "Refer: eGFR 25 (+1 more)", "detail": "**Evidence**\n- eGFR 25 (LOINC 1)"}
+    assert any("counts 2 findings" in p for p in text_problems([card]))
+
+
 # --- 3. summaries: short clinical names, never cut
 
 
