@@ -17,7 +17,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from card_text_checks import evidence_lines, shipped_rules, text_problems  # noqa: E402
 from golden_cards import current  # noqa: E402
-from routes_helpers import cards_of, condition, normal_workup, observation  # noqa: E402
+from routes_helpers import (  # noqa: E402
+    cards_of,
+    condition,
+    medication,
+    normal_workup,
+    observation,
+)
 from test_value_sets import _covered, _members  # noqa: E402
 
 from cds_service.engine import units  # noqa: E402
@@ -65,6 +71,17 @@ def test_the_source_is_the_most_severe_fired_rules_guideline():
     assert "jvascsurg.org" in vascular["source"]["url"]  # CLTI, not the route's first (PAD) link
     assert vascular["links"][0]["url"] == vascular["source"]["url"]
     assert not text_problems([vascular])
+
+
+def test_a_furosemide_card_cites_its_own_reference_not_the_statin_guideline():
+    card = cards_of(medication(None, "furosemide 40 MG Oral Tablet"), *normal_workup())
+    source = card["medication-review"]["source"]["url"]
+    assert source == "https://pubmed.ncbi.nlm.nih.gov/22963024/"  # Allen & Kirby, AFP 2012
+
+
+def test_near_miss_a_statin_card_cites_the_cholesterol_guideline():
+    card = cards_of(medication(None, "atorvastatin 20 MG Oral Tablet"), *normal_workup())
+    assert "CIR.0000000000000625" in card["medication-review"]["source"]["url"]
 
 
 def test_near_miss_a_pad_card_points_to_the_pad_guideline():
