@@ -308,3 +308,35 @@ def test_a_recent_diabetic_polyneuropathy_without_an_hba1c_is_a_warning():
 )
 def test_near_miss_no_neurology_card(resources):
     assert "neurology" not in cards_of(*resources, *normal_workup())
+
+
+# --- the summary's last resort
+
+
+def _result(route_code: str, displays: list[str], criterion: str):
+    from cds_service.engine.facts import CodedProblem, Fact, RouteResult
+    from cds_service.engine.terminology import Concept
+
+    route = next(r for r in shipped_rules().routes if r.code == route_code)
+    facts = [
+        Fact(
+            criterion,
+            CodedProblem(Concept("http://snomed.info/sct", str(i), d), "active", None, None),
+        )
+        for i, d in enumerate(displays)
+    ]
+    return RouteResult(route, facts, [], [criterion], "warning", None, None)
+
+
+def test_a_finding_too_long_for_any_summary_points_to_the_evidence():
+    from cds_service.render.cards import summary_for
+
+    unnamed = _result("neurology", ["x" * 120], "no-such-rule")  # no short name to fall back on
+    assert summary_for(unnamed) == "Refer to neurology: see the evidence"
+
+
+def test_near_miss_a_long_display_with_a_short_name_is_named():
+    from cds_service.render.cards import summary_for
+
+    named = _result("neurology", ["Polyneuropathy " + "y" * 100, "Other " + "z" * 90], "neuropathy")
+    assert summary_for(named) == "Refer to neurology: new neuropathy"

@@ -46,11 +46,11 @@ def summary_for(result: RouteResult) -> str:
     variant = result.variant
     template = (variant.summary if variant else None) or result.route.summary
     facts = evidence.unique(result.facts)
-    full = _once(evidence.short(fact) for fact in facts)
-    named = _once(_short_name(result, fact) or evidence.short(fact) for fact in facts)
-    whole = template.replace("{finding}", "; ".join(full))
+    worded = [evidence.short(fact) for fact in facts]
+    whole = template.replace("{finding}", "; ".join(_once(worded)))
     if len(whole) <= SUMMARY_LIMIT:
         return whole
+    named = _once(_short_name(result, f) or w for f, w in zip(facts, worded, strict=True))
     for shown in range(len(named), 0, -1):
         rest = len(named) - shown
         text = "; ".join(named[:shown]) + (f" (+{rest} more)" if rest else "")
