@@ -34,7 +34,9 @@ EXPECTED = {
     # Creatinine 2.79 mg/dL (CKD-EPI 2021: eGFR 24) beside a reported eGFR of 83 the same day:
     # discordant by far more than 30 %, so the lower value drives nephrology (issue 12), with the
     # "may be acute kidney injury, repeat" wording as no CKD is coded.
-    "Daryl_Heaney_f44fe3a9.json": ({"nephrology"}, {"urgent-care", "endocrinology", "neurology"}),
+    # Neuropathy due to T2DM coded 2025-12-05 (within the year) with HbA1c 7.0 %: a neurology
+    # information card since issue 22 (the shared README expects neurology).
+    "Daryl_Heaney_f44fe3a9.json": ({"nephrology", "neurology"}, {"urgent-care", "endocrinology"}),
     "Shandra_Glover_afe4d0ff.json": (
         {"nephrology", "medication-review"},
         {"urgent-care", "neurology"},

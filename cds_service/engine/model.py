@@ -77,6 +77,7 @@ class Referral:
     also: tuple[Concept, ...] = ()
     words: tuple[str, ...] = ()
     elsewhere: tuple[str, ...] = ()  # filled by the loader, which knows every route
+    text: str | None = None  # the referral as clinicians read it, when the display differs
 
 
 @dataclass(frozen=True)

@@ -241,6 +241,7 @@ def _referral(data: Spec) -> Referral | None:
         spec["priority"],
         also=tuple(_concept(entry) for entry in recognised.get("codes", [])),
         words=tuple(recognised.get("words", [])),
+        text=spec.get("text"),
     )
 
 

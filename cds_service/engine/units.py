@@ -187,14 +187,31 @@ _LABELS = {
     "meq/L": "mEq/L",
     "m[IU]/L": "mIU/L",
     "u[IU]/mL": "µIU/mL",
+    "m[IU]/mL": "mIU/mL",
+    "[IU]/L": "IU/L",
     "umol/L": "µmol/L",
     "ug/dL": "µg/dL",
     "ug/L": "µg/L",
+    "ug/mL": "µg/mL",
     "1": "",
-    "{ratio}": "",
 }
+
+# A UCUM annotation ("{FEU}") is a comment in curly braces: clinicians read it as a word after
+# the unit ("ng/mL FEU"); a dimensionless annotation ("{ratio}") is no unit at all.
+_ANNOTATION = re.compile(r"\{([^{}]*)\}")
+_ANNOTATION_WORDS = {"ratio": "", "index": "", "score": "", "1.73_m2": "1.73m²"}
 
 
 def display_label(unit: str) -> str:
-    """How a UCUM code is written for clinicians (mL/min/1.73m², °C, µmol/L)."""
-    return _LABELS.get(unit, unit)
+    """How a UCUM code is written for clinicians (mL/min/1.73m², °C, µmol/L, ng/mL FEU):
+    never with a UCUM annotation in braces."""
+    unit = _SPELLINGS.get(unit, unit)
+    if unit in _LABELS:
+        return _LABELS[unit]
+    if unit.startswith("{") and "}/" in unit:  # "{cells}/uL": the annotation is what is counted
+        counted, _, per = unit[1:].partition("}")
+        return _ANNOTATION_WORDS.get(counted, counted) + display_label(per)
+    words = [_ANNOTATION_WORDS.get(a, a.replace("_", " ")) for a in _ANNOTATION.findall(unit)]
+    core = _ANNOTATION.sub("", unit).strip()
+    core = _LABELS.get(_SPELLINGS.get(core, core), core)
+    return " ".join(part for part in [core, *words] if part)

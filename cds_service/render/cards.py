@@ -8,6 +8,7 @@ override reasons, no empty members).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from cds_service.engine.facts import Fact, RouteResult
@@ -37,23 +38,35 @@ def _coding(concept: Concept) -> dict[str, str]:
 
 
 def summary_for(result: RouteResult) -> str:
-    """The route's summary with as many findings as fit in SUMMARY_LIMIT characters, then
-    '(+N more)': the most severe finding comes first."""
+    """The route's summary with its findings, most severe first, each once, composed to fit
+    SUMMARY_LIMIT characters: every finding as the record words it when that fits, else by
+    its rule's short clinical name where the rule file gives one (a code's display may run
+    to 90 characters), with as many as fit then '(+N more)'. Never cut: when not even one
+    finding fits, the summary points to the evidence instead."""
     variant = result.variant
     template = (variant.summary if variant else None) or result.route.summary
-    findings: list[str] = []
-    for fact in result.facts:
-        brief = evidence.short(fact)
-        if brief not in findings:
-            findings.append(brief)
-    for shown in range(len(findings), 0, -1):
-        rest = len(findings) - shown
-        text = "; ".join(findings[:shown]) + (f" (+{rest} more)" if rest else "")
+    facts = evidence.unique(result.facts)
+    worded = [evidence.short(fact) for fact in facts]
+    whole = template.replace("{finding}", "; ".join(_once(worded)))
+    if len(whole) <= SUMMARY_LIMIT:
+        return whole
+    named = _once(_short_name(result, f) or w for f, w in zip(facts, worded, strict=True))
+    for shown in range(len(named), 0, -1):
+        rest = len(named) - shown
+        text = "; ".join(named[:shown]) + (f" (+{rest} more)" if rest else "")
         summary = template.replace("{finding}", text)
         if len(summary) <= SUMMARY_LIMIT:
             return summary
-    summary = template.replace("{finding}", findings[0])
-    return summary[: SUMMARY_LIMIT - 1].rstrip() + "…"
+    return template.replace("{finding}", "see the evidence")
+
+
+def _once(texts: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(texts))
+
+
+def _short_name(result: RouteResult, fact: Fact) -> str | None:
+    criterion = result.route.criteria.get(fact.criterion)
+    return criterion.short_name if criterion is not None else None
 
 
 def detail_for(result: RouteResult) -> str:
@@ -94,6 +107,7 @@ def detail_for(result: RouteResult) -> str:
 
 def _evidence_lines(facts: list[Fact]) -> list[str]:
     """One line per fact; the missing results together on one line, where the first was."""
+    facts = evidence.unique(facts)
     missing = [evidence.missing(fact) for fact in facts]
     first = next((m for m in missing if m), None)
     lines = []
@@ -105,19 +119,35 @@ def _evidence_lines(facts: list[Fact]) -> list[str]:
     return lines
 
 
+def guideline_link(result: RouteResult) -> Link | None:
+    """The guideline link of the most severe rule that fired: the card's ``source.url`` and
+    its first link. ``result.fired`` is most severe first by indicator, then file order; a
+    card variant (its summary) names the rules that make it, so they come first ("limb at
+    risk": the CLTI guideline, not the PAD one of an ABI rule listed earlier). A fired rule
+    whose content names no link falls through to the next one; the route's first link is the
+    last resort (tests/test_card_text.py keeps every firing rule of the shipped cards linked)."""
+    for criterion_id in by_severity(result):
+        name = result.route.content_of.get(criterion_id)
+        block = result.route.content.get(name) if name is not None else None
+        if block is not None and block.links:
+            return block.links[0]
+    return result.route.links[0] if result.route.links else None
+
+
+def by_severity(result: RouteResult) -> list[str]:
+    """The fired rules, those of the card's variant first."""
+    framing = result.variant.when if result.variant is not None else frozenset()
+    return [r for r in result.fired if r in framing] + [r for r in result.fired if r not in framing]
+
+
 def links_for(result: RouteResult, settings: Settings | None = None) -> list[dict[str, str]]:
     """The guideline link of the most severe rule that fired, then the card's explanation
     page (its route and fired rules, no patient data): LINK_LIMIT in all."""
-    links: list[Link] = []
-    for block in result.content:
-        for link in block.links:
-            if link.url not in {other.url for other in links}:
-                links.append(link)
-    shown = [
-        {"label": link.label, "url": link.url, "type": "absolute"}
-        for link in links[: LINK_LIMIT - 1]
+    link = guideline_link(result)
+    shown = [{"label": link.label, "url": link.url, "type": "absolute"}] if link else []
+    return shown[: LINK_LIMIT - 1] + [
+        explain.explain_link(result.route.code, result.fired, settings)
     ]
-    return shown + [explain.explain_link(result.route.code, result.fired, settings)]
 
 
 def _service_request(
@@ -126,13 +156,14 @@ def _service_request(
     priority: str,
     reasons: list[str],
     note: str | None = None,
+    text: str | None = None,
 ) -> dict[str, object]:
     resource: dict[str, object] = {
         "resourceType": "ServiceRequest",
         "status": "draft",
         "intent": "proposal",
         "priority": priority,
-        "code": {"coding": [code], "text": code["display"]},
+        "code": {"coding": [code], "text": text or code["display"]},
         "subject": {"reference": f"Patient/{patient_id}"},
     }
     if reasons:
@@ -162,6 +193,7 @@ def suggestions_for(result: RouteResult, patient_id: str) -> list[dict[str, Any]
         code = _coding(referral.code)
         priority = (variant.priority if variant else None) or referral.priority
         label = (variant.referral_label if variant else None) or referral.label
+        name = referral.text or code["display"]
         suggestions.append(
             {
                 "label": label,
@@ -170,8 +202,10 @@ def suggestions_for(result: RouteResult, patient_id: str) -> list[dict[str, Any]
                 "actions": [
                     {
                         "type": "create",
-                        "description": f"{label} ({code['display']}, priority {priority})",
-                        "resource": _service_request(code, patient_id, priority, reasons),
+                        "description": f"{label} ({name}, priority {priority})",
+                        "resource": _service_request(
+                            code, patient_id, priority, reasons, text=referral.text
+                        ),
                     }
                 ],
             }
@@ -206,6 +240,7 @@ def render_card(
     result: RouteResult, ruleset: RuleSet, patient_id: str, settings: Settings | None = None
 ) -> Card:
     route = result.route
+    source = guideline_link(result)
     card: Card = {
         "uuid": str(uuid.uuid4()),
         "summary": summary_for(result),
@@ -213,11 +248,12 @@ def render_card(
         "detail": detail_for(result),
         "source": {
             "label": f"Leg-cramp referral guidance: {route.title}",
-            "url": route.links[0].url,
             "topic": {"system": ROUTE_SYSTEM, "code": route.code, "display": route.title},
         },
         "overrideReasons": ruleset.override_reasons,
     }
+    if source is not None:
+        card["source"]["url"] = source.url
     links = links_for(result, settings)
     if links:
         card["links"] = links

@@ -24,19 +24,14 @@ from cds_service.engine.facts import (
 )
 from cds_service.engine.quality import CRITICAL_FLAGS
 from cds_service.render.dates import day, on
-
-
-def format_number(value: float, decimals: int) -> str:
-    """At most ``decimals`` decimals, without trailing zeros (4.10 -> "4.1", 80.0 -> "80")."""
-    text = f"{value:.{decimals}f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def value_text(concept: ObservationConcept, canonical_value: float) -> str:
-    """A value in the concept's unit, shown in its display unit ("2.9 mmol/L")."""
-    shown = format_number(concept.in_display_unit(canonical_value), concept.decimals)
-    # A dimensionless ratio (ABI) has no unit label: no trailing space.
-    return f"{shown} {units.display_label(concept.display_unit)}".rstrip()
+from cds_service.render.quantities import (
+    as_recorded,
+    as_reported,
+    in_threshold_unit,
+    read_note,
+    value_text,
+)
+from cds_service.render.quantities import format_number as format_number  # read by explain
 
 
 def text(fact: Fact) -> str:
@@ -46,6 +41,31 @@ def text(fact: Fact) -> str:
     if line is None:
         line = fact.wording["text"] = _text(fact.evidence)
     return line
+
+
+def unique(facts: list[Fact]) -> list[Fact]:
+    """Each finding once: two rules may report the same result (an eGFR below 30, and the
+    same eGFR sustained): the fuller line stands where the first was."""
+    kept: list[Fact] = []
+    for fact in facts:
+        same = next((i for i, k in enumerate(kept) if _same_finding(k, fact)), None)
+        if same is None:
+            kept.append(fact)
+        elif len(text(fact)) > len(text(kept[same])):
+            kept[same] = fact
+    return kept
+
+
+def _same_finding(a: Fact, b: Fact) -> bool:
+    if text(a) == text(b):
+        return True
+    kind = type(a.evidence)
+    return (
+        kind is type(b.evidence)
+        and kind is not MissingResult
+        and bool(a.references and b.references)
+        and a.references[0] == b.references[0]  # the result itself; then what it rests on
+    )
 
 
 def short(fact: Fact) -> str:
@@ -142,7 +162,7 @@ def _(e: LabResult) -> str:
         reported = as_reported(concept, e.reported) + read_note(e.reported)
         line = f"{concept.label} {shown} {dated} ({e.code.label}{reported})"
     t = e.threshold
-    limit = f"{t.comparator} {format_number(t.value, 2)} {units.display_label(t.unit)}"
+    limit = f"{t.comparator} {format_number(t.value, 2)} {units.display_label(t.unit)}".rstrip()
     line += f"; threshold {limit}{_discordance(concept, e.discordance)}"
     if e.earlier is not None:
         line += (
@@ -155,7 +175,7 @@ def _(e: LabResult) -> str:
 
 @_short.register
 def _(e: LabResult) -> str:
-    concept, shown, dated = e.concept, _lab_value(e), on(e.when)
+    concept, shown, dated = e.concept, _lab_value(e, both=False), on(e.when)
     if e.estimate is not None:
         brief = f"estimated {concept.label} {shown} {dated}"
     elif e.correction is not None:
@@ -165,21 +185,14 @@ def _(e: LabResult) -> str:
     return f"{brief}, sustained" if e.earlier is not None else brief
 
 
-def _lab_value(e: LabResult) -> str:
+def _lab_value(e: LabResult, both: bool = True) -> str:
     """The value with the comparator the laboratory reported ("<2.5 mmol/L"): a censored
-    result is never shown as a point value."""
+    result is never shown as a point value. Shown in the concept's display unit and, when
+    the threshold is in another unit, in that one too ("1.5 mg/dL (0.62 mmol/L)"), so the
+    reader compares like with like."""
     comparator = e.reported.comparator if e.estimate is None and e.correction is None else None
     prefix = comparator if comparator in {"<", "<=", ">", ">="} else ""
-    return prefix + value_text(e.concept, e.value)
-
-
-def read_note(q: Quantity) -> str:
-    """What was assumed to read the value: a number in a text, a unit given only as text."""
-    if q.text is not None:
-        return f'; read from the text "{q.text[:30]}"'
-    if not q.code and isinstance(q.unit, str) and q.unit:
-        return f'; unit given as text only ("{q.unit[:20]}")'
-    return ""
+    return prefix + value_text(e.concept, e.value) + (in_threshold_unit(e) if both else "")
 
 
 def _estimate(estimate: Estimate) -> str:
@@ -285,33 +298,3 @@ def _(e: MedicationOrder) -> str:
 @_short.register
 def _(e: MedicationOrder) -> str:
     return e.ingredient
-
-
-def as_recorded(q: Quantity) -> str:
-    """The value as the laboratory sent it ("45 mmol/L", "<2.5 mmol/L"), for review lines."""
-    if q.text is not None:
-        return f'"{q.text[:40]}"'
-    value = q.value
-    if isinstance(value, float):
-        value = format_number(value, 3)
-    parts = [value, q.unit or q.code]
-    shown = " ".join(str(p) for p in parts if p is not None and not isinstance(p, bool))
-    prefix = q.comparator if isinstance(q.comparator, str) else ""
-    return (prefix + shown)[:40]
-
-
-def as_reported(concept: ObservationConcept, q: Quantity) -> str:
-    """'; reported as 78 mmol/mol' when the lab used another unit than the one shown, and
-    '; reported as 4.26 mL/min, used as mL/min/1.73m²' when a unit was read as another."""
-    raw, value = q.code or q.unit, q.value
-    if raw in concept.unit_aliases and not isinstance(value, bool):
-        return (
-            f"; reported as {format_number(float(value), 2)} {raw}, used as "
-            f"{units.display_label(concept.unit_aliases[raw])}"
-        )
-    unit = units.ucum_code(raw)
-    if unit is None or unit == units.ucum_code(concept.display_unit) or isinstance(value, bool):
-        return ""
-    if units.display_label(unit) == units.display_label(concept.display_unit):
-        return ""
-    return f"; reported as {format_number(float(value), 2)} {units.display_label(unit)}"

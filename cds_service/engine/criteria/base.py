@@ -91,6 +91,7 @@ class Criterion:
     window: timedelta | None  # look-back from today
     evidence_level: EvidenceLevel | None  # overrides its content block's (explanation pages)
     note: str | None  # the rule author's explanation, shown on the explanation pages
+    short_name: str | None  # the finding in a few words, for the card's summary
     spec: Spec = field(repr=False)  # as written, for the explanation pages
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -119,6 +120,7 @@ class Criterion:
             window=timedelta(days=days) if days is not None else None,
             evidence_level=EvidenceLevel(level["level"], level["source"]) if level else None,
             note=spec.get("note"),
+            short_name=spec.get("short_name"),
             spec=spec,
         )
         kind = TYPES[spec["type"]]
