@@ -1,0 +1,69 @@
+"""One plan per patient: the next steps of every card, composed after every route decided.
+
+Cards come most urgent first. Walking them in that order, a step is left out when a more
+urgent card already
+- asks for one of its tests (each test is asked for once, on the most urgent card),
+- acts on one of its drug classes (``drugs``: "stop the statin" on an urgent card wins over
+  "consider a dose change" on the medication card), or
+- holds a finding the step is written against (``unless`` naming a criterion defined once in
+  ``cards/shared/``, which keeps its id on every route: no workup for a diagnosis on record).
+What conflicts is data in the rule files (a step's ``asks``, ``unless_recent``, ``drugs`` and
+``unless``); nothing here names a drug, a test or a route.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cds_service.engine.facts import RouteResult
+    from cds_service.engine.model import Step
+
+
+@dataclass
+class Plan:
+    """What the cards composed so far ask for and do, each with the card that said it."""
+
+    shared: frozenset[str]  # ids of the criteria defined once (cards/shared/)
+    tests: dict[str, str] = field(default_factory=dict)  # test -> card title
+    drugs: dict[str, str] = field(default_factory=dict)  # drug class -> card title
+    findings: dict[str, str] = field(default_factory=dict)  # shared criterion -> card title
+
+    def taken_by(self, step: Step) -> str | None:
+        """The title of a more urgent card that supersedes this step, if any."""
+        for test in sorted(step.tests):
+            if test in self.tests:
+                return self.tests[test]
+        for drug_class, _action in step.drugs:
+            if drug_class in self.drugs:
+                return self.drugs[drug_class]
+        return next((self.findings[c] for c in step.unless if c in self.findings), None)
+
+    def add(self, result: RouteResult, kept: list[Step]) -> None:
+        title = result.route.title
+        for step in kept:
+            for test in step.tests:
+                self.tests.setdefault(test, title)
+            for drug_class, _action in step.drugs:
+                self.drugs.setdefault(drug_class, title)
+        for fact in result.facts + result.context:
+            if fact.criterion in self.shared:
+                self.findings.setdefault(fact.criterion, title)
+
+
+def compose(results: list[RouteResult], shared: frozenset[str]) -> list[RouteResult]:
+    """Each card keeps the steps no more urgent card supersedes; ``superseded_by`` names
+    the cards that took the others. The results are changed in place and returned."""
+    plan = Plan(shared)
+    for result in results:
+        kept: list[Step] = []
+        for step in result.steps:
+            title = plan.taken_by(step)
+            if title is None:
+                kept.append(step)
+            elif title != result.route.title and title not in result.superseded_by:
+                result.superseded_by.append(title)
+        result.steps = kept
+        plan.add(result, kept)
+    return results
