@@ -28,14 +28,18 @@ def fitting_steps(ev: Evaluation, fired: list[str], on_card: list[Fact]) -> list
     classes = classes_on(on_card)
     chosen: list[Step] = []
     seen: set[str] = set()
+    asked: frozenset[str] = frozenset()
     for criterion_id in fired:
         name = route.content_of.get(criterion_id)
         if name is None or name in seen:
             continue
         seen.add(name)
         for step in route.content[name].steps:
-            if step not in chosen and holds(ev, step, classes):
+            if step in chosen or step.tests & asked:
+                continue  # once per card, like a test asked by an earlier step
+            if holds(ev, step, classes):
                 chosen.append(step)
+                asked |= step.tests
     return chosen
 
 
