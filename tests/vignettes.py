@@ -71,9 +71,7 @@ def ckd4_with_egfr_22() -> dict:
 
 
 def ckd3_with_one_high_potassium() -> dict:
-    return hook_request(
-        condition("433144002", onset=900), observation("2823-3", 5.8, "mmol/L", 3)
-    )
+    return hook_request(condition("433144002", onset=900), observation("2823-3", 5.8, "mmol/L", 3))
 
 
 def coded_dvt() -> dict:

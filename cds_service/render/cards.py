@@ -10,8 +10,8 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from cds_service.engine.facts import Fact, RouteResult
 from cds_service.engine import plan
+from cds_service.engine.facts import Fact, RouteResult
 from cds_service.engine.model import Link, RuleSet
 from cds_service.engine.referrals import request_name
 from cds_service.engine.terminology import Concept
