@@ -107,6 +107,14 @@ def test_post_thyroidectomy_hypocalcaemia_is_named_without_tsh_or_ck_workup():
     assert "Order TSH" in near and "Order CK" in near
 
 
+def test_a_coded_hyperthyroidism_is_not_confirmed_nor_called_hypothyroid():
+    found = cards(v.hyperthyroidism_coded_without_tsh)
+    assert "Confirm" not in steps(found["endocrinology"])
+    workup = steps(found["primary-care-workup"])
+    assert "hypothyroid" not in workup and "Order TSH with free T4" in workup
+    assert "Confirm the suppressed TSH" in steps(cards(v.tsh_suppressed_uncoded)["endocrinology"])
+
+
 @pytest.mark.parametrize(
     "step, message",
     [

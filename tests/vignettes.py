@@ -109,6 +109,14 @@ def postprocedural_hypothyroidism_years_ago() -> dict:
     return hook_request(condition("E89.0", onset=2000), *normal_workup())
 
 
+def hyperthyroidism_coded_without_tsh() -> dict:
+    return hook_request(condition("34486009", onset=300), *normal_workup())
+
+
+def tsh_suppressed_uncoded() -> dict:
+    return hook_request(observation("3016-3", 0.05, "m[IU]/L", 10), *normal_workup())
+
+
 VIGNETTES: list[tuple[str, Callable[[], dict]]] = [
     (build.__name__, build)
     for build in (
@@ -131,5 +139,7 @@ VIGNETTES: list[tuple[str, Callable[[], dict]]] = [
         clti_with_abi_048,
         calcium_low_six_days_after_thyroidectomy,
         postprocedural_hypothyroidism_years_ago,
+        hyperthyroidism_coded_without_tsh,
+        tsh_suppressed_uncoded,
     )
 ]
