@@ -13,6 +13,7 @@ declaration is caught too.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import datetime, timedelta
 
@@ -20,6 +21,8 @@ import pytest
 from corpus import Rendered, everyone
 
 from cds_service.engine.facts import LabResult, MedicationOrder, RouteResult
+from cds_service.engine.plan import steps_of
+from cds_service.render import cards
 
 RECENT = timedelta(days=30)
 # How a next step names a test it asks for (the rule files' wording), by concept.
@@ -82,7 +85,7 @@ def test_the_corpus_holds_every_kind_of_patient():
 def test_no_step_asks_for_a_test_recent_on_its_card(patient):
     for result in patient.results:
         recent = _recent_tests(result, _today(patient))
-        for step in result.steps:
+        for step in steps_of(result):
             assert not step.tests & recent, (result.route.code, step.text, recent)
             for test in recent & set(ASKED_IN_WORDS):
                 found = re.search(ASKING + ASKED_IN_WORDS[test], step.text, re.IGNORECASE)
@@ -93,7 +96,7 @@ def test_no_step_asks_for_a_test_recent_on_its_card(patient):
 def test_no_drug_class_advice_without_that_class_on_the_card(patient):
     for result in patient.results:
         on_card = _classes(result)
-        for step in result.steps:
+        for step in steps_of(result):
             advised = set(step.for_classes) | {c for c, action in step.drugs if action != "start"}
             if advised:
                 assert advised & on_card, (result.route.code, step.text, on_card)
@@ -108,7 +111,7 @@ def test_no_two_cards_contradict_or_ask_the_same_test(patient):
     asked: dict[str, str] = {}
     for result in patient.results:
         code = result.route.code
-        for step in result.steps:
+        for step in steps_of(result):
             for drug_class, action in step.drugs:
                 other = actions.get(drug_class)
                 assert other is None or other[1] == code, (drug_class, action, other, code)
@@ -125,3 +128,15 @@ def test_no_two_cards_contradict_or_ask_the_same_test(patient):
 def test_the_plan_did_supersede_somewhere():
     """The corpus exercises the plan: a lower card lost a step to a more urgent one."""
     assert any(r.superseded_by for p in PATIENTS for r in p.results)
+
+
+def test_a_result_no_record_chose_steps_for_keeps_its_unconditional_steps():
+    """A route result made without a record (steps None) still gets a next step: those
+    that hold whatever the record, never a conditional one."""
+    patient = next(p for p in PATIENTS if p.label == "vignette abi_072_on_the_card")
+    [result] = [r for r in patient.results if r.route.code == "vascular"]
+    bare = dataclasses.replace(result, steps=None, superseded_by=[])
+    texts = [s.text for s in steps_of(bare)]
+    assert "Start risk-factor therapy and supervised exercise (ACC/AHA 2024)." in texts
+    assert not any("ABI" in t for t in texts)
+    assert "**Next step**" in cards.detail_for(bare)

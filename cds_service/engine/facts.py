@@ -291,8 +291,8 @@ class RouteResult:
     variant: Variant | None
     existing_referral: Resource | None
     # The next steps that fit this record (``engine.steps``), then what one plan for the
-    # patient kept (``engine.plan``): each with the content block it came from.
-    steps: list[Step] = field(default_factory=list)
+    # patient kept (``engine.plan``); None: not chosen from a record (``plan.steps_of``).
+    steps: list[Step] | None = None
     superseded_by: list[str] = field(default_factory=list)  # titles of more urgent cards
 
     @property

@@ -58,7 +58,7 @@ def compose(results: list[RouteResult], shared: frozenset[str]) -> list[RouteRes
     plan = Plan(shared)
     for result in results:
         kept: list[Step] = []
-        for step in result.steps:
+        for step in steps_of(result):
             title = plan.taken_by(step)
             if title is None:
                 kept.append(step)
@@ -67,3 +67,11 @@ def compose(results: list[RouteResult], shared: frozenset[str]) -> list[RouteRes
         result.steps = kept
         plan.add(result, kept)
     return results
+
+
+def steps_of(result: RouteResult) -> list[Step]:
+    """The result's chosen steps; for a result no record chose them for, only the steps
+    that hold whatever the record (no condition), so a card never goes without one."""
+    if result.steps is not None:
+        return result.steps
+    return [s for block in result.content for s in block.steps if not s.condition()]

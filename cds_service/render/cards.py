@@ -67,7 +67,7 @@ def detail_for(result: RouteResult) -> str:
     if context:
         shown += ["", "**Also on record**"] + [f"- {evidence.text(f)}" for f in context]
     blocks = result.content
-    steps = [s.text for s in result.steps] + [
+    steps = [s.text for s in plan.steps_of(result)] + [
         f"See the {title} card first: it is more urgent and covers the rest."
         for title in result.superseded_by
     ]
