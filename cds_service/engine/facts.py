@@ -189,6 +189,7 @@ class MissingResult:
     months: int
     last: LastResult | None
     unplaced: int = 0  # results of the group whose date cannot be read or is after today
+    concepts: tuple[str, ...] = field(default=(), compare=False)  # the group's tests, by name
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """One plan per patient: the next steps of every card, composed after every route decided.
 
-Cards come most urgent first. Walking them in that order, a step is left out when a more
-urgent card already
-- asks for one of its tests (each test is asked for once, on the most urgent card),
+Cards come most urgent first. Walking them in that order, a step is left out when another
+card already
+- asks for one of its tests (each test is asked for once, on the most urgent card; or on
+  the card that offers it as an order, whose button is the ask),
 - acts on one of its drug classes (``drugs``: "stop the statin" on an urgent card wins over
   "consider a dose change" on the medication card), or
 - holds a finding the step is written against (``unless`` naming a criterion defined once in
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from cds_service.engine.facts import MissingResult
 
 if TYPE_CHECKING:
     from cds_service.engine.facts import RouteResult
@@ -30,11 +33,16 @@ class Plan:
     drugs: dict[str, str] = field(default_factory=dict)  # drug class -> card title
     findings: dict[str, str] = field(default_factory=dict)  # shared criterion -> card title
 
-    def taken_by(self, step: Step) -> str | None:
-        """The title of a more urgent card that supersedes this step, if any."""
+    orders: dict[str, str] = field(default_factory=dict)  # test offered as an order -> card
+
+    def taken_by(self, step: Step, own: str) -> str | None:
+        """The title of another card that supersedes this step, if any: one more urgent,
+        or one that offers one of its tests as an order (the order is the ask)."""
         for test in sorted(step.tests):
             if test in self.tests:
                 return self.tests[test]
+            if self.orders.get(test, own) != own:
+                return self.orders[test]
         for drug_class, _action in step.drugs:
             if drug_class in self.drugs:
                 return self.drugs[drug_class]
@@ -53,16 +61,22 @@ class Plan:
 
 
 def compose(results: list[RouteResult], shared: frozenset[str]) -> list[RouteResult]:
-    """Each card keeps the steps no more urgent card supersedes; ``superseded_by`` names
-    the cards that took the others. The results are changed in place and returned."""
+    """Each card keeps the steps no other card supersedes; ``superseded_by`` names the
+    cards that took the others. The results are changed in place and returned."""
     plan = Plan(shared)
+    for result in results:  # the tests offered as orders (a missing result's button)
+        for fact in result.facts:
+            if fact.order and isinstance(fact.evidence, MissingResult):
+                for test in fact.evidence.concepts:
+                    plan.orders.setdefault(test, result.route.title)
     for result in results:
+        own = result.route.title
         kept: list[Step] = []
         for step in steps_of(result):
-            title = plan.taken_by(step)
-            if title is None:
+            title = plan.taken_by(step, own)
+            if title is None or title == own:
                 kept.append(step)
-            elif title != result.route.title and title not in result.superseded_by:
+            elif title not in result.superseded_by:
                 result.superseded_by.append(title)
         result.steps = kept
         plan.add(result, kept)

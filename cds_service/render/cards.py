@@ -68,8 +68,7 @@ def detail_for(result: RouteResult) -> str:
         shown += ["", "**Also on record**"] + [f"- {evidence.text(f)}" for f in context]
     blocks = result.content
     steps = [s.text for s in plan.steps_of(result)] + [
-        f"See the {title} card first: it is more urgent and covers the rest."
-        for title in result.superseded_by
+        f"See the {title} card for the rest of the plan." for title in result.superseded_by
     ]
     tail = []
     if result.existing_referral is not None:
