@@ -15,7 +15,7 @@ from cds_service.cli import main
 from cds_service.config import Settings
 from cds_service.engine import load_rules
 from cds_service.engine.criteria.observation import ObservationCriterion
-from cds_service.engine.model import Content, Link
+from cds_service.engine.model import Content, Link, Step
 from cds_service.render import explain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,6 +238,7 @@ def test_text_is_escaped(ruleset, tmp_path):
     data["why"] = "Kidneys <script>alert('x')</script> & more"
     # A rule's next step, caveats and links live in the content block it names.
     name = next(c["content"] for c in data["criteria"] if c.get("content"))
+    data["content"][name].pop("steps", None)  # one written step instead of a list
     data["content"][name]["next_step"] = "Call <b>nephrology</b>"
     data["content"][name]["caveats"] = ["One <i>caveat</i>"]
     data["content"][name]["links"] = [{"label": "A <link>", "url": "https://example.org/a?b=1&c=2"}]
@@ -259,14 +260,14 @@ def test_per_rule_content_from_a_named_content_block(ruleset):
         route,
         content={
             "advanced-ckd": Content(
-                "Refer to nephrology.",
+                (Step("Refer to nephrology."),),
                 ("Check the stage.",),
                 (Link("KDIGO", "https://kdigo.org/"),),
             )
         },
         content_of={**route.content_of, criterion.id: "advanced-ckd"},
     )
-    assert explain.rule_content(fake, criterion) == (
+    assert explain.rule_content(fake, criterion, ruleset) == (
         "Refer to nephrology.",
         ["Check the stage."],
         [{"label": "KDIGO", "url": "https://kdigo.org/"}],

@@ -23,6 +23,7 @@ from cds_service.engine.model import Route, RuleSet
 from cds_service.engine.record import Presence, Record
 from cds_service.engine.referrals import open_referral
 from cds_service.engine.shapes import Resource
+from cds_service.engine.steps import fitting_steps
 
 if TYPE_CHECKING:
     from cds_service.engine.concepts import ObservationConcept
@@ -141,6 +142,7 @@ class Evaluation:
             hits[0][3],
             self.route.variant_for(fired),
             self._existing_referral(),
+            fitting_steps(self, fired, facts + context),
         )
 
     def check(self, criterion_id: str) -> list[Fact]:

@@ -21,7 +21,7 @@ from cds_service.engine.terminology import Concept
 
 if TYPE_CHECKING:
     from cds_service.engine.concepts import ObservationConcept
-    from cds_service.engine.model import Content, Route, Variant
+    from cds_service.engine.model import Content, Route, Step, Variant
 
 INDICATOR_RANK = {"info": 0, "warning": 1, "critical": 2}
 
@@ -189,6 +189,7 @@ class MissingResult:
     months: int
     last: LastResult | None
     unplaced: int = 0  # results of the group whose date cannot be read or is after today
+    concepts: tuple[str, ...] = field(default=(), compare=False)  # the group's tests, by name
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,7 @@ class MedicationOrder:
     how: str  # "RxNorm 83367", "matched by name" ...
     link_with_cramps: str | None  # the class's evidence
     source_kind: str = "order"  # "order" (MedicationRequest) or "statement" (taken, as recorded)
+    drug_class: str = ""  # the class the rule matched it in (advice is per class)
 
 
 Evidence = (
@@ -289,6 +291,10 @@ class RouteResult:
     indicator: str
     variant: Variant | None
     existing_referral: Resource | None
+    # The next steps that fit this record (``engine.steps``), then what one plan for the
+    # patient kept (``engine.plan``); None: not chosen from a record (``plan.steps_of``).
+    steps: list[Step] | None = None
+    superseded_by: list[str] = field(default_factory=list)  # titles of more urgent cards
 
     @property
     def content(self) -> list[Content]:

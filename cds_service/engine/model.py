@@ -35,12 +35,45 @@ class EvidenceLevel:
     source: str
 
 
+DRUG_ACTIONS = ("stop", "change", "continue", "start", "review")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One next step of a content block and when it fits the patient (all must hold):
+    ``when``/``unless`` name criteria of the route (a finding: dialysis, a coded DVT);
+    ``for_classes``: a medicine of one of these classes is on the card; ``unless_recent``:
+    no result of these tests in the last ``recent_days``. What the one plan per patient
+    compares across cards (``engine.plan``): the tests it ``asks`` for (``unless_recent``
+    counts too) and what it does to a drug class (``drugs``: class -> stop, change, ...)."""
+
+    text: str
+    when: tuple[str, ...] = ()
+    unless: tuple[str, ...] = ()
+    for_classes: frozenset[str] = frozenset()
+    unless_recent: tuple[str, ...] = ()
+    recent_days: int = 30
+    asks: tuple[str, ...] = ()
+    drugs: tuple[tuple[str, str], ...] = ()  # (class, action), action in DRUG_ACTIONS
+
+    @property
+    def tests(self) -> frozenset[str]:
+        """The tests this step asks for (ordered or repeated), by concept name."""
+        return frozenset(self.asks) | frozenset(self.unless_recent)
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the step depends on the record (any condition at all)."""
+        return bool(self.when or self.unless or self.for_classes or self.unless_recent)
+
+
 @dataclass(frozen=True)
 class Content:
-    """What a card says for one rule that fired: its next step, caveats and links, and the
-    strength of the evidence behind it (for the explanation page)."""
+    """What a card says for one rule that fired: its next steps (each with the condition
+    under which it fits the patient), caveats and links, and the strength of the evidence
+    behind it (for the explanation page)."""
 
-    next_step: str
+    steps: tuple[Step, ...]
     caveats: tuple[str, ...] = ()
     links: tuple[Link, ...] = ()
     evidence_level: EvidenceLevel | None = None

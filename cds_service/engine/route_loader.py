@@ -17,6 +17,7 @@ from cds_service.engine.model import (
     Route,
     RuleError,
     SharedCriterion,
+    Step,
     Suppression,
     Variant,
 )
@@ -78,7 +79,10 @@ def compile_route(file: str, data: Spec, shared: Shared) -> Route:
     criteria = {
         spec["id"]: Criterion.build(spec, defs, where, fires) for where, spec, fires in entries
     }
-    content = {name: _content(block) for name, block in data.get("content", {}).items()}
+    content = {
+        name: _content(block, defs, f"{file}: field content/{name}")
+        for name, block in data.get("content", {}).items()
+    }
     read = {name for c in criteria.values() for name in _value_set_names(c)}
     return Route(
         code=data["route"],
@@ -175,13 +179,38 @@ def _check_no_clash(file: str, data: Spec, shared: Shared) -> None:
         raise RuleError(f"{file}: field medications: {sorted(clash)} already defined in valuesets/")
 
 
-def _content(block: Spec) -> Content:
+def _content(block: Spec, defs: Definitions, where: str) -> Content:
+    """A content block: ``next_step`` (one step, always shown) or ``steps``."""
     level = block.get("evidence_level")
+    specs = block.get("steps") or [{"text": block["next_step"]}]
     return Content(
-        next_step=block["next_step"].strip(),
+        steps=tuple(_step(spec, defs, f"{where}/steps/{i}") for i, spec in enumerate(specs)),
         caveats=tuple(c.strip() for c in block.get("caveats", [])),
         links=tuple(Link(link["label"], link["url"]) for link in block.get("links", [])),
         evidence_level=EvidenceLevel(level["level"], level["source"]) if level else None,
+    )
+
+
+def _step(spec: Spec, defs: Definitions, where: str) -> Step:
+    """One next step, every name it holds on resolved: criteria of the route, observation
+    concepts, medication classes (each defined once, elsewhere)."""
+    known = defs.medications.classes if defs.medications else set()
+    classes = {*spec.get("for_classes", []), *spec.get("drugs", {})}
+    unknown = sorted(classes - set(known))
+    if unknown:
+        raise RuleError(f"{where}: unknown medication class {unknown[0]!r}")
+    for key in ("unless_recent", "asks"):
+        for name in spec.get(key, []):
+            defs.concept(name, f"{where}/{key}")
+    return Step(
+        text=" ".join(spec["text"].split()),
+        when=tuple(defs.criterion(c, f"{where}/when") for c in spec.get("when", [])),
+        unless=tuple(defs.criterion(c, f"{where}/unless") for c in spec.get("unless", [])),
+        for_classes=frozenset(spec.get("for_classes", [])),
+        unless_recent=tuple(spec.get("unless_recent", [])),
+        recent_days=int(spec.get("recent_days", 30)),
+        asks=tuple(spec.get("asks", [])),
+        drugs=tuple(sorted(spec.get("drugs", {}).items())),
     )
 
 

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from cds_service.engine import plan
 from cds_service.engine.facts import Fact, RouteResult
 from cds_service.engine.model import Link, RuleSet
 from cds_service.engine.referrals import request_name
@@ -30,7 +31,8 @@ Card = dict[str, Any]  # a CDS Hooks card, as JSON
 def render(
     results: list[RouteResult], ruleset: RuleSet, patient_id: str, settings: Settings | None = None
 ) -> list[Card]:
-    return [render_card(result, ruleset, patient_id, settings) for result in results]
+    composed = plan.compose(results, frozenset(ruleset.shared_criteria))
+    return [render_card(result, ruleset, patient_id, settings) for result in composed]
 
 
 def _coding(concept: Concept) -> dict[str, str]:
@@ -74,10 +76,13 @@ def detail_for(result: RouteResult) -> str:
     route's background is on its explanation page. Within DETAIL_LIMIT characters, the
     evidence always stays whole; caveats go first, then the later (less severe) next steps."""
     shown = ["**Evidence**"] + _evidence_lines(result.facts)
-    if result.context:
-        shown += ["", "**Also on record**"] + [f"- {evidence.text(f)}" for f in result.context]
+    context = [f for f in result.context if not f.hidden]
+    if context:
+        shown += ["", "**Also on record**"] + [f"- {evidence.text(f)}" for f in context]
     blocks = result.content
-    steps = [b.next_step for b in blocks]
+    steps = [s.text for s in plan.steps_of(result)] + [
+        f"See the {title} card for the rest of the plan." for title in result.superseded_by
+    ]
     tail = []
     if result.existing_referral is not None:
         authored = result.existing_referral.get("authoredOn")
@@ -92,7 +97,7 @@ def detail_for(result: RouteResult) -> str:
     for kept_caveats, kept_steps in [(caveats, steps)] + [
         ([], steps[:n]) for n in range(len(steps), 0, -1)
     ]:
-        lines = shown + ["", "**Next step**"]
+        lines = shown + (["", "**Next step**"] if kept_steps else [])
         lines += kept_steps if len(kept_steps) == 1 else [f"- {s}" for s in kept_steps]
         if len(kept_steps) < len(steps):
             lines.append("- More next steps for the other findings: see the explanation page.")

@@ -130,6 +130,7 @@ def medication_fact(
         how,
         info.evidence,
         source_kind=kind,
+        drug_class=info.drug_class,
     )
     return Fact(criterion_id, evidence, (resource,), started)
 

@@ -116,7 +116,8 @@ class ObservationMissingCriterion(Criterion):
             last = LastResult(owner, value, when, code)
             sources = (resource,)
         months = round(group.window.days / 30.4)
-        evidence = MissingResult(group.label, months, last, unplaced)
+        names = tuple(c.name for c in group.concepts)
+        evidence = MissingResult(group.label, months, last, unplaced, names)
         return Fact(self.id, evidence, sources, None, group.order)
 
     def _unusable(

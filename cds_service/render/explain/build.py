@@ -1,8 +1,7 @@
-"""The page model of a route, built from the typed rule model (``engine.model``).
-
-Built once per rule set (``pages.Explainer`` keeps the models); the rules that fired only
-mark a copy. Text with no typed field (a route's ``why``, ``action`` and background
-caveats, a variant's ``action``, the gate's finding) is read from the rule files as written.
+"""The page model of a route, built from the typed rule model (``engine.model``), once per
+rule set (``pages.Explainer`` keeps the models); the rules that fired only mark a copy.
+Text with no typed field (a route's ``why``, ``action`` and background caveats, a variant's
+``action``, the gate's finding) is read from the rule files as written.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from cds_service.render.explain.model import (
     VariantExplanation,
 )
 from cds_service.render.explain.names import inner, rule_name
+from cds_service.render.explain.steps import next_steps
 from cds_service.render.explain.urls import clean_rule_ids
 from cds_service.render.explain.wording import criterion_words, join
 
@@ -64,7 +64,7 @@ def links_of(links: Iterable[Link]) -> list[LinkData]:
 
 
 def rule_content(
-    route: Route, criterion: Criterion
+    route: Route, criterion: Criterion, ruleset: RuleSet
 ) -> tuple[str | None, list[str], list[LinkData]]:
     """A rule's next step, caveats and links: the route's content block it names."""
     name = route.content_of.get(criterion.id)
@@ -72,7 +72,7 @@ def rule_content(
     if block is None:
         return None, [], []
     caveats = [t for c in block.caveats if (t := clean(c))]
-    return clean(block.next_step), caveats, links_of(block.links)
+    return clean(next_steps(block, route, ruleset)), caveats, links_of(block.links)
 
 
 def evidence_level(route: Route, criterion: Criterion) -> LevelData | None:
@@ -150,7 +150,7 @@ def _rule(
     words = criterion_words(criterion, route, ruleset)
     role = role_of(criterion)
     type_name = type(criterion).type_name
-    next_step, caveats, links = rule_content(route, criterion)
+    next_step, caveats, links = rule_content(route, criterion, ruleset)
     own = _extra_details(criterion, route)
     shared = ruleset.shared_criteria.get(criterion.id) if criterion.id in route.shared else None
     return RuleExplanation(
@@ -298,7 +298,7 @@ def source_attributes(
         for link in links_of(route.links):
             seen.setdefault(link["url"], link)
         for criterion in route.criteria.values():
-            for link in rule_content(route, criterion)[2]:
+            for link in rule_content(route, criterion, ruleset)[2]:
                 seen.setdefault(link["url"], link)
     return SourceAttributes(
         version=str(block.get("version", MISSING)),

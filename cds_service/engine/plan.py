@@ -1,0 +1,91 @@
+"""One plan per patient: the next steps of every card, composed after every route decided.
+
+Cards come most urgent first. Walking them in that order, a step is left out when another
+card already
+- asks for one of its tests (each test is asked for once, on the most urgent card; or on
+  the card that offers it as an order, whose button is the ask),
+- acts on one of its drug classes (``drugs``: "stop the statin" on an urgent card wins over
+  "consider a dose change" on the medication card), or
+- holds a finding the step is written against (``unless`` naming a criterion defined once in
+  ``cards/shared/``, which keeps its id on every route: no workup for a diagnosis on record).
+What conflicts is data in the rule files (a step's ``asks``, ``unless_recent``, ``drugs`` and
+``unless``); nothing here names a drug, a test or a route.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from cds_service.engine.facts import MissingResult
+
+if TYPE_CHECKING:
+    from cds_service.engine.facts import RouteResult
+    from cds_service.engine.model import Step
+
+
+@dataclass
+class Plan:
+    """What the cards composed so far ask for and do, each with the card that said it."""
+
+    shared: frozenset[str]  # ids of the criteria defined once (cards/shared/)
+    tests: dict[str, str] = field(default_factory=dict)  # test -> card title
+    drugs: dict[str, str] = field(default_factory=dict)  # drug class -> card title
+    findings: dict[str, str] = field(default_factory=dict)  # shared criterion -> card title
+
+    orders: dict[str, str] = field(default_factory=dict)  # test offered as an order -> card
+
+    def taken_by(self, step: Step, own: str) -> str | None:
+        """The title of another card that supersedes this step, if any: one more urgent,
+        or one that offers one of its tests as an order (the order is the ask)."""
+        for test in sorted(step.tests):
+            if test in self.tests:
+                return self.tests[test]
+            if self.orders.get(test, own) != own:
+                return self.orders[test]
+        for drug_class, _action in step.drugs:
+            if drug_class in self.drugs:
+                return self.drugs[drug_class]
+        return next((self.findings[c] for c in step.unless if c in self.findings), None)
+
+    def add(self, result: RouteResult, kept: list[Step]) -> None:
+        title = result.route.title
+        for step in kept:
+            for test in step.tests:
+                self.tests.setdefault(test, title)
+            for drug_class, _action in step.drugs:
+                self.drugs.setdefault(drug_class, title)
+        for fact in result.facts + result.context:
+            if fact.criterion in self.shared:
+                self.findings.setdefault(fact.criterion, title)
+
+
+def compose(results: list[RouteResult], shared: frozenset[str]) -> list[RouteResult]:
+    """Each card keeps the steps no other card supersedes; ``superseded_by`` names the
+    cards that took the others. The results are changed in place and returned."""
+    plan = Plan(shared)
+    for result in results:  # the tests offered as orders (a missing result's button)
+        for fact in result.facts:
+            if fact.order and isinstance(fact.evidence, MissingResult):
+                for test in fact.evidence.concepts:
+                    plan.orders.setdefault(test, result.route.title)
+    for result in results:
+        own = result.route.title
+        kept: list[Step] = []
+        for step in steps_of(result):
+            title = plan.taken_by(step, own)
+            if title is None or title == own:
+                kept.append(step)
+            elif title not in result.superseded_by:
+                result.superseded_by.append(title)
+        result.steps = kept
+        plan.add(result, kept)
+    return results
+
+
+def steps_of(result: RouteResult) -> list[Step]:
+    """The result's chosen steps; for a result no record chose them for, only the steps
+    that hold whatever the record (no condition), so a card never goes without one."""
+    if result.steps is not None:
+        return result.steps
+    return [s for block in result.content for s in block.steps if not s.conditional]
