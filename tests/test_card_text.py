@@ -1,8 +1,8 @@
 """What a clinician reads on a card (issue 22): the card's own guideline as its source, each
 finding once in the unit recorded (and the threshold's), no raw UCUM, summaries composed to
 fit, plain override reasons and US wording; and the diabetic polyneuropathy neurology card.
-Firing and near-miss for each; ``card_text_checks.text_problems`` over every example and
-shared chart."""
+Firing and near-miss for each; ``card_text_checks.text_problems`` over every example, shared
+chart and vignette."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from card_text_checks import evidence_lines, shipped_rules, text_problems  # noqa: E402
+from corpus import everyone  # noqa: E402
 from golden_cards import current  # noqa: E402
 from routes_helpers import (  # noqa: E402
     cards_of,
@@ -39,7 +40,9 @@ LONG_DVT = "Acute embolism and thrombosis of unspecified deep veins of right low
 
 @pytest.fixture(scope="module")
 def corpus() -> dict[str, list[dict]]:
-    return current()
+    """The golden cards (examples and shared charts on their own dates) and tests/corpus.py's
+    patients (examples, shared charts a week after their newest entry, the plan's vignettes)."""
+    return {**current(), **{p.label: p.cards for p in everyone()}}
 
 
 def test_no_text_problem_on_any_example_or_shared_chart(corpus):

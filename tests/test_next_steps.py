@@ -144,6 +144,7 @@ def test_check_rules_explain_shows_each_step_condition():
     ruleset = load(ROOT / "cards")
     vascular = next(r for r in ruleset.routes if r.code == "vascular")
     described = next_steps(vascular.content["pad"], vascular, ruleset)
-    assert "Confirm with an ABI (ACC/AHA 2024). [only with no ankle-brachial index result in the last 365 days]" in (
-        described
+    assert (
+        "Confirm with an ABI (ACC/AHA 2024). [only with no ankle-brachial index result in the last 365 days]"
+        in (described)
     )
