@@ -29,7 +29,16 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from requests_gen import build_request  # noqa: E402
-from run import PATH, PLACEHOLDER, TODAY, Server, fresh_body, request_once, server_ms  # noqa: E402
+from run import (
+    PATH,
+    PLACEHOLDER,
+    TODAY,
+    Server,
+    fresh_body,
+    percentile,
+    request_once,
+    server_ms,
+)  # noqa: E402
 
 WARMUP = 20  # calls per server and size before measuring
 
@@ -83,7 +92,9 @@ def _measure(servers: dict, body: bytes, rounds: int) -> dict[tuple[str, str], l
     for i in range(rounds):
         shift = i % len(keys)
         for key in keys[shift:] + keys[:shift]:
-            _, _, timing = request_once(servers[key].port, "POST", PATH, fresh_body(body), conns[key])
+            _, _, timing = request_once(
+                servers[key].port, "POST", PATH, fresh_body(body), conns[key]
+            )
             times[key].append(server_ms(timing))
     for conn in conns.values():
         conn.close()
@@ -109,27 +120,37 @@ def main(argv: list[str] | None = None) -> int:
         bodies[size] = orjson.dumps(request)
     workdir = Path(tempfile.mkdtemp(prefix="cds-ab-"))
     ratios: dict[tuple[str, int], list[float]] = {}
+    versus: dict[tuple[str, int], list[float]] = {}  # service time / the first tree's
+    first = next(iter(trees))
     for cycle in range(args.cycles):
         servers = _start(trees, workdir, cycle)
         try:
             for size in sizes:
                 times = _measure(servers, bodies[size], args.rounds)
+                reference = statistics.median(times[(first, "service")])
                 for name in trees:
-                    svc = statistics.median(times[(name, "service")])
+                    service_times = times[(name, "service")]
+                    svc = statistics.median(service_times)
                     base = statistics.median(times[(name, "baseline")])
                     ratios.setdefault((name, size), []).append(svc / base)
+                    versus.setdefault((name, size), []).append(svc / reference)
                     print(
-                        f"cycle {cycle} {name:>8} {size:>5}: service {svc:.3f} ms, "
-                        f"baseline {base:.3f} ms, ratio {svc / base:.2f}",
+                        f"cycle {cycle} {name:>8} {size:>5}: service {svc:.3f} ms "
+                        f"(p90 {percentile(service_times, 90):.3f}), baseline {base:.3f} ms, "
+                        f"ratio {svc / base:.2f}, service / {first}'s {svc / reference:.3f}",
                         flush=True,
                     )
         finally:
             for server in servers.values():
                 server.stop()
-    print("median ratio over cycles:")
+    print(f"median over cycles: ratio service / baseline; service time / {first}'s")
     for (name, size), values in ratios.items():
         shown = ", ".join(f"{v:.2f}" for v in values)
-        print(f"  {name:>8} {size:>5}: {statistics.median(values):.2f} ({shown})")
+        paired = versus[(name, size)]
+        print(
+            f"  {name:>8} {size:>5}: {statistics.median(values):.2f} ({shown}); "
+            f"{statistics.median(paired):.3f} ({', '.join(f'{v:.3f}' for v in paired)})"
+        )
     return 0
 
 
