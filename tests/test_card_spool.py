@@ -447,6 +447,32 @@ def test_requests_in_flight_are_counted_per_process():
     assert requests.count == 0 and requests.wait_idle(0.0)
 
 
+def test_the_gevent_worker_counts_a_request_in_flight_until_its_answer_is_sent(monkeypatch):
+    """Counted around gunicorn's handling (body read, app, answer sent), errors included."""
+    from gunicorn.workers import ggevent
+
+    from cds_service.storage import in_flight as in_flight_module
+    from cds_service.web import gevent_worker
+
+    requests = InFlight()
+    monkeypatch.setattr(gevent_worker, "REQUESTS", requests)
+    monkeypatch.setattr(in_flight_module, "REQUESTS", requests)
+    seen = []
+
+    def handled(self, listener_name, req, sock, addr):
+        seen.append(requests.count)
+        if req == "fails":
+            raise OSError("client gone")
+
+    monkeypatch.setattr(ggevent.GeventWorker, "handle_request", handled)
+    worker = object.__new__(gevent_worker.GeventWorker)
+    worker.handle_request("listener", "answers", None, None)
+    with pytest.raises(OSError):
+        worker.handle_request("listener", "fails", None, None)
+    assert seen == [1, 1]
+    assert requests.count == 0
+
+
 # -- the app on SQLite ----------------------------------------------------------------------
 
 
