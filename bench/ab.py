@@ -74,8 +74,13 @@ def _start(trees: dict[str, Path], workdir: Path, cycle: int) -> dict[tuple[str,
         servers[(name, "baseline")] = Server(
             f"{name}-baseline-{cycle}", "baseline:app", env, workdir, chdir=tree / "bench"
         )
-    for server in servers.values():
-        server.wait_ready()
+    try:
+        for server in servers.values():
+            server.wait_ready()  # stops its own server and exits when it does not start
+    except BaseException:
+        for server in servers.values():
+            server.stop()
+        raise
     return servers
 
 
