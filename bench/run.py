@@ -106,7 +106,9 @@ class Server:
                 str(chdir),
                 app,
             ],
-            cwd=chdir if command else ROOT,
+            # gunicorn puts its start directory first on sys.path before it reads --chdir,
+            # so the start directory decides which tree's modules the config imports.
+            cwd=chdir,
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
