@@ -35,7 +35,6 @@ from cds_service.config import Settings
 from cds_service.storage import Store, card_writer, database
 from cds_service.storage import spool_files as spool
 from cds_service.storage.card_writer import CardWriter
-from cds_service.storage.in_flight import InFlight
 from cds_service.storage.spool import CardSpool
 from cds_service.web.app import create_app
 
@@ -368,109 +367,6 @@ def test_a_record_the_database_refuses_is_set_apart_not_retried_for_ever(tmp_pat
         assert store._writer._spool is not None and not store._writer._spool.waiting()
     finally:
         store.close()
-
-
-# -- the writer and the requests in flight (gevent worker) --------------------------------
-
-
-@pytest.fixture
-def in_flight(monkeypatch):
-    """A count of requests of its own, as the gevent worker keeps one per process."""
-    requests = InFlight()
-    monkeypatch.setattr(card_writer, "REQUESTS", requests)
-    return requests
-
-
-def test_a_batch_waits_while_a_request_is_in_flight_and_goes_once_none_is(
-    tmp_path, fast_retries, in_flight, monkeypatch
-):
-    """A request waiting on its socket must not wait for a batch: the batch waits."""
-    monkeypatch.setattr(card_writer, "QUIET_WAIT_MAX", 60.0)
-    store = FakeStore()
-    writer = CardWriter(store.write, CardSpool(tmp_path / "spool", 64 * 1024 * 1024))
-    try:
-        in_flight.enter()
-        in_flight.enter()
-        put = [row(n) for n in range(5)]
-        writer.put(put)
-        time.sleep(0.5)  # 25 write delays
-        assert store.rows == {}
-        in_flight.leave()
-        time.sleep(0.2)
-        assert store.rows == {}  # one is still in flight
-        in_flight.leave()
-        assert until(lambda: len(store.rows) == len(put))
-    finally:
-        writer.close()
-
-
-def test_under_a_load_that_never_pauses_the_records_are_written_anyway(
-    tmp_path, fast_retries, in_flight, monkeypatch
-):
-    monkeypatch.setattr(card_writer, "QUIET_WAIT_MAX", 0.2)
-    store = FakeStore()
-    writer = CardWriter(store.write, CardSpool(tmp_path / "spool", 64 * 1024 * 1024))
-    in_flight.enter()  # never left
-    try:
-        put = [row(n) for n in range(5)]
-        writer.put(put)
-        assert until(lambda: len(store.rows) == len(put))
-    finally:
-        writer.close()
-
-
-def test_a_flush_does_not_wait_for_a_quiet_moment(tmp_path, fast_retries, in_flight, monkeypatch):
-    """Feedback and shutdown wait on flush/close: they go ahead of the quiet wait."""
-    monkeypatch.setattr(card_writer, "QUIET_WAIT_MAX", 60.0)
-    store = FakeStore()
-    writer = CardWriter(store.write, CardSpool(tmp_path / "spool", 64 * 1024 * 1024))
-    in_flight.enter()  # the flushing request itself, say
-    try:
-        put = [row(n) for n in range(5)]
-        writer.put(put)
-        started = time.monotonic()
-        assert writer.flush(timeout=30)
-        assert time.monotonic() - started < 30
-        assert len(store.rows) == len(put)
-    finally:
-        in_flight.leave()
-        writer.close()
-
-
-def test_requests_in_flight_are_counted_per_process():
-    requests = InFlight()
-    assert requests.wait_idle(0.0)
-    requests.enter()
-    assert requests.count == 1 and not requests.wait_idle(0.01)
-    requests.leave()
-    requests.leave()  # one too many (never below zero)
-    assert requests.count == 0 and requests.wait_idle(0.0)
-
-
-def test_the_gevent_worker_counts_a_request_in_flight_until_its_answer_is_sent(monkeypatch):
-    """Counted around gunicorn's handling (body read, app, answer sent), errors included."""
-    from gunicorn.workers import ggevent
-
-    from cds_service.storage import in_flight as in_flight_module
-    from cds_service.web import gevent_worker
-
-    requests = InFlight()
-    monkeypatch.setattr(gevent_worker, "REQUESTS", requests)
-    monkeypatch.setattr(in_flight_module, "REQUESTS", requests)
-    seen = []
-
-    def handled(self, listener_name, req, sock, addr):
-        seen.append(requests.count)
-        if req == "fails":
-            raise OSError("client gone")
-
-    monkeypatch.setattr(ggevent.GeventWorker, "handle_request", handled)
-    worker = object.__new__(gevent_worker.GeventWorker)
-    worker.handle_request("listener", "answers", None, None)
-    with pytest.raises(OSError):
-        worker.handle_request("listener", "fails", None, None)
-    assert seen == [1, 1]
-    assert requests.count == 0
 
 
 # -- the app on SQLite ----------------------------------------------------------------------

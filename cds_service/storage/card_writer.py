@@ -11,9 +11,6 @@ are tried again with a growing pause (up to ``RETRY_MAX``). At shutdown the writ
 what it can and leaves the rest to the next process; the files of a process that is gone
 are taken over (``adopt``, every ``ORPHAN_CHECK``). A spool that cannot be written leaves the
 rows in memory (``MEMORY_LIMIT`` calls); rows that fit nowhere are dropped and counted.
-Each batch waits for a moment with no request in flight (in_flight.py, counted by the gevent
-worker), up to ``QUIET_WAIT_MAX``, so that a request is not held up by a batch run while it
-waits on its socket.
 ``write_now`` writes given cards' records at once, from any spool of the database on this
 host: feedback needs its card recorded first. Counters: ``cds_card_records_*_total``.
 """
@@ -27,7 +24,6 @@ import time
 from collections.abc import Collection
 
 from cds_service.storage.card_batches import Batches, Throttled, Write, drop
-from cds_service.storage.in_flight import REQUESTS
 from cds_service.storage.spool import CardSpool, SpoolFull
 
 log = logging.getLogger(__name__)
@@ -39,7 +35,6 @@ CLOSE_TIMEOUT = 30.0  # seconds close() waits for the writer
 RETRY_FIRST = 0.5  # seconds before the first retry after a failed write; doubles each time
 RETRY_MAX = 5.0  # ... up to this
 ORPHAN_CHECK = 10.0  # seconds between looks for spool files of processes that are gone
-QUIET_WAIT_MAX = 1.0  # longest wait for no request in flight before a batch (steady load)
 
 
 class CardWriter:
@@ -84,7 +79,6 @@ class CardWriter:
         self._written = 0  # every call up to this ticket is in the store (or dropped)
         self._failures = 0  # write attempts the store refused, ever
         self._stopping = False
-        self._hurried = False  # flush() waits: no waiting for a quiet moment
 
     # ------------------------------------------------------------------ the hook's side
 
@@ -177,15 +171,12 @@ class CardWriter:
     def _write_waiting(self) -> bool:
         """Write batches until nothing waits (True) or the store refuses one (False)."""
         while True:
-            if not (self._stopping or self._hurried):
-                REQUESTS.wait_idle(QUIET_WAIT_MAX)
             with self._progress:
                 ticket = self._put  # every call up to here has kept its rows
             batch = self._batches.next()
             if batch is None:
                 with self._progress:
                     self._written = max(self._written, ticket)
-                    self._hurried = False  # a flush that wants more sets it again
                     self._progress.notify_all()
                 return True
             if not self._batches.attempt(batch):
@@ -222,7 +213,6 @@ class CardWriter:
             return not self._batches.memory  # nothing to wait for (the spool keeps the rest)
         with self._progress:
             target, failures = self._put, self._failures
-            self._hurried = True
         self._hurry.set()
         self._wake.set()
         with self._progress:

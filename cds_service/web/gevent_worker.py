@@ -10,10 +10,6 @@
   loopback deliveries to the client. Here the headers wait for the first body write and
   go out with it in one ``send`` when the response has a ``Content-Length`` (all of ours
   do); chunked and file responses are written as before.
-- **Background work off the requests' time**: each request is counted in flight from the
-  moment it is handed over until its answer is sent (``cds_service.storage.in_flight``),
-  and the card writer, a greenlet of this worker, does its batches when none is: it would
-  otherwise run whenever a request waits on its socket, and that request would wait for it.
 """
 
 from __future__ import annotations
@@ -26,8 +22,6 @@ import gevent  # type: ignore[import-untyped]
 from gunicorn import util
 from gunicorn.http import wsgi
 from gunicorn.workers import ggevent
-
-from cds_service.storage.in_flight import REQUESTS
 
 
 @contextlib.contextmanager
@@ -96,11 +90,7 @@ class GeventWorker(ggevent.GeventWorker):
         super().init_process()
 
     def handle_request(self, listener_name, req, sock, addr) -> None:
-        REQUESTS.enter()
-        try:
-            super().handle_request(listener_name, req, sock, addr)
-        finally:
-            REQUESTS.leave()
+        super().handle_request(listener_name, req, sock, addr)
         # Take turns: a keep-alive connection whose next request is already waiting would
         # otherwise be served again at once, ahead of requests that came earlier on other
         # connections (hook calls are CPU-bound and never wait): under load half the calls
