@@ -41,20 +41,21 @@ def _evaluate(args, settings: Settings) -> int:
         print(f"cannot read {args.request}: {exc}", file=sys.stderr)
         return 2
     service = CdsService(settings)
+    store = None if args.no_suppressions else _configured_store(settings)
+    if store is not None:
+        # As the HTTP path does: cards an override suppresses for this patient (any
+        # client's) are left out. Read only: nothing is recorded, so a replay never counts
+        # as issued.
+        store.suppression_policy = service.suppression_policy
+        store.urgent_routes = service.urgent_routes
     try:
-        outcome = service.evaluate(payload)
+        service_id = args.service or _service_for(service, payload)
+        outcome = service.call(service_id, payload, store, client=None, record=False)
     except CdsError as error:
         print(json.dumps(operation_outcome(status_of(error), error.message), indent=2))
         return 1
-    store = None if args.no_suppressions else _configured_store(settings)
-    if store is not None:
-        try:
-            # As the HTTP path does: cards an override suppresses for this patient are left
-            # out. Read only: nothing is recorded, so a replay never counts as issued.
-            store.suppression_policy = service.suppression_policy
-            store.urgent_routes = service.urgent_routes
-            service.apply_suppressions(outcome, payload["context"]["patientId"], store)
-        finally:
+    finally:
+        if store is not None:
             store.close()
     for left_out in outcome.suppressed:  # route and rule ids only: no patient data
         route = left_out["card"]["source"]["topic"]["code"]
@@ -64,6 +65,14 @@ def _evaluate(args, settings: Settings) -> int:
         )
     print(json.dumps(outcome.response, indent=2, ensure_ascii=False))
     return 0
+
+
+def _service_for(service, payload: object) -> str:
+    """The service a request file is for: the first declared for its hook."""
+    from cds_service.protocol.services import for_hook
+
+    hook = payload.get("hook") if isinstance(payload, dict) else None
+    return for_hook(hook, service.services).id
 
 
 def _configured_store(settings: Settings):
@@ -117,7 +126,7 @@ def _iso_date(raw: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {raw!r}") from None
 
 
-DESCRIPTION = "Leg-cramp referral CDS service (CDS Hooks patient-view)."
+DESCRIPTION = "Leg-cramp referral CDS services (CDS Hooks patient-view, order-select, order-sign)."
 EPILOG = """examples:
   cds-service example --list
   cds-service example nephrology-ckd-stage-4 | cds-service evaluate -
@@ -144,6 +153,12 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
         "evaluate", help="print the CDS Hooks response for a hook request file (- for stdin)"
     )
     evaluate.add_argument("request", help="a hook request JSON file, or - to read stdin")
+    evaluate.add_argument(
+        "--service",
+        metavar="ID",
+        help="the CDS service to call (default: the first one answering the request's hook; "
+        "see GET /cds-services)",
+    )
     evaluate.add_argument(
         "--no-suppressions",
         action="store_true",
