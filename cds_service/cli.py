@@ -92,12 +92,17 @@ def _check_rules(args, settings: Settings) -> int:
     from cds_service.service import suppression_policy
 
     suppression_policy(ruleset)  # unknown reason codes; urgent routes at most a day
+    from cds_service.engine.order_rules import load_orders
+
+    orders = load_orders(cards_dir, ruleset)  # cards/orders/: classes and criteria named
     routes = ", ".join(r.code for r in ruleset.routes)
     if getattr(args, "explain", False):
         from cds_service.render.explain import decision_tables, rules_hash
 
         print(decision_tables(ruleset, rules_hash(cards_dir)), end="")
     print(f"OK: {len(ruleset.routes)} route files in {cards_dir} ({routes})")
+    if orders.checks:
+        print(f"OK: {len(orders.checks)} order checks ({', '.join(c.id for c in orders.checks)})")
     return 0
 
 
@@ -136,19 +141,8 @@ EPILOG = """examples:
 Settings come from CDS_* environment variables (see the README)."""
 
 
-def _parser() -> tuple[argparse.ArgumentParser, dict]:
-    parser = argparse.ArgumentParser(
-        prog="cds-service",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = sub.add_parser(
-        "serve", help="run the Flask development server (make run starts gunicorn)"
-    )
-    serve.add_argument("--host", help="listen address (default: CDS_HOST, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="listen port (default: CDS_PORT, 8080)")
+def _evaluate_parser(sub) -> None:
+    """``evaluate``: any declared service's request, the service chosen by its hook."""
     evaluate = sub.add_parser(
         "evaluate", help="print the CDS Hooks response for a hook request file (- for stdin)"
     )
@@ -164,6 +158,22 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
         action="store_true",
         help="show every card, also those an override suppresses for this patient",
     )
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict]:
+    parser = argparse.ArgumentParser(
+        prog="cds-service",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser(
+        "serve", help="run the Flask development server (make run starts gunicorn)"
+    )
+    serve.add_argument("--host", help="listen address (default: CDS_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default: CDS_PORT, 8080)")
+    _evaluate_parser(sub)
     check = sub.add_parser("check-rules", help="validate every file in cards/")
     check.add_argument("--cards-dir")
     check.add_argument(

@@ -5,9 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cds_service.engine import RouteResult
 from cds_service.render import evidence
+
+if TYPE_CHECKING:
+    from cds_service.engine.order_checks import OrderFinding
 
 
 @dataclass
@@ -48,5 +52,24 @@ def fingerprint(result: RouteResult, card: dict) -> str:
                 [evidence.text(fact), sorted(fact.references)]
                 for fact in result.facts + result.context
             ),
+        }
+    )
+
+
+def order_fingerprint(finding: OrderFinding, card: dict) -> str:
+    """What an order card shows: the check and the rules behind it, the route, the
+    indicator, the draft (its code and priority or medicine) and the evidence lines."""
+    facts = finding.advice.facts + finding.advice.context if finding.advice else finding.facts
+    draft = finding.draft
+    return digest(
+        {
+            "rules": finding.fired,
+            "route": ((card.get("source") or {}).get("topic") or {}).get("code"),
+            "indicator": card.get("indicator"),
+            "draft": [
+                draft.get("code") or draft.get("medicationCodeableConcept"),
+                draft.get("priority"),
+            ],
+            "evidence": sorted([evidence.text(f), sorted(f.references)] for f in facts),
         }
     )

@@ -12,18 +12,22 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from cds_service.config import Settings
-from cds_service.engine import Record, RuleSet, evaluate, load_rules
+from cds_service.engine import Record, RuleSet, evaluate, gate_facts, load_rules
 from cds_service.engine.dates import Reader
-from cds_service.outcome import Outcome, fingerprint
+from cds_service.engine.model import URGENT_MAX_DAYS
+from cds_service.engine.order_checks import check_orders, drafts_of
+from cds_service.engine.order_rules import OrderRules, load_orders
+from cds_service.outcome import Outcome, fingerprint, order_fingerprint
 from cds_service.protocol import fhir_json, hooks, services
 from cds_service.protocol.feedback import ANONYMOUS_CLIENT
 from cds_service.protocol.prefetch import PrefetchKey, gather, prefetch_keys
-from cds_service.protocol.services import ROUTES, Service
-from cds_service.render import cards
+from cds_service.protocol.services import ORDERS, ROUTES, Service
+from cds_service.render import cards, order_cards
 from cds_service.suppression import (
     INDICATOR_RANK,
     SuppressionPolicy,
     leave_out_suppressed,
+    reasons_policy,
     suppression_policy,
 )
 
@@ -61,7 +65,13 @@ class CdsService:
         # Without verified clients anyone could hide a card: no suppression unless allowed.
         self.suppression_policy: SuppressionPolicy = policy if settings.suppression_allowed else {}
         self.urgent_routes = {r.code for r in self.ruleset.routes if r.indicator == "critical"}
-        self._evaluators = {ROUTES: self._advise}
+        self.order_rules = (
+            load_orders(settings.cards_dir, self.ruleset)
+            if any(s.rules == ORDERS for s in declared)
+            else OrderRules(frozenset(), (), ())
+        )
+        self._add_order_policies(settings.suppression_allowed)
+        self._evaluators = {ROUTES: self._advise, ORDERS: self._check_orders}
 
     def discovery(self) -> dict:
         return hooks.discovery(
@@ -153,6 +163,51 @@ class CdsService:
             }
             for card in shown
         ]
+
+    def _add_order_policies(self, allowed: bool) -> None:
+        """The ``suppression`` blocks of the order checks, per order service, under its
+        stored keys; a check that takes the advice's route applies to every route."""
+        known = {str(r["code"]): str(r["system"]) for r in self.ruleset.override_reasons}
+        for service in self.services:
+            if service.rules != ORDERS:
+                continue
+            routes = [(r.code, r.indicator == "critical") for r in self.ruleset.routes]
+            for check in self.order_rules.for_hook(service.hook).checks:
+                topics = [(check.topic.code, False)] if check.topic else routes
+                for code, critical in topics:
+                    where = f"{check.source_file} ({check.id})"
+                    reasons = reasons_policy(known, check.suppression, False, where)
+                    key = self.stored_key(service, code)
+                    if critical:  # the advice is urgent: at most a day, whatever the check
+                        self.urgent_routes.add(key)
+                    if reasons and allowed:
+                        held = self.suppression_policy.setdefault(key, {})
+                        for reason, days in reasons.items():
+                            days = min(days, URGENT_MAX_DAYS) if critical else days
+                            held[reason] = max(days, held.get(reason, 0))
+
+    def _check_orders(self, service: Service, request: dict, chart: Record) -> Outcome:
+        """The draft orders of an order hook against the chart's advice (``cards/orders``)."""
+        context = request["context"]
+        if not gate_facts(self.ruleset, chart) or chart.deceased:
+            return Outcome({"cards": []}, [], [], chart.counts())
+        advice = evaluate(self.ruleset, chart)
+        selections = context.get("selections") if "selections" in service.context else None
+        drafts = drafts_of(context.get("draftOrders"), selections)
+        rules = self.order_rules.for_hook(service.hook)
+        findings = check_orders(rules, self.ruleset, chart, advice, drafts)
+        rendered = order_cards.render(findings, self.ruleset, chart.patient_id, self.settings)
+        ranked = sorted(
+            zip(findings, rendered, strict=True),
+            key=lambda pair: -INDICATOR_RANK.get(pair[1]["indicator"], 0),
+        )
+        return Outcome(
+            {"cards": [card for _finding, card in ranked]},
+            [_route_of(card) for _finding, card in ranked],
+            [",".join(finding.fired) for finding, _card in ranked],
+            chart.counts(),
+            [order_fingerprint(finding, card) for finding, card in ranked],
+        )
 
     def _advise(self, service: Service, request: dict, chart: Record) -> Outcome:
         """The route files over the chart: the patient-view advice."""

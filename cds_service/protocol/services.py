@@ -89,6 +89,22 @@ SERVICES: tuple[Service, ...] = (
         rules=ROUTES,
         bare_routes=True,
     ),
+    Service(
+        id="leg-cramp-order-sign",
+        hook="order-sign",
+        title="Leg cramp order check (signing)",
+        description=ORDER_DESCRIPTION.format(what="orders being signed"),
+        context=("userId", "patientId", "draftOrders"),
+        rules=ORDERS,
+    ),
+    Service(
+        id="leg-cramp-order-select",
+        hook="order-select",
+        title="Leg cramp order check (selecting)",
+        description=ORDER_DESCRIPTION.format(what="orders just selected"),
+        context=("userId", "patientId", "selections", "draftOrders"),
+        rules=ORDERS,
+    ),
 )
 
 
