@@ -93,16 +93,20 @@ def _check_rules(args, settings: Settings) -> int:
 
     suppression_policy(ruleset)  # unknown reason codes; urgent routes at most a day
     from cds_service.engine.order_rules import load_orders
+    from cds_service.protocol.services import ORDERS, SERVICES
 
-    orders = load_orders(cards_dir, ruleset)  # cards/orders/: classes and criteria named
+    order_files = dict.fromkeys(s.rule_files for s in SERVICES if s.rules == ORDERS)
+    checks = [  # each order service's files: classes and criteria named, ids once
+        check.id for files in order_files for check in load_orders(cards_dir, ruleset, files).checks
+    ]
     routes = ", ".join(r.code for r in ruleset.routes)
     if getattr(args, "explain", False):
         from cds_service.render.explain import decision_tables, rules_hash
 
         print(decision_tables(ruleset, rules_hash(cards_dir)), end="")
     print(f"OK: {len(ruleset.routes)} route files in {cards_dir} ({routes})")
-    if orders.checks:
-        print(f"OK: {len(orders.checks)} order checks ({', '.join(c.id for c in orders.checks)})")
+    if checks:
+        print(f"OK: {len(checks)} order checks ({', '.join(checks)})")
     return 0
 
 

@@ -41,11 +41,12 @@ class CdsService:
         settings: Settings,
         ruleset: RuleSet | None = None,
         fetcher=None,
-        declared: tuple[Service, ...] = services.SERVICES,
+        declared: tuple[Service, ...] | None = None,
     ):
         self.settings = settings
         self.ruleset = ruleset or load_rules(settings.cards_dir)
-        self.services = declared
+        # The declared services (protocol/services.py), read when the service is made.
+        self.services = declared = declared or services.SERVICES
         self.keys = prefetch_keys(self.ruleset.observation_codes)
         self._keys_of = {s.id: _keys_for(s, self.keys) for s in declared}
         if fetcher is None:
@@ -65,11 +66,12 @@ class CdsService:
         # Without verified clients anyone could hide a card: no suppression unless allowed.
         self.suppression_policy: SuppressionPolicy = policy if settings.suppression_allowed else {}
         self.urgent_routes = {r.code for r in self.ruleset.routes if r.indicator == "critical"}
-        self.order_rules = (
-            load_orders(settings.cards_dir, self.ruleset)
-            if any(s.rules == ORDERS for s in declared)
-            else OrderRules(frozenset(), (), ())
-        )
+        # Each order service's checks, by its rule files (read once, shared by services).
+        self.order_rules: dict[str, OrderRules] = {
+            s.rule_files: load_orders(settings.cards_dir, self.ruleset, s.rule_files)
+            for s in declared
+            if s.rules == ORDERS
+        }
         self._add_order_policies(settings.suppression_allowed)
         self._evaluators = {ROUTES: self._advise, ORDERS: self._check_orders}
 
@@ -172,7 +174,7 @@ class CdsService:
             if service.rules != ORDERS:
                 continue
             routes = [(r.code, r.indicator == "critical") for r in self.ruleset.routes]
-            for check in self.order_rules.for_hook(service.hook).checks:
+            for check in self.order_rules[service.rule_files].for_hook(service.hook).checks:
                 topics = [(check.topic.code, False)] if check.topic else routes
                 for code, critical in topics:
                     where = f"{check.source_file} ({check.id})"
@@ -194,7 +196,7 @@ class CdsService:
         advice = evaluate(self.ruleset, chart)
         selections = context.get("selections") if "selections" in service.context else None
         drafts = drafts_of(context.get("draftOrders"), selections)
-        rules = self.order_rules.for_hook(service.hook)
+        rules = self.order_rules[service.rule_files].for_hook(service.hook)
         findings = check_orders(rules, self.ruleset, chart, advice, drafts)
         rendered = order_cards.render(findings, self.ruleset, chart.patient_id, self.settings)
         ranked = sorted(

@@ -296,3 +296,25 @@ def test_order_select_reads_only_the_selections(service):
         VASCULAR_CHART, ORTHOPEDICS, VASCULAR, hook="order-select", selections=["ServiceRequest/d2"]
     )
     assert cards(service, other) == []
+
+
+def test_a_draft_as_the_cds_hooks_sandbox_sends_it(service):
+    """Rx View: MedicationRequest "request-123", intent proposal, a SCD code with its name as
+    text, a Bundle without a type, and the selection naming it."""
+    written = json.loads((EXAMPLES / "order-select-statin-raised-ck.json").read_text())
+    assert "type" not in written["context"]["draftOrders"]
+    card = only(cards(service, written))
+    assert card["summary"].startswith("Atorvastatin 40 MG Oral Tablet drafted with Creatine")
+    not_selected = copy.deepcopy(written)
+    not_selected["context"]["selections"] = ["MedicationRequest/another"]
+    assert cards(service, not_selected) == []
+
+
+def test_the_urgent_check_comes_before_the_duplicate(service):
+    """A routine nephrology draft repeating an open referral, with a critical potassium:
+    the urgent card, never the duplicate's info card."""
+    request = order_request(URGENT_CHART, NEPHROLOGY)
+    open_one = {**NEPHROLOGY, "id": "open2", "status": "active", "authoredOn": "2026-11-10"}
+    request["prefetch"]["servicerequests"]["entry"].append({"resource": open_one})
+    card = only(cards(service, request))
+    assert card["indicator"] == "critical" and card["source"]["topic"]["code"] == "urgent-care"

@@ -44,7 +44,7 @@ class OrderFinding:
     def fired(self) -> list[str]:
         """The check, then the rules of the advice or the criteria that held."""
         shown = self.advice.fired if self.advice is not None else []
-        return [self.check.id, *shown, *dict.fromkeys(f.name for f in self.facts)]
+        return [self.check.id, *shown, *dict.fromkeys(f.criterion for f in self.facts)]
 
 
 def drafts_of(draft_orders: object, selections: object = None) -> list[Resource]:

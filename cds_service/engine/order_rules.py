@@ -18,7 +18,7 @@ from cds_service.engine.loader import read, schema, validate
 from cds_service.engine.model import Link, Route, RuleError, RuleSet, Suppression
 from cds_service.engine.shapes import Spec
 
-ORDERS_DIR = "orders"  # cards/orders/*.yaml
+ORDER_FILES = "orders/*.yaml"  # the order services' checks, under cards/
 # What a referral check compares: the draft's specialty already referred to; an urgent red
 # flag on record while the draft is not urgent; the evidence supporting another specialty.
 REFERRAL_COMPARISONS = ("already-open", "urgent-on-record", "another-supported")
@@ -80,16 +80,17 @@ class OrderRules:
         return (*self.referral_checks, *self.medication_checks)
 
 
-def load_orders(cards_dir: Path, ruleset: RuleSet) -> OrderRules:
-    """The checks of every ``cards/orders/*.yaml`` file (none: no order checks)."""
+def load_orders(cards_dir: Path, ruleset: RuleSet, pattern: str = ORDER_FILES) -> OrderRules:
+    """The checks of every file ``pattern`` names under ``cards_dir`` (none: no checks)."""
     intents: set[str] = set()
     referral: list[ReferralCheck] = []
     medication: list[MedicationCheck] = []
     seen: dict[str, str] = {}
-    for path in sorted((Path(cards_dir) / ORDERS_DIR).glob("*.yaml")):
+    root = Path(cards_dir)
+    for path in sorted(root.glob(pattern)):
         data = read(path)
         validate(path, data, schema("rules-orders.json"))
-        file = f"{ORDERS_DIR}/{path.name}"
+        file = path.relative_to(root).as_posix()
         hooks = frozenset(data["hooks"])
         intents.update(data.get("referral_intents", ()))
         for i, spec in enumerate(data.get("referral_checks", ())):

@@ -32,7 +32,7 @@ REQUEST_SCHEMAS = {
     "order-select": "order-select-request",
 }
 ROUTES = "routes"  # the route files, cards/*.yaml: advice from the chart alone
-ORDERS = "orders"  # the order checks, cards/orders/*.yaml: the draft orders against that advice
+ORDERS = "orders"  # order checks (``rule_files``): the draft orders against that advice
 USAGE = (
     "Send the prefetch keys listed here or give `fhirServer` with a `fhirAuthorization` "
     "token that can read Patient, Condition, Observation, Procedure, MedicationRequest, "
@@ -51,6 +51,9 @@ class Service:
     description: str  # "{routes}" is replaced by the titles of the loaded route files
     context: tuple[str, ...]  # the context fields it reads (the schema requires them)
     rules: str  # ROUTES or ORDERS
+    # For ORDERS: its order-check files, a glob under cards/ (rules-orders.json); services
+    # naming the same files share them, each running the checks that list its hook.
+    rule_files: str = "orders/*.yaml"
     prefetch: tuple[tuple[str, bool], ...] = tuple(CHART.items())  # key, required
     usage: str = USAGE
     # Its cards are recorded and suppressed under their route alone, as the patient-view
@@ -108,7 +111,7 @@ SERVICES: tuple[Service, ...] = (
 )
 
 
-def find(service_id: str, services: tuple[Service, ...] = SERVICES) -> Service:
+def find(service_id: str, services: tuple[Service, ...]) -> Service:
     """The declaration of ``service_id``; NotFound (404) for an id not served."""
     for service in services:
         if service.id == service_id:
@@ -116,7 +119,7 @@ def find(service_id: str, services: tuple[Service, ...] = SERVICES) -> Service:
     raise NotFound("Unknown CDS service id.")
 
 
-def for_hook(hook: object, services: tuple[Service, ...] = SERVICES) -> Service:
+def for_hook(hook: object, services: tuple[Service, ...]) -> Service:
     """The first service answering ``hook`` (the command line's choice for a request file);
     for a request naming no hook, the first declared, whose schema then says what is wrong."""
     if not isinstance(hook, str):

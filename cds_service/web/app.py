@@ -104,7 +104,7 @@ def create_app(
     app.wsgi_app = ServerTiming(HttpGuard(app.wsgi_app, settings.max_body_bytes))
 
     _observe_every_request(app)
-    _operations_endpoints(app, settings, store)
+    _operations_endpoints(app, settings, store, service.services)
     _cds_endpoints(app, service, store, authenticate)
     explain_pages(app, settings, service)
     admin_report_page(app, settings, store)
@@ -210,8 +210,11 @@ def _run_each(tasks: list) -> None:
             log.error("bookkeeping after a response failed: %s", type(exc).__name__)
 
 
-def _operations_endpoints(app: Flask, settings: Settings, store: storage.AnyStore) -> None:
-    """Liveness, readiness, the OpenAPI document and metrics."""
+def _operations_endpoints(
+    app: Flask, settings: Settings, store: storage.AnyStore, declared: tuple
+) -> None:
+    """Liveness, readiness, the OpenAPI document (of the ``declared`` services) and
+    metrics."""
 
     @app.get("/healthz")
     def healthz():
@@ -229,7 +232,7 @@ def _operations_endpoints(app: Flask, settings: Settings, store: storage.AnyStor
     def openapi_document():
         from cds_service.web import openapi
 
-        return json_response(openapi.document())
+        return json_response(openapi.document(declared=declared))
 
     @app.get("/metrics")
     def metrics_endpoint():

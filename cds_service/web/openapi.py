@@ -91,10 +91,10 @@ def _point_refs(node):
     return node
 
 
-def operation_id(name: str, service: Service) -> str:
+def operation_id(name: str, service: Service, first: bool) -> str:
     """``callHook``/``postFeedback`` for the first declared service (as before services
     were declared), ``callHook_leg_cramp_order_sign`` ... for the others."""
-    if service is services.SERVICES[0]:
+    if first:
         return name
     return f"{name}_{service.id.replace('-', '_').replace('.', '_')}"
 
@@ -115,14 +115,14 @@ def _discovery_path(bearer: list) -> dict:
     }
 
 
-def _service_paths(service: Service, bearer: list) -> dict:
+def _service_paths(service: Service, bearer: list, first: bool) -> dict:
     """A declared service and its feedback."""
     path = f"/cds-services/{service.id}"
-    feedback_op = operation_id("postFeedback", service)
+    feedback_op = operation_id("postFeedback", service, first)
     return {
         path: {
             "post": {
-                "operationId": operation_id("callHook", service),
+                "operationId": operation_id("callHook", service, first),
                 "summary": f"Call the {service.hook} hook: {service.title}",
                 "security": bearer,
                 "requestBody": {
@@ -173,7 +173,7 @@ FEEDBACK_LINK = {
 
 
 @cache
-def _document() -> dict:
+def _document(declared: tuple[Service, ...]) -> dict:
     schemas = {
         uri[len(SCHEMA_PREFIX) :]: _point_refs(schema) for uri, schema in hooks._schemas().items()
     }
@@ -185,8 +185,8 @@ def _document() -> dict:
         {"cdsClientJwt": []},
     ]  # required only when CDS_AUTH_MODE=jwt
     cds_paths = _discovery_path(bearer)
-    for service in services.SERVICES:
-        cds_paths.update(_service_paths(service, bearer))
+    for i, service in enumerate(declared):
+        cds_paths.update(_service_paths(service, bearer, i == 0))
     return {
         "openapi": "3.1.0",
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
@@ -195,7 +195,7 @@ def _document() -> dict:
             "version": hooks.SPEC_VERSION,
             "description": (
                 "CDS Hooks 2.0 services (one path per service: "
-                + ", ".join(f"{s.id} for {s.hook}" for s in services.SERVICES)
+                + ", ".join(f"{s.id} for {s.hook}" for s in declared)
                 + "). Every error is a FHIR "
                 "OperationOutcome. Paths are also served with a trailing slash. CORS is on "
                 "for every endpoint (browser clients such as the CDS Hooks sandbox)."
@@ -233,12 +233,14 @@ def hook_examples(today: date) -> dict[str, dict]:
     return found
 
 
-def document(today: date | None = None) -> dict:
-    """The OpenAPI document (a fresh copy: callers may change it), each service's examples
-    (those of its hook) dated for ``today`` (default: today, UTC)."""
-    built = copy.deepcopy(_document())
+def document(today: date | None = None, declared: tuple[Service, ...] | None = None) -> dict:
+    """The OpenAPI document of the ``declared`` services (default: SERVICES), a fresh copy
+    (callers may change it), each service's examples (those of its hook) dated for
+    ``today`` (default: today, UTC)."""
+    declared = declared or services.SERVICES
+    built = copy.deepcopy(_document(declared))
     moved = hook_examples(today or examples.today_utc())
-    for service in services.SERVICES:
+    for service in declared:
         request = built["paths"][f"/cds-services/{service.id}"]["post"]["requestBody"]
         for media in request["content"].values():
             if moved.get(service.hook):
