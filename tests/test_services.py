@@ -93,7 +93,7 @@ def test_each_order_service_refuses_the_other_hook(client):
     assert "draftOrders" in response.get_json()["issue"][0]["details"]["text"]
 
 
-def test_feedback_and_suppression_are_per_service(tmp_path):
+def test_feedback_and_suppression_are_per_service(tmp_path, monkeypatch, capsys):
     settings = Settings.from_env(
         {}, today="2026-11-24", data_dir=tmp_path, suppression_without_auth=True
     )
@@ -131,5 +131,13 @@ def test_feedback_and_suppression_are_per_service(tmp_path):
         chart = json.loads((EXAMPLES / "vascular-abi-0.72-claudication.json").read_text())
         shown = client.post("/cds-services/leg-cramp-referral", json=chart).get_json()["cards"]
         assert "vascular" in [c["source"]["topic"]["code"] for c in shown]
+        assert store.flush()
     finally:
         store.close()
+    # The report counts the order card's override under its service.
+    monkeypatch.setenv("CDS_DATA_DIR", str(tmp_path))
+    capsys.readouterr()
+    assert main(["report", "--json"]) == 0
+    rows = [r for r in json.loads(capsys.readouterr().out)["rows"] if ":" in r["route"]]
+    signed = [r for r in rows if r["route"] == "leg-cramp-order-sign:vascular"]
+    assert signed and signed[0]["overridden"] == 1, rows
