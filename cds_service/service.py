@@ -48,6 +48,7 @@ class CdsService:
         # The declared services (protocol/services.py), read when the service is made.
         self.services = declared = declared or services.SERVICES
         self.keys = prefetch_keys(self.ruleset.observation_codes)
+        services.check_declarations(declared, {k.name for k in self.keys})
         self._keys_of = {s.id: _keys_for(s, self.keys) for s in declared}
         if fetcher is None:
             from cds_service.protocol.fhir_client import FhirFetcher

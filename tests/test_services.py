@@ -4,9 +4,11 @@ routes, validation and the command line come from the declarations."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from conftest import minimal_request
 
 from cds_service.cli import main
@@ -141,3 +143,17 @@ def test_feedback_and_suppression_are_per_service(tmp_path, monkeypatch, capsys)
     rows = [r for r in json.loads(capsys.readouterr().out)["rows"] if ":" in r["route"]]
     signed = [r for r in rows if r["route"] == "leg-cramp-order-sign:vascular"]
     assert signed and signed[0]["overridden"] == 1, rows
+
+
+def test_a_declaration_the_server_cannot_serve_stops_it_naming_the_service():
+    base = services.SERVICES[0]
+    bad = [
+        (replace(base, id="twice"), replace(base, id="twice")),
+        (replace(base, hook="no-such-hook"),),
+        (replace(base, prefetch=(("nowhere", True),)),),
+        (replace(base, rules="elsewhere"),),
+    ]
+    services.check_declarations(services.SERVICES, set(services.CHART))  # as shipped
+    for declared, why in zip(bad, ["twice", "schema", "nowhere", "rules"], strict=True):
+        with pytest.raises(services.DeclarationError, match=why):
+            services.check_declarations(declared, set(services.CHART))

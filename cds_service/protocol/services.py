@@ -111,6 +111,28 @@ SERVICES: tuple[Service, ...] = (
 )
 
 
+class DeclarationError(ValueError):
+    """A service declaration the server cannot serve; the message names the service."""
+
+
+def check_declarations(services: tuple[Service, ...], prefetch_keys: set[str]) -> None:
+    """At start-up: ids unique, every hook with its request schema, every prefetch key
+    known, the rules one of the two kinds."""
+    seen: set[str] = set()
+    for service in services:
+        where = f"service {service.id!r}"
+        if service.id in seen:
+            raise DeclarationError(f"{where}: declared twice")
+        seen.add(service.id)
+        if service.hook not in REQUEST_SCHEMAS:
+            raise DeclarationError(f"{where}: no request schema for hook {service.hook!r}")
+        unknown = sorted({name for name, _ in service.prefetch} - prefetch_keys)
+        if unknown:
+            raise DeclarationError(f"{where}: unknown prefetch keys {', '.join(unknown)}")
+        if service.rules not in (ROUTES, ORDERS):
+            raise DeclarationError(f"{where}: rules must be {ROUTES!r} or {ORDERS!r}")
+
+
 def find(service_id: str, services: tuple[Service, ...]) -> Service:
     """The declaration of ``service_id``; NotFound (404) for an id not served."""
     for service in services:
