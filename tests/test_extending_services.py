@@ -19,7 +19,7 @@ from cds_service.protocol.services import ORDERS, Service
 from cds_service.web.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "fhir_examples" / "order-sign-thiazide-low-potassium.json"
+EXAMPLE = ROOT / "fhir_examples" / "medication-review-order-sign-thiazide-low-potassium.json"
 
 # The declaration (README: add it to SERVICES in cds_service/protocol/services.py).
 DIURETIC_CHECK = Service(

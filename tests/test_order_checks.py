@@ -301,7 +301,9 @@ def test_order_select_reads_only_the_selections(service):
 def test_a_draft_as_the_cds_hooks_sandbox_sends_it(service):
     """Rx View: MedicationRequest "request-123", intent proposal, a SCD code with its name as
     text, a Bundle without a type, and the selection naming it."""
-    written = json.loads((EXAMPLES / "order-select-statin-raised-ck.json").read_text())
+    written = json.loads(
+        (EXAMPLES / "medication-review-order-select-statin-raised-ck.json").read_text()
+    )
     assert "type" not in written["context"]["draftOrders"]
     card = only(cards(service, written))
     assert card["summary"].startswith("Atorvastatin 40 MG Oral Tablet drafted with Creatine")

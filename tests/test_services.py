@@ -80,7 +80,7 @@ def _order_example(name: str) -> dict:
 
 
 def test_each_order_service_refuses_the_other_hook(client):
-    request = _order_example("order-sign-vascular-not-orthopedics")
+    request = _order_example("vascular-order-sign-orthopedics-drafted")
     response = client.post("/cds-services/leg-cramp-order-select", json=request)
     assert response.status_code == 400
     assert "$.hook" in response.get_json()["issue"][0]["details"]["text"]
@@ -103,7 +103,7 @@ def test_feedback_and_suppression_are_per_service(tmp_path, monkeypatch, capsys)
     client = app.test_client()
     store = app.extensions["cds_store"]
     try:
-        request = _order_example("order-sign-vascular-not-orthopedics")
+        request = _order_example("vascular-order-sign-orthopedics-drafted")
         sign = "/cds-services/leg-cramp-order-sign"
         (card,) = client.post(sign, json=request).get_json()["cards"]
         assert store.flush()

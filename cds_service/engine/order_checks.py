@@ -39,6 +39,8 @@ class OrderFinding:
     facts: list[Fact] = field(default_factory=list)  # the results that make a medicine matter
     matches: Matches = field(default_factory=list)  # how a drafted medicine was classified
     medicine: str | None = None  # the drafted medicine's name as ordered
+    # The explanation page for a card of a check's own topic: a route and its rules.
+    explained: tuple[str, tuple[str, ...]] | None = None
 
     @property
     def fired(self) -> list[str]:
@@ -98,7 +100,11 @@ def _check_referral(
         if check.when == "already-open":
             existing = open_referral(chart, drafted, ruleset.referral_words)
             if existing is not None:
-                return OrderFinding(check, draft, drafted=drafted, existing=existing)
+                fired = next((r.fired for r in advice if r.route is drafted), [])
+                explained = (drafted.code, tuple(fired))
+                return OrderFinding(
+                    check, draft, drafted=drafted, existing=existing, explained=explained
+                )
         elif check.when == "urgent-on-record":
             urgent = next((r for r in advice if r.indicator == "critical"), None)
             if urgent is not None and draft.get("priority") not in check.urgent_priorities:
@@ -145,5 +151,25 @@ def _check_medicine(
             facts += Evaluation(ruleset, route, chart).check(criterion_id)
         if facts:
             name = medication_name(draft, chart)
-            return OrderFinding(check, draft, facts=facts, matches=matches, medicine=name)
+            classes = {info.drug_class for info, _how in matches}
+            return OrderFinding(
+                check,
+                draft,
+                facts=facts,
+                matches=matches,
+                medicine=name,
+                explained=_rules_naming(ruleset, check.topic.code if check.topic else "", classes),
+            )
     return None
+
+
+def _rules_naming(
+    ruleset: RuleSet, route_code: str, classes: set[str]
+) -> tuple[str, tuple[str, ...]] | None:
+    """The route of a medicine card's topic and its rules about these drug classes (the
+    medication-review rules a thiazide or statin falls under), for its explanation page."""
+    route = next((r for r in ruleset.routes if r.code == route_code), None)
+    if route is None:
+        return None
+    rules = tuple(c.id for c in route.shown if classes & set(getattr(c, "classes", ()) or ()))
+    return route.code, rules

@@ -175,8 +175,8 @@ def _base_card(finding: OrderFinding, ruleset: RuleSet, settings: Settings | Non
     topic = check.topic
     assert topic is not None  # the rule file schema requires it without advice
     links = [{"label": link.label, "url": link.url, "type": "absolute"} for link in check.links]
-    route = finding.drafted.code if finding.drafted is not None else topic.code
-    links.append(explain.explain_link(route, [], settings))
+    route, rules = finding.explained or (topic.code, ())
+    links.append(explain.explain_link(route, rules, settings))
     card: Card = {
         "uuid": str(uuid.uuid4()),
         "summary": check.summary,
