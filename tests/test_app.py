@@ -307,7 +307,7 @@ def test_healthz(client):
 def test_unexpected_error_is_500_outcome_without_traceback(app, monkeypatch):
     service = app.extensions["cds"]
 
-    def boom(_request):
+    def boom(_request, *_declared):  # CdsService.call names the service
         raise RuntimeError("secret patient detail")
 
     monkeypatch.setattr(service, "evaluate", boom)

@@ -67,8 +67,8 @@ def test_the_bookkeeping_frees_the_call_before_collecting(app, monkeypatch):
     outcomes: list[weakref.ref] = []
     real_evaluate = service.evaluate
 
-    def evaluate_and_watch(request):
-        outcome = real_evaluate(request)
+    def evaluate_and_watch(request, *declared):  # CdsService.call names the service
+        outcome = real_evaluate(request, *declared)
         outcomes.append(weakref.ref(outcome))
         return outcome
 

@@ -34,6 +34,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "fhir_examples"
 SERVICE = "/cds-services/leg-cramp-referral"
 FEEDBACK = SERVICE + "/feedback"
 OVERRIDE_SYSTEM = "urn:leg-cramp-cds:override-reason"
+NON_ADHERENCE = "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
 NEPHROLOGY = "nephrology-egfr-22.json"
 URGENT = "urgent-care-critical-potassium.json"
 
@@ -296,7 +297,14 @@ def test_report_counts_the_last_outcome_of_each_card(app, client):
 def test_every_route_declares_suppression_and_urgent_is_at_most_a_day(settings):
     policy = CdsService(settings).suppression_policy
     ruleset = load_rules(settings.cards_dir)
-    assert set(policy) == {r.code for r in ruleset.routes}
+    assert {key for key in policy if ":" not in key} == {r.code for r in ruleset.routes}
+    # The order services' cards are kept under "service-id:route" (issue 23); an urgent
+    # route's order card too is suppressed at most a day.
+    assert policy["leg-cramp-order-sign:duplicate-referral"] == {
+        (OVERRIDE_SYSTEM, "already-under-care"): 30,
+        (NON_ADHERENCE, "cds-not-applicable"): 30,
+    }
+    assert set(policy["leg-cramp-order-select:urgent-care"].values()) == {1}
     assert policy["urgent-care"] == {
         (OVERRIDE_SYSTEM, "already-under-care"): 1,
         (OVERRIDE_SYSTEM, "patient-declined"): 1,
