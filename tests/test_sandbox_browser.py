@@ -152,6 +152,7 @@ class Sandbox:
         self.console: list[str] = []
         self.failed: list[str] = []
         self.answers: list[tuple[str, str, int]] = []  # method, url, status: service and FHIR
+        self.cors: dict[str, str | None] = {}  # our service's URL -> Access-Control-Allow-Origin
         self.page.on("console", self._console)
         self.page.on("pageerror", lambda exc: self.console.append(f"page error: {exc}"))
         self.page.on("requestfailed", self._failed)
@@ -170,6 +171,8 @@ class Sandbox:
     def _answered(self, response) -> None:
         if self._ours(response.url):
             self.answers.append((response.request.method, response.url, response.status))
+        if response.url.startswith(self.service.base):
+            self.cors[response.url] = response.headers.get("access-control-allow-origin")
 
     def url(self, patient: str) -> str:
         query = {
@@ -232,9 +235,16 @@ def sandbox(browser, site, service, fhir):
 
 def _open(sandbox: Sandbox, patient: str):
     """Open the sandbox on ``patient``; the patient-view response it received."""
-    with sandbox.hook_call("leg-cramp-referral") as call:
-        sandbox.page.goto(sandbox.url(patient), wait_until="load", timeout=WAIT_MS)
-    response = call.value
+    try:
+        with sandbox.hook_call("leg-cramp-referral") as call:
+            sandbox.page.goto(sandbox.url(patient), wait_until="load", timeout=WAIT_MS)
+        response = call.value
+    except sync_api.TimeoutError:
+        pytest.fail(
+            "the sandbox never called leg-cramp-referral; Access-Control-Allow-Origin of our "
+            f"answers (the page is {sandbox.site.base}): {sandbox.cors}; "
+            f"problems: {sandbox.problems()}; console: {sandbox.console}"
+        )
     assert response.status == 200, response.text()
     assert response.headers.get("access-control-allow-origin") == sandbox.site.base
     body = response.json()
