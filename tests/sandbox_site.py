@@ -99,7 +99,9 @@ def sandbox_jwks(build: Path) -> dict:
     (src/retrieve-data-helpers/jwt-generator.js); its public half is what
     https://sandbox.cds-hooks.org/.well-known/jwks.json serves."""
     bundle = (build / "app.bundle.js").read_text(encoding="utf-8", errors="replace")
-    pem = re.search(r"-----BEGIN (?:EC )?PRIVATE KEY-----.*?-----END (?:EC )?PRIVATE KEY-----", bundle)
+    pem = re.search(
+        r"-----BEGIN (?:EC )?PRIVATE KEY-----.*?-----END (?:EC )?PRIVATE KEY-----", bundle
+    )
     header = re.search(r'kid:"([^"]+)",jku:"([^"]+)"', bundle)
     if not pem or not header:
         raise AssertionError(f"{build}/app.bundle.js: no signing key or JWT header found")

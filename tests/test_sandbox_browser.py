@@ -153,6 +153,7 @@ class Sandbox:
         self.failed: list[str] = []
         self.answers: list[tuple[str, str, int]] = []  # method, url, status: service and FHIR
         self.cors: dict[str, str | None] = {}  # our service's URL -> Access-Control-Allow-Origin
+        self.discovery: dict = {}  # the discovery document the sandbox read
         self.page.on("console", self._console)
         self.page.on("pageerror", lambda exc: self.console.append(f"page error: {exc}"))
         self.page.on("requestfailed", self._failed)
@@ -235,10 +236,15 @@ def sandbox(browser, site, service, fhir):
 
 def _open(sandbox: Sandbox, patient: str):
     """Open the sandbox on ``patient``; the patient-view response it received."""
+    discovery_url = f"{sandbox.service.base}/cds-services"
     try:
-        with sandbox.hook_call("leg-cramp-referral") as call:
+        with (
+            sandbox.page.expect_response(discovery_url, timeout=WAIT_MS) as discovery,
+            sandbox.hook_call("leg-cramp-referral") as call,
+        ):
             sandbox.page.goto(sandbox.url(patient), wait_until="load", timeout=WAIT_MS)
         response = call.value
+        sandbox.discovery = discovery.value.json()
     except sync_api.TimeoutError:
         pytest.fail(
             "the sandbox never called leg-cramp-referral; Access-Control-Allow-Origin of our "
@@ -349,4 +355,75 @@ def test_feedback_from_the_sandbox_is_stored_reported_and_suppresses(sandbox, se
     assert [_topic(card) for card in again["cards"]] == ["vascular"]
     assert sandbox.cards().count() == 1
     assert _row(_report(service), "primary-care-workup")["suppressed"] == 1
+    assert not sandbox.problems(), sandbox.problems()
+
+
+ORDER_SERVICES = {"order-select": "leg-cramp-order-select", "order-sign": "leg-cramp-order-sign"}
+DRUG_EVIDENCE = {STATIN: "1450", THIAZIDE: "3.1"}  # the CK and the potassium on the chart
+
+
+def _discovered(sandbox: Sandbox) -> dict[str, str]:
+    """Hook -> service id, from the discovery document the sandbox itself read."""
+    return {service["hook"]: service["id"] for service in sandbox.discovery["services"]}
+
+
+def _prescribe(sandbox: Sandbox, tab: str, drug: tuple[str, str, str], sign: bool) -> dict:
+    """Choose ``drug`` on the Rx View or Rx Sign tab (and press Sign Order on Rx Sign); the
+    order-time card the service sent for it, checked to be shown."""
+    typed, name, rxnorm = drug
+    hook = "order-sign" if sign else "order-select"
+    page = sandbox.page
+    if not page.get_by_role("heading", name=tab).count():
+        page.get_by_role("button", name=tab, exact=True).click()
+        page.get_by_role("heading", name=tab).wait_for(timeout=WAIT_MS)
+    page.locator("input[name='medication-input']").fill(typed)
+    choice = page.get_by_role("button", name=name, exact=True)
+    with sandbox.hook_call(ORDER_SERVICES[hook], draft_code=rxnorm) as call:
+        choice.click()
+        if sign:
+            page.get_by_role("button", name="Sign Order").click()
+    response = call.value
+    assert response.status == 200, response.text()
+    assert response.headers.get("access-control-allow-origin") == sandbox.site.base
+    sent = json.loads(response.request.post_data)
+    draft = sent["context"]["draftOrders"]["entry"][0]["resource"]
+    assert (sent["hook"], draft["resourceType"], draft["status"]) == (
+        hook,
+        "MedicationRequest",
+        "draft",
+    )
+    cards = [c for c in response.json()["cards"] if _topic(c) == "medication-review"]
+    assert len(cards) == 1, f"{hook} {name}: {response.json()['cards']}"
+    card = cards[0]
+    assert DRUG_EVIDENCE[drug] in card["detail"], card["detail"]  # the patient's own result
+    sandbox.card(card["summary"]).wait_for(timeout=WAIT_MS)
+    return card
+
+
+def test_rx_view_and_rx_sign_show_order_time_cards(sandbox, service, tmp_path):
+    """A statin and a thiazide, chosen on Rx View (order-select) and signed on Rx Sign
+    (order-sign), for a patient with leg cramps, a raised CK and a low potassium."""
+    _open(sandbox, PATIENTS["orders"])
+    discovered = _discovered(sandbox)
+    for hook, service_id in ORDER_SERVICES.items():
+        assert discovered.get(hook) == service_id, f"discovery: {discovered}"
+    for drug in (STATIN, THIAZIDE):
+        _prescribe(sandbox, "Rx View", drug, sign=False)
+        sandbox.shot(tmp_path, f"rx-view-{drug[2]}")
+    signed = {}
+    for drug in (STATIN, THIAZIDE):
+        signed[drug] = _prescribe(sandbox, "Rx Sign", drug, sign=True)
+        sandbox.shot(tmp_path, f"rx-sign-{drug[2]}")
+    # Feedback on an order card: dismissed with a reason, stored and reported.
+    card = signed[THIAZIDE]
+    reason = next(r for r in card["overrideReasons"] if r["code"] == SUPPRESSING[1])
+    sandbox.card(card["summary"]).get_by_role("button", name="select dismiss reason").click()
+    with sandbox.feedback_call(ORDER_SERVICES["order-sign"]) as call:
+        sandbox.page.get_by_role("menuitem", name=f"Override: {reason['display']}").click()
+    assert call.value.status == 200, call.value.text()
+    row = _row(_report(service), "medication-review")
+    assert row["overridden"] == 1
+    assert row["override_reasons"] == [
+        {"system": SUPPRESSING[0], "code": SUPPRESSING[1], "cards": 1}
+    ]
     assert not sandbox.problems(), sandbox.problems()
