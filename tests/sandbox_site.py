@@ -106,7 +106,7 @@ def sandbox_jwks(build: Path) -> dict:
     if not pem or not header:
         raise AssertionError(f"{build}/app.bundle.js: no signing key or JWT header found")
     key = load_pem_private_key(pem.group(0).replace("\\n", "\n").encode(), password=None)
-    public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))  # type: ignore[arg-type]
+    public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
     public.update({"kid": header.group(1), "use": "sig", "alg": "ES384"})
     return {"keys": [public]}
 

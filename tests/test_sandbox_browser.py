@@ -27,7 +27,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 from sandbox_site import BrowserFhirServer, StaticSite, leg_cramp_chart, sandbox_jwks
@@ -154,6 +154,7 @@ class Sandbox:
         self.answers: list[tuple[str, str, int]] = []  # method, url, status: service and FHIR
         self.cors: dict[str, str | None] = {}  # our service's URL -> Access-Control-Allow-Origin
         self.discovery: dict = {}  # the discovery document the sandbox read
+        self.outside: list[str] = []  # answers from any host but loopback
         self.page.on("console", self._console)
         self.page.on("pageerror", lambda exc: self.console.append(f"page error: {exc}"))
         self.page.on("requestfailed", self._failed)
@@ -170,6 +171,8 @@ class Sandbox:
         self.failed.append(f"{request.method} {request.url}: {request.failure}")
 
     def _answered(self, response) -> None:
+        if urlsplit(response.url).hostname not in ("127.0.0.1", None):
+            self.outside.append(response.url)  # must never happen: only loopback resolves
         if self._ours(response.url):
             self.answers.append((response.request.method, response.url, response.status))
         if response.url.startswith(self.service.base):
@@ -224,6 +227,7 @@ class Sandbox:
         bad += [f"{m} {u}: {s}" for m, u, s in self.answers if s >= 400]
         bad += [c for c in self.console if any(base in c for base in ours)]
         bad += [c for c in self.console if "CORS" in c or "page error" in c]
+        bad += [f"answer from outside loopback: {url}" for url in self.outside]
         return bad
 
 
@@ -335,6 +339,12 @@ def test_feedback_from_the_sandbox_is_stored_reported_and_suppresses(sandbox, se
     reason = next(r for r in workup["overrideReasons"] if r["code"] == SUPPRESSING[1])
     shown = sandbox.card(workup["summary"])
     shown.get_by_role("button", name="select dismiss reason").click()
+    menu = sandbox.page.get_by_role("menuitem")
+    menu.first.wait_for(timeout=WAIT_MS)
+    assert menu.all_inner_texts() == [
+        f"Override: {r['display']}" for r in workup["overrideReasons"]
+    ]
+    sandbox.shot(tmp_path, "dismiss-reasons")
     with sandbox.feedback_call("leg-cramp-referral") as call:
         sandbox.page.get_by_role("menuitem", name=f"Override: {reason['display']}").click()
     assert call.value.status == 200, call.value.text()
