@@ -9,7 +9,7 @@
   bundle, so the service verifies them offline (``CDS_JWKS_FILE``) instead of fetching the
   sandbox's ``jku`` from the internet.
 - ``leg_cramp_chart``: a patient with leg cramps, PAD with a low ABI, a low potassium and a
-  raised CK, dated from today (the sandbox writes today's date on the orders it drafts).
+  CK over 1000 U/L, dated from today (the sandbox writes today's date on the orders it drafts).
 """
 
 from __future__ import annotations
@@ -160,22 +160,21 @@ def _result(patient: str, rid: str, code: tuple[str, str, str], value, unit, on:
 
 
 LOINC = "http://loinc.org"
-LABS = [  # (id, (system, code, text), value, UCUM unit): one panel drawn five days ago
-    ("potassium", (LOINC, "2823-3", "Potassium"), 3.1, "mmol/L"),
-    ("ck", (LOINC, "2157-6", "Creatine kinase"), 1450, "U/L"),
-    ("magnesium", (LOINC, "2601-3", "Magnesium"), 0.8, "mmol/L"),
-    ("sodium", (LOINC, "2951-2", "Sodium"), 139, "mmol/L"),
-    ("calcium", (LOINC, "17861-6", "Calcium"), 9.3, "mg/dL"),
-    ("creatinine", (LOINC, "2160-0", "Creatinine"), 0.9, "mg/dL"),
-    ("glucose", (LOINC, "2345-7", "Glucose"), 96, "mg/dL"),
+LABS = [  # (id, (system, code, text), value, UCUM unit, drawn days ago)
+    ("potassium", (LOINC, "2823-3", "Potassium"), 3.1, "mmol/L", 5),
+    ("magnesium", (LOINC, "2601-3", "Magnesium"), 0.8, "mmol/L", 5),
+    ("sodium", (LOINC, "2951-2", "Sodium"), 139, "mmol/L", 5),
+    ("calcium", (LOINC, "17861-6", "Calcium"), 9.3, "mg/dL", 5),
+    ("creatinine", (LOINC, "2160-0", "Creatinine"), 0.9, "mg/dL", 5),
+    ("glucose", (LOINC, "2345-7", "Glucose"), 96, "mg/dL", 5),
+    ("ck", (LOINC, "2157-6", "Creatine kinase"), 1450, "U/L", 1),  # an urgent red flag
 ]
 
 
 def leg_cramp_chart(patient: str, today: date | None = None) -> list[dict]:
     """Leg cramps and claudication on the problem list, an ABI of 0.72, a potassium of
-    3.1 mmol/L and a CK of 1450 U/L; no medicines yet."""
+    3.1 mmol/L five days ago and a CK of 1450 U/L yesterday; no medicines yet."""
     today = today or date.today()
-    drawn = today - timedelta(days=5)
     chart = [
         {
             "resourceType": "Patient",
@@ -197,5 +196,8 @@ def leg_cramp_chart(patient: str, today: date | None = None) -> list[dict]:
             today - timedelta(days=40),
         ),
     ]
-    chart += [_result(patient, rid, code, value, unit, drawn) for rid, code, value, unit in LABS]
+    chart += [
+        _result(patient, rid, code, value, unit, today - timedelta(days=ago))
+        for rid, code, value, unit, ago in LABS
+    ]
     return chart

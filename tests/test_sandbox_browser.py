@@ -146,7 +146,7 @@ class Sandbox:
     """One sandbox tab: what it asked of our service and the FHIR server, what it logged."""
 
     def __init__(self, browser, site, service, fhir) -> None:
-        self.context = browser.new_context(viewport={"width": 1400, "height": 1100})
+        self.context = browser.new_context(viewport={"width": 1400, "height": 2000})
         self.page = self.context.new_page()
         self.site, self.service, self.fhir = site, service, fhir
         self.console: list[str] = []
@@ -296,8 +296,10 @@ def _row(report: dict, route: str) -> dict:
 def test_patient_view_cards_appear_in_the_sandbox(sandbox, service, fhir, tmp_path):
     body = _open(sandbox, PATIENTS["view"])
     cards = _by_topic(body["cards"])
-    assert set(cards) == {"vascular", "primary-care-workup"}, list(cards)
-    assert sandbox.cards().count() == 2
+    assert list(cards) == ["urgent-care", "vascular", "primary-care-workup"], list(cards)
+    # Shown as sent: the critical card first, each once.
+    shown_summaries = [text.splitlines()[0].strip() for text in sandbox.cards().all_inner_texts()]
+    assert shown_summaries == [card["summary"] for card in body["cards"]]
     for card in body["cards"]:
         shown = sandbox.card(card["summary"])
         assert shown.count() == 1, f"card not shown: {card['summary']}"
@@ -362,8 +364,8 @@ def test_feedback_from_the_sandbox_is_stored_reported_and_suppresses(sandbox, se
     ]
     # The next visit from the same client: the overridden card is left out, the other stays.
     again = _open(sandbox, PATIENTS["feedback"])
-    assert [_topic(card) for card in again["cards"]] == ["vascular"]
-    assert sandbox.cards().count() == 1
+    assert [_topic(card) for card in again["cards"]] == ["urgent-care", "vascular"]
+    assert sandbox.cards().count() == 2
     assert _row(_report(service), "primary-care-workup")["suppressed"] == 1
     assert not sandbox.problems(), sandbox.problems()
 
