@@ -243,7 +243,9 @@ def _open(sandbox: Sandbox, patient: str):
     discovery_url = f"{sandbox.service.base}/cds-services"
     try:
         with (
-            sandbox.page.expect_response(discovery_url, timeout=WAIT_MS) as discovery,
+            sandbox.page.expect_response(
+                lambda r: r.url == discovery_url and r.request.method == "GET", timeout=WAIT_MS
+            ) as discovery,
             sandbox.hook_call("leg-cramp-referral") as call,
         ):
             sandbox.page.goto(sandbox.url(patient), wait_until="load", timeout=WAIT_MS)
