@@ -41,20 +41,21 @@ def _evaluate(args, settings: Settings) -> int:
         print(f"cannot read {args.request}: {exc}", file=sys.stderr)
         return 2
     service = CdsService(settings)
+    store = None if args.no_suppressions else _configured_store(settings)
+    if store is not None:
+        # As the HTTP path does: cards an override suppresses for this patient (any
+        # client's) are left out. Read only: nothing is recorded, so a replay never counts
+        # as issued.
+        store.suppression_policy = service.suppression_policy
+        store.urgent_routes = service.urgent_routes
     try:
-        outcome = service.evaluate(payload)
+        service_id = args.service or _service_for(service, payload)
+        outcome = service.call(service_id, payload, store, client=None, record=False)
     except CdsError as error:
         print(json.dumps(operation_outcome(status_of(error), error.message), indent=2))
         return 1
-    store = None if args.no_suppressions else _configured_store(settings)
-    if store is not None:
-        try:
-            # As the HTTP path does: cards an override suppresses for this patient are left
-            # out. Read only: nothing is recorded, so a replay never counts as issued.
-            store.suppression_policy = service.suppression_policy
-            store.urgent_routes = service.urgent_routes
-            service.apply_suppressions(outcome, payload["context"]["patientId"], store)
-        finally:
+    finally:
+        if store is not None:
             store.close()
     for left_out in outcome.suppressed:  # route and rule ids only: no patient data
         route = left_out["card"]["source"]["topic"]["code"]
@@ -64,6 +65,14 @@ def _evaluate(args, settings: Settings) -> int:
         )
     print(json.dumps(outcome.response, indent=2, ensure_ascii=False))
     return 0
+
+
+def _service_for(service, payload: object) -> str:
+    """The service a request file is for: the first declared for its hook."""
+    from cds_service.protocol.services import for_hook
+
+    hook = payload.get("hook") if isinstance(payload, dict) else None
+    return for_hook(hook, service.services).id
 
 
 def _configured_store(settings: Settings):
@@ -83,12 +92,21 @@ def _check_rules(args, settings: Settings) -> int:
     from cds_service.service import suppression_policy
 
     suppression_policy(ruleset)  # unknown reason codes; urgent routes at most a day
+    from cds_service.engine.order_rules import load_orders
+    from cds_service.protocol.services import ORDERS, SERVICES
+
+    order_files = dict.fromkeys(s.rule_files for s in SERVICES if s.rules == ORDERS)
+    checks = [  # each order service's files: classes and criteria named, ids once
+        check.id for files in order_files for check in load_orders(cards_dir, ruleset, files).checks
+    ]
     routes = ", ".join(r.code for r in ruleset.routes)
     if getattr(args, "explain", False):
         from cds_service.render.explain import decision_tables, rules_hash
 
         print(decision_tables(ruleset, rules_hash(cards_dir)), end="")
     print(f"OK: {len(ruleset.routes)} route files in {cards_dir} ({routes})")
+    if checks:
+        print(f"OK: {len(checks)} order checks ({', '.join(checks)})")
     return 0
 
 
@@ -117,7 +135,7 @@ def _iso_date(raw: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {raw!r}") from None
 
 
-DESCRIPTION = "Leg-cramp referral CDS service (CDS Hooks patient-view)."
+DESCRIPTION = "Leg-cramp referral CDS services (CDS Hooks patient-view, order-select, order-sign)."
 EPILOG = """examples:
   cds-service example --list
   cds-service example nephrology-ckd-stage-4 | cds-service evaluate -
@@ -125,6 +143,25 @@ EPILOG = """examples:
   cds-service report --since 2026-11-01
 
 Settings come from CDS_* environment variables (see the README)."""
+
+
+def _evaluate_parser(sub) -> None:
+    """``evaluate``: any declared service's request, the service chosen by its hook."""
+    evaluate = sub.add_parser(
+        "evaluate", help="print the CDS Hooks response for a hook request file (- for stdin)"
+    )
+    evaluate.add_argument("request", help="a hook request JSON file, or - to read stdin")
+    evaluate.add_argument(
+        "--service",
+        metavar="ID",
+        help="the CDS service to call (default: the first one answering the request's hook; "
+        "see GET /cds-services)",
+    )
+    evaluate.add_argument(
+        "--no-suppressions",
+        action="store_true",
+        help="show every card, also those an override suppresses for this patient",
+    )
 
 
 def _parser() -> tuple[argparse.ArgumentParser, dict]:
@@ -140,15 +177,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     )
     serve.add_argument("--host", help="listen address (default: CDS_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default: CDS_PORT, 8080)")
-    evaluate = sub.add_parser(
-        "evaluate", help="print the CDS Hooks response for a hook request file (- for stdin)"
-    )
-    evaluate.add_argument("request", help="a hook request JSON file, or - to read stdin")
-    evaluate.add_argument(
-        "--no-suppressions",
-        action="store_true",
-        help="show every card, also those an override suppresses for this patient",
-    )
+    _evaluate_parser(sub)
     check = sub.add_parser("check-rules", help="validate every file in cards/")
     check.add_argument("--cards-dir")
     check.add_argument(

@@ -25,6 +25,7 @@ from synthea import SYNTHEA_DIR, hook_request
 
 from cds_service import logs, metrics
 from cds_service.config import Settings
+from cds_service.protocol.services import SERVICES
 from cds_service.storage import database
 from cds_service.web.app import create_app
 
@@ -423,7 +424,9 @@ def test_access_line_for_unexpected_errors(tmp_path):
         def __init__(self):
             self.settings = settings
 
-        def evaluate(self, payload):
+        services = SERVICES
+
+        def call(self, service_id, payload, store=None, client=None):
             raise RuntimeError("boom with Patient/123 inside")
 
         def discovery(self):

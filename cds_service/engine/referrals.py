@@ -21,6 +21,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from cds_service.engine.fhir_status import REFERRAL_OPEN
+from cds_service.engine.terminology import codings_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -55,6 +56,24 @@ def open_referral(record: Record, route: Route, referral_words: tuple[str, ...])
     for resource in record.resources("ServiceRequest"):
         if _is_open(resource) and names_referral(resource, words):
             return resource
+    return None
+
+
+def referral_route(
+    resource: Resource, routes: list[Route], referral_words: tuple[str, ...]
+) -> Route | None:
+    """The route whose referral a request is (a draft order, say), by code, else by words,
+    as ``open_referral`` recognises one; None when it names no route's specialty."""
+    codes = {(system, code) for system, code, _display in codings_of(resource.get("code"))}
+    for route in routes:
+        wanted = route.referral_set
+        if wanted is not None and any(wanted.match(system, code) for system, code in codes):
+            return route
+    for route in routes:
+        referral = route.referral
+        if referral is not None and referral.words and referral_words:
+            if names_referral(resource, words_for(referral, referral_words)):
+                return route
     return None
 
 

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 import jsonschema_rs
 
-from cds_service import SERVICE_ID
 from cds_service.errors import InvalidRequest
 from cds_service.lazy import lazy_module
+from cds_service.protocol.services import REQUEST_SCHEMAS, Service
 
 if TYPE_CHECKING:
     import jsonschema
@@ -24,7 +24,14 @@ else:  # only to describe what is wrong with a document (~50 ms of start-up othe
     jsonschema = lazy_module("jsonschema")
     referencing = lazy_module("referencing")
 
-SCHEMA_FILES = ("coding", "card", "cds-response", "discovery", "hook-request", "feedback")
+SCHEMA_FILES = (
+    "coding",
+    "card",
+    "cds-response",
+    "discovery",
+    "feedback",
+    *REQUEST_SCHEMAS.values(),
+)
 SPEC_VERSION = "2.0"
 
 
@@ -110,28 +117,20 @@ def check(name: str, document: object, what: str) -> None:
     raise InvalidRequest(f"Invalid {what}: {path}: violates '{keyword[:1].lower() + keyword[1:]}'")
 
 
-def discovery(prefetch: dict[str, str], routes: list[str]) -> dict:
-    """The discovery document; ``routes`` are the titles of the loaded route files."""
+def discovery(services: list[Service], templates: dict[str, str], routes: list[str]) -> dict:
+    """The discovery document: one entry per declared service, its prefetch templates
+    (``templates``: every key's) and ``routes``, the titles of the loaded route files."""
     return {
         "services": [
             {
-                "hook": "patient-view",
-                "id": SERVICE_ID,
-                "title": "Leg cramp referral guidance",
-                "description": (
-                    "For a patient with **leg cramps** on the problem list, suggests who should "
-                    f"see them next: {', '.join(routes)}. Each card shows the evidence (value, "
-                    "unit, date, code) and offers a one-click referral or lab order."
-                ),
-                "usageRequirements": (
-                    "Send the prefetch keys listed here or give `fhirServer` with a "
-                    "`fhirAuthorization` token that can read Patient, Condition, Observation, "
-                    "Procedure, MedicationRequest, MedicationStatement, Medication "
-                    "and ServiceRequest for the patient. The patient must have an active leg-cramp "
-                    "Condition (SNOMED CT or ICD-10-CM) for any card to appear."
-                ),
+                "hook": service.hook,
+                "id": service.id,
+                "title": service.title,
+                "description": service.description.replace("{routes}", ", ".join(routes)),
+                "usageRequirements": service.usage,
                 "version": SPEC_VERSION,
-                "prefetch": prefetch,
+                "prefetch": {name: templates[name] for name, _required in service.prefetch},
             }
+            for service in services
         ]
     }

@@ -15,7 +15,7 @@ import orjson
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from cds_service import SERVICE_ID, logs, metrics, storage
+from cds_service import logs, metrics, storage
 from cds_service.config import Settings
 from cds_service.errors import (
     CdsError,
@@ -25,7 +25,7 @@ from cds_service.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from cds_service.protocol import egress, feedback, fhir_json
+from cds_service.protocol import egress, feedback, fhir_json, services
 from cds_service.service import CdsService
 from cds_service.web import cors, gc_policy
 from cds_service.web.access import access_line, note_request
@@ -104,7 +104,7 @@ def create_app(
     app.wsgi_app = ServerTiming(HttpGuard(app.wsgi_app, settings.max_body_bytes))
 
     _observe_every_request(app)
-    _operations_endpoints(app, settings, store)
+    _operations_endpoints(app, settings, store, service.services)
     _cds_endpoints(app, service, store, authenticate)
     explain_pages(app, settings, service)
     admin_report_page(app, settings, store)
@@ -210,8 +210,11 @@ def _run_each(tasks: list) -> None:
             log.error("bookkeeping after a response failed: %s", type(exc).__name__)
 
 
-def _operations_endpoints(app: Flask, settings: Settings, store: storage.AnyStore) -> None:
-    """Liveness, readiness, the OpenAPI document and metrics."""
+def _operations_endpoints(
+    app: Flask, settings: Settings, store: storage.AnyStore, declared: tuple
+) -> None:
+    """Liveness, readiness, the OpenAPI document (of the ``declared`` services) and
+    metrics."""
 
     @app.get("/healthz")
     def healthz():
@@ -229,7 +232,7 @@ def _operations_endpoints(app: Flask, settings: Settings, store: storage.AnyStor
     def openapi_document():
         from cds_service.web import openapi
 
-        return json_response(openapi.document())
+        return json_response(openapi.document(declared=declared))
 
     @app.get("/metrics")
     def metrics_endpoint():
@@ -240,7 +243,7 @@ def _operations_endpoints(app: Flask, settings: Settings, store: storage.AnyStor
 
 
 def _cds_endpoints(app: Flask, service: CdsService, store: storage.AnyStore, authenticate) -> None:
-    """Discovery, the service and its feedback (CDS Hooks)."""
+    """Discovery, the declared services and their feedback (CDS Hooks)."""
 
     @app.get("/cds-services")
     def discovery():
@@ -248,10 +251,8 @@ def _cds_endpoints(app: Flask, service: CdsService, store: storage.AnyStore, aut
         return json_response(service.discovery())
 
     def known_service(service_id: str) -> None:
-        """404 for an id we do not serve; otherwise authenticate the client."""
-        if service_id != SERVICE_ID:
-            raise NotFound("Unknown CDS service id.")
-        g.service_id = SERVICE_ID
+        """404 for an id no declaration serves; otherwise authenticate the client."""
+        g.service_id = services.find(service_id, service.services).id
         authenticate()
 
     @app.post("/cds-services/<service_id>")
@@ -261,27 +262,14 @@ def _cds_endpoints(app: Flask, service: CdsService, store: storage.AnyStore, aut
         payload, typed = read_json(fhir_json.decode_noting_path)
         parsed = time.perf_counter()
         note_request(payload)
-        outcome = service.evaluate(payload)
-        if hasattr(service, "apply_suppressions"):
-            service.apply_suppressions(outcome, payload["context"]["patientId"], store, g.client)
+        # Checked, evaluated, suppressed and recorded for the authenticated client, as for
+        # every declared service (``CdsService.call``).
+        outcome = service.call(service_id, payload, store, g.client)
         g.outcome = outcome
         request.environ[PHASES] = [
             ("parse", (parsed - started) * 1000.0),
             ("evaluate", (time.perf_counter() - parsed) * 1000.0),
         ]
-        # The card records are kept (appended to the on-disk card spool, tens of µs) before
-        # the answer leaves: feedback on a card, or the next call, always finds its record,
-        # and a worker killed once it has answered loses none. The database write is in the
-        # background (storage/card_writer.py); this never raises or waits for it.
-        store.save_issued_cards(
-            payload["hookInstance"],
-            payload["context"]["patientId"],
-            outcome.response["cards"],
-            outcome.rule_ids,
-            getattr(outcome, "fingerprints", None),
-            getattr(outcome, "suppressed", None),
-            client=g.client,
-        )
 
         def count_cards() -> None:
             for route in outcome.routes:

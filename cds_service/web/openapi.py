@@ -20,8 +20,9 @@ import copy
 from datetime import date
 from functools import cache, lru_cache
 
-from cds_service import SERVICE_ID, examples
-from cds_service.protocol import hooks
+from cds_service import examples
+from cds_service.protocol import hooks, services
+from cds_service.protocol.services import Service
 from cds_service.web.openapi_parts import (
     answer,
     errors,
@@ -90,8 +91,15 @@ def _point_refs(node):
     return node
 
 
-def _cds_paths(service: str, bearer: list, feedback_link: dict) -> dict:
-    """Discovery, the service and its feedback."""
+def operation_id(name: str, service: Service, first: bool) -> str:
+    """``callHook``/``postFeedback`` for the first declared service (as before services
+    were declared), ``callHook_leg_cramp_order_sign`` ... for the others."""
+    if first:
+        return name
+    return f"{name}_{service.id.replace('-', '_').replace('.', '_')}"
+
+
+def _discovery_path(bearer: list) -> dict:
     return {
         "/cds-services": {
             "get": {
@@ -103,30 +111,40 @@ def _cds_paths(service: str, bearer: list, feedback_link: dict) -> dict:
                     **errors(401, 503),
                 },
             }
-        },
-        service: {
+        }
+    }
+
+
+def _service_paths(service: Service, bearer: list, first: bool) -> dict:
+    """A declared service and its feedback."""
+    path = f"/cds-services/{service.id}"
+    feedback_op = operation_id("postFeedback", service, first)
+    return {
+        path: {
             "post": {
-                "operationId": "callHook",
-                "summary": "Call the patient-view hook",
+                "operationId": operation_id("callHook", service, first),
+                "summary": f"Call the {service.hook} hook: {service.title}",
                 "security": bearer,
                 "requestBody": {
                     "required": True,
-                    "content": json_content("hook-request", JSON_TYPES),
+                    "content": json_content(service.schema, JSON_TYPES),
                 },
                 "responses": {
                     "200": answer(
                         "Cards (an empty list when there is no advice)",
                         "cds-response",
-                        links={"FeedbackOnFirstCard": feedback_link},
+                        links={
+                            "FeedbackOnFirstCard": {**FEEDBACK_LINK, "operationId": feedback_op}
+                        },
                     ),
                     **errors(400, 401, 412, 413, 415, 503),
                 },
             }
         },
-        service + "/feedback": {
+        path + "/feedback": {
             "post": {
-                "operationId": "postFeedback",
-                "summary": "Card outcomes (accepted / overridden)",
+                "operationId": feedback_op,
+                "summary": f"Card outcomes (accepted / overridden): {service.title}",
                 "security": bearer,
                 "requestBody": {"required": True, "content": json_content("feedback", JSON_TYPES)},
                 "responses": {
@@ -138,33 +156,37 @@ def _cds_paths(service: str, bearer: list, feedback_link: dict) -> dict:
     }
 
 
+FEEDBACK_LINK = {
+    "operationId": "postFeedback",
+    "description": "Report an outcome for the first card of this answer.",
+    "requestBody": {
+        "feedback": [
+            {
+                "card": "$response.body#/cards/0/uuid",
+                "outcome": "overridden",
+                "outcomeTimestamp": "2026-11-24T10:00:00Z",
+                "overrideReason": {"userComment": "reported by an API client"},
+            }
+        ]
+    },
+}
+
+
 @cache
-def _document() -> dict:
+def _document(declared: tuple[Service, ...]) -> dict:
     schemas = {
         uri[len(SCHEMA_PREFIX) :]: _point_refs(schema) for uri, schema in hooks._schemas().items()
     }
     schemas.update(
         {"OperationOutcome": OPERATION_OUTCOME, "FeedbackAck": FEEDBACK_ACK, "Health": HEALTH}
     )
-    service = f"/cds-services/{SERVICE_ID}"
     bearer: list[dict[str, list[str]]] = [
         {},
         {"cdsClientJwt": []},
     ]  # required only when CDS_AUTH_MODE=jwt
-    feedback_link = {
-        "operationId": "postFeedback",
-        "description": "Report an outcome for the first card of this answer.",
-        "requestBody": {
-            "feedback": [
-                {
-                    "card": "$response.body#/cards/0/uuid",
-                    "outcome": "overridden",
-                    "outcomeTimestamp": "2026-11-24T10:00:00Z",
-                    "overrideReason": {"userComment": "reported by an API client"},
-                }
-            ]
-        },
-    }
+    cds_paths = _discovery_path(bearer)
+    for i, service in enumerate(declared):
+        cds_paths.update(_service_paths(service, bearer, i == 0))
     return {
         "openapi": "3.1.0",
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
@@ -172,13 +194,15 @@ def _document() -> dict:
             "title": "Leg-cramp referral CDS service",
             "version": hooks.SPEC_VERSION,
             "description": (
-                "A CDS Hooks 2.0 service for the patient-view hook. Every error is a FHIR "
+                "CDS Hooks 2.0 services (one path per service: "
+                + ", ".join(f"{s.id} for {s.hook}" for s in declared)
+                + "). Every error is a FHIR "
                 "OperationOutcome. Paths are also served with a trailing slash. CORS is on "
                 "for every endpoint (browser clients such as the CDS Hooks sandbox)."
             ),
         },
         "paths": {
-            **_cds_paths(service, bearer, feedback_link),
+            **cds_paths,
             **explain_paths(),
             **operations_paths(),
         },
@@ -197,23 +221,28 @@ def _document() -> dict:
 
 
 @lru_cache(maxsize=2)
-def hook_examples(today: date) -> dict:
-    """The example hook requests as OpenAPI examples, dates moved to ``today``."""
-    found = {}
+def hook_examples(today: date) -> dict[str, dict]:
+    """The example hook requests as OpenAPI examples, dates moved to ``today``, by hook."""
+    found: dict[str, dict] = {}
     for name in examples.names():
-        found[name] = {
+        value = examples.request(name, today)
+        found.setdefault(str(value.get("hook")), {})[name] = {
             "summary": name.replace("-", " "),
-            "value": examples.request(name, today),
+            "value": value,
         }
     return found
 
 
-def document(today: date | None = None) -> dict:
-    """The OpenAPI document (a fresh copy: callers may change it), the hook's examples
-    dated for ``today`` (default: today, UTC)."""
-    built = copy.deepcopy(_document())
-    request = built["paths"][f"/cds-services/{SERVICE_ID}"]["post"]["requestBody"]
+def document(today: date | None = None, declared: tuple[Service, ...] | None = None) -> dict:
+    """The OpenAPI document of the ``declared`` services (default: SERVICES), a fresh copy
+    (callers may change it), each service's examples (those of its hook) dated for
+    ``today`` (default: today, UTC)."""
+    declared = declared or services.SERVICES
+    built = copy.deepcopy(_document(declared))
     moved = hook_examples(today or examples.today_utc())
-    for media in request["content"].values():
-        media["examples"] = copy.deepcopy(moved)
+    for service in declared:
+        request = built["paths"][f"/cds-services/{service.id}"]["post"]["requestBody"]
+        for media in request["content"].values():
+            if moved.get(service.hook):
+                media["examples"] = copy.deepcopy(moved[service.hook])
     return built

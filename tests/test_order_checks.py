@@ -1,0 +1,320 @@
+"""Order-time checks (issue 23): the order-sign and order-select services compare the draft
+orders, as an EHR sends them, with the advice the chart supports; each card fires, its near
+miss stays silent, and a draft that already fits gets no card."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+
+from cds_service.config import Settings
+from cds_service.protocol import hooks
+from cds_service.protocol.fhir_json import decode_request
+from cds_service.service import CdsService
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "fhir_examples"
+SNOMED = "http://snomed.info/sct"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+LOCAL = "urn:oid:1.2.840.114350.1.13.0.1.7.2.696580"  # an EHR's own order codes
+VASCULAR_CHART = "vascular-abi-0.72-claudication"
+URGENT_CHART = "urgent-care-critical-potassium"
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory) -> CdsService:
+    settings = Settings.from_env({}, today="2026-11-24", data_dir=tmp_path_factory.mktemp("data"))
+    return CdsService(settings, fetcher=lambda *a: {})
+
+
+def order_request(chart: str, *drafts: dict, hook: str = "order-sign", selections=None) -> dict:
+    """The chart of an example, with ``drafts`` as the EHR's draftOrders Bundle."""
+    written = json.loads((EXAMPLES / f"{chart}.json").read_text())
+    context = {"userId": "Practitioner/example", "patientId": written["context"]["patientId"]}
+    if selections is not None:
+        context["selections"] = selections
+    context["draftOrders"] = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": d} for d in drafts],
+    }
+    return {
+        "hook": hook,
+        "hookInstance": "test-order",
+        "context": context,
+        "prefetch": copy.deepcopy(written["prefetch"]),
+    }
+
+
+def referral(rid: str, code: str, display: str, *, system: str = SNOMED, **extra) -> dict:
+    resource = {
+        "resourceType": "ServiceRequest",
+        "id": rid,
+        "status": "draft",
+        "intent": "order",
+        "priority": "routine",
+        "code": {"coding": [{"system": system, "code": code, "display": display}], "text": display},
+        "subject": {"reference": "Patient/p-routes"},
+        "authoredOn": "2026-11-24",
+    }
+    return {**resource, **extra}
+
+
+def medicine(rid: str, code: str, display: str, **extra) -> dict:
+    return {
+        "resourceType": "MedicationRequest",
+        "id": rid,
+        "status": "draft",
+        "intent": "order",
+        "medicationCodeableConcept": {
+            "coding": [{"system": RXNORM, "code": code, "display": display}],
+            "text": display,
+        },
+        "subject": {"reference": "Patient/p-routes"},
+        "authoredOn": "2026-11-24",
+        **extra,
+    }
+
+
+ORTHOPEDICS = referral("d1", "308481009", "Referral to orthopedic surgeon (procedure)")
+VASCULAR = referral("d2", "307777008", "Referral to vascular surgeon (procedure)")
+NEPHROLOGY = referral("d3", "306286007", "Referral to nephrologist (procedure)")
+HCTZ = medicine("m1", "310798", "Hydrochlorothiazide 25 MG Oral Tablet")
+
+
+def cards(service: CdsService, request: dict) -> list[dict]:
+    """The cards, decoded as the HTTP layer does; each checked against the response schema."""
+    response = service.evaluate(decode_request(orjson.dumps(request))).response
+    hooks.validator("cds-response").validate(response)
+    for card in response["cards"]:
+        assert len(card["summary"]) < 100 and len(card["detail"]) <= 900
+    return response["cards"]
+
+
+def only(found: list[dict]) -> dict:
+    assert len(found) == 1, [c["summary"] for c in found]
+    return found[0]
+
+
+def actions(card: dict) -> list[dict]:
+    (suggestion,) = card["suggestions"]
+    assert card["selectionBehavior"] == "at-most-one"
+    return suggestion["actions"]
+
+
+def set_observation(request: dict, loinc: str, value: float, when: str) -> dict:
+    entries = request["prefetch"]["observations"]["entry"]
+    for entry in entries:
+        if entry["resource"]["code"]["coding"][0]["code"] == loinc:
+            entry["resource"]["valueQuantity"]["value"] = value
+            entry["resource"]["effectiveDateTime"] = when
+            return request
+    entries.append(
+        {
+            "resource": {
+                "resourceType": "Observation",
+                "id": f"added-{loinc}",
+                "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
+                "subject": {"reference": "Patient/p-routes"},
+                "effectiveDateTime": when,
+                "valueQuantity": {
+                    "value": value,
+                    "unit": "U/L" if loinc == "2157-6" else "mmol/L",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "U/L" if loinc == "2157-6" else "mmol/L",
+                },
+            }
+        }
+    )
+    return request
+
+
+# --- (a) a referral to a specialty the evidence does not support, while it supports another
+
+
+def test_orthopedics_drafted_with_a_low_abi_is_replaced_by_vascular(service):
+    card = only(cards(service, order_request(VASCULAR_CHART, ORTHOPEDICS)))
+    assert card["source"]["topic"]["code"] == "vascular"
+    assert "Vascular surgery" in card["summary"] and "Orthopedic" in card["summary"]
+    delete, create = actions(card)
+    assert delete == {
+        "type": "delete",
+        "description": "Remove the draft order",
+        "resourceId": "ServiceRequest/d1",
+    }
+    proposed = create["resource"]
+    assert create["type"] == "create" and proposed["intent"] == "proposal"
+    assert proposed["code"]["coding"][0]["code"] == "307777008"
+    assert proposed["subject"] == {"reference": "Patient/p-routes"}
+
+
+def test_a_locally_coded_proposal_is_read_by_its_text(service):
+    local = referral(
+        "d9", "REF123", "Ambulatory referral to orthopedic surgery", system=LOCAL, intent="proposal"
+    )
+    card = only(cards(service, order_request(VASCULAR_CHART, local)))
+    assert card["source"]["topic"]["code"] == "vascular"
+    assert actions(card)[0]["resourceId"] == "ServiceRequest/d9"
+
+
+def test_the_drafted_specialty_the_evidence_supports_is_silent(service):
+    assert cards(service, order_request(VASCULAR_CHART, VASCULAR)) == []
+
+
+def test_no_other_specialty_supported_is_silent(service):
+    """Near miss: without the low ABI and claudication nothing supports vascular either."""
+    request = order_request(VASCULAR_CHART, ORTHOPEDICS)
+    conditions = request["prefetch"]["conditions"]["entry"]
+    request["prefetch"]["conditions"]["entry"] = conditions[:1]  # the cramps only
+    request["prefetch"]["observations"]["entry"] = []
+    assert cards(service, request) == []
+
+
+def test_a_signed_or_active_request_is_no_draft(service):
+    active = {**ORTHOPEDICS, "status": "active"}
+    assert cards(service, order_request(VASCULAR_CHART, active)) == []
+
+
+def test_no_leg_cramp_problem_no_card(service):
+    request = order_request(VASCULAR_CHART, ORTHOPEDICS, HCTZ)
+    request["prefetch"]["conditions"]["entry"] = request["prefetch"]["conditions"]["entry"][1:]
+    assert cards(service, request) == []
+
+
+# --- (b) a routine referral while an urgent red flag is on record
+
+
+def test_a_routine_referral_with_a_critical_potassium_is_made_same_day(service):
+    request = order_request(URGENT_CHART, NEPHROLOGY)
+    card = only(cards(service, request))
+    assert card["indicator"] == "critical"
+    assert card["source"]["topic"]["code"] == "urgent-care"
+    delete, create = actions(card)
+    assert delete["resourceId"] == "ServiceRequest/d3"
+    assert create["resource"]["priority"] == "stat"
+    assert create["resource"]["code"] == NEPHROLOGY["code"]
+    assert "id" not in create["resource"]
+
+
+def test_an_urgent_referral_is_not_asked_to_be_urgent(service):
+    stat = {**NEPHROLOGY, "priority": "stat"}
+    found = cards(service, order_request(URGENT_CHART, stat))
+    assert not any(c["summary"].startswith("Urgent red flag") for c in found)
+
+
+# --- (c) a duplicate of an open referral
+
+
+def _with_open_vascular_referral(request: dict, status: str = "active") -> dict:
+    open_one = {**VASCULAR, "id": "open1", "status": status, "authoredOn": "2026-11-10"}
+    request["prefetch"]["servicerequests"]["entry"].append({"resource": open_one})
+    return request
+
+
+def test_a_duplicate_referral_by_text_is_removed(service):
+    local = referral("d5", "REF-VASC", "Ambulatory referral to vascular surgery", system=LOCAL)
+    request = _with_open_vascular_referral(order_request(VASCULAR_CHART, local))
+    card = only(cards(service, request))
+    assert card["source"]["topic"]["code"] == "duplicate-referral"
+    assert actions(card) == [
+        {
+            "type": "delete",
+            "description": "Remove the draft order",
+            "resourceId": "ServiceRequest/d5",
+        }
+    ]
+    assert "2026-11-10" in card["detail"]
+
+
+def test_a_completed_referral_is_no_duplicate(service):
+    request = _with_open_vascular_referral(order_request(VASCULAR_CHART, VASCULAR), "completed")
+    assert cards(service, request) == []
+
+
+# --- (d) a medicine linked to cramps, with the patient's own results
+
+
+def test_a_thiazide_with_a_low_potassium(service):
+    request = set_observation(order_request(URGENT_CHART, HCTZ), "2823-3", 3.1, "2026-11-17")
+    card = only(cards(service, request))
+    assert card["source"]["topic"]["code"] == "medication-review"
+    assert card["indicator"] == "warning"
+    assert "Potassium 3.1 mmol/L" in card["summary"]
+    assert "ACE inhibitor" in card["detail"]  # the alternative the guideline gives
+
+
+def test_a_thiazide_with_a_low_magnesium(service):
+    request = set_observation(order_request(URGENT_CHART, HCTZ), "2823-3", 4.1, "2026-11-17")
+    set_observation(request, "2601-3", 0.6, "2026-11-17")
+    card = only(cards(service, request))
+    assert "Magnesium" in card["summary"]
+
+
+def test_a_thiazide_with_normal_electrolytes_is_silent(service):
+    """Near miss: potassium 3.6, just above the threshold: the label warning is enough."""
+    request = set_observation(order_request(URGENT_CHART, HCTZ), "2823-3", 3.6, "2026-11-17")
+    assert cards(service, request) == []
+
+
+def test_a_statin_with_a_raised_ck(service):
+    statin = medicine("m2", "617312", "atorvastatin 10 MG Oral Tablet [Lipitor]")
+    request = set_observation(order_request(VASCULAR_CHART, statin), "2157-6", 1450, "2026-11-23")
+    card = only(cards(service, request))
+    assert card["source"]["topic"]["code"] == "medication-review"
+    assert "CK" in card["summary"] or "kinase" in card["summary"].lower()
+
+
+def test_a_statin_with_a_normal_ck_is_silent(service):
+    statin = medicine("m2", "617312", "atorvastatin 10 MG Oral Tablet [Lipitor]")
+    request = set_observation(order_request(VASCULAR_CHART, statin), "2157-6", 180, "2026-11-23")
+    assert cards(service, request) == []
+
+
+def test_an_active_medicine_is_the_chart_not_a_draft(service):
+    active = {**HCTZ, "status": "active"}
+    request = set_observation(order_request(URGENT_CHART, active), "2823-3", 3.1, "2026-11-17")
+    assert cards(service, request) == []
+
+
+# --- order-select: only the selected drafts
+
+
+def test_order_select_reads_only_the_selections(service):
+    kept = order_request(
+        VASCULAR_CHART,
+        ORTHOPEDICS,
+        VASCULAR,
+        hook="order-select",
+        selections=["ServiceRequest/d1"],
+    )
+    assert only(cards(service, kept))["source"]["topic"]["code"] == "vascular"
+    other = order_request(
+        VASCULAR_CHART, ORTHOPEDICS, VASCULAR, hook="order-select", selections=["ServiceRequest/d2"]
+    )
+    assert cards(service, other) == []
+
+
+def test_a_draft_as_the_cds_hooks_sandbox_sends_it(service):
+    """Rx View: MedicationRequest "request-123", intent proposal, a SCD code with its name as
+    text, a Bundle without a type, and the selection naming it."""
+    written = json.loads((EXAMPLES / "order-select-statin-raised-ck.json").read_text())
+    assert "type" not in written["context"]["draftOrders"]
+    card = only(cards(service, written))
+    assert card["summary"].startswith("Atorvastatin 40 MG Oral Tablet drafted with Creatine")
+    not_selected = copy.deepcopy(written)
+    not_selected["context"]["selections"] = ["MedicationRequest/another"]
+    assert cards(service, not_selected) == []
+
+
+def test_the_urgent_check_comes_before_the_duplicate(service):
+    """A routine nephrology draft repeating an open referral, with a critical potassium:
+    the urgent card, never the duplicate's info card."""
+    request = order_request(URGENT_CHART, NEPHROLOGY)
+    open_one = {**NEPHROLOGY, "id": "open2", "status": "active", "authoredOn": "2026-11-10"}
+    request["prefetch"]["servicerequests"]["entry"].append({"resource": open_one})
+    card = only(cards(service, request))
+    assert card["indicator"] == "critical" and card["source"]["topic"]["code"] == "urgent-care"
