@@ -435,9 +435,25 @@ def test_rx_view_and_rx_sign_show_order_time_cards(sandbox, service, tmp_path):
     with sandbox.feedback_call(ORDER_SERVICES["order-sign"]) as call:
         sandbox.page.get_by_role("menuitem", name=f"Override: {reason['display']}").click()
     assert call.value.status == 200, call.value.text()
-    row = _row(_report(service), "medication-review")
-    assert row["overridden"] == 1
+    # Order cards are counted per service ("<service id>:<route>"): the dismissal is the
+    # order-sign card's, and the same advice given on Rx View has no outcome.
+    report = _report(service)
+    assert _row(report, "leg-cramp-order-select:medication-review")["overridden"] == 0
+    row = _row(report, "leg-cramp-order-sign:medication-review")
+    assert (row["issued"], row["overridden"]) == (2, 1)
     assert row["override_reasons"] == [
         {"system": SUPPRESSING[0], "code": SUPPRESSING[1], "cards": 1}
     ]
+    # Signing the same thiazide again: the override holds, for order-sign only.
+    page = sandbox.page
+    with sandbox.hook_call(ORDER_SERVICES["order-sign"], draft_code=THIAZIDE[2]) as call:
+        page.get_by_role("button", name="Sign Order").click()
+    assert not [c for c in call.value.json()["cards"] if _topic(c) == "medication-review"]
+    suppressed = _row(_report(service), "leg-cramp-order-sign:medication-review")["suppressed"]
+    assert suppressed == 1
+    with sandbox.hook_call(ORDER_SERVICES["order-select"], draft_code=THIAZIDE[2]) as call:
+        page.get_by_role("button", name="Rx View", exact=True).click()
+    assert [_topic(c) for c in call.value.json()["cards"]] == ["medication-review"]
+    sandbox.card(card["summary"]).wait_for(timeout=WAIT_MS)
+    sandbox.shot(tmp_path, "rx-view-after-override")
     assert not sandbox.problems(), sandbox.problems()
