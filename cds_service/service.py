@@ -176,7 +176,9 @@ class CdsService:
                 continue
             routes = [(r.code, r.indicator == "critical") for r in self.ruleset.routes]
             for check in self.order_rules[service.rule_files].for_hook(service.hook).checks:
-                topics = [(check.topic.code, False)] if check.topic else routes
+                topics = (
+                    [(check.topic.code, check.indicator == "critical")] if check.topic else routes
+                )
                 for code, critical in topics:
                     where = f"{check.source_file} ({check.id})"
                     reasons = reasons_policy(known, check.suppression, False, where)

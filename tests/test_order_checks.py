@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from cds_service.config import Settings
-from cds_service.protocol import hooks
+from cds_service.protocol import hooks, services
 from cds_service.protocol.fhir_json import decode_request
 from cds_service.service import CdsService
 
@@ -266,6 +266,15 @@ def test_a_statin_with_a_raised_ck(service):
     card = only(cards(service, request))
     assert card["source"]["topic"]["code"] == "medication-review"
     assert "CK" in card["summary"] or "kinase" in card["summary"].lower()
+    # As urgent as the chart's own card for this CK: same-day assessment, not just a warning.
+    assert card["indicator"] == "critical"
+    assert "same-day" in card["detail"]
+
+
+def test_an_urgent_order_card_is_suppressed_at_most_a_day(service):
+    sign = services.find("leg-cramp-order-sign", service.services)
+    key = service.stored_key(sign, "medication-review")
+    assert key in service.urgent_routes
 
 
 def test_a_statin_with_a_normal_ck_is_silent(service):
