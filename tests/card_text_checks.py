@@ -107,7 +107,22 @@ def expected_source(card: dict[str, Any], rules: RuleSet) -> str | None:
     return block.links[0].url if block is not None and block.links else None
 
 
+def is_own_order_card(card: dict[str, Any]) -> bool:
+    """An order-time card of a check's own topic (a drafted medicine, a duplicate referral):
+    its source is the check's own guideline, not a route rule's (tests/test_order_checks.py
+    checks it). A referral order card that follows a route's advice is that route's card."""
+    lines = evidence_lines(card.get("detail", ""))
+    follows_advice = any(
+        action.get("type") == "create"
+        for suggestion in card.get("suggestions", [])
+        for action in suggestion.get("actions", [])
+    )
+    return bool(lines) and lines[0].startswith("Draft order:") and not follows_advice
+
+
 def source_problems(card: dict[str, Any], rules: RuleSet) -> list[str]:
+    if is_own_order_card(card):
+        return []
     url = card.get("source", {}).get("url")
     expected = expected_source(card, rules)
     if expected is None:

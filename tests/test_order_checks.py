@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from card_text_checks import is_own_order_card, text_problems
 
 from cds_service.config import Settings
 from cds_service.protocol import hooks, services
@@ -329,3 +330,36 @@ def test_the_urgent_check_comes_before_the_duplicate(service):
     request["prefetch"]["servicerequests"]["entry"].append({"resource": open_one})
     card = only(cards(service, request))
     assert card["indicator"] == "critical" and card["source"]["topic"]["code"] == "urgent-care"
+
+
+# --- each card's source is its own guideline
+
+
+@pytest.mark.parametrize(
+    ("example", "check_id"),
+    [
+        ("medication-review-order-sign-thiazide-low-potassium", "thiazide-with-low-electrolyte"),
+        ("medication-review-order-select-statin-raised-ck", "statin-with-raised-ck"),
+        ("duplicate-referral-order-sign-vascular", "duplicate-referral"),
+    ],
+)
+def test_a_card_of_a_checks_own_topic_cites_the_checks_guideline(service, example, check_id):
+    """Its source is the check's first link, and no source link when the check has none (a
+    duplicate referral rests on no guideline); a referral card that follows a route's advice
+    cites that route's rule (tests/card_text_checks.py, over every example)."""
+    request = json.loads((EXAMPLES / f"{example}.json").read_text())
+    card = only(cards(service, request))
+    assert is_own_order_card(card)
+    checks = [c for rules in service.order_rules.values() for c in rules.checks]
+    check = next(c for c in checks if c.id == check_id)
+    expected = check.links[0].url if check.links else None
+    assert card["source"].get("url") == expected
+    if expected is not None:
+        assert card["links"][0]["url"] == expected
+
+
+def test_a_referral_card_that_follows_advice_is_not_an_own_order_card(service):
+    request = json.loads((EXAMPLES / "vascular-order-sign-orthopedics-drafted.json").read_text())
+    card = only(cards(service, request))
+    assert not is_own_order_card(card)
+    assert not text_problems([card])
