@@ -25,6 +25,7 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from fhir_server import FhirServer, fhir_response
+from synthea import condition
 from werkzeug import Request, Response
 
 CORS_HEADERS = {
@@ -116,29 +117,8 @@ def _coded(system: str, code: str, text: str) -> dict:
 
 
 def _condition(patient: str, rid: str, code: str, text: str, onset: date) -> dict:
-    return {
-        "resourceType": "Condition",
-        "id": f"{patient}-{rid}",
-        "code": _coded("http://snomed.info/sct", code, text),
-        "subject": {"reference": f"Patient/{patient}"},
-        "clinicalStatus": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                    "code": "active",
-                }
-            ]
-        },
-        "verificationStatus": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
-                    "code": "confirmed",
-                }
-            ]
-        },
-        "onsetDateTime": onset.isoformat(),
-    }
+    coded = _coded("http://snomed.info/sct", code, text)
+    return condition(patient, f"{patient}-{rid}", coded, onset.isoformat())
 
 
 def _result(patient: str, rid: str, code: tuple[str, str, str], value, unit, on: date) -> dict:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import orjson
 
+from cds_service.gallery import charts
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SYNTHEA_DIR = SHARED / "fhir-real" / "synthea"
 PREFETCH_TYPES = {
@@ -63,37 +65,19 @@ def patient_resources(path: Path) -> tuple[dict, list[dict]]:
     return patient, resources
 
 
-_DATE_ELEMENTS = (
-    "effectiveDateTime",
-    "issued",
-    "onsetDateTime",
-    "recordedDate",
-    "authoredOn",
-    "performedDateTime",
-)
-_PERIOD_ELEMENTS = ("period", "performedPeriod", "effectivePeriod")
-
-
 def newest_date(path: Path) -> str:
-    """The newest clinical date (YYYY-MM-DD) in a chart: its "now" when it was exported."""
+    """The newest clinical date (YYYY-MM-DD) in a chart: its "now" when it was exported, as
+    the gallery reads it (``cds_service.gallery.charts.newest_date``)."""
     _patient, resources = _load(str(path))
-    newest = ""
-    for resource in resources:
-        dates = [resource.get(name) for name in _DATE_ELEMENTS]
-        for name in _PERIOD_ELEMENTS:
-            period = resource.get(name)
-            if isinstance(period, dict):
-                dates += [period.get("start"), period.get("end")]
-        for value in dates:
-            if isinstance(value, str) and value[:10] > newest:
-                newest = value[:10]
-    return newest
+    newest = charts.newest_date(resources)
+    return newest.isoformat() if newest else ""
 
 
-def leg_cramp_condition(patient_id: str, onset: str = "2026-11-01") -> dict:
+def condition(patient_id: str, rid: str, code: dict, onset: str) -> dict:
+    """An active, confirmed Condition of ``code`` (a CodeableConcept) for the patient."""
     return {
         "resourceType": "Condition",
-        "id": "leg-cramps-" + uuid.uuid4().hex[:8],
+        "id": rid,
         "clinicalStatus": {
             "coding": [
                 {
@@ -110,18 +94,23 @@ def leg_cramp_condition(patient_id: str, onset: str = "2026-11-01") -> dict:
                 }
             ]
         },
-        "code": {
-            "coding": [
-                {
-                    "system": "http://hl7.org/fhir/sid/icd-10-cm",
-                    "code": "R25.2",
-                    "display": "Cramp and spasm",
-                }
-            ]
-        },
+        "code": code,
         "subject": {"reference": f"Patient/{patient_id}"},
         "onsetDateTime": onset,
     }
+
+
+def leg_cramp_condition(patient_id: str, onset: str = "2026-11-01") -> dict:
+    cramp = {
+        "coding": [
+            {
+                "system": "http://hl7.org/fhir/sid/icd-10-cm",
+                "code": "R25.2",
+                "display": "Cramp and spasm",
+            }
+        ]
+    }
+    return condition(patient_id, "leg-cramps-" + uuid.uuid4().hex[:8], cramp, onset)
 
 
 def searchset(resources: list[dict]) -> dict:

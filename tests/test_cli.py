@@ -127,6 +127,18 @@ def test_invalid_yaml_is_reported(tmp_path, capsys):
 NEPHROLOGY = ROOT / "fhir_examples" / "nephrology-egfr-22.json"
 
 
+def overridden(card: dict, reason: str) -> dict:
+    """A feedback item: ``card`` overridden now, with one of our override reasons."""
+    return {
+        "card": card["uuid"],
+        "outcome": "overridden",
+        "outcomeTimestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "overrideReason": {
+            "reason": {"system": "urn:leg-cramp-cds:override-reason", "code": reason}
+        },
+    }
+
+
 def _override_in_a_store(tmp_path: Path, patient: str | None = None) -> None:
     """A service on tmp_path/data issues the nephrology card and it is overridden with a
     suppressing reason."""
@@ -149,17 +161,7 @@ def _override_in_a_store(tmp_path: Path, patient: str | None = None) -> None:
             if c["source"]["topic"]["code"] == "nephrology"
         ]
         assert app.extensions["cds_store"].flush()
-        item = {
-            "card": card["uuid"],
-            "outcome": "overridden",
-            "outcomeTimestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-            "overrideReason": {
-                "reason": {
-                    "system": "urn:leg-cramp-cds:override-reason",
-                    "code": "patient-declined",
-                }
-            },
-        }
+        item = overridden(card, "patient-declined")
         response = client.post(
             "/cds-services/leg-cramp-referral/feedback", json={"feedback": [item]}
         )

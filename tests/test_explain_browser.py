@@ -13,43 +13,21 @@ Skipped, with the reason, only when /usr/bin/chromium or the playwright package 
 from __future__ import annotations
 
 import base64
-import shutil
 import threading
 import urllib.error
 import urllib.request
-from pathlib import Path
 from urllib.parse import urldefrag, urlsplit
 
 import pytest
+from browser import chromium, needs_chromium, playwright_sync_api
 
 from cds_service.config import Settings
 from cds_service.web.app import create_app
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-default-apps",
-    "--disable-extensions",
-]
 PHONE = {"width": 375, "height": 800}
 
-sync_api = pytest.importorskip(
-    "playwright.sync_api",
-    reason="the playwright Python package is not installed (pip install -e '.[dev]')",
-)
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
-        reason=f"{CHROMIUM} is missing (apt-get install chromium; .ci/run does)",
-    ),
-]
+playwright_sync_api()  # skips this module when the package is missing
+pytestmark = [pytest.mark.browser, needs_chromium]
 
 
 @pytest.fixture(scope="module")
@@ -78,14 +56,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

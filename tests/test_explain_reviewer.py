@@ -6,32 +6,23 @@ from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
+import test_explain
 import yaml
+from test_explain import CARDS
 
 from cds_service.cli import main
 from cds_service.engine import RuleError, load_rules
-from cds_service.render import explain
 from cds_service.render.explain.citations import public
 from cds_service.render.explain.names import inner, rule_name
 
-ROOT = Path(__file__).resolve().parents[1]
-CARDS = ROOT / "cards"
 # Ids that are also plain words in the rule files' citations ("a magnesium-wasting risk drug").
 PLAIN_WORDS = {"magnesium-wasting"}
 INTERNAL = re.compile(r"route-guide|rules-reference|\.md\b|\bissue \d+", re.I)
-
-
-@pytest.fixture(scope="module")
-def ruleset():
-    return load_rules(CARDS)
-
-
-@pytest.fixture(scope="module")
-def explainer(ruleset):
-    return explain.Explainer(ruleset, CARDS)
+# tests/test_explain.py's fixtures, shared: the rules and their explainer, read once a module.
+ruleset = test_explain.ruleset
+explainer = test_explain.explainer
 
 
 @pytest.fixture(scope="module")

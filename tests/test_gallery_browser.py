@@ -12,32 +12,21 @@ Skipped, with the reason, only when /usr/bin/chromium or the playwright package 
 from __future__ import annotations
 
 import base64
-import shutil
 from pathlib import Path
 
 import pytest
+from browser import chromium, needs_chromium, playwright_sync_api
 from synthea import SYNTHEA_DIR, synthea_files
 
 from cds_service import examples
 from cds_service.cli import main
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 375, "height": 800}
 CRITICAL_RED = (0xCF, 0x22, 0x2E)  # .card.critical's border (templates/gallery.html)
 
-sync_api = pytest.importorskip(
-    "playwright.sync_api",
-    reason="the playwright Python package is not installed (pip install -e '.[dev]')",
-)
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
-        reason=f"{CHROMIUM} is missing (apt-get install chromium; .ci/run does)",
-    ),
-]
+playwright_sync_api()  # skips this module when the package is missing
+pytestmark = [pytest.mark.browser, needs_chromium]
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +43,8 @@ def gallery_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def _open(browser, gallery_file: Path, viewport: dict):

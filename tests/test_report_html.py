@@ -7,20 +7,18 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
 import threading
 from contextlib import redirect_stdout
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
+from browser import chromium, needs_chromium
 from test_storage import make_settings
 from test_suppression import NEPHROLOGY, URGENT, accept, cards_by_route, example, override, store_of
 
 from cds_service import cli
 from cds_service.web.app import create_app
 
-CHROMIUM = "/usr/bin/chromium"
 PATIENT = "p-routes"
 
 
@@ -92,12 +90,8 @@ def test_admin_report_when_enabled(app):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(
-    not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
-    reason=f"{CHROMIUM} is missing",
-)
+@needs_chromium
 def test_report_renders_in_chromium(app, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
     from werkzeug.serving import make_server
 
     with_feedback(app)
@@ -105,38 +99,24 @@ def test_report_renders_in_chromium(app, tmp_path):
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=CHROMIUM,
-                headless=True,
-                args=[
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--no-first-run",
-                ],
-            )
-            try:
-                page = browser.new_page(viewport={"width": 375, "height": 800})
-                errors: list[str] = []
-                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                requests: list[str] = []
-                page.on("request", lambda r: requests.append(r.url))
-                response = page.goto(f"http://127.0.0.1:{httpd.server_port}/admin/report")
-                assert response is not None and response.status == 200
-                assert page.locator("h1").inner_text().startswith("Cards and feedback")
-                assert page.locator("section svg").count() == 3  # urgent-care: no overrides
-                assert page.locator("#route-nephrology rect.issued").count() >= 1
-                assert page.evaluate("document.documentElement.scrollWidth") <= 375
-                assert errors == []
-                assert len(requests) == 1  # the page itself: nothing else is fetched
-                png = page.screenshot(full_page=True)
-                assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
-                (tmp_path / "report.png").write_bytes(png)
-            finally:
-                browser.close()
+        with chromium() as browser:
+            page = browser.new_page(viewport={"width": 375, "height": 800})
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            requests: list[str] = []
+            page.on("request", lambda r: requests.append(r.url))
+            response = page.goto(f"http://127.0.0.1:{httpd.server_port}/admin/report")
+            assert response is not None and response.status == 200
+            assert page.locator("h1").inner_text().startswith("Cards and feedback")
+            assert page.locator("section svg").count() == 3  # urgent-care: no overrides
+            assert page.locator("#route-nephrology rect.issued").count() >= 1
+            assert page.evaluate("document.documentElement.scrollWidth") <= 375
+            assert errors == []
+            assert len(requests) == 1  # the page itself: nothing else is fetched
+            png = page.screenshot(full_page=True)
+            assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+            (tmp_path / "report.png").write_bytes(png)
     finally:
         httpd.shutdown()
         thread.join(timeout=10)

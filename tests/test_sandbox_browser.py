@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import pytest
+from browser import chromium, needs_chromium, playwright_sync_api
 from sandbox_site import BrowserFhirServer, StaticSite, leg_cramp_chart, sandbox_jwks
 from served import BIN, ROOT, Gunicorn, free_port
 
-CHROMIUM = "/usr/bin/chromium"
 BUILD_VARIABLE = "CDS_SANDBOX_BUILD"
 HOW_TO_BUILD = (
     f"{BUILD_VARIABLE} is unset or not a build of the CDS Hooks sandbox: "
@@ -56,17 +55,11 @@ def _build() -> Path | None:
     return None
 
 
-sync_api = pytest.importorskip(
-    "playwright.sync_api",
-    reason="the playwright Python package is not installed (pip install -e '.[dev]')",
-)
+sync_api = playwright_sync_api()
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(_build() is None, reason=HOW_TO_BUILD),
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists() and shutil.which("chromium") is None,
-        reason=f"{CHROMIUM} is missing (apt-get install chromium; .ci/run does)",
-    ),
+    needs_chromium,
     pytest.mark.skipif(os.name != "posix", reason="gunicorn needs a POSIX system"),
 ]
 
@@ -119,27 +112,9 @@ def service(site, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--disable-default-apps",
-                "--disable-extensions",
-                # Only loopback: sandbox.cds-hooks.org and its default services never answer.
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            ],
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    # Only loopback: sandbox.cds-hooks.org and its default services never answer.
+    with chromium("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1") as launched:
+        yield launched
 
 
 class Sandbox:

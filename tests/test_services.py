@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from conftest import minimal_request
+from test_cli import overridden
 
 from cds_service.cli import main
 from cds_service.config import Settings
@@ -107,17 +107,7 @@ def test_feedback_and_suppression_are_per_service(tmp_path, monkeypatch, capsys)
         sign = "/cds-services/leg-cramp-order-sign"
         (card,) = client.post(sign, json=request).get_json()["cards"]
         assert store.flush()
-        item = {
-            "card": card["uuid"],
-            "outcome": "overridden",
-            "outcomeTimestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-            "overrideReason": {
-                "reason": {
-                    "system": "urn:leg-cramp-cds:override-reason",
-                    "code": "already-under-care",
-                }
-            },
-        }
+        item = overridden(card, "already-under-care")
         stored = client.post(sign + "/feedback", json={"feedback": [item]})
         assert stored.status_code == 200, stored.get_data(as_text=True)
         # The order-sign card is suppressed for this patient ...
