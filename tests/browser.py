@@ -7,6 +7,7 @@ skipped, with the reason, when either is missing.
 
 from __future__ import annotations
 
+import base64
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,3 +53,29 @@ def chromium(*extra_args: str) -> Iterator:
             yield browser
         finally:
             browser.close()
+
+
+def screenshot_colours(page, png: bytes, red: tuple[int, int, int] = (255, 0, 0)) -> dict:
+    """Decoded in the browser (no image library needed): size, distinct colours, dark
+    pixels (text) and pixels near ``red``."""
+    blank = page.context.new_page()
+    blank.set_content("<canvas id=c></canvas>")
+    colours = blank.evaluate(
+        """async ([src, red]) => {
+        const img = new Image(); img.src = src; await img.decode();
+        const c = document.getElementById('c'); c.width = img.width; c.height = img.height;
+        const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
+        const px = ctx.getImageData(0, 0, img.width, img.height).data;
+        const seen = new Set(); let dark = 0; let reds = 0;
+        for (let i = 0; i < px.length; i += 4) {
+            seen.add((px[i] << 16) | (px[i + 1] << 8) | px[i + 2]);
+            if (px[i] + px[i + 1] + px[i + 2] < 200) dark++;
+            if (Math.abs(px[i] - red[0]) + Math.abs(px[i + 1] - red[1])
+                + Math.abs(px[i + 2] - red[2]) < 30) reds++;
+        }
+        return {width: img.width, height: img.height, distinct: seen.size, dark, red: reds};
+    }""",
+        ["data:image/png;base64," + base64.b64encode(png).decode(), list(red)],
+    )
+    blank.close()
+    return colours

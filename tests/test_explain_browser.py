@@ -12,14 +12,13 @@ Skipped, with the reason, only when /usr/bin/chromium or the playwright package 
 
 from __future__ import annotations
 
-import base64
 import threading
 import urllib.error
 import urllib.request
 from urllib.parse import urldefrag, urlsplit
 
 import pytest
-from browser import chromium, needs_chromium, playwright_sync_api
+from browser import chromium, needs_chromium, playwright_sync_api, screenshot_colours
 
 from cds_service.config import Settings
 from cds_service.web.app import create_app
@@ -183,25 +182,7 @@ def test_screenshot_of_a_route_page(server, page, tmp_path):
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 10_000, f"screenshot only {len(data)} bytes"
-    # Decode it in the browser (no image library needed): not one flat colour, some dark text.
-    blank = page.context.new_page()
-    blank.set_content("<canvas id=c></canvas>")
-    colours = blank.evaluate(
-        """async (src) => {
-        const img = new Image(); img.src = src; await img.decode();
-        const c = document.getElementById('c'); c.width = img.width; c.height = img.height;
-        const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
-        const px = ctx.getImageData(0, 0, img.width, img.height).data;
-        const seen = new Set(); let dark = 0;
-        for (let i = 0; i < px.length; i += 4) {
-            seen.add((px[i] << 16) | (px[i + 1] << 8) | px[i + 2]);
-            if (px[i] + px[i + 1] + px[i + 2] < 200) dark++;
-        }
-        return {width: img.width, height: img.height, distinct: seen.size, dark};
-    }""",
-        "data:image/png;base64," + base64.b64encode(data).decode(),
-    )
-    blank.close()
+    colours = screenshot_colours(page, data)  # not one flat colour, some dark text
     assert (colours["width"], colours["height"]) == (PHONE["width"], PHONE["height"])
     assert colours["distinct"] > 50, colours
     assert colours["dark"] > 1000, colours  # text was drawn

@@ -11,11 +11,10 @@ Skipped, with the reason, only when /usr/bin/chromium or the playwright package 
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import pytest
-from browser import chromium, needs_chromium, playwright_sync_api
+from browser import chromium, needs_chromium, playwright_sync_api, screenshot_colours
 from synthea import SYNTHEA_DIR, synthea_files
 
 from cds_service import examples
@@ -92,7 +91,7 @@ def test_screenshot_of_an_urgent_chart(browser, gallery_file, tmp_path):
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 20_000, f"screenshot only {len(data)} bytes"
-    colours = _colours(page, data)
+    colours = screenshot_colours(page, data, CRITICAL_RED)
     assert (colours["width"], colours["height"]) == (DESKTOP["width"], DESKTOP["height"])
     assert colours["distinct"] > 50, colours
     assert colours["dark"] > 2000, colours  # text was drawn
@@ -107,29 +106,3 @@ def _anchor(page, title: str) -> str:
             .find(s => s.querySelector('h2').textContent === title).id""",
         title,
     )
-
-
-def _colours(page, png: bytes) -> dict:
-    """Decoded in the browser (no image library needed): size, distinct colours, dark
-    pixels and pixels of the critical red."""
-    blank = page.context.new_page()
-    blank.set_content("<canvas id=c></canvas>")
-    colours = blank.evaluate(
-        """async ([src, red]) => {
-        const img = new Image(); img.src = src; await img.decode();
-        const c = document.getElementById('c'); c.width = img.width; c.height = img.height;
-        const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
-        const px = ctx.getImageData(0, 0, img.width, img.height).data;
-        const seen = new Set(); let dark = 0; let reds = 0;
-        for (let i = 0; i < px.length; i += 4) {
-            seen.add((px[i] << 16) | (px[i + 1] << 8) | px[i + 2]);
-            if (px[i] + px[i + 1] + px[i + 2] < 200) dark++;
-            if (Math.abs(px[i] - red[0]) + Math.abs(px[i + 1] - red[1])
-                + Math.abs(px[i + 2] - red[2]) < 30) reds++;
-        }
-        return {width: img.width, height: img.height, distinct: seen.size, dark, red: reds};
-    }""",
-        ["data:image/png;base64," + base64.b64encode(png).decode(), list(CRITICAL_RED)],
-    )
-    blank.close()
-    return colours
