@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import date
+from datetime import UTC, date, tzinfo
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,6 +35,7 @@ from cds_service.protocol.egress import parse_allowed_origin, parse_origins_by_i
 ENV_PREFIX = "CDS_"
 CARDS_PACKAGE = "cds_service.bundled_cards"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+UTC_NAMES = frozenset({"UTC", "Etc/UTC"})  # CDS_LOCAL_TIMEZONE values read as datetime.UTC
 
 
 class ConfigError(CdsError, ValueError):
@@ -213,9 +214,11 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def local_zone(self) -> ZoneInfo:
-        """The zone times without one are read in (``CDS_LOCAL_TIMEZONE``)."""
-        return ZoneInfo(self.local_timezone)
+    def local_zone(self) -> tzinfo:
+        """The zone times without one are read in (``CDS_LOCAL_TIMEZONE``). UTC, the default,
+        as the fixed ``datetime.UTC``: the same times, and every instant already in UTC is
+        placed in it without a zone lookup (``ZoneInfo("UTC")`` costs one per date read)."""
+        return UTC if self.local_timezone in UTC_NAMES else ZoneInfo(self.local_timezone)
 
     @property
     def http_fhir_allowed(self) -> bool:

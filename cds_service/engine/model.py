@@ -55,11 +55,12 @@ class Step:
     recent_days: int = 30
     asks: tuple[str, ...] = ()
     drugs: tuple[tuple[str, str], ...] = ()  # (class, action), action in DRUG_ACTIONS
+    # The tests this step asks for (ordered or repeated), by concept name: worked out once
+    # when the rules load, not on each of the many times a call's plan compares steps.
+    tests: frozenset[str] = field(init=False, compare=False, repr=False)
 
-    @property
-    def tests(self) -> frozenset[str]:
-        """The tests this step asks for (ordered or repeated), by concept name."""
-        return frozenset(self.asks) | frozenset(self.unless_recent)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tests", frozenset(self.asks) | frozenset(self.unless_recent))
 
     @property
     def conditional(self) -> bool:
