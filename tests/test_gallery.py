@@ -215,3 +215,14 @@ def test_markdown_and_links_never_carry_script_or_fetch_anything():
     assert "<b" not in html and "<img" not in html  # an image is a link, never fetched
     assert 'href="javascript' not in html  # the unsafe link stays text
     assert web_url("javascript:alert(1)") == "" and web_url("https://e.org/g") == "https://e.org/g"
+
+
+def test_key_data_writes_units_as_the_cards_do():
+    """UCUM as words: a dimensionless ABI shows no "1", an annotation is spelled out."""
+    from cds_service.gallery.keydata import _value
+
+    abi = {"valueQuantity": {"value": 0.72, "unit": "1", "system": "http://unitsofmeasure.org"}}
+    assert _value(abi) == "0.72"
+    d_dimer = {"valueQuantity": {"value": 0.9, "code": "ug/mL{FEU}"}}
+    assert "{" not in _value(d_dimer) and "FEU" in _value(d_dimer)
+    assert _value({"valueQuantity": {"value": 3}}) == "3 (no unit)"

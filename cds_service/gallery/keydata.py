@@ -14,6 +14,7 @@ from datetime import date
 
 from cds_service.engine import RuleSet
 from cds_service.engine.terminology import SHORT_NAMES, canonical_system
+from cds_service.engine.units import display_label
 from cds_service.render.evidence import format_number
 
 
@@ -85,11 +86,13 @@ def _results(observations: list[dict], ruleset: RuleSet) -> list[str]:
 def _value(observation: dict) -> str:
     quantity = observation.get("valueQuantity")
     if isinstance(quantity, dict):
-        unit = quantity.get("unit") or quantity.get("code") or "no unit"
+        written = quantity.get("unit") or quantity.get("code")
+        # As on the cards: UCUM in words, and a dimensionless "1" or "{ratio}" shows no unit.
+        unit = display_label(str(written)) if written else "(no unit)"
         value = quantity.get("value")
         # As a lab reports it (Synthea writes 3.7622096558494356): at most 2 decimals.
         shown = format_number(value, 2) if isinstance(value, int | float) else str(value)
-        return f"{quantity.get('comparator', '')}{shown} {unit}"
+        return f"{quantity.get('comparator', '')}{shown} {unit}".rstrip()
     for name in ("valueString", "valueInteger"):
         if name in observation:
             return str(observation[name])
