@@ -106,6 +106,10 @@ def test_post_thyroidectomy_hypocalcaemia_is_named_without_tsh_or_ck_workup():
     assert "vitamin D" not in steps(card)
     near = steps(cards(v.postprocedural_hypothyroidism_years_ago)["primary-care-workup"])
     assert "Order TSH" in near and "Order CK" in near
+    # Hypothyroidism after a procedure (radioiodine included) is no sign of neck surgery.
+    irradiated = cards(v.calcium_low_with_recent_postprocedural_hypothyroidism)
+    assert "hypoparathyroidism" not in steps(irradiated["primary-care-workup"])
+    assert "Order TSH" in steps(irradiated["primary-care-workup"])
 
 
 def test_a_coded_hyperthyroidism_is_not_confirmed_nor_called_hypothyroid():

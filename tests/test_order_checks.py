@@ -199,6 +199,11 @@ def test_a_routine_referral_with_a_critical_potassium_is_made_same_day(service):
     assert create["resource"]["priority"] == "stat"
     assert create["resource"]["code"] == NEPHROLOGY["code"]
     assert "id" not in create["resource"]
+    # A stat specialist referral does not treat the red flag (clinical review): the card
+    # asks for same-day assessment first, and says the referral does not replace it.
+    assert card["summary"].startswith("Urgent red flag on record: same-day assessment")
+    assert "emergency department or urgent care" in card["detail"]
+    assert "does not replace it" in card["detail"]
 
 
 def test_an_urgent_referral_is_not_asked_to_be_urgent(service):
@@ -246,6 +251,7 @@ def test_a_thiazide_with_a_low_potassium(service):
     assert card["indicator"] == "warning"
     assert "Potassium 3.1 mmol/L" in card["summary"]
     assert "ACE inhibitor" in card["detail"]  # the alternative the guideline gives
+    assert "in pregnancy never an ACE inhibitor or ARB" in card["detail"]
 
 
 def test_a_thiazide_with_a_low_magnesium(service):

@@ -99,6 +99,15 @@ def clti_with_abi_048() -> dict:
 
 def calcium_low_six_days_after_thyroidectomy() -> dict:
     return hook_request(
+        condition("E89.2", onset=6),
+        observation("17861-6", 7.6, "mg/dL", 1),
+        *normal_workup(40),
+    )
+
+
+def calcium_low_with_recent_postprocedural_hypothyroidism() -> dict:
+    """E89.0 also covers hypothyroidism after radioiodine: not a sign of neck surgery."""
+    return hook_request(
         condition("E89.0", onset=6),
         observation("17861-6", 7.6, "mg/dL", 1),
         *normal_workup(40),
@@ -139,6 +148,7 @@ VIGNETTES: list[tuple[str, Callable[[], dict]]] = [
         clti_with_abi_048,
         calcium_low_six_days_after_thyroidectomy,
         postprocedural_hypothyroidism_years_ago,
+        calcium_low_with_recent_postprocedural_hypothyroidism,
         hyperthyroidism_coded_without_tsh,
         tsh_suppressed_uncoded,
     )
