@@ -58,7 +58,11 @@ def test_poor_control_makes_one_endocrinology_card_that_points_to_neurology(hba1
     assert "diabetic polyneuropathy" in card["detail"]
     assert "HbA1c 10.2 %" in card["detail"]
     assert "diabetic-polyneuropathy-poor-control" in fired(card)
-    referrals = [a["resource"]["code"]["coding"][0]["code"] for s in card["suggestions"] for a in s["actions"]]
+    referrals = [
+        a["resource"]["code"]["coding"][0]["code"]
+        for s in card["suggestions"]
+        for a in s["actions"]
+    ]
     assert referrals == [ENDOCRINOLOGY_REFERRAL]
 
 
