@@ -285,15 +285,17 @@ def test_a_recent_diabetic_polyneuropathy_with_controlled_diabetes_is_informatio
     assert not text_problems([card])
 
 
-def test_a_recent_diabetic_polyneuropathy_with_poor_control_is_a_warning():
+def test_a_recent_diabetic_polyneuropathy_with_poor_control_is_one_endocrinology_card():
+    """Route-guide §2.2: both suggestions on one card; the endocrinology card leads
+    (tests/test_diabetic_neuropathy.py has the rest)."""
     cards = cards_of(
         condition("E11.42", 100), observation("4548-4", 9.6, "%", 30), *normal_workup()
     )
-    assert cards["neurology"]["indicator"] == "warning"
-    assert cards["neurology"]["summary"] == (
-        "Refer to neurology: Type 2 diabetes mellitus with diabetic polyneuropathy"
+    assert list(cards) == ["endocrinology"]
+    assert cards["endocrinology"]["summary"] == (
+        "Refer to endocrinology and neurology: diabetic polyneuropathy; HbA1c 9.6 % on 2026-10-25"
     )
-    assert "endocrinology" in cards
+    assert not text_problems(list(cards.values()))
 
 
 def test_a_recent_diabetic_polyneuropathy_without_an_hba1c_is_a_warning():

@@ -126,6 +126,33 @@ def tsh_suppressed_uncoded() -> dict:
     return hook_request(observation("3016-3", 0.05, "m[IU]/L", 10), *normal_workup())
 
 
+# Diabetic polyneuropathy coded in the last year (E11.42, 100 days ago) with leg cramps: one
+# card, whichever specialist leads (route-guide §2.2), and each near miss.
+def polyneuropathy_with_hba1c_10_2() -> dict:
+    hba1c = observation("4548-4", 10.2, "%", 30)
+    return hook_request(condition("E11.42", onset=100), hba1c, *normal_workup())
+
+
+def polyneuropathy_with_hba1c_7() -> dict:
+    hba1c = observation("4548-4", 7.0, "%", 30)
+    return hook_request(condition("E11.42", onset=100), hba1c, *normal_workup())
+
+
+def polyneuropathy_without_hba1c() -> dict:
+    return hook_request(condition("E11.42", onset=100), *normal_workup())
+
+
+def polyneuropathy_coded_uncontrolled_without_hba1c() -> dict:
+    return hook_request(
+        condition("E11.42", onset=100), condition("E11.65", onset=100), *normal_workup()
+    )
+
+
+def diabetes_with_hba1c_10_2_no_neuropathy() -> dict:
+    hba1c = observation("4548-4", 10.2, "%", 30)
+    return hook_request(condition("E11.9", onset=400), hba1c, *normal_workup())
+
+
 VIGNETTES: list[tuple[str, Callable[[], dict]]] = [
     (build.__name__, build)
     for build in (
@@ -151,5 +178,10 @@ VIGNETTES: list[tuple[str, Callable[[], dict]]] = [
         calcium_low_with_recent_postprocedural_hypothyroidism,
         hyperthyroidism_coded_without_tsh,
         tsh_suppressed_uncoded,
+        polyneuropathy_with_hba1c_10_2,
+        polyneuropathy_with_hba1c_7,
+        polyneuropathy_without_hba1c,
+        polyneuropathy_coded_uncontrolled_without_hba1c,
+        diabetes_with_hba1c_10_2_no_neuropathy,
     )
 ]
