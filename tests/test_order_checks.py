@@ -16,6 +16,7 @@ from card_text_checks import is_own_order_card, text_problems
 from cds_service.config import Settings
 from cds_service.protocol import hooks, services
 from cds_service.protocol.fhir_json import decode_request
+from cds_service.render.order_cards import ORDER_CHECK
 from cds_service.service import CdsService
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "fhir_examples"
@@ -356,7 +357,9 @@ def test_a_card_of_a_checks_own_topic_cites_the_checks_guideline(service, exampl
     cites that route's rule (tests/card_text_checks.py, over every example)."""
     request = json.loads((EXAMPLES / f"{example}.json").read_text())
     card = only(cards(service, request))
+    assert card["extension"] == {ORDER_CHECK: check_id}  # what the card is, not its text
     assert is_own_order_card(card)
+    assert not is_own_order_card({k: v for k, v in card.items() if k != "extension"})
     checks = [c for rules in service.order_rules.values() for c in rules.checks]
     check = next(c for c in checks if c.id == check_id)
     expected = check.links[0].url if check.links else None
@@ -368,6 +371,7 @@ def test_a_card_of_a_checks_own_topic_cites_the_checks_guideline(service, exampl
 def test_a_referral_card_that_follows_advice_is_not_an_own_order_card(service):
     request = json.loads((EXAMPLES / "vascular-order-sign-orthopedics-drafted.json").read_text())
     card = only(cards(service, request))
+    assert card["extension"] == {ORDER_CHECK: "wrong-specialty"}
     assert not is_own_order_card(card)
     assert not text_problems([card])
 
@@ -417,10 +421,10 @@ def test_a_long_drug_name_is_named_by_its_ingredient_and_results_counted(service
     card = only(cards(service, request))
     summary = card["summary"]
     assert (
-        summary == "Hydrochlorothiazide drafted with Potassium 3.1 mmol/L on 2026-11-17 (+1 more)"
+        summary == "hydrochlorothiazide drafted with Potassium 3.1 mmol/L on 2026-11-17 (+1 more)"
     )
     assert "…" not in summary and not text_problems([card])
-    assert _whole_words(summary.lower(), "{medicine} drafted with", card["detail"].lower())
+    assert _whole_words(summary, "{medicine} drafted with", card["detail"])
 
 
 def test_every_checks_last_summary_fits_the_longest_names(service):

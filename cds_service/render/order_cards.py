@@ -4,7 +4,9 @@ A referral card is the advice's own card (its evidence, next steps, links, topic
 is wrong with the draft, with one suggestion that acts on the draft: remove it, or replace it
 (``delete`` the draft, ``create`` the referral the advice proposes, or the same request made
 same-day). A medicine card shows the drafted medicine and the patient's own results that make
-it matter. Words come from ``cards/orders/*.yaml``; this module only assembles them.
+it matter. Each card names its check in a card-level ``extension`` (``ORDER_CHECK``; CDS Hooks
+2.0 allows one on any object). Words come from ``cards/orders/*.yaml``; this module only
+assembles them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from cds_service.engine.order_rules import MedicationCheck, ReferralCheck
 from cds_service.engine.referrals import request_name
 from cds_service.render import evidence, explain, summary
 from cds_service.render.cards import DETAIL_LIMIT, ROUTE_SYSTEM, Card, render_card, suggestions_for
+
+# The card-level CDS Hooks extension naming the order check that made the card (its id in
+# cards/orders): what tells an order card, and which check, apart from a patient-view card.
+ORDER_CHECK = "leg-cramp-cds.order-check"
 
 if TYPE_CHECKING:
     from cds_service.config import Settings
@@ -31,12 +37,15 @@ def render(
     patient_id: str,
     settings: Settings | None = None,
 ) -> list[Card]:
-    return [
+    cards = [
         _referral_card(f, ruleset, patient_id, settings)
         if isinstance(f.check, ReferralCheck)
         else _medicine_card(f, ruleset, settings)
         for f in findings
     ]
+    for finding, card in zip(findings, cards, strict=True):
+        card["extension"] = {ORDER_CHECK: finding.check.id}
+    return cards
 
 
 def fit_detail(lines: list[str], keep: int) -> str:

@@ -73,10 +73,8 @@ def _forms(items: Sequence[Named]) -> list[str]:
 
 
 def _fill(template: str, values: Mapping[str, str]) -> str:
-    """The template with each slot replaced in one pass (a value is never read as a slot);
-    a summary starting with a slot starts with a capital ("Hydrochlorothiazide drafted")."""
-    text = SLOT.sub(lambda match: values.get(match.group(1), match.group(0)), template)
-    return text[:1].upper() + text[1:] if template.startswith("{") else text
+    """The template with each slot replaced in one pass (a value is never read as a slot)."""
+    return SLOT.sub(lambda match: values.get(match.group(1), match.group(0)), template)
 
 
 def _once(texts: Iterable[str]) -> list[str]:
