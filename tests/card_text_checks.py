@@ -22,6 +22,8 @@ from urllib.parse import parse_qs, urlparse
 
 from cds_service.engine.loader import load
 from cds_service.engine.model import RuleSet
+from cds_service.engine.order_rules import OrderCheck, load_orders
+from cds_service.render.order_cards import ORDER_CHECK
 
 CARDS_DIR = Path(__file__).resolve().parents[1] / "cards"
 SUMMARY_LIMIT = 100  # a summary is shorter than this
@@ -37,6 +39,12 @@ HEADINGS = ("**Evidence**", "**Also on record**")
 @lru_cache(maxsize=4)
 def shipped_rules(cards_dir: Path = CARDS_DIR) -> RuleSet:
     return load(cards_dir)
+
+
+@lru_cache(maxsize=4)
+def shipped_order_checks(cards_dir: Path = CARDS_DIR) -> dict[str, OrderCheck]:
+    """The order checks of cards/orders by id."""
+    return {c.id: c for c in load_orders(cards_dir, shipped_rules(cards_dir)).checks}
 
 
 def text_problems(cards: list[dict[str, Any]], ruleset: RuleSet | None = None) -> list[str]:
@@ -110,14 +118,13 @@ def expected_source(card: dict[str, Any], rules: RuleSet) -> str | None:
 def is_own_order_card(card: dict[str, Any]) -> bool:
     """An order-time card of a check's own topic (a drafted medicine, a duplicate referral):
     its source is the check's own guideline, not a route rule's (tests/test_order_checks.py
-    checks it). A referral order card that follows a route's advice is that route's card."""
-    lines = evidence_lines(card.get("detail", ""))
-    follows_advice = any(
-        action.get("type") == "create"
-        for suggestion in card.get("suggestions", [])
-        for action in suggestion.get("actions", [])
-    )
-    return bool(lines) and lines[0].startswith("Draft order:") and not follows_advice
+    checks it). The card names its check (``ORDER_CHECK`` extension); a referral order card
+    that follows a route's advice has that route's topic, not its check's, and is that
+    route's card."""
+    check_id = (card.get("extension") or {}).get(ORDER_CHECK)
+    check = shipped_order_checks().get(check_id)
+    topic = card.get("source", {}).get("topic", {}).get("code")
+    return check is not None and check.topic is not None and check.topic.code == topic
 
 
 def source_problems(card: dict[str, Any], rules: RuleSet) -> list[str]:

@@ -73,8 +73,12 @@ def newest_date(path: Path) -> str:
     return newest.isoformat() if newest else ""
 
 
-def condition(patient_id: str, rid: str, code: dict, onset: str) -> dict:
-    """An active, confirmed Condition of ``code`` (a CodeableConcept) for the patient."""
+def condition(
+    patient_id: str, rid: str, code: dict, onset: str, subject: str | None = None
+) -> dict:
+    """An active, confirmed Condition of ``code`` (a CodeableConcept) for the patient;
+    ``subject``: its reference as written, when not ``Patient/{patient_id}`` (a bundle's
+    ``urn:uuid:``)."""
     return {
         "resourceType": "Condition",
         "id": rid,
@@ -95,7 +99,7 @@ def condition(patient_id: str, rid: str, code: dict, onset: str) -> dict:
             ]
         },
         "code": code,
-        "subject": {"reference": f"Patient/{patient_id}"},
+        "subject": {"reference": subject or f"Patient/{patient_id}"},
         "onsetDateTime": onset,
     }
 

@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from synthea import SYNTHEA_DIR, synthea_files
+from synthea import SYNTHEA_DIR, condition, synthea_files
 
 from cds_service import examples
 from cds_service.cli import main
@@ -58,24 +58,6 @@ def _bundle(*resources: dict) -> dict:
     }
 
 
-def _condition(rid: str, code: dict, onset: str) -> dict:
-    return {
-        "resourceType": "Condition",
-        "id": rid,
-        "clinicalStatus": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                    "code": "active",
-                }
-            ]
-        },
-        "code": code,
-        "subject": {"reference": PATIENT_URN},
-        "onsetDateTime": onset,
-    }
-
-
 @pytest.fixture(scope="module")
 def hostile_dir(tmp_path_factory) -> Path:
     """A chart from 2019 whose problem and medicine names carry markup, with a new DVT (an
@@ -95,7 +77,7 @@ def hostile_dir(tmp_path_factory) -> Path:
         "authoredOn": "2019-05-01",
         "medicationCodeableConcept": {"text": f"Simvastatin 20 MG {HOSTILE}"},
     }
-    bundle = _bundle(patient, _condition("c1", dvt, "2019-05-02"), medicine)
+    bundle = _bundle(patient, condition("p1", "c1", dvt, "2019-05-02", PATIENT_URN), medicine)
     (directory / "Hostile_Chart.json").write_text(json.dumps(bundle))
     (directory / "notes.json").write_text('{"not": "a bundle"}')  # skipped
     return directory

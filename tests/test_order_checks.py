@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import orjson
@@ -15,6 +16,7 @@ from card_text_checks import is_own_order_card, text_problems
 from cds_service.config import Settings
 from cds_service.protocol import hooks, services
 from cds_service.protocol.fhir_json import decode_request
+from cds_service.render.order_cards import ORDER_CHECK
 from cds_service.service import CdsService
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "fhir_examples"
@@ -355,7 +357,9 @@ def test_a_card_of_a_checks_own_topic_cites_the_checks_guideline(service, exampl
     cites that route's rule (tests/card_text_checks.py, over every example)."""
     request = json.loads((EXAMPLES / f"{example}.json").read_text())
     card = only(cards(service, request))
+    assert card["extension"] == {ORDER_CHECK: check_id}  # what the card is, not its text
     assert is_own_order_card(card)
+    assert not is_own_order_card({k: v for k, v in card.items() if k != "extension"})
     checks = [c for rules in service.order_rules.values() for c in rules.checks]
     check = next(c for c in checks if c.id == check_id)
     expected = check.links[0].url if check.links else None
@@ -367,5 +371,84 @@ def test_a_card_of_a_checks_own_topic_cites_the_checks_guideline(service, exampl
 def test_a_referral_card_that_follows_advice_is_not_an_own_order_card(service):
     request = json.loads((EXAMPLES / "vascular-order-sign-orthopedics-drafted.json").read_text())
     card = only(cards(service, request))
+    assert card["extension"] == {ORDER_CHECK: "wrong-specialty"}
     assert not is_own_order_card(card)
     assert not text_problems([card])
+
+
+# --- summaries composed to fit (cds_service/render/summary.py), never cut
+
+PHYSIATRY = referral("d6", "306289000", "Referral to rehabilitation physician (procedure)")
+# An RxNorm clinical drug name as long as real ones run (86 characters).
+LONG_HCTZ = medicine(
+    "m3",
+    "310798",
+    "24 HR metoprolol succinate 25 MG / hydrochlorothiazide 12.5 MG Extended Release Oral Tablet",
+)
+
+
+def _whole_words(summary: str, *sources: str) -> bool:
+    """Every word of the summary is a whole word of its template or of a name it holds."""
+    words = {w for source in sources for w in re.findall(r"[\w.]+", source)}
+    return all(word in words for word in re.findall(r"[\w.]+", summary.replace("(+1 more)", "")))
+
+
+def test_a_specialty_too_long_for_the_summary_gets_the_checks_short_summary(service):
+    """Routine PM&R with a critical potassium: 107 characters in the long wording, so the
+    check's short_summary, with the specialty whole (formerly cut to "Physical medicine and…")."""
+    card = only(cards(service, order_request(URGENT_CHART, PHYSIATRY)))
+    assert card["summary"] == (
+        "Urgent red flag: same-day assessment, not a routine "
+        "Physical medicine and rehabilitation referral"
+    )
+
+
+def test_two_long_specialties_keep_both_names(service):
+    """Orthopedics drafted where the record supports PM&R: 102 characters with "replace the
+    draft", so the short form naming both, whole."""
+    request = order_request("physiatry-lumbar-radiculopathy", ORTHOPEDICS)
+    card = only(cards(service, request))
+    assert card["summary"] == (
+        "Record supports Physical medicine and rehabilitation, not Orthopedic spine surgery"
+    )
+
+
+def test_a_long_drug_name_is_named_by_its_ingredient_and_results_counted(service):
+    """An 86-character product name with two low results: the ingredient, the first result
+    and a count of the rest, every word whole, no ellipsis."""
+    request = set_observation(order_request(URGENT_CHART, LONG_HCTZ), "2823-3", 3.1, "2026-11-17")
+    set_observation(request, "2601-3", 0.6, "2026-11-17")
+    card = only(cards(service, request))
+    summary = card["summary"]
+    assert (
+        summary == "hydrochlorothiazide drafted with Potassium 3.1 mmol/L on 2026-11-17 (+1 more)"
+    )
+    assert "…" not in summary and not text_problems([card])
+    assert _whole_words(summary, "{medicine} drafted with", card["detail"])
+
+
+def test_every_checks_last_summary_fits_the_longest_names(service):
+    """The data keeps its promise: with the longest specialty titles a referral card can
+    name, and a medicine and result named at any length (the record's words are unbounded),
+    each check's summary composes under 100 characters from whole words."""
+    from cds_service.render.summary import Named, compose
+
+    rules = service.ruleset
+    titles = [r.title for r in rules.routes if r.referral is not None]
+    checks = {c.id: c for order in service.order_rules.values() for c in order.checks}
+    for check in checks.values():
+        if "{medicine}" in check.summary:
+            assert check.short_summary and "{finding}" not in check.short_summary
+            classifiers = [r.medications for r in rules.routes if r.medications is not None]
+            specs = [s for m in classifiers for k, s in m.specs.items() if k in check.classes]
+            for ingredient in [i["display"] for s in specs for i in s["ingredients"]]:
+                slots = {"medicine": [Named("X" * 150, ingredient)], "finding": [Named("Y" * 150)]}
+                summary = compose(check.summaries, slots)
+                assert len(summary) < 100 and "XX" not in summary and "YY" not in summary
+            continue
+        for advised in titles:
+            for drafted in titles:
+                slots = {"advised": [Named(advised)], "drafted": [Named(drafted)]}
+                summary = compose(check.summaries, slots)
+                assert len(summary) < 100, (check.id, summary)
+                assert _whole_words(summary, *check.summaries, advised, drafted)

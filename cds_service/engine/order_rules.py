@@ -43,6 +43,12 @@ class OrderCheck:
     indicator: str | None = None
     links: tuple[Link, ...] = ()
     suppression: tuple[Suppression, ...] = ()
+    short_summary: str | None = None  # fewer words, when the names make the summary too long
+
+    @property
+    def summaries(self) -> tuple[str, ...]:
+        """The card's summary templates, the one to try first first."""
+        return (self.summary, self.short_summary) if self.short_summary else (self.summary,)
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,7 @@ def _common(spec: Spec, hooks: frozenset[str], file: str) -> dict[str, Any]:
         "id": spec["id"],
         "hooks": frozenset(spec.get("hooks", hooks)),
         "summary": spec["summary"],
+        "short_summary": spec.get("short_summary"),
         "next_step": " ".join(spec["next_step"].split()),
         "source_file": file,
         "topic": Topic(topic["code"], topic["display"]) if topic else None,

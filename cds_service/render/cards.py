@@ -8,7 +8,6 @@ override reasons, no empty members).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from cds_service.engine import plan
@@ -16,13 +15,12 @@ from cds_service.engine.facts import Fact, RouteResult
 from cds_service.engine.model import Link, RuleSet
 from cds_service.engine.referrals import request_name
 from cds_service.engine.terminology import Concept
-from cds_service.render import evidence, explain
+from cds_service.render import evidence, explain, summary
 
 if TYPE_CHECKING:
     from cds_service.config import Settings
 
 ROUTE_SYSTEM = "urn:leg-cramp-cds:referral-route"
-SUMMARY_LIMIT = 99
 LINK_LIMIT = 2
 DETAIL_LIMIT = 900
 Card = dict[str, Any]  # a CDS Hooks card, as JSON
@@ -41,34 +39,16 @@ def _coding(concept: Concept) -> dict[str, str]:
 
 def summary_for(result: RouteResult) -> str:
     """The route's summary with its findings, most severe first, each once, composed to fit
-    SUMMARY_LIMIT characters: every finding as the record words it when that fits, else by
-    its rule's short clinical name where the rule file gives one (a code's display may run
-    to 90 characters), with as many as fit then '(+N more)'. Never cut: when not even one
-    finding fits, the summary points to the evidence instead."""
+    (``summary.compose``): every finding as the record words it when that fits, else by its
+    rule's short clinical name where the rule file gives one (a code's display may run to 90
+    characters), with as many as fit then '(+N more)'. Never cut: when not even one finding
+    fits, the summary points to the evidence instead."""
     variant = result.variant
     template = (variant.summary if variant else None) or result.route.summary
     facts = evidence.unique(result.facts)
-    worded = [evidence.short(fact) for fact in facts]
-    whole = template.replace("{finding}", "; ".join(_once(worded)))
-    if len(whole) <= SUMMARY_LIMIT:
-        return whole
-    named = _once(_short_name(result, f) or w for f, w in zip(facts, worded, strict=True))
-    for shown in range(len(named), 0, -1):
-        rest = len(named) - shown
-        text = "; ".join(named[:shown]) + (f" (+{rest} more)" if rest else "")
-        summary = template.replace("{finding}", text)
-        if len(summary) <= SUMMARY_LIMIT:
-            return summary
-    return template.replace("{finding}", "see the evidence")
-
-
-def _once(texts: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(texts))
-
-
-def _short_name(result: RouteResult, fact: Fact) -> str | None:
-    criterion = result.route.criteria.get(fact.criterion)
-    return criterion.short_name if criterion is not None else None
+    named = [summary.Named(evidence.short(f), summary.short_name(result.route, f)) for f in facts]
+    unnamed = template.replace("{finding}", "see the evidence")
+    return summary.compose((template, unnamed), {"finding": named})
 
 
 def detail_for(result: RouteResult) -> str:

@@ -4,7 +4,9 @@ A referral card is the advice's own card (its evidence, next steps, links, topic
 is wrong with the draft, with one suggestion that acts on the draft: remove it, or replace it
 (``delete`` the draft, ``create`` the referral the advice proposes, or the same request made
 same-day). A medicine card shows the drafted medicine and the patient's own results that make
-it matter. Words come from ``cards/orders/*.yaml``; this module only assembles them.
+it matter. Each card names its check in a card-level ``extension`` (``ORDER_CHECK``; CDS Hooks
+2.0 allows one on any object). Words come from ``cards/orders/*.yaml``; this module only
+assembles them.
 """
 
 from __future__ import annotations
@@ -12,20 +14,18 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from cds_service.engine.order_rules import ReferralCheck
+from cds_service.engine.order_rules import MedicationCheck, ReferralCheck
 from cds_service.engine.referrals import request_name
-from cds_service.render import evidence, explain
-from cds_service.render.cards import (
-    DETAIL_LIMIT,
-    ROUTE_SYSTEM,
-    SUMMARY_LIMIT,
-    Card,
-    render_card,
-    suggestions_for,
-)
+from cds_service.render import evidence, explain, summary
+from cds_service.render.cards import DETAIL_LIMIT, ROUTE_SYSTEM, Card, render_card, suggestions_for
+
+# The card-level CDS Hooks extension naming the order check that made the card (its id in
+# cards/orders): what tells an order card, and which check, apart from a patient-view card.
+ORDER_CHECK = "leg-cramp-cds.order-check"
 
 if TYPE_CHECKING:
     from cds_service.config import Settings
+    from cds_service.engine.facts import Fact
     from cds_service.engine.model import RuleSet
     from cds_service.engine.order_checks import OrderFinding
     from cds_service.engine.shapes import Resource
@@ -37,31 +37,15 @@ def render(
     patient_id: str,
     settings: Settings | None = None,
 ) -> list[Card]:
-    return [
+    cards = [
         _referral_card(f, ruleset, patient_id, settings)
         if isinstance(f.check, ReferralCheck)
         else _medicine_card(f, ruleset, settings)
         for f in findings
     ]
-
-
-def fit_summary(template: str, values: dict[str, str]) -> str:
-    """The template filled in, within SUMMARY_LIMIT characters: the longest value loses
-    whole words (ending in "…") until it fits, never a word cut in two."""
-    values = dict(values)
-    while True:
-        text = template
-        for key, value in values.items():
-            text = text.replace("{" + key + "}", value)
-        if len(text) <= SUMMARY_LIMIT or not values:
-            return text
-        longest = max(values, key=lambda k: len(values[k]))
-        words = values[longest].rstrip("…").split()
-        if len(words) <= 1:
-            del values[longest]  # nothing left to shorten: drop the value itself
-            template = template.replace("{" + longest + "}", "")
-            continue
-        values[longest] = " ".join(words[:-1]) + "…"
+    for finding, card in zip(findings, cards, strict=True):
+        card["extension"] = {ORDER_CHECK: finding.check.id}
+    return cards
 
 
 def fit_detail(lines: list[str], keep: int) -> str:
@@ -102,10 +86,10 @@ def _referral_card(
     drafted = finding.drafted.title
     name = request_name(draft) or drafted
     draft_line = f"- Draft order: {name} (priority {draft.get('priority') or 'not set'})"
-    values = {"drafted": drafted}
+    names = {"drafted": [summary.Named(drafted)]}
     if finding.advice is not None:
         card = render_card(finding.advice, ruleset, patient_id, settings)
-        values["advised"] = finding.advice.route.title
+        names["advised"] = [summary.Named(finding.advice.route.title)]
         card["detail"] = with_draft(card["detail"], draft_line, check.next_step)
     else:
         card = _base_card(finding, ruleset, settings)
@@ -115,8 +99,8 @@ def _referral_card(
         card["indicator"] = check.indicator
     card.pop("suggestions", None)
     card.pop("selectionBehavior", None)
-    suggestion = _suggestion(finding, patient_id, values)
-    card["summary"] = fit_summary(check.summary, values)
+    suggestion = _suggestion(finding, patient_id)
+    card["summary"] = summary.compose(check.summaries, names)
     if suggestion is not None:
         card["suggestions"] = [suggestion]
         card["selectionBehavior"] = "at-most-one"
@@ -133,9 +117,7 @@ def _existing_line(existing: Resource | None) -> list[str]:
     return ["- Open referral on record: " + (", ".join(said) or "to this specialty")]
 
 
-def _suggestion(
-    finding: OrderFinding, patient_id: str, values: dict[str, str]
-) -> dict[str, Any] | None:
+def _suggestion(finding: OrderFinding, patient_id: str) -> dict[str, Any] | None:
     """One suggestion acting on the draft; none when the draft has no id to act on."""
     check = finding.check
     assert isinstance(check, ReferralCheck)
@@ -201,8 +183,25 @@ def _medicine_card(finding: OrderFinding, ruleset: RuleSet, settings: Settings |
     medicine = finding.medicine or info.ingredient
     lines = ["**Evidence**", f"- Draft order: {medicine} ({info.class_label}; {how})"]
     lines += [f"- {evidence.text(fact)}" for fact in finding.facts]
-    card["summary"] = fit_summary(
-        check.summary, {"medicine": medicine, "finding": evidence.short(finding.facts[0])}
-    )
+    card["summary"] = _medicine_summary(finding, info.ingredient)
     card["detail"] = fit_detail([*lines, "", "**Next step**", check.next_step], len(lines))
     return card
+
+
+def _medicine_summary(finding: OrderFinding, ingredient: str) -> str:
+    """The drafted medicine as ordered (else its ingredient) with the results that make it
+    matter (else their rules' short names, or the first of them and a count)."""
+    check = finding.check
+    assert isinstance(check, MedicationCheck)
+    results = [
+        summary.Named(evidence.short(fact), _short_name(check, fact))
+        for fact in evidence.unique(finding.facts)
+    ]
+    medicine = summary.Named(finding.medicine or ingredient, ingredient)
+    return summary.compose(check.summaries, {"medicine": [medicine], "finding": results})
+
+
+def _short_name(check: MedicationCheck, fact: Fact) -> str | None:
+    """The short name the route that defines the fact's criterion gives it."""
+    route = next((r for r in check.routes if fact.criterion in r.criteria), None)
+    return summary.short_name(route, fact) if route is not None else None
