@@ -56,9 +56,7 @@ def test_a_reliever_beside_another_medicine_is_context_only():
     assert "reliever" not in steps(card)
 
 
-@pytest.mark.parametrize(
-    "build", [v.albuterol_with_potassium_32, v.salmeterol_with_potassium_32]
-)
+@pytest.mark.parametrize("build", [v.albuterol_with_potassium_32, v.salmeterol_with_potassium_32])
 def test_the_low_potassium_step_names_the_beta2_agonist_on_record(build):
     advice = steps(cards(build())["primary-care-workup"])
     assert "the beta-2 agonist on record lowers it" in advice
@@ -121,9 +119,7 @@ def _classes_of(resource: dict) -> set[str]:
         (medication("435", "albuterol"), {"beta2-agonist-short-acting"}),
     ],
 )
-def test_albuterol_is_placed_by_its_form_code_and_its_name_adds_no_other_class(
-    resource, classes
-):
+def test_albuterol_is_placed_by_its_form_code_and_its_name_adds_no_other_class(resource, classes):
     assert _classes_of(resource) == classes
 
 
