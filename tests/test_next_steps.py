@@ -56,9 +56,9 @@ def test_drug_advice_only_for_the_classes_on_the_card():
     assert "beta-2" not in statin and "inhaler" not in statin
     laba = steps(cards(v.salmeterol_alone)["medication-review"])
     assert "inhaler regimen" in laba and "statin" not in laba
-    albuterol = steps(cards(v.albuterol_alone)["medication-review"])
+    albuterol = steps(cards(v.albuterol_with_potassium_32)["medication-review"])
     assert "long-acting" not in albuterol and "inhaler regimen" not in albuterol
-    assert "short-acting" in albuterol
+    assert "Do not stop the reliever" in albuterol
 
 
 def test_no_levothyroxine_dose_advice_without_thyroid_hormone_on_record():

@@ -41,6 +41,8 @@ ASKING = r"\b(order|check|confirm with|measure)\b[^.;:]{0,40}?"  # then the test
 CLASS_IN_WORDS = {
     "statin": r"\bstatin\b",
     "beta2-agonist": r"\blong-acting beta-2 agonist\b|\binhaler regimen\b",
+    "beta2-agonist-short-acting": r"\bthe reliever\b",
+    "beta2-agonist-oral": r"\boral albuterol\b",
     "thyroid-hormone": r"\badherence\b",
     "quinine": r"\bquinine\b",
 }

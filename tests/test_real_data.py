@@ -49,9 +49,10 @@ EXPECTED = {
         {"primary-care-workup"},
         {"urgent-care", "nephrology", "endocrinology", "neurology"},
     ),
+    # An albuterol inhaler alone (no potassium on record) is no cramp card (review 10, M8).
     "Lance_Johnston_26b77000.json": (
-        {"primary-care-workup", "medication-review"},
-        {"urgent-care", "nephrology", "endocrinology", "neurology"},
+        {"primary-care-workup"},
+        {"urgent-care", "nephrology", "endocrinology", "neurology", "medication-review"},
     ),
     "Sheena_Kub_aa265b78.json": (
         set(),

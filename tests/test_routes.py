@@ -1161,7 +1161,6 @@ def test_context_cirrhosis_pregnancy_hypoglycemia():
             "Conjugated estrogens",
         ),
         (medication("854873", "zolpidem tartrate 10 MG Oral Tablet"), "weak"),
-        (medication("745752", "albuterol inhaler"), "Beta-2 agonist"),
         (medication(None, "Evista 60 mg tablet"), "matched by name"),
         (medication(None, "Estrogens, Conjugated (USP) 0.3 MG tablet"), "Conjugated estrogens"),
         (medication(None, "salmeterol 50 mcg inhaler"), "Beta-2 agonist"),
@@ -1240,6 +1239,7 @@ def test_quinine_gets_the_safety_wording():
         medication("617312", "atorvastatin 10 MG Oral Tablet", status="completed"),
         medication("29046", "lisinopril"),
         medication(None, "levalbuterol inhaler"),
+        medication("745752", "albuterol inhaler"),  # a reliever alone: potassium normal
     ],
 )
 def test_medication_near_misses(med):

@@ -153,6 +153,55 @@ def diabetes_with_hba1c_10_2_no_neuropathy() -> dict:
     return hook_request(condition("E11.9", onset=400), hba1c, *normal_workup())
 
 
+# Review 10, M8: albuterol makes a card only beside a low potassium; the low-potassium step
+# names beta-2 agonists only when one is on record; albuterol tablets are not "the
+# reliever"; the newer long-acting agonists (vilanterol...) are recognised.
+ALBUTEROL_INHALER = ("745752", "albuterol inhaler")
+ALBUTEROL_ER_TABLET = ("359144", "12 HR albuterol 4 MG Extended Release Oral Tablet")
+BREO = "fluticasone furoate 100 MCG / vilanterol 25 MCG Dry Powder Inhaler [Breo Ellipta]"
+
+
+def _workup_with_potassium(value: float) -> list[dict]:
+    """The normal workup with its potassium replaced by ``value`` (mmol/L, 2 days ago)."""
+    rest = [o for o in normal_workup() if o["code"]["coding"][0]["code"] != "2823-3"]
+    return [observation("2823-3", value, "mmol/L", 2), *rest]
+
+
+def albuterol_with_potassium_32() -> dict:
+    return hook_request(medication(*ALBUTEROL_INHALER), *_workup_with_potassium(3.2))
+
+
+def albuterol_with_a_thiazide() -> dict:
+    hctz = medication("310798", "Hydrochlorothiazide 25 MG Oral Tablet")
+    return hook_request(medication(*ALBUTEROL_INHALER), hctz, *normal_workup())
+
+
+def oral_albuterol_with_potassium_32() -> dict:
+    return hook_request(medication(*ALBUTEROL_ER_TABLET), *_workup_with_potassium(3.2))
+
+
+def oral_albuterol_alone() -> dict:
+    return hook_request(medication(*ALBUTEROL_ER_TABLET), *normal_workup())
+
+
+def potassium_32_without_a_beta2_agonist() -> dict:
+    return hook_request(*_workup_with_potassium(3.2))
+
+
+def salmeterol_with_potassium_32() -> dict:
+    salmeterol = medication(None, "salmeterol 50 mcg inhaler")
+    return hook_request(salmeterol, *_workup_with_potassium(3.2))
+
+
+def vilanterol_inhaler() -> dict:
+    return hook_request(medication(None, BREO), *normal_workup())
+
+
+def fluticasone_inhaler_alone() -> dict:
+    steroid = medication(None, "fluticasone furoate 100 MCG Dry Powder Inhaler [Arnuity Ellipta]")
+    return hook_request(steroid, *normal_workup())
+
+
 VIGNETTES: list[tuple[str, Callable[[], dict]]] = [
     (build.__name__, build)
     for build in (
@@ -183,5 +232,13 @@ VIGNETTES: list[tuple[str, Callable[[], dict]]] = [
         polyneuropathy_without_hba1c,
         polyneuropathy_coded_uncontrolled_without_hba1c,
         diabetes_with_hba1c_10_2_no_neuropathy,
+        albuterol_with_potassium_32,
+        albuterol_with_a_thiazide,
+        oral_albuterol_with_potassium_32,
+        oral_albuterol_alone,
+        potassium_32_without_a_beta2_agonist,
+        salmeterol_with_potassium_32,
+        vilanterol_inhaler,
+        fluticasone_inhaler_alone,
     )
 ]

@@ -2,6 +2,8 @@
 
 The classes come from ``cards/valuesets/medications.yaml``. A multi-ingredient product counts
 for every class of its ingredients; a name matched only approximately says so on the card.
+An ingredient placed by a code is not placed again by its name: a product code can put one
+form of an ingredient in its own class (albuterol tablets, not the inhaled reliever).
 """
 
 from __future__ import annotations
@@ -126,7 +128,13 @@ class MedicationClassifier:
                     bucket = self.codes.setdefault((RXNORM, str(code["code"])), [])
                     if coded not in bucket:
                         bucket.append(coded)
-                for name in [ingredient["display"], *ingredient.get("names", [])]:
+                # `by_name: false`: a form of an ingredient another class names (oral
+                # albuterol beside the inhaled reliever) is known by its product codes only.
+                for name in (
+                    [ingredient["display"], *ingredient.get("names", [])]
+                    if ingredient.get("by_name", True)
+                    else []
+                ):
                     names.setdefault(name.lower(), []).append(info)
         self.value_set = ValueSet.from_entries("medications", entries)  # may be empty
         self.names = NameMatcher(names) if names else None
@@ -165,6 +173,7 @@ class MedicationClassifier:
         )
         matches: Matches = []
         classes: set[str] = set()
+        coded: set[str] = set()  # ingredients a code placed: their names say nothing more
         for c in concepts:
             for system, rx_code, display in codings_of(c):
                 if system == RXNORM:
@@ -172,12 +181,13 @@ class MedicationClassifier:
                         flag = "" if info.verified else ", code not verified"
                         matches.append((info, f"RxNorm {rx_code}{flag}"))
                         classes.add(info.drug_class)
+                        coded.add(info.ingredient)
                 if display:
                     texts.append(display)
             if isinstance(c, dict) and isinstance(c.get("text"), str):
                 texts.append(c["text"])
         for info, misspelt in self.names.infos_in(texts) if self.names is not None else ():
-            if info.drug_class not in classes:
+            if info.drug_class not in classes and info.ingredient not in coded:
                 how = (
                     f"matched by a similar name only ('{misspelt[:30]}'), check it"
                     if misspelt
