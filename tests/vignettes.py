@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from routes_helpers import condition, hook_request, medication, normal_workup, observation
+from routes_helpers import (
+    condition,
+    hook_request,
+    medication,
+    normal_workup,
+    observation,
+    service_request,
+)
 
 STATIN = ("617312", "atorvastatin 10 MG Oral Tablet")
 
@@ -202,6 +209,48 @@ def fluticasone_inhaler_alone() -> dict:
     return hook_request(steroid, *normal_workup())
 
 
+# Review 10: the endocrinology card's "also send a neurology referral" is left out beside a
+# neurology card (fasciculations) or an open neurology referral; a completed one is no ask.
+NEUROLOGY_REFERRAL = "308474002"
+
+
+def polyneuropathy_with_hba1c_10_2_and_fasciculation() -> dict:
+    hba1c = observation("4548-4", 10.2, "%", 30)
+    fasciculation = condition("R25.3", onset=10)
+    return hook_request(condition("E11.42", onset=100), fasciculation, hba1c, *normal_workup())
+
+
+def polyneuropathy_with_hba1c_10_2_and_open_neurology_referral() -> dict:
+    hba1c = observation("4548-4", 10.2, "%", 30)
+    referral = service_request(NEUROLOGY_REFERRAL, authored=5)
+    return hook_request(condition("E11.42", onset=100), hba1c, referral, *normal_workup())
+
+
+def polyneuropathy_with_hba1c_10_2_and_completed_neurology_referral() -> dict:
+    hba1c = observation("4548-4", 10.2, "%", 30)
+    referral = service_request(NEUROLOGY_REFERRAL, status="completed", authored=200)
+    return hook_request(condition("E11.42", onset=100), hba1c, referral, *normal_workup())
+
+
+# A new neuropathy (G62.9 coded 30 days ago): its causes are checked only when no result of
+# the last year is on record (the normal workup holds a glucose; no TSH, no HbA1c).
+def new_neuropathy_with_glucose_only() -> dict:
+    return hook_request(condition("G62.9", onset=30), *normal_workup())
+
+
+def new_neuropathy_with_recent_tsh_and_hba1c() -> dict:
+    tsh = observation("3016-3", 2.1, "m[IU]/L", 100)
+    hba1c = observation("4548-4", 5.4, "%", 100)
+    workup = [o for o in normal_workup() if o["code"]["coding"][0]["code"] != "2345-7"]
+    return hook_request(condition("G62.9", onset=30), tsh, hba1c, *workup)
+
+
+def new_neuropathy_with_old_tsh_and_no_glucose() -> dict:
+    tsh = observation("3016-3", 2.1, "m[IU]/L", 400)
+    workup = [o for o in normal_workup() if o["code"]["coding"][0]["code"] != "2345-7"]
+    return hook_request(condition("G62.9", onset=30), tsh, *workup)
+
+
 VIGNETTES: list[tuple[str, Callable[[], dict]]] = [
     (build.__name__, build)
     for build in (
@@ -240,5 +289,11 @@ VIGNETTES: list[tuple[str, Callable[[], dict]]] = [
         salmeterol_with_potassium_32,
         vilanterol_inhaler,
         fluticasone_inhaler_alone,
+        polyneuropathy_with_hba1c_10_2_and_fasciculation,
+        polyneuropathy_with_hba1c_10_2_and_open_neurology_referral,
+        polyneuropathy_with_hba1c_10_2_and_completed_neurology_referral,
+        new_neuropathy_with_glucose_only,
+        new_neuropathy_with_recent_tsh_and_hba1c,
+        new_neuropathy_with_old_tsh_and_no_glucose,
     )
 ]

@@ -70,6 +70,7 @@ def load(cards_dir: Path) -> RuleSet:
     if not routes:
         raise RuleError(f"no route files (*.yaml) in {cards_dir}")
     _name_other_specialties(routes, tuple(common["referral_other_specialties"]))
+    _check_referred_routes(routes)
     return RuleSet(
         routes=routes,
         concepts=concepts,
@@ -110,6 +111,20 @@ def _name_other_specialties(routes: list[Route], others: tuple[str, ...]) -> Non
         words = [w for r in routes if r is not route and r.referral for w in r.referral.words]
         elsewhere = tuple(dict.fromkeys(w for w in [*words, *others] if w.casefold() not in own))
         route.referral = replace(route.referral, elsewhere=elsewhere)
+
+
+def _check_referred_routes(routes: list[Route]) -> None:
+    """A step's ``refers_to`` names another route that has a referral to ask for."""
+    referring = {r.code: r for r in routes if r.referral is not None}
+    for route in routes:
+        for name, block in route.content.items():
+            for step in block.steps:
+                target = step.refers_to
+                if target is not None and (target == route.code or target not in referring):
+                    raise RuleError(
+                        f"{route.source_file}: field content/{name}/steps: refers_to "
+                        f"{target!r} is not another route with a referral"
+                    )
 
 
 @cache

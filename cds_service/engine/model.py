@@ -45,7 +45,9 @@ class Step:
     ``for_classes``: a medicine of one of these classes is on the card; ``unless_recent``:
     no result of these tests in the last ``recent_days``. What the one plan per patient
     compares across cards (``engine.plan``): the tests it ``asks`` for (``unless_recent``
-    counts too) and what it does to a drug class (``drugs``: class -> stop, change, ...)."""
+    counts too) and what it does to a drug class (``drugs``: class -> stop, change, ...).
+    ``refers_to``: another route whose referral the step asks for; it holds only with no open
+    referral of that route on record, and gives way to that route's own card in the plan."""
 
     text: str
     when: tuple[str, ...] = ()
@@ -55,6 +57,7 @@ class Step:
     recent_days: int = 30
     asks: tuple[str, ...] = ()
     drugs: tuple[tuple[str, str], ...] = ()  # (class, action), action in DRUG_ACTIONS
+    refers_to: str | None = None  # code of the route whose referral the step asks for
     # The tests this step asks for (ordered or repeated), by concept name: worked out once
     # when the rules load, not on each of the many times a call's plan compares steps.
     tests: frozenset[str] = field(init=False, compare=False, repr=False)
@@ -65,7 +68,9 @@ class Step:
     @property
     def conditional(self) -> bool:
         """Whether the step depends on the record (any condition at all)."""
-        return bool(self.when or self.unless or self.for_classes or self.unless_recent)
+        return bool(
+            self.when or self.unless or self.for_classes or self.unless_recent or self.refers_to
+        )
 
 
 @dataclass(frozen=True)

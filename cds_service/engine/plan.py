@@ -7,9 +7,12 @@ card already
 - acts on one of its drug classes (``drugs``: "stop the statin" on an urgent card wins over
   "consider a dose change" on the medication card), or
 - holds a finding the step is written against (``unless`` naming a criterion defined once in
-  ``cards/shared/``, which keeps its id on every route: no workup for a diagnosis on record).
-What conflicts is data in the rule files (a step's ``asks``, ``unless_recent``, ``drugs`` and
-``unless``); nothing here names a drug, a test or a route.
+  ``cards/shared/``, which keeps its id on every route: no workup for a diagnosis on record),
+  or
+- is the card of the route whose referral the step asks for (``refers_to``), whichever
+  comes first: that card's own referral is the ask, and the step points to it.
+What conflicts is data in the rule files (a step's ``asks``, ``unless_recent``, ``drugs``,
+``unless`` and ``refers_to``); nothing here names a drug, a test or a route.
 """
 
 from __future__ import annotations
@@ -34,10 +37,14 @@ class Plan:
     findings: dict[str, str] = field(default_factory=dict)  # shared criterion -> card title
 
     orders: dict[str, str] = field(default_factory=dict)  # test offered as an order -> card
+    cards: dict[str, str] = field(default_factory=dict)  # route code -> its card's title
 
     def taken_by(self, step: Step, own: str) -> str | None:
         """The title of another card that supersedes this step, if any: one more urgent,
-        or one that offers one of its tests as an order (the order is the ask)."""
+        one that offers one of its tests as an order (the order is the ask), or the card of
+        the route it refers to (that card's referral is the ask)."""
+        if step.refers_to is not None and step.refers_to in self.cards:
+            return self.cards[step.refers_to]
         for test in sorted(step.tests):
             if test in self.tests:
                 return self.tests[test]
@@ -63,7 +70,7 @@ class Plan:
 def compose(results: list[RouteResult], shared: frozenset[str]) -> list[RouteResult]:
     """Each card keeps the steps no other card supersedes; ``superseded_by`` names the
     cards that took the others. The results are changed in place and returned."""
-    plan = Plan(shared)
+    plan = Plan(shared, cards={r.route.code: r.route.title for r in results})
     for result in results:  # the tests offered as orders (a missing result's button)
         for fact in result.facts:
             if fact.order and isinstance(fact.evidence, MissingResult):

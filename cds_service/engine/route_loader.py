@@ -211,6 +211,7 @@ def _step(spec: Spec, defs: Definitions, where: str) -> Step:
         recent_days=int(spec.get("recent_days", 30)),
         asks=tuple(spec.get("asks", [])),
         drugs=tuple(sorted(spec.get("drugs", {}).items())),
+        refers_to=spec.get("refers_to"),
     )
 
 

@@ -3,8 +3,9 @@
 A step written in a rule file may hold only for a finding (``when``/``unless``: criteria of
 the route, e.g. dialysis or a DVT already coded), only for the medicine classes on the card
 (``for_classes``: no long-acting beta-2 agonist advice on a statin card) or only when a test
-is absent or stale (``unless_recent``: no "confirm with an ABI" beside an ABI). Decided while
-the record is open, with the route's memoised criteria; wording stays in the rule files.
+is absent or stale (``unless_recent``: no "confirm with an ABI" beside an ABI) or only when
+the referral it asks for, to another route, is not open on record (``refers_to``). Decided
+while the record is open, with the route's memoised criteria; wording stays in the rules.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from cds_service.engine.facts import Fact, MedicationOrder
+from cds_service.engine.referrals import open_referral
 
 if TYPE_CHECKING:
     from cds_service.engine.evaluation import Evaluation
@@ -57,7 +59,15 @@ def holds(ev: Evaluation, step: Step, classes: frozenset[str]) -> bool:
         return False
     if any(ev.check(c) for c in step.unless):
         return False
-    return not any(recent(ev, name, step.recent_days) for name in step.unless_recent)
+    if any(recent(ev, name, step.recent_days) for name in step.unless_recent):
+        return False
+    return step.refers_to is None or not referred(ev, step.refers_to)
+
+
+def referred(ev: Evaluation, route_code: str) -> bool:
+    """An open referral of that route on record (as its own card would recognise it)."""
+    route = next(r for r in ev.ruleset.routes if r.code == route_code)
+    return open_referral(ev.record, route, ev.ruleset.referral_words) is not None
 
 
 def recent(ev: Evaluation, concept_name: str, days: int) -> bool:

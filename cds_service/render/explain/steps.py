@@ -35,6 +35,9 @@ def condition(step: Step, route: Route, ruleset: RuleSet) -> str:
     if step.unless_recent:
         tests = _tests(step.unless_recent, ruleset)
         parts.append(f"only with no {tests} result in the last {step.recent_days} days")
+    if step.refers_to is not None:
+        title = next(r.title for r in ruleset.routes if r.code == step.refers_to)
+        parts.append(f"not with an open {title} referral on record or a {title} card")
     return "; ".join(parts)
 
 
