@@ -21,7 +21,9 @@ import vignettes as v
 import yaml
 from routes_helpers import evaluate, referral_resources
 
-VALUE_SETS = Path(__file__).resolve().parents[1] / "cards" / "valuesets" / "peripheral-vascular.yaml"
+VALUE_SETS = (
+    Path(__file__).resolve().parents[1] / "cards" / "valuesets" / "peripheral-vascular.yaml"
+)
 VASCULAR_REFERRAL = "307777008"
 
 
@@ -52,7 +54,7 @@ def test_clti_with_claudication_gets_no_abi_confirmation_exercise_or_routine_ref
     assert "Confirm with an ABI" not in text
     assert "supervised exercise" not in text
     assert "limits life" not in text
-    assert "best medical therapy: an antiplatelet, a statin and no smoking" in text
+    assert "best medical therapy: start or continue an antiplatelet and a statin" in text
     # Near miss: claudication alone keeps the PAD steps.
     near = steps(cards(v.claudication_without_abi)["vascular"])
     assert "Confirm with an ABI" in near and "supervised exercise" in near
