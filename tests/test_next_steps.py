@@ -149,6 +149,7 @@ def test_check_rules_explain_shows_each_step_condition():
     vascular = next(r for r in ruleset.routes if r.code == "vascular")
     described = next_steps(vascular.content["pad"], vascular, ruleset)
     assert (
-        "Confirm with an ABI (ACC/AHA 2024). [only with no ankle-brachial index result in the last 365 days]"
-        in (described)
+        "Confirm with an ABI (ACC/AHA 2024). [not with chronic limb-threatening ischemia (rest"
+        " pain or ulcer) coded in the last 180 days or ABI in the severe ischemic range (0.40 or"
+        " less); only with no ankle-brachial index result in the last 365 days]" in (described)
     )

@@ -140,10 +140,12 @@ def test_the_plan_did_supersede_somewhere():
 def test_a_result_no_record_chose_steps_for_keeps_its_unconditional_steps():
     """A route result made without a record (steps None) still gets a next step: those
     that hold whatever the record, never a conditional one."""
-    patient = next(p for p in PATIENTS if p.label == "vignette abi_072_on_the_card")
+    # CLTI with claudication: the CLTI steps hold whatever the record; every PAD step is
+    # conditional (not beside CLTI, or only without a recent ABI).
+    patient = next(p for p in PATIENTS if p.label == "vignette clti_rest_pain_with_claudication")
     [result] = [r for r in patient.results if r.route.code == "vascular"]
     bare = dataclasses.replace(result, steps=None, superseded_by=[])
     texts = [s.text for s in steps_of(bare)]
-    assert "Start risk-factor therapy and supervised exercise (ACC/AHA 2024)." in texts
-    assert not any("ABI" in t for t in texts)
+    assert any(t.startswith("Urgent vascular surgery referral, within days") for t in texts)
+    assert not any("Confirm with an ABI" in t or "supervised exercise" in t for t in texts)
     assert "**Next step**" in cards.detail_for(bare)

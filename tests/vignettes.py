@@ -251,6 +251,77 @@ def new_neuropathy_with_old_tsh_and_no_glucose() -> dict:
     return hook_request(condition("G62.9", onset=30), tsh, *workup)
 
 
+# --- session-10 review, vascular (tests/test_review10_vascular.py): U3, U4, M1, W2
+ABI_SNOMED = "446841001"
+
+
+def clti_rest_pain_with_claudication() -> dict:
+    return hook_request(
+        condition("428171009", onset=20), condition("63491006", onset=700), *normal_workup()
+    )
+
+
+def clti_with_older_occlusion() -> dict:
+    return hook_request(
+        condition("233962007", onset=10), condition("I74.3", onset=600), *normal_workup()
+    )
+
+
+def older_occlusion_alone() -> dict:
+    return hook_request(condition("I74.3", onset=600), *normal_workup())
+
+
+def diabetic_gangrene() -> dict:
+    return hook_request(condition("E11.52", onset=50), *normal_workup())
+
+
+def gangrene_with_claudication_and_abi_035() -> dict:
+    abi = observation(ABI_SNOMED, 0.35, "1", 10, system="snomed")
+    return hook_request(
+        condition("I70.262", onset=5), condition("63491006", onset=700), abi, *normal_workup()
+    )
+
+
+def gangrene_undated() -> dict:
+    return hook_request(condition("I70.261", onset=None), *normal_workup())
+
+
+def gangrene_coded_400_days_ago() -> dict:
+    return hook_request(condition("E11.52", onset=400), *normal_workup())
+
+
+def rest_pain_coded_20_days_ago() -> dict:
+    return hook_request(condition("I70.221", onset=20), *normal_workup())
+
+
+def rest_pain_coded_400_days_ago() -> dict:
+    return hook_request(condition("I70.221", onset=400), *normal_workup())
+
+
+def rest_pain_begun_400_days_ago_recorded_30() -> dict:
+    return hook_request(condition("I70.221", onset=400, recorded=30), *normal_workup())
+
+
+def rest_pain_undated() -> dict:
+    return hook_request(condition("428171009", onset=None), *normal_workup())
+
+
+def old_clti_with_abi_035() -> dict:
+    abi = observation(ABI_SNOMED, 0.35, "1", 10, system="snomed")
+    return hook_request(condition("233962007", onset=2000), abi, *normal_workup())
+
+
+def clti_with_acute_occlusion() -> dict:
+    return hook_request(
+        condition("233962007", onset=150), condition("I74.3", onset=3), *normal_workup()
+    )
+
+
+def abi_035_alone() -> dict:
+    abi = observation(ABI_SNOMED, 0.35, "1", 10, system="snomed")
+    return hook_request(abi, *normal_workup())
+
+
 VIGNETTES: list[tuple[str, Callable[[], dict]]] = [
     (build.__name__, build)
     for build in (
@@ -295,5 +366,19 @@ VIGNETTES: list[tuple[str, Callable[[], dict]]] = [
         new_neuropathy_with_glucose_only,
         new_neuropathy_with_recent_tsh_and_hba1c,
         new_neuropathy_with_old_tsh_and_no_glucose,
+        clti_rest_pain_with_claudication,
+        clti_with_older_occlusion,
+        older_occlusion_alone,
+        diabetic_gangrene,
+        gangrene_with_claudication_and_abi_035,
+        gangrene_undated,
+        gangrene_coded_400_days_ago,
+        rest_pain_coded_20_days_ago,
+        rest_pain_coded_400_days_ago,
+        rest_pain_begun_400_days_ago_recorded_30,
+        rest_pain_undated,
+        old_clti_with_abi_035,
+        clti_with_acute_occlusion,
+        abi_035_alone,
     )
 ]
