@@ -62,9 +62,10 @@ def test_drug_advice_only_for_the_classes_on_the_card():
 
 
 def test_no_levothyroxine_dose_advice_without_thyroid_hormone_on_record():
-    untreated = steps(cards(v.tsh_12_untreated_hypothyroidism)["endocrinology"])
+    # Both are managed in primary care (ATA 2014; clinical review, session 10).
+    untreated = steps(cards(v.tsh_12_untreated_hypothyroidism)["primary-care-workup"])
     assert "adherence" not in untreated and "no thyroid hormone on record" in untreated
-    treated = cards(v.tsh_12_on_levothyroxine)["endocrinology"]
+    treated = cards(v.tsh_12_on_levothyroxine)["primary-care-workup"]
     assert "adherence" in steps(treated) and "levothyroxine" in treated["detail"]
 
 

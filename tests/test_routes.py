@@ -578,9 +578,8 @@ def test_raised_lead_with_normal_recent_level_gives_no_card():
             [observation("3016-3", 0.05, "m[IU]/L", 60)],
             "TSH 0.05 mIU/L on 2026-09-25 (LOINC 3016-3)",
         ),
-        # TSH above 10 only with a coded hypothyroidism (treated but not controlled)
-        ([condition("E03.9"), observation("3016-3", 10.5, "m[IU]/L", 60)], "LOINC 3016-3"),
-        ([condition("40930008"), observation("3016-3", 12, "u[IU]/mL", 60)], "TSH 12 mIU/L"),
+        # Coded hyperthyroidism with a TSH above 10 (likely hypothyroid after its treatment)
+        ([condition("E05.00"), observation("3016-3", 12, "u[IU]/mL", 60)], "TSH 12 mIU/L"),
     ],
 )
 def test_endocrinology_fires(resources, expected):
@@ -619,6 +618,9 @@ def test_endocrinology_fires(resources, expected):
         [condition("E03.9")],  # hypothyroidism alone: primary care
         [condition("E03.9"), observation("3016-3", 10, "m[IU]/L", 60)],
         [condition("E03.9", clinical="resolved"), observation("3016-3", 14, "m[IU]/L", 60)],
+        # A TSH above 10 with coded hypothyroidism is primary care's (ATA 2014; review 10)
+        [condition("E03.9"), observation("3016-3", 10.5, "m[IU]/L", 60)],
+        [condition("40930008"), observation("3016-3", 12, "u[IU]/mL", 60)],
         [condition("E05.91", onset=3)],  # storm: urgent care only
     ],
 )
@@ -667,13 +669,15 @@ def test_new_tsh_above_10_without_hypothyroidism_is_primary_care_info():
     assert "TSH 11.5 mIU/L" in card["detail"]
 
 
-def test_hypothyroidism_with_high_tsh_is_an_endocrinology_warning_not_primary_care():
+def test_hypothyroidism_with_high_tsh_is_a_primary_care_warning_not_endocrinology():
+    # ATA 2014 (clinical review, session 10): confirm treatment, adjust, recheck in primary
+    # care; endocrinology only when it stays hard to control.
     cards = run(condition("E03.9"), observation("3016-3", 14, "m[IU]/L", 30), *normal_workup())
-    card = cards["endocrinology"]
+    card = cards["primary-care-workup"]
     assert card["indicator"] == "warning"
     evidence = card["detail"].split("**Evidence**")[1].split("**Next step**")[0]
     assert "ICD-10-CM E03.9" in evidence and "TSH 14 mIU/L" in evidence
-    assert "primary-care-workup" not in cards
+    assert "endocrinology" not in cards
 
 
 @pytest.mark.parametrize(
@@ -682,7 +686,7 @@ def test_hypothyroidism_with_high_tsh_is_an_endocrinology_warning_not_primary_ca
         [condition("E03.9"), condition("E11.65")],
         [condition("E03.9"), condition("E05.00")],
         [condition("E03.9"), observation("3016-3", 0.05, "m[IU]/L", 30)],
-        [condition("54823002"), observation("3016-3", 10.1, "m[IU]/L", 30)],
+        [condition("E05.90"), observation("3016-3", 10.1, "m[IU]/L", 30)],
     ],
 )
 def test_endocrinology_is_never_info(resources):

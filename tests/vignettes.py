@@ -322,6 +322,81 @@ def abi_035_alone() -> dict:
     return hook_request(abi, *normal_workup())
 
 
+# --- clinical review, session 10: thyroid (U1, U2, M6, M7, M9)
+LEVOTHYROXINE = (None, "levothyroxine 100 mcg tablet")
+
+
+def tsh(value: float, days_ago: int = 10) -> dict:
+    return observation("3016-3", value, "m[IU]/L", days_ago)
+
+
+def thyroid_cancer_on_levothyroxine_tsh_suppressed() -> dict:
+    """TSH suppression is often the goal after thyroid cancer (ATA 2015): no dose cut."""
+    return hook_request(
+        condition("C73", onset=3000),
+        condition("E89.0", onset=2900),
+        medication(*LEVOTHYROXINE),
+        tsh(0.05),
+        *normal_workup(),
+    )
+
+
+def hypothyroidism_on_levothyroxine_tsh_suppressed() -> dict:
+    return hook_request(
+        condition("40930008", onset=3000), medication(*LEVOTHYROXINE), tsh(0.05), *normal_workup()
+    )
+
+
+def block_and_replace_tsh_suppressed() -> dict:
+    """Methimazole plus levothyroxine for hyperthyroidism: the endocrinologist's regimen."""
+    return hook_request(
+        condition("34486009", onset=300),
+        medication(*LEVOTHYROXINE),
+        medication(None, "methimazole 10 mg tablet"),
+        tsh(0.05),
+        *normal_workup(),
+    )
+
+
+def levothyroxine_uncoded_tsh_14() -> dict:
+    return hook_request(medication(*LEVOTHYROXINE), tsh(14), *normal_workup())
+
+
+def tsh_14_uncoded_untreated() -> dict:
+    return hook_request(tsh(14), *normal_workup())
+
+
+def old_graves_on_levothyroxine_tsh_2() -> dict:
+    return hook_request(
+        condition("E05.00", onset=4000),
+        condition("40930008", onset=3000),
+        medication(*LEVOTHYROXINE),
+        tsh(2.0),
+        *normal_workup(),
+    )
+
+
+def graves_not_on_thyroid_hormone() -> dict:
+    return hook_request(condition("E05.00", onset=200), tsh(2.0), *normal_workup())
+
+
+def hyperthyroidism_coded_tsh_14_untreated() -> dict:
+    """Coded hyperthyroidism with a TSH above 10: hypothyroid after its treatment."""
+    return hook_request(condition("E05.00", onset=900), tsh(14), *normal_workup())
+
+
+def levothyroxine_uncoded_without_tsh() -> dict:
+    return hook_request(medication(*LEVOTHYROXINE), *normal_workup())
+
+
+def levothyroxine_uncoded_tsh_200_days_ago() -> dict:
+    return hook_request(medication(*LEVOTHYROXINE), tsh(2.0, 200), *normal_workup())
+
+
+def hypothyroidism_on_levothyroxine_without_tsh() -> dict:
+    return hook_request(condition("E03.9", onset=900), medication(*LEVOTHYROXINE), *normal_workup())
+
+
 VIGNETTES: list[tuple[str, Callable[[], dict]]] = [
     (build.__name__, build)
     for build in (
@@ -380,5 +455,16 @@ VIGNETTES: list[tuple[str, Callable[[], dict]]] = [
         old_clti_with_abi_035,
         clti_with_acute_occlusion,
         abi_035_alone,
+        thyroid_cancer_on_levothyroxine_tsh_suppressed,
+        hypothyroidism_on_levothyroxine_tsh_suppressed,
+        block_and_replace_tsh_suppressed,
+        levothyroxine_uncoded_tsh_14,
+        tsh_14_uncoded_untreated,
+        old_graves_on_levothyroxine_tsh_2,
+        graves_not_on_thyroid_hormone,
+        hyperthyroidism_coded_tsh_14_untreated,
+        levothyroxine_uncoded_without_tsh,
+        levothyroxine_uncoded_tsh_200_days_ago,
+        hypothyroidism_on_levothyroxine_without_tsh,
     )
 ]

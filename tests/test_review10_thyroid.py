@@ -1,0 +1,179 @@
+"""Clinical review, session 10, thyroid items (U1, U2, M6, M7, M9): each fix as a vignette
+(tests/vignettes.py, so the one-plan and card-text checks run over it too) and its near miss,
+where the advice must still be given."""
+
+from __future__ import annotations
+
+import pytest
+import vignettes as v
+from routes_helpers import condition, evaluate, hook_request, medication, normal_workup
+
+LOWER_THE_DOSE = "lower the dose"
+TSH_LOINC = "3016-3"
+
+
+def cards(request: dict) -> dict[str, dict]:
+    return {c["source"]["topic"]["code"]: c for c in evaluate(request)["cards"]}
+
+
+def steps(card: dict) -> str:
+    """The card's next-step section (what it asks the clinician to do)."""
+    return card["detail"].split("**Next step**")[1].split("**Caveats**")[0]
+
+
+def every_detail(found: dict[str, dict]) -> str:
+    return "\n".join(c["summary"] + "\n" + c["detail"] for c in found.values())
+
+
+def ordered_codes(card: dict) -> list[str]:
+    return [
+        action["resource"]["code"]["coding"][0]["code"]
+        for suggestion in card.get("suggestions", [])
+        for action in suggestion.get("actions", [])
+        if action.get("resource", {}).get("code")
+    ]
+
+
+# --- U1: no "lower the dose" with thyroid cancer or coded hyperthyroidism
+
+
+@pytest.mark.parametrize("cancer", ["C73", "Z85.850"])
+def test_thyroid_cancer_on_thyroid_hormone_is_never_told_to_lower_the_dose(cancer):
+    found = cards(
+        hook_request(
+            condition(cancer, onset=3000),
+            condition("E89.0", onset=2900),
+            medication(*v.LEVOTHYROXINE),
+            v.tsh(0.05),
+            *normal_workup(),
+        )
+    )
+    assert LOWER_THE_DOSE not in every_detail(found)
+    assert "endocrinology" not in found  # the suppression is the endocrinologist's plan
+
+
+def test_thyroid_cancer_vignette_and_its_near_miss():
+    assert LOWER_THE_DOSE not in every_detail(
+        cards(v.thyroid_cancer_on_levothyroxine_tsh_suppressed())
+    )
+    near = cards(v.hypothyroidism_on_levothyroxine_tsh_suppressed())["primary-care-workup"]
+    assert near["indicator"] == "warning"
+    assert LOWER_THE_DOSE in steps(near)
+    assert "Unless TSH suppression is intended" in near["detail"].split("**Caveats**")[1]
+
+
+def test_block_and_replace_goes_to_endocrinology_without_a_dose_cut():
+    found = cards(v.block_and_replace_tsh_suppressed())
+    assert LOWER_THE_DOSE not in every_detail(found)
+    card = found["endocrinology"]
+    assert "block-and-replace" in steps(card) and "beta-blocker" not in steps(card)
+    assert "levothyroxine" in card["detail"] and "TSH 0.05" in card["detail"]
+
+
+# --- U2 and M6: a TSH above 10 is managed in primary care; never "start" what is taken
+
+
+def test_levothyroxine_with_tsh_14_is_under_replacement_not_start_levothyroxine():
+    found = cards(v.levothyroxine_uncoded_tsh_14())
+    assert "start levothyroxine" not in every_detail(found).lower()
+    assert "endocrinology" not in found
+    card = found["primary-care-workup"]
+    assert card["summary"].startswith("TSH above 10 on thyroid hormone")
+    assert card["indicator"] == "warning"
+    text = steps(card)
+    assert "adherence" in text and "calcium, iron or a PPI" in text
+    assert "recheck TSH in 6-8 weeks" in text
+    assert "Refer to endocrinology only if the TSH stays high" in text
+    assert "Check CK" in text and ordered_codes(card) == ["2157-6"]  # CK, not TSH again
+    near = steps(cards(v.tsh_14_uncoded_untreated())["primary-care-workup"])
+    assert "start levothyroxine" in near and "adherence" not in near
+
+
+@pytest.mark.parametrize(
+    "build, says, never",
+    [
+        (v.tsh_12_on_levothyroxine, "adherence", "start levothyroxine"),
+        (v.tsh_12_untreated_hypothyroidism, "no thyroid hormone on record", "adherence"),
+    ],
+)
+def test_hypothyroidism_with_tsh_above_10_is_primary_care_not_a_referral(build, says, never):
+    found = cards(build())
+    assert "endocrinology" not in found
+    card = found["primary-care-workup"]
+    assert card["indicator"] == "warning"
+    assert says in steps(card) and never not in steps(card)
+    assert "Refer to endocrinology:" not in card["summary"]
+    assert not [c for c in ordered_codes(card) if c == "306278007"]  # no referral button
+
+
+def test_a_tsh_of_10_or_less_on_levothyroxine_gets_no_dose_advice():
+    found = cards(hook_request(medication(*v.LEVOTHYROXINE), v.tsh(9.5), *normal_workup()))
+    assert "adherence" not in every_detail(found) and "endocrinology" not in found
+
+
+def test_thyroid_cancer_with_a_high_tsh_tells_the_endocrinologist():
+    card = cards(
+        hook_request(
+            condition("C73", onset=3000), medication(*v.LEVOTHYROXINE), v.tsh(14), *normal_workup()
+        )
+    )["primary-care-workup"]
+    assert "the endocrinologist sets its TSH target" in steps(card)
+    assert "sets its TSH target" not in steps(
+        cards(v.levothyroxine_uncoded_tsh_14())["primary-care-workup"]
+    )
+
+
+# --- M7: an old Graves' now on levothyroxine is judged by its TSH
+
+
+def test_old_graves_on_levothyroxine_with_normal_tsh_gets_no_hyperthyroidism_referral():
+    found = cards(v.old_graves_on_levothyroxine_tsh_2())
+    assert "endocrinology" not in found
+    assert "beta-blocker" not in every_detail(found)
+    near = cards(v.graves_not_on_thyroid_hormone())["endocrinology"]
+    assert "Refer to endocrinology for hyperthyroidism" in steps(near)
+
+
+def test_coded_hyperthyroidism_with_tsh_above_10_gets_no_beta_blocker():
+    card = cards(v.hyperthyroidism_coded_tsh_14_untreated())["endocrinology"]
+    assert "beta-blocker" not in steps(card).replace("(no beta-blocker)", "")
+    assert "likely hypothyroid after its treatment" in steps(card)
+
+
+# --- M9: thyroid hormone with no TSH in a year: one TSH request
+
+
+def _tsh_requests(found: dict[str, dict]) -> int:
+    asked = sum(
+        steps(c).count("Order TSH") for c in found.values() if "**Next step**" in c["detail"]
+    )
+    return asked
+
+
+def test_levothyroxine_without_coded_thyroid_disease_gets_one_tsh_request():
+    found = cards(v.levothyroxine_uncoded_without_tsh())
+    card = found["primary-care-workup"]
+    assert "Order TSH: thyroid hormone is taken with no TSH in a year" in steps(card)
+    assert _tsh_requests(found) == 1
+    assert ordered_codes(card).count(TSH_LOINC) == 1
+    near = cards(v.levothyroxine_uncoded_tsh_200_days_ago())
+    assert "TSH" not in every_detail(near)
+
+
+def test_hypothyroidism_on_levothyroxine_without_tsh_is_asked_once():
+    found = cards(v.hypothyroidism_on_levothyroxine_without_tsh())
+    card = found["primary-care-workup"]
+    assert _tsh_requests(found) == 1
+    assert "hypothyroid myopathy" in steps(card) and "thyroid hormone is taken" not in steps(card)
+    assert ordered_codes(card).count(TSH_LOINC) == 1
+
+
+def test_coded_hyperthyroidism_on_levothyroxine_without_tsh_is_asked_once():
+    found = cards(
+        hook_request(
+            condition("E05.00", onset=4000), medication(*v.LEVOTHYROXINE), *normal_workup()
+        )
+    )
+    assert "endocrinology" not in found
+    assert _tsh_requests(found) == 1
+    assert "hyperthyroidism is on record" in steps(found["primary-care-workup"])
