@@ -179,7 +179,9 @@ def hemodialysis_50_days_ago() -> dict:
 
 
 def transplant_on_tacrolimus() -> dict:
-    return hook_request(condition("161665007", onset=900), medication(*TACROLIMUS), *normal_workup())
+    return hook_request(
+        condition("161665007", onset=900), medication(*TACROLIMUS), *normal_workup()
+    )
 
 
 def transplant_without_calcineurin_inhibitor() -> dict:
