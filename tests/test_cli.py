@@ -98,7 +98,7 @@ def _broken_cards(tmp_path: Path, edit) -> Path:
             lambda d: d["criteria"].append({"id": "c", "type": "any", "of": ["ckd-stage-4-5"]}),
             "needs its next step",
         ),
-        (lambda d: d["criteria"][2].pop("lookback_days"), "criteria/2"),
+        (lambda d: d["criteria"][0].pop("value_sets"), "criteria/0"),
     ],
 )
 def test_check_rules_names_file_and_field(tmp_path, capsys, edit, expected):

@@ -382,7 +382,7 @@ def test_evidence_level_comes_from_the_named_content_block_or_the_rule(ruleset, 
     path = cards / "nephrology.yaml"
     data = yaml.safe_load(path.read_text())
     data["content"]["dialysis"]["evidence_level"] = {"level": "level X", "source": "Test 2026"}
-    rule = next(c for c in data["criteria"] if c["id"] == "dialysis-recent")
+    rule = next(c for c in data["criteria"] if c.get("use") == "dialysis-recent")
     rule["evidence_level"] = {"level": "level Y", "source": "Override 2026"}
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     loaded = load_rules(cards)
@@ -499,8 +499,9 @@ def test_check_rules_explain_shows_each_shared_definition_once_with_its_users(ca
     workup = " ".join(routes.split("[primary-care-workup]")[1].split())
     assert "[potassium-low] WHEN as defined once for every route" in workup
     assert (
-        "UNLESS potassium below 2.5 mmol/L in the last 7 days or chronic kidney disease stage 3 "
-        "or worse, or dialysis on record" in workup
+        "UNLESS potassium below 2.5 mmol/L in the last 7 days, chronic kidney disease stage 3 "
+        "or worse, or dialysis on record, dependence on dialysis on record or dialysis "
+        "procedure done in the last 90 days" in workup
     )
 
 

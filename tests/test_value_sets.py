@@ -135,8 +135,17 @@ def test_a_snomed_diabetic_neuropathy_is_diabetes_for_primary_care(code):
     assert "no diabetes coded" not in cards.get(PCW, {}).get("detail", "")
 
 
-@pytest.mark.parametrize("code", ["700378005", "90688005", "236435004", "Z99.2"])
+@pytest.mark.parametrize("code", ["700378005", "90688005"])
 def test_every_stage_3_plus_ckd_code_is_a_workup_risk_condition(code):
     """ckd-any ("CKD of any stage") lacked these stage 3+ codes before issue 11."""
     cards = cards_of(condition(code), normal_workup()[0], cramp_onset=200)  # only potassium
     assert code in cards[PCW]["detail"]
+
+
+@pytest.mark.parametrize("code", ["236435004", "Z99.2"])
+def test_the_dialysis_codes_ask_the_dialysis_unit_for_the_labs(code):
+    """On dialysis the unit draws the monthly labs (review 10, W1): the dialysis card asks
+    for them, and the workup card orders none."""
+    cards = cards_of(condition(code), cramp_onset=200)  # no labs on record at all
+    assert PCW not in cards
+    assert "ask the dialysis unit for its monthly labs" in cards["nephrology"]["detail"]

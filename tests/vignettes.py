@@ -13,6 +13,7 @@ from routes_helpers import (
     medication,
     normal_workup,
     observation,
+    procedure,
     service_request,
 )
 
@@ -397,6 +398,103 @@ def hypothyroidism_on_levothyroxine_without_tsh() -> dict:
     return hook_request(condition("E03.9", onset=900), medication(*LEVOTHYROXINE), *normal_workup())
 
 
+# --- review 10, kidney (M2-M5, W1): dialysis, transplant and unstaged kidney failure
+TACROLIMUS = (None, "tacrolimus 1 mg capsule")
+EGFR = "98979-8"
+
+
+def hemodialysis_without_labs() -> dict:
+    return hook_request(condition("Z99.2", onset=700), procedure("302497006", 3))
+
+
+def peritoneal_dialysis_with_potassium_31() -> dict:
+    return hook_request(
+        condition("N18.6", onset=700),
+        procedure("71192002", 3),
+        observation("2823-3", 3.1, "mmol/L", 4),
+    )
+
+
+def hemodialysis_with_egfr_8() -> dict:
+    return hook_request(
+        condition("Z99.2", onset=700),
+        observation(EGFR, 8, "mL/min/{1.73_m2}", 4),
+        *normal_workup(),
+    )
+
+
+def ckd4_with_egfr_8() -> dict:
+    return hook_request(
+        condition("N18.4", onset=700),
+        observation(EGFR, 8, "mL/min/{1.73_m2}", 4),
+        *normal_workup(),
+    )
+
+
+def crrt_for_aki_recovered() -> dict:
+    return hook_request(
+        procedure("714749008", 50), observation(EGFR, 55, "mL/min/{1.73_m2}", 4), *normal_workup()
+    )
+
+
+def hemodialysis_50_days_ago() -> dict:
+    return hook_request(
+        procedure("302497006", 50), observation(EGFR, 55, "mL/min/{1.73_m2}", 4), *normal_workup()
+    )
+
+
+def transplant_on_tacrolimus() -> dict:
+    return hook_request(
+        condition("161665007", onset=900), medication(*TACROLIMUS), *normal_workup()
+    )
+
+
+def transplant_without_calcineurin_inhibitor() -> dict:
+    return hook_request(condition("161665007", onset=900), *normal_workup())
+
+
+def failed_graft_back_on_hemodialysis() -> dict:
+    return hook_request(
+        condition("161665007", onset=4000),
+        condition("Z99.2", onset=700),
+        procedure("302497006", 3),
+        medication(*TACROLIMUS),
+        *normal_workup(),
+    )
+
+
+def transplant_with_egfr_25() -> dict:
+    return hook_request(
+        condition("236436003", onset=2000),
+        observation(EGFR, 25, "mL/min/{1.73_m2}", 4),
+        *normal_workup(),
+    )
+
+
+def transplant_with_egfr_45() -> dict:
+    return hook_request(
+        condition("236436003", onset=2000),
+        observation(EGFR, 45, "mL/min/{1.73_m2}", 4),
+        *normal_workup(),
+    )
+
+
+def chronic_renal_failure_with_egfr_50() -> dict:
+    return hook_request(
+        condition("90688005", onset=4000),
+        observation(EGFR, 50, "mL/min/{1.73_m2}", 4),
+        *normal_workup(),
+    )
+
+
+def ckd4_with_egfr_50() -> dict:
+    return hook_request(
+        condition("N18.4", onset=4000),
+        observation(EGFR, 50, "mL/min/{1.73_m2}", 4),
+        *normal_workup(),
+    )
+
+
 VIGNETTES: list[tuple[str, Callable[[], dict]]] = [
     (build.__name__, build)
     for build in (
@@ -466,5 +564,18 @@ VIGNETTES: list[tuple[str, Callable[[], dict]]] = [
         levothyroxine_uncoded_without_tsh,
         levothyroxine_uncoded_tsh_200_days_ago,
         hypothyroidism_on_levothyroxine_without_tsh,
+        hemodialysis_without_labs,
+        peritoneal_dialysis_with_potassium_31,
+        hemodialysis_with_egfr_8,
+        ckd4_with_egfr_8,
+        crrt_for_aki_recovered,
+        hemodialysis_50_days_ago,
+        transplant_on_tacrolimus,
+        transplant_without_calcineurin_inhibitor,
+        failed_graft_back_on_hemodialysis,
+        transplant_with_egfr_25,
+        transplant_with_egfr_45,
+        chronic_renal_failure_with_egfr_50,
+        ckd4_with_egfr_50,
     )
 ]

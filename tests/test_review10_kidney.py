@@ -1,0 +1,138 @@
+"""Review 10, kidney items: a dialysis or transplant patient is told what to tell the team
+that already follows them, never offered a nephrology referral (route-guide §2.7); the
+dialysis steps fit peritoneal dialysis too; the calcineurin-inhibitor step needs one on
+record; one CRRT episode is not maintenance dialysis; an unstaged "chronic renal failure" is
+not CKD stage 4-5; an eGFR is not evidence on a dialysis card and the dialysis unit, not the
+workup card, has the labs. Each fix: a firing vignette and its near miss (tests/vignettes.py,
+so the corpus checks run over them too)."""
+
+from __future__ import annotations
+
+import vignettes as v
+from routes_helpers import evaluate, referral_resources
+
+NEPHROLOGY = "nephrology"
+WORKUP = "primary-care-workup"
+
+
+def cards(build) -> dict[str, dict]:
+    return {c["source"]["topic"]["code"]: c for c in evaluate(build())["cards"]}
+
+
+def steps(card: dict) -> str:
+    detail = card["detail"]
+    assert "**Next step**" in detail, detail
+    return detail.split("**Next step**")[1].split("**Caveats**")[0]
+
+
+def evidence(card: dict) -> str:
+    return card["detail"].split("**Next step**")[0]
+
+
+# --- M2: dialysis
+
+
+def test_a_dialysis_card_offers_no_referral_and_the_near_miss_does():
+    card = cards(v.hemodialysis_without_labs)[NEPHROLOGY]
+    assert card["summary"].startswith("Cramps on dialysis")
+    assert referral_resources(card) == []
+    near = cards(v.ckd4_with_egfr_8)[NEPHROLOGY]
+    assert referral_resources(near)[0]["code"]["coding"][0]["code"] == "306286007"
+
+
+def test_the_dialysis_step_fits_peritoneal_dialysis_and_names_carnitine_as_the_nephrologists():
+    text = steps(cards(v.peritoneal_dialysis_with_potassium_31)[NEPHROLOGY])
+    assert "on peritoneal dialysis fluid status and potassium" in text
+    assert "the nephrologist may consider carnitine (weak evidence" in text
+    assert "intradialytic" not in text  # a hemodialysis-only word
+
+
+def test_a_low_potassium_on_dialysis_is_for_the_nephrologist_not_a_recheck_to_refer():
+    found = cards(v.peritoneal_dialysis_with_potassium_31)
+    text = steps(found[NEPHROLOGY])
+    assert "Tell the nephrologist about the electrolyte result listed" in text
+    assert "Potassium 3.1" in evidence(found[NEPHROLOGY])
+    assert "KDIGO reason to refer" not in text
+    assert WORKUP not in found  # not a primary-care potassium card beside it
+    near = steps(cards(v.ckd3_with_one_high_potassium)[NEPHROLOGY])
+    assert "Recheck the electrolyte" in near
+    assert "Tell the nephrologist about the electrolyte result" not in near
+
+
+def test_dialysis_labs_are_asked_of_the_dialysis_unit_only_when_none_are_recent():
+    found = cards(v.hemodialysis_without_labs)
+    assert "Check potassium, calcium and magnesium (before a dialysis session)" in steps(
+        found[NEPHROLOGY]
+    )
+    assert "ask the dialysis unit for its monthly labs" in steps(found[NEPHROLOGY])
+    assert WORKUP not in found  # W1: no metabolic panel or magnesium order
+    near = steps(cards(v.peritoneal_dialysis_with_potassium_31)[NEPHROLOGY])
+    assert "monthly labs" not in near  # a potassium of 4 days ago is on the card
+
+
+# --- M3: CRRT
+
+
+def test_one_crrt_episode_is_not_maintenance_dialysis():
+    assert NEPHROLOGY not in cards(v.crrt_for_aki_recovered)
+    near = cards(v.hemodialysis_50_days_ago)[NEPHROLOGY]
+    assert near["summary"].startswith("Cramps on dialysis")
+
+
+# --- M4: kidney transplant
+
+
+def test_a_transplant_card_says_tell_the_transplant_team_and_offers_no_referral():
+    card = cards(v.transplant_on_tacrolimus)[NEPHROLOGY]
+    assert card["summary"].startswith("Kidney transplant with cramps, tell the transplant team")
+    assert not card["summary"].startswith("Refer")
+    assert referral_resources(card) == []
+    assert "Tell the transplant nephrology team" in steps(card)
+
+
+def test_the_calcineurin_inhibitor_step_only_with_one_on_record():
+    card = cards(v.transplant_on_tacrolimus)[NEPHROLOGY]
+    assert "calcineurin-inhibitor trough level" in steps(card)
+    assert "tacrolimus" in card["detail"]  # the drug advised on is listed
+    near = cards(v.transplant_without_calcineurin_inhibitor)[NEPHROLOGY]
+    assert "calcineurin" not in near["detail"].lower()
+    assert "Tell the transplant nephrology team" in steps(near)
+
+
+def test_a_failed_graft_back_on_hemodialysis_gets_the_dialysis_steps_only():
+    card = cards(v.failed_graft_back_on_hemodialysis)[NEPHROLOGY]
+    assert card["summary"].startswith("Cramps on dialysis")
+    text = steps(card)
+    assert "transplant" not in text and "calcineurin" not in text
+    assert "hemodialysis the ultrafiltration rate" in text
+    assert referral_resources(card) == []
+
+
+def test_a_transplant_with_an_egfr_below_30_is_for_the_transplant_team_promptly():
+    text = steps(cards(v.transplant_with_egfr_25)[NEPHROLOGY])
+    assert "a fall from baseline needs the transplant team promptly" in text
+    assert "Refer to nephrology" not in text
+    near = steps(cards(v.transplant_without_calcineurin_inhibitor)[NEPHROLOGY])
+    assert "baseline" not in near
+    assert "baseline" not in steps(cards(v.transplant_with_egfr_45)[NEPHROLOGY])
+
+
+# --- M5: 90688005 carries no stage
+
+
+def test_unstaged_chronic_renal_failure_is_not_ckd_stage_4_or_5():
+    found = cards(v.chronic_renal_failure_with_egfr_50)
+    assert NEPHROLOGY not in found
+    near = cards(v.ckd4_with_egfr_50)[NEPHROLOGY]
+    assert "CKD stage 4 or 5 on record" in steps(near)
+
+
+# --- W1: an eGFR means nothing on dialysis
+
+
+def test_a_dialysis_card_shows_no_egfr_and_the_near_miss_does():
+    found = cards(v.hemodialysis_with_egfr_8)
+    assert "eGFR" not in found[NEPHROLOGY]["detail"]
+    assert all("eGFR 8" not in card["detail"] for card in found.values())
+    near = cards(v.ckd4_with_egfr_8)[NEPHROLOGY]
+    assert "eGFR 8" in evidence(near)
