@@ -86,15 +86,16 @@ def test_resolved_transplant_history_is_no_kidney_signal():
 
 
 def test_synthea_hypothyroidism_code_is_thyroid_disease():
-    # TSH above 10 despite a coded hypothyroidism: endocrinology (route-guide §2.6).
+    # TSH above 10 with a coded hypothyroidism: managed in primary care first (ATA 2014),
+    # worded as hypothyroidism, which only a code read as thyroid disease gives.
     cards = cards_of(
         condition("83664006"), observation("3016-3", 14.0, "m[IU]/L", 5), *normal_workup()
     )
-    assert "endocrinology" in cards
+    assert cards["primary-care-workup"]["summary"].startswith("Hypothyroidism with TSH above 10")
     near = cards_of(
         condition("83664006"), observation("3016-3", 2.1, "m[IU]/L", 5), *normal_workup()
     )
-    assert "endocrinology" not in near
+    assert "Hypothyroidism" not in near.get("primary-care-workup", {}).get("summary", "")
 
 
 @pytest.mark.parametrize(

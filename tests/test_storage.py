@@ -32,7 +32,8 @@ from cds_service.service import CdsService
 from cds_service.storage import SALT_FILE, Store, card_batches, database, migrations
 from cds_service.web.app import create_app
 
-GABRIEL = SYNTHEA_DIR / "Gabriel_Blanda_95f1227c.json"
+# A chart whose nephrology card offers a referral (a low eGFR to repeat), as feedback needs.
+KIDNEY_CHART = SYNTHEA_DIR / "Daryl_Heaney_f44fe3a9.json"
 SERVICE = "/cds-services/leg-cramp-referral"
 FEEDBACK = SERVICE + "/feedback"
 OVERRIDE_SYSTEM = "urn:leg-cramp-cds:override-reason"
@@ -117,7 +118,7 @@ def rows(store: Store, table) -> list[dict]:
         return [dict(r._mapping) for r in conn.execute(select(table))]
 
 
-def call_hook(client, path: Path = GABRIEL) -> tuple[dict, list[dict]]:
+def call_hook(client, path: Path = KIDNEY_CHART) -> tuple[dict, list[dict]]:
     """(request, cards); the cards always include the nephrology one (first)."""
     request = hook_request(path)
     response = client.post(SERVICE, json=request)
