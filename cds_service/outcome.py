@@ -25,6 +25,9 @@ class Outcome:
     fingerprints: list[str] = field(default_factory=list)  # per card, see ``fingerprint``
     # Cards left out by a suppression: {"card", "rules", "fingerprint"} each (for the store).
     suppressed: list[dict] = field(default_factory=list)
+    # The route results behind patient-view cards, to compose the plan again without a card
+    # an override hides (``CdsService.call``); empty for the order services.
+    results: list[RouteResult] = field(default_factory=list)
 
     @property
     def resource_count(self) -> int:

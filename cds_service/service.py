@@ -108,6 +108,8 @@ class CdsService:
         patient_id = request["context"]["patientId"]
         keys = [self.stored_key(service, route) for route in outcome.routes]
         leave_out_suppressed(outcome, keys, self.suppression_policy, patient_id, store, client)
+        if outcome.suppressed and outcome.results:
+            self._plan_without_hidden(outcome, patient_id)
         if record:
             # The card records are kept (appended to the on-disk card spool, tens of µs)
             # before the answer leaves: feedback on a card, or the next call, always finds
@@ -148,6 +150,14 @@ class CdsService:
                 chart.left_out,
             )
         return outcome
+
+    def _plan_without_hidden(self, outcome: Outcome, patient_id: str) -> None:
+        """The plan composed again without the cards an override hid, so what they asked
+        for goes back to the cards shown and no card points to a hidden one."""
+        shown = set(outcome.routes)
+        hidden = frozenset(r.route.code for r in outcome.results if r.route.code not in shown)
+        rendered = cards.render(outcome.results, self.ruleset, patient_id, self.settings, hidden)
+        outcome.response["cards"] = rendered
 
     def stored_key(self, service: Service, route: str) -> str:
         """What a card is recorded and suppressed under (``cds_service.suppression``)."""
@@ -225,6 +235,7 @@ class CdsService:
             [",".join(r.fired) for r in results],
             chart.counts(),
             [fingerprint(r, card) for r, card in zip(results, rendered, strict=True)],
+            results=results,
         )
 
 

@@ -144,7 +144,7 @@ def test_a_result_no_record_chose_steps_for_keeps_its_unconditional_steps():
     # conditional (not beside CLTI, or only without a recent ABI).
     patient = next(p for p in PATIENTS if p.label == "vignette clti_rest_pain_with_claudication")
     [result] = [r for r in patient.results if r.route.code == "vascular"]
-    bare = dataclasses.replace(result, steps=None, superseded_by=[])
+    bare = dataclasses.replace(result, chosen=None, steps=None, superseded_by=[])
     texts = [s.text for s in steps_of(bare)]
     assert any(t.startswith("Urgent vascular surgery referral, within days") for t in texts)
     assert not any("Confirm with an ABI" in t or "supervised exercise" in t for t in texts)

@@ -291,10 +291,13 @@ class RouteResult:
     indicator: str
     variant: Variant | None
     existing_referral: Resource | None
-    # The next steps that fit this record (``engine.steps``), then what one plan for the
-    # patient kept (``engine.plan``); None: not chosen from a record (``plan.steps_of``).
+    # The next steps that fit this record (``engine.steps``); None: not chosen from a record
+    # (``plan.chosen_steps``).
+    chosen: list[Step] | None = None
+    # What one plan for the patient kept of them (``engine.plan.compose``, which can be run
+    # again, e.g. once a clinician's override has hidden a card); None: not composed yet.
     steps: list[Step] | None = None
-    superseded_by: list[str] = field(default_factory=list)  # titles of more urgent cards
+    superseded_by: list[str] = field(default_factory=list)  # titles of the cards that took steps
 
     @property
     def content(self) -> list[Content]:

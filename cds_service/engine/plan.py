@@ -13,6 +13,10 @@ card already
   comes first: that card's own referral is the ask, and the step points to it.
 What conflicts is data in the rule files (a step's ``asks``, ``unless_recent``, ``drugs``,
 ``unless`` and ``refers_to``); nothing here names a drug, a test or a route.
+
+The plan is composed again once a clinician's override has hidden a card (``service``): what
+the hidden card asked for goes back to the cards still shown, a step that asks for its route's
+referral is left out (the override said how that referral stands), and no card points to it.
 """
 
 from __future__ import annotations
@@ -67,32 +71,44 @@ class Plan:
                 self.findings.setdefault(fact.criterion, title)
 
 
-def compose(results: list[RouteResult], shared: frozenset[str]) -> list[RouteResult]:
-    """Each card keeps the steps no other card supersedes; ``superseded_by`` names the
-    cards that took the others. The results are changed in place and returned."""
+def compose(
+    results: list[RouteResult], shared: frozenset[str], hidden: frozenset[str] = frozenset()
+) -> list[RouteResult]:
+    """Each card keeps the chosen steps no other card supersedes; ``superseded_by`` names
+    the cards that took the others. ``hidden``: the routes whose cards a clinician's override
+    hides: what they asked for goes back to the cards shown, and a step they would take (a
+    referral to that route, a step written against a finding on it) is left out without a
+    pointer. The results are changed in place and returned; composing again starts afresh."""
     plan = Plan(shared, cards={r.route.code: r.route.title for r in results})
+    hidden_titles = {r.route.title for r in results if r.route.code in hidden}
     for result in results:  # the tests offered as orders (a missing result's button)
-        for fact in result.facts:
+        for fact in result.facts if result.route.code not in hidden else ():
             if fact.order and isinstance(fact.evidence, MissingResult):
                 for test in fact.evidence.concepts:
                     plan.orders.setdefault(test, result.route.title)
     for result in results:
         own = result.route.title
         kept: list[Step] = []
-        for step in steps_of(result):
+        result.superseded_by = []
+        for step in chosen_steps(result) if result.route.code not in hidden else ():
             title = plan.taken_by(step, own)
             if title is None or title == own:
                 kept.append(step)
-            elif title not in result.superseded_by:
+            elif title not in result.superseded_by and title not in hidden_titles:
                 result.superseded_by.append(title)
         result.steps = kept
-        plan.add(result, kept)
+        plan.add(result, kept)  # a hidden card: its findings only
     return results
 
 
 def steps_of(result: RouteResult) -> list[Step]:
-    """The result's chosen steps; for a result no record chose them for, only the steps
-    that hold whatever the record (no condition), so a card never goes without one."""
-    if result.steps is not None:
-        return result.steps
+    """The steps the card shows: what the plan kept, or before a plan, the chosen ones."""
+    return result.steps if result.steps is not None else chosen_steps(result)
+
+
+def chosen_steps(result: RouteResult) -> list[Step]:
+    """The steps chosen for the record; for a result no record chose them for, only the
+    steps that hold whatever the record (no condition), so a card never goes without one."""
+    if result.chosen is not None:
+        return result.chosen
     return [s for block in result.content for s in block.steps if not s.conditional]

@@ -27,10 +27,20 @@ Card = dict[str, Any]  # a CDS Hooks card, as JSON
 
 
 def render(
-    results: list[RouteResult], ruleset: RuleSet, patient_id: str, settings: Settings | None = None
+    results: list[RouteResult],
+    ruleset: RuleSet,
+    patient_id: str,
+    settings: Settings | None = None,
+    hidden: frozenset[str] = frozenset(),
 ) -> list[Card]:
-    composed = plan.compose(results, frozenset(ruleset.shared_criteria))
-    return [render_card(result, ruleset, patient_id, settings) for result in composed]
+    """The cards of one plan (``engine.plan``), but for the routes in ``hidden``: those a
+    clinician's override hides."""
+    composed = plan.compose(results, frozenset(ruleset.shared_criteria), hidden)
+    return [
+        render_card(result, ruleset, patient_id, settings)
+        for result in composed
+        if result.route.code not in hidden
+    ]
 
 
 def _coding(concept: Concept) -> dict[str, str]:
