@@ -177,3 +177,109 @@ def test_coded_hyperthyroidism_on_levothyroxine_without_tsh_is_asked_once():
     assert "endocrinology" not in found
     assert _tsh_requests(found) == 1
     assert "hyperthyroidism is on record" in steps(found["primary-care-workup"])
+
+
+# --- Second pass (session 10): antithyroid drugs, thyroid cancer off thyroid hormone, and the
+# polyneuropathy card's neurology referral
+
+OVER_TREATMENT = "likely over-treatment. Ask the prescriber to lower it"
+REFERRAL = "306278007"
+
+
+def test_tsh_14_on_methimazole_is_over_treatment_not_new_hypothyroidism():
+    found = cards(v.methimazole_uncoded_tsh_14())
+    assert "start levothyroxine" not in every_detail(found).lower()
+    assert "primary-care-workup" not in found
+    card = found["endocrinology"]
+    assert card["summary"].startswith("TSH above 10 on an antithyroid drug, ask its prescriber")
+    assert OVER_TREATMENT in steps(card) and "do not add levothyroxine" in steps(card)
+    assert "methimazole 10 mg tablet: Antithyroid drug" in card["detail"]
+    assert REFERRAL not in ordered_codes(card)  # the prescriber lowers it: no referral button
+    near = cards(v.tsh_14_uncoded_untreated())
+    assert "start levothyroxine" in steps(near["primary-care-workup"])
+    assert "endocrinology" not in near
+
+
+@pytest.mark.parametrize(
+    "drug",
+    [
+        "methimazole 5 mg tablet",
+        "Tapazole 10 mg tablet",
+        "carbimazole 20 mg tablet",
+        "propylthiouracil 50 mg tablet",
+        "PTU 50 mg tablet",
+    ],
+)
+def test_every_antithyroid_drug_is_recognised_by_name(drug):
+    found = cards(hook_request(medication(None, drug), v.tsh(14), *normal_workup()))
+    assert OVER_TREATMENT in steps(found["endocrinology"])
+    assert "start levothyroxine" not in every_detail(found).lower()
+
+
+def test_graves_with_hypothyroidism_on_methimazole_and_tsh_14_makes_one_card():
+    found = cards(v.graves_and_hypothyroidism_on_tapazole_tsh_14())
+    assert list(found) == ["endocrinology"]  # not also "if untreated, start levothyroxine"
+    card = found["endocrinology"]
+    assert OVER_TREATMENT in steps(card)
+    assert "refer to endocrinology to review it" not in steps(card)
+    assert "E05.00" in card["detail"] and "E03.9" in card["detail"]
+
+
+def test_coded_hyperthyroidism_with_hypothyroidism_and_tsh_14_off_drugs_is_one_card():
+    found = cards(
+        hook_request(
+            condition("E05.00", onset=900),
+            condition("E03.9", onset=60),
+            v.tsh(14),
+            *normal_workup(),
+        )
+    )
+    assert list(found) == ["endocrinology"]
+    assert "likely hypothyroid after its treatment" in steps(found["endocrinology"])
+    assert OVER_TREATMENT not in steps(found["endocrinology"])
+    # The near miss: hypothyroidism alone with that TSH is primary care's to treat.
+    near = cards(v.tsh_12_untreated_hypothyroidism())
+    assert "start levothyroxine" in steps(near["primary-care-workup"])
+
+
+def test_block_and_replace_with_tsh_14_goes_to_its_prescriber_not_a_dose_check():
+    found = cards(v.block_and_replace_tsh_14())
+    assert list(found) == ["endocrinology"]
+    text = steps(found["endocrinology"])
+    assert "(block-and-replace): ask the prescriber to adjust the doses" in text
+    assert "adherence" not in every_detail(found) and OVER_TREATMENT not in text
+    near = steps(cards(v.levothyroxine_uncoded_tsh_14())["primary-care-workup"])
+    assert "adherence" in near
+
+
+def test_antithyroid_drug_with_a_normal_tsh_gets_no_over_treatment_step():
+    found = cards(v.graves_on_methimazole_tsh_2())
+    assert OVER_TREATMENT not in every_detail(found)
+    assert "adjust the doses" not in every_detail(found)
+
+
+def test_uncoded_block_and_replace_with_suppressed_tsh_is_not_told_to_lower_the_dose():
+    found = cards(
+        hook_request(
+            medication(*v.LEVOTHYROXINE), medication(*v.METHIMAZOLE), v.tsh(0.05), *normal_workup()
+        )
+    )
+    assert LOWER_THE_DOSE not in every_detail(found)
+    assert "block-and-replace" in steps(found["endocrinology"])
+
+
+def test_thyroid_cancer_with_suppressed_tsh_off_thyroid_hormone_asks_first():
+    card = cards(v.thyroid_cancer_history_tsh_suppressed_no_thyroid_hormone())["endocrinology"]
+    text = steps(card)
+    assert "thyroid hormone may be taken but not recorded" in text
+    assert "beta-blocker" not in text
+    assert "Z85.850" in card["detail"]
+    near = steps(cards(v.tsh_suppressed_uncoded())["endocrinology"])
+    assert "beta-blocker may ease symptoms" in near and "not recorded" not in near
+
+
+def test_polyneuropathy_card_says_the_neurology_referral_is_ordered_separately():
+    card = cards(v.polyneuropathy_with_hba1c_10_2())["endocrinology"]
+    assert card["summary"].startswith("Refer to endocrinology and neurology")
+    assert "order it separately: this card's button is the endocrinology referral" in steps(card)
+    assert ordered_codes(card) == [REFERRAL] and len(card["detail"]) <= 900

@@ -495,6 +495,46 @@ def ckd4_with_egfr_50() -> dict:
     )
 
 
+# --- clinical review, session 10 (second pass), thyroid: antithyroid drugs, thyroid cancer
+METHIMAZOLE = (None, "methimazole 10 mg tablet")
+
+
+def methimazole_uncoded_tsh_14() -> dict:
+    """A TSH above 10 on an antithyroid drug is over-treatment, not new hypothyroidism."""
+    return hook_request(medication(*METHIMAZOLE), tsh(14), *normal_workup())
+
+
+def graves_and_hypothyroidism_on_tapazole_tsh_14() -> dict:
+    return hook_request(
+        condition("E05.00", onset=400),
+        condition("E03.9", onset=60),
+        medication(None, "Tapazole 5 mg tablet"),
+        tsh(14),
+        *normal_workup(),
+    )
+
+
+def block_and_replace_tsh_14() -> dict:
+    return hook_request(
+        condition("E05.00", onset=400),
+        medication(*LEVOTHYROXINE),
+        medication(None, "carbimazole 20 mg tablet"),
+        tsh(14),
+        *normal_workup(),
+    )
+
+
+def graves_on_methimazole_tsh_2() -> dict:
+    return hook_request(
+        condition("E05.00", onset=400), medication(*METHIMAZOLE), tsh(2.0), *normal_workup()
+    )
+
+
+def thyroid_cancer_history_tsh_suppressed_no_thyroid_hormone() -> dict:
+    """After thyroid cancer a suppressed TSH may be levothyroxine missing from the list."""
+    return hook_request(condition("Z85.850", onset=3000), tsh(0.05), *normal_workup())
+
+
 VIGNETTES: list[tuple[str, Callable[[], dict]]] = [
     (build.__name__, build)
     for build in (
@@ -577,5 +617,10 @@ VIGNETTES: list[tuple[str, Callable[[], dict]]] = [
         transplant_with_egfr_45,
         chronic_renal_failure_with_egfr_50,
         ckd4_with_egfr_50,
+        methimazole_uncoded_tsh_14,
+        graves_and_hypothyroidism_on_tapazole_tsh_14,
+        block_and_replace_tsh_14,
+        graves_on_methimazole_tsh_2,
+        thyroid_cancer_history_tsh_suppressed_no_thyroid_hormone,
     )
 ]

@@ -66,7 +66,8 @@ def detail_for(result: RouteResult) -> str:
     route's background is on its explanation page. Within DETAIL_LIMIT characters, the
     evidence always stays whole; caveats go first, then the later (less severe) next steps."""
     shown = ["**Evidence**"] + _evidence_lines(result.facts)
-    context = [f for f in result.context if not f.hidden]
+    # A finding already listed as evidence is not repeated (a context rule may read it too).
+    context = [f for f in result.context if not f.hidden and f not in result.facts]
     if context:
         shown += ["", "**Also on record**"] + [f"- {evidence.text(f)}" for f in context]
     blocks = result.content
