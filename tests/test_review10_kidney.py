@@ -61,13 +61,13 @@ def test_a_low_potassium_on_dialysis_is_for_the_nephrologist_not_a_recheck_to_re
 
 def test_dialysis_labs_are_asked_of_the_dialysis_unit_only_when_none_are_recent():
     found = cards(v.hemodialysis_without_labs)
-    assert "Check potassium, calcium and magnesium (before a dialysis session)" in steps(
-        found[NEPHROLOGY]
-    )
-    assert "ask the dialysis unit for its monthly labs" in steps(found[NEPHROLOGY])
+    for test in ("potassium", "calcium", "magnesium"):
+        assert f"Ask the dialysis unit for the latest {test} from its monthly labs" in steps(
+            found[NEPHROLOGY]
+        )
     assert WORKUP not in found  # W1: no metabolic panel or magnesium order
     near = steps(cards(v.peritoneal_dialysis_with_potassium_31)[NEPHROLOGY])
-    assert "monthly labs" not in near  # a potassium of 4 days ago is on the card
+    assert "latest potassium" not in near  # a potassium of 4 days ago is on the card
 
 
 # --- M3: CRRT
@@ -75,7 +75,7 @@ def test_dialysis_labs_are_asked_of_the_dialysis_unit_only_when_none_are_recent(
 
 def test_one_crrt_episode_is_not_maintenance_dialysis():
     assert NEPHROLOGY not in cards(v.crrt_for_aki_recovered)
-    near = cards(v.hemodialysis_50_days_ago)[NEPHROLOGY]
+    near = cards(v.hemodialysis_5_days_ago)[NEPHROLOGY]
     assert near["summary"].startswith("Cramps on dialysis")
 
 
@@ -136,3 +136,61 @@ def test_a_dialysis_card_shows_no_egfr_and_the_near_miss_does():
     assert all("eGFR 8" not in card["detail"] for card in found.values())
     near = cards(v.ckd4_with_egfr_8)[NEPHROLOGY]
     assert "eGFR 8" in evidence(near)
+
+
+# --- Review 10, second round
+
+
+def test_one_hemodialysis_session_for_aki_weeks_ago_is_not_on_dialysis():
+    """N17.9, one session 40 days ago, eGFR 25: the low-eGFR card (repeat, refer), its
+    referral button and its eGFR, not "Cramps on dialysis"."""
+    card = cards(v.aki_with_one_hemodialysis_session_egfr_25)[NEPHROLOGY]
+    assert card["summary"].startswith("Low eGFR, repeat and refer if it persists")
+    assert "eGFR 25" in evidence(card)
+    assert "repeat creatinine within days" in card["detail"]
+    assert referral_resources(card)[0]["code"]["coding"][0]["code"] == "306286007"
+    assert NEPHROLOGY not in cards(v.hemodialysis_50_days_ago)  # a session weeks ago, no AKI
+    near = cards(v.hemodialysis_5_days_ago)[NEPHROLOGY]  # a session this week: on dialysis
+    assert near["summary"].startswith("Cramps on dialysis")
+
+
+def test_a_recent_session_within_weeks_of_aki_treats_the_injury():
+    card = cards(v.aki_with_hemodialysis_5_days_ago_egfr_25)[NEPHROLOGY]
+    assert card["summary"].startswith("Low eGFR, repeat and refer if it persists")
+    assert "Cramps on dialysis" not in card["summary"]
+    assert referral_resources(card)
+
+
+def test_dialysis_dependence_coded_counts_on_its_own_even_after_aki():
+    """The dialysis unit's sessions may not be in this chart: Z99.2 alone is on dialysis."""
+    card = cards(v.aki_with_dialysis_dependence_coded)[NEPHROLOGY]
+    assert card["summary"].startswith("Cramps on dialysis")
+    assert referral_resources(card) == []
+    assert "eGFR" not in card["detail"]
+
+
+def test_a_transplant_card_asks_for_magnesium_the_workup_panel_does_not_hold():
+    found = cards(v.transplant_without_labs)
+    assert "Check magnesium (often low after a kidney transplant)" in steps(found[NEPHROLOGY])
+    assert "agnesium" not in steps(found[WORKUP])  # the panel only: one ask for magnesium
+    asks = [c for c in found.values() if "Check magnesium" in c["detail"]]
+    assert len(asks) == 1
+    near = steps(cards(v.transplant_with_recent_magnesium_only)[NEPHROLOGY])
+    assert "Check magnesium" not in near  # a magnesium of 5 days ago
+    assert "Check calcium" in near  # the other tests are still asked for
+
+
+def test_a_transplant_on_a_calcineurin_inhibitor_is_asked_for_magnesium_once():
+    found = cards(v.transplant_on_tacrolimus_without_labs)
+    asks = [c for c in found.values() if "Check magnesium" in c["detail"]]
+    assert len(asks) == 1, [c["summary"] for c in asks]
+
+
+def test_each_dialysis_lab_is_dropped_only_when_itself_recent():
+    """Peritoneal dialysis, potassium 3.1 four days ago: calcium and magnesium still asked."""
+    text = steps(cards(v.peritoneal_dialysis_with_potassium_31)[NEPHROLOGY])
+    assert "latest calcium" in text and "latest magnesium" in text
+    assert "latest potassium" not in text
+    near = steps(cards(v.peritoneal_dialysis_with_potassium_31_and_calcium)[NEPHROLOGY])
+    assert "latest magnesium" in near
+    assert "latest calcium" not in near and "latest potassium" not in near

@@ -148,4 +148,7 @@ def test_the_dialysis_codes_ask_the_dialysis_unit_for_the_labs(code):
     for them, and the workup card orders none."""
     cards = cards_of(condition(code), cramp_onset=200)  # no labs on record at all
     assert PCW not in cards
-    assert "ask the dialysis unit for its monthly labs" in cards["nephrology"]["detail"]
+    assert (
+        "Ask the dialysis unit for the latest potassium from its monthly labs"
+        in cards["nephrology"]["detail"]
+    )

@@ -624,3 +624,79 @@ VIGNETTES: list[tuple[str, Callable[[], dict]]] = [
         thyroid_cancer_history_tsh_suppressed_no_thyroid_hormone,
     )
 ]
+
+
+# Review 10, second round (kidney): one hemodialysis session for acute kidney injury is not
+# "on dialysis"; magnesium asked after a kidney transplant; each dialysis lab asked unless
+# itself recent.
+
+
+def aki_with_one_hemodialysis_session_egfr_25() -> dict:
+    """N17.9 and one hemodialysis session 40 days ago (2026-10-15), eGFR 25 now."""
+    return hook_request(
+        condition("N17.9", onset=45),
+        procedure("302497006", 40),
+        observation(EGFR, 25, "mL/min/{1.73_m2}", 4),
+        *normal_workup(),
+    )
+
+
+def aki_with_hemodialysis_5_days_ago_egfr_25() -> dict:
+    return hook_request(
+        condition("N17.9", onset=12),
+        procedure("302497006", 5),
+        observation(EGFR, 25, "mL/min/{1.73_m2}", 4),
+        *normal_workup(),
+    )
+
+
+def hemodialysis_5_days_ago() -> dict:
+    return hook_request(
+        procedure("302497006", 5), observation(EGFR, 55, "mL/min/{1.73_m2}", 4), *normal_workup()
+    )
+
+
+def aki_with_dialysis_dependence_coded() -> dict:
+    return hook_request(
+        condition("N17.9", onset=45),
+        condition("Z99.2", onset=30),
+        procedure("302497006", 40),
+        observation(EGFR, 8, "mL/min/{1.73_m2}", 4),
+        *normal_workup(),
+    )
+
+
+def transplant_without_labs() -> dict:
+    return hook_request(condition("161665007", onset=900))
+
+
+def transplant_with_recent_magnesium_only() -> dict:
+    return hook_request(condition("161665007", onset=900), observation("2601-3", 0.85, "mmol/L", 5))
+
+
+def transplant_on_tacrolimus_without_labs() -> dict:
+    return hook_request(condition("161665007", onset=900), medication(*TACROLIMUS))
+
+
+def peritoneal_dialysis_with_potassium_31_and_calcium() -> dict:
+    return hook_request(
+        condition("N18.6", onset=700),
+        procedure("71192002", 3),
+        observation("2823-3", 3.1, "mmol/L", 4),
+        observation("17861-6", 9.0, "mg/dL", 4),
+    )
+
+
+VIGNETTES += [
+    (build.__name__, build)
+    for build in (
+        aki_with_one_hemodialysis_session_egfr_25,
+        aki_with_hemodialysis_5_days_ago_egfr_25,
+        hemodialysis_5_days_ago,
+        aki_with_dialysis_dependence_coded,
+        transplant_without_labs,
+        transplant_with_recent_magnesium_only,
+        transplant_on_tacrolimus_without_labs,
+        peritoneal_dialysis_with_potassium_31_and_calcium,
+    )
+]
