@@ -9,6 +9,15 @@ so the one-plan and card-text checks of tests/corpus.py run over them too) with 
   referral; an undated code counts as current (the safe side) and the card says so.
 - W2: the urgent referral says "within days", and an ABI of 0.40 or less is the "severe
   ischemic range", not CLTI.
+
+Second review (session 10):
+- the CLTI card's best medical therapy is one medicine a step: no statin advice beside
+  rhabdomyolysis or a CK of 1000 or more (the same-day card stops the statin), "keep the
+  statin" declared to the one plan, no "start an antiplatelet" on an anticoagulant;
+- CLTI coded over 6 months ago is its own card: "check the leg now", a referral the clinician
+  marks urgent, no claudication steps;
+- the gangrene card's caveat speaks to the clinician, not of the rules;
+- bypass-graft codes: gangrene same day, rest pain and ulcer a limb at risk, claudication PAD.
 """
 
 from __future__ import annotations
@@ -54,11 +63,12 @@ def test_clti_with_claudication_gets_no_abi_confirmation_exercise_or_routine_ref
     assert "Confirm with an ABI" not in text
     assert "supervised exercise" not in text
     assert "limits life" not in text
-    assert "best medical therapy: start or continue an antiplatelet and a statin" in text
+    assert "Best medical therapy alongside: no smoking" in text
+    assert "Start or continue an antiplatelet" in text
     # Near miss: claudication alone keeps the PAD steps.
     near = steps(cards(v.claudication_without_abi)["vascular"])
     assert "Confirm with an ABI" in near and "supervised exercise" in near
-    assert "best medical therapy" not in near
+    assert "Best medical therapy" not in near
 
 
 def test_clti_with_an_older_occlusion_gets_no_second_referral_or_abi_request():
@@ -131,6 +141,7 @@ def test_clti_coded_over_180_days_ago_asks_about_symptoms_now(build):
     assert "urgent-care" not in found
     card = found["vascular"]
     assert not card["summary"].startswith("Urgent")
+    assert card["summary"].startswith("Limb ischemia coded over 6 months ago, check the leg now:")
     text = steps(card)
     assert text.strip().startswith("- Limb-threatening ischemia coded over 6 months ago: ask now")
     assert "urgent vascular referral within days" in text
@@ -167,3 +178,176 @@ def test_urgent_referral_has_a_timeframe_and_a_low_abi_is_the_severe_ischemic_ra
     assert "same day if gangrene, infection or rapid worsening" in text
     assert "ABI in the severe ischemic range (0.40 or less)" in text
     assert "ABI of 0.40 or less threaten" not in text
+
+
+# ------------------------------------------------------- second review: statin, antiplatelet
+def vascular_steps(build) -> str:
+    return steps(cards(build)["vascular"])
+
+
+def test_no_statin_advice_on_the_clti_card_beside_rhabdomyolysis():
+    """The reviewer's patient (CLTI, simvastatin, CK 2480 yesterday): the same-day card stops
+    the statin and no other card says to keep or start one."""
+    found = cards(v.clti_on_simvastatin_with_ck_2480)
+    assert "Stop the statin meanwhile" in steps(found["urgent-care"])
+    assert "statin" not in steps(found["vascular"]).lower()
+    others = [
+        steps(c) for code, c in found.items() if code != "urgent-care" and "**Next" in c["detail"]
+    ]
+    assert not any(
+        "keep the statin" in t.lower() or "start a high-intensity" in t.lower() for t in others
+    )
+    # Not on a statin, the same CK: no "start a statin" either.
+    assert "statin" not in vascular_steps(v.clti_without_statin_with_ck_2480).lower()
+
+
+def test_the_clti_card_keeps_a_statin_taken_and_starts_one_otherwise():
+    """Near misses: no muscle injury."""
+    on = cards(v.clti_on_simvastatin)["vascular"]
+    assert "- Keep the statin, high-intensity if tolerated." in steps(on)
+    assert "simvastatin" in on["detail"].split("**Also on record**")[1]
+    assert "start a high-intensity" not in steps(on)
+    off = vascular_steps(v.rest_pain_coded_20_days_ago)
+    assert "Not on a statin: start a high-intensity one." in off
+    assert "Keep the statin" not in off
+
+
+def test_the_keep_step_is_declared_to_the_one_plan():
+    """Belt and braces: "keep the statin" is declared to the one plan (drugs: continue), so
+    even chosen beside the same-day card's "stop the statin" the plan leaves it out and
+    points to that card; the CLTI card's own `unless` keeps it from being chosen at all."""
+    from datetime import date
+
+    from corpus import render_request
+
+    from cds_service.engine.plan import compose
+
+    patient = render_request("ck", v.clti_on_simvastatin_with_ck_2480(), date(2026, 11, 24))
+    vascular = next(r for r in patient.results if r.route.code == "vascular")
+    [keep] = [
+        s for b in vascular.route.content.values() for s in b.steps if s.text.startswith("Keep")
+    ]
+    assert keep.drugs == (("statin", "continue"),)
+    assert {"ck-very-high", "rhabdomyolysis-new"} <= set(keep.unless)
+    assert keep not in (vascular.chosen or [])  # the unless held
+    vascular.chosen = [*(vascular.chosen or []), keep]  # as if it had not
+    shared_file = VALUE_SETS.parents[1] / "shared" / "criteria.yaml"
+    shared = frozenset(c["id"] for c in yaml.safe_load(shared_file.read_text())["criteria"])
+    compose(patient.results, shared)
+    assert keep not in (vascular.steps or [])
+    assert "Urgent care (same-day assessment)" in vascular.superseded_by
+
+
+def test_no_antiplatelet_started_on_an_anticoagulant():
+    text = vascular_steps(v.clti_on_apixaban)
+    assert "Start or continue an antiplatelet" not in text
+    assert (
+        "On an anticoagulant (listed): ask the vascular surgeon before adding an antiplatelet."
+        in text
+    )
+    assert "apixaban" in cards(v.clti_on_apixaban)["vascular"]["detail"]
+    near = vascular_steps(v.rest_pain_coded_20_days_ago)
+    assert "Start or continue an antiplatelet (aspirin or clopidogrel)." in near
+    assert "On an anticoagulant" not in near
+
+
+def test_the_longest_clti_card_keeps_its_medicine_steps_within_the_budget():
+    card = cards(v.undated_clti_on_simvastatin_and_apixaban)["vascular"]
+    assert len(card["detail"]) <= 900
+    text = steps(card)
+    assert "Keep the statin" in text and "On an anticoagulant (listed)" in text
+    assert "More next steps" not in text
+
+
+# ------------------------------------------------------- second review: CLTI coded earlier
+@pytest.mark.parametrize(
+    "build",
+    [v.rest_pain_coded_400_days_ago, v.gangrene_coded_400_days_ago, v.old_clti_with_claudication],
+)
+def test_clti_coded_earlier_is_its_own_card_with_no_claudication_steps(build):
+    card = cards(build)["vascular"]
+    assert card["summary"].startswith("Limb ischemia coded over 6 months ago, check the leg now: ")
+    assert len(card["summary"]) < 100
+    assert [s["label"] for s in card["suggestions"]] == [
+        "Refer to vascular surgery (mark urgent if rest pain or a wound)"
+    ]
+    text = steps(card)
+    assert "supervised exercise" not in text and "claudication limits life" not in text
+    assert "Peripheral artery disease" not in card["summary"]
+
+
+def test_claudication_alone_keeps_the_pad_card():
+    """Near miss: no CLTI code at all."""
+    card = cards(v.claudication_without_abi)["vascular"]
+    assert card["summary"].startswith("Peripheral artery disease: ")
+    assert [s["label"] for s in card["suggestions"]] == ["Refer to vascular surgery"]
+    assert "supervised exercise" in steps(card) and "claudication limits life" in steps(card)
+
+
+# ------------------------------------------------------- second review: gangrene caveat
+def test_the_gangrene_caveat_speaks_to_the_clinician_not_of_the_rules():
+    detail = cards(v.diabetic_gangrene)["urgent-care"]["detail"]
+    assert (
+        "If this gangrene is old and healed (amputation, revascularization), update the "
+        "problem list; new or spreading tissue loss is an emergency." in detail
+    )
+    assert "asked about on the vascular card" not in detail
+
+
+# ------------------------------------------------------- second review: bypass-graft codes
+GRAFTS = (3, 4, 5, 6, 7)  # I70.3x-I70.7x: the five kinds of bypass graft(s)
+
+
+def _icd_set(name: str) -> set[str]:
+    sets = yaml.safe_load(VALUE_SETS.read_text())["value_sets"]
+    return {e["code"] for e in sets[name] if e["system"] == "icd10cm"}
+
+
+def test_every_bypass_graft_code_of_a_limb_at_risk_is_in_its_set():
+    gangrene, clti, pad = _icd_set("clti-gangrene"), _icd_set("clti"), _icd_set("pad")
+    for g in GRAFTS:
+        assert f"I70.{g}6" in gangrene
+        assert {f"I70.{g}2", f"I70.{g}3", f"I70.{g}4"} <= clti
+        assert f"I70.{g}1" in pad
+        assert f"I70.{g}5" not in clti  # other extremity, not the leg
+        for code, words in [
+            (f"I70.{g}2", "rest pain"),
+            (f"I70.{g}3", "right leg with ulceration"),
+            (f"I70.{g}4", "left leg with ulceration"),
+            (f"I70.{g}1", "claudication"),
+        ]:
+            leaves = icd.get_descendants(code)
+            assert leaves and all(words in icd.get_description(c) for c in leaves), code
+
+
+def test_bypass_graft_gangrene_is_same_day_and_rest_pain_or_ulcer_urgent():
+    found = cards(v.bypass_graft_gangrene)
+    assert found["urgent-care"]["indicator"] == "critical" and "vascular" not in found
+    for build in (v.bypass_graft_rest_pain, v.bypass_graft_ulcer_right_leg):
+        found = cards(build)
+        assert "urgent-care" not in found
+        assert found["vascular"]["summary"].startswith("Urgent vascular referral, limb at risk")
+        assert referral_codes(found) == [(VASCULAR_REFERRAL, "urgent")]
+    # Near miss: a graft with claudication is PAD, a routine referral.
+    found = cards(v.bypass_graft_claudication)
+    assert found["vascular"]["summary"].startswith("Peripheral artery disease")
+    assert referral_codes(found) == [(VASCULAR_REFERRAL, "routine")]
+
+
+def test_no_vignette_is_told_to_stop_and_to_keep_or_start_a_statin():
+    """The one-plan words check for the statin, over every vignette: "stop the statin" on one
+    card never stands beside "keep", "continue" or "start" a statin on another."""
+    import re
+
+    from corpus import vignette_patients
+
+    keep_or_start = re.compile(
+        r"\b(keep|continue)\b[^.]*\bstatin\b|\bstart\b[^.]*\bstatin\b|\bnot on a statin\b", re.I
+    )
+    checked = 0
+    for patient in vignette_patients():
+        words = [c["detail"].split("**Next step**")[-1] for c in patient.cards]
+        if any(re.search(r"\bstop the statin\b", w, re.I) for w in words):
+            checked += 1
+            assert not any(keep_or_start.search(w) for w in words), (patient.label, words)
+    assert checked >= 2  # statin_with_ck_2480 and the CLTI patient

@@ -700,3 +700,82 @@ VIGNETTES += [
         peritoneal_dialysis_with_potassium_31_and_calcium,
     )
 ]
+
+
+# --- second clinical review, session 10, vascular (tests/test_review10_vascular.py)
+SIMVASTATIN = (None, "simvastatin 40 mg tablet")
+APIXABAN = (None, "apixaban 5 mg tablet")
+
+
+def clti_on_simvastatin_with_ck_2480() -> dict:
+    """The reviewer's patient: the same-day card stops the statin; the CLTI card keeps quiet."""
+    ck = observation("2157-6", 2480, "U/L", 1)
+    return hook_request(
+        condition("I70.221", onset=20), medication(*SIMVASTATIN), ck, *normal_workup()
+    )
+
+
+def clti_on_simvastatin() -> dict:
+    return hook_request(condition("I70.221", onset=20), medication(*SIMVASTATIN), *normal_workup())
+
+
+def clti_without_statin_with_ck_2480() -> dict:
+    ck = observation("2157-6", 2480, "U/L", 1)
+    return hook_request(condition("I70.221", onset=20), ck, *normal_workup())
+
+
+def clti_on_apixaban() -> dict:
+    return hook_request(condition("I70.221", onset=20), medication(*APIXABAN), *normal_workup())
+
+
+def old_clti_with_claudication() -> dict:
+    return hook_request(
+        condition("I70.221", onset=400), condition("63491006", onset=700), *normal_workup()
+    )
+
+
+def bypass_graft_gangrene() -> dict:
+    return hook_request(condition("I70.362", onset=10), *normal_workup())
+
+
+def bypass_graft_rest_pain() -> dict:
+    return hook_request(condition("I70.421", onset=10), *normal_workup())
+
+
+def bypass_graft_ulcer_right_leg() -> dict:
+    return hook_request(condition("I70.634", onset=10), *normal_workup())
+
+
+def bypass_graft_claudication() -> dict:
+    return hook_request(condition("I70.512", onset=10), *normal_workup())
+
+
+VIGNETTES += [
+    (build.__name__, build)
+    for build in (
+        clti_on_simvastatin_with_ck_2480,
+        clti_on_simvastatin,
+        clti_without_statin_with_ck_2480,
+        clti_on_apixaban,
+        old_clti_with_claudication,
+        bypass_graft_gangrene,
+        bypass_graft_rest_pain,
+        bypass_graft_ulcer_right_leg,
+        bypass_graft_claudication,
+    )
+]
+
+
+def undated_clti_on_simvastatin_and_apixaban() -> dict:
+    """The longest CLTI card: two medicines listed, the undated note: within the budget."""
+    return hook_request(
+        condition("I70.221", onset=None),
+        medication(None, "simvastatin 40 MG Oral Tablet [Zocor]"),
+        medication(None, "apixaban 5 MG Oral Tablet [Eliquis]"),
+        *normal_workup(),
+    )
+
+
+VIGNETTES.append(
+    (undated_clti_on_simvastatin_and_apixaban.__name__, undated_clti_on_simvastatin_and_apixaban)
+)
