@@ -42,7 +42,7 @@ CLASS_IN_WORDS = {
     "statin": r"\bstatin\b",
     "beta2-agonist": r"\blong-acting beta-2 agonist\b|\binhaler regimen\b",
     "beta2-agonist-short-acting": r"\bthe reliever\b",
-    "beta2-agonist-oral": r"\boral albuterol\b",
+    "beta2-agonist-oral": r"\bbeta-2 agonist tablets\b",
     "thyroid-hormone": r"\badherence\b",
     "quinine": r"\bquinine\b",
 }

@@ -535,6 +535,59 @@ def thyroid_cancer_history_tsh_suppressed_no_thyroid_hormone() -> dict:
     return hook_request(condition("Z85.850", onset=3000), tsh(0.05), *normal_workup())
 
 
+# Review 10 (second review): a statin with a CK of 1000 U/L or more in the last 30 days is
+# told to stop (not only "a lower dose"); levalbuterol and terbutaline tablets are known by
+# name as short-acting and oral beta-2 agonists.
+LEVALBUTEROL = (None, "levalbuterol 0.63 MG in 3 ML Inhalation Solution [Xopenex]")
+TERBUTALINE = (None, "terbutaline sulfate 5 MG Oral Tablet")
+
+
+def statin_with_ck(value: float, days_ago: int) -> dict:
+    ck = observation("2157-6", value, "U/L", days_ago)
+    return hook_request(medication(*STATIN), ck, *normal_workup())
+
+
+def statin_with_ck_2480_10_days_ago() -> dict:
+    return statin_with_ck(2480, 10)
+
+
+def statin_with_ck_400_10_days_ago() -> dict:
+    return statin_with_ck(400, 10)
+
+
+def statin_with_ck_2480_45_days_ago() -> dict:
+    return statin_with_ck(2480, 45)
+
+
+def statin_with_ck_2480_rechecked_normal() -> dict:
+    old = observation("2157-6", 2480, "U/L", 10)
+    recheck = observation("2157-6", 150, "U/L", 4)
+    return hook_request(medication(*STATIN), old, recheck, *normal_workup())
+
+
+def statin_and_salmeterol_with_ck_2480_10_days_ago() -> dict:
+    ck = observation("2157-6", 2480, "U/L", 10)
+    laba = medication(None, "salmeterol 50 mcg inhaler")
+    return hook_request(medication(*STATIN), laba, ck, *normal_workup())
+
+
+def levalbuterol_alone() -> dict:
+    return hook_request(medication(*LEVALBUTEROL), *normal_workup())
+
+
+def levalbuterol_with_potassium_32() -> dict:
+    return hook_request(medication(*LEVALBUTEROL), *_workup_with_potassium(3.2))
+
+
+def terbutaline_with_potassium_32() -> dict:
+    return hook_request(medication(*TERBUTALINE), *_workup_with_potassium(3.2))
+
+
+def albuterol_and_statin_with_potassium_32() -> dict:
+    statin = medication(*STATIN)
+    return hook_request(medication(*ALBUTEROL_INHALER), statin, *_workup_with_potassium(3.2))
+
+
 VIGNETTES: list[tuple[str, Callable[[], dict]]] = [
     (build.__name__, build)
     for build in (
@@ -622,6 +675,15 @@ VIGNETTES: list[tuple[str, Callable[[], dict]]] = [
         block_and_replace_tsh_14,
         graves_on_methimazole_tsh_2,
         thyroid_cancer_history_tsh_suppressed_no_thyroid_hormone,
+        statin_with_ck_2480_10_days_ago,
+        statin_with_ck_400_10_days_ago,
+        statin_with_ck_2480_45_days_ago,
+        statin_with_ck_2480_rechecked_normal,
+        statin_and_salmeterol_with_ck_2480_10_days_ago,
+        levalbuterol_alone,
+        levalbuterol_with_potassium_32,
+        terbutaline_with_potassium_32,
+        albuterol_and_statin_with_potassium_32,
     )
 ]
 
