@@ -123,6 +123,8 @@ class Record:
             if self.screen(resource):
                 self.patient = resource
                 break
+        # The birth date as read (onset ages are counted from it): read once, asked often.
+        self.birth: Read = self.read.date((self.patient or {}).get("birthDate"))
 
     def screen(self, resource: Resource) -> bool:
         """Well formed and about this patient; decided once per resource."""
@@ -303,11 +305,6 @@ class Record:
     def deceased(self) -> bool:
         """Recorded as deceased on or before today: no referral advice for such a chart."""
         return died_by(self.read, self.patient or {}, self.now)
-
-    @property
-    def birth(self) -> Read:
-        """The birth date as read (onset ages are counted from it)."""
-        return self.read.date((self.patient or {}).get("birthDate"))
 
     def age_on(self, when: datetime) -> float | None:
         birth = self.birth
