@@ -98,6 +98,9 @@ class Record:
         local: tzinfo = UTC,
     ) -> None:
         self.patient_id = patient_id
+        # How a resource about this patient refers to it, relative or absolute (``.../Patient/id``).
+        self._reference = f"Patient/{patient_id}"
+        self._absolute_tail = "/" + self._reference
         self.now = now
         self.local = local
         self.read = Reader(local, now)  # every date of the record is read through it
@@ -149,8 +152,7 @@ class Record:
         ref = subject.get("reference") if isinstance(subject, dict) else None
         if not isinstance(ref, str):
             return True  # no reference to check: prefetch is per patient by definition
-        wanted = f"Patient/{self.patient_id}"
-        return ref == wanted or ref.endswith("/" + wanted)
+        return ref == self._reference or ref.endswith(self._absolute_tail)
 
     def resources(self, rtype: str) -> list[Resource]:
         """Every screened resource of a type (for rules that read them all: medications)."""
