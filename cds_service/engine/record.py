@@ -146,9 +146,13 @@ class Record:
 
     def _about_patient(self, resource: Resource) -> bool:
         """False for a resource whose subject is another patient (or not a patient)."""
-        if resource.get("resourceType") == "Patient":
+        if type(resource) is dict:
+            rtype, subject = resource.get("resourceType"), resource.get("subject")
+            subject = subject or resource.get("patient")
+        else:  # a decoded FhirNode: every type has these fields (JSON null reads as None)
+            rtype, subject = resource.resourceType, resource.subject or resource.patient  # type: ignore[attr-defined]
+        if rtype == "Patient":
             return resource.get("id") in (None, self.patient_id)
-        subject = resource.get("subject") or resource.get("patient")
         ref = subject.get("reference") if isinstance(subject, dict) else None
         if not isinstance(ref, str):
             return True  # no reference to check: prefetch is per patient by definition
