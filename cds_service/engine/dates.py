@@ -36,7 +36,12 @@ _ISO = re.compile(
     r"\s*(Z|[+-]\d{2}:?\d{2})?)?)?)?"
 )
 _V2 = re.compile(r"(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(\d{2})?(?:\.(\d+))?)?([+-]\d{4})?")
-_FULL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})")
+# The usual form, an instant with seconds and a zone, in ASCII digits as FHIR's own regex
+# writes them (``fromisoformat`` takes no other digits; ``\d`` would also match other
+# scripts' digits, and costs twice as much to check).
+_FULL = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})"
+)
 _YEAR_IN_TEXT = re.compile(r"\b(1[89]\d{2}|20\d{2})\b")
 # UCUM age units (FHIR's age-units value set) in years.
 _AGE_UNITS = {"a": 1.0, "mo": 1 / 12, "wk": 7 / 365.25, "d": 1 / 365.25, "h": 1 / 8766}

@@ -10,6 +10,7 @@ hand-written.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,8 +21,11 @@ from cds_service.engine.shapes import Resource
 def onset(reader: Reader, resource: Resource, birth: Read) -> Read:
     """Condition.onset[x] in any of its five forms."""
     get = resource.get
+    usual = reader.date(get("onsetDateTime"))
+    if isinstance(usual, datetime):  # most problems: one lookup
+        return usual
     return first_readable(
-        reader.date(get("onsetDateTime")),
+        usual,
         reader.period(get("onsetPeriod")),
         reader.age_at(get("onsetAge"), birth) if get("onsetAge") is not None else None,
         reader.age_range(get("onsetRange"), birth) if get("onsetRange") is not None else None,
@@ -40,22 +44,26 @@ def abatement(reader: Reader, resource: Resource, birth: Read) -> tuple[Read, bo
     get = resource.get
     if get("abatementBoolean") is True:
         return None, True
-    forms = (
-        ("abatementDateTime", reader.date),
-        ("abatementPeriod", reader.period),
-        ("abatementAge", lambda v: reader.age_at(v, birth)),
-        ("abatementRange", lambda v: reader.age_range(v, birth)),
-        ("abatementString", reader.text),
-    )
-    for name, read_form in forms:
+    for name, read_form in _ABATEMENT_FORMS:
         value = get(name)
         if value is not None:
-            read = read_form(value)
+            read = read_form(reader, value, birth)
             now = reader.now
             if isinstance(read, datetime):
                 return read, now is None or read <= now
             return read, name == "abatementString"  # a text without a date: R4's "abated"
     return None, False
+
+
+# abatement[x]'s forms in the order they are looked for, each with how it is read (an age
+# through the birth date).
+_ABATEMENT_FORMS: tuple[tuple[str, Callable[[Reader, Any, Read], Read]], ...] = (
+    ("abatementDateTime", lambda reader, value, _birth: reader.date(value)),
+    ("abatementPeriod", lambda reader, value, _birth: reader.period(value)),
+    ("abatementAge", Reader.age_at),
+    ("abatementRange", Reader.age_range),
+    ("abatementString", lambda reader, value, _birth: reader.text(value)),
+)
 
 
 def observation_when(reader: Reader, resource: Resource) -> Read:
@@ -118,13 +126,14 @@ def not_taken_now(reader: Reader, resource: Resource, now: datetime) -> bool:
     week treats no DVT today) or whose period ended before today ("active" as asserted
     then). A date that cannot be read neither starts nor ends anything."""
     period = resource.get("effectivePeriod")
+    started = resource.get("effectiveDateTime")
+    if period is None and started is None:  # most orders and statements: nothing to read
+        return False
     period = period if isinstance(period, dict) else {}
     end = reader.date(period.get("end"))
     if isinstance(end, datetime) and last_of(end) < now:
         return True
-    start = first_readable(
-        reader.date(resource.get("effectiveDateTime")), reader.date(period.get("start"))
-    )
+    start = first_readable(reader.date(started), reader.date(period.get("start")))
     return isinstance(start, datetime) and start > now
 
 

@@ -98,6 +98,9 @@ class Record:
         local: tzinfo = UTC,
     ) -> None:
         self.patient_id = patient_id
+        # How a resource about this patient refers to it, relative or absolute (``.../Patient/id``).
+        self._reference = f"Patient/{patient_id}"
+        self._absolute_tail = "/" + self._reference
         self.now = now
         self.local = local
         self.read = Reader(local, now)  # every date of the record is read through it
@@ -123,6 +126,8 @@ class Record:
             if self.screen(resource):
                 self.patient = resource
                 break
+        # The birth date as read (onset ages are counted from it): read once, asked often.
+        self.birth: Read = self.read.date((self.patient or {}).get("birthDate"))
 
     def screen(self, resource: Resource) -> bool:
         """Well formed and about this patient; decided once per resource."""
@@ -141,14 +146,17 @@ class Record:
 
     def _about_patient(self, resource: Resource) -> bool:
         """False for a resource whose subject is another patient (or not a patient)."""
-        if resource.get("resourceType") == "Patient":
+        if type(resource) is dict:
+            rtype, subject = resource.get("resourceType"), resource.get("subject")
+            subject = subject or resource.get("patient")
+        else:  # a decoded FhirNode: every type has these fields (JSON null reads as None)
+            rtype, subject = resource.resourceType, resource.subject or resource.patient  # type: ignore[attr-defined]
+        if rtype == "Patient":
             return resource.get("id") in (None, self.patient_id)
-        subject = resource.get("subject") or resource.get("patient")
         ref = subject.get("reference") if isinstance(subject, dict) else None
         if not isinstance(ref, str):
             return True  # no reference to check: prefetch is per patient by definition
-        wanted = f"Patient/{self.patient_id}"
-        return ref == wanted or ref.endswith("/" + wanted)
+        return ref == self._reference or ref.endswith(self._absolute_tail)
 
     def resources(self, rtype: str) -> list[Resource]:
         """Every screened resource of a type (for rules that read them all: medications)."""
@@ -303,11 +311,6 @@ class Record:
     def deceased(self) -> bool:
         """Recorded as deceased on or before today: no referral advice for such a chart."""
         return died_by(self.read, self.patient or {}, self.now)
-
-    @property
-    def birth(self) -> Read:
-        """The birth date as read (onset ages are counted from it)."""
-        return self.read.date((self.patient or {}).get("birthDate"))
 
     def age_on(self, when: datetime) -> float | None:
         birth = self.birth

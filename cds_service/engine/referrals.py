@@ -52,8 +52,11 @@ def open_referral(record: Record, route: Route, referral_words: tuple[str, ...])
             return resource
     if not referral.words or not referral_words:
         return None
+    requests = record.resources("ServiceRequest")
+    if not requests:  # most charts: no request to read the words of
+        return None
     words = words_for(referral, referral_words)
-    for resource in record.resources("ServiceRequest"):
+    for resource in requests:
         if _is_open(resource) and names_referral(resource, words):
             return resource
     return None

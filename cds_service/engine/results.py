@@ -45,18 +45,6 @@ class LabResults:
         self.record = record  # a cycle (the record holds its results): ``Record.release``
         self._latest_allowed = (record.now + timedelta(days=1)).timestamp()
 
-    def _question(
-        self,
-        kind: str,
-        concept: ObservationConcept,
-        statuses: frozenset[str],
-        since: datetime | None,
-        same_day: bool = False,
-    ) -> Question:
-        if type(statuses) is not frozenset:
-            statuses = frozenset(statuses)
-        return (kind, concept.name, statuses, since, same_day)
-
     def newest_result(
         self,
         concept: ObservationConcept,
@@ -95,7 +83,7 @@ class LabResults:
         dated = self._dated_of(concept)
         if not dated:  # most concepts on most charts: nothing to answer
             return []
-        key = self._question("in", concept, statuses, since)
+        key: Question = ("in", concept.name, _frozen(statuses), since, False)
         memo = self.record.memo
         found = memo.get(key)
         if found is None:
@@ -137,7 +125,7 @@ class LabResults:
         dated = self._dated_of(concept)
         if not dated:
             return []
-        key = self._question("newest", concept, statuses, since, same_day)
+        key: Question = ("newest", concept.name, _frozen(statuses), since, same_day)
         memo = self.record.memo
         found = memo.get(key)
         if found is None:
@@ -232,8 +220,11 @@ class LabResults:
         """Results that cannot be placed among the others: a date that cannot be read, or
         after today. They never decide (an unknown date must not hide a known critical
         result, nor a dated one be replaced by them), and are listed for review."""
-        self._dated_of(concept)
-        found: list[Unplaced] = self.record.memo.get(("unplaced", concept.name), [])
+        memo = self.record.memo
+        found: list[Unplaced] | None = memo.get(("unplaced", concept.name))
+        if found is None:  # filed while its results are dated
+            self._dated_of(concept)
+            found = memo.get(("unplaced", concept.name), [])
         return found
 
     def _instant_of(
@@ -249,6 +240,11 @@ class LabResults:
         if type(effective) is str and record.read.memo.get(effective) is when:
             record.read.instants[effective] = found  # read from effectiveDateTime itself
         return found
+
+
+def _frozen(statuses: frozenset[str]) -> frozenset[str]:
+    """Statuses as a memo key: the rules' are frozensets already (made when they load)."""
+    return statuses if type(statuses) is frozenset else frozenset(statuses)
 
 
 def _order_ties(dated: list[Dated], concept: ObservationConcept) -> None:

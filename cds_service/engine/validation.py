@@ -180,21 +180,23 @@ _SHAPES_OF = {
 def well_formed(resource: Resource) -> bool:
     """Every element the rules read of the resource's type has the JSON type FHIR gives it
     (any type the decoder has no class for: every element the rules read of any type)."""
-    if type(resource) is dict:  # a decoded FhirNode already has these types
+    if type(resource) is dict:
         rtype = resource.get("resourceType")
         shapes = _SHAPES_OF.get(rtype, _SHAPES) if type(rtype) is str else _SHAPES
         for name, value in resource.items():  # a resource has fewer members than _SHAPES
             kind = shapes.get(name)
             if kind is not None and value is not None and not isinstance(value, kind):
                 return False
-    quantity = resource.get("valueQuantity")
+        quantity, contained = resource.get("valueQuantity"), resource.get("contained")
+    else:  # a decoded FhirNode already has these types, and every type has these fields
+        quantity, contained = resource.valueQuantity, resource.contained  # type: ignore[attr-defined]
     if quantity is not None:
         for name, value in quantity.items():
             kind = _QUANTITY_SHAPES.get(name)
             if kind is not None and value is not None and not isinstance(value, kind):
                 return False
-    for contained in resource.get("contained") or ():
-        if not isinstance(contained, dict) or not well_formed(contained):
+    for inner in contained or ():
+        if not isinstance(inner, dict) or not well_formed(inner):
             return False
     return True
 

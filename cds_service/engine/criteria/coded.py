@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cds_service.engine.criteria.base import Criterion, Definitions, Need
 from cds_service.engine.dates import Read, last_of, when_of
@@ -100,25 +100,53 @@ class ConditionCriterion(Criterion):
 def _dates(record: Record, rtype: str, resource: Resource) -> tuple[Read, Read] | None:
     """(onset, recorded) of a problem that counts, (date, None) of a finding; None if not."""
     if rtype == "Condition":
-        if not counts(record, resource):
-            return None
-        return condition_dates(record, resource)
+        read = problem(record, resource)
+        return None if read is None else (read.onset, read.recorded)
     if resource.get("status") in FINDING_STATUSES:
         return (observation_when(record.read, resource), None)
     return None
 
 
-def counts(record: Record, resource: Resource) -> bool:
-    """A problem that counts: its statuses (``condition_counts``) and not ended by now."""
-    return condition_counts(resource) and not abatement(record.read, resource, record.birth)[1]
+class Problem(NamedTuple):
+    """A Condition as read: onset in any of its forms and recorded date (problem lists
+    often carry only one), and an abatement that does not end it (unreadable, after today),
+    shown on its evidence line."""
+
+    onset: Read
+    recorded: Read
+    abatement: Read
 
 
-def condition_dates(record: Record, resource: Resource) -> tuple[Read, Read]:
-    """(onset in any of its forms, recorded date): problem lists often carry only one."""
-    return (
+def problem(record: Record, resource: Resource) -> Problem | None:
+    """The Condition as the rules read it, None when it does not count (its statuses,
+    ``condition_counts``, or an abatement that ends it by now). Read once per call, in the
+    record's memo: the gate, every criterion whose value sets it is in and each of their
+    facts ask about the same few problems."""
+    key = ("problem", id(resource))
+    memo = record.memo
+    if key in memo:
+        found: Problem | None = memo[key]
+        return found
+    found = None
+    if condition_counts(resource):
+        ended, abated = abatement(record.read, resource, record.birth)
+        if not abated:
+            found = _read_problem(record, resource, ended)
+    memo[key] = found
+    return found
+
+
+def _read_problem(record: Record, resource: Resource, ended: Read) -> Problem:
+    return Problem(
         onset(record.read, resource, record.birth),
         record.read.date(resource.get("recordedDate")),
+        ended,
     )
+
+
+def counts(record: Record, resource: Resource) -> bool:
+    """A problem that counts: its statuses (``condition_counts``) and not ended by now."""
+    return problem(record, resource) is not None
 
 
 @dataclass
@@ -193,10 +221,12 @@ def condition_fact(
     if resource.get("resourceType") == "Observation":
         found = observation_when(record.read, resource)
         return Fact(criterion_id, RecordedFinding(concept, found), (resource,), when_of(found))
-    began, recorded = condition_dates(record, resource)
+    read = problem(record, resource) or _read_problem(  # one that does not count: as it is
+        record, resource, abatement(record.read, resource, record.birth)[0]
+    )
+    began, recorded, ended = read
     status = "active"
     for _s, code, _d in codings_of(resource.get("clinicalStatus")):
         status = code
-    ended, _abated = abatement(record.read, resource, record.birth)
     evidence = CodedProblem(concept, status, began, recorded, undated_counted, ended)
     return Fact(criterion_id, evidence, (resource,), when_of(began) or when_of(recorded))
