@@ -501,7 +501,8 @@ def test_check_rules_explain_shows_each_shared_definition_once_with_its_users(ca
     assert (
         "UNLESS potassium below 2.5 mmol/L in the last 7 days, chronic kidney disease stage 3 "
         "or worse, or dialysis on record, dependence on dialysis on record or dialysis "
-        "procedure done in the last 90 days" in workup
+        "procedure done in the last 14 days, unless acute kidney injury on record in the last "
+        "90 days" in workup
     )
 
 
