@@ -283,3 +283,44 @@ def test_polyneuropathy_card_says_the_neurology_referral_is_ordered_separately()
     assert card["summary"].startswith("Refer to endocrinology and neurology")
     assert "order it separately: this card's button is the endocrinology referral" in steps(card)
     assert ordered_codes(card) == [REFERRAL] and len(card["detail"]) <= 900
+
+
+# --- Third pass (session 10): hyperthyroidism already treated with an antithyroid drug
+
+FIND_THE_CAUSE = "to find the cause"
+
+
+def test_graves_on_methimazole_with_a_normal_tsh_makes_no_card():
+    found = cards(v.graves_on_methimazole_tsh_2())
+    assert "endocrinology" not in found
+    assert FIND_THE_CAUSE not in every_detail(found) and "beta-blocker" not in every_detail(found)
+    # The near miss: the same Graves' with no antithyroid drug is still referred.
+    near = steps(cards(v.graves_not_on_thyroid_hormone())["endocrinology"])
+    assert FIND_THE_CAUSE in near and "beta-blocker may ease symptoms" in near
+
+
+@pytest.mark.parametrize("build", [v.graves_on_methimazole_tsh_005, v.methimazole_uncoded_tsh_005])
+def test_suppressed_tsh_on_an_antithyroid_drug_asks_its_prescriber(build):
+    found = cards(build())
+    card = found["endocrinology"]
+    assert card["summary"].startswith("Low TSH on an antithyroid drug, ask its prescriber")
+    text = steps(card)
+    assert "ask its prescriber whether free T4 and T3 are controlled" in text
+    assert FIND_THE_CAUSE not in every_detail(found) and "beta-blocker" not in every_detail(found)
+    assert "Confirm the suppressed TSH" not in text
+    assert "methimazole 10 mg tablet: Antithyroid drug" in card["detail"]
+    assert REFERRAL not in ordered_codes(card)  # its prescriber manages it
+
+
+def test_suppressed_tsh_without_an_antithyroid_drug_is_still_referred():
+    card = cards(v.graves_not_on_antithyroid_drug_tsh_005())["endocrinology"]
+    assert FIND_THE_CAUSE in steps(card) and "ask its prescriber" not in steps(card)
+    assert REFERRAL in ordered_codes(card)
+
+
+def test_graves_on_methimazole_without_tsh_is_asked_for_one_not_referred():
+    found = cards(v.graves_on_methimazole_without_tsh())
+    assert "endocrinology" not in found
+    card = found["primary-care-workup"]
+    assert "Order TSH with free T4: hyperthyroidism is on record" in steps(card)
+    assert ordered_codes(card).count(TSH_LOINC) == 1

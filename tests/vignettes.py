@@ -841,3 +841,34 @@ def undated_clti_on_simvastatin_and_apixaban() -> dict:
 VIGNETTES.append(
     (undated_clti_on_simvastatin_and_apixaban.__name__, undated_clti_on_simvastatin_and_apixaban)
 )
+
+
+# Review 10 (third thyroid pass): hyperthyroidism already treated with an antithyroid drug is
+# no "find the cause" referral; a suppressed TSH on it asks its prescriber (ATA 2016).
+def graves_on_methimazole_tsh_005() -> dict:
+    return hook_request(
+        condition("E05.00", onset=400), medication(*METHIMAZOLE), tsh(0.05), *normal_workup()
+    )
+
+
+def methimazole_uncoded_tsh_005() -> dict:
+    return hook_request(medication(*METHIMAZOLE), tsh(0.05), *normal_workup())
+
+
+def graves_on_methimazole_without_tsh() -> dict:
+    return hook_request(condition("E05.00", onset=400), medication(*METHIMAZOLE), *normal_workup())
+
+
+def graves_not_on_antithyroid_drug_tsh_005() -> dict:
+    return hook_request(condition("E05.00", onset=400), tsh(0.05), *normal_workup())
+
+
+VIGNETTES += [
+    (build.__name__, build)
+    for build in (
+        graves_on_methimazole_tsh_005,
+        methimazole_uncoded_tsh_005,
+        graves_on_methimazole_without_tsh,
+        graves_not_on_antithyroid_drug_tsh_005,
+    )
+]
