@@ -194,3 +194,50 @@ def test_each_dialysis_lab_is_dropped_only_when_itself_recent():
     near = steps(cards(v.peritoneal_dialysis_with_potassium_31_and_calcium)[NEPHROLOGY])
     assert "latest magnesium" in near
     assert "latest calcium" not in near and "latest potassium" not in near
+
+
+# --- Review 10, third round: the CKD labs one by one
+
+
+def test_a_ckd4_card_with_a_recent_potassium_still_asks_for_calcium():
+    """N18.4, potassium 5 days ago, nothing else: calcium on the nephrology card (with the
+    workup's panel order beside it, the step says calcium is part of that panel), magnesium
+    asked once (the workup card's order), potassium not asked again."""
+    found = cards(v.ckd4_with_recent_potassium_only)
+    text = steps(found[NEPHROLOGY])
+    assert "Check calcium (part of the metabolic panel)" in text
+    assert "Check potassium" not in text
+    assert "Order the missing tests (metabolic panel)" in steps(found[WORKUP])
+    asks = [c for c in found.values() if "agnesium" in steps(c)]
+    assert len(asks) == 1, [c["summary"] for c in asks]
+    assert [c["detail"].count("alcium (part of") for c in found.values()].count(1) == 1
+
+
+def test_a_ckd4_card_asks_for_magnesium_itself_when_only_it_is_stale():
+    """A full panel 5 days ago, magnesium 60 days ago: no workup card; the nephrology card
+    asks for magnesium and for nothing recent."""
+    found = cards(v.ckd4_with_magnesium_60_days_ago)
+    assert WORKUP not in found
+    text = steps(found[NEPHROLOGY])
+    assert "Check magnesium (not in the metabolic panel)" in text
+    assert "Check potassium" not in text and "Check calcium" not in text
+
+
+def test_the_egfr_below_30_block_splits_its_labs_too():
+    text = steps(cards(v.ckd3_with_egfr_22_and_recent_potassium_only)[NEPHROLOGY])
+    assert "Refer to nephrology (KDIGO: eGFR below 30)" in text
+    assert "Check calcium (part of the metabolic panel)" in text
+    assert "Check potassium" not in text
+
+
+def test_ckd_labs_recent_are_not_asked_and_a_missing_potassium_is_the_panels():
+    """Near misses: magnesium and calcium of 5 days ago are not asked again; the missing
+    potassium is the workup card's panel order, not a second ask; a complete recent workup
+    leaves no lab step."""
+    found = cards(v.ckd4_with_recent_magnesium_and_calcium_only)
+    text = steps(found[NEPHROLOGY])
+    assert "agnesium" not in text and "alcium" not in text and "otassium" not in text
+    assert "Order the missing tests (metabolic panel)" in steps(found[WORKUP])
+    full = steps(cards(v.ckd4_with_egfr_22)[NEPHROLOGY])
+    assert "Check potassium" not in full and "Check magnesium" not in full
+    assert "Check calcium" not in full

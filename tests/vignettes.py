@@ -863,6 +863,54 @@ def graves_not_on_antithyroid_drug_tsh_005() -> dict:
     return hook_request(condition("E05.00", onset=400), tsh(0.05), *normal_workup())
 
 
+# Review 10, third round (kidney): each CKD lab is its own step, dropped only when that test
+# is recent (a recent potassium no longer hides magnesium and calcium).
+SODIUM, CREATININE, GLUCOSE, MAGNESIUM, CALCIUM = "2951-2", "2160-0", "2345-7", "2601-3", "17861-6"
+
+
+def ckd4_with_recent_potassium_only() -> dict:
+    """N18.4, eGFR 22 and a potassium of 5 days ago; no magnesium, calcium or panel."""
+    return hook_request(
+        condition("N18.4", onset=700),
+        observation(EGFR, 22, "mL/min/{1.73_m2}", 4),
+        observation("2823-3", 4.2, "mmol/L", 5),
+    )
+
+
+def ckd4_with_magnesium_60_days_ago() -> dict:
+    """N18.4, a full panel with calcium 5 days ago, magnesium 60 days ago: the workup card
+    (90 days) has nothing to order; the nephrology card (30 days) asks for magnesium."""
+    return hook_request(
+        condition("N18.4", onset=700),
+        observation(EGFR, 22, "mL/min/{1.73_m2}", 4),
+        observation("2823-3", 4.2, "mmol/L", 5),
+        observation(SODIUM, 140, "mmol/L", 5),
+        observation(CALCIUM, 9.2, "mg/dL", 5),
+        observation(CREATININE, 2.6, "mg/dL", 5),
+        observation(GLUCOSE, 95, "mg/dL", 5),
+        observation(MAGNESIUM, 0.85, "mmol/L", 60),
+    )
+
+
+def ckd3_with_egfr_22_and_recent_potassium_only() -> dict:
+    """N18.30 (stage 3 coded) and an eGFR of 22: the eGFR-below-30 content block."""
+    return hook_request(
+        condition("N18.30", onset=700),
+        observation(EGFR, 22, "mL/min/{1.73_m2}", 4),
+        observation("2823-3", 4.2, "mmol/L", 5),
+    )
+
+
+def ckd4_with_recent_magnesium_and_calcium_only() -> dict:
+    """Near miss: magnesium and calcium of 5 days ago, no potassium."""
+    return hook_request(
+        condition("N18.4", onset=700),
+        observation(EGFR, 22, "mL/min/{1.73_m2}", 4),
+        observation(MAGNESIUM, 0.85, "mmol/L", 5),
+        observation(CALCIUM, 9.2, "mg/dL", 5),
+    )
+
+
 VIGNETTES += [
     (build.__name__, build)
     for build in (
@@ -870,5 +918,9 @@ VIGNETTES += [
         methimazole_uncoded_tsh_005,
         graves_on_methimazole_without_tsh,
         graves_not_on_antithyroid_drug_tsh_005,
+        ckd4_with_recent_potassium_only,
+        ckd4_with_magnesium_60_days_ago,
+        ckd3_with_egfr_22_and_recent_potassium_only,
+        ckd4_with_recent_magnesium_and_calcium_only,
     )
 ]
