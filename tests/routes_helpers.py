@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import Callable
 from datetime import date, timedelta
 
 import orjson
@@ -259,8 +260,24 @@ def evaluate(request: dict) -> dict:
 
 def cards_of(*resources: dict, **kwargs) -> dict[str, dict]:
     """{route code: card} for a request built from ``resources``."""
-    response = evaluate(hook_request(*resources, **kwargs))
-    return {card["source"]["topic"]["code"]: card for card in response["cards"]}
+    return cards_for(hook_request(*resources, **kwargs))
+
+
+def cards_for(request: dict) -> dict[str, dict]:
+    """{route code: card} for a hook request."""
+    return {card["source"]["topic"]["code"]: card for card in evaluate(request)["cards"]}
+
+
+def vignette_cards(build: Callable[[], dict]) -> dict[str, dict]:
+    """{route code: card} for the request a vignette (tests/vignettes.py) builds."""
+    return cards_for(build())
+
+
+def next_steps(card: dict) -> str:
+    """The card's next-step section (what it asks the clinician to do)."""
+    detail = card["detail"]
+    assert "**Next step**" in detail, detail
+    return detail.split("**Next step**")[1].split("**Caveats**")[0]
 
 
 def route_of(card: dict) -> str:

@@ -9,24 +9,14 @@ from pathlib import Path
 import pytest
 import vignettes as v
 import yaml
-from routes_helpers import evaluate
+from routes_helpers import next_steps as steps
+from routes_helpers import vignette_cards as cards
 
 from cds_service.engine.loader import load
 from cds_service.engine.model import RuleError
 from cds_service.render.explain.steps import next_steps
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cards(build) -> dict[str, dict]:
-    return {c["source"]["topic"]["code"]: c for c in evaluate(build())["cards"]}
-
-
-def steps(card: dict) -> str:
-    """The card's next-step section (what it asks the clinician to do)."""
-    detail = card["detail"]
-    assert "**Next step**" in detail, detail
-    return detail.split("**Next step**")[1].split("**Caveats**")[0]
 
 
 def test_a_blood_lead_on_the_card_is_not_ordered_again():

@@ -9,20 +9,12 @@ so the corpus checks run over them too)."""
 from __future__ import annotations
 
 import vignettes as v
-from routes_helpers import evaluate, referral_resources
+from routes_helpers import next_steps as steps
+from routes_helpers import referral_resources
+from routes_helpers import vignette_cards as cards
 
 NEPHROLOGY = "nephrology"
 WORKUP = "primary-care-workup"
-
-
-def cards(build) -> dict[str, dict]:
-    return {c["source"]["topic"]["code"]: c for c in evaluate(build())["cards"]}
-
-
-def steps(card: dict) -> str:
-    detail = card["detail"]
-    assert "**Next step**" in detail, detail
-    return detail.split("**Next step**")[1].split("**Caveats**")[0]
 
 
 def evidence(card: dict) -> str:

@@ -16,20 +16,14 @@ from types import SimpleNamespace
 
 import pytest
 import vignettes as v
-from routes_helpers import evaluate, hook_request, medication, normal_workup
+from routes_helpers import cards_for as cards
+from routes_helpers import hook_request, medication, normal_workup
+from routes_helpers import next_steps as steps
 from synthea import SYNTHEA_DIR, synthea_files
 from synthea import hook_request as chart_request
 
 from cds_service.config import Settings
 from cds_service.service import CdsService
-
-
-def cards(request: dict) -> dict[str, dict]:
-    return {c["source"]["topic"]["code"]: c for c in evaluate(request)["cards"]}
-
-
-def steps(card: dict) -> str:
-    return card["detail"].split("**Next step**")[1].split("**Caveats**")[0]
 
 
 def test_a_reliever_alone_makes_no_card():

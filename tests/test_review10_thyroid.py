@@ -6,19 +6,12 @@ from __future__ import annotations
 
 import pytest
 import vignettes as v
-from routes_helpers import condition, evaluate, hook_request, medication, normal_workup
+from routes_helpers import cards_for as cards
+from routes_helpers import condition, hook_request, medication, normal_workup
+from routes_helpers import next_steps as steps
 
 LOWER_THE_DOSE = "lower the dose"
 TSH_LOINC = "3016-3"
-
-
-def cards(request: dict) -> dict[str, dict]:
-    return {c["source"]["topic"]["code"]: c for c in evaluate(request)["cards"]}
-
-
-def steps(card: dict) -> str:
-    """The card's next-step section (what it asks the clinician to do)."""
-    return card["detail"].split("**Next step**")[1].split("**Caveats**")[0]
 
 
 def every_detail(found: dict[str, dict]) -> str:

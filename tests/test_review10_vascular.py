@@ -28,22 +28,14 @@ import pytest
 import simple_icd_10_cm as icd
 import vignettes as v
 import yaml
-from routes_helpers import evaluate, referral_resources
+from routes_helpers import next_steps as steps
+from routes_helpers import referral_resources
+from routes_helpers import vignette_cards as cards
 
 VALUE_SETS = (
     Path(__file__).resolve().parents[1] / "cards" / "valuesets" / "peripheral-vascular.yaml"
 )
 VASCULAR_REFERRAL = "307777008"
-
-
-def cards(build) -> dict[str, dict]:
-    return {c["source"]["topic"]["code"]: c for c in evaluate(build())["cards"]}
-
-
-def steps(card: dict) -> str:
-    detail = card["detail"]
-    assert "**Next step**" in detail, detail
-    return detail.split("**Next step**")[1].split("**Caveats**")[0]
 
 
 def referral_codes(found: dict[str, dict]) -> list[tuple[str, str]]:
