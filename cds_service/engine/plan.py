@@ -80,25 +80,32 @@ def compose(
     referral to that route, a step written against a finding on it) is left out without a
     pointer. The results are changed in place and returned; composing again starts afresh."""
     plan = Plan(shared, cards={r.route.code: r.route.title for r in results})
-    hidden_titles = {r.route.title for r in results if r.route.code in hidden}
-    for result in results:  # the tests offered as orders (a missing result's button)
-        for fact in result.facts if result.route.code not in hidden else ():
+    shown = [r for r in results if r.route.code not in hidden]
+    hidden_titles = {r.route.title for r in results} - {r.route.title for r in shown}
+    for result in shown:  # the tests offered as orders (a missing result's button)
+        for fact in result.facts:
             if fact.order and isinstance(fact.evidence, MissingResult):
                 for test in fact.evidence.concepts:
                     plan.orders.setdefault(test, result.route.title)
     for result in results:
-        own = result.route.title
-        kept: list[Step] = []
         result.superseded_by = []
-        for step in chosen_steps(result) if result.route.code not in hidden else ():
-            title = plan.taken_by(step, own)
-            if title is None or title == own:
-                kept.append(step)
-            elif title not in result.superseded_by and title not in hidden_titles:
-                result.superseded_by.append(title)
-        result.steps = kept
-        plan.add(result, kept)  # a hidden card: its findings only
+        hidden_card = result.route.code in hidden
+        result.steps = [] if hidden_card else _kept(plan, result, hidden_titles)
+        plan.add(result, result.steps)  # a hidden card: its findings only
     return results
+
+
+def _kept(plan: Plan, result: RouteResult, hidden_titles: set[str]) -> list[Step]:
+    """The result's chosen steps no card before it took; the titles of those that did."""
+    own = result.route.title
+    kept: list[Step] = []
+    for step in chosen_steps(result):
+        title = plan.taken_by(step, own)
+        if title is None or title == own:
+            kept.append(step)
+        elif title not in result.superseded_by and title not in hidden_titles:
+            result.superseded_by.append(title)
+    return kept
 
 
 def steps_of(result: RouteResult) -> list[Step]:
