@@ -317,3 +317,28 @@ def test_graves_on_methimazole_without_tsh_is_asked_for_one_not_referred():
     card = found["primary-care-workup"]
     assert "Order TSH with free T4: hyperthyroidism is on record" in steps(card)
     assert ordered_codes(card).count(TSH_LOINC) == 1
+
+
+# --- Session 11: an antithyroid drug with no thyroid disease coded and no TSH in a year
+
+
+def test_methimazole_without_coded_thyroid_disease_gets_one_tsh_request():
+    found = cards(v.methimazole_uncoded_without_tsh())
+    card = found["primary-care-workup"]
+    assert "Order TSH with free T4: an antithyroid drug is taken" in steps(card)
+    assert _tsh_requests(found) == 1
+    assert ordered_codes(card).count(TSH_LOINC) == 1
+    assert "endocrinology" not in found  # no TSH says nothing abnormal yet
+
+
+def test_methimazole_with_a_tsh_of_200_days_ago_is_not_asked_again():
+    found = cards(v.methimazole_uncoded_tsh_200_days_ago())
+    assert "TSH" not in every_detail(found)
+
+
+def test_block_and_replace_without_tsh_is_asked_once():
+    found = cards(
+        hook_request(medication(*v.METHIMAZOLE), medication(*v.LEVOTHYROXINE), *normal_workup())
+    )
+    assert _tsh_requests(found) == 1
+    assert "thyroid hormone is taken" in steps(found["primary-care-workup"])

@@ -924,3 +924,20 @@ VIGNETTES += [
         ckd4_with_recent_magnesium_and_calcium_only,
     )
 ]
+
+
+# Session 11: an antithyroid drug taken with no thyroid disease coded and no TSH in a year is
+# asked for one (ATA 2016: thyroid function checked every few months on one); a TSH of 200
+# days ago is recent enough for the workup and asks nothing.
+def methimazole_uncoded_without_tsh() -> dict:
+    return hook_request(medication(*METHIMAZOLE), *normal_workup())
+
+
+def methimazole_uncoded_tsh_200_days_ago() -> dict:
+    return hook_request(medication(*METHIMAZOLE), tsh(2.0, 200), *normal_workup())
+
+
+VIGNETTES += [
+    (build.__name__, build)
+    for build in (methimazole_uncoded_without_tsh, methimazole_uncoded_tsh_200_days_ago)
+]
