@@ -11,6 +11,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -27,12 +28,14 @@ from routes_helpers import (  # noqa: E402
     normal_workup,
     observation,
     patient,
+    procedure,
     service,
 )
 
 from cds_service.engine.criteria.coded import condition_fact  # noqa: E402
 from cds_service.engine.record import Record  # noqa: E402
 from cds_service.engine.terminology import Concept  # noqa: E402
+from cds_service.protocol.fhir_json import decode_request  # noqa: E402
 from cds_service.render import evidence  # noqa: E402
 
 DVT = "I82.401"  # acute DVT of the right femoral vein: the urgent-care route
@@ -489,3 +492,40 @@ def test_a_time_is_shown_as_the_day_it_was_in_the_local_zone():
     assert shown_day(local.date("2026-12-07T01:30:00Z")) == "2026-12-06"
     assert shown_day(local.date("2026-12-06T20:30:00-05:00")) == "2026-12-06"
     assert shown_day(Reader().date("2026-12-07T01:30:00Z")) == "2026-12-07"
+
+
+# --- Dates written at any time of their day (a vignette's date-only values sent as instants)
+SPINAL_STENOSIS = "M48.062"  # lasting 180 days: orthopedics; less: physical medicine first
+
+
+def _stenosis_cards(onset: str) -> dict[str, str]:
+    stenosis = {**condition(SPINAL_STENOSIS, onset=None), "onsetDateTime": onset}
+    return {
+        route: card["indicator"] for route, card in cards_of(stenosis, *normal_workup()).items()
+    }
+
+
+@pytest.mark.parametrize("time", ["", "T00:00:00Z", "T12:00:00Z", "T12:00", "T23:59:00+00:00"])
+def test_lasting_180_days_is_counted_in_days_whatever_the_time_of_its_onset(time):
+    assert _stenosis_cards(day(180) + time) == _stenosis_cards(day(180))
+    assert "orthopedics" in _stenosis_cards(day(180) + time)
+    assert "orthopedics" not in _stenosis_cards(day(179) + time)  # near miss: a day short
+
+
+def _dialysis_rules(performed: str) -> list[str]:
+    session = {**procedure("302497006", 0), "performedDateTime": performed}
+    request = hook_request(
+        condition("N18.6", onset=700), session, observation(POTASSIUM, 3.1, "mmol/L", 4)
+    )
+    outcome = service().evaluate(decode_request(orjson.dumps(request)))
+    return [rule for rules in outcome.rule_ids for rule in rules.split(",")]
+
+
+@pytest.mark.parametrize("time", ["T00:00:00Z", "T10:00:00Z", "T10:00", "T23:30:00+00:00"])
+def test_a_procedure_done_today_counts_whatever_the_time_it_was_written_with(time):
+    assert "dialysis-recent" in _dialysis_rules(day(0))
+    assert "dialysis-recent" in _dialysis_rules(day(0) + time)
+
+
+def test_a_procedure_dated_after_today_does_not_count():  # near miss
+    assert "dialysis-recent" not in _dialysis_rules(day(-2) + "T10:00:00Z")

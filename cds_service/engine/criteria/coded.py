@@ -59,7 +59,13 @@ class ConditionCriterion(Criterion):
     def evaluate(self, ev: Evaluation) -> list[Fact]:
         record = ev.record
         since = ev.window_start(self)
-        persisting = record.now - self.persisting if self.persisting is not None else None
+        # Lasting since a day, counted in calendar days of the local zone: the time of day an
+        # onset was written with (or without) never decides whether it has lasted long enough.
+        persisting = (
+            (record.now - self.persisting).astimezone(record.local).date()
+            if self.persisting is not None
+            else None
+        )
         latest = record.now + timedelta(days=1)
         facts: list[Fact] = []
         seen: set[int] = set()
@@ -73,7 +79,9 @@ class ConditionCriterion(Criterion):
                         continue
                     known = [d for d in dates if isinstance(d, datetime) and d <= latest]
                     undated = not known
-                    if persisting is not None and (undated or min(known) > persisting):
+                    if persisting is not None and (
+                        undated or min(known).astimezone(record.local).date() > persisting
+                    ):
                         continue
                     # A partial or approximate date is in the window if any of it is (a DVT
                     # of "2026-11" may be last week's): never missed for its precision.
@@ -167,13 +175,14 @@ class ProcedureCriterion(Criterion):
     def evaluate(self, ev: Evaluation) -> list[Fact]:
         record = ev.record
         since = ev.window_start(self)
+        latest = record.now + timedelta(days=1)  # after today, as for problems and results
         best: dict[str, tuple[datetime, Resource, Concept]] = {}
         for value_set in self.value_sets:
             for resource, concept in record.find("Procedure", value_set):
                 if resource.get("status") not in PROCEDURE_DONE:
                     continue
                 when = when_of(procedure_when(record.read, resource))
-                if when is None or (since is not None and when < since) or when > record.now:
+                if when is None or (since is not None and when < since) or when > latest:
                     continue
                 current = best.get(concept.code)
                 if current is None or when > current[0]:
