@@ -61,9 +61,7 @@ def test_no_cut_off_is_written_literally_twice_or_beside_its_name():
 
 def test_the_duplicated_cut_offs_are_named_and_compile_exactly_as_written_before():
     ruleset = loader.load(CARDS)
-    compiled = {
-        c.id: c for route in ruleset.routes for c in route.criteria.values() if c.spec
-    }
+    compiled = {c.id: c for route in ruleset.routes for c in route.criteria.values() if c.spec}
     before = {
         "ck-very-high": (Threshold(">=", 1000, "U/L"), ("HH", "AA"), None, None),
         "lead-high-adult": (Threshold(">=", 40, "ug/dL"), (), 18, None),
@@ -155,7 +153,9 @@ def test_two_names_for_the_same_cut_off_are_refused(tmp_path, capsys):
     copy = {"concept": "ck", "comparator": ">=", "value": 1000, "unit": "U/L"}
     _edit(cards / "shared" / "thresholds.yaml", lambda d: d["thresholds"].update({"ck-x": copy}))
     err = _refused(cards, capsys)
-    assert "shared/thresholds.yaml: field thresholds/ck-x: the same cut-off as 'ck-very-high'" in err
+    assert (
+        "shared/thresholds.yaml: field thresholds/ck-x: the same cut-off as 'ck-very-high'" in err
+    )
 
 
 @pytest.mark.parametrize(("ages", "refused"), [({"from": 18}, True), ({"below": 18}, False)])

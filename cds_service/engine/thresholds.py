@@ -56,7 +56,9 @@ class Thresholds:
 
     by_name: dict[str, NamedThreshold] = field(default_factory=dict)
 
-    def add(self, name: str, spec: Spec, where: str, concepts: dict[str, ObservationConcept]):
+    def add(
+        self, name: str, spec: Spec, where: str, concepts: dict[str, ObservationConcept]
+    ) -> None:
         """Compile one entry; a name or a cut-off (with the same ages) defined twice is refused."""
         if name in self.by_name:
             raise RuleError(f"{where}: {name!r} is already defined in {self.by_name[name].where}")
@@ -81,7 +83,8 @@ class Thresholds:
         found = self.by_name.get(name)
         if found is None:
             raise RuleError(
-                f"{where}/threshold: unknown named threshold {name!r} (thresholds: in cards/shared/)"
+                f"{where}/threshold: unknown named threshold {name!r} "
+                "(thresholds: in cards/shared/)"
             )
         if found.concept.name != concept.name:
             raise RuleError(
@@ -96,7 +99,9 @@ class Thresholds:
             )
         return found
 
-    def refuse_copy(self, concept: ObservationConcept, threshold: Threshold, limit: float, where):
+    def refuse_copy(
+        self, concept: ObservationConcept, threshold: Threshold, limit: float, where: str
+    ) -> None:
         """A literal threshold may not repeat a named one: it would be a second definition."""
         for named in self.by_name.values():
             if named.same_cut_off(concept, threshold.comparator, limit):
