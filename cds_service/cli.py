@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from datetime import date
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from cds_service.config import ConfigError, Settings
 from cds_service.engine import RuleError, load_rules
 from cds_service.errors import CdsError
 from cds_service.web.http_errors import operation_outcome, status_of
+
+WIDTH = 100  # the --explain tables' width
 
 
 def _serve(args, settings: Settings) -> int:
@@ -96,18 +99,61 @@ def _check_rules(args, settings: Settings) -> int:
     from cds_service.protocol.services import ORDERS, SERVICES
 
     order_files = dict.fromkeys(s.rule_files for s in SERVICES if s.rules == ORDERS)
-    checks = [  # each order service's files: classes and criteria named, ids once
-        check.id for files in order_files for check in load_orders(cards_dir, ruleset, files).checks
-    ]
+    # each order service's files: classes and criteria named, ids once
+    orders = [load_orders(cards_dir, ruleset, files) for files in order_files]
+    checks = list(dict.fromkeys(check.id for rules in orders for check in rules.checks))
     routes = ", ".join(r.code for r in ruleset.routes)
     if getattr(args, "explain", False):
         from cds_service.render.explain import decision_tables, rules_hash
 
         print(decision_tables(ruleset, rules_hash(cards_dir)), end="")
+        medication_checks = {c.id: c for rules in orders for c in rules.medication_checks}
+        print(_named_thresholds(ruleset, list(medication_checks.values())), end="")
     print(f"OK: {len(ruleset.routes)} route files in {cards_dir} ({routes})")
     if checks:
         print(f"OK: {len(checks)} order checks ({', '.join(checks)})")
     return 0
+
+
+def _named_thresholds(ruleset, medication_checks: list) -> str:
+    """Each named threshold (cards/shared/ ``thresholds:``) once, with every rule that
+    compares a result with it and the order checks that read those rules (issue 21)."""
+    from cds_service.engine.thresholds import users
+    from cds_service.render.explain import threshold_words
+
+    if not ruleset.thresholds:
+        return ""
+    lines = ["=" * WIDTH, "Named thresholds (cards/shared/): each defined once", "=" * WIDTH]
+    for name, rules in users(ruleset).items():
+        named = ruleset.thresholds[name]
+        text = f"{named.concept.label} {threshold_words(named.threshold, named.concept)}"
+        ages = {"from": "aged {:g} or over", "below": "under {:g}"}
+        text += "".join(f"; {ages[k].format(v)}" for k, v in named.ages.items())
+        if named.critical_flags:
+            text += f"; or flagged {'/'.join(named.critical_flags)} with no readable number"
+        lines += _wrapped(f"  {name}: ", f"{text} [{named.where.split(':')[0]}]")
+        used = [f"{route.code}: {c.id}{_window(c)}" for route, c in rules]
+        lines += _wrapped("      used by ", ", ".join(used) or "no rule")
+        ids = {c.id for _route, c in rules}
+        reading = [check.id for check in medication_checks if ids & set(check.when_any)]
+        if reading:
+            lines += _wrapped("      order checks ", ", ".join(reading))
+    return "\n".join([*lines, ""]) + "\n"
+
+
+def _window(criterion) -> str:
+    """' (30 days)', ' (365 days, sustained 90 days)': what the rule asks of the cut-off."""
+    parts = [f"{criterion.window.days} days"] if criterion.window else []
+    if getattr(criterion, "sustained", None):
+        parts.append(f"sustained {criterion.sustained.days} days")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _wrapped(prefix: str, text: str) -> list[str]:
+    # Never at a hyphen: rule ids stay whole, for grep (as the decision tables do).
+    return textwrap.wrap(
+        text, WIDTH, initial_indent=prefix, subsequent_indent=" " * 14, break_on_hyphens=False
+    )
 
 
 def _example(args, settings: Settings) -> int:

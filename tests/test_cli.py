@@ -69,7 +69,9 @@ def _broken_cards(tmp_path: Path, edit) -> Path:
         (lambda d: d.pop("summary"), "summary"),
         (lambda d: d["criteria"][0].update(value_sets=["no-such-set"]), "criteria/0/value_sets"),
         (
-            lambda d: d["building_blocks"][0]["threshold"].update(unit="furlongs"),
+            lambda d: d["building_blocks"][0].update(
+                threshold={"comparator": "<", "value": 30, "unit": "furlongs"}
+            ),
             "building_blocks/0/threshold/unit",
         ),
         (

@@ -2,11 +2,11 @@
 
 ``common.yaml`` holds the leg-cramp gate, the lab concepts, the named status sets and the
 override reasons; ``valuesets/*.yaml`` the coded value sets and medication classes every
-route shares; ``shared/*.yaml`` the criteria several routes read (thresholds, coded
-problems), defined once; one file per route its rules and card content. Files are validated
-against the JSON Schemas in ``schemas/`` and cross-checked (names, units, references,
-cycles, one definition per id), so a bad file stops the service with a message naming the
-file and field.
+route shares; ``shared/*.yaml`` the named thresholds (clinical cut-offs) and the criteria
+several routes read, defined once; one file per route its rules and card content. Files are
+validated against the JSON Schemas in ``schemas/`` and cross-checked (names, units,
+references, cycles, one definition per id), so a bad file stops the service with a message
+naming the file and field.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ def load(cards_dir: Path) -> RuleSet:
         status_sets=status_sets,
         spec=common,
         shared_criteria=shared.criteria,
+        thresholds=shared.thresholds.by_name,
         referral_words=tuple(common["referral_words"]),
     )
 
@@ -224,7 +225,8 @@ def _shared_definitions(
 
 def _shared_criteria(cards_dir: Path, shared: Shared) -> dict[str, SharedCriterion]:
     """The criteria of cards/shared/*.yaml, each id once; each is compiled here once, so a
-    wrong name or unit is reported against the shared file, not against a route using it."""
+    wrong name or unit is reported against the shared file, not against a route using it.
+    The files' named thresholds (``thresholds:``) go to ``shared.thresholds`` first."""
     route_schema = schema("rules-route.json")
     file_schema = {
         **schema("rules-shared.json"),
@@ -238,7 +240,9 @@ def _shared_criteria(cards_dir: Path, shared: Shared) -> dict[str, SharedCriteri
         data = read(path)
         validate(path, data, file_schema)
         file = f"{CRITERIA_DIR}/{path.name}"
-        for i, spec in enumerate(data["criteria"]):
+        for name, entry in data.get("thresholds", {}).items():
+            shared.thresholds.add(name, entry, f"{file}: field thresholds/{name}", shared.concepts)
+        for i, spec in enumerate(data.get("criteria", [])):
             where = f"{file}: field criteria/{i}"
             if spec["id"] in found:
                 raise RuleError(

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from cds_service.engine.concepts import ObservationConcept
     from cds_service.engine.criteria.base import Criterion, Need
     from cds_service.engine.medications import MedicationClassifier
+    from cds_service.engine.thresholds import NamedThreshold
 
 
 class RuleError(CdsError, ValueError):
@@ -201,6 +202,7 @@ class RuleSet:
     spec: Spec = field(default_factory=dict, repr=False)  # common.yaml as written: explain only
     shared_criteria: dict[str, SharedCriterion] = field(default_factory=dict)
     referral_words: tuple[str, ...] = ()  # an open referral's text must say it is one
+    thresholds: dict[str, NamedThreshold] = field(default_factory=dict)  # cards/shared/
     codes: CodeIndex = field(init=False)
 
     def __post_init__(self) -> None:

@@ -23,11 +23,13 @@ from cds_service.engine.model import (
 )
 from cds_service.engine.shapes import Spec
 from cds_service.engine.terminology import Concept, ValueSet, canonical_system
+from cds_service.engine.thresholds import Thresholds
 
 
 @dataclass
 class Shared:
-    """What every route may use: the shared value sets, medication classes and concepts."""
+    """What every route may use: the shared value sets, medication classes, concepts,
+    criteria and named thresholds."""
 
     value_sets: dict[str, ValueSet]
     medication_classes: list[Spec]
@@ -35,6 +37,7 @@ class Shared:
     concepts: dict[str, ObservationConcept]
     status_sets: dict[str, frozenset[str]]
     criteria: dict[str, SharedCriterion] = field(default_factory=dict)  # cards/shared/
+    thresholds: Thresholds = field(default_factory=Thresholds)  # cards/shared/, by name
 
     def definitions(self, file: str) -> Definitions:
         """What a shared criterion may name: nothing route-local."""
@@ -46,6 +49,7 @@ class Shared:
             orders=frozenset(),
             medications=self.medications,
             ids=frozenset(),  # a shared criterion refers to no other criterion
+            thresholds=self.thresholds,
         )
 
 
@@ -75,6 +79,7 @@ def compile_route(file: str, data: Spec, shared: Shared) -> Route:
         orders=frozenset(data.get("orders", {})),
         medications=medications,
         ids=frozenset(ids),
+        thresholds=shared.thresholds,
     )
     criteria = {
         spec["id"]: Criterion.build(spec, defs, where, fires) for where, spec, fires in entries

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from cds_service.engine.model import EvidenceLevel, RuleError
 from cds_service.engine.shapes import Spec
+from cds_service.engine.thresholds import Thresholds
 
 if TYPE_CHECKING:
     from cds_service.engine.concepts import ObservationConcept
@@ -52,6 +53,7 @@ class Definitions:
     orders: frozenset[str]
     medications: MedicationClassifier | None
     ids: frozenset[str]
+    thresholds: Thresholds = field(default_factory=Thresholds)  # named, cards/shared/
 
     def value_set(self, name: str, where: str) -> ValueSet:
         if name not in self.value_sets:

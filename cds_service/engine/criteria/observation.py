@@ -25,10 +25,10 @@ from cds_service.engine.facts import (
     Quantity,
     Threshold,
 )
-from cds_service.engine.model import RuleError
 from cds_service.engine.quality import UNREADABLE
 from cds_service.engine.reading import quantity_of
 from cds_service.engine.shapes import Resource, Spec
+from cds_service.engine.thresholds import cut_off
 
 if TYPE_CHECKING:
     from cds_service.engine.concepts import ObservationConcept
@@ -53,34 +53,23 @@ class ObservationCriterion(Criterion):
     critical_flags: tuple[str, ...]
     age_from: float | None
     age_below: float | None
+    threshold_name: str | None  # the named threshold (cards/shared/ thresholds:) it reads
 
     @classmethod
     def own_fields(cls, spec: Spec, defs: Definitions, where: str) -> dict[str, Any]:
         concept = defs.concept(spec["concept"], where)
-        threshold = Threshold(**spec["threshold"])
-        limit = concept.convert(threshold.value, threshold.unit, concept.unit)
-        if limit is None:
-            raise RuleError(
-                f"{where}/threshold/unit: {threshold.unit!r} cannot be converted "
-                f"to {concept.unit!r}"
-            )
         estimate = None
         if spec.get("estimate") == "ckd-epi-2021":
             estimate = defs.concept(spec.get("estimate_from", "creatinine"), where)
-        ages = spec.get("ages") or {}
         days = spec.get("sustained_days")
         return dict(
             concept=concept,
-            threshold=threshold,
-            limit=limit,
+            **cut_off(spec, concept, defs.thresholds, where),
             statuses=defs.statuses(spec, where, DEFAULT_STATUSES),
             aggregate=spec.get("aggregate"),
             estimate_from=estimate,
             discordance_margin=spec.get("discordance_margin", 0.3),
             sustained=timedelta(days=days) if days is not None else None,
-            critical_flags=tuple(spec.get("critical_flags", ())),
-            age_from=ages.get("from"),
-            age_below=ages.get("below"),
         )
 
     def need(self) -> Need:
