@@ -529,3 +529,13 @@ def test_a_procedure_done_today_counts_whatever_the_time_it_was_written_with(tim
 
 def test_a_procedure_dated_after_today_does_not_count():  # near miss
     assert "dialysis-recent" not in _dialysis_rules(day(-2) + "T10:00:00Z")
+
+
+def test_what_a_result_says_in_free_text_reaches_the_card_but_never_the_logs(caplog):
+    result = observation(POTASSIUM, 2.3, "mmol/L", 1)
+    result["valueQuantity"] = {"value": 2.3, "unit": "Jane Doe 555"}  # free text as unit
+    caplog.set_level("DEBUG")
+    detail = cards_of(result, *_without_potassium())["primary-care-workup"]["detail"]
+    assert "Jane Doe" in detail  # said to the clinician, who sees the chart anyway
+    assert "potassium result is unreadable" in caplog.text
+    assert "Jane" not in caplog.text

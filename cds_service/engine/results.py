@@ -180,7 +180,9 @@ class LabResults:
         if found is None:
             found = memo[key] = assess(concept, resource)
             if not found.usable:
-                log.info("a %s result is %s: %s", concept.name, found.status, found.reason)
+                # Why stays on the card: the reason may quote the resource (its unit as
+                # written), and no patient data goes to the logs.
+                log.info("a %s result is %s", concept.name, found.status)
         return found
 
     def _dated_results(self, concept: ObservationConcept) -> list[Dated]:
