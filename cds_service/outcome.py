@@ -34,10 +34,13 @@ class Outcome:
         return sum(self.resource_counts.values())
 
 
+# What ``json.dumps(material, sort_keys=True, ensure_ascii=False)`` builds on every call,
+# built once: the same bytes (stored fingerprints compare them), one object less per card.
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
+
+
 def digest(material: object) -> str:
-    return hashlib.sha256(
-        json.dumps(material, sort_keys=True, ensure_ascii=False).encode()
-    ).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(material).encode()).hexdigest()
 
 
 def fingerprint(result: RouteResult, card: dict) -> str:

@@ -97,6 +97,20 @@ def test_hook_returns_schema_valid_cards(client):
     assert {"reference": "Condition/ckd4"} in action["resource"]["reasonReference"]
 
 
+def test_hook_body_is_decoded_from_the_bytes_http_guard_read(client, monkeypatch):
+    """HttpGuard reads the body once; the view decodes those bytes, not a second copy read
+    back through werkzeug's stream (four copies of a 160 kB body in 64 kB pieces)."""
+    from werkzeug.wrappers import Request
+
+    def read_again(*_args, **_kwargs):
+        raise AssertionError("the body was read again through werkzeug's stream")
+
+    monkeypatch.setattr(Request, "get_data", read_again)
+    response = client.post(SERVICE, json=minimal_request(resources=[CRAMP, CKD4]))
+    assert response.status_code == 200
+    assert "nephrology" in [c["source"]["topic"]["code"] for c in response.get_json()["cards"]]
+
+
 def test_fhir_json_content_type_is_accepted(client):
     response = client.post(
         SERVICE,

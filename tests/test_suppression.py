@@ -638,3 +638,20 @@ def test_each_clients_suppression_of_a_route_is_its_own_row_and_read_per_client(
         assert restarted._opener is None  # answered by the peek, the store not opened
     finally:
         restarted.close()
+
+
+def test_fingerprint_bytes_are_those_stored_suppressions_were_made_with():
+    """A stored suppression compares the fingerprint of the card it hid: the digest must
+    stay SHA-256 over ``json.dumps(..., sort_keys=True, ensure_ascii=False)``."""
+    import hashlib
+
+    from cds_service.outcome import digest
+
+    material = {
+        "route": "nephrology",
+        "rules": ["egfr-below-30"],
+        "indicator": "warning",
+        "evidence": [["eGFR 25 mL/min/1.73m² 2026-11-02 (LOINC 33914-3)", ["Observation/o1"]]],
+    }
+    canonical = json.dumps(material, sort_keys=True, ensure_ascii=False)
+    assert digest(material) == hashlib.sha256(canonical.encode()).hexdigest()

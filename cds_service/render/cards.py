@@ -47,25 +47,28 @@ def _coding(concept: Concept) -> dict[str, str]:
     return {"system": concept.system, "code": concept.code, "display": concept.display}
 
 
-def summary_for(result: RouteResult) -> str:
+def summary_for(result: RouteResult, facts: list[Fact] | None = None) -> str:
     """The route's summary with its findings, most severe first, each once, composed to fit
     (``summary.compose``): every finding as the record words it when that fits, else by its
     rule's short clinical name where the rule file gives one (a code's display may run to 90
     characters), with as many as fit then '(+N more)'. Never cut: when not even one finding
-    fits, the summary points to the evidence instead."""
+    fits, the summary points to the evidence instead. ``facts``: the findings each once
+    (``evidence.unique``), when the caller has them already."""
     variant = result.variant
     template = (variant.summary if variant else None) or result.route.summary
-    facts = evidence.unique(result.facts)
+    facts = evidence.unique(result.facts) if facts is None else facts
     named = [summary.Named(evidence.short(f), summary.short_name(result.route, f)) for f in facts]
     unnamed = template.replace("{finding}", "see the evidence")
     return summary.compose((template, unnamed), {"finding": named})
 
 
-def detail_for(result: RouteResult) -> str:
+def detail_for(result: RouteResult, facts: list[Fact] | None = None) -> str:
     """Evidence, then the next step and caveats of the rules that fired, nothing else: the
     route's background is on its explanation page. Within DETAIL_LIMIT characters, the
-    evidence always stays whole; caveats go first, then the later (less severe) next steps."""
-    shown = ["**Evidence**"] + _evidence_lines(result.facts)
+    evidence always stays whole; caveats go first, then the later (less severe) next steps.
+    ``facts``: as for ``summary_for``."""
+    facts = evidence.unique(result.facts) if facts is None else facts
+    shown = ["**Evidence**"] + _evidence_lines(facts)
     # A finding already listed as evidence is not repeated (a context rule may read it too).
     context = [f for f in result.context if not f.hidden and f not in result.facts]
     if context:
@@ -102,8 +105,8 @@ def detail_for(result: RouteResult) -> str:
 
 
 def _evidence_lines(facts: list[Fact]) -> list[str]:
-    """One line per fact; the missing results together on one line, where the first was."""
-    facts = evidence.unique(facts)
+    """One line per fact (each finding once already: ``evidence.unique``); the missing
+    results together on one line, where the first was."""
     missing = [evidence.missing(fact) for fact in facts]
     first = next((m for m in missing if m), None)
     lines = []
@@ -136,10 +139,11 @@ def by_severity(result: RouteResult) -> list[str]:
     return [r for r in result.fired if r in framing] + [r for r in result.fired if r not in framing]
 
 
-def links_for(result: RouteResult, settings: Settings | None = None) -> list[dict[str, str]]:
-    """The guideline link of the most severe rule that fired, then the card's explanation
-    page (its route and fired rules, no patient data): LINK_LIMIT in all."""
-    link = guideline_link(result)
+def links_for(
+    result: RouteResult, link: Link | None, settings: Settings | None = None
+) -> list[dict[str, str]]:
+    """``link`` (the result's ``guideline_link``, also the card's ``source.url``), then the
+    card's explanation page (its route and fired rules, no patient data): LINK_LIMIT in all."""
     shown = [{"label": link.label, "url": link.url, "type": "absolute"}] if link else []
     return shown[: LINK_LIMIT - 1] + [
         explain.explain_link(result.route.code, result.fired, settings)
@@ -237,11 +241,12 @@ def render_card(
 ) -> Card:
     route = result.route
     source = guideline_link(result)
+    facts = evidence.unique(result.facts)  # for the summary and the detail alike
     card: Card = {
         "uuid": str(uuid.uuid4()),
-        "summary": summary_for(result),
+        "summary": summary_for(result, facts),
         "indicator": result.indicator,
-        "detail": detail_for(result),
+        "detail": detail_for(result, facts),
         "source": {
             "label": f"Leg-cramp referral guidance: {route.title}",
             "topic": {"system": ROUTE_SYSTEM, "code": route.code, "display": route.title},
@@ -250,7 +255,7 @@ def render_card(
     }
     if source is not None:
         card["source"]["url"] = source.url
-    links = links_for(result, settings)
+    links = links_for(result, source, settings)
     if links:
         card["links"] = links
     suggestions = suggestions_for(result, patient_id)

@@ -30,7 +30,7 @@ from cds_service.service import CdsService
 from cds_service.web import cors, gc_policy
 from cds_service.web.access import access_line, note_request
 from cds_service.web.http_errors import from_http_exception, operation_outcome, status_of
-from cds_service.web.http_guard import BODY_ERROR, ORIGINAL_PATH, HttpGuard
+from cds_service.web.http_guard import BODY, BODY_ERROR, ORIGINAL_PATH, HttpGuard
 from cds_service.web.pages import admin_report_page, explain_pages
 from cds_service.web.security import Authenticator
 from cds_service.web.timing import PHASES, STARTED, ServerTiming
@@ -55,11 +55,15 @@ def error_response(error: CdsError) -> Response:
 
 
 def read_json(decode: Callable[[bytes], T] = orjson.loads) -> T:
-    """The request body as JSON, after the size and content-type checks."""
+    """The request body as JSON, after the size and content-type checks: the bytes HttpGuard
+    read (it answered 413 above CDS_MAX_BODY_BYTES), as they are; werkzeug's stream only for
+    a body HttpGuard did not buffer (none sent)."""
     mimetype = (request.mimetype or "").lower()
     if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
         raise UnsupportedMediaType("Content-Type must be application/json.")
-    data = request.get_data(cache=False)  # 413 above MAX_CONTENT_LENGTH (CDS_MAX_BODY_BYTES)
+    data = request.environ.get(BODY)
+    if data is None:
+        data = request.get_data(cache=False)  # 413 above MAX_CONTENT_LENGTH, as HttpGuard
     try:
         return decode(data)
     except orjson.JSONDecodeError:

@@ -16,7 +16,9 @@
     size line, the client gone mid-body) answers 400, never 500;
   * the app answers those errors (``BODY_ERROR``), so they get CORS, metrics and the
     access line like any other;
-  * otherwise the app gets the body as an in-memory stream with its exact length.
+  * otherwise the app gets the body as an in-memory stream with its exact length, and the
+    bytes themselves (``BODY``): reading them back through werkzeug's stream would copy
+    the body four times in 64 kB pieces (~25-90 us for a 160 kB hook request).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 ORIGINAL_PATH = "cds.original_path"  # WSGI environ key: PATH_INFO as the client sent it
 BODY_ERROR = "cds.body_error"  # WSGI environ key: (status, message) for the app to answer
+BODY = "cds.body"  # WSGI environ key: the whole request body as read here (bytes)
 ALWAYS_HEADERS = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
 DISCARD_LIMIT = 64 * 1024 * 1024  # most bytes of an over-limit body read and thrown away
 DISCARD_SECONDS = 10.0  # longest time spent doing so
@@ -152,6 +155,7 @@ class HttpGuard:
             log.info("request body not readable: %s", exc)
             return 400, "Request body could not be read (malformed or incomplete)."
         environ["CONTENT_LENGTH"] = str(len(data))
+        environ[BODY] = data
         environ["wsgi.input"] = io.BytesIO(data)
         environ["wsgi.input_terminated"] = True
         return None
