@@ -8,8 +8,9 @@ Today is fixed to 2026-11-24 (routes_helpers); the patient was born 1956-03-14.
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -17,6 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from routes_helpers import (  # noqa: E402
+    PATIENT_ID,
     TODAY,
     cards_of,
     condition,
@@ -32,6 +34,7 @@ from routes_helpers import (  # noqa: E402
     service,
 )
 
+from cds_service.engine import evaluate as evaluate_routes  # noqa: E402
 from cds_service.engine.criteria.coded import condition_fact  # noqa: E402
 from cds_service.engine.record import Record  # noqa: E402
 from cds_service.engine.terminology import Concept  # noqa: E402
@@ -111,6 +114,7 @@ def test_a_critical_potassium_is_critical_whatever_the_form_of_its_date(form):
         ({"effectiveDateTime": "03/04/2019", "issued": f"{YESTERDAY}T08:00:00Z"}, "03/04/2019"),
         ({}, "date not recorded"),
         ({"effectiveDateTime": day(-2)}, "after today"),
+        ({"effectiveDateTime": day(-1)}, "after today"),  # tomorrow, a day only
     ],
 )
 def test_a_result_that_cannot_be_placed_in_time_is_listed_for_review(dates, shown):
@@ -539,3 +543,40 @@ def test_what_a_result_says_in_free_text_reaches_the_card_but_never_the_logs(cap
     assert "Jane Doe" in detail  # said to the clinician, who sees the chart anyway
     assert "potassium result is unreadable" in caplog.text
     assert "Jane" not in caplog.text
+
+
+# --- "After today" begins at the next local midnight, whatever the clock says now
+AFTERNOON = datetime(TODAY.year, TODAY.month, TODAY.day, 15, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("performed", [day(-1), f"{day(-1)}T10:00:00Z", f"{day(-1)}T00:00"])
+def test_a_procedure_dated_tomorrow_is_after_today_at_any_hour_of_today(monkeypatch, performed):
+    monkeypatch.setattr(service(), "now", lambda: AFTERNOON)  # production: the clock
+    assert "dialysis-recent" not in _dialysis_rules(performed)
+    assert "dialysis-recent" in _dialysis_rules(f"{day(0)}T10:00:00Z")  # near miss: today
+
+
+def test_a_result_dated_tomorrow_never_decides_in_the_afternoon(monkeypatch):
+    monkeypatch.setattr(service(), "now", lambda: AFTERNOON)
+    tomorrow = _potassium(effectiveDateTime=f"{day(-1)}T09:00:00Z")
+    cards = cards_of(tomorrow, _older_normal_potassium(), *_without_potassium())
+    assert "urgent-care" not in cards
+    assert "after today" in cards["primary-care-workup"]["detail"]
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Europe/Berlin"])
+def test_lasting_is_counted_in_local_calendar_days_late_in_the_evening(zone):
+    """Late in the local evening, across a change of daylight saving time: 179 days is
+    still short of 180 (a cut-off taken in UTC before the change was a day off)."""
+    local = ZoneInfo(zone)
+    evening = datetime(2026, 12, 7, 23, 30, tzinfo=local).astimezone(UTC)  # as the clock
+
+    def routes(onset_days: int) -> list[str]:
+        onset = (evening.astimezone(local).date() - timedelta(days=onset_days)).isoformat()
+        stenosis = {**condition(SPINAL_STENOSIS, onset=None), "onsetDateTime": onset}
+        resources = [patient(), cramp(), stenosis, *normal_workup()]
+        record = Record(PATIENT_ID, resources, evening, service().ruleset.codes, local=local)
+        return [r.route.code for r in evaluate_routes(service().ruleset, record)]
+
+    assert "orthopedics" in routes(180)
+    assert "orthopedics" not in routes(179)

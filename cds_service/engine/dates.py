@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, time, timedelta, timezone, tzinfo
 
 # How a date was read: what a card may need to say about it.
 EXACT = "exact"  # as FHIR writes it, zone included
@@ -176,6 +176,15 @@ def _parse(text: str, local: tzinfo) -> datetime | None:
     return at if zone and how == EXACT else _when(at, "time", how if zone else LOCAL)
 
 
+_NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+def next_midnight(now: datetime, local: tzinfo) -> datetime:
+    """The start of the day after ``now``'s, in the local zone."""
+    today = now.astimezone(local).date()
+    return datetime.combine(today + timedelta(days=1), time(), tzinfo=local)
+
+
 class Reader:
     """Reads the dates of one call's resources, in the configured local zone.
 
@@ -186,6 +195,10 @@ class Reader:
     def __init__(self, local: tzinfo = UTC, now: datetime | None = None) -> None:
         self.local = local
         self.now = now  # an age that puts a date after it cannot be read
+        # Where "after today" begins: the next local midnight, whatever the time of day now
+        # is (the clock) and whatever time of day a date is written with (or none).
+        # Without a today, nothing is after it.
+        self.tomorrow = next_midnight(now, local) if now is not None else _NEVER
         self.memo: dict[str, datetime | Unreadable] = {}  # by the text as written
         self.instants: dict[str, tuple[float, datetime]] = {}  # results' (timestamp, date)
 

@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from cds_service.engine.dates import Read, Reader, first_readable, last_of, reported
+from cds_service.engine.dates import (
+    Read,
+    Reader,
+    first_readable,
+    last_of,
+    next_midnight,
+    reported,
+)
 from cds_service.engine.shapes import Resource
 
 
@@ -98,7 +105,7 @@ def died_by(reader: Reader, patient: Resource, now: datetime) -> bool:
     died = reader.date(patient.get("deceasedDateTime"))
     if died is None:
         return False
-    return not isinstance(died, datetime) or died < now + timedelta(days=1)
+    return not isinstance(died, datetime) or died < next_midnight(now, reader.local)
 
 
 def procedure_when(reader: Reader, resource: Resource) -> Read:

@@ -8,7 +8,7 @@ and same-instant results are ordered by rule, never by the bundle.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
@@ -43,7 +43,7 @@ class LabResults:
 
     def __init__(self, record: Record) -> None:
         self.record = record  # a cycle (the record holds its results): ``Record.release``
-        self._latest_allowed = (record.now + timedelta(days=1)).timestamp()
+        self._after_today = record.read.tomorrow.timestamp()  # a result from then on: unplaced
 
     def newest_result(
         self,
@@ -188,7 +188,7 @@ class LabResults:
     def _dated_results(self, concept: ObservationConcept) -> list[Dated]:
         """(POSIX timestamp, when, resource, code), newest first. Sorted and compared on
         timestamps: comparing datetimes that carry UTC offsets is several times slower."""
-        latest_allowed = self._latest_allowed
+        after_today = self._after_today
         record = self.record
         reader = record.read
         # (timestamp, date) of each effectiveDateTime text read this call: a lab panel's
@@ -209,7 +209,7 @@ class LabResults:
                 found = self._instant_of(resource, effective)
             if not isinstance(found, tuple):  # unreadable or absent: for review, never dropped
                 unplaced.append((found, resource, code))
-            elif found[0] > latest_allowed:  # after today: for review too
+            elif found[0] >= after_today:  # after today: for review too
                 unplaced.append((found[1], resource, code))
             else:
                 dated.append((found[0], found[1], resource, code))

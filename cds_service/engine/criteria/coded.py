@@ -62,11 +62,11 @@ class ConditionCriterion(Criterion):
         # Lasting since a day, counted in calendar days of the local zone: the time of day an
         # onset was written with (or without) never decides whether it has lasted long enough.
         persisting = (
-            (record.now - self.persisting).astimezone(record.local).date()
+            record.now.astimezone(record.local).date() - self.persisting
             if self.persisting is not None
             else None
         )
-        latest = record.now + timedelta(days=1)
+        tomorrow = record.read.tomorrow  # a date from then on is after today: not read
         facts: list[Fact] = []
         seen: set[int] = set()
         for rtype in self.resource_types:
@@ -77,7 +77,7 @@ class ConditionCriterion(Criterion):
                     dates = _dates(record, rtype, resource)
                     if dates is None:
                         continue
-                    known = [d for d in dates if isinstance(d, datetime) and d <= latest]
+                    known = [d for d in dates if isinstance(d, datetime) and d < tomorrow]
                     undated = not known
                     if persisting is not None and (
                         undated or min(known).astimezone(record.local).date() > persisting
@@ -175,14 +175,14 @@ class ProcedureCriterion(Criterion):
     def evaluate(self, ev: Evaluation) -> list[Fact]:
         record = ev.record
         since = ev.window_start(self)
-        latest = record.now + timedelta(days=1)  # after today, as for problems and results
+        tomorrow = record.read.tomorrow  # after today, as for problems and results
         best: dict[str, tuple[datetime, Resource, Concept]] = {}
         for value_set in self.value_sets:
             for resource, concept in record.find("Procedure", value_set):
                 if resource.get("status") not in PROCEDURE_DONE:
                     continue
                 when = when_of(procedure_when(record.read, resource))
-                if when is None or (since is not None and when < since) or when > latest:
+                if when is None or (since is not None and when < since) or when >= tomorrow:
                     continue
                 current = best.get(concept.code)
                 if current is None or when > current[0]:
