@@ -315,30 +315,43 @@ def test_graves_on_methimazole_without_tsh_is_asked_for_one_not_referred():
     found = cards(v.graves_on_methimazole_without_tsh())
     assert "endocrinology" not in found
     card = found["primary-care-workup"]
-    assert "Order TSH with free T4: hyperthyroidism is on record" in steps(card)
+    assert ON_ANTITHYROID in steps(card)  # its own step, on the drug (session 11)
     assert ordered_codes(card).count(TSH_LOINC) == 1
 
 
-# --- Session 11: an antithyroid drug with no thyroid disease coded and no TSH in a year
+# --- Session 11: an antithyroid drug with no TSH in 6 months (ATA 2016: every 2-3 months)
+ON_ANTITHYROID = "an antithyroid drug is taken with no TSH in 6 months"
 
 
-def test_methimazole_without_coded_thyroid_disease_gets_one_tsh_request():
-    found = cards(v.methimazole_uncoded_without_tsh())
+@pytest.mark.parametrize(
+    "build", [v.methimazole_uncoded_without_tsh, v.methimazole_uncoded_tsh_200_days_ago]
+)
+def test_methimazole_without_a_tsh_in_6_months_gets_one_request_with_free_t4(build):
+    found = cards(build())
     card = found["primary-care-workup"]
-    assert "Order TSH with free T4: an antithyroid drug is taken" in steps(card)
+    assert "Order TSH with free T4 and total T3: " + ON_ANTITHYROID in steps(card)
     assert _tsh_requests(found) == 1
     assert ordered_codes(card).count(TSH_LOINC) == 1
-    assert "endocrinology" not in found  # no TSH says nothing abnormal yet
+    assert "endocrinology" not in found  # a normal or no TSH says nothing abnormal yet
 
 
-def test_methimazole_with_a_tsh_of_200_days_ago_is_not_asked_again():
-    found = cards(v.methimazole_uncoded_tsh_200_days_ago())
+def test_methimazole_with_a_tsh_of_100_days_ago_is_not_asked_again():
+    found = cards(v.methimazole_uncoded_tsh_100_days_ago())
     assert "TSH" not in every_detail(found)
 
 
-def test_block_and_replace_without_tsh_is_asked_once():
-    found = cards(
-        hook_request(medication(*v.METHIMAZOLE), medication(*v.LEVOTHYROXINE), *normal_workup())
-    )
+@pytest.mark.parametrize(
+    "also",
+    [
+        [medication(*v.LEVOTHYROXINE)],  # block-and-replace
+        [condition("E05.00", onset=400)],  # Graves' disease coded
+        [condition("E03.9", onset=900)],  # hypothyroidism coded: over-treatment, not myopathy
+    ],
+)
+def test_on_an_antithyroid_drug_its_own_tsh_step_is_the_one(also):
+    found = cards(hook_request(medication(*v.METHIMAZOLE), *also, *normal_workup()))
+    card = found["primary-care-workup"]
+    assert ON_ANTITHYROID in steps(card)
     assert _tsh_requests(found) == 1
-    assert "thyroid hormone is taken" in steps(found["primary-care-workup"])
+    for other in ("hormone is taken", "hyperthyroidism is on record", "hypothyroid myopathy"):
+        assert other not in steps(card)

@@ -926,9 +926,8 @@ VIGNETTES += [
 ]
 
 
-# Session 11: an antithyroid drug taken with no thyroid disease coded and no TSH in a year is
-# asked for one (ATA 2016: thyroid function checked every few months on one); a TSH of 200
-# days ago is recent enough for the workup and asks nothing.
+# Session 11: an antithyroid drug taken with no TSH in 6 months is asked for one, with free T4
+# and total T3 (ATA 2016: every 2-3 months once stable); a TSH of 100 days ago asks nothing.
 def methimazole_uncoded_without_tsh() -> dict:
     return hook_request(medication(*METHIMAZOLE), *normal_workup())
 
@@ -937,7 +936,15 @@ def methimazole_uncoded_tsh_200_days_ago() -> dict:
     return hook_request(medication(*METHIMAZOLE), tsh(2.0, 200), *normal_workup())
 
 
+def methimazole_uncoded_tsh_100_days_ago() -> dict:
+    return hook_request(medication(*METHIMAZOLE), tsh(2.0, 100), *normal_workup())
+
+
 VIGNETTES += [
     (build.__name__, build)
-    for build in (methimazole_uncoded_without_tsh, methimazole_uncoded_tsh_200_days_ago)
+    for build in (
+        methimazole_uncoded_without_tsh,
+        methimazole_uncoded_tsh_200_days_ago,
+        methimazole_uncoded_tsh_100_days_ago,
+    )
 ]
