@@ -30,6 +30,8 @@ CONVERTED = {
     "ck-very-high": {"ck-very-high": 3, "ck-very-high-30-days": 30},
     "lead-high-adult": {"lead-urgent-level-adult": 30, "lead-40-plus-adult": 90},
     "lead-high-child": {"lead-urgent-level-child": 30, "lead-45-plus-child": 90},
+    # Not a converted copy: the adult urgent level (Kosnett 2007), read by two routes.
+    "lead-urgent-adult": {"lead-80-plus-adult": 90},
     "egfr-g4-or-worse": {"egfr-below-30": 365, "egfr-below-30-sustained": 365},
 }
 
@@ -66,6 +68,7 @@ def test_the_duplicated_cut_offs_are_named_and_compile_exactly_as_written_before
         "ck-very-high": (Threshold(">=", 1000, "U/L"), ("HH", "AA"), None, None),
         "lead-high-adult": (Threshold(">=", 40, "ug/dL"), (), 18, None),
         "lead-high-child": (Threshold(">=", 45, "ug/dL"), (), None, 18),
+        "lead-urgent-adult": (Threshold(">=", 80, "ug/dL"), (), 18, None),
         "egfr-g4-or-worse": (Threshold("<", 30, "mL/min/{1.73_m2}"), (), None, None),
     }
     for name, criteria in CONVERTED.items():

@@ -373,7 +373,8 @@ URGENT_NEAR_MISSES = {
     "thyroid storm 20 days ago": [condition("E05.91", onset=20)],
     "thyrotoxicosis without storm": [condition("E05.90", onset=2)],
     "lead 39.9": [observation("5671-3", 39.9, "ug/dL", 10)],
-    "lead 95, 31 days ago": [observation("5671-3", 95, "ug/dL", 31)],
+    "lead 79, 31 days ago": [observation("5671-3", 79, "ug/dL", 31)],
+    "lead 95, 91 days ago": [observation("5671-3", 95, "ug/dL", 91)],
     "lead 60, 100 days ago": [observation("5671-3", 60, "ug/dL", 100)],
     "lead poisoning coded 31 days ago": [condition("1145155005", onset=31)],
     "lead toxic effect coded 200 days ago": [condition("T56.0X1A", onset=200)],
@@ -487,7 +488,7 @@ def test_ionized_calcium_in_mg_dl_is_converted():
         [observation("5671-3", 40, "ug/dL", 31)],
         [observation("5671-3", 79.9, "ug/dL", 89)],
         [observation("10368-9", 2.5, "umol/L", 60)],  # 51.8 ug/dL
-        [observation("5671-3", 95, "ug/dL", 45)],  # older than 30 days
+        [observation("5671-3", 79, "ug/dL", 45)],  # older than 30 days (80+ is same-day)
     ],
 )
 def test_lead_40_plus_one_to_three_months_ago_is_prompt_evaluation_in_primary_care(resources):

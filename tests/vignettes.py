@@ -948,3 +948,41 @@ VIGNETTES += [
         methimazole_uncoded_tsh_100_days_ago,
     )
 ]
+
+
+# Session 11 (clinical review, lead): an adult blood lead of 80 ug/dL or more in the last 90
+# days is a same-day evaluation (Kosnett 2007: urgent evaluation at 80 or more), even 31-90
+# days old; its near misses stay the workup's (79 ug/dL: prompt evaluation; 100 days old:
+# elevated) and a child's 90 ug/dL 45 days ago is not made urgent by the adult level.
+# Imported here, not at the top, so that parallel appends to this file merge cleanly.
+from routes_helpers import patient  # noqa: E402
+
+LEAD_TEEN = "2011-06-01"  # 15 on CDS_TODAY 2026-11-24
+
+
+def lead_adult_90_45_days_ago() -> dict:
+    return hook_request(observation("5671-3", 90, "ug/dL", 45), *normal_workup())
+
+
+def lead_adult_79_45_days_ago() -> dict:
+    return hook_request(observation("5671-3", 79, "ug/dL", 45), *normal_workup())
+
+
+def lead_adult_90_100_days_ago() -> dict:
+    return hook_request(observation("5671-3", 90, "ug/dL", 100), *normal_workup())
+
+
+def lead_teen_90_45_days_ago() -> dict:
+    teen = patient(birth=LEAD_TEEN)
+    return hook_request(observation("5671-3", 90, "ug/dL", 45), *normal_workup(), who=teen)
+
+
+VIGNETTES += [
+    (build.__name__, build)
+    for build in (
+        lead_adult_90_45_days_ago,
+        lead_adult_79_45_days_ago,
+        lead_adult_90_100_days_ago,
+        lead_teen_90_45_days_ago,
+    )
+]
