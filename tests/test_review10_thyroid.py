@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import vignettes as v
 from routes_helpers import cards_for as cards
-from routes_helpers import condition, hook_request, medication, normal_workup
+from routes_helpers import condition, hook_request, medication, normal_workup, observation
 from routes_helpers import next_steps as steps
 
 LOWER_THE_DOSE = "lower the dose"
@@ -319,25 +319,47 @@ def test_graves_on_methimazole_without_tsh_is_asked_for_one_not_referred():
     assert ordered_codes(card).count(TSH_LOINC) == 1
 
 
-# --- Session 11: an antithyroid drug with no TSH in 6 months (ATA 2016: every 2-3 months)
-ON_ANTITHYROID = "an antithyroid drug is taken with no TSH in 6 months"
+# --- Session 11: an antithyroid drug with no TSH or no free T4 in 6 months (ATA 2016: thyroid
+# function every 2-3 months once stable; the TSH may stay suppressed for months)
+ON_ANTITHYROID = "an antithyroid drug is taken with n"  # neither TSH nor free T4 / no TSH
+FREE_T4_LOINC = "3024-7"
 
 
 @pytest.mark.parametrize(
     "build", [v.methimazole_uncoded_without_tsh, v.methimazole_uncoded_tsh_200_days_ago]
 )
-def test_methimazole_without_a_tsh_in_6_months_gets_one_request_with_free_t4(build):
+def test_methimazole_without_a_tsh_in_6_months_gets_tsh_and_free_t4_orders(build):
     found = cards(build())
     card = found["primary-care-workup"]
     assert "Order TSH with free T4 and total T3: " + ON_ANTITHYROID in steps(card)
     assert _tsh_requests(found) == 1
     assert ordered_codes(card).count(TSH_LOINC) == 1
+    assert ordered_codes(card).count(FREE_T4_LOINC) == 1
+    assert "TSH (6 months" in card["detail"] and "free T4 (6 months" in card["detail"]
     assert "endocrinology" not in found  # a normal or no TSH says nothing abnormal yet
 
 
 def test_methimazole_with_a_tsh_of_100_days_ago_is_not_asked_again():
     found = cards(v.methimazole_uncoded_tsh_100_days_ago())
-    assert "TSH" not in every_detail(found)
+    assert "TSH" not in every_detail(found) and "free T4" not in every_detail(found)
+
+
+def test_methimazole_with_a_recent_free_t4_is_asked_for_the_tsh_only():
+    recent = observation(FREE_T4_LOINC, 1.2, "ng/dL", 100)
+    found = cards(hook_request(medication(*v.METHIMAZOLE), recent, *normal_workup()))
+    card = found["primary-care-workup"]
+    assert "Order TSH with total T3: an antithyroid drug is taken with no TSH" in steps(card)
+    assert ordered_codes(card) == [TSH_LOINC]
+    assert _tsh_requests(found) == 1
+
+
+@pytest.mark.parametrize("free_t4", [(1.2, "ng/dL"), (15, "pmol/L")])
+def test_methimazole_with_tsh_and_free_t4_of_100_days_ago_is_not_asked_again(free_t4):
+    recent = observation(FREE_T4_LOINC, *free_t4, 100)
+    found = cards(
+        hook_request(medication(*v.METHIMAZOLE), v.tsh(2.0, 100), recent, *normal_workup())
+    )
+    assert "primary-care-workup" not in found and "endocrinology" not in found
 
 
 @pytest.mark.parametrize(
@@ -352,6 +374,7 @@ def test_on_an_antithyroid_drug_its_own_tsh_step_is_the_one(also):
     found = cards(hook_request(medication(*v.METHIMAZOLE), *also, *normal_workup()))
     card = found["primary-care-workup"]
     assert ON_ANTITHYROID in steps(card)
-    assert _tsh_requests(found) == 1
+    assert _tsh_requests(found) == 1  # no other TSH step beside it
+    assert ordered_codes(card).count(TSH_LOINC) == 1
     for other in ("hormone is taken", "hyperthyroidism is on record", "hypothyroid myopathy"):
         assert other not in steps(card)
