@@ -5,7 +5,6 @@ concept's, and ``--explain`` lists each named threshold once with the rules usin
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -20,6 +19,7 @@ from cds_service.engine.facts import Threshold
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from routes_helpers import cards_of, medication, normal_workup, observation  # noqa: E402
+from rule_files import copy_cards, edit_yaml, refused  # noqa: E402
 from vignettes import STATIN  # noqa: E402
 
 CARDS = Path(__file__).resolve().parents[1] / "cards"
@@ -100,23 +100,6 @@ def test_the_30_day_ck_rule_keeps_the_named_critical_flags(flag, stop):
 # ------------------------------------------------------------------- check-rules refuses
 
 
-def _copy(tmp_path: Path) -> Path:
-    cards = tmp_path / "cards"
-    shutil.copytree(CARDS, cards)
-    return cards
-
-
-def _edit(path: Path, change) -> None:
-    data = yaml.safe_load(path.read_text())
-    change(data)
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-
-
-def _refused(cards: Path, capsys) -> str:
-    assert main(["check-rules", "--cards-dir", str(cards)]) == 1
-    return capsys.readouterr().err
-
-
 def _entry(data: dict, criterion_id: str) -> tuple[str, dict]:
     for section in ("criteria", "building_blocks"):
         for i, entry in enumerate(data.get(section) or []):
@@ -142,86 +125,90 @@ def _change_criterion(cards: Path, file: str, criterion_id: str, **changes) -> s
     ],
 )
 def test_a_literal_copy_of_a_named_threshold_is_refused(tmp_path, capsys, literal):
-    cards = _copy(tmp_path)
+    cards = copy_cards(tmp_path)
     where = _change_criterion(
         cards, "medication-review.yaml", "ck-very-high-30-days", threshold=literal
     )
-    err = _refused(cards, capsys)
+    err = refused(cards, capsys)
     assert f"{where}/threshold:" in err
     assert "named threshold 'ck-very-high'" in err and "write `threshold: ck-very-high`" in err
 
 
 def test_two_names_for_the_same_cut_off_are_refused(tmp_path, capsys):
-    cards = _copy(tmp_path)
+    cards = copy_cards(tmp_path)
     copy = {"concept": "ck", "comparator": ">=", "value": 1000, "unit": "U/L"}
-    _edit(cards / "shared" / "thresholds.yaml", lambda d: d["thresholds"].update({"ck-x": copy}))
-    err = _refused(cards, capsys)
+    edit_yaml(
+        cards / "shared" / "thresholds.yaml", lambda d: d["thresholds"].update({"ck-x": copy})
+    )
+    err = refused(cards, capsys)
     assert (
         "shared/thresholds.yaml: field thresholds/ck-x: the same cut-off as 'ck-very-high'" in err
     )
 
 
-@pytest.mark.parametrize(("ages", "refused"), [({"from": 18}, True), ({"below": 18}, False)])
-def test_the_same_value_for_other_ages_is_another_cut_off(tmp_path, capsys, ages, refused):
+@pytest.mark.parametrize(("ages", "same"), [({"from": 18}, True), ({"below": 18}, False)])
+def test_the_same_value_for_other_ages_is_another_cut_off(tmp_path, capsys, ages, same):
     """Adult and child cut-offs may share a number: the ages are part of the definition."""
-    cards = _copy(tmp_path)
+    cards = copy_cards(tmp_path)
     lead = {"concept": "blood-lead", "comparator": ">=", "value": 40, "unit": "ug/dL"}
     lead["ages"] = ages
-    _edit(cards / "shared" / "thresholds.yaml", lambda d: d["thresholds"].update({"lead-x": lead}))
-    assert main(["check-rules", "--cards-dir", str(cards)]) == (1 if refused else 0)
+    edit_yaml(
+        cards / "shared" / "thresholds.yaml", lambda d: d["thresholds"].update({"lead-x": lead})
+    )
+    assert main(["check-rules", "--cards-dir", str(cards)]) == (1 if same else 0)
     err = capsys.readouterr().err
-    assert ("the same cut-off as 'lead-high-adult'" in err) is refused
+    assert ("the same cut-off as 'lead-high-adult'" in err) is same
 
 
 def test_a_name_defined_in_two_shared_files_is_refused(tmp_path, capsys):
-    cards = _copy(tmp_path)
+    cards = copy_cards(tmp_path)
     again = {"thresholds": {"ck-very-high": {"concept": "ck", "comparator": ">", "value": 1}}}
     again["thresholds"]["ck-very-high"]["unit"] = "U/L"
     (cards / "shared" / "zz-more.yaml").write_text(yaml.safe_dump(again))
-    err = _refused(cards, capsys)
+    err = refused(cards, capsys)
     assert "shared/zz-more.yaml: field thresholds/ck-very-high: 'ck-very-high' is already" in err
 
 
 def test_an_unknown_named_threshold_is_refused(tmp_path, capsys):
-    cards = _copy(tmp_path)
+    cards = copy_cards(tmp_path)
     where = _change_criterion(cards, "nephrology.yaml", "egfr-below-30", threshold="egfr-low")
-    err = _refused(cards, capsys)
+    err = refused(cards, capsys)
     assert f"{where}/threshold: unknown named threshold 'egfr-low'" in err
 
 
 def test_a_threshold_of_another_concept_is_refused(tmp_path, capsys):
-    cards = _copy(tmp_path)
+    cards = copy_cards(tmp_path)
     where = _change_criterion(cards, "nephrology.yaml", "egfr-below-30", threshold="ck-very-high")
-    err = _refused(cards, capsys)
+    err = refused(cards, capsys)
     assert f"{where}/threshold: 'ck-very-high' is a ck threshold, not egfr" in err
 
 
 @pytest.mark.parametrize(("key", "value"), [("critical_flags", ["HH"]), ("ages", {"from": 16})])
 def test_a_rule_naming_a_threshold_may_not_change_it(tmp_path, capsys, key, value):
-    cards = _copy(tmp_path)
+    cards = copy_cards(tmp_path)
     changes = {key: value}
     where = _change_criterion(cards, "medication-review.yaml", "ck-very-high-30-days", **changes)
-    err = _refused(cards, capsys)
+    err = refused(cards, capsys)
     assert f"{where}/{key}: set by the named threshold 'ck-very-high'" in err
 
 
 def test_a_named_threshold_in_a_unit_of_another_dimension_is_refused(tmp_path, capsys):
-    cards = _copy(tmp_path)
-    _edit(
+    cards = copy_cards(tmp_path)
+    edit_yaml(
         cards / "shared" / "thresholds.yaml",
         lambda d: d["thresholds"]["egfr-g4-or-worse"].update(unit="mmol/L"),
     )
-    err = _refused(cards, capsys)
+    err = refused(cards, capsys)
     assert "shared/thresholds.yaml: field thresholds/egfr-g4-or-worse/unit: 'mmol/L'" in err
 
 
 def test_the_schema_refuses_a_named_threshold_without_a_value(tmp_path, capsys):
-    cards = _copy(tmp_path)
-    _edit(
+    cards = copy_cards(tmp_path)
+    edit_yaml(
         cards / "shared" / "thresholds.yaml",
         lambda d: d["thresholds"]["ck-very-high"].pop("value"),
     )
-    err = _refused(cards, capsys)
+    err = refused(cards, capsys)
     assert "thresholds.yaml: field thresholds/ck-very-high" in err and "'value'" in err
 
 

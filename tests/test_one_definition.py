@@ -3,7 +3,6 @@ in cards/shared/, and each route uses it by id; check-rules refuses a second def
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections import Counter
 from pathlib import Path
@@ -11,7 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cds_service.cli import main
 from cds_service.engine import loader
 from cds_service.engine.model import RuleError
 from cds_service.engine.route_loader import ROUTE_LOCAL_KEYS
@@ -19,6 +17,7 @@ from cds_service.engine.route_loader import ROUTE_LOCAL_KEYS
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from routes_helpers import cards_of, normal_workup, observation  # noqa: E402
+from rule_files import copy_cards, edit_yaml, refused  # noqa: E402
 
 CARDS = Path(__file__).resolve().parents[1] / "cards"
 SHARED_FILE = CARDS / "shared" / "criteria.yaml"
@@ -117,30 +116,13 @@ def test_the_fired_rule_id_is_the_shared_id():
 # ------------------------------------------------------------------- check-rules refuses
 
 
-def _copy(tmp_path: Path) -> Path:
-    cards = tmp_path / "cards"
-    shutil.copytree(CARDS, cards)
-    return cards
-
-
-def _edit(path: Path, change) -> None:
-    data = yaml.safe_load(path.read_text())
-    change(data)
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-
-
-def _refused(cards: Path, capsys) -> str:
-    assert main(["check-rules", "--cards-dir", str(cards)]) == 1
-    return capsys.readouterr().err
-
-
 def _position(data: dict, section: str, **match) -> int:
     entries = data[section]
     return next(i for i, e in enumerate(entries) if match.items() <= e.items())
 
 
 def test_a_route_redefining_a_shared_id_is_refused(tmp_path, capsys):
-    cards = _copy(tmp_path)
+    cards = copy_cards(tmp_path)
     path = cards / "nephrology.yaml"
     data = yaml.safe_load(path.read_text())
     i = _position(data, "building_blocks", use="potassium-low")
@@ -152,52 +134,54 @@ def test_a_route_redefining_a_shared_id_is_refused(tmp_path, capsys):
         "lookback_days": 90,
     }
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-    err = _refused(cards, capsys)
+    err = refused(cards, capsys)
     assert f"nephrology.yaml: field building_blocks/{i}/id" in err
     assert "shared/criteria.yaml" in err and "use: potassium-low" in err
 
 
 def test_the_same_id_in_two_route_files_is_refused(tmp_path, capsys):
-    cards = _copy(tmp_path)
+    cards = copy_cards(tmp_path)
     block = {"id": "statin-on-record", "type": "medication", "classes": ["statin"]}
     for name in ("vascular.yaml", "neurology.yaml"):
-        _edit(cards / name, lambda d: d.setdefault("building_blocks", []).append(dict(block)))
-    err = _refused(cards, capsys)
+        edit_yaml(cards / name, lambda d: d.setdefault("building_blocks", []).append(dict(block)))
+    err = refused(cards, capsys)
     assert "'statin-on-record' is already defined in" in err
     assert "neurology.yaml: field building_blocks/" in err and "vascular.yaml" in err
 
 
 def test_the_same_id_twice_in_one_file_is_refused(tmp_path, capsys):
-    cards = _copy(tmp_path)
-    _edit(cards / "nephrology.yaml", lambda d: d["building_blocks"].append({"use": "sodium-low"}))
-    err = _refused(cards, capsys)
+    cards = copy_cards(tmp_path)
+    edit_yaml(
+        cards / "nephrology.yaml", lambda d: d["building_blocks"].append({"use": "sodium-low"})
+    )
+    err = refused(cards, capsys)
     assert "nephrology.yaml: field building_blocks/" in err and "duplicate id 'sodium-low'" in err
 
 
 def test_an_id_defined_twice_in_cards_shared_is_refused(tmp_path, capsys):
-    cards = _copy(tmp_path)
+    cards = copy_cards(tmp_path)
     extra = {"criteria": [{"id": "diabetes", "type": "condition", "value_sets": ["diabetes"]}]}
     (cards / "shared" / "more.yaml").write_text(yaml.safe_dump(extra))
-    err = _refused(cards, capsys)
+    err = refused(cards, capsys)
     assert "shared/more.yaml: field criteria/0/id: 'diabetes' is already defined" in err
 
 
 def test_an_unknown_shared_id_is_refused(tmp_path, capsys):
-    cards = _copy(tmp_path)
-    _edit(cards / "nephrology.yaml", lambda d: d["building_blocks"].append({"use": "kidney-x"}))
-    err = _refused(cards, capsys)
+    cards = copy_cards(tmp_path)
+    edit_yaml(cards / "nephrology.yaml", lambda d: d["building_blocks"].append({"use": "kidney-x"}))
+    err = refused(cards, capsys)
     assert "nephrology.yaml: field building_blocks/" in err
     assert "unknown shared criterion 'kidney-x'" in err
 
 
 def test_a_use_may_add_only_the_routes_own_keys(tmp_path, capsys):
-    cards = _copy(tmp_path)
+    cards = copy_cards(tmp_path)
     path = cards / "nephrology.yaml"
     data = yaml.safe_load(path.read_text())
     i = _position(data, "building_blocks", use="potassium-low")
     data["building_blocks"][i]["lookback_days"] = 30  # a different window is another concept
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-    err = _refused(cards, capsys)
+    err = refused(cards, capsys)
     assert f"nephrology.yaml: field building_blocks/{i}" in err and "lookback_days" in err
 
 
@@ -206,14 +190,16 @@ def test_a_use_may_add_only_the_routes_own_keys(tmp_path, capsys):
     [("content", "electrolyte-critical"), ("unless", ["diabetes"]), ("indicator", "critical")],
 )
 def test_a_shared_definition_holds_no_route_part(tmp_path, capsys, key, value):
-    cards = _copy(tmp_path)
-    _edit(cards / "shared" / "criteria.yaml", lambda d: d["criteria"][0].update({key: value}))
-    err = _refused(cards, capsys)
+    cards = copy_cards(tmp_path)
+    edit_yaml(cards / "shared" / "criteria.yaml", lambda d: d["criteria"][0].update({key: value}))
+    err = refused(cards, capsys)
     assert f"criteria.yaml: field criteria/0/{key}" in err
 
 
 def test_a_shared_definition_is_checked_against_the_shared_names(tmp_path):
-    cards = _copy(tmp_path)
-    _edit(cards / "shared" / "criteria.yaml", lambda d: d["criteria"][0].update(concept="kalium"))
+    cards = copy_cards(tmp_path)
+    edit_yaml(
+        cards / "shared" / "criteria.yaml", lambda d: d["criteria"][0].update(concept="kalium")
+    )
     with pytest.raises(RuleError, match="shared/criteria.yaml: field criteria/0.*'kalium'"):
         loader.load(cards)
