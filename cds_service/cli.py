@@ -118,13 +118,12 @@ def _check_rules(args, settings: Settings) -> int:
 def _named_thresholds(ruleset, medication_checks: list) -> str:
     """Each named threshold (cards/shared/ ``thresholds:``) once, with every rule that
     compares a result with it and the order checks that read those rules (issue 21)."""
-    from cds_service.engine.thresholds import users
     from cds_service.render.explain import threshold_words
 
     if not ruleset.thresholds:
         return ""
     lines = ["=" * WIDTH, "Named thresholds (cards/shared/): each defined once", "=" * WIDTH]
-    for name, rules in users(ruleset).items():
+    for name, rules in _users(ruleset).items():
         named = ruleset.thresholds[name]
         text = f"{named.concept.label} {threshold_words(named.threshold, named.concept)}"
         ages = {"from": "aged {:g} or over", "below": "under {:g}"}
@@ -139,6 +138,17 @@ def _named_thresholds(ruleset, medication_checks: list) -> str:
         if reading:
             lines += _wrapped("      order checks ", ", ".join(reading))
     return "\n".join([*lines, ""]) + "\n"
+
+
+def _users(ruleset) -> dict[str, list]:
+    """Each named threshold with every rule (route, criterion) that compares against it."""
+    found: dict[str, list] = {name: [] for name in ruleset.thresholds}
+    for route in ruleset.routes:
+        for criterion in route.criteria.values():
+            name = getattr(criterion, "threshold_name", None)
+            if name is not None:
+                found[name].append((route, criterion))
+    return found
 
 
 def _window(criterion) -> str:

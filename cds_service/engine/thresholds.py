@@ -22,8 +22,6 @@ from cds_service.engine.shapes import Spec
 
 if TYPE_CHECKING:
     from cds_service.engine.concepts import ObservationConcept
-    from cds_service.engine.criteria.base import Criterion
-    from cds_service.engine.model import Route, RuleSet
 
 # What a criterion naming a threshold may not write itself: they belong to the definition.
 DEFINED_BY_THE_NAME = ("critical_flags", "ages")
@@ -143,14 +141,3 @@ def literal_limit(concept: ObservationConcept, threshold: Threshold, where: str)
     if limit is None:
         raise RuleError(f"{where}: {threshold.unit!r} cannot be converted to {concept.unit!r}")
     return limit
-
-
-def users(ruleset: RuleSet) -> dict[str, list[tuple[Route, Criterion]]]:
-    """Each named threshold with every rule (route, criterion) that compares against it."""
-    found: dict[str, list[tuple[Route, Criterion]]] = {name: [] for name in ruleset.thresholds}
-    for route in ruleset.routes:
-        for criterion in route.criteria.values():
-            name = getattr(criterion, "threshold_name", None)
-            if name is not None:
-                found[name].append((route, criterion))
-    return found
