@@ -21,6 +21,10 @@ class CdsError(Exception):
         self.headers = headers or {}
 
 
+class RuleError(CdsError, ValueError):
+    """A rule file is wrong; the message names the file and the field."""
+
+
 class InvalidRequest(CdsError):
     """The request (body, hook request, feedback) breaks the CDS Hooks contract."""
 

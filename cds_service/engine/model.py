@@ -11,17 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from cds_service.engine.shapes import Spec
 from cds_service.engine.terminology import CodeIndex, Concept, ValueSet
-from cds_service.errors import CdsError
+from cds_service.engine.thresholds import NamedThreshold
+from cds_service.errors import RuleError as RuleError  # re-exported: the loaders import it here
 
 if TYPE_CHECKING:
     from cds_service.engine.concepts import ObservationConcept
     from cds_service.engine.criteria.base import Criterion, Need
     from cds_service.engine.medications import MedicationClassifier
-    from cds_service.engine.thresholds import NamedThreshold
-
-
-class RuleError(CdsError, ValueError):
-    """A rule file is wrong; the message names the file and the field."""
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cds_service.engine.facts import Threshold
-from cds_service.engine.model import RuleError
 from cds_service.engine.shapes import Spec
+from cds_service.errors import RuleError
 
 if TYPE_CHECKING:
     from cds_service.engine.concepts import ObservationConcept
